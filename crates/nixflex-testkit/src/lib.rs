@@ -1,0 +1,4 @@
+//! Emulators of the external services and test helpers, used by tests, `nixflex demo` and the
+//! benchmarks. Each emulator speaks the provider's public protocol.
+
+pub mod twilio;
