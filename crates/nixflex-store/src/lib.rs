@@ -1,1 +1,289 @@
-//! placeholder
+//! Storage: the repository traits, their SQLite and PostgreSQL implementations, and the
+//! conformance suite both must pass.
+//!
+//! Only this crate touches SQL. The backend is chosen at run time from the database URL
+//! ([`open`]); everything above sees `Arc<dyn Store>`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use nixflex_core::agent::Agent;
+
+mod postgres;
+mod sql;
+mod sqlite;
+pub mod testing;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness or state constraint was violated.
+    #[error("conflict on {constraint}")]
+    Conflict {
+        /// Which rule (e.g. `primary key`, `version`).
+        constraint: &'static str,
+    },
+    /// The database cannot be reached or is overloaded; retrying later may work.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The current time at the precision both databases store (microseconds).
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// An account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    /// `acct_` + 16 hex.
+    pub account_id: String,
+    /// Account holder name.
+    pub name: Option<String>,
+    /// Billing/alert e-mail.
+    pub email: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Override of the concurrent-call cap.
+    pub max_concurrent_calls: Option<i64>,
+    /// Override of reads per minute.
+    pub rate_limit_reads: Option<i64>,
+    /// Override of writes per minute.
+    pub rate_limit_writes: Option<i64>,
+}
+
+/// An API key (never the raw secret).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    /// `nxf_` + 32 hex.
+    pub key_id: String,
+    /// Owner.
+    pub account_id: String,
+    /// Label.
+    pub name: Option<String>,
+    /// SHA-256 hex of the secret.
+    pub secret_hash: String,
+    /// The AEAD-sealed secret.
+    pub secret_sealed: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last rotation.
+    pub rotated_at: Option<DateTime<Utc>>,
+    /// Revocation time; revoked keys never authenticate.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A key with its account, as authentication needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyWithAccount {
+    /// The key.
+    pub key: ApiKey,
+    /// Its account.
+    pub account: Account,
+}
+
+/// Result of revoking a key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RevokeOutcome {
+    /// Revoked now or earlier; the key as stored.
+    Revoked(ApiKey),
+    /// It is the account's last active key.
+    LastActiveKey,
+    /// No such key in this account.
+    NotFound,
+}
+
+/// A page request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Page size (1–100).
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}
+
+/// A stored idempotent response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status_code: u16,
+    /// Content-Type of the body.
+    pub content_type: Option<String>,
+    /// Raw body.
+    pub body: Vec<u8>,
+}
+
+/// Identity of an idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyScope {
+    /// `acct_…` or `ip:<addr>` for unauthenticated requests.
+    pub scope: String,
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// The client's `Idempotency-Key`.
+    pub key: String,
+}
+
+/// What to do with a request carrying an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// First time (or the old record expired/was abandoned): run it.
+    Started,
+    /// Finished earlier with the same request: replay this.
+    Replay(StoredResponse),
+    /// Same key, different request.
+    Mismatch,
+    /// The same request is still running elsewhere.
+    InFlight,
+}
+
+/// Every repository, as one object-safe trait.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Which backend (`sqlite` or `postgres`).
+    fn backend(&self) -> &'static str;
+
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores `value` under `key` unless the key exists; returns the value now stored.
+    async fn meta_get_or_put(&self, key: &str, value: &str) -> Result<String, StoreError>;
+
+    /// Creates an account and its first key atomically.
+    async fn create_account(&self, account: &Account, key: &ApiKey) -> Result<(), StoreError>;
+
+    /// Fetches an account.
+    async fn get_account(&self, account_id: &str) -> Result<Option<Account>, StoreError>;
+
+    /// Sets the per-account limit overrides (admin).
+    async fn set_account_limits(
+        &self,
+        account_id: &str,
+        max_concurrent_calls: Option<i64>,
+        rate_limit_reads: Option<i64>,
+        rate_limit_writes: Option<i64>,
+    ) -> Result<(), StoreError>;
+
+    /// Adds a key to an existing account.
+    async fn insert_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+
+    /// A key and its account, revoked or not.
+    async fn get_key(&self, key_id: &str) -> Result<Option<KeyWithAccount>, StoreError>;
+
+    /// The account's keys, newest first, with the total.
+    async fn list_keys(
+        &self,
+        account_id: &str,
+        page: Page,
+    ) -> Result<(Vec<ApiKey>, i64), StoreError>;
+
+    /// Revokes a key unless it is the account's last active one (atomic across nodes).
+    async fn revoke_key(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Replaces an active key's secret; `NotFound` when unknown or revoked.
+    async fn rotate_key(
+        &self,
+        key_id: &str,
+        secret_hash: &str,
+        secret_sealed: &str,
+        at: DateTime<Utc>,
+    ) -> Result<ApiKey, StoreError>;
+
+    /// Inserts a new agent.
+    async fn insert_agent(&self, agent: &Agent) -> Result<(), StoreError>;
+
+    /// An agent of this account, with its version for [`Store::update_agent`].
+    async fn get_agent(
+        &self,
+        account_id: &str,
+        agent_id: &str,
+    ) -> Result<Option<(Agent, i64)>, StoreError>;
+
+    /// Whether an agent exists in any account (for `agent_not_owned` vs `agent_not_found`).
+    async fn agent_owner(&self, agent_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// The account's agents, newest first, optionally filtered by `is_active`, with the total.
+    async fn list_agents(
+        &self,
+        account_id: &str,
+        is_active: Option<bool>,
+        page: Page,
+    ) -> Result<(Vec<Agent>, i64), StoreError>;
+
+    /// Writes new settings if the version still matches (`Conflict{version}` otherwise).
+    async fn update_agent(&self, agent: &Agent, expected_version: i64) -> Result<(), StoreError>;
+
+    /// Deletes an agent; false when it did not exist in this account.
+    async fn delete_agent(&self, account_id: &str, agent_id: &str) -> Result<bool, StoreError>;
+
+    /// Counts one request in `bucket`'s fixed window starting at `window_start` (unix seconds)
+    /// and returns the count including this one. Atomic across nodes.
+    async fn rate_limit_hit(
+        &self,
+        bucket: &str,
+        window_start: i64,
+        expires_at: i64,
+    ) -> Result<i64, StoreError>;
+
+    /// Deletes counters that expired before `now` (unix seconds).
+    async fn purge_rate_limits(&self, now: i64) -> Result<u64, StoreError>;
+
+    /// Claims an idempotency key, or reports why not. `now`/`lease_until`/`expired_before` are
+    /// unix seconds: a record created before `expired_before` is treated as absent, and an
+    /// in-flight record whose lease has passed was abandoned by a crashed node.
+    async fn idempotency_begin(
+        &self,
+        scope: &IdempotencyScope,
+        fingerprint: &str,
+        now: i64,
+        lease_until: i64,
+        expired_before: i64,
+    ) -> Result<IdempotencyBegin, StoreError>;
+
+    /// Stores the response of a started request.
+    async fn idempotency_complete(
+        &self,
+        scope: &IdempotencyScope,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError>;
+
+    /// Forgets a started request (5xx responses are not stored).
+    async fn idempotency_abandon(&self, scope: &IdempotencyScope) -> Result<(), StoreError>;
+
+    /// Deletes records created before `before` (unix seconds).
+    async fn purge_idempotency(&self, before: i64) -> Result<u64, StoreError>;
+}
+
+/// Opens (creating and migrating) the database named by `url`: `sqlite://path` / `sqlite::memory:`
+/// or `postgres://…`.
+///
+/// # Errors
+/// When the URL scheme is unknown, the database cannot be opened, or a migration fails.
+pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url, max_connections).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
+    } else {
+        Err(StoreError::Other(anyhow::anyhow!(
+            "unsupported database URL scheme (use sqlite://… or postgres://…)"
+        )))
+    }
+}

@@ -1,1 +1,6 @@
-//! placeholder
+//! The `nixflex` binary's library: configuration, the composition root, the admin commands and
+//! the benchmarks. `main.rs` only parses the command line.
+
+pub mod bench;
+pub mod config;
+pub mod server;

@@ -1,0 +1,99 @@
+//! Shared state of the HTTP layer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nixflex_core::agent::AgentValidation;
+use nixflex_core::catalog::TtsProviderKind;
+use nixflex_core::crypto::SecretBox;
+use nixflex_store::Store;
+
+/// What the API layer needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Whether `POST /v1/keys` without a key creates accounts.
+    pub signup_open: bool,
+    /// Sign-ups per client IP per hour.
+    pub signups_per_hour: i64,
+    /// Default read requests per account per minute.
+    pub reads_per_minute: i64,
+    /// Default write requests per account per minute.
+    pub writes_per_minute: i64,
+    /// Requests per minute per client IP without a valid key.
+    pub anonymous_per_minute: i64,
+    /// Window of the per-minute limits in seconds (60; tests may lengthen it).
+    pub rate_limit_window: i64,
+    /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Longest a request may run.
+    pub request_timeout: Duration,
+    /// Which voice catalogue applies.
+    pub tts_provider: TtsProviderKind,
+    /// Whether webhook/function URLs may be http or private (local testing).
+    pub allow_private_targets: bool,
+}
+
+impl ApiConfig {
+    /// The agent validation rules that follow from this config.
+    pub fn agent_rules(&self) -> AgentValidation {
+        AgentValidation {
+            tts: self.tts_provider,
+            allow_private_targets: self.allow_private_targets,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            signup_open: true,
+            signups_per_hour: 10,
+            reads_per_minute: 600,
+            writes_per_minute: 120,
+            anonymous_per_minute: 600,
+            rate_limit_window: 60,
+            trust_forwarded_for: false,
+            max_body_bytes: 8 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            tts_provider: TtsProviderKind::Inworld,
+            allow_private_targets: false,
+        }
+    }
+}
+
+/// Everything a handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    secrets: SecretBox,
+    config: ApiConfig,
+}
+
+impl AppState {
+    /// Builds the state.
+    pub fn new(store: Arc<dyn Store>, secrets: SecretBox, config: ApiConfig) -> Self {
+        Self { inner: Arc::new(Inner { store, secrets, config }) }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        &*self.inner.store
+    }
+
+    /// The secret box (master key).
+    pub fn secrets(&self) -> &SecretBox {
+        &self.inner.secrets
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ApiConfig {
+        &self.inner.config
+    }
+}

@@ -1,0 +1,78 @@
+//! Identifier formats (API.md §1.9, DECISIONS #3, #31) and their generation.
+
+use rand::RngCore;
+
+fn random_hex(n_bytes: usize) -> String {
+    let mut bytes = vec![0u8; n_bytes];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// `acct_` + 16 hex: the account (owner of every resource).
+pub fn new_account_id() -> String {
+    format!("acct_{}", random_hex(8))
+}
+
+/// `nxf_` + 32 hex: an API key id.
+pub fn new_key_id() -> String {
+    format!("nxf_{}", random_hex(16))
+}
+
+/// `nxfs_` + 64 hex: an API key secret (256 bits of entropy).
+pub fn new_key_secret() -> String {
+    format!("nxfs_{}", random_hex(32))
+}
+
+/// `agent_` + 16 hex.
+pub fn new_agent_id() -> String {
+    format!("agent_{}", random_hex(8))
+}
+
+/// `call_` + 24 hex.
+pub fn new_call_id() -> String {
+    format!("call_{}", random_hex(12))
+}
+
+/// `req_` + 24 hex: a request id for `X-Request-Id`.
+pub fn new_request_id() -> String {
+    format!("req_{}", random_hex(12))
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `s` has the shape of a key id (`nxf_` + 32 lowercase hex).
+pub fn is_key_id(s: &str) -> bool {
+    s.strip_prefix("nxf_").is_some_and(|rest| rest.len() == 32 && is_lower_hex(rest))
+}
+
+/// Whether `s` has the shape of a key secret (`nxfs_` + 64 lowercase hex).
+pub fn is_key_secret(s: &str) -> bool {
+    s.strip_prefix("nxfs_").is_some_and(|rest| rest.len() == 64 && is_lower_hex(rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_have_the_documented_shapes() {
+        assert!(is_key_id(&new_key_id()));
+        assert!(is_key_secret(&new_key_secret()));
+        let agent = new_agent_id();
+        assert_eq!(agent.len(), "agent_".len() + 16);
+        assert!(is_lower_hex(&agent["agent_".len()..]));
+        assert_eq!(new_call_id().len(), "call_".len() + 24);
+        assert_ne!(new_key_secret(), new_key_secret());
+    }
+
+    #[test]
+    fn key_shapes_reject_near_misses() {
+        assert!(!is_key_id("nxf_A1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"));
+        assert!(!is_key_id("nxf_a1b2"));
+        assert!(!is_key_id("nxfs_a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"));
+        assert!(is_key_id("nxf_a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"));
+        assert!(!is_key_secret("nxfs_"));
+    }
+}

@@ -1,0 +1,575 @@
+//! The repository implementation shared by both backends.
+//!
+//! SQLite and PostgreSQL accept the same SQL for everything here (`$n` parameters, `on conflict`,
+//! `returning`), and sqlx decodes the same Rust types from both schemas, so one body serves both:
+//! [`impl_store!`] expands it for a concrete pool type. What differs (how a write transaction
+//! starts, row locks) comes from the backend's `begin_write` and `LOCK_ACCOUNT`. The expanding
+//! module must import `StoreError` and [`map_err`].
+
+use nixflex_core::agent::{Agent, AgentSettings};
+
+use crate::StoreError;
+
+/// Maps sqlx errors to [`StoreError`] in one place.
+pub(crate) fn map_err(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict { constraint: "unique" }
+        }
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            StoreError::Conflict { constraint: "foreign key" }
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => StoreError::Other(anyhow::Error::new(error)),
+    }
+}
+
+/// Builds an [`Agent`] from its columns.
+pub(crate) fn agent_from_parts(
+    agent_id: String,
+    account_id: String,
+    api_key_id: String,
+    settings: AgentSettings,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+) -> Agent {
+    Agent { agent_id, account_id, api_key_id, settings, created_at, updated_at }
+}
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $backend:literal) => {
+        use async_trait::async_trait;
+        use chrono::{DateTime, Utc};
+        use nixflex_core::agent::{Agent, AgentSettings};
+        use sqlx::Row as _;
+        use sqlx::types::Json;
+
+        use crate::sql::agent_from_parts;
+        use crate::{
+            Account, ApiKey, IdempotencyBegin, IdempotencyScope, KeyWithAccount, Page,
+            RevokeOutcome, Store, StoredResponse,
+        };
+
+        type DbRow = <$db as sqlx::Database>::Row;
+
+        fn account_from_row(row: &DbRow, prefix: bool) -> Result<Account, sqlx::Error> {
+            let col = |name: &'static str| if prefix { format!("a_{name}") } else { name.to_owned() };
+            Ok(Account {
+                account_id: row.try_get(col("account_id").as_str())?,
+                name: row.try_get(col("name").as_str())?,
+                email: row.try_get(col("email").as_str())?,
+                created_at: row.try_get(col("created_at").as_str())?,
+                max_concurrent_calls: row.try_get(col("max_concurrent_calls").as_str())?,
+                rate_limit_reads: row.try_get(col("rate_limit_reads").as_str())?,
+                rate_limit_writes: row.try_get(col("rate_limit_writes").as_str())?,
+            })
+        }
+
+        fn key_from_row(row: &DbRow) -> Result<ApiKey, sqlx::Error> {
+            Ok(ApiKey {
+                key_id: row.try_get("key_id")?,
+                account_id: row.try_get("account_id")?,
+                name: row.try_get("name")?,
+                secret_hash: row.try_get("secret_hash")?,
+                secret_sealed: row.try_get("secret_sealed")?,
+                created_at: row.try_get("created_at")?,
+                rotated_at: row.try_get("rotated_at")?,
+                revoked_at: row.try_get("revoked_at")?,
+            })
+        }
+
+        fn agent_from_row(row: &DbRow) -> Result<Agent, sqlx::Error> {
+            let Json(settings): Json<AgentSettings> = row.try_get("settings")?;
+            Ok(agent_from_parts(
+                row.try_get("agent_id")?,
+                row.try_get("account_id")?,
+                row.try_get("api_key_id")?,
+                settings,
+                row.try_get("created_at")?,
+                row.try_get("updated_at")?,
+            ))
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("select 1").execute(&self.pool).await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn meta_get_or_put(&self, key: &str, value: &str) -> Result<String, StoreError> {
+                sqlx::query("insert into server_meta (key, value) values ($1, $2) on conflict do nothing")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query_scalar("select value from server_meta where key = $1")
+                    .bind(key)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn create_account(&self, account: &Account, key: &ApiKey) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "insert into accounts (account_id, name, email, created_at, max_concurrent_calls, rate_limit_reads, rate_limit_writes) values ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&account.account_id)
+                .bind(&account.name)
+                .bind(&account.email)
+                .bind(account.created_at)
+                .bind(account.max_concurrent_calls)
+                .bind(account.rate_limit_reads)
+                .bind(account.rate_limit_writes)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                insert_key_in(&mut tx, key).await?;
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn get_account(&self, account_id: &str) -> Result<Option<Account>, StoreError> {
+                let row = sqlx::query("select * from accounts where account_id = $1")
+                    .bind(account_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(|row| account_from_row(&row, false)).transpose().map_err(map_err)
+            }
+
+            async fn set_account_limits(
+                &self,
+                account_id: &str,
+                max_concurrent_calls: Option<i64>,
+                rate_limit_reads: Option<i64>,
+                rate_limit_writes: Option<i64>,
+            ) -> Result<(), StoreError> {
+                let done = sqlx::query(
+                    "update accounts set max_concurrent_calls = $2, rate_limit_reads = $3, rate_limit_writes = $4 where account_id = $1",
+                )
+                .bind(account_id)
+                .bind(max_concurrent_calls)
+                .bind(rate_limit_reads)
+                .bind(rate_limit_writes)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn insert_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                insert_key_in(&mut tx, key).await?;
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn get_key(&self, key_id: &str) -> Result<Option<KeyWithAccount>, StoreError> {
+                let row = sqlx::query(
+                    "select k.key_id, k.account_id, k.name, k.secret_hash, k.secret_sealed, k.created_at, k.rotated_at, k.revoked_at, \
+                     a.account_id as a_account_id, a.name as a_name, a.email as a_email, a.created_at as a_created_at, \
+                     a.max_concurrent_calls as a_max_concurrent_calls, a.rate_limit_reads as a_rate_limit_reads, \
+                     a.rate_limit_writes as a_rate_limit_writes \
+                     from api_keys k join accounts a on a.account_id = k.account_id where k.key_id = $1",
+                )
+                .bind(key_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                let Some(row) = row else { return Ok(None) };
+                let key = key_from_row(&row).map_err(map_err)?;
+                let account = account_from_row(&row, true).map_err(map_err)?;
+                Ok(Some(KeyWithAccount { key, account }))
+            }
+
+            async fn list_keys(&self, account_id: &str, page: Page) -> Result<(Vec<ApiKey>, i64), StoreError> {
+                let total: i64 = sqlx::query_scalar("select count(*) from api_keys where account_id = $1")
+                    .bind(account_id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                let rows = sqlx::query(
+                    "select key_id, account_id, name, secret_hash, secret_sealed, created_at, rotated_at, revoked_at \
+                     from api_keys where account_id = $1 order by created_at desc, key_id desc limit $2 offset $3",
+                )
+                .bind(account_id)
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                let keys = rows.iter().map(key_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
+                Ok((keys, total))
+            }
+
+            async fn revoke_key(
+                &self,
+                account_id: &str,
+                key_id: &str,
+                at: DateTime<Utc>,
+            ) -> Result<RevokeOutcome, StoreError> {
+                let mut tx = self.begin_write().await?;
+                // Serialise revocations per account so two concurrent requests cannot each see
+                // "another active key" and revoke both.
+                if let Some(lock) = Self::LOCK_ACCOUNT {
+                    sqlx::query(lock).bind(account_id).execute(&mut *tx).await.map_err(map_err)?;
+                }
+                let row = sqlx::query(
+                    "select key_id, account_id, name, secret_hash, secret_sealed, created_at, rotated_at, revoked_at \
+                     from api_keys where key_id = $1 and account_id = $2",
+                )
+                .bind(key_id)
+                .bind(account_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let Some(row) = row else { return Ok(RevokeOutcome::NotFound) };
+                let mut key = key_from_row(&row).map_err(map_err)?;
+                if key.revoked_at.is_some() {
+                    return Ok(RevokeOutcome::Revoked(key));
+                }
+                let active: i64 = sqlx::query_scalar(
+                    "select count(*) from api_keys where account_id = $1 and revoked_at is null",
+                )
+                .bind(account_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if active <= 1 {
+                    return Ok(RevokeOutcome::LastActiveKey);
+                }
+                sqlx::query("update api_keys set revoked_at = $2 where key_id = $1")
+                    .bind(key_id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                key.revoked_at = Some(at);
+                Ok(RevokeOutcome::Revoked(key))
+            }
+
+            async fn rotate_key(
+                &self,
+                key_id: &str,
+                secret_hash: &str,
+                secret_sealed: &str,
+                at: DateTime<Utc>,
+            ) -> Result<ApiKey, StoreError> {
+                let row = sqlx::query(
+                    "update api_keys set secret_hash = $2, secret_sealed = $3, rotated_at = $4 \
+                     where key_id = $1 and revoked_at is null \
+                     returning key_id, account_id, name, secret_hash, secret_sealed, created_at, rotated_at, revoked_at",
+                )
+                .bind(key_id)
+                .bind(secret_hash)
+                .bind(secret_sealed)
+                .bind(at)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                match row {
+                    Some(row) => key_from_row(&row).map_err(map_err),
+                    None => Err(StoreError::NotFound),
+                }
+            }
+
+            async fn insert_agent(&self, agent: &Agent) -> Result<(), StoreError> {
+                sqlx::query(
+                    "insert into agents (agent_id, account_id, api_key_id, name, is_active, settings, version, created_at, updated_at) \
+                     values ($1, $2, $3, $4, $5, $6, 1, $7, $8)",
+                )
+                .bind(&agent.agent_id)
+                .bind(&agent.account_id)
+                .bind(&agent.api_key_id)
+                .bind(&agent.settings.name)
+                .bind(agent.settings.is_active)
+                .bind(Json(&agent.settings))
+                .bind(agent.created_at)
+                .bind(agent.updated_at)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn get_agent(&self, account_id: &str, agent_id: &str) -> Result<Option<(Agent, i64)>, StoreError> {
+                let row = sqlx::query("select * from agents where agent_id = $1 and account_id = $2")
+                    .bind(agent_id)
+                    .bind(account_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                let Some(row) = row else { return Ok(None) };
+                let version: i64 = row.try_get("version").map_err(map_err)?;
+                Ok(Some((agent_from_row(&row).map_err(map_err)?, version)))
+            }
+
+            async fn agent_owner(&self, agent_id: &str) -> Result<Option<String>, StoreError> {
+                sqlx::query_scalar("select account_id from agents where agent_id = $1")
+                    .bind(agent_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn list_agents(
+                &self,
+                account_id: &str,
+                is_active: Option<bool>,
+                page: Page,
+            ) -> Result<(Vec<Agent>, i64), StoreError> {
+                let total: i64 = sqlx::query_scalar(
+                    "select count(*) from agents where account_id = $1 and ($2 is null or is_active = $2)",
+                )
+                .bind(account_id)
+                .bind(is_active)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+                let rows = sqlx::query(
+                    "select * from agents where account_id = $1 and ($2 is null or is_active = $2) \
+                     order by created_at desc, agent_id desc limit $3 offset $4",
+                )
+                .bind(account_id)
+                .bind(is_active)
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                let agents = rows.iter().map(agent_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
+                Ok((agents, total))
+            }
+
+            async fn update_agent(&self, agent: &Agent, expected_version: i64) -> Result<(), StoreError> {
+                let done = sqlx::query(
+                    "update agents set name = $3, is_active = $4, settings = $5, updated_at = $6, version = version + 1 \
+                     where agent_id = $1 and account_id = $2 and version = $7",
+                )
+                .bind(&agent.agent_id)
+                .bind(&agent.account_id)
+                .bind(&agent.settings.name)
+                .bind(agent.settings.is_active)
+                .bind(Json(&agent.settings))
+                .bind(agent.updated_at)
+                .bind(expected_version)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                if done.rows_affected() == 1 {
+                    return Ok(());
+                }
+                match self.get_agent(&agent.account_id, &agent.agent_id).await? {
+                    Some(_) => Err(StoreError::Conflict { constraint: "version" }),
+                    None => Err(StoreError::NotFound),
+                }
+            }
+
+            async fn delete_agent(&self, account_id: &str, agent_id: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query("delete from agents where agent_id = $1 and account_id = $2")
+                    .bind(agent_id)
+                    .bind(account_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn rate_limit_hit(
+                &self,
+                bucket: &str,
+                window_start: i64,
+                expires_at: i64,
+            ) -> Result<i64, StoreError> {
+                sqlx::query_scalar(
+                    "insert into rate_limits (bucket, window_start, count, expires_at) values ($1, $2, 1, $3) \
+                     on conflict (bucket) do update set \
+                     count = case when rate_limits.window_start = excluded.window_start then rate_limits.count + 1 else 1 end, \
+                     window_start = excluded.window_start, expires_at = excluded.expires_at \
+                     returning count",
+                )
+                .bind(bucket)
+                .bind(window_start)
+                .bind(expires_at)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)
+            }
+
+            async fn purge_rate_limits(&self, now: i64) -> Result<u64, StoreError> {
+                let done = sqlx::query("delete from rate_limits where expires_at < $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn idempotency_begin(
+                &self,
+                scope: &IdempotencyScope,
+                fingerprint: &str,
+                now: i64,
+                lease_until: i64,
+                expired_before: i64,
+            ) -> Result<IdempotencyBegin, StoreError> {
+                // Two attempts: the second runs only if a stale record was replaced concurrently.
+                for _ in 0..2 {
+                    let inserted = sqlx::query(
+                        "insert into idempotency_keys (scope, method, path, idem_key, fingerprint, state, created_at, locked_until) \
+                         values ($1, $2, $3, $4, $5, 'in_flight', $6, $7) on conflict do nothing",
+                    )
+                    .bind(&scope.scope)
+                    .bind(&scope.method)
+                    .bind(&scope.path)
+                    .bind(&scope.key)
+                    .bind(fingerprint)
+                    .bind(now)
+                    .bind(lease_until)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                    if inserted.rows_affected() == 1 {
+                        return Ok(IdempotencyBegin::Started);
+                    }
+                    let row = sqlx::query(
+                        "select fingerprint, state, status_code, content_type, response_body, created_at, locked_until \
+                         from idempotency_keys where scope = $1 and method = $2 and path = $3 and idem_key = $4",
+                    )
+                    .bind(&scope.scope)
+                    .bind(&scope.method)
+                    .bind(&scope.path)
+                    .bind(&scope.key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                    let Some(row) = row else { continue };
+                    let stored_fingerprint: String = row.try_get("fingerprint").map_err(map_err)?;
+                    let state: String = row.try_get("state").map_err(map_err)?;
+                    let created_at: i64 = row.try_get("created_at").map_err(map_err)?;
+                    let locked_until: i64 = row.try_get("locked_until").map_err(map_err)?;
+                    let expired = created_at < expired_before;
+                    let abandoned = state == "in_flight" && locked_until < now && stored_fingerprint == fingerprint;
+                    if expired || abandoned {
+                        // Take the record over, but only if nobody else changed it meanwhile.
+                        let taken = sqlx::query(
+                            "update idempotency_keys set fingerprint = $5, state = 'in_flight', status_code = null, \
+                             content_type = null, response_body = null, created_at = $6, locked_until = $7 \
+                             where scope = $1 and method = $2 and path = $3 and idem_key = $4 and created_at = $8 and locked_until = $9",
+                        )
+                        .bind(&scope.scope)
+                        .bind(&scope.method)
+                        .bind(&scope.path)
+                        .bind(&scope.key)
+                        .bind(fingerprint)
+                        .bind(now)
+                        .bind(lease_until)
+                        .bind(created_at)
+                        .bind(locked_until)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                        if taken.rows_affected() == 1 {
+                            return Ok(IdempotencyBegin::Started);
+                        }
+                        continue;
+                    }
+                    if stored_fingerprint != fingerprint {
+                        return Ok(IdempotencyBegin::Mismatch);
+                    }
+                    if state != "done" {
+                        return Ok(IdempotencyBegin::InFlight);
+                    }
+                    let status: i64 = row.try_get("status_code").map_err(map_err)?;
+                    return Ok(IdempotencyBegin::Replay(StoredResponse {
+                        status_code: u16::try_from(status).unwrap_or(500),
+                        content_type: row.try_get("content_type").map_err(map_err)?,
+                        body: row.try_get::<Option<Vec<u8>>, _>("response_body").map_err(map_err)?.unwrap_or_default(),
+                    }));
+                }
+                Ok(IdempotencyBegin::InFlight)
+            }
+
+            async fn idempotency_complete(
+                &self,
+                scope: &IdempotencyScope,
+                response: &StoredResponse,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "update idempotency_keys set state = 'done', status_code = $5, content_type = $6, response_body = $7 \
+                     where scope = $1 and method = $2 and path = $3 and idem_key = $4",
+                )
+                .bind(&scope.scope)
+                .bind(&scope.method)
+                .bind(&scope.path)
+                .bind(&scope.key)
+                .bind(i64::from(response.status_code))
+                .bind(&response.content_type)
+                .bind(&response.body)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn idempotency_abandon(&self, scope: &IdempotencyScope) -> Result<(), StoreError> {
+                sqlx::query(
+                    "delete from idempotency_keys where scope = $1 and method = $2 and path = $3 and idem_key = $4 and state = 'in_flight'",
+                )
+                .bind(&scope.scope)
+                .bind(&scope.method)
+                .bind(&scope.path)
+                .bind(&scope.key)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn purge_idempotency(&self, before: i64) -> Result<u64, StoreError> {
+                let done = sqlx::query("delete from idempotency_keys where created_at < $1 and state = 'done'")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        async fn insert_key_in(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            key: &ApiKey,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "insert into api_keys (key_id, account_id, name, secret_hash, secret_sealed, created_at, rotated_at, revoked_at) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&key.key_id)
+            .bind(&key.account_id)
+            .bind(&key.name)
+            .bind(&key.secret_hash)
+            .bind(&key.secret_sealed)
+            .bind(key.created_at)
+            .bind(key.rotated_at)
+            .bind(key.revoked_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        }
+    };
+}
+
+pub(crate) use impl_store;

@@ -1,0 +1,405 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The storage conformance suite: every test runs on SQLite and on PostgreSQL.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use nixflex_core::agent::{Agent, AgentSettings};
+use nixflex_core::ids;
+use nixflex_store::testing::TempDirGuard;
+use nixflex_store::{
+    Account, ApiKey, IdempotencyBegin, IdempotencyScope, Page, RevokeOutcome, Store, StoreError,
+    StoredResponse, now,
+};
+
+type Fixture = (Arc<dyn Store>, Option<TempDirGuard>);
+
+fn account(id: &str) -> Account {
+    Account {
+        account_id: id.to_owned(),
+        name: Some("Ada".to_owned()),
+        email: Some("ada@example.com".to_owned()),
+        created_at: now(),
+        max_concurrent_calls: None,
+        rate_limit_reads: None,
+        rate_limit_writes: None,
+    }
+}
+
+fn key(account_id: &str) -> ApiKey {
+    ApiKey {
+        key_id: ids::new_key_id(),
+        account_id: account_id.to_owned(),
+        name: Some("default".to_owned()),
+        secret_hash: "h".repeat(64),
+        secret_sealed: "v1:sealed".to_owned(),
+        created_at: now(),
+        rotated_at: None,
+        revoked_at: None,
+    }
+}
+
+async fn new_account(store: &dyn Store) -> (Account, ApiKey) {
+    let acct = account(&ids::new_account_id());
+    let k = key(&acct.account_id);
+    store.create_account(&acct, &k).await.unwrap();
+    (acct, k)
+}
+
+fn agent(account_id: &str, name: &str, active: bool) -> Agent {
+    let settings =
+        AgentSettings { name: name.to_owned(), is_active: active, ..AgentSettings::default() };
+    let at = now();
+    Agent {
+        agent_id: ids::new_agent_id(),
+        account_id: account_id.to_owned(),
+        api_key_id: "nxf_x".to_owned(),
+        settings,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn scope(key: &str) -> IdempotencyScope {
+    IdempotencyScope {
+        scope: "acct_1".to_owned(),
+        method: "POST".to_owned(),
+        path: "/v1/agents".to_owned(),
+        key: key.to_owned(),
+    }
+}
+
+const PAGE: Page = Page { limit: 100, offset: 0 };
+
+async fn account_and_key_round_trip((store, _g): Fixture) {
+    let (acct, k) = new_account(&*store).await;
+    let found = store.get_key(&k.key_id).await.unwrap().unwrap();
+    assert_eq!(found.key, k);
+    assert_eq!(found.account, acct);
+    assert_eq!(store.get_account(&acct.account_id).await.unwrap(), Some(acct.clone()));
+    assert!(store.get_key("nxf_missing").await.unwrap().is_none());
+    // A duplicate key id is a conflict, and the failed account insert leaves nothing behind.
+    let other = account(&ids::new_account_id());
+    let mut dup = key(&other.account_id);
+    dup.key_id = k.key_id.clone();
+    assert!(matches!(store.create_account(&other, &dup).await, Err(StoreError::Conflict { .. })));
+    assert_eq!(store.get_account(&other.account_id).await.unwrap(), None);
+    store.set_account_limits(&acct.account_id, Some(3), Some(1000), None).await.unwrap();
+    let limited = store.get_account(&acct.account_id).await.unwrap().unwrap();
+    assert_eq!((limited.max_concurrent_calls, limited.rate_limit_reads), (Some(3), Some(1000)));
+    assert!(matches!(
+        store.set_account_limits("acct_none", None, None, None).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn keys_list_newest_first_with_total((store, _g): Fixture) {
+    let (acct, first) = new_account(&*store).await;
+    let mut second = key(&acct.account_id);
+    second.created_at = first.created_at + Duration::milliseconds(5);
+    store.insert_key(&second).await.unwrap();
+    let (keys, total) = store.list_keys(&acct.account_id, PAGE).await.unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(
+        keys.iter().map(|k| k.key_id.clone()).collect::<Vec<_>>(),
+        vec![second.key_id.clone(), first.key_id.clone()]
+    );
+    let (page, total) =
+        store.list_keys(&acct.account_id, Page { limit: 1, offset: 1 }).await.unwrap();
+    assert_eq!((page.len(), total), (1, 2));
+    assert_eq!(page[0].key_id, first.key_id);
+}
+
+async fn the_last_active_key_cannot_be_revoked((store, _g): Fixture) {
+    let (acct, first) = new_account(&*store).await;
+    let (other_acct, _) = new_account(&*store).await;
+    assert_eq!(
+        store.revoke_key(&other_acct.account_id, &first.key_id, now()).await.unwrap(),
+        RevokeOutcome::NotFound
+    );
+    assert_eq!(
+        store.revoke_key(&acct.account_id, &first.key_id, now()).await.unwrap(),
+        RevokeOutcome::LastActiveKey
+    );
+    let second = key(&acct.account_id);
+    store.insert_key(&second).await.unwrap();
+    let at = now();
+    let RevokeOutcome::Revoked(revoked) =
+        store.revoke_key(&acct.account_id, &first.key_id, at).await.unwrap()
+    else {
+        panic!("expected revoked");
+    };
+    assert_eq!(revoked.revoked_at, Some(at));
+    // Revoking again is idempotent and keeps the first time.
+    let RevokeOutcome::Revoked(again) =
+        store.revoke_key(&acct.account_id, &first.key_id, at + Duration::seconds(5)).await.unwrap()
+    else {
+        panic!("expected revoked");
+    };
+    assert_eq!(again.revoked_at, Some(at));
+    assert_eq!(
+        store.revoke_key(&acct.account_id, &second.key_id, now()).await.unwrap(),
+        RevokeOutcome::LastActiveKey
+    );
+}
+
+async fn concurrent_revocations_never_leave_an_account_without_keys((store, _g): Fixture) {
+    for _ in 0..5 {
+        let (acct, first) = new_account(&*store).await;
+        let second = key(&acct.account_id);
+        store.insert_key(&second).await.unwrap();
+        let (a, b) = tokio::join!(
+            store.revoke_key(&acct.account_id, &first.key_id, now()),
+            store.revoke_key(&acct.account_id, &second.key_id, now()),
+        );
+        let outcomes = [a.unwrap(), b.unwrap()];
+        let revoked = outcomes.iter().filter(|o| matches!(o, RevokeOutcome::Revoked(_))).count();
+        let refused = outcomes.iter().filter(|o| **o == RevokeOutcome::LastActiveKey).count();
+        assert_eq!((revoked, refused), (1, 1), "{outcomes:?}");
+    }
+}
+
+async fn rotation_replaces_the_secret_of_active_keys_only((store, _g): Fixture) {
+    let (acct, first) = new_account(&*store).await;
+    let at = now();
+    let rotated = store.rotate_key(&first.key_id, &"n".repeat(64), "v1:new", at).await.unwrap();
+    assert_eq!(rotated.secret_hash, "n".repeat(64));
+    assert_eq!(rotated.rotated_at, Some(at));
+    let second = key(&acct.account_id);
+    store.insert_key(&second).await.unwrap();
+    store.revoke_key(&acct.account_id, &first.key_id, now()).await.unwrap();
+    assert!(matches!(
+        store.rotate_key(&first.key_id, "x", "y", now()).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn agents_round_trip_and_stay_in_their_account((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let (other, _) = new_account(&*store).await;
+    let mut a = agent(&acct.account_id, "Front desk", true);
+    a.settings.system_prompt = "Ünïcödé prompt 🚀".to_owned();
+    a.settings.temperature = 0.55;
+    store.insert_agent(&a).await.unwrap();
+    let (found, version) = store.get_agent(&acct.account_id, &a.agent_id).await.unwrap().unwrap();
+    assert_eq!(found, a);
+    assert_eq!(version, 1);
+    assert!(store.get_agent(&other.account_id, &a.agent_id).await.unwrap().is_none());
+    assert_eq!(
+        store.agent_owner(&a.agent_id).await.unwrap().as_deref(),
+        Some(acct.account_id.as_str())
+    );
+    assert_eq!(store.agent_owner("agent_none").await.unwrap(), None);
+    assert!(!store.delete_agent(&other.account_id, &a.agent_id).await.unwrap());
+    assert!(store.delete_agent(&acct.account_id, &a.agent_id).await.unwrap());
+    assert!(!store.delete_agent(&acct.account_id, &a.agent_id).await.unwrap());
+    assert!(store.get_agent(&acct.account_id, &a.agent_id).await.unwrap().is_none());
+}
+
+async fn agents_list_newest_first_filtered_and_counted((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let base = now();
+    let mut ids_newest_first = Vec::new();
+    for i in 0..5 {
+        let mut a = agent(&acct.account_id, &format!("a{i}"), i % 2 == 0);
+        a.created_at = base + Duration::microseconds(i * 1500);
+        store.insert_agent(&a).await.unwrap();
+        ids_newest_first.insert(0, a.agent_id);
+    }
+    let (all, total) = store.list_agents(&acct.account_id, None, PAGE).await.unwrap();
+    assert_eq!(total, 5);
+    assert_eq!(all.iter().map(|a| a.agent_id.clone()).collect::<Vec<_>>(), ids_newest_first);
+    let (active, total) = store.list_agents(&acct.account_id, Some(true), PAGE).await.unwrap();
+    assert_eq!((active.len(), total), (3, 3));
+    assert!(active.iter().all(|a| a.settings.is_active));
+    let (inactive, total) = store.list_agents(&acct.account_id, Some(false), PAGE).await.unwrap();
+    assert_eq!((inactive.len(), total), (2, 2));
+    let (page, total) =
+        store.list_agents(&acct.account_id, None, Page { limit: 2, offset: 4 }).await.unwrap();
+    assert_eq!((page.len(), total), (1, 5));
+    assert_eq!(page[0].agent_id, ids_newest_first[4]);
+}
+
+async fn agent_updates_are_guarded_by_version((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let a = agent(&acct.account_id, "v1", true);
+    store.insert_agent(&a).await.unwrap();
+    let mut changed = a.clone();
+    changed.settings.name = "v2".to_owned();
+    changed.settings.is_active = false;
+    changed.updated_at = now();
+    store.update_agent(&changed, 1).await.unwrap();
+    let (found, version) = store.get_agent(&acct.account_id, &a.agent_id).await.unwrap().unwrap();
+    assert_eq!((found.settings.name.as_str(), version), ("v2", 2));
+    assert!(matches!(
+        store.update_agent(&changed, 1).await,
+        Err(StoreError::Conflict { constraint: "version" })
+    ));
+    let (inactive, _) = store.list_agents(&acct.account_id, Some(false), PAGE).await.unwrap();
+    assert_eq!(inactive.len(), 1, "is_active column follows the settings");
+    let mut ghost = changed.clone();
+    ghost.agent_id = "agent_ghost".to_owned();
+    assert!(matches!(store.update_agent(&ghost, 1).await, Err(StoreError::NotFound)));
+}
+
+async fn rate_limit_counters_are_atomic_and_reset_per_window((store, _g): Fixture) {
+    let bucket = "acct_1:w";
+    assert_eq!(store.rate_limit_hit(bucket, 60, 200).await.unwrap(), 1);
+    assert_eq!(store.rate_limit_hit(bucket, 60, 200).await.unwrap(), 2);
+    let hits: Vec<i64> =
+        futures::future::join_all((0..40).map(|_| store.rate_limit_hit(bucket, 60, 200)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let mut sorted = hits.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (3..=42).collect::<Vec<i64>>(), "every hit counted exactly once");
+    assert_eq!(
+        store.rate_limit_hit(bucket, 120, 260).await.unwrap(),
+        1,
+        "a new window starts at 1"
+    );
+    assert_eq!(store.rate_limit_hit("other", 120, 100).await.unwrap(), 1);
+    assert_eq!(store.purge_rate_limits(150).await.unwrap(), 1);
+    assert_eq!(store.rate_limit_hit(bucket, 120, 260).await.unwrap(), 2);
+}
+
+async fn idempotency_keys_start_once_then_replay((store, _g): Fixture) {
+    let s = scope("k1");
+    assert_eq!(
+        store.idempotency_begin(&s, "fp", 1000, 1060, 0).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        store.idempotency_begin(&s, "fp", 1001, 1061, 0).await.unwrap(),
+        IdempotencyBegin::InFlight
+    );
+    assert_eq!(
+        store.idempotency_begin(&s, "other", 1001, 1061, 0).await.unwrap(),
+        IdempotencyBegin::Mismatch
+    );
+    let response = StoredResponse {
+        status_code: 201,
+        content_type: Some("application/json".to_owned()),
+        body: b"{\"ok\":1}".to_vec(),
+    };
+    store.idempotency_complete(&s, &response).await.unwrap();
+    assert_eq!(
+        store.idempotency_begin(&s, "fp", 1002, 1062, 0).await.unwrap(),
+        IdempotencyBegin::Replay(response)
+    );
+    assert_eq!(
+        store.idempotency_begin(&s, "other", 1002, 1062, 0).await.unwrap(),
+        IdempotencyBegin::Mismatch
+    );
+    // Past retention the key is free again, even for another request.
+    assert_eq!(
+        store.idempotency_begin(&s, "other", 90_000, 90_060, 1001).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    // Scope parts are independent.
+    let mut elsewhere = scope("k1");
+    elsewhere.path = "/v1/keys".to_owned();
+    assert_eq!(
+        store.idempotency_begin(&elsewhere, "fp", 1000, 1060, 0).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+}
+
+async fn abandoned_and_failed_idempotent_requests_can_run_again((store, _g): Fixture) {
+    let s = scope("k2");
+    assert_eq!(
+        store.idempotency_begin(&s, "fp", 1000, 1060, 0).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    store.idempotency_abandon(&s).await.unwrap();
+    assert_eq!(
+        store.idempotency_begin(&s, "fp", 1001, 1061, 0).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    // A crashed node's lease runs out: the same request may take over, a different one may not.
+    assert_eq!(
+        store.idempotency_begin(&s, "zz", 2000, 2060, 0).await.unwrap(),
+        IdempotencyBegin::Mismatch
+    );
+    assert_eq!(
+        store.idempotency_begin(&s, "fp", 2000, 2060, 0).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        store.idempotency_begin(&s, "fp", 2001, 2061, 0).await.unwrap(),
+        IdempotencyBegin::InFlight
+    );
+    assert_eq!(store.purge_idempotency(5000).await.unwrap(), 0, "in-flight records are not purged");
+    store
+        .idempotency_complete(
+            &s,
+            &StoredResponse { status_code: 200, content_type: None, body: vec![] },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.purge_idempotency(5000).await.unwrap(), 1);
+}
+
+async fn concurrent_duplicates_start_exactly_once((store, _g): Fixture) {
+    let s = scope("k3");
+    let outcomes = futures::future::join_all(
+        (0..12).map(|_| store.idempotency_begin(&s, "fp", 1000, 1060, 0)),
+    )
+    .await;
+    let started = outcomes.iter().filter(|o| matches!(o, Ok(IdempotencyBegin::Started))).count();
+    let in_flight = outcomes.iter().filter(|o| matches!(o, Ok(IdempotencyBegin::InFlight))).count();
+    assert_eq!((started, in_flight), (1, 11), "{outcomes:?}");
+}
+
+async fn server_meta_keeps_the_first_value((store, _g): Fixture) {
+    assert_eq!(store.meta_get_or_put("canary", "one").await.unwrap(), "one");
+    assert_eq!(store.meta_get_or_put("canary", "two").await.unwrap(), "one");
+    store.ping().await.unwrap();
+}
+
+async fn timestamps_round_trip_in_utc_at_microsecond_precision((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let stored = store.get_account(&acct.account_id).await.unwrap().unwrap();
+    assert_eq!(stored.created_at, acct.created_at);
+    assert_eq!(stored.created_at.timezone(), chrono::Utc);
+}
+
+macro_rules! suite {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(nixflex_store::testing::fresh_store("sqlite").await.unwrap()).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(nixflex_store::testing::fresh_store("postgres").await.unwrap()).await;
+                }
+            )+
+        }
+    };
+}
+
+suite!(
+    account_and_key_round_trip,
+    keys_list_newest_first_with_total,
+    the_last_active_key_cannot_be_revoked,
+    concurrent_revocations_never_leave_an_account_without_keys,
+    rotation_replaces_the_secret_of_active_keys_only,
+    agents_round_trip_and_stay_in_their_account,
+    agents_list_newest_first_filtered_and_counted,
+    agent_updates_are_guarded_by_version,
+    rate_limit_counters_are_atomic_and_reset_per_window,
+    idempotency_keys_start_once_then_replay,
+    abandoned_and_failed_idempotent_requests_can_run_again,
+    concurrent_duplicates_start_exactly_once,
+    timestamps_round_trip_in_utc_at_microsecond_precision,
+    server_meta_keeps_the_first_value,
+);

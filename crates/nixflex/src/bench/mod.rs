@@ -1,0 +1,3 @@
+//! Benchmarks that drive a separately running server (numbers go in notes, never in tests).
+
+pub mod api;

@@ -1,0 +1,408 @@
+//! Configuration: compiled defaults < `nixflex.toml` < `NIXFLEX_*` environment < command-line
+//! flags. Unknown keys are rejected (a typo fails loudly); secrets are `SecretString`s and the
+//! effective configuration is printed with them redacted.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use nixflex_core::catalog::TtsProviderKind;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// `signup`: whether `POST /v1/keys` without a key creates accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signup {
+    /// Anyone can sign up (10 per hour per IP).
+    Open,
+    /// Only `nixflex keys create` makes accounts.
+    Closed,
+}
+
+/// `log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `llm_provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmProvider {
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Any OpenAI-compatible chat-completions server.
+    Openai,
+}
+
+/// `stt_provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SttProvider {
+    /// Deepgram live streaming.
+    Deepgram,
+}
+
+/// `tts_provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TtsProvider {
+    /// Inworld TTS.
+    Inworld,
+    /// Any OpenAI-compatible `/v1/audio/speech` server.
+    Openai,
+}
+
+/// The whole configuration. Every key can be set in `nixflex.toml` (same name), as
+/// `NIXFLEX_<KEY>` in the environment (provider keys also as their usual names, e.g.
+/// `ANTHROPIC_API_KEY`), and the common ones as flags.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: String,
+    /// Directory for the SQLite database, the generated master key and recordings.
+    pub data_dir: PathBuf,
+    /// `postgres://…` to use PostgreSQL; unset = SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Pool size.
+    pub database_max_connections: u32,
+    /// The public https base URL the carrier calls back (webhooks, media stream).
+    pub public_url: Option<String>,
+    /// 32 bytes (hex or base64) that encrypt secrets at rest; generated into `data_dir` if unset.
+    pub master_key: Option<SecretString>,
+    /// Whether API sign-up is open.
+    pub signup: Signup,
+    /// Sign-ups per client IP per hour.
+    pub signups_per_hour: i64,
+    /// Default read requests per account per minute.
+    pub rate_limit_reads_per_minute: i64,
+    /// Default write requests per account per minute.
+    pub rate_limit_writes_per_minute: i64,
+    /// Requests per minute per client IP without a valid key.
+    pub rate_limit_anonymous_per_minute: i64,
+    /// Default concurrent calls per account.
+    pub max_concurrent_calls: i64,
+    /// Trust `X-Forwarded-For` for the client IP (only behind your own proxy).
+    pub trust_forwarded_for: bool,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Longest a request may run, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// How long shutdown waits for in-flight requests, in milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// Let webhooks and functions reach http and private addresses (local testing only).
+    pub allow_private_targets: bool,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Log filter (overridden by `RUST_LOG`).
+    pub log_level: String,
+    /// Twilio REST base URL.
+    pub twilio_api_base: String,
+    /// `anthropic` or `openai`.
+    pub llm_provider: LlmProvider,
+    /// Anthropic base URL (the client appends `/v1/messages`).
+    pub anthropic_base_url: String,
+    /// Anthropic API key.
+    pub anthropic_api_key: Option<SecretString>,
+    /// OpenAI-compatible base URL (the client appends `/chat/completions`, `/audio/speech`).
+    pub openai_base_url: String,
+    /// OpenAI-compatible API key.
+    pub openai_api_key: Option<SecretString>,
+    /// `deepgram`.
+    pub stt_provider: SttProvider,
+    /// Deepgram base URL (the client appends `/v1/listen?…`).
+    pub deepgram_url: String,
+    /// Deepgram API key.
+    pub deepgram_api_key: Option<SecretString>,
+    /// `inworld` or `openai`.
+    pub tts_provider: TtsProvider,
+    /// Inworld base URL.
+    pub inworld_url: String,
+    /// Inworld API key (the Basic credential from the Inworld portal).
+    pub inworld_api_key: Option<SecretString>,
+    /// Days recordings are kept (0 = forever).
+    pub recording_retention_days: u32,
+    /// Length of a rate-limit window for the per-minute limits. Always 60 s in production; not
+    /// settable from files or the environment, only by tests that must not cross a boundary.
+    #[serde(skip)]
+    pub rate_limit_window_secs: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            data_dir: PathBuf::from("./nixflex-data"),
+            database_url: None,
+            database_max_connections: 16,
+            public_url: None,
+            master_key: None,
+            signup: Signup::Open,
+            signups_per_hour: 10,
+            rate_limit_reads_per_minute: 600,
+            rate_limit_writes_per_minute: 120,
+            rate_limit_anonymous_per_minute: 600,
+            max_concurrent_calls: 10,
+            trust_forwarded_for: false,
+            max_body_bytes: 8 * 1024 * 1024,
+            request_timeout_ms: 30_000,
+            shutdown_grace_ms: 30_000,
+            allow_private_targets: false,
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
+            twilio_api_base: "https://api.twilio.com".to_owned(),
+            llm_provider: LlmProvider::Anthropic,
+            anthropic_base_url: "https://api.anthropic.com".to_owned(),
+            anthropic_api_key: None,
+            openai_base_url: "https://api.openai.com/v1".to_owned(),
+            openai_api_key: None,
+            stt_provider: SttProvider::Deepgram,
+            deepgram_url: "wss://api.deepgram.com".to_owned(),
+            deepgram_api_key: None,
+            tts_provider: TtsProvider::Inworld,
+            inworld_url: "https://api.inworld.ai".to_owned(),
+            inworld_api_key: None,
+            recording_retention_days: 90,
+            rate_limit_window_secs: 60,
+        }
+    }
+}
+
+/// Values given as command-line flags (the highest layer).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlagOverrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// `--public-url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// `--signup`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signup: Option<Signup>,
+}
+
+/// Provider keys read from their conventional variable names.
+const PROVIDER_KEY_VARS: &[&str] =
+    &["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "DEEPGRAM_API_KEY", "INWORLD_API_KEY"];
+
+impl Config {
+    /// Loads the layers. `config_path` is `--config`, else `NIXFLEX_CONFIG`, else `./nixflex.toml`
+    /// if it exists.
+    ///
+    /// # Errors
+    /// Unknown keys, wrong types, or invalid values, naming the layer at fault.
+    pub fn load(config_path: Option<&Path>, flags: &FlagOverrides) -> anyhow::Result<Self> {
+        let path = config_path
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("NIXFLEX_CONFIG").map(PathBuf::from));
+        let mut figment = Figment::new();
+        match path {
+            Some(path) => {
+                if !path.exists() {
+                    bail!("config file {} does not exist", path.display());
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None => figment = figment.merge(Toml::file("nixflex.toml")),
+        }
+        figment = figment
+            .merge(Env::raw().only(PROVIDER_KEY_VARS))
+            .merge(
+                Env::prefixed("NIXFLEX_")
+                    .ignore(&["config"])
+                    .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_")),
+            )
+            .merge(Serialized::globals(flags));
+        let config: Config = figment.extract().map_err(|error| {
+            anyhow::anyhow!("invalid configuration: {}", error.to_string().replace('\n', "; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values beyond their types.
+    ///
+    /// # Errors
+    /// The first invalid value.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.listen_addr()?;
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+        {
+            bail!("database_url must start with postgres:// (or sqlite:)");
+        }
+        if let Some(public) = &self.public_url {
+            let parsed = url::Url::parse(public).context("public_url is not a valid URL")?;
+            if !matches!(parsed.scheme(), "https" | "http") {
+                bail!("public_url must be an https URL");
+            }
+        }
+        if let Some(key) = &self.master_key {
+            nixflex_core::crypto::SecretBox::from_encoded(key.expose_secret())
+                .context("master_key")?;
+        }
+        for (name, value) in [
+            ("signups_per_hour", self.signups_per_hour),
+            ("rate_limit_reads_per_minute", self.rate_limit_reads_per_minute),
+            ("rate_limit_writes_per_minute", self.rate_limit_writes_per_minute),
+            ("rate_limit_anonymous_per_minute", self.rate_limit_anonymous_per_minute),
+            ("max_concurrent_calls", self.max_concurrent_calls),
+        ] {
+            if value < 1 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            bail!("max_body_bytes must be at least 1024");
+        }
+        if self.request_timeout_ms < 100 {
+            bail!("request_timeout_ms must be at least 100");
+        }
+        for (name, value) in [
+            ("twilio_api_base", &self.twilio_api_base),
+            ("anthropic_base_url", &self.anthropic_base_url),
+            ("openai_base_url", &self.openai_base_url),
+            ("deepgram_url", &self.deepgram_url),
+            ("inworld_url", &self.inworld_url),
+        ] {
+            url::Url::parse(value).with_context(|| format!("{name} is not a valid URL"))?;
+        }
+        Ok(())
+    }
+
+    /// The listen address.
+    ///
+    /// # Errors
+    /// When `listen` is not `host:port`.
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listen.parse().with_context(|| {
+            format!("listen `{}` is not an address like 127.0.0.1:8080", self.listen)
+        })
+    }
+
+    /// The database URL in effect (SQLite under `data_dir` unless `database_url` is set).
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("nixflex.db").display()),
+        }
+    }
+
+    /// Whether the database is PostgreSQL.
+    pub fn uses_postgres(&self) -> bool {
+        self.effective_database_url().starts_with("postgres")
+    }
+
+    /// The voice catalogue in use.
+    pub fn tts_kind(&self) -> TtsProviderKind {
+        match self.tts_provider {
+            TtsProvider::Inworld => TtsProviderKind::Inworld,
+            TtsProvider::Openai => TtsProviderKind::OpenAi,
+        }
+    }
+
+    /// Request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The effective configuration with every secret redacted (and database passwords removed).
+    pub fn redacted(&self) -> Value {
+        let secret = |s: &Option<SecretString>| match s {
+            Some(_) => json!("[redacted]"),
+            None => Value::Null,
+        };
+        json!({
+            "listen": self.listen,
+            "data_dir": self.data_dir.display().to_string(),
+            "database_url": redact_url(&self.effective_database_url()),
+            "database_max_connections": self.database_max_connections,
+            "public_url": self.public_url,
+            "master_key": match &self.master_key { Some(_) => json!("[redacted]"), None => json!("(generated in data_dir)") },
+            "signup": self.signup,
+            "signups_per_hour": self.signups_per_hour,
+            "rate_limit_reads_per_minute": self.rate_limit_reads_per_minute,
+            "rate_limit_writes_per_minute": self.rate_limit_writes_per_minute,
+            "rate_limit_anonymous_per_minute": self.rate_limit_anonymous_per_minute,
+            "max_concurrent_calls": self.max_concurrent_calls,
+            "trust_forwarded_for": self.trust_forwarded_for,
+            "max_body_bytes": self.max_body_bytes,
+            "request_timeout_ms": self.request_timeout_ms,
+            "shutdown_grace_ms": self.shutdown_grace_ms,
+            "allow_private_targets": self.allow_private_targets,
+            "log_format": self.log_format,
+            "log_level": self.log_level,
+            "twilio_api_base": self.twilio_api_base,
+            "llm_provider": self.llm_provider,
+            "anthropic_base_url": self.anthropic_base_url,
+            "anthropic_api_key": secret(&self.anthropic_api_key),
+            "openai_base_url": self.openai_base_url,
+            "openai_api_key": secret(&self.openai_api_key),
+            "stt_provider": self.stt_provider,
+            "deepgram_url": self.deepgram_url,
+            "deepgram_api_key": secret(&self.deepgram_api_key),
+            "tts_provider": self.tts_provider,
+            "inworld_url": self.inworld_url,
+            "inworld_api_key": secret(&self.inworld_api_key),
+            "recording_retention_days": self.recording_retention_days,
+        })
+    }
+}
+
+/// Removes the password from a URL.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_passwords_when_printed() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/nixflex"),
+            "postgres://app:redacted@db:5432/nixflex"
+        );
+        assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
+    }
+
+    #[test]
+    fn redacted_config_never_contains_secret_values() {
+        let config = Config {
+            master_key: Some(SecretString::from("ab".repeat(32))),
+            anthropic_api_key: Some(SecretString::from("sk-ant-verysecret")),
+            database_url: Some("postgres://u:pw123@h/db".to_owned()),
+            ..Config::default()
+        };
+        let printed = config.redacted().to_string();
+        assert!(!printed.contains("verysecret"));
+        assert!(!printed.contains("abab"));
+        assert!(!printed.contains("pw123"));
+    }
+}

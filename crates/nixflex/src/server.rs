@@ -1,0 +1,233 @@
+//! The composition root: opens the store, loads the master key, builds the API and runs it with
+//! graceful shutdown and the background maintenance loop.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nixflex_api::{ApiConfig, AppState};
+use nixflex_core::crypto::SecretBox;
+use nixflex_store::Store;
+use secrecy::ExposeSecret;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Signup};
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// Cancelling it starts a graceful shutdown.
+    pub shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// `http://addr`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits until the server has stopped.
+    ///
+    /// # Errors
+    /// When serving failed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.handle.await.context("server task panicked")?
+    }
+}
+
+const MASTER_KEY_CANARY: &str = "master_key_canary";
+const CANARY_PLAINTEXT: &str = "nixflex master key check v1";
+
+/// Loads the configured master key, or reads/creates `data_dir/master.key` (0600).
+///
+/// # Errors
+/// When the key file cannot be read or written, or holds an invalid key.
+pub fn load_master_key(config: &Config) -> anyhow::Result<SecretBox> {
+    if let Some(key) = &config.master_key {
+        return SecretBox::from_encoded(key.expose_secret()).context("master_key");
+    }
+    let path = config.data_dir.join("master.key");
+    if path.exists() {
+        warn_if_open(&path);
+        let encoded = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return SecretBox::from_encoded(&encoded)
+            .with_context(|| format!("{} does not hold a valid master key", path.display()));
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let encoded = SecretBox::generate_encoded();
+    let mut file = open_private(&path).with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(encoded.as_bytes())?;
+    file.sync_all()?;
+    tracing::warn!(
+        message = "Generated a new master key; back it up. Every node sharing this database needs the same key (NIXFLEX_MASTER_KEY).",
+        path = %path.display()
+    );
+    SecretBox::from_encoded(&encoded).context("generated master key")
+}
+
+#[cfg(unix)]
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+}
+
+#[cfg(not(unix))]
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+#[cfg(unix)]
+fn warn_if_open(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(message = "The master key file is readable by other users; chmod 600 it.", path = %path.display());
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_open(_path: &Path) {}
+
+/// Opens the store named by the config (creating the data dir for SQLite) and checks the master
+/// key against the database's canary.
+///
+/// # Errors
+/// When the database cannot be opened, or was encrypted under another master key.
+pub async fn open_store(config: &Config, secrets: &SecretBox) -> anyhow::Result<Arc<dyn Store>> {
+    if !config.uses_postgres() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    }
+    let url = config.effective_database_url();
+    let store = nixflex_store::open(&url, config.database_max_connections)
+        .await
+        .with_context(|| format!("opening {}", crate::config::redact_url(&url)))?;
+    let canary = store.meta_get_or_put(MASTER_KEY_CANARY, &secrets.seal(CANARY_PLAINTEXT)).await?;
+    if secrets.open(&canary).ok().as_deref() != Some(CANARY_PLAINTEXT) {
+        bail!(
+            "the master key does not match this database (its secrets were encrypted under another key); \
+             set NIXFLEX_MASTER_KEY to the key this database was created with"
+        );
+    }
+    Ok(store)
+}
+
+fn api_config(config: &Config) -> ApiConfig {
+    ApiConfig {
+        signup_open: config.signup == Signup::Open,
+        signups_per_hour: config.signups_per_hour,
+        reads_per_minute: config.rate_limit_reads_per_minute,
+        writes_per_minute: config.rate_limit_writes_per_minute,
+        anonymous_per_minute: config.rate_limit_anonymous_per_minute,
+        rate_limit_window: config.rate_limit_window_secs,
+        trust_forwarded_for: config.trust_forwarded_for,
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.request_timeout(),
+        tts_provider: config.tts_kind(),
+        allow_private_targets: config.allow_private_targets,
+    }
+}
+
+/// Starts serving; returns once the socket is bound.
+///
+/// # Errors
+/// When the store, master key or socket cannot be set up.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    let secrets = load_master_key(&config)?;
+    if config.uses_postgres() && config.master_key.is_none() {
+        tracing::warn!(
+            message = "PostgreSQL without NIXFLEX_MASTER_KEY: other nodes will not be able to read secrets written by this one."
+        );
+    }
+    let store = open_store(&config, &secrets).await?;
+    let state = AppState::new(store, secrets, api_config(&config));
+    let app = nixflex_api::app(state.clone());
+    let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+
+    let maintenance = tokio::spawn({
+        let token = shutdown.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(nixflex_api::middleware::PURGE_EVERY) => {
+                        nixflex_api::middleware::purge_expired(&state).await;
+                    }
+                }
+            }
+        }
+    });
+
+    let token = shutdown.clone();
+    let handle = tokio::spawn(async move {
+        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(token.clone().cancelled_owned());
+        let mut serving = tokio::spawn(async move { serve.await });
+        tokio::select! {
+            joined = &mut serving => {
+                maintenance.abort();
+                return joined.context("server task failed")?.context("serving");
+            }
+            () = token.cancelled() => {}
+        }
+        tracing::info!(
+            message = "Shutting down: finishing in-flight requests.",
+            grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX)
+        );
+        let result = match tokio::time::timeout(grace, serving).await {
+            Ok(joined) => joined.context("server task failed")?.context("serving"),
+            Err(_) => {
+                tracing::warn!(
+                    message = "Shutdown grace period elapsed; closing remaining connections."
+                );
+                Ok(())
+            }
+        };
+        maintenance.abort();
+        tracing::info!(message = "Stopped.");
+        result
+    });
+    tracing::info!(message = "Listening.", addr = %addr, database = store_backend(&config));
+    Ok(Server { addr, shutdown, handle })
+}
+
+fn store_backend(config: &Config) -> &'static str {
+    if config.uses_postgres() { "postgres" } else { "sqlite" }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

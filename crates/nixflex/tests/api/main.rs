@@ -1,0 +1,14 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![recursion_limit = "256"]
+#![allow(unreachable_pub)]
+//! API tests through real HTTP on loopback, each on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod agents;
+mod auth;
+mod cross_cutting;
+mod idempotency;
+mod keys;
+mod openapi;
+mod rate_limits;

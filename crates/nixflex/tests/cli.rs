@@ -1,0 +1,356 @@
+//! The `nixflex` binary as an operator uses it: admin commands, configuration layering,
+//! start-up checks, secrets kept out of logs, graceful shutdown on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nixflex");
+
+/// A command with a clean environment: no NIXFLEX_* or provider keys from the caller.
+fn nixflex(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command.current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("NIXFLEX_") || key.ends_with("_API_KEY") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn run_ok(command: &mut Command) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn doctor_config(dir: &Path, configure: impl FnOnce(&mut Command)) -> Value {
+    let mut command = nixflex(dir);
+    command.arg("doctor");
+    configure(&mut command);
+    let output = run_ok(&mut command);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    report["config"].clone()
+}
+
+type Logs = std::sync::Arc<(std::sync::Mutex<String>, std::sync::Condvar)>;
+
+struct Serving {
+    child: Child,
+    addr: String,
+    logs: Logs,
+}
+
+impl Serving {
+    /// Waits until a log line containing `needle` has been written (no fixed sleeps).
+    fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (lock, written) = &*self.logs;
+        let mut logs = lock.lock().unwrap();
+        while !logs.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no log line with {needle}: {logs}");
+            logs = written.wait_timeout(logs, left).unwrap().0;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        self.logs.0.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `nixflex serve` on a free port and waits for its "Listening." log line.
+fn serve(dir: &Path, configure: impl FnOnce(&mut Command)) -> Serving {
+    let mut command = nixflex(dir);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("NIXFLEX_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    configure(&mut command);
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let logs: Logs = Logs::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(entry) = serde_json::from_str::<Value>(&line)
+                && entry["fields"]["message"] == "Listening."
+            {
+                let _ = tx.send(entry["fields"]["addr"].as_str().unwrap_or_default().to_owned());
+            }
+            let (lock, written) = &*sink;
+            let mut text = lock.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+            written.notify_all();
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("server did not start: {}", logs.0.lock().unwrap()));
+    Serving { child, addr, logs }
+}
+
+/// A minimal HTTP/1.1 exchange over a raw socket (so a test controls when the body is sent).
+fn http(addr: &str, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    read_response(&mut stream)
+}
+
+fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+fn get_with_key(addr: &str, path: &str, key: &Value) -> (u16, String) {
+    let auth =
+        format!("{}:{}", key["key_id"].as_str().unwrap(), key["key_secret"].as_str().unwrap());
+    http(
+        addr,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {auth}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+}
+
+#[test]
+fn keys_create_prints_a_key_the_server_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_ok(nixflex(dir.path()).args([
+        "keys",
+        "create",
+        "--name",
+        "Ops",
+        "--email",
+        "ops@example.com",
+    ]));
+    let key: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(key["key_id"].as_str().unwrap().starts_with("nxf_"));
+    assert!(key["key_secret"].as_str().unwrap().starts_with("nxfs_"));
+    let server = serve(dir.path(), |c| {
+        c.args(["--signup", "closed"]);
+    });
+    assert_eq!(get_with_key(&server.addr, "/v1/agents", &key).0, 200);
+    let (status, body) = http(
+        &server.addr,
+        "POST /v1/keys HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("signup_disabled"));
+}
+
+#[test]
+fn the_data_dir_gets_a_private_master_key_and_the_database_on_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let _server = serve(dir.path(), |_| {});
+    let key_file = dir.path().join("nixflex-data/master.key");
+    assert!(dir.path().join("nixflex-data/nixflex.db").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap().len(), 64);
+}
+
+#[test]
+fn a_wrong_master_key_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(nixflex(dir.path()).args(["keys", "create"]));
+    let output = nixflex(dir.path())
+        .arg("doctor")
+        .env("NIXFLEX_MASTER_KEY", "ab".repeat(32))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("master key does not match"), "{stderr}");
+}
+
+#[test]
+fn configuration_layers_in_order_file_env_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("nixflex.toml"),
+        "data_dir = \"from-file\"\nsignup = \"closed\"\nrate_limit_reads_per_minute = 42\n",
+    )
+    .unwrap();
+    let config = doctor_config(dir.path(), |_| {});
+    assert_eq!(config["data_dir"], "from-file");
+    assert_eq!(config["signup"], "closed");
+    assert_eq!(config["rate_limit_reads_per_minute"], 42);
+    assert_eq!(config["rate_limit_writes_per_minute"], 120, "compiled default");
+
+    let config = doctor_config(dir.path(), |c| {
+        c.env("NIXFLEX_DATA_DIR", "from-env").env("NIXFLEX_SIGNUP", "open");
+    });
+    assert_eq!(config["data_dir"], "from-env");
+    assert_eq!(config["signup"], "open");
+
+    let config = doctor_config(dir.path(), |c| {
+        c.env("NIXFLEX_DATA_DIR", "from-env").args(["--data-dir", "from-flag"]);
+    });
+    assert_eq!(config["data_dir"], "from-flag");
+
+    // An explicit --config path wins over ./nixflex.toml.
+    std::fs::write(dir.path().join("other.toml"), "data_dir = \"other\"\n").unwrap();
+    let config = doctor_config(dir.path(), |c| {
+        c.args(["--config", "other.toml"]);
+    });
+    assert_eq!(config["data_dir"], "other");
+}
+
+#[test]
+fn unknown_or_invalid_settings_fail_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("nixflex.toml"), "listne = \"127.0.0.1:1\"\n").unwrap();
+    let output = nixflex(dir.path()).arg("doctor").output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("listne"));
+    std::fs::remove_file(dir.path().join("nixflex.toml")).unwrap();
+
+    for (var, value, needle) in [
+        ("NIXFLEX_LISTN", "127.0.0.1:1", "listn"),
+        ("NIXFLEX_SIGNUP", "maybe", "signup"),
+        ("NIXFLEX_LISTEN", "not-an-address", "listen"),
+        ("NIXFLEX_MASTER_KEY", "short", "master"),
+        ("NIXFLEX_RATE_LIMIT_READS_PER_MINUTE", "0", "rate_limit_reads_per_minute"),
+    ] {
+        let output = nixflex(dir.path()).arg("doctor").env(var, value).output().unwrap();
+        assert!(!output.status.success(), "{var}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+        assert!(stderr.contains(needle), "{var}: {stderr}");
+    }
+    let output = nixflex(dir.path()).args(["doctor", "--config", "missing.toml"]).output().unwrap();
+    assert!(!output.status.success());
+}
+
+#[test]
+fn secrets_never_reach_the_output_or_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = "cd".repeat(32);
+    let output = run_ok(
+        nixflex(dir.path())
+            .arg("doctor")
+            .env("NIXFLEX_MASTER_KEY", &master)
+            .env("ANTHROPIC_API_KEY", "sk-ant-topsecret")
+            .env("NIXFLEX_DATABASE_URL", format!("sqlite://{}/db.sqlite", dir.path().display())),
+    );
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!printed.contains(&master) && !printed.contains("topsecret"), "{printed}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["config"]["anthropic_api_key"], "[redacted]");
+
+    let server = serve(dir.path(), |c| {
+        c.env("NIXFLEX_MASTER_KEY", &master)
+            .env("ANTHROPIC_API_KEY", "sk-ant-topsecret")
+            .env("RUST_LOG", "debug");
+    });
+    let (status, body) = http(
+        &server.addr,
+        "POST /v1/keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    assert_eq!(status, 201);
+    let key: Value = serde_json::from_str(&body).unwrap();
+    let secret = key["key_secret"].as_str().unwrap().to_owned();
+    assert_eq!(get_with_key(&server.addr, "/v1/agents", &key).0, 200);
+    server.wait_for_log("\"route\":\"/v1/agents\"");
+    let logs = server.log_text();
+    for needle in [&secret[..], &secret[5..], &master[..], "topsecret"] {
+        assert!(!logs.contains(needle), "a secret reached the logs");
+    }
+    // The database holds only the hash and the sealed secret.
+    let db = std::fs::read(dir.path().join("db.sqlite")).unwrap_or_default();
+    let wal = std::fs::read(dir.path().join("db.sqlite-wal")).unwrap_or_default();
+    let haystack = [db, wal].concat();
+    assert!(!haystack.windows(secret.len()).any(|w| w == secret.as_bytes()), "plain secret stored");
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path(), |c| {
+        c.env("RUST_LOG", "info,nixflex_api=debug");
+    });
+    // Start a sign-up whose body has not fully arrived yet.
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream
+        .write_all(b"POST /v1/keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"name\":")
+        .unwrap();
+    server.wait_for_log("Request started.");
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    server.wait_for_log("Shutting down");
+    stream.write_all(b"\"late\"}").unwrap();
+    let (status, body) = read_response(&mut stream);
+    assert_eq!(status, 201, "{body}");
+    server.wait_for_log("Stopped.");
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    // New connections are refused once it has stopped.
+    assert!(TcpStream::connect(&server.addr).is_err());
+}
+
+#[test]
+fn migrate_and_doctor_work_on_postgres() {
+    let Ok(admin) = std::env::var("NIXFLEX_TEST_POSTGRES_URL") else {
+        panic!("NIXFLEX_TEST_POSTGRES_URL is not set: run ./scripts/test");
+    };
+    let url = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(nixflex_store::testing::fresh_postgres_url());
+    let _ = admin;
+    let dir = tempfile::tempdir().unwrap();
+    let master = "ef".repeat(32);
+    let output = run_ok(
+        nixflex(dir.path())
+            .args(["migrate", "--database-url", &url])
+            .env("NIXFLEX_MASTER_KEY", &master),
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["database"], "postgres");
+    let output = run_ok(
+        nixflex(dir.path())
+            .args(["keys", "create", "--database-url", &url])
+            .env("NIXFLEX_MASTER_KEY", &master),
+    );
+    let key: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let server = serve(dir.path(), |c| {
+        c.env("NIXFLEX_DATABASE_URL", &url).env("NIXFLEX_MASTER_KEY", &master);
+    });
+    assert_eq!(get_with_key(&server.addr, "/v1/agents", &key).0, 200);
+    let (_, ready) =
+        http(&server.addr, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(ready.contains("postgres"));
+}
