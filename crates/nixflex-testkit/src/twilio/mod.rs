@@ -1,1 +1,343 @@
-//! The Twilio emulator.
+//! The Twilio emulator: a local HTTP server speaking Twilio's REST API v2010 for the operations
+//! the product uses, plus a sender of signed webhooks, for tests and `nixflex demo`.
+//!
+//! What it emulates (faithful to the public docs and to what the official `twilio` Python library
+//! expects; checked by `tests/twilio_official_client.rs`):
+//! - accounts with HTTP Basic auth (`AccountSid:AuthToken`); wrong or missing credentials get
+//!   401 with Twilio's `{"code":20003,"message":"Authenticate",…}`;
+//! - `IncomingPhoneNumbers`: list (with the `PhoneNumber` / `FriendlyName` filters and v2010
+//!   paging fields), fetch, update of the webhook fields;
+//! - `Calls`: create (status `queued`, every parameter recorded, repeated ones included), fetch,
+//!   list, update (`Status=completed|canceled`, `Url`, `Twiml`);
+//! - `Messages`: create (status `queued`), fetch, list;
+//! - Twilio's validation errors for missing parameters and 20404 for unknown resources.
+//!
+//! What it does not do: place calls, run TwiML, or send status callbacks by itself. Tests drive
+//! call progress with [`TwilioEmulator::set_call_status`] and [`TwilioEmulator::send_webhook`].
+//!
+//! Test controls: the request log ([`TwilioEmulator::requests`]), failure injection
+//! ([`TwilioEmulator::fail_next`], [`TwilioEmulator::fail_times`],
+//! [`TwilioEmulator::fail_always`]) and delays ([`TwilioEmulator::delay_next`]), and getters for
+//! the stored numbers, calls and messages.
+
+mod server;
+mod state;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use self::server::Shared;
+pub use self::state::{CallState, EmulatedAccount, MessageState, NumberState, RecordedRequest};
+use self::state::{DelayRule, FailureRule, NumberState as StoredNumber};
+
+/// Header carrying Twilio's webhook signature.
+pub const SIGNATURE_HEADER: &str = "X-Twilio-Signature";
+
+/// Header Twilio sends with every webhook delivery, reused on retries of the same delivery.
+pub const IDEMPOTENCY_TOKEN_HEADER: &str = "I-Twilio-Idempotency-Token";
+
+/// `User-Agent` of Twilio's webhook requests.
+const WEBHOOK_USER_AGENT: &str = "TwilioProxy/1.1";
+
+/// A running emulator on `127.0.0.1` and an ephemeral port. Dropping it stops the server
+/// (connections in flight finish first); [`TwilioEmulator::shutdown`] waits for that.
+#[derive(Debug)]
+pub struct TwilioEmulator {
+    base_url: String,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    /// Sent (or dropped) to ask the server for a graceful shutdown; the server task receives it.
+    shutdown_tx: Option<oneshot::Sender<()>>,
+    server_task: Option<JoinHandle<()>>,
+    /// Client for [`TwilioEmulator::send_webhook`].
+    webhook_client: reqwest::Client,
+}
+
+impl TwilioEmulator {
+    /// Starts the emulator on `127.0.0.1:0`, with no accounts.
+    ///
+    /// # Errors
+    ///
+    /// When the port cannot be bound or the webhook HTTP client cannot be built.
+    pub async fn start() -> io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let app = Router::new().fallback(server::handle).with_state(Arc::clone(&shared));
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let server_task = tokio::spawn(async move {
+            let shutdown = async {
+                // Either a message or the sender being dropped means "stop".
+                let _ = shutdown_rx.await;
+            };
+            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                tracing::warn!(message = "Twilio emulator stopped with an error.", error = %error);
+            }
+        });
+        ensure_crypto_provider();
+        let webhook_client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(io::Error::other)?;
+        Ok(Self {
+            base_url: format!("http://{local_addr}"),
+            local_addr,
+            shared,
+            shutdown_tx: Some(shutdown_tx),
+            server_task: Some(server_task),
+            webhook_client,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`: what to configure as the Twilio API base URL (the
+    /// `/2010-04-01/…` paths go after it).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The socket address the emulator listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Creates an account with a random `AC…` SID and a random 32-hex auth token.
+    pub fn add_account(&self) -> EmulatedAccount {
+        let account = EmulatedAccount {
+            sid: new_sid("AC"),
+            auth_token: hex::encode(rand::random::<[u8; 16]>()),
+        };
+        self.shared.lock().accounts.push(account.clone());
+        account
+    }
+
+    /// Gives `account_sid` the incoming number `phone_number` (E.164) with Twilio's defaults
+    /// (no voice URL, `POST` methods); returns its new `PN…` SID.
+    pub fn add_number(&self, account_sid: &str, phone_number: &str) -> String {
+        let sid = new_sid("PN");
+        let number = StoredNumber::new(account_sid, phone_number, sid.clone());
+        self.shared.lock().numbers.push(number);
+        sid
+    }
+
+    /// Applies update parameters (`VoiceUrl`, `SmsUrl`, …) to a number as if an API client had
+    /// sent them, without logging a request; e.g. to give a number pre-existing webhooks.
+    /// Returns false for an unknown SID.
+    pub fn configure_number(&self, number_sid: &str, params: &[(&str, &str)]) -> bool {
+        let form: Vec<(String, String)> =
+            params.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
+        let mut state = self.shared.lock();
+        match state.numbers.iter_mut().find(|number| number.sid == number_sid) {
+            Some(number) => {
+                number.apply_update(&form);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The number with SID `number_sid`, as currently configured.
+    pub fn number(&self, number_sid: &str) -> Option<NumberState> {
+        self.shared.lock().numbers.iter().find(|number| number.sid == number_sid).cloned()
+    }
+
+    /// The number `phone_number` (E.164), in whichever account holds it.
+    pub fn number_by_phone(&self, phone_number: &str) -> Option<NumberState> {
+        self.shared
+            .lock()
+            .numbers
+            .iter()
+            .find(|number| number.phone_number == phone_number)
+            .cloned()
+    }
+
+    /// The call with SID `call_sid`.
+    pub fn call(&self, call_sid: &str) -> Option<CallState> {
+        self.shared.lock().calls.iter().find(|call| call.sid == call_sid).cloned()
+    }
+
+    /// Every call created so far, oldest first.
+    pub fn calls(&self) -> Vec<CallState> {
+        self.shared.lock().calls.clone()
+    }
+
+    /// Moves a call to `status` (e.g. `ringing`, `in-progress`, `no-answer`) as the network
+    /// would. Returns false for an unknown SID.
+    pub fn set_call_status(&self, call_sid: &str, status: &str) -> bool {
+        let mut state = self.shared.lock();
+        match state.calls.iter_mut().find(|call| call.sid == call_sid) {
+            Some(call) => {
+                let now = chrono::Utc::now();
+                call.status = status.to_owned();
+                call.date_updated = now;
+                if call.is_final() {
+                    call.end_time = Some(now);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The message with SID `message_sid`.
+    pub fn message(&self, message_sid: &str) -> Option<MessageState> {
+        self.shared.lock().messages.iter().find(|message| message.sid == message_sid).cloned()
+    }
+
+    /// Every message created so far, oldest first.
+    pub fn messages(&self) -> Vec<MessageState> {
+        self.shared.lock().messages.clone()
+    }
+
+    /// Every request received so far, oldest first (failed and unauthenticated ones included).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Forgets the request log.
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+
+    /// The next request whose path contains `path_contains` (`""` matches all) fails with HTTP
+    /// `status` and Twilio code `twilio_code` (pass `None` for a body without code).
+    pub fn fail_next(&self, path_contains: &str, status: u16, twilio_code: impl Into<Option<u32>>) {
+        self.fail_times(path_contains, 1, status, twilio_code);
+    }
+
+    /// Like [`TwilioEmulator::fail_next`] for the next `times` matching requests.
+    pub fn fail_times(
+        &self,
+        path_contains: &str,
+        times: u32,
+        status: u16,
+        twilio_code: impl Into<Option<u32>>,
+    ) {
+        if times == 0 {
+            return;
+        }
+        self.shared.lock().failures.push(FailureRule {
+            path_contains: path_contains.to_owned(),
+            remaining: Some(times),
+            status,
+            code: twilio_code.into(),
+        });
+    }
+
+    /// Every matching request fails until [`TwilioEmulator::clear_failures`].
+    pub fn fail_always(
+        &self,
+        path_contains: &str,
+        status: u16,
+        twilio_code: impl Into<Option<u32>>,
+    ) {
+        self.shared.lock().failures.push(FailureRule {
+            path_contains: path_contains.to_owned(),
+            remaining: None,
+            status,
+            code: twilio_code.into(),
+        });
+    }
+
+    /// Removes every injected failure.
+    pub fn clear_failures(&self) {
+        self.shared.lock().failures.clear();
+    }
+
+    /// The next request whose path contains `path_contains` waits `delay` before being handled
+    /// (use a delay beyond the client's timeout to make it time out; the request is then handled
+    /// only if the client is still connected).
+    pub fn delay_next(&self, path_contains: &str, delay: Duration) {
+        self.shared.lock().delays.push(DelayRule {
+            path_contains: path_contains.to_owned(),
+            remaining: 1,
+            delay,
+        });
+    }
+
+    /// POSTs `params` to `url` as Twilio delivers a webhook: form-encoded, signed with
+    /// `auth_token` in `X-Twilio-Signature`, with a fresh `I-Twilio-Idempotency-Token`.
+    ///
+    /// # Errors
+    ///
+    /// When the request cannot be sent; any HTTP status is a successful delivery.
+    pub async fn send_webhook(
+        &self,
+        url: &str,
+        auth_token: &str,
+        params: &[(String, String)],
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let idempotency_token = new_idempotency_token();
+        self.send_webhook_with_idempotency_token(url, auth_token, params, &idempotency_token).await
+    }
+
+    /// [`TwilioEmulator::send_webhook`] with a chosen idempotency token, to emulate Twilio
+    /// retrying the same delivery.
+    ///
+    /// # Errors
+    ///
+    /// When the request cannot be sent.
+    pub async fn send_webhook_with_idempotency_token(
+        &self,
+        url: &str,
+        auth_token: &str,
+        params: &[(String, String)],
+        idempotency_token: &str,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let signature =
+            nixflex_providers::twilio::signature::compute_signature(auth_token, url, params);
+        self.webhook_client
+            .post(url)
+            .header(reqwest::header::USER_AGENT, WEBHOOK_USER_AGENT)
+            .header(SIGNATURE_HEADER, signature)
+            .header(IDEMPOTENCY_TOKEN_HEADER, idempotency_token)
+            .form(params)
+            .send()
+            .await
+    }
+
+    /// Stops accepting connections and waits (up to 5 s) for connections in flight to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(shutdown_tx) = self.shutdown_tx.take() {
+            let _ = shutdown_tx.send(());
+        }
+        if let Some(mut server_task) = self.server_task.take()
+            && tokio::time::timeout(Duration::from_secs(5), &mut server_task).await.is_err()
+        {
+            server_task.abort();
+        }
+    }
+}
+
+impl Drop for TwilioEmulator {
+    fn drop(&mut self) {
+        if let Some(shutdown_tx) = self.shutdown_tx.take() {
+            let _ = shutdown_tx.send(());
+        }
+    }
+}
+
+/// A Twilio SID: two-letter prefix and 32 random lowercase hex digits.
+pub(crate) fn new_sid(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+/// A random token in UUID form, like the ones Twilio sends.
+fn new_idempotency_token() -> String {
+    let hex = hex::encode(rand::random::<[u8; 16]>());
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+/// reqwest is built with `rustls-no-provider` and panics when no crypto provider is installed;
+/// the workspace standardises on *ring*.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}

@@ -1,0 +1,3 @@
+//! Speech-to-text clients implementing [`nixflex_pipeline::stt::SttProvider`].
+
+pub mod deepgram;

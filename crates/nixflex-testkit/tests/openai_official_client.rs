@@ -1,0 +1,35 @@
+//! The OpenAI-compatible emulator driven by the official `openai` Python SDK.
+//!
+//! Fails (never skips) when python3 or the package is missing.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nixflex_testkit::anthropic::python::{require_module, run_script};
+use nixflex_testkit::openai::{Fault, OpenAiEmulator, Reply};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_sdk_streams_chat_tool_calls_and_speech_from_the_emulator() {
+    require_module("openai", "openai==3.57.0").await.unwrap_or_else(|error| panic!("{error}"));
+    let emulator = OpenAiEmulator::start().await.unwrap();
+    emulator.push_reply(Reply::text("Hello from the emulator!"));
+    emulator.push_reply(Reply::tool_call("lookup_order", json!({"order_id": "A-1001"})));
+    emulator.push_reply(Reply::text("Not streamed."));
+    emulator.push_fault(Fault::Status(429));
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/openai_official_client.py");
+    let output = run_script(
+        &script,
+        &[("NIXFLEX_OPENAI_URL", emulator.base_url())],
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+    assert!(output.stdout.contains("OK openai"), "{output:?}");
+
+    let requests = emulator.requests();
+    assert_eq!(requests.len(), 6);
+    assert_eq!(requests[0].header("authorization"), Some("Bearer sk-test"));
+    assert_eq!(requests[4].path, "/v1/audio/speech");
+}

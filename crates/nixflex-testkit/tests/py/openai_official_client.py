@@ -1,0 +1,87 @@
+"""Drives the OpenAI-compatible emulator with the official `openai` Python SDK.
+
+Run by tests/openai_official_client.rs, which scripts the emulator in this order and passes
+the base URL (with /v1) in NIXFLEX_OPENAI_URL:
+  1. chat text "Hello from the emulator!"      (streamed, include_usage)
+  2. chat tool call lookup_order {"order_id": "A-1001"}   (streamed)
+  3. chat text "Not streamed."                  (non-streamed)
+  4. HTTP 429                                   (RateLimitError expected)
+  5. speech, pcm, "Hello there." -> 12 chars x 60 ms of 24 kHz s16le
+  6. speech, mp3                                (400 in OpenAI's error shape)
+"""
+
+import os
+import sys
+
+import openai
+
+client = openai.OpenAI(base_url=os.environ["NIXFLEX_OPENAI_URL"], api_key="sk-test", max_retries=0, timeout=10)
+MODEL = "gpt-4o-mini"
+messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+
+
+def check(condition, message):
+    if not condition:
+        print("FAILED:", message)
+        sys.exit(1)
+
+
+# 1. Streamed text with a usage chunk.
+chunks = list(client.chat.completions.create(model=MODEL, messages=messages, stream=True, stream_options={"include_usage": True}))
+text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+check(text == "Hello from the emulator!", f"streamed text {text!r}")
+check(chunks[0].choices[0].delta.role == "assistant", "first chunk role")
+finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+check(finishes == ["stop"], f"finish reasons {finishes}")
+check(chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0, f"usage chunk {chunks[-1]}")
+check(all(c.object == "chat.completion.chunk" for c in chunks), "chunk object")
+
+# 2. Streamed tool call, arguments assembled by index (as the SDK docs show).
+tools = [{"type": "function", "function": {"name": "lookup_order", "description": "Finds an order", "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}}}}]
+calls = {}
+finish = None
+for chunk in client.chat.completions.create(model=MODEL, messages=messages, tools=tools, stream=True):
+    choice = chunk.choices[0]
+    for call in choice.delta.tool_calls or []:
+        entry = calls.setdefault(call.index, {"id": None, "name": "", "arguments": ""})
+        if call.id:
+            entry["id"] = call.id
+        if call.function and call.function.name:
+            entry["name"] += call.function.name
+        if call.function and call.function.arguments:
+            entry["arguments"] += call.function.arguments
+    finish = choice.finish_reason or finish
+check(finish == "tool_calls", f"tool finish {finish}")
+check(calls[0]["name"] == "lookup_order" and calls[0]["id"].startswith("call_"), f"calls {calls}")
+import json
+check(json.loads(calls[0]["arguments"]) == {"order_id": "A-1001"}, f"arguments {calls[0]['arguments']}")
+
+# 3. Non-streamed completion.
+completion = client.chat.completions.create(model=MODEL, messages=messages)
+check(completion.choices[0].message.content == "Not streamed.", f"completion {completion}")
+check(completion.choices[0].finish_reason == "stop", "finish")
+check(completion.usage.prompt_tokens > 0, "usage")
+
+# 4. Rate limit in OpenAI's error shape.
+try:
+    client.chat.completions.create(model=MODEL, messages=messages)
+    check(False, "429 not raised")
+except openai.RateLimitError as error:
+    check(error.status_code == 429, "status")
+    check(error.code == "rate_limit_exceeded", f"code {error.code}")
+
+# 5. Speech as raw 24 kHz PCM, streamed.
+audio = b""
+with client.audio.speech.with_streaming_response.create(model="gpt-4o-mini-tts", voice="alloy", input="Hello there.", response_format="pcm") as response:
+    for chunk in response.iter_bytes():
+        audio += chunk
+check(len(audio) == 12 * 60 * 24 * 2, f"pcm bytes {len(audio)}")
+
+# 6. Formats the emulator cannot make are refused with a 400.
+try:
+    client.audio.speech.create(model="tts-1", voice="alloy", input="Hi", response_format="mp3")
+    check(False, "mp3 was not refused")
+except openai.BadRequestError as error:
+    check(error.status_code == 400 and error.param == "response_format", f"error {error}")
+
+print("OK openai", openai.__version__)

@@ -1,0 +1,191 @@
+//! Faithfulness of `TwilioEmulator`, `signature` and `twiml` against Twilio's OFFICIAL Python
+//! library (PyPI `twilio`): the library drives the emulator through its normal REST client, and
+//! signatures and TwiML are cross-checked in both directions.
+//!
+//! Requires `python3` (or `$PYTHON`) with `pip install twilio`; the test fails, loudly, when
+//! either is missing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use nixflex_providers::twilio::signature;
+use nixflex_providers::twilio::twiml::{
+    self, ConnectStream, DialOptions, RejectReason, SayOptions,
+};
+use nixflex_testkit::twilio::TwilioEmulator;
+use serde_json::Value;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/twilio_official_client.py");
+const NUMBER: &str = "+15551230001";
+const EXTRA_NUMBERS: usize = 2;
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_twilio_python_library_agrees_with_emulator_signatures_and_twiml() {
+    // Arrange: an account with three numbers, and signatures made by nixflex_providers.
+    let emulator = TwilioEmulator::start().await.expect("emulator starts");
+    let account = emulator.add_account();
+    let number_sid = emulator.add_number(&account.sid, NUMBER);
+    for index in 0..EXTRA_NUMBERS {
+        emulator.add_number(&account.sid, &format!("+1555999000{index}"));
+    }
+    let signed_url = "https://engine.example/twilio/voice?agent=a1&lang=en";
+    let signed_params = pairs(&[
+        ("CallSid", "CA0123456789abcdef0123456789abcdef"),
+        ("From", "+15550001111"),
+        ("Digits", "9"),
+        ("Digits", "1"),
+        ("Digits", "9"),
+        ("CallerName", "Zoë & Co <test>"),
+    ]);
+    let form_signature =
+        signature::compute_signature(&account.auth_token, signed_url, &signed_params);
+    let json_body = r#"{"property": "value", "boolean": true}"#;
+    let json_url = format!(
+        "https://engine.example/twilio/json?x=1&bodySHA256={}",
+        signature::body_sha256_hex(json_body.as_bytes())
+    );
+    let json_signature = signature::compute_signature(&account.auth_token, &json_url, &[]);
+
+    // Act: run the script while the emulator serves it.
+    let interpreter = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let mut command = Command::new(&interpreter);
+    command
+        .arg(SCRIPT)
+        .env("TWILIO_EMULATOR_BASE_URL", emulator.base_url())
+        .env("TWILIO_ACCOUNT_SID", &account.sid)
+        .env("TWILIO_AUTH_TOKEN", &account.auth_token)
+        .env("TWILIO_NUMBER", NUMBER)
+        .env("TWILIO_NUMBER_SID", &number_sid)
+        .env("TWILIO_EXTRA_NUMBERS", EXTRA_NUMBERS.to_string())
+        .env("NIXFLEX_SIGNED_URL", signed_url)
+        .env("NIXFLEX_SIGNED_PARAMS", serde_json::to_string(&signed_params).unwrap())
+        .env("NIXFLEX_SIGNATURE", &form_signature)
+        .env("NIXFLEX_JSON_URL", &json_url)
+        .env("NIXFLEX_JSON_BODY", json_body)
+        .env("NIXFLEX_JSON_SIGNATURE", &json_signature);
+    assert!(Path::new(SCRIPT).is_file(), "missing script {SCRIPT}");
+    let run = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || command.output()),
+    )
+    .await
+    .expect("the Python script finished within 120 s")
+    .expect("the blocking task ran");
+    let output = match run {
+        Ok(output) => output,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
+            "`{interpreter}` was not found: this test needs Python 3 with the official Twilio \
+             library (`pip install twilio`); set $PYTHON to use another interpreter"
+        ),
+        Err(error) => panic!("could not run `{interpreter} {SCRIPT}`: {error}"),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(
+        output.status.code(),
+        Some(3),
+        "the PyPI package `twilio` is not installed for `{interpreter}` (`pip install twilio`):\n{stderr}"
+    );
+    assert!(
+        output.status.success(),
+        "the official Twilio library disagreed with the emulator ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("script output is not JSON ({error}):\n{stdout}"));
+
+    // Assert: what the library did is visible in the emulator.
+    let number = emulator.number(&number_sid).unwrap();
+    assert_eq!(number.voice_url.as_deref(), Some("https://engine.example/twilio/voice"));
+    assert_eq!(number.sms_url, "https://engine.example/twilio/sms");
+    assert_eq!(number.status_callback, "https://engine.example/twilio/status");
+    let call = emulator.call(report["call_sid"].as_str().unwrap()).unwrap();
+    assert_eq!(call.status, "completed");
+    assert_eq!(
+        call.create_param_values("StatusCallbackEvent"),
+        ["initiated", "ringing", "answered", "completed"]
+    );
+    assert_eq!(call.create_param_values("MachineDetection"), ["Enable"]);
+    assert_eq!(call.create_param_values("Timeout"), ["30"]);
+    let message = emulator.message(report["message_sid"].as_str().unwrap()).unwrap();
+    assert_eq!(message.body, "Hello from the official library");
+    let all_carried_credentials =
+        emulator.requests().iter().all(|request| request.auth_user.is_some());
+    assert!(all_carried_credentials, "every library request carried Basic credentials");
+
+    // Assert: signatures computed by RequestValidator validate with nixflex_providers.
+    let python_signature = &report["python_signature"];
+    let python_params: Vec<(String, String)> =
+        serde_json::from_value(python_signature["params"].clone()).unwrap();
+    let python_url = python_signature["url"].as_str().unwrap();
+    let python_header = python_signature["signature"].as_str().unwrap();
+    assert!(signature::validate_form(
+        &account.auth_token,
+        python_url,
+        &python_params,
+        python_header
+    ));
+    assert_eq!(
+        signature::compute_signature(&account.auth_token, python_url, &python_params),
+        python_header
+    );
+    let python_json = &report["python_json_signature"];
+    assert!(signature::validate_json(
+        &account.auth_token,
+        python_json["url"].as_str().unwrap(),
+        python_json["body"].as_str().unwrap().as_bytes(),
+        python_json["signature"].as_str().unwrap(),
+    ));
+
+    // Assert: nixflex's TwiML equals the helper library's, byte for byte.
+    let python_twiml: BTreeMap<String, String> =
+        serde_json::from_value(report["twiml"].clone()).unwrap();
+    let ours = BTreeMap::from([
+        (
+            "connect_stream".to_owned(),
+            twiml::connect_stream(&ConnectStream {
+                action: Some("https://engine.example/twilio/stream-ended?call=c_1&x=2".to_owned()),
+                url: "wss://media.example/twilio/ws".to_owned(),
+                status_callback: Some("https://engine.example/twilio/stream-status".to_owned()),
+                status_callback_method: Some("POST".to_owned()),
+                parameters: pairs(&[("call_id", "c_123"), ("token", "se\"cr<e>t&")]),
+                ..ConnectStream::default()
+            }),
+        ),
+        ("reject_busy".to_owned(), twiml::reject(RejectReason::Busy)),
+        ("hangup".to_owned(), twiml::hangup()),
+        (
+            "say".to_owned(),
+            twiml::Response::new()
+                .say_with(
+                    "Tom & Jerry <3",
+                    &SayOptions {
+                        voice: Some("Polly.Joanna".to_owned()),
+                        language: Some("en-US".to_owned()),
+                    },
+                )
+                .to_xml(),
+        ),
+        (
+            "dial".to_owned(),
+            twiml::dial_number(
+                "+15550002222",
+                &DialOptions {
+                    action: Some("https://engine.example/dial-done".to_owned()),
+                    caller_id: Some("+15550001111".to_owned()),
+                    timeout: Some(Duration::from_secs(20)),
+                    ..DialOptions::default()
+                },
+            ),
+        ),
+        ("message".to_owned(), twiml::message("Thanks & see you <soon>")),
+        ("empty".to_owned(), twiml::empty()),
+    ]);
+    assert_eq!(ours, python_twiml);
+}
