@@ -4,6 +4,7 @@
 //! Handlers are thin: they validate input into domain values (`nixflex-core`), call the store
 //! (traits only; no SQL here) and map to response DTOs.
 
+pub mod carrier;
 pub mod error;
 pub mod extract;
 pub mod middleware;
@@ -25,12 +26,16 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::keys::router())
         .merge(routes::agents::router())
         .merge(routes::catalog::router())
+        .merge(routes::numbers::router())
+        .merge(routes::callers::router())
+        .merge(routes::integrations::router())
         .split_for_parts();
     openapi::set_document(openapi::document(generated));
 
     let max_body = state.config().max_body_bytes;
     api_router
         .merge(routes::pending::router())
+        .merge(carrier::router(state.clone()))
         .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::guard))

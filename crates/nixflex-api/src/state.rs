@@ -6,6 +6,7 @@ use std::time::Duration;
 use nixflex_core::agent::AgentValidation;
 use nixflex_core::catalog::TtsProviderKind;
 use nixflex_core::crypto::SecretBox;
+use nixflex_providers::twilio::TwilioClient;
 use nixflex_store::Store;
 
 /// What the API layer needs from the configuration.
@@ -33,6 +34,8 @@ pub struct ApiConfig {
     pub tts_provider: TtsProviderKind,
     /// Whether webhook/function URLs may be http or private (local testing).
     pub allow_private_targets: bool,
+    /// The public base URL the carrier calls back (`NIXFLEX_PUBLIC_URL`), without a trailing `/`.
+    pub public_url: Option<String>,
 }
 
 impl ApiConfig {
@@ -59,6 +62,7 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(30),
             tts_provider: TtsProviderKind::Inworld,
             allow_private_targets: false,
+            public_url: None,
         }
     }
 }
@@ -74,12 +78,23 @@ struct Inner {
     store: Arc<dyn Store>,
     secrets: SecretBox,
     config: ApiConfig,
+    twilio: TwilioClient,
 }
 
 impl AppState {
     /// Builds the state.
-    pub fn new(store: Arc<dyn Store>, secrets: SecretBox, config: ApiConfig) -> Self {
-        Self { inner: Arc::new(Inner { store, secrets, config }) }
+    pub fn new(
+        store: Arc<dyn Store>,
+        secrets: SecretBox,
+        config: ApiConfig,
+        twilio: TwilioClient,
+    ) -> Self {
+        Self { inner: Arc::new(Inner { store, secrets, config, twilio }) }
+    }
+
+    /// The Twilio REST client (credentials are passed per call).
+    pub fn twilio(&self) -> &TwilioClient {
+        &self.inner.twilio
     }
 
     /// The store.

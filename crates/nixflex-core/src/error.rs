@@ -170,6 +170,10 @@ error_codes! {
     MessageNotFound => ("message_not_found", NotFound, 404),
     /// The account's balance is exhausted.
     InsufficientBalance => ("insufficient_balance", PaymentRequired, 402),
+    /// A carrier webhook without a valid `X-Twilio-Signature`.
+    InvalidSignature => ("invalid_signature", PermissionError, 403),
+    /// The server has no public URL configured, so the carrier cannot reach it.
+    PublicUrlNotConfigured => ("public_url_not_configured", ServerError, 503),
     /// An upstream provider failed or timed out.
     ProviderError => ("provider_error", ProviderError, 502),
     /// The feature is not built yet on this server.
@@ -193,10 +197,41 @@ pub fn doc_url(code: ErrorCode) -> String {
     format!("https://docs.nixflex.com/reference/errors#{}", code.as_str())
 }
 
+/// `docs/specs/api-errors.md`, generated from the table.
+pub fn render_markdown() -> String {
+    let mut out = String::from(
+        "# API error codes\n\nEvery `code` the API returns, its `type` and HTTP status. Generated from the code table\n(`nixflex_core::error`): `UPDATE_DOCS=1 cargo test -p nixflex-core` rewrites this file, and a test fails\nwhen it is out of date.\n\n| code | status | type |\n|---|---|---|\n",
+    );
+    for code in ErrorCode::ALL {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            code.as_str(),
+            code.http_status(),
+            code.error_type().as_str()
+        ));
+    }
+    out.push_str("\nEvery error response is `{\"error\": {\"type\", \"code\", \"message\", \"doc_url\", \"details\"?}}`; `details`\ncarries structured extras such as `field` (the input at fault), `row_index`, `retry_after` (seconds),\n`max_bytes` or `twilio_error`.\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn the_error_reference_document_matches_the_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/specs/api-errors.md");
+        let expected = render_markdown();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(path, &expected).unwrap();
+        }
+        let actual = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            actual == expected,
+            "docs/specs/api-errors.md is stale: run UPDATE_DOCS=1 cargo test -p nixflex-core"
+        );
+    }
 
     #[test]
     fn codes_are_unique_snake_case_and_status_matches_type() {

@@ -4,9 +4,11 @@
 //! stored document (agent settings) and JSON inputs validated field by field.
 
 pub mod agent;
+pub mod caller;
 pub mod catalog;
 pub mod crypto;
 pub mod error;
 pub mod ids;
+pub mod number;
 pub mod phone;
 pub mod validate;

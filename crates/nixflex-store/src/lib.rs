@@ -9,6 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use nixflex_core::agent::Agent;
+use nixflex_core::number::PhoneNumber;
+use serde_json::{Map, Value};
 
 mod postgres;
 mod sql;
@@ -149,6 +151,32 @@ pub enum IdempotencyBegin {
     InFlight,
 }
 
+/// A URL slot of a number (API.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberUrlSlot {
+    /// Primary post-call webhook.
+    Webhook,
+    /// Secondary post-call webhook.
+    Webhook2,
+    /// Pre-call gate.
+    Precall,
+}
+
+/// A caller-context record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallerRecord {
+    /// The business number.
+    pub phone_number: String,
+    /// The caller.
+    pub caller_number: String,
+    /// Developer and engine fields.
+    pub context: Map<String, Value>,
+    /// First write.
+    pub created_at: DateTime<Utc>,
+    /// Last write.
+    pub updated_at: DateTime<Utc>,
+}
+
 /// Every repository, as one object-safe trait.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -232,6 +260,108 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Deletes an agent; false when it did not exist in this account.
     async fn delete_agent(&self, account_id: &str, agent_id: &str) -> Result<bool, StoreError>;
+
+    /// Reserves a number for an import in progress (state `pending`, invisible to reads). A
+    /// pending reservation created before `stale_before` (a crashed import) is replaced.
+    /// `Conflict` when the number is imported or being imported.
+    async fn reserve_number(
+        &self,
+        number: &PhoneNumber,
+        previous_twilio_config: &Value,
+        stale_before: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Makes a reserved number visible.
+    async fn activate_number(&self, phone_number: &str) -> Result<(), StoreError>;
+
+    /// Drops a reservation whose import failed.
+    async fn release_number(&self, phone_number: &str) -> Result<(), StoreError>;
+
+    /// Whether any account has imported the number or is importing it (fresh reservations).
+    async fn number_taken(
+        &self,
+        phone_number: &str,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// An active number of this account, with its version.
+    async fn get_number(
+        &self,
+        account_id: &str,
+        phone_number: &str,
+    ) -> Result<Option<(PhoneNumber, i64)>, StoreError>;
+
+    /// An active number of any account (for carrier webhooks).
+    async fn find_active_number(
+        &self,
+        phone_number: &str,
+    ) -> Result<Option<PhoneNumber>, StoreError>;
+
+    /// The account's active numbers, newest first, optionally of one agent, with the total.
+    async fn list_numbers(
+        &self,
+        account_id: &str,
+        agent_id: Option<&str>,
+        page: Page,
+    ) -> Result<(Vec<PhoneNumber>, i64), StoreError>;
+
+    /// Writes a number's settings, flags and agent if the version matches.
+    async fn update_number(
+        &self,
+        number: &PhoneNumber,
+        expected_version: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes a number with its caller context and integrations; false if it was not there.
+    async fn delete_number(&self, account_id: &str, phone_number: &str)
+    -> Result<bool, StoreError>;
+
+    /// Sets or clears one URL slot of a number; false if the number is not this account's.
+    async fn set_number_url(
+        &self,
+        account_id: &str,
+        phone_number: &str,
+        slot: NumberUrlSlot,
+        url: Option<&str>,
+    ) -> Result<bool, StoreError>;
+
+    /// Sets or clears an agent's pre-call gate; false if the agent is not this account's.
+    async fn set_agent_precall(
+        &self,
+        account_id: &str,
+        agent_id: &str,
+        url: Option<&str>,
+    ) -> Result<bool, StoreError>;
+
+    /// An agent's pre-call gate: `None` if the agent is not this account's.
+    async fn get_agent_precall(
+        &self,
+        account_id: &str,
+        agent_id: &str,
+    ) -> Result<Option<Option<String>>, StoreError>;
+
+    /// One caller-context record.
+    async fn get_caller(
+        &self,
+        phone_number: &str,
+        caller_number: &str,
+    ) -> Result<Option<CallerRecord>, StoreError>;
+
+    /// Applies validated patches (`null` removes a field) to caller records, creating them as
+    /// needed, all in one transaction; returns the records as stored.
+    async fn upsert_callers(
+        &self,
+        phone_number: &str,
+        patches: &[(String, Map<String, Value>)],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<CallerRecord>, StoreError>;
+
+    /// Erases one caller record; false if there was none.
+    async fn delete_caller(
+        &self,
+        phone_number: &str,
+        caller_number: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Counts one request in `bucket`'s fixed window starting at `window_start` (unix seconds)
     /// and returns the count including this one. Atomic across nodes.

@@ -16,19 +16,31 @@ pub struct PgStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "foundation".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/postgres/0001_foundation.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "foundation".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/postgres/0001_foundation.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "numbers".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/postgres/0002_numbers.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 impl PgStore {
     /// Row lock that serialises key revocations of one account across nodes.
     const LOCK_ACCOUNT: Option<&'static str> =
         Some("select account_id from accounts where account_id = $1 for update");
+    /// Row lock that serialises caller-context writes of one number across nodes.
+    const LOCK_NUMBER: Option<&'static str> =
+        Some("select phone_number from phone_numbers where phone_number = $1 for update");
 
     /// Connects and migrates (sqlx takes an advisory lock, so nodes starting together are safe).
     ///

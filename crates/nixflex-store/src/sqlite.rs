@@ -17,18 +17,29 @@ pub struct SqliteStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "foundation".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/sqlite/0001_foundation.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "foundation".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/sqlite/0001_foundation.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "numbers".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/sqlite/0002_numbers.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 impl SqliteStore {
     /// SQLite has no row locks: `BEGIN IMMEDIATE` already holds the database's write lock.
     const LOCK_ACCOUNT: Option<&'static str> = None;
+    /// See `LOCK_ACCOUNT`.
+    const LOCK_NUMBER: Option<&'static str> = None;
 
     /// Opens (creating if missing) and migrates the database at `url`.
     ///

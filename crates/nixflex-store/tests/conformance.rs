@@ -6,11 +6,13 @@ use std::sync::Arc;
 use chrono::Duration;
 use nixflex_core::agent::{Agent, AgentSettings};
 use nixflex_core::ids;
+use nixflex_core::number::{NumberSettings, PhoneNumber};
 use nixflex_store::testing::TempDirGuard;
 use nixflex_store::{
-    Account, ApiKey, IdempotencyBegin, IdempotencyScope, Page, RevokeOutcome, Store, StoreError,
-    StoredResponse, now,
+    Account, ApiKey, IdempotencyBegin, IdempotencyScope, NumberUrlSlot, Page, RevokeOutcome, Store,
+    StoreError, StoredResponse, now,
 };
+use serde_json::{Map, Value, json};
 
 type Fixture = (Arc<dyn Store>, Option<TempDirGuard>);
 
@@ -366,6 +368,278 @@ async fn timestamps_round_trip_in_utc_at_microsecond_precision((store, _g): Fixt
     assert_eq!(stored.created_at.timezone(), chrono::Utc);
 }
 
+fn number(account_id: &str, agent_id: Option<&str>, phone: &str) -> PhoneNumber {
+    let at = now();
+    PhoneNumber {
+        phone_number: phone.to_owned(),
+        account_id: account_id.to_owned(),
+        agent_id: agent_id.map(str::to_owned),
+        provider: "twilio".to_owned(),
+        twilio_account_sid: format!("AC{}", "a".repeat(32)),
+        twilio_auth_token_sealed: "v1:sealed-token".to_owned(),
+        twilio_number_sid: format!("PN{}", "b".repeat(32)),
+        inbound_enabled: true,
+        outbound_enabled: true,
+        sms_reply_enabled: true,
+        settings: NumberSettings {
+            custom_prompt: Some("Bakery".to_owned()),
+            ..NumberSettings::default()
+        },
+        webhook_url: None,
+        webhook2_url: None,
+        precall_url: None,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+async fn imported(store: &dyn Store, n: &PhoneNumber) {
+    store
+        .reserve_number(
+            n,
+            &json!({"voice_url": "https://old.example.com"}),
+            now() - Duration::minutes(10),
+        )
+        .await
+        .unwrap();
+    store.activate_number(&n.phone_number).await.unwrap();
+}
+
+fn obj(value: Value) -> Map<String, Value> {
+    value.as_object().unwrap().clone()
+}
+
+async fn numbers_are_reserved_then_activated((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let (other, _) = new_account(&*store).await;
+    let a = agent(&acct.account_id, "a", true);
+    store.insert_agent(&a).await.unwrap();
+    let n = number(&acct.account_id, Some(&a.agent_id), "+447446466847");
+    let stale_before = now() - Duration::minutes(10);
+    store.reserve_number(&n, &json!({}), stale_before).await.unwrap();
+    assert!(
+        store.get_number(&acct.account_id, &n.phone_number).await.unwrap().is_none(),
+        "pending is invisible"
+    );
+    assert!(store.find_active_number(&n.phone_number).await.unwrap().is_none());
+    assert!(store.number_taken(&n.phone_number, stale_before).await.unwrap());
+    let rival = number(&other.account_id, None, "+447446466847");
+    assert!(matches!(
+        store.reserve_number(&rival, &json!({}), stale_before).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    store.activate_number(&n.phone_number).await.unwrap();
+    let (found, version) =
+        store.get_number(&acct.account_id, &n.phone_number).await.unwrap().unwrap();
+    assert_eq!(found, n);
+    assert_eq!(version, 1);
+    assert_eq!(store.find_active_number(&n.phone_number).await.unwrap(), Some(n.clone()));
+    assert!(store.get_number(&other.account_id, &n.phone_number).await.unwrap().is_none());
+    assert!(matches!(store.activate_number(&n.phone_number).await, Err(StoreError::NotFound)));
+}
+
+async fn failed_and_stale_reservations_free_the_number((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let n = number(&acct.account_id, None, "+14155552671");
+    store.reserve_number(&n, &json!({}), now() - Duration::minutes(10)).await.unwrap();
+    store.release_number(&n.phone_number).await.unwrap();
+    assert!(!store.number_taken(&n.phone_number, now() - Duration::minutes(10)).await.unwrap());
+    // A reservation left by a crashed import is taken over once stale.
+    store.reserve_number(&n, &json!({}), now() - Duration::minutes(10)).await.unwrap();
+    assert!(!store.number_taken(&n.phone_number, now() + Duration::seconds(1)).await.unwrap());
+    let mut again = n.clone();
+    again.created_at = now();
+    store.reserve_number(&again, &json!({}), now() + Duration::seconds(1)).await.unwrap();
+    store.activate_number(&n.phone_number).await.unwrap();
+    // Releasing never removes an active number.
+    store.release_number(&n.phone_number).await.unwrap();
+    assert!(store.get_number(&acct.account_id, &n.phone_number).await.unwrap().is_some());
+}
+
+async fn numbers_list_update_and_follow_their_agent((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let a = agent(&acct.account_id, "a", true);
+    let b = agent(&acct.account_id, "b", true);
+    store.insert_agent(&a).await.unwrap();
+    store.insert_agent(&b).await.unwrap();
+    let base = now();
+    for (i, phone) in ["+447446466801", "+447446466802", "+447446466803"].iter().enumerate() {
+        let mut n =
+            number(&acct.account_id, Some(if i == 0 { &b.agent_id } else { &a.agent_id }), phone);
+        n.created_at = base + Duration::milliseconds(i as i64);
+        imported(&*store, &n).await;
+    }
+    let (all, total) = store.list_numbers(&acct.account_id, None, PAGE).await.unwrap();
+    assert_eq!(total, 3);
+    assert_eq!(
+        all.iter().map(|n| n.phone_number.as_str()).collect::<Vec<_>>(),
+        ["+447446466803", "+447446466802", "+447446466801"]
+    );
+    let (of_a, total) =
+        store.list_numbers(&acct.account_id, Some(&a.agent_id), PAGE).await.unwrap();
+    assert_eq!((of_a.len(), total), (2, 2));
+
+    let (mut n, version) =
+        store.get_number(&acct.account_id, "+447446466801").await.unwrap().unwrap();
+    n.agent_id = Some(a.agent_id.clone());
+    n.outbound_enabled = false;
+    n.settings.voice_id = Some("Olivia".to_owned());
+    n.updated_at = now();
+    store.update_number(&n, version).await.unwrap();
+    assert!(matches!(
+        store.update_number(&n, version).await,
+        Err(StoreError::Conflict { constraint: "version" })
+    ));
+    let (stored, _) = store.get_number(&acct.account_id, "+447446466801").await.unwrap().unwrap();
+    assert_eq!(stored, n);
+
+    // Deleting the agent orphans its numbers instead of deleting them.
+    assert!(store.delete_agent(&acct.account_id, &a.agent_id).await.unwrap());
+    let (all, _) = store.list_numbers(&acct.account_id, None, PAGE).await.unwrap();
+    assert!(all.iter().all(|n| n.agent_id.is_none()), "{all:?}");
+}
+
+async fn deleting_a_number_erases_its_callers_and_integrations((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let (other, _) = new_account(&*store).await;
+    let n = number(&acct.account_id, None, "+447446466847");
+    imported(&*store, &n).await;
+    assert!(
+        store
+            .set_number_url(
+                &acct.account_id,
+                &n.phone_number,
+                NumberUrlSlot::Webhook,
+                Some("https://h.example.com/1")
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_number_url(
+                &acct.account_id,
+                &n.phone_number,
+                NumberUrlSlot::Webhook2,
+                Some("https://h.example.com/2")
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_number_url(
+                &acct.account_id,
+                &n.phone_number,
+                NumberUrlSlot::Precall,
+                Some("https://h.example.com/gate")
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_number_url(
+                &other.account_id,
+                &n.phone_number,
+                NumberUrlSlot::Webhook,
+                Some("https://evil.example.com")
+            )
+            .await
+            .unwrap()
+    );
+    let (stored, _) = store.get_number(&acct.account_id, &n.phone_number).await.unwrap().unwrap();
+    assert_eq!(stored.webhook_url.as_deref(), Some("https://h.example.com/1"));
+    assert_eq!(stored.webhook2_url.as_deref(), Some("https://h.example.com/2"));
+    assert_eq!(stored.precall_url.as_deref(), Some("https://h.example.com/gate"));
+    store
+        .upsert_callers(
+            &n.phone_number,
+            &[("+447386172392".to_owned(), obj(json!({"name": "Ann"})))],
+            now(),
+        )
+        .await
+        .unwrap();
+    assert!(!store.delete_number(&other.account_id, &n.phone_number).await.unwrap());
+    assert!(store.delete_number(&acct.account_id, &n.phone_number).await.unwrap());
+    assert!(store.get_caller(&n.phone_number, "+447386172392").await.unwrap().is_none());
+    // Re-importing starts clean.
+    imported(&*store, &n).await;
+    let (fresh, _) = store.get_number(&acct.account_id, &n.phone_number).await.unwrap().unwrap();
+    assert_eq!((fresh.webhook_url, fresh.precall_url), (None, None));
+    assert!(store.get_caller(&n.phone_number, "+447386172392").await.unwrap().is_none());
+}
+
+async fn agent_precall_urls_stay_in_their_account((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let (other, _) = new_account(&*store).await;
+    let a = agent(&acct.account_id, "a", true);
+    store.insert_agent(&a).await.unwrap();
+    assert_eq!(store.get_agent_precall(&acct.account_id, &a.agent_id).await.unwrap(), Some(None));
+    assert!(
+        store
+            .set_agent_precall(&acct.account_id, &a.agent_id, Some("https://gate.example.com"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_agent_precall(&acct.account_id, &a.agent_id).await.unwrap(),
+        Some(Some("https://gate.example.com".to_owned()))
+    );
+    assert!(!store.set_agent_precall(&other.account_id, &a.agent_id, None).await.unwrap());
+    assert_eq!(store.get_agent_precall(&other.account_id, &a.agent_id).await.unwrap(), None);
+    // The gate is not part of the settings document: updating the agent keeps it.
+    let (mut current, version) =
+        store.get_agent(&acct.account_id, &a.agent_id).await.unwrap().unwrap();
+    current.settings.name = "renamed".to_owned();
+    store.update_agent(&current, version).await.unwrap();
+    assert_eq!(
+        store.get_agent_precall(&acct.account_id, &a.agent_id).await.unwrap(),
+        Some(Some("https://gate.example.com".to_owned()))
+    );
+}
+
+async fn caller_context_merges_patches((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let n = number(&acct.account_id, None, "+447446466847");
+    imported(&*store, &n).await;
+    let caller = "+447386172392".to_owned();
+    let first = now();
+    store
+        .upsert_callers(
+            &n.phone_number,
+            &[(caller.clone(), obj(json!({"name": "Ann", "email": "ann@example.com"})))],
+            first,
+        )
+        .await
+        .unwrap();
+    let later = first + Duration::seconds(1);
+    let out = store
+        .upsert_callers(
+            &n.phone_number,
+            &[(caller.clone(), obj(json!({"email": null, "location": "Leeds"})))],
+            later,
+        )
+        .await
+        .unwrap();
+    assert_eq!(Value::Object(out[0].context.clone()), json!({"name": "Ann", "location": "Leeds"}));
+    let stored = store.get_caller(&n.phone_number, &caller).await.unwrap().unwrap();
+    assert_eq!(stored.context, out[0].context);
+    assert_eq!((stored.created_at, stored.updated_at), (first, later));
+    let patch_a = [(caller.clone(), obj(json!({"phone": "+14155552671"})))];
+    let patch_b = [(caller.clone(), obj(json!({"preference": "mornings"})))];
+    let (a, b) = tokio::join!(
+        store.upsert_callers(&n.phone_number, &patch_a, later),
+        store.upsert_callers(&n.phone_number, &patch_b, later),
+    );
+    a.unwrap();
+    b.unwrap();
+    let merged = store.get_caller(&n.phone_number, &caller).await.unwrap().unwrap();
+    assert_eq!(merged.context.len(), 4, "concurrent patches both land: {:?}", merged.context);
+    assert!(store.delete_caller(&n.phone_number, &caller).await.unwrap());
+    assert!(!store.delete_caller(&n.phone_number, &caller).await.unwrap());
+}
+
 macro_rules! suite {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -402,4 +676,10 @@ suite!(
     concurrent_duplicates_start_exactly_once,
     timestamps_round_trip_in_utc_at_microsecond_precision,
     server_meta_keeps_the_first_value,
+    numbers_are_reserved_then_activated,
+    failed_and_stale_reservations_free_the_number,
+    numbers_list_update_and_follow_their_agent,
+    deleting_a_number_erases_its_callers_and_integrations,
+    agent_precall_urls_stay_in_their_account,
+    caller_context_merges_patches,
 );

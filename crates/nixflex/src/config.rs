@@ -108,6 +108,8 @@ pub struct Config {
     pub log_level: String,
     /// Twilio REST base URL.
     pub twilio_api_base: String,
+    /// Longest a Twilio REST request may take, in milliseconds.
+    pub twilio_request_timeout_ms: u64,
     /// `anthropic` or `openai`.
     pub llm_provider: LlmProvider,
     /// Anthropic base URL (the client appends `/v1/messages`).
@@ -161,6 +163,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
             twilio_api_base: "https://api.twilio.com".to_owned(),
+            twilio_request_timeout_ms: 10_000,
             llm_provider: LlmProvider::Anthropic,
             anthropic_base_url: "https://api.anthropic.com".to_owned(),
             anthropic_api_key: None,
@@ -352,6 +355,7 @@ impl Config {
             "log_format": self.log_format,
             "log_level": self.log_level,
             "twilio_api_base": self.twilio_api_base,
+            "twilio_request_timeout_ms": self.twilio_request_timeout_ms,
             "llm_provider": self.llm_provider,
             "anthropic_base_url": self.anthropic_base_url,
             "anthropic_api_key": secret(&self.anthropic_api_key),

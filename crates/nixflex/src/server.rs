@@ -135,6 +135,7 @@ fn api_config(config: &Config) -> ApiConfig {
         request_timeout: config.request_timeout(),
         tts_provider: config.tts_kind(),
         allow_private_targets: config.allow_private_targets,
+        public_url: config.public_url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
     }
 }
 
@@ -150,7 +151,15 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         );
     }
     let store = open_store(&config, &secrets).await?;
-    let state = AppState::new(store, secrets, api_config(&config));
+    let twilio = nixflex_providers::twilio::TwilioClient::new(
+        nixflex_providers::twilio::TwilioClientConfig {
+            base_url: config.twilio_api_base.clone(),
+            request_timeout: Duration::from_millis(config.twilio_request_timeout_ms),
+            ..nixflex_providers::twilio::TwilioClientConfig::default()
+        },
+    )
+    .context("building the Twilio client")?;
+    let state = AppState::new(store, secrets, api_config(&config), twilio);
     let app = nixflex_api::app(state.clone());
     let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
         .await

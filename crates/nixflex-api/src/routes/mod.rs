@@ -1,7 +1,10 @@
 //! One module per resource; each exposes `router()`.
 
 pub(crate) mod agents;
+pub(crate) mod callers;
 pub(crate) mod catalog;
 pub(crate) mod health;
+pub(crate) mod integrations;
 pub mod keys;
+pub(crate) mod numbers;
 pub(crate) mod pending;

@@ -4,9 +4,13 @@ use std::sync::Once;
 
 use nixflex::config::Config;
 use nixflex::server::{self, Server};
+use nixflex_testkit::twilio::TwilioEmulator;
 use reqwest::{Method, RequestBuilder, Response};
 use secrecy::SecretString;
 use serde_json::{Value, json};
+
+/// The public URL test servers claim (as behind a reverse proxy).
+pub const PUBLIC_URL: &str = "https://nixflex.example.com";
 
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +85,27 @@ impl TestApp {
         }
     }
 
+    /// A server whose Twilio is the emulator and whose public URL is `PUBLIC_URL`.
+    pub async fn spawn_with_twilio(backend: Backend) -> (Self, TwilioEmulator) {
+        Self::spawn_with_twilio_and(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with_twilio_and(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+    ) -> (Self, TwilioEmulator) {
+        let twilio = TwilioEmulator::start().await.unwrap();
+        let base = twilio.base_url().to_owned();
+        let app = Self::spawn_with(backend, |c| {
+            c.twilio_api_base = base;
+            c.public_url = Some(PUBLIC_URL.to_owned());
+            c.twilio_request_timeout_ms = 1000;
+            tweak(c);
+        })
+        .await;
+        (app, twilio)
+    }
+
     /// Starts another node on the same database and master key.
     pub async fn spawn_node(&self) -> Server {
         server::start(self.config.clone()).await.expect("second node starts")
@@ -148,6 +173,36 @@ impl TestApp {
         assert_eq!(response.status(), 201);
         response.json().await.unwrap()
     }
+}
+
+/// An account on the Twilio emulator with one number on it.
+pub struct TwilioNumber {
+    pub sid: String,
+    pub token: String,
+    pub phone: String,
+    pub number_sid: String,
+}
+
+pub fn twilio_number(twilio: &TwilioEmulator, phone: &str) -> TwilioNumber {
+    let account = twilio.add_account();
+    let number_sid = twilio.add_number(&account.sid, phone);
+    TwilioNumber {
+        sid: account.sid,
+        token: account.auth_token,
+        phone: phone.to_owned(),
+        number_sid,
+    }
+}
+
+impl TwilioNumber {
+    pub fn import_body(&self, agent_id: &str) -> Value {
+        json!({"phone_number": self.phone, "agent_id": agent_id, "twilio_sid": self.sid, "twilio_token": self.token})
+    }
+}
+
+/// `%2B`-encodes a number for a path.
+pub fn enc(phone: &str) -> String {
+    phone.replace('+', "%2B")
 }
 
 /// Asserts the documented error envelope and returns its `error` object.

@@ -7,8 +7,12 @@ mod helpers;
 
 mod agents;
 mod auth;
+mod callers;
+mod carrier;
 mod cross_cutting;
 mod idempotency;
+mod integrations;
 mod keys;
+mod numbers;
 mod openapi;
 mod rate_limits;

@@ -1,0 +1,325 @@
+//! Integrations (API.md §7.1–7.2, DECISIONS #10, #17, #25): the two post-call webhook slots of a
+//! number, and the pre-call gate of an agent or a number.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use nixflex_core::error::ErrorCode;
+use nixflex_core::validate::{ValidationError, as_str, check_len, outbound_url};
+use nixflex_store::NumberUrlSlot;
+use serde_json::{Map, Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Caller, JsonObject};
+use crate::openapi::ErrorEnvelope;
+use crate::routes::numbers::{owned_number, path_number};
+use crate::state::AppState;
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(put_webhook, get_webhook, delete_webhook))
+        .routes(routes!(put_webhook2, get_webhook2, delete_webhook2))
+        .routes(routes!(put_agent_precall, get_agent_precall, delete_agent_precall))
+        .routes(routes!(put_number_precall, get_number_precall, delete_number_precall))
+}
+
+fn target_url(state: &AppState, body: &Map<String, Value>) -> ApiResult<String> {
+    let raw = match body.get("url") {
+        None | Some(Value::Null) => return Err(ValidationError::missing("url").into()),
+        Some(value) => as_str("url", value)?.trim(),
+    };
+    if raw.is_empty() {
+        return Err(ValidationError::missing("url").into());
+    }
+    check_len("url", raw, 2048, ErrorCode::InvalidRequest)?;
+    outbound_url("url", raw, state.config().allow_private_targets)?;
+    Ok(raw.to_owned())
+}
+
+fn slot_url(number: &nixflex_core::number::PhoneNumber, slot: NumberUrlSlot) -> Option<String> {
+    match slot {
+        NumberUrlSlot::Webhook => number.webhook_url.clone(),
+        NumberUrlSlot::Webhook2 => number.webhook2_url.clone(),
+        NumberUrlSlot::Precall => number.precall_url.clone(),
+    }
+}
+
+fn webhook_view(phone_number: &str, url: Option<String>) -> Value {
+    json!({"phone_number": phone_number, "webhook_url": url, "url": url, "is_set": url.is_some()})
+}
+
+async fn set_slot(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+    slot: NumberUrlSlot,
+    url: Option<&str>,
+) -> ApiResult<String> {
+    let phone_number = path_number(raw)?;
+    if !state.store().set_number_url(&caller.account.account_id, &phone_number, slot, url).await? {
+        return Err(ApiError::new(
+            ErrorCode::NumberNotFound,
+            format!("No number {phone_number} in this account."),
+        ));
+    }
+    Ok(phone_number)
+}
+
+async fn put_webhook_slot(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+    slot: NumberUrlSlot,
+    body: &Map<String, Value>,
+) -> ApiResult<Json<Value>> {
+    let url = target_url(state, body)?;
+    let phone_number = set_slot(state, caller, raw, slot, Some(&url)).await?;
+    let mut view = webhook_view(&phone_number, Some(url));
+    view["ok"] = json!(true);
+    Ok(Json(view))
+}
+
+async fn get_webhook_slot(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+    slot: NumberUrlSlot,
+) -> ApiResult<Json<Value>> {
+    let phone_number = path_number(raw)?;
+    let (number, _) = owned_number(state, caller, &phone_number).await?;
+    Ok(Json(webhook_view(&phone_number, slot_url(&number, slot))))
+}
+
+async fn delete_webhook_slot(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+    slot: NumberUrlSlot,
+) -> ApiResult<Json<Value>> {
+    let phone_number = set_slot(state, caller, raw, slot, None).await?;
+    Ok(Json(json!({"ok": true, "phone_number": phone_number, "is_set": false, "deleted": true})))
+}
+
+const WEBHOOK_ERRORS: &str = "`missing_field`, `invalid_request` (not https, or a private address), `invalid_phone_format`, `invalid_json`";
+
+/// Set the number's primary post-call webhook (https; every call on the number is delivered).
+#[utoipa::path(put, path = "/v1/integrations/webhook/number/{phone_number}", tag = "integrations",
+    params(("phone_number" = String, Path, description = "E.164, with + sent as %2B")),
+    request_body(content = inline(Object), description = "`{\"url\": \"https://…\"}`", content_type = "application/json"),
+    responses((status = 200, description = "`{ok, phone_number, webhook_url, url, is_set}`"),
+        (status = 400, description = WEBHOOK_ERRORS, body = ErrorEnvelope),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`number_not_found`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope)))]
+async fn put_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    put_webhook_slot(&state, &caller, &raw, NumberUrlSlot::Webhook, &body).await
+}
+
+/// Get the number's primary post-call webhook.
+#[utoipa::path(get, path = "/v1/integrations/webhook/number/{phone_number}", tag = "integrations",
+    params(("phone_number" = String, Path, description = "E.164, with + sent as %2B")),
+    responses((status = 200, description = "`{phone_number, webhook_url, url, is_set}`"),
+        (status = 400, description = "`invalid_phone_format`", body = ErrorEnvelope),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`number_not_found`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope)))]
+async fn get_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    get_webhook_slot(&state, &caller, &raw, NumberUrlSlot::Webhook).await
+}
+
+/// Remove the number's primary post-call webhook.
+#[utoipa::path(delete, path = "/v1/integrations/webhook/number/{phone_number}", tag = "integrations",
+    params(("phone_number" = String, Path, description = "E.164, with + sent as %2B")),
+    responses((status = 200, description = "`{ok, phone_number, is_set: false, deleted: true}`"),
+        (status = 400, description = "`invalid_phone_format`", body = ErrorEnvelope),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`number_not_found`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope)))]
+async fn delete_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    delete_webhook_slot(&state, &caller, &raw, NumberUrlSlot::Webhook).await
+}
+
+/// Set the number's secondary post-call webhook (independent of the primary; both receive every event).
+#[utoipa::path(put, path = "/v1/integrations/webhook2/number/{phone_number}", tag = "integrations",
+    params(("phone_number" = String, Path, description = "E.164, with + sent as %2B")),
+    request_body(content = inline(Object), description = "`{\"url\": \"https://…\"}`", content_type = "application/json"),
+    responses((status = 200, description = "`{ok, phone_number, webhook_url, url, is_set}`"),
+        (status = 400, description = WEBHOOK_ERRORS, body = ErrorEnvelope),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`number_not_found`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope)))]
+async fn put_webhook2(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    put_webhook_slot(&state, &caller, &raw, NumberUrlSlot::Webhook2, &body).await
+}
+
+/// Get the number's secondary post-call webhook.
+#[utoipa::path(get, path = "/v1/integrations/webhook2/number/{phone_number}", tag = "integrations",
+    params(("phone_number" = String, Path, description = "E.164, with + sent as %2B")),
+    responses((status = 200, description = "`{phone_number, webhook_url, url, is_set}`"),
+        (status = 400, description = "`invalid_phone_format`", body = ErrorEnvelope),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`number_not_found`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope)))]
+async fn get_webhook2(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    get_webhook_slot(&state, &caller, &raw, NumberUrlSlot::Webhook2).await
+}
+
+/// Remove the number's secondary post-call webhook.
+#[utoipa::path(delete, path = "/v1/integrations/webhook2/number/{phone_number}", tag = "integrations",
+    params(("phone_number" = String, Path, description = "E.164, with + sent as %2B")),
+    responses((status = 200, description = "`{ok, phone_number, is_set: false, deleted: true}`"),
+        (status = 400, description = "`invalid_phone_format`", body = ErrorEnvelope),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`number_not_found`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope)))]
+async fn delete_webhook2(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    delete_webhook_slot(&state, &caller, &raw, NumberUrlSlot::Webhook2).await
+}
+
+fn agent_missing(agent_id: &str) -> ApiError {
+    ApiError::new(ErrorCode::AgentNotFound, format!("No agent `{agent_id}` in this account."))
+}
+
+/// Gate every inbound call of the agent's numbers (present and future) through your server.
+#[utoipa::path(put, path = "/v1/integrations/precall/agent/{agent_id}", tag = "integrations",
+    params(("agent_id" = String, Path, description = "The agent")),
+    request_body(content = inline(Object), description = "`{\"url\": \"https://…\"}`", content_type = "application/json"),
+    responses((status = 200, description = "`{ok: true, agent_id, url}`"),
+        (status = 400, description = WEBHOOK_ERRORS, body = ErrorEnvelope),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`agent_not_found`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope)))]
+async fn put_agent_precall(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent_id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    let url = target_url(&state, &body)?;
+    if !state.store().set_agent_precall(&caller.account.account_id, &agent_id, Some(&url)).await? {
+        return Err(agent_missing(&agent_id));
+    }
+    Ok(Json(json!({"ok": true, "agent_id": agent_id, "url": url})))
+}
+
+/// Get the agent's pre-call gate.
+#[utoipa::path(get, path = "/v1/integrations/precall/agent/{agent_id}", tag = "integrations",
+    params(("agent_id" = String, Path, description = "The agent")),
+    responses((status = 200, description = "`{agent_id, url, is_set}`"),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`agent_not_found`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope)))]
+async fn get_agent_precall(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let url = state
+        .store()
+        .get_agent_precall(&caller.account.account_id, &agent_id)
+        .await?
+        .ok_or_else(|| agent_missing(&agent_id))?;
+    Ok(Json(json!({"agent_id": agent_id, "url": url, "is_set": url.is_some()})))
+}
+
+/// Remove the agent's pre-call gate.
+#[utoipa::path(delete, path = "/v1/integrations/precall/agent/{agent_id}", tag = "integrations",
+    params(("agent_id" = String, Path, description = "The agent")),
+    responses((status = 200, description = "`{ok: true, agent_id, is_set: false, deleted: true}`"),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`agent_not_found`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope)))]
+async fn delete_agent_precall(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    if !state.store().set_agent_precall(&caller.account.account_id, &agent_id, None).await? {
+        return Err(agent_missing(&agent_id));
+    }
+    Ok(Json(json!({"ok": true, "agent_id": agent_id, "is_set": false, "deleted": true})))
+}
+
+/// Gate the number's inbound calls through your server (overrides the agent's gate).
+#[utoipa::path(put, path = "/v1/integrations/precall/number/{phone_number}", tag = "integrations",
+    params(("phone_number" = String, Path, description = "E.164, with + sent as %2B")),
+    request_body(content = inline(Object), description = "`{\"url\": \"https://…\"}`", content_type = "application/json"),
+    responses((status = 200, description = "`{ok: true, phone_number, url}`"),
+        (status = 400, description = WEBHOOK_ERRORS, body = ErrorEnvelope),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`number_not_found`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope)))]
+async fn put_number_precall(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    let url = target_url(&state, &body)?;
+    let phone_number = set_slot(&state, &caller, &raw, NumberUrlSlot::Precall, Some(&url)).await?;
+    Ok(Json(json!({"ok": true, "phone_number": phone_number, "url": url})))
+}
+
+/// Get the number's pre-call gate.
+#[utoipa::path(get, path = "/v1/integrations/precall/number/{phone_number}", tag = "integrations",
+    params(("phone_number" = String, Path, description = "E.164, with + sent as %2B")),
+    responses((status = 200, description = "`{phone_number, url, is_set}`"),
+        (status = 400, description = "`invalid_phone_format`", body = ErrorEnvelope),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`number_not_found`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope)))]
+async fn get_number_precall(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let phone_number = path_number(&raw)?;
+    let (number, _) = owned_number(&state, &caller, &phone_number).await?;
+    Ok(Json(
+        json!({"phone_number": phone_number, "url": number.precall_url, "is_set": number.precall_url.is_some()}),
+    ))
+}
+
+/// Remove the number's pre-call gate (the agent's gate, if any, applies again).
+#[utoipa::path(delete, path = "/v1/integrations/precall/number/{phone_number}", tag = "integrations",
+    params(("phone_number" = String, Path, description = "E.164, with + sent as %2B")),
+    responses((status = 200, description = "`{ok: true, phone_number, is_set: false, deleted: true}`"),
+        (status = 400, description = "`invalid_phone_format`", body = ErrorEnvelope),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`number_not_found`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope)))]
+async fn delete_number_precall(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let phone_number = set_slot(&state, &caller, &raw, NumberUrlSlot::Precall, None).await?;
+    Ok(Json(json!({"ok": true, "phone_number": phone_number, "is_set": false, "deleted": true})))
+}
