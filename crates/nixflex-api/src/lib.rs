@@ -29,6 +29,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::numbers::router())
         .merge(routes::callers::router())
         .merge(routes::integrations::router())
+        .merge(routes::calls::router())
         .split_for_parts();
     openapi::set_document(openapi::document(generated));
 

@@ -4,6 +4,7 @@
 //! stored document (agent settings) and JSON inputs validated field by field.
 
 pub mod agent;
+pub mod call;
 pub mod caller;
 pub mod catalog;
 pub mod crypto;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use nixflex_core::agent::Agent;
+use nixflex_core::call::{CallRecord, Direction, TranscriptEntry, TurnLatency};
 use nixflex_core::number::PhoneNumber;
 use serde_json::{Map, Value};
 
@@ -175,6 +176,71 @@ pub struct CallerRecord {
     pub created_at: DateTime<Utc>,
     /// Last write.
     pub updated_at: DateTime<Utc>,
+}
+
+/// Filters of `GET /v1/calls` (all optional, combined with AND).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallFilter {
+    /// Agent.
+    pub agent_id: Option<String>,
+    /// Direction.
+    pub direction: Option<Direction>,
+    /// Twilio status.
+    pub call_status: Option<String>,
+    /// Caller ID.
+    pub from_number: Option<String>,
+    /// Number dialled.
+    pub to_number: Option<String>,
+    /// Campaign.
+    pub campaign_id: Option<String>,
+    /// Started at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Started before.
+    pub until: Option<DateTime<Utc>>,
+    /// Sentiment.
+    pub caller_sentiment: Option<String>,
+    /// Success.
+    pub call_successful: Option<bool>,
+    /// Voicemail.
+    pub voicemail_detected: Option<bool>,
+}
+
+/// A partial update of a call. Final statuses never change; `ended_reason`, `answered_at` and
+/// `ended_at` keep their first value; other fields are replaced when given.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallUpdate {
+    /// New status (ignored once the call has a final one).
+    pub call_status: Option<String>,
+    /// Why it ended (first writer wins).
+    pub ended_reason: Option<String>,
+    /// Answer time (first writer wins).
+    pub answered_at: Option<DateTime<Utc>>,
+    /// End time (first writer wins).
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Connected seconds.
+    pub duration_seconds: Option<i64>,
+    /// Transcript so far.
+    pub transcript: Option<Vec<TranscriptEntry>>,
+    /// Latency so far.
+    pub turns: Option<Vec<TurnLatency>>,
+    /// Mean latency.
+    pub avg_latency_ms: Option<f64>,
+    /// Media session liveness.
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// Twilio's SID once known.
+    pub twilio_call_sid: Option<String>,
+}
+
+/// Whether an inbound call may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Inserted as in progress.
+    Admitted,
+    /// The account already has `active` live calls (nothing inserted).
+    AtCapacity {
+        /// Live calls counted.
+        active: i64,
+    },
 }
 
 /// Every repository, as one object-safe trait.
@@ -362,6 +428,67 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         phone_number: &str,
         caller_number: &str,
     ) -> Result<bool, StoreError>;
+
+    /// Inserts a call if the account has fewer than `cap` live calls (those not final whose media
+    /// session was alive after `alive_after`), atomically across nodes.
+    async fn admit_call(
+        &self,
+        call: &CallRecord,
+        cap: i64,
+        alive_after: DateTime<Utc>,
+    ) -> Result<Admission, StoreError>;
+
+    /// Inserts a call unconditionally (`Conflict` on a duplicate Twilio SID).
+    async fn insert_call(&self, call: &CallRecord) -> Result<(), StoreError>;
+
+    /// A call of this account.
+    async fn get_call(
+        &self,
+        account_id: &str,
+        call_id: &str,
+    ) -> Result<Option<CallRecord>, StoreError>;
+
+    /// A call of any account (engine use).
+    async fn find_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
+
+    /// A call by its Twilio SID.
+    async fn find_call_by_sid(
+        &self,
+        twilio_call_sid: &str,
+    ) -> Result<Option<CallRecord>, StoreError>;
+
+    /// The account's calls, newest first, filtered, with the total.
+    async fn list_calls(
+        &self,
+        account_id: &str,
+        filter: &CallFilter,
+        page: Page,
+    ) -> Result<(Vec<CallRecord>, i64), StoreError>;
+
+    /// Applies a partial update; false if the call does not exist.
+    async fn update_call(
+        &self,
+        call_id: &str,
+        update: &CallUpdate,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes one call; false if it was not this account's.
+    async fn delete_call(&self, account_id: &str, call_id: &str) -> Result<bool, StoreError>;
+
+    /// Deletes all of the account's calls; returns how many.
+    async fn delete_all_calls(&self, account_id: &str) -> Result<i64, StoreError>;
+
+    /// Summaries of the latest calls between a business number and a caller for an agent,
+    /// newest first (history, ENGINE §16).
+    async fn call_history(
+        &self,
+        account_id: &str,
+        agent_id: &str,
+        business_number: &str,
+        caller_number: &str,
+        limit: i64,
+    ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError>;
 
     /// Counts one request in `bucket`'s fixed window starting at `window_start` (unix seconds)
     /// and returns the count including this one. Atomic across nodes.

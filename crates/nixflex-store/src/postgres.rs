@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, SqlSafeStr};
 
 use crate::StoreError;
 use crate::sql::map_err;
@@ -15,24 +14,12 @@ pub struct PgStore {
     pool: PgPool,
 }
 
-fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![
-        Migration::new(
-            1,
-            "foundation".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/postgres/0001_foundation.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            2,
-            "numbers".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/postgres/0002_numbers.sql").into_sql_str(),
-            false,
-        ),
-    ])
-}
+/// The schema history, oldest first; each file runs once, in a transaction.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "foundation", include_str!("../migrations/postgres/0001_foundation.sql")),
+    (2, "numbers", include_str!("../migrations/postgres/0002_numbers.sql")),
+    (3, "calls", include_str!("../migrations/postgres/0003_calls.sql")),
+];
 
 impl PgStore {
     /// Row lock that serialises key revocations of one account across nodes.
@@ -53,7 +40,10 @@ impl PgStore {
             .connect(url)
             .await
             .map_err(map_err)?;
-        migrator().run(&pool).await.map_err(|e| StoreError::Other(e.into()))?;
+        crate::sql::migrator(MIGRATIONS)
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Other(e.into()))?;
         Ok(Self { pool })
     }
 

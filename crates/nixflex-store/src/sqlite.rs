@@ -3,9 +3,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{SqlSafeStr, SqlitePool};
 
 use crate::StoreError;
 use crate::sql::map_err;
@@ -16,24 +15,12 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
-fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![
-        Migration::new(
-            1,
-            "foundation".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/sqlite/0001_foundation.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            2,
-            "numbers".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/sqlite/0002_numbers.sql").into_sql_str(),
-            false,
-        ),
-    ])
-}
+/// The schema history, oldest first; each file runs once, in a transaction.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "foundation", include_str!("../migrations/sqlite/0001_foundation.sql")),
+    (2, "numbers", include_str!("../migrations/sqlite/0002_numbers.sql")),
+    (3, "calls", include_str!("../migrations/sqlite/0003_calls.sql")),
+];
 
 impl SqliteStore {
     /// SQLite has no row locks: `BEGIN IMMEDIATE` already holds the database's write lock.
@@ -73,7 +60,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(map_err)?;
-        migrator().run(&pool).await.map_err(|e| StoreError::Other(e.into()))?;
+        crate::sql::migrator(MIGRATIONS)
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Other(e.into()))?;
         Ok(Self { pool })
     }
 

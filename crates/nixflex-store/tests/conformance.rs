@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use nixflex_core::agent::{Agent, AgentSettings};
+use nixflex_core::call::{CallRecord, Direction, TranscriptEntry, TurnLatency};
 use nixflex_core::ids;
 use nixflex_core::number::{NumberSettings, PhoneNumber};
 use nixflex_store::testing::TempDirGuard;
 use nixflex_store::{
-    Account, ApiKey, IdempotencyBegin, IdempotencyScope, NumberUrlSlot, Page, RevokeOutcome, Store,
-    StoreError, StoredResponse, now,
+    Account, Admission, ApiKey, CallFilter, CallUpdate, IdempotencyBegin, IdempotencyScope,
+    NumberUrlSlot, Page, RevokeOutcome, Store, StoreError, StoredResponse, now,
 };
 use serde_json::{Map, Value, json};
 
@@ -640,6 +641,251 @@ async fn caller_context_merges_patches((store, _g): Fixture) {
     assert!(!store.delete_caller(&n.phone_number, &caller).await.unwrap());
 }
 
+fn call(account_id: &str, agent_id: &str, from: &str, to: &str) -> CallRecord {
+    let at = now();
+    CallRecord {
+        call_id: ids::new_call_id(),
+        account_id: account_id.to_owned(),
+        agent_id: Some(agent_id.to_owned()),
+        direction: Direction::Inbound,
+        from_number: from.to_owned(),
+        to_number: to.to_owned(),
+        twilio_call_sid: Some(format!("CA{}", &ids::new_call_id()[5..])),
+        call_status: "in-progress".to_owned(),
+        ended_reason: None,
+        started_at: at,
+        answered_at: Some(at),
+        ended_at: None,
+        duration_seconds: None,
+        transcript: Vec::new(),
+        turns: Vec::new(),
+        avg_latency_ms: None,
+        recording_url: None,
+        call_summary: None,
+        caller_sentiment: None,
+        call_successful: None,
+        extracted_data: Map::new(),
+        voicemail_detected: false,
+        campaign_id: None,
+        metadata: Some(json!({"crm": 7})),
+        cost_usd: None,
+        precall_reject_reason: None,
+        stream_token_hash: Some("h".repeat(64)),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+async fn calls_are_admitted_up_to_the_cap((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let alive_after = now() - Duration::minutes(2);
+    for _ in 0..3 {
+        let c = call(&acct.account_id, "agent_x", "+447386172392", "+14155552671");
+        assert_eq!(store.admit_call(&c, 3, alive_after).await.unwrap(), Admission::Admitted);
+    }
+    let extra = call(&acct.account_id, "agent_x", "+447386172392", "+14155552671");
+    assert_eq!(
+        store.admit_call(&extra, 3, alive_after).await.unwrap(),
+        Admission::AtCapacity { active: 3 }
+    );
+    assert!(
+        store.find_call(&extra.call_id).await.unwrap().is_none(),
+        "nothing inserted at capacity"
+    );
+    // Ending one frees a place; a call whose media session went silent stops counting.
+    let (calls, _) =
+        store.list_calls(&acct.account_id, &CallFilter::default(), PAGE).await.unwrap();
+    store
+        .update_call(
+            &calls[0].call_id,
+            &CallUpdate { call_status: Some("completed".to_owned()), ..CallUpdate::default() },
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.admit_call(&extra, 3, alive_after).await.unwrap(), Admission::Admitted);
+    let later = call(&acct.account_id, "agent_x", "+447386172392", "+14155552671");
+    assert_eq!(
+        store.admit_call(&later, 3, now() + Duration::seconds(1)).await.unwrap(),
+        Admission::Admitted,
+        "stale sessions are not live"
+    );
+}
+
+async fn concurrent_admissions_never_exceed_the_cap((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let alive_after = now() - Duration::minutes(2);
+    let calls: Vec<CallRecord> =
+        (0..8).map(|_| call(&acct.account_id, "a", "+447386172392", "+14155552671")).collect();
+    let outcomes =
+        futures::future::join_all(calls.iter().map(|c| store.admit_call(c, 3, alive_after))).await;
+    let admitted = outcomes.iter().filter(|o| matches!(o, Ok(Admission::Admitted))).count();
+    assert_eq!(admitted, 3, "{outcomes:?}");
+}
+
+async fn call_updates_keep_first_outcomes((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let c = call(&acct.account_id, "a", "+447386172392", "+14155552671");
+    store.insert_call(&c).await.unwrap();
+    assert!(
+        matches!(
+            store.insert_call(&CallRecord { call_id: ids::new_call_id(), ..c.clone() }).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "one row per Twilio SID"
+    );
+    let transcript = vec![TranscriptEntry {
+        role: "agent".to_owned(),
+        text: "Hello!".to_owned(),
+        timestamp_ms: 120,
+    }];
+    let turns = vec![TurnLatency { turn: 1, total_ms: 312.5, ..TurnLatency::default() }];
+    let ended = now();
+    let first = CallUpdate {
+        call_status: Some("completed".to_owned()),
+        ended_reason: Some("completed".to_owned()),
+        ended_at: Some(ended),
+        duration_seconds: Some(42),
+        transcript: Some(transcript.clone()),
+        turns: Some(turns.clone()),
+        avg_latency_ms: Some(312.5),
+        ..CallUpdate::default()
+    };
+    assert!(store.update_call(&c.call_id, &first, now()).await.unwrap());
+    let late = CallUpdate {
+        call_status: Some("in-progress".to_owned()),
+        ended_reason: Some("caller_hangup".to_owned()),
+        ended_at: Some(ended + Duration::seconds(3)),
+        ..CallUpdate::default()
+    };
+    store.update_call(&c.call_id, &late, now()).await.unwrap();
+    let stored = store.find_call(&c.call_id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.call_status.as_str(), stored.ended_reason.as_deref(), stored.ended_at),
+        ("completed", Some("completed"), Some(ended))
+    );
+    assert_eq!(
+        (stored.transcript, stored.turns, stored.duration_seconds),
+        (transcript, turns, Some(42))
+    );
+    assert_eq!(stored.metadata, Some(json!({"crm": 7})));
+    assert_eq!(
+        store
+            .find_call_by_sid(c.twilio_call_sid.as_deref().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .call_id,
+        c.call_id
+    );
+    assert!(!store.update_call("call_missing", &first, now()).await.unwrap());
+}
+
+async fn calls_list_with_filters_and_delete((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let (other, _) = new_account(&*store).await;
+    let base = now();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let mut c = call(
+            &acct.account_id,
+            if i < 4 { "a1" } else { "a2" },
+            &format!("+44738617230{i}"),
+            "+14155552671",
+        );
+        c.created_at = base + Duration::milliseconds(i);
+        c.started_at = base + Duration::seconds(i);
+        if i % 2 == 1 {
+            c.direction = Direction::Outbound;
+            c.call_status = "completed".to_owned();
+        }
+        store.insert_call(&c).await.unwrap();
+        ids.push(c.call_id);
+    }
+    store
+        .insert_call(&call(&other.account_id, "a1", "+447386172300", "+14155552671"))
+        .await
+        .unwrap();
+    let (all, total) =
+        store.list_calls(&acct.account_id, &CallFilter::default(), PAGE).await.unwrap();
+    assert_eq!(total, 6);
+    assert_eq!(all[0].call_id, ids[5], "newest first");
+    let count = |filter: CallFilter| {
+        let store = store.clone();
+        let account = acct.account_id.clone();
+        async move { store.list_calls(&account, &filter, PAGE).await.unwrap().1 }
+    };
+    assert_eq!(
+        count(CallFilter { agent_id: Some("a1".to_owned()), ..CallFilter::default() }).await,
+        4
+    );
+    assert_eq!(
+        count(CallFilter { direction: Some(Direction::Outbound), ..CallFilter::default() }).await,
+        3
+    );
+    assert_eq!(
+        count(CallFilter {
+            call_status: Some("completed".to_owned()),
+            agent_id: Some("a2".to_owned()),
+            ..CallFilter::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        count(CallFilter {
+            from_number: Some("+447386172302".to_owned()),
+            ..CallFilter::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        count(CallFilter {
+            since: Some(base + Duration::seconds(2)),
+            until: Some(base + Duration::seconds(4)),
+            ..CallFilter::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        count(CallFilter { voicemail_detected: Some(true), ..CallFilter::default() }).await,
+        0
+    );
+    assert!(!store.delete_call(&other.account_id, &ids[0]).await.unwrap());
+    assert!(store.delete_call(&acct.account_id, &ids[0]).await.unwrap());
+    assert_eq!(store.delete_all_calls(&acct.account_id).await.unwrap(), 5);
+    assert_eq!(
+        store.list_calls(&other.account_id, &CallFilter::default(), PAGE).await.unwrap().1,
+        1,
+        "other accounts keep theirs"
+    );
+}
+
+async fn history_is_the_latest_summaries_between_a_number_and_a_caller((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let business = "+14155552671";
+    let caller = "+447386172392";
+    let base = now();
+    for (i, summary) in ["first", "second", "third"].iter().enumerate() {
+        let mut c = call(&acct.account_id, "a1", caller, business);
+        c.started_at = base + Duration::seconds(i as i64);
+        c.call_summary = Some((*summary).to_owned());
+        store.insert_call(&c).await.unwrap();
+    }
+    let mut outbound = call(&acct.account_id, "a1", business, caller);
+    outbound.direction = Direction::Outbound;
+    outbound.started_at = base + Duration::seconds(10);
+    outbound.call_summary = Some("outbound".to_owned());
+    store.insert_call(&outbound).await.unwrap();
+    let mut other_agent = call(&acct.account_id, "a2", caller, business);
+    other_agent.call_summary = Some("elsewhere".to_owned());
+    store.insert_call(&other_agent).await.unwrap();
+    let history = store.call_history(&acct.account_id, "a1", business, caller, 2).await.unwrap();
+    assert_eq!(history.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(), ["outbound", "third"]);
+}
+
 macro_rules! suite {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -682,4 +928,9 @@ suite!(
     deleting_a_number_erases_its_callers_and_integrations,
     agent_precall_urls_stay_in_their_account,
     caller_context_merges_patches,
+    calls_are_admitted_up_to_the_cap,
+    concurrent_admissions_never_exceed_the_cap,
+    call_updates_keep_first_outcomes,
+    calls_list_with_filters_and_delete,
+    history_is_the_latest_summaries_between_a_number_and_a_caller,
 );

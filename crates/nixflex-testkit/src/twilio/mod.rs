@@ -20,6 +20,7 @@
 //! [`TwilioEmulator::fail_always`]) and delays ([`TwilioEmulator::delay_next`]), and getters for
 //! the stored numbers, calls and messages.
 
+pub mod caller;
 mod server;
 mod state;
 

@@ -153,7 +153,6 @@ async fn documented_but_unbuilt_routes_say_so(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = app.signup().await;
     for (method, path) in [
-        (Method::GET, "/v1/calls"),
         (Method::POST, "/v1/calls/outbound"),
         (Method::GET, "/v1/usage"),
         (Method::POST, "/v1/sms"),

@@ -8,6 +8,7 @@ mod helpers;
 mod agents;
 mod auth;
 mod callers;
+mod calls;
 mod carrier;
 mod cross_cutting;
 mod idempotency;

@@ -1,0 +1,334 @@
+//! Calls (API.md §4.1, §4.3–4.5, DECISIONS #2, #13, #36, #38): history, details, deletion.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, NaiveDate, Utc};
+use nixflex_core::call::{CALL_STATUSES, CallRecord, Direction, TranscriptEntry, TurnLatency};
+use nixflex_core::error::ErrorCode;
+use nixflex_core::phone;
+use nixflex_store::CallFilter;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Caller, QueryPairs};
+use crate::openapi::ErrorEnvelope;
+use crate::state::AppState;
+
+/// A call as the API returns it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CallObject {
+    /// `call_` + 24 hex.
+    call_id: String,
+    /// Twilio's `CA…` SID (`null` while queued).
+    twilio_call_sid: Option<String>,
+    /// The agent (kept after the agent is deleted).
+    agent_id: Option<String>,
+    /// `inbound` or `outbound`.
+    direction: Direction,
+    /// Caller ID.
+    from_number: String,
+    /// Number dialled.
+    to_number: String,
+    /// queued, initiated, ringing, in-progress, completed, busy, no-answer, failed, canceled.
+    call_status: String,
+    /// Why the call ended (ENGINE §3.6), e.g. completed, caller_hangup, silence_timeout.
+    ended_reason: Option<String>,
+    /// When dialling began / the call reached us.
+    started_at: DateTime<Utc>,
+    /// When it was answered.
+    answered_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    ended_at: Option<DateTime<Utc>>,
+    /// Connected seconds (answer → hang-up), the billed quantity.
+    duration_seconds: Option<i64>,
+    /// What was said; `GET /v1/calls` leaves it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transcript: Option<Vec<TranscriptEntry>>,
+    /// Recording location.
+    recording_url: Option<String>,
+    /// Post-call summary.
+    call_summary: Option<String>,
+    /// happy, neutral or frustrated.
+    caller_sentiment: Option<String>,
+    /// Whether the caller got what they needed.
+    call_successful: Option<bool>,
+    /// Values of the agent's `data_extraction_fields`.
+    #[schema(value_type = Object)]
+    extracted_data: Map<String, Value>,
+    /// Appointments booked during the call (none until booking exists).
+    #[schema(value_type = Vec<Object>)]
+    bookings: Vec<Value>,
+    /// Voicemail reached (outbound).
+    voicemail_detected: bool,
+    /// Batch campaign.
+    campaign_id: Option<String>,
+    /// Echoed from the outbound request.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+    /// Charge, excluding carrier costs.
+    cost_usd: Option<f64>,
+    /// Mean time from the caller's end of speech to the agent's first audio, in ms.
+    avg_latency_ms: Option<f64>,
+    /// Per-turn latency breakdown.
+    latency: Vec<TurnLatency>,
+    /// Why the pre-call gate rejected the call.
+    precall_reject_reason: Option<String>,
+    /// Created.
+    created_at: DateTime<Utc>,
+    /// Last change.
+    updated_at: DateTime<Utc>,
+}
+
+impl CallObject {
+    fn new(call: CallRecord, with_transcript: bool) -> Self {
+        Self {
+            call_id: call.call_id,
+            twilio_call_sid: call.twilio_call_sid,
+            agent_id: call.agent_id,
+            direction: call.direction,
+            from_number: call.from_number,
+            to_number: call.to_number,
+            call_status: call.call_status,
+            ended_reason: call.ended_reason,
+            started_at: call.started_at,
+            answered_at: call.answered_at,
+            ended_at: call.ended_at,
+            duration_seconds: call.duration_seconds,
+            transcript: with_transcript.then_some(call.transcript),
+            recording_url: call.recording_url,
+            call_summary: call.call_summary,
+            caller_sentiment: call.caller_sentiment,
+            call_successful: call.call_successful,
+            extracted_data: call.extracted_data,
+            bookings: Vec::new(),
+            voicemail_detected: call.voicemail_detected,
+            campaign_id: call.campaign_id,
+            metadata: call.metadata,
+            cost_usd: call.cost_usd,
+            avg_latency_ms: call.avg_latency_ms,
+            latency: call.turns,
+            precall_reject_reason: call.precall_reject_reason,
+            created_at: call.created_at,
+            updated_at: call.updated_at,
+        }
+    }
+}
+
+/// A page of calls.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CallList {
+    /// Calls, newest first, without transcripts.
+    calls: Vec<CallObject>,
+    /// Total matching.
+    count: i64,
+    /// Page size.
+    limit: i64,
+    /// Offset.
+    offset: i64,
+}
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_calls, delete_all_calls))
+        .routes(routes!(get_call, delete_call))
+}
+
+fn bad(field: &str, message: String) -> ApiError {
+    ApiError::invalid(message).detail("field", field.to_owned())
+}
+
+fn parse_time(field: &str, raw: &str) -> ApiResult<DateTime<Utc>> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(raw) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    if let Ok(day) = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        && let Some(midnight) = day.and_hms_opt(0, 0, 0)
+    {
+        return Ok(midnight.and_utc());
+    }
+    Err(bad(
+        field,
+        format!(
+            "`{field}` must be an ISO-8601 date-time (2026-05-17T03:45:12Z) or date, not `{raw}`."
+        ),
+    ))
+}
+
+fn filter_from(query: &QueryPairs) -> ApiResult<CallFilter> {
+    let text = |name: &str| query.get(name).filter(|v| !v.is_empty()).map(str::to_owned);
+    let number = |name: &str| -> ApiResult<Option<String>> {
+        match query.get(name).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(raw) => {
+                phone::parse_e164(&phone::from_path_segment(raw)).map(Some).ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::InvalidPhoneFormat,
+                        format!("`{name}` must be E.164 (send + as %2B), not `{raw}`."),
+                    )
+                    .detail("field", name.to_owned())
+                })
+            }
+        }
+    };
+    let direction = match query.get("direction").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(raw) => Some(Direction::parse(raw).ok_or_else(|| {
+            bad("direction", format!("`direction` must be inbound or outbound, not `{raw}`."))
+        })?),
+    };
+    let call_status = match text("call_status").or_else(|| text("status")) {
+        Some(status) if !CALL_STATUSES.contains(&status.as_str()) => {
+            return Err(bad(
+                "call_status",
+                format!("`call_status` must be one of {}.", CALL_STATUSES.join(", ")),
+            ));
+        }
+        other => other,
+    };
+    let caller_sentiment = match text("caller_sentiment") {
+        Some(s) if !matches!(s.as_str(), "happy" | "neutral" | "frustrated") => {
+            return Err(bad(
+                "caller_sentiment",
+                "`caller_sentiment` must be happy, neutral or frustrated.".to_owned(),
+            ));
+        }
+        other => other,
+    };
+    let since =
+        query.get("since").filter(|v| !v.is_empty()).map(|v| parse_time("since", v)).transpose()?;
+    let until =
+        query.get("until").filter(|v| !v.is_empty()).map(|v| parse_time("until", v)).transpose()?;
+    Ok(CallFilter {
+        agent_id: text("agent_id"),
+        direction,
+        call_status,
+        from_number: number("from_number")?,
+        to_number: number("to_number")?,
+        campaign_id: text("campaign_id"),
+        since,
+        until,
+        caller_sentiment,
+        call_successful: query.bool("call_successful")?,
+        voicemail_detected: query.bool("voicemail_detected")?,
+    })
+}
+
+/// List calls, newest first. Items leave out the transcript (get one call for it).
+#[utoipa::path(
+    get, path = "/v1/calls", tag = "calls",
+    params(("limit" = Option<i64>, Query, description = "Page size, default 25, max 100"),
+           ("offset" = Option<i64>, Query, description = "Rows to skip"),
+           ("agent_id" = Option<String>, Query, description = "Only this agent's calls"),
+           ("direction" = Option<String>, Query, description = "inbound or outbound"),
+           ("call_status" = Option<String>, Query, description = "A Twilio call status"),
+           ("from_number" = Option<String>, Query, description = "E.164 caller ID"),
+           ("to_number" = Option<String>, Query, description = "E.164 number dialled"),
+           ("campaign_id" = Option<String>, Query, description = "Batch campaign"),
+           ("since" = Option<String>, Query, description = "Started at or after (ISO-8601)"),
+           ("until" = Option<String>, Query, description = "Started before (ISO-8601)"),
+           ("caller_sentiment" = Option<String>, Query, description = "happy, neutral or frustrated"),
+           ("call_successful" = Option<bool>, Query, description = "Outcome"),
+           ("voicemail_detected" = Option<bool>, Query, description = "Voicemail reached")),
+    responses(
+        (status = 200, description = "A page of calls", body = CallList),
+        (status = 400, description = "`invalid_request`, `invalid_phone_format`", body = ErrorEnvelope),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope),
+    )
+)]
+async fn list_calls(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: QueryPairs,
+) -> ApiResult<Json<CallList>> {
+    let page = query.page()?;
+    let filter = filter_from(&query)?;
+    let (calls, count) =
+        state.store().list_calls(&caller.account.account_id, &filter, page).await?;
+    Ok(Json(CallList {
+        calls: calls.into_iter().map(|c| CallObject::new(c, false)).collect(),
+        count,
+        limit: page.limit,
+        offset: page.offset,
+    }))
+}
+
+fn not_found(call_id: &str) -> ApiError {
+    ApiError::new(ErrorCode::CallNotFound, format!("No call `{call_id}` in this account."))
+}
+
+/// Get a call with its transcript (role, text, ms since answer) and per-turn latency.
+#[utoipa::path(
+    get, path = "/v1/calls/{call_id}", tag = "calls",
+    params(("call_id" = String, Path, description = "The call id")),
+    responses(
+        (status = 200, description = "The call", body = CallObject),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`call_not_found`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope),
+    )
+)]
+async fn get_call(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(call_id): Path<String>,
+) -> ApiResult<Json<CallObject>> {
+    let call = state
+        .store()
+        .get_call(&caller.account.account_id, &call_id)
+        .await?
+        .ok_or_else(|| not_found(&call_id))?;
+    Ok(Json(CallObject::new(call, true)))
+}
+
+/// Erase a call: its record, transcript and recording. Immediate and irreversible.
+#[utoipa::path(
+    delete, path = "/v1/calls/{call_id}", tag = "calls",
+    params(("call_id" = String, Path, description = "The call id")),
+    responses(
+        (status = 200, description = "`{\"call_id\", \"deleted\": true}`"),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`call_not_found`", body = ErrorEnvelope),
+        (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope),
+    )
+)]
+async fn delete_call(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(call_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    if !state.store().delete_call(&caller.account.account_id, &call_id).await? {
+        return Err(not_found(&call_id));
+    }
+    Ok(Json(json!({"call_id": call_id, "deleted": true})))
+}
+
+/// Erase every call of the account. Requires `?confirm=true`.
+#[utoipa::path(
+    delete, path = "/v1/calls", tag = "calls",
+    params(("confirm" = bool, Query, description = "Must be true")),
+    responses(
+        (status = 200, description = "`{\"deleted_calls\": n, \"deleted_messages\": m}`"),
+        (status = 400, description = "`invalid_request` (confirm missing)", body = ErrorEnvelope),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope),
+    )
+)]
+async fn delete_all_calls(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: QueryPairs,
+) -> ApiResult<Json<Value>> {
+    if query.bool("confirm")? != Some(true) {
+        return Err(bad("confirm", "Deleting every call needs `?confirm=true`.".to_owned()));
+    }
+    let deleted = state.store().delete_all_calls(&caller.account.account_id).await?;
+    tracing::info!(message = "All calls deleted.", account_id = %caller.account.account_id, deleted);
+    Ok(Json(json!({"deleted_calls": deleted, "deleted_messages": 0})))
+}

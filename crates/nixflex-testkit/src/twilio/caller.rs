@@ -1,0 +1,691 @@
+//! Twilio as the caller: the phone network and a human caller, played against *our* server's
+//! carrier endpoints, for tests, `nixflex demo` and the call benchmarks.
+//!
+//! [`CallerEmulator::place_inbound_call`] does what Twilio does when a number rings:
+//! 1. POSTs the voice webhook (Twilio's form fields, `X-Twilio-Signature`,
+//!    `I-Twilio-Idempotency-Token`, Twilio's `User-Agent`), and on failure the fallback URL with
+//!    `ErrorCode`/`ErrorUrl`;
+//! 2. parses the TwiML answer ([`parse_twiml`]) and runs it: `<Say>` is recorded, `<Reject>`
+//!    and `<Hangup>` end the call, `<Connect><Stream>` opens the media WebSocket (upgrade signed
+//!    over the stream URL) and streams as Twilio Media Streams do — `connected`, `start` with the
+//!    `<Parameter>`s as `customParameters`, continuous 20 ms μ-law `media`, `dtmf`, `mark` echoes
+//!    and `stop` at hang-up — while playing the server's audio back in real time;
+//! 3. when the socket closes, requests the `<Connect action>` URL (the after-stream TwiML is
+//!    recorded, not run; without an action the rest of the document runs if the caller is still
+//!    on the line), sends `<Stream statusCallback>` events, and finally the call's signed status
+//!    callback.
+//!
+//! The caller's audio follows a [`CallerScript`] in real time, and everything lands in a
+//! [`CallRecording`]. Each call is one tokio task; calls share one HTTP client, so hundreds run
+//! side by side ([`CallerEmulator::place_inbound_calls`]).
+//!
+//! Deliberate differences from Twilio: `ws://` stream URLs are accepted (Twilio requires `wss`,
+//! error 31922) so tests can use loopback; webhooks are not retried; `<Pause>`, `<Redirect>`
+//! and other verbs are recorded as skipped, not run. The emulator never talks to Twilio itself:
+//! it only calls the URLs it is given.
+
+mod playback;
+mod recording;
+mod script;
+mod stream;
+mod twiml;
+mod webhook;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nixflex_providers::twilio::twiml::ConnectStream;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+pub use self::recording::{
+    AgentFrame, AgentUtterance, CallEvent, CallEventKind, CallOutcome, CallRecording, EndedBy,
+    InboundGap, PacingStats, UTTERANCE_GAP, WebhookPurpose,
+};
+pub use self::script::{CallerScript, CallerStep, FRAME_DURATION};
+pub use self::stream::{
+    CODE_CONNECTION_TIMEOUT, CODE_HANDSHAKE_ERROR, CODE_INVALID_MESSAGE, CODE_MALFORMED_MESSAGE,
+    CODE_TLS_ERROR,
+};
+use self::stream::{CallClock, SessionSetup};
+pub use self::twiml::{Twiml, TwimlError, TwimlVerb, parse_twiml};
+use self::webhook::{CallParties, WebhookMethod, WebhookSender, resolve_url};
+use crate::twilio::{EmulatedAccount, NumberState, new_sid};
+
+/// Twilio's error code when a webhook cannot be fetched (network error or non-2xx answer).
+pub const CODE_HTTP_RETRIEVAL_FAILURE: u32 = 11200;
+/// Twilio's error code when a webhook's answer is not valid TwiML.
+pub const CODE_DOCUMENT_PARSE_FAILURE: u32 = 12100;
+
+/// How the emulated network behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerConfig {
+    /// How long a webhook may take (Twilio's default is 15 s).
+    pub webhook_timeout: Duration,
+    /// How long opening the media WebSocket may take before error 31901.
+    pub stream_connect_timeout: Duration,
+    /// How long a `BargeIn` step waits for agent audio before it is skipped.
+    pub step_timeout: Duration,
+    /// The caller hangs up once the call has lasted this long (recorded as
+    /// [`EndedBy::MaxDuration`]).
+    pub max_call_duration: Duration,
+    /// How long to wait for the server's close frame after hanging up.
+    pub close_timeout: Duration,
+    /// Keep every agent audio byte in the recording ([`CallRecording::agent_audio_mulaw`]);
+    /// turn off for long benchmark runs.
+    pub keep_agent_audio: bool,
+}
+
+impl Default for CallerConfig {
+    fn default() -> Self {
+        Self {
+            webhook_timeout: Duration::from_secs(15),
+            stream_connect_timeout: Duration::from_secs(10),
+            step_timeout: Duration::from_secs(30),
+            max_call_duration: Duration::from_secs(600),
+            close_timeout: Duration::from_secs(2),
+            keep_agent_audio: true,
+        }
+    }
+}
+
+/// An incoming call to place: who calls whom, and where Twilio would send the webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceCall {
+    /// The number's voice URL (POSTed).
+    pub voice_url: String,
+    /// The number's voice fallback URL, tried when the voice URL fails.
+    pub fallback_url: Option<String>,
+    /// The number's status callback URL: receives the final call status.
+    pub status_callback: Option<String>,
+    /// The account the number belongs to (`AccountSid`).
+    pub account_sid: String,
+    /// The account's auth token: the key of every signature.
+    pub auth_token: String,
+    /// The caller's number (`From`, `Caller`).
+    pub from: String,
+    /// The called number (`To`, `Called`).
+    pub to: String,
+    /// The call's SID; `None` generates `CA` + 32 hex digits.
+    pub call_sid: Option<String>,
+    /// More form fields for every call webhook (e.g. `FromCountry`, `CallerName`,
+    /// `ForwardedFrom`), after the standard ones.
+    pub extra_params: Vec<(String, String)>,
+}
+
+impl PlaceCall {
+    /// A call from `from` to `to` whose number has the voice URL `voice_url`.
+    pub fn new(
+        voice_url: impl Into<String>,
+        account_sid: impl Into<String>,
+        auth_token: impl Into<String>,
+        from: impl Into<String>,
+        to: impl Into<String>,
+    ) -> Self {
+        Self {
+            voice_url: voice_url.into(),
+            fallback_url: None,
+            status_callback: None,
+            account_sid: account_sid.into(),
+            auth_token: auth_token.into(),
+            from: from.into(),
+            to: to.into(),
+            call_sid: None,
+            extra_params: Vec::new(),
+        }
+    }
+
+    /// A call from `from` to a number of the REST emulator, with the webhooks configured on
+    /// it. `None` when the number has no voice URL.
+    pub fn to_number(account: &EmulatedAccount, number: &NumberState, from: &str) -> Option<Self> {
+        let voice_url = number.voice_url.clone()?;
+        let non_empty = |url: &str| Some(url.to_owned()).filter(|url| !url.is_empty());
+        Some(Self {
+            fallback_url: number.voice_fallback_url.as_deref().and_then(non_empty),
+            status_callback: non_empty(&number.status_callback),
+            ..Self::new(voice_url, &account.sid, &account.auth_token, from, &number.phone_number)
+        })
+    }
+}
+
+/// Why the emulator could not run.
+#[derive(Debug)]
+pub enum CallerError {
+    /// The HTTP client could not be built.
+    HttpClient(String),
+    /// A call's task panicked or was cancelled.
+    CallTask(String),
+}
+
+impl fmt::Display for CallerError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::HttpClient(error) => write!(formatter, "cannot build the HTTP client: {error}"),
+            Self::CallTask(error) => write!(formatter, "the emulated call's task failed: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for CallerError {}
+
+/// Places emulated inbound calls. Cheap to clone; clones share one HTTP connection pool.
+#[derive(Debug, Clone)]
+pub struct CallerEmulator {
+    http: reqwest::Client,
+    config: Arc<CallerConfig>,
+}
+
+/// A call running on its own task. Dropping the handle leaves the call running to its end.
+#[derive(Debug)]
+pub struct InboundCall {
+    call_sid: String,
+    /// Notified by [`InboundCall::hang_up`]; the call's media loop waits on it.
+    hang_up: Arc<Notify>,
+    task: JoinHandle<CallRecording>,
+}
+
+impl InboundCall {
+    /// The call's `CA…` SID.
+    pub fn call_sid(&self) -> &str {
+        &self.call_sid
+    }
+
+    /// Makes the caller hang up now (`stop`, then close). Asked before the stream starts, the
+    /// caller hangs up as soon as it has started.
+    pub fn hang_up(&self) {
+        self.hang_up.notify_one();
+    }
+
+    /// Waits for the call to end.
+    ///
+    /// # Errors
+    ///
+    /// [`CallerError::CallTask`] when the call's task panicked or was cancelled.
+    pub async fn finish(self) -> Result<CallRecording, CallerError> {
+        self.task.await.map_err(|error| CallerError::CallTask(error.to_string()))
+    }
+}
+
+impl CallerEmulator {
+    /// An emulator with the default [`CallerConfig`].
+    ///
+    /// # Errors
+    ///
+    /// When the HTTP client cannot be built.
+    pub fn new() -> Result<Self, CallerError> {
+        Self::with_config(CallerConfig::default())
+    }
+
+    /// An emulator with `config`.
+    ///
+    /// # Errors
+    ///
+    /// When the HTTP client cannot be built.
+    pub fn with_config(config: CallerConfig) -> Result<Self, CallerError> {
+        webhook::ensure_crypto_provider();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|error| CallerError::HttpClient(error.to_string()))?;
+        Ok(Self { http, config: Arc::new(config) })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CallerConfig {
+        &self.config
+    }
+
+    /// Places the call and runs it to its end on the current task.
+    pub async fn place_inbound_call(&self, call: PlaceCall, script: CallerScript) -> CallRecording {
+        let call_sid = call.call_sid.clone().unwrap_or_else(|| new_sid("CA"));
+        self.run_call(call, call_sid, script, Arc::new(Notify::new())).await
+    }
+
+    /// Places the call on a new task and returns at once.
+    pub fn start_inbound_call(&self, call: PlaceCall, script: CallerScript) -> InboundCall {
+        let call_sid = call.call_sid.clone().unwrap_or_else(|| new_sid("CA"));
+        let hang_up = Arc::new(Notify::new());
+        let emulator = self.clone();
+        let task = tokio::spawn({
+            let call_sid = call_sid.clone();
+            let hang_up = Arc::clone(&hang_up);
+            async move { emulator.run_call(call, call_sid, script, hang_up).await }
+        });
+        InboundCall { call_sid, hang_up, task }
+    }
+
+    /// Places every call at once, each on its own task, and waits for all of them. Results are
+    /// in the order of `calls`.
+    ///
+    /// # Errors
+    ///
+    /// [`CallerError::CallTask`] when a call's task panicked.
+    pub async fn place_inbound_calls(
+        &self,
+        calls: impl IntoIterator<Item = (PlaceCall, CallerScript)>,
+    ) -> Result<Vec<CallRecording>, CallerError> {
+        let running: Vec<InboundCall> =
+            calls.into_iter().map(|(call, script)| self.start_inbound_call(call, script)).collect();
+        let mut recordings = Vec::with_capacity(running.len());
+        for call in running {
+            recordings.push(call.finish().await?);
+        }
+        Ok(recordings)
+    }
+
+    async fn run_call(
+        &self,
+        call: PlaceCall,
+        call_sid: String,
+        script: CallerScript,
+        hang_up: Arc<Notify>,
+    ) -> CallRecording {
+        let clock = CallClock::start();
+        let mut recording = CallRecording::new(call_sid.clone());
+        let parties = CallParties {
+            call_sid,
+            account_sid: call.account_sid.clone(),
+            from: call.from.clone(),
+            to: call.to.clone(),
+            extra_params: call.extra_params.clone(),
+        };
+        let run = CallRun {
+            config: &self.config,
+            clock,
+            parties: &parties,
+            sender: WebhookSender {
+                http: self.http.clone(),
+                auth_token: call.auth_token.clone(),
+                timeout: self.config.webhook_timeout,
+            },
+            script: &script,
+            hang_up: &hang_up,
+        };
+        let outcome = run.answer(&call, &mut recording).await;
+        recording.outcome = outcome;
+        if let Some(status_callback) = &call.status_callback {
+            run.send_status_callback(status_callback, &mut recording).await;
+        }
+        recording.duration = clock.now();
+        // Background deliveries (stream status) are recorded when they finish.
+        recording.events.sort_by_key(|event| event.at);
+        recording
+    }
+}
+
+/// One call in progress: what every step of [`CallerEmulator::run_call`] needs.
+struct CallRun<'a> {
+    config: &'a CallerConfig,
+    clock: CallClock,
+    parties: &'a CallParties,
+    sender: WebhookSender,
+    script: &'a CallerScript,
+    hang_up: &'a Notify,
+}
+
+impl CallRun<'_> {
+    /// Fetches and runs the call's TwiML; returns how the call ended.
+    async fn answer(&self, call: &PlaceCall, recording: &mut CallRecording) -> CallOutcome {
+        let (document_url, twiml) = match self.fetch_voice_twiml(call, recording).await {
+            Ok(fetched) => fetched,
+            Err(outcome) => return outcome,
+        };
+        recording.twiml = Some(twiml.clone());
+        let mut outcome = None;
+        for verb in twiml.verbs {
+            let now = self.clock.now();
+            match verb {
+                TwimlVerb::Say { text, .. } => {
+                    recording.push(now, CallEventKind::TwimlSay { text })
+                }
+                TwimlVerb::Hangup => break,
+                TwimlVerb::Reject { reason } => {
+                    outcome.get_or_insert(CallOutcome::Rejected { reason });
+                    break;
+                }
+                TwimlVerb::Pause { .. } => skip(recording, now, "Pause"),
+                TwimlVerb::Redirect { .. } => skip(recording, now, "Redirect"),
+                TwimlVerb::Other { name } => skip(recording, now, &name),
+                TwimlVerb::ConnectStream { stream, method } => {
+                    let ended = self.connect_stream(&document_url, &stream, recording).await;
+                    let ended_by = match ended {
+                        Ok(ended_by) => ended_by,
+                        Err(failed) => {
+                            outcome = Some(failed);
+                            break;
+                        }
+                    };
+                    outcome = Some(CallOutcome::Completed { ended_by });
+                    if let Some(action) = &stream.action {
+                        let method = WebhookMethod::from_attribute(method.as_deref());
+                        self.request_after_stream_twiml(
+                            &document_url,
+                            action,
+                            method,
+                            ended_by,
+                            recording,
+                        )
+                        .await;
+                        break;
+                    }
+                    if ended_by != EndedBy::Server {
+                        // The caller is gone: nothing more of the document runs.
+                        break;
+                    }
+                }
+            }
+        }
+        outcome.unwrap_or(CallOutcome::Hungup)
+    }
+
+    /// POSTs the voice webhook (and the fallback when it fails) and parses the answer. Returns
+    /// the URL that answered and its TwiML.
+    async fn fetch_voice_twiml(
+        &self,
+        call: &PlaceCall,
+        recording: &mut CallRecording,
+    ) -> Result<(String, Twiml), CallOutcome> {
+        let params = self.parties.standard_params("ringing");
+        let mut answered = self
+            .fetch(WebhookPurpose::Voice, &call.voice_url, WebhookMethod::Post, &params, recording)
+            .await
+            .map(|body| (call.voice_url.clone(), body));
+        if let (Err(_), Some(fallback_url)) = (&answered, &call.fallback_url) {
+            let mut fallback_params = params.clone();
+            fallback_params.push(("ErrorCode".to_owned(), CODE_HTTP_RETRIEVAL_FAILURE.to_string()));
+            fallback_params.push(("ErrorUrl".to_owned(), call.voice_url.clone()));
+            answered = self
+                .fetch(
+                    WebhookPurpose::VoiceFallback,
+                    fallback_url,
+                    WebhookMethod::Post,
+                    &fallback_params,
+                    recording,
+                )
+                .await
+                .map(|body| (fallback_url.clone(), body));
+        }
+        let (document_url, body) = answered.map_err(|message| CallOutcome::Failed {
+            code: Some(CODE_HTTP_RETRIEVAL_FAILURE),
+            message,
+        })?;
+        match parse_twiml(&body) {
+            Ok(twiml) => Ok((document_url, twiml)),
+            Err(error) => {
+                let message = error.to_string();
+                let code = Some(CODE_DOCUMENT_PARSE_FAILURE);
+                recording.push(
+                    self.clock.now(),
+                    CallEventKind::Error { code, message: message.clone() },
+                );
+                Err(CallOutcome::Failed { code, message })
+            }
+        }
+    }
+
+    /// Delivers a webhook whose answer must be a 2xx TwiML body; records the delivery and, on
+    /// failure, error 11200.
+    async fn fetch(
+        &self,
+        purpose: WebhookPurpose,
+        url: &str,
+        method: WebhookMethod,
+        params: &[(String, String)],
+        recording: &mut CallRecording,
+    ) -> Result<String, String> {
+        let answer = self.sender.deliver(method, url, params).await;
+        let now = self.clock.now();
+        let status = answer.as_ref().ok().map(|answer| answer.status);
+        recording.push(now, CallEventKind::Webhook { purpose, url: url.to_owned(), status });
+        let failure = match answer {
+            Ok(answer) if answer.is_success() => return Ok(answer.body),
+            Ok(answer) => format!("{url} answered HTTP {}", answer.status),
+            Err(error) => format!("{url} could not be fetched: {error}"),
+        };
+        let code = Some(CODE_HTTP_RETRIEVAL_FAILURE);
+        recording.push(now, CallEventKind::Error { code, message: failure.clone() });
+        Err(failure)
+    }
+
+    /// Runs a `<Connect><Stream>`: connects, streams until one side ends, and sends the
+    /// stream's status callbacks. Returns who ended it, or the failed call's outcome.
+    async fn connect_stream(
+        &self,
+        document_url: &str,
+        stream: &ConnectStream,
+        recording: &mut CallRecording,
+    ) -> Result<EndedBy, CallOutcome> {
+        let stream_sid = new_sid("MZ");
+        let status = StreamStatus::new(self, document_url, stream, &stream_sid);
+        let Some(url) = resolve_url(document_url, &stream.url, true) else {
+            let message = format!("the stream URL {:?} is not a URL", stream.url);
+            return Err(self
+                .stream_failed(stream::CODE_HANDSHAKE_ERROR, message, &status, recording)
+                .await);
+        };
+        let socket = match stream::connect(
+            &url,
+            &self.sender.auth_token,
+            self.config.stream_connect_timeout,
+        )
+        .await
+        {
+            Ok(socket) => socket,
+            Err(failure) => {
+                return Err(self
+                    .stream_failed(failure.code, failure.message, &status, recording)
+                    .await);
+            }
+        };
+        recording.push(self.clock.now(), CallEventKind::StreamConnected { url });
+        recording.stream_sid = Some(stream_sid.clone());
+        // Twilio reports the start asynchronously; the media must not wait for it.
+        let started = status.spawn("stream-started", None);
+        let setup = SessionSetup {
+            clock: self.clock,
+            stream_sid: &stream_sid,
+            account_sid: &self.parties.account_sid,
+            call_sid: &self.parties.call_sid,
+            parameters: &stream.parameters,
+            script: self.script,
+            step_timeout: self.config.step_timeout,
+            max_call_duration: self.config.max_call_duration,
+            close_timeout: self.config.close_timeout,
+            keep_agent_audio: self.config.keep_agent_audio,
+            hang_up: self.hang_up,
+        };
+        let ended_by = stream::run_session(socket, &setup, recording).await;
+        if let Some(started) = started {
+            status.record_spawned(started, recording).await;
+        }
+        status.deliver("stream-stopped", None, recording).await;
+        Ok(ended_by)
+    }
+
+    async fn stream_failed(
+        &self,
+        code: u32,
+        message: String,
+        status: &StreamStatus<'_>,
+        recording: &mut CallRecording,
+    ) -> CallOutcome {
+        recording.push(
+            self.clock.now(),
+            CallEventKind::Error { code: Some(code), message: message.clone() },
+        );
+        status.deliver("stream-error", Some(&message), recording).await;
+        CallOutcome::Failed { code: Some(code), message }
+    }
+
+    /// Requests the `<Connect action>` URL after the stream and records the TwiML it returns.
+    async fn request_after_stream_twiml(
+        &self,
+        document_url: &str,
+        action: &str,
+        method: WebhookMethod,
+        ended_by: EndedBy,
+        recording: &mut CallRecording,
+    ) {
+        let Some(url) = resolve_url(document_url, action, false) else {
+            let message = format!("the <Connect action> {action:?} is not a URL");
+            recording.push(
+                self.clock.now(),
+                CallEventKind::Error { code: Some(CODE_HTTP_RETRIEVAL_FAILURE), message },
+            );
+            return;
+        };
+        let call_status = if ended_by == EndedBy::Server { "in-progress" } else { "completed" };
+        let params = self.parties.standard_params(call_status);
+        let Ok(body) =
+            self.fetch(WebhookPurpose::ConnectAction, &url, method, &params, recording).await
+        else {
+            return;
+        };
+        let now = self.clock.now();
+        match parse_twiml(&body) {
+            Ok(twiml) => {
+                recording.after_stream_twiml = Some(twiml);
+                recording.push(now, CallEventKind::AfterStreamTwiml);
+            }
+            Err(error) => {
+                let message = error.to_string();
+                recording.push(
+                    now,
+                    CallEventKind::Error { code: Some(CODE_DOCUMENT_PARSE_FAILURE), message },
+                );
+            }
+        }
+    }
+
+    /// Sends the call's final status to its status callback.
+    async fn send_status_callback(&self, url: &str, recording: &mut CallRecording) {
+        let call_status = match &recording.outcome {
+            CallOutcome::Rejected { reason } if reason == "busy" => "busy",
+            CallOutcome::Rejected { .. } => "no-answer",
+            CallOutcome::Failed { .. } => "failed",
+            CallOutcome::Hungup | CallOutcome::Completed { .. } => "completed",
+        };
+        let mut params = self.parties.standard_params(call_status);
+        params.extend([
+            ("CallDuration".to_owned(), self.clock.now().as_secs().to_string()),
+            ("Timestamp".to_owned(), rfc2822_now()),
+            ("CallbackSource".to_owned(), "call-progress-events".to_owned()),
+            ("SequenceNumber".to_owned(), "0".to_owned()),
+        ]);
+        let answer = self.sender.deliver(WebhookMethod::Post, url, &params).await;
+        let purpose = WebhookPurpose::StatusCallback;
+        record_delivery(recording, self.clock.now(), purpose, url, answer);
+    }
+}
+
+fn skip(recording: &mut CallRecording, now: Duration, name: &str) {
+    recording.push(now, CallEventKind::TwimlVerbSkipped { name: name.to_owned() });
+}
+
+/// Records a delivery whose answer body does not matter (status callbacks).
+fn record_delivery(
+    recording: &mut CallRecording,
+    now: Duration,
+    purpose: WebhookPurpose,
+    url: &str,
+    answer: Result<webhook::WebhookAnswer, String>,
+) {
+    let status = answer.as_ref().ok().map(|answer| answer.status);
+    recording.push(now, CallEventKind::Webhook { purpose, url: url.to_owned(), status });
+    if let Err(error) = answer {
+        let message = format!("{url} could not be reached: {error}");
+        recording
+            .push(now, CallEventKind::Error { code: Some(CODE_HTTP_RETRIEVAL_FAILURE), message });
+    }
+}
+
+/// The current time as Twilio writes it in callbacks (RFC 2822, GMT).
+fn rfc2822_now() -> String {
+    chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000").to_string()
+}
+
+/// The `<Stream statusCallback>` of one stream, if it has one: `stream-started`,
+/// `stream-stopped` and `stream-error` events with `AccountSid`, `CallSid`, `StreamSid`,
+/// `StreamName`, `StreamEvent`, `Timestamp` (and `StreamError`).
+struct StreamStatus<'a> {
+    run: &'a CallRun<'a>,
+    /// The resolved callback URL; `None` when the stream has none.
+    url: Option<String>,
+    method: WebhookMethod,
+    stream_sid: &'a str,
+    stream_name: String,
+}
+
+impl<'a> StreamStatus<'a> {
+    fn new(
+        run: &'a CallRun<'a>,
+        document_url: &str,
+        stream: &ConnectStream,
+        stream_sid: &'a str,
+    ) -> Self {
+        Self {
+            run,
+            url: stream
+                .status_callback
+                .as_deref()
+                .and_then(|url| resolve_url(document_url, url, false)),
+            method: WebhookMethod::from_attribute(stream.status_callback_method.as_deref()),
+            stream_sid,
+            stream_name: stream.name.clone().unwrap_or_else(|| stream_sid.to_owned()),
+        }
+    }
+
+    fn params(&self, event: &str, error: Option<&str>) -> Vec<(String, String)> {
+        let mut params: Vec<(String, String)> = [
+            ("AccountSid", self.run.parties.account_sid.as_str()),
+            ("CallSid", self.run.parties.call_sid.as_str()),
+            ("StreamSid", self.stream_sid),
+            ("StreamName", self.stream_name.as_str()),
+            ("StreamEvent", event),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+        params.push(("Timestamp".to_owned(), rfc2822_now()));
+        if let Some(error) = error {
+            params.push(("StreamError".to_owned(), error.to_owned()));
+        }
+        params
+    }
+
+    async fn deliver(&self, event: &str, error: Option<&str>, recording: &mut CallRecording) {
+        let Some(url) = &self.url else { return };
+        let answer = self.run.sender.deliver(self.method, url, &self.params(event, error)).await;
+        record_delivery(recording, self.run.clock.now(), WebhookPurpose::StreamStatus, url, answer);
+    }
+
+    /// Starts a delivery in the background; [`StreamStatus::record_spawned`] records it.
+    fn spawn(
+        &self,
+        event: &str,
+        error: Option<&str>,
+    ) -> Option<JoinHandle<(Duration, Result<webhook::WebhookAnswer, String>)>> {
+        let url = self.url.clone()?;
+        let sender = self.run.sender.clone();
+        let params = self.params(event, error);
+        let (method, clock) = (self.method, self.run.clock);
+        Some(tokio::spawn(async move {
+            let answer = sender.deliver(method, &url, &params).await;
+            (clock.now(), answer)
+        }))
+    }
+
+    async fn record_spawned(
+        &self,
+        delivery: JoinHandle<(Duration, Result<webhook::WebhookAnswer, String>)>,
+        recording: &mut CallRecording,
+    ) {
+        let Some(url) = &self.url else { return };
+        let (at, answer) = match delivery.await {
+            Ok(done) => done,
+            Err(error) => (self.run.clock.now(), Err(error.to_string())),
+        };
+        record_delivery(recording, at, WebhookPurpose::StreamStatus, url, answer);
+    }
+}

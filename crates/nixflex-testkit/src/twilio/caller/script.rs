@@ -1,0 +1,538 @@
+//! The caller's side of the conversation: a script of steps run in real time, one decision per
+//! 20 ms frame, and the deterministic speech-like signal the caller "says".
+//!
+//! The runner is pure: it is told the time and what the agent's audio is doing, and answers
+//! what the next outbound frame carries. It never reads a clock, a socket or a channel, so its
+//! tests need no runtime. Text given to `Say` is only a label for the timeline: the
+//! speech-to-text emulator in a test is scripted separately with the same texts.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use nixflex_pipeline::audio::{MULAW_FRAME_BYTES, mulaw};
+
+use crate::twilio::caller::recording::{CallEvent, CallEventKind};
+
+/// The length of one media frame: 160 μ-law samples at 8 kHz.
+pub const FRAME_DURATION: Duration = Duration::from_millis(20);
+
+/// One step of a caller script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerStep {
+    /// Speak for `duration` (rounded up to whole 20 ms frames, at least one): a non-silent,
+    /// speech-like signal. `text` labels the utterance in the timeline.
+    Say {
+        /// The label of the utterance (what a scripted STT emulator should "hear").
+        text: String,
+        /// How long to speak.
+        duration: Duration,
+    },
+    /// Send silence for the duration (rounded up to whole frames).
+    Silence(Duration),
+    /// Send silence until agent audio arrives (or is already playing); give up after `timeout`
+    /// (recorded as [`CallEventKind::StepTimedOut`]) and go on with the next step.
+    WaitForAgentSpeech {
+        /// The longest wait.
+        timeout: Duration,
+    },
+    /// Send silence until the agent has neither sent nor played audio for `quiet_for`, counted
+    /// from the later of the step's start and the agent's last activity; give up after
+    /// `timeout`. Put [`CallerStep::WaitForAgentSpeech`] before it to wait for a whole reply.
+    WaitForAgentSilence {
+        /// How long the agent must have been quiet.
+        quiet_for: Duration,
+        /// The longest wait.
+        timeout: Duration,
+    },
+    /// Wait until the agent's current utterance has been audible (played) for
+    /// `after_agent_audio`, then speak over it like [`CallerStep::Say`]. Gives up after the
+    /// emulator's step timeout without speaking.
+    BargeIn {
+        /// How long the agent must have been audible first.
+        after_agent_audio: Duration,
+        /// The label of the interrupting utterance.
+        text: String,
+        /// How long to speak.
+        duration: Duration,
+    },
+    /// Press a key: one `dtmf` message (`0`–`9`, `*`, `#`, `A`–`D`), sent alongside a silent
+    /// frame.
+    Dtmf(char),
+    /// Hang up: send `stop` and close the socket.
+    HangUp,
+}
+
+/// The steps a caller goes through once the media stream has started. After the last step the
+/// caller stays on the line, silent, until the server ends the call (or the emulator's
+/// maximum call duration passes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallerScript {
+    steps: Vec<CallerStep>,
+}
+
+impl CallerScript {
+    /// An empty script: a caller who listens silently.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The steps, in order.
+    pub fn steps(&self) -> &[CallerStep] {
+        &self.steps
+    }
+
+    /// Appends a step.
+    #[must_use]
+    pub fn step(mut self, step: CallerStep) -> Self {
+        self.steps.push(step);
+        self
+    }
+
+    /// Appends [`CallerStep::Say`].
+    #[must_use]
+    pub fn say(self, text: &str, duration: Duration) -> Self {
+        self.step(CallerStep::Say { text: text.to_owned(), duration })
+    }
+
+    /// Appends [`CallerStep::Silence`].
+    #[must_use]
+    pub fn silence(self, duration: Duration) -> Self {
+        self.step(CallerStep::Silence(duration))
+    }
+
+    /// Appends [`CallerStep::WaitForAgentSpeech`].
+    #[must_use]
+    pub fn wait_for_agent_speech(self, timeout: Duration) -> Self {
+        self.step(CallerStep::WaitForAgentSpeech { timeout })
+    }
+
+    /// Appends [`CallerStep::WaitForAgentSilence`].
+    #[must_use]
+    pub fn wait_for_agent_silence(self, quiet_for: Duration, timeout: Duration) -> Self {
+        self.step(CallerStep::WaitForAgentSilence { quiet_for, timeout })
+    }
+
+    /// Appends [`CallerStep::BargeIn`].
+    #[must_use]
+    pub fn barge_in(self, after_agent_audio: Duration, text: &str, duration: Duration) -> Self {
+        self.step(CallerStep::BargeIn { after_agent_audio, text: text.to_owned(), duration })
+    }
+
+    /// Appends [`CallerStep::Dtmf`].
+    #[must_use]
+    pub fn dtmf(self, digit: char) -> Self {
+        self.step(CallerStep::Dtmf(digit))
+    }
+
+    /// Appends [`CallerStep::HangUp`].
+    #[must_use]
+    pub fn hang_up(self) -> Self {
+        self.step(CallerStep::HangUp)
+    }
+}
+
+impl From<Vec<CallerStep>> for CallerScript {
+    fn from(steps: Vec<CallerStep>) -> Self {
+        Self { steps }
+    }
+}
+
+/// What the agent's audio is doing at a tick, as the script needs to know it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AgentView {
+    /// When agent media last arrived.
+    pub(crate) last_arrival: Option<Duration>,
+    /// When the last played agent frame finished (or finishes, if one is playing).
+    pub(crate) last_audible_end: Option<Duration>,
+    /// How long the current agent utterance has been audible, when a frame is playing now.
+    pub(crate) audible_for: Option<Duration>,
+    /// True when nothing is queued or playing.
+    pub(crate) idle: bool,
+}
+
+/// What to send at a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TickPlan {
+    /// One media frame: speech from this offset of the speech signal, or silence; and maybe a
+    /// DTMF digit sent just before it.
+    Frame {
+        /// Offset into the speech signal, or `None` for silence.
+        speech_offset: Option<usize>,
+        /// A digit to send as a `dtmf` message.
+        dtmf: Option<char>,
+    },
+    /// Hang up now (no frame).
+    HangUp,
+}
+
+const SILENT_FRAME: TickPlan = TickPlan::Frame { speech_offset: None, dtmf: None };
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// About to start the step at this index.
+    Start(usize),
+    Speaking {
+        step: usize,
+        frames_left: u32,
+        offset: usize,
+    },
+    Silent {
+        step: usize,
+        frames_left: u32,
+    },
+    WaitingForSpeech {
+        step: usize,
+        since: Duration,
+        deadline: Duration,
+    },
+    WaitingForSilence {
+        step: usize,
+        since: Duration,
+        quiet_for: Duration,
+        deadline: Duration,
+    },
+    WaitingToBargeIn {
+        step: usize,
+        deadline: Duration,
+    },
+}
+
+/// Runs a [`CallerScript`] one frame at a time.
+#[derive(Debug)]
+pub(crate) struct ScriptRunner {
+    steps: Vec<CallerStep>,
+    state: State,
+    /// How long a `BargeIn` waits for agent audio before it is skipped.
+    step_timeout: Duration,
+}
+
+impl ScriptRunner {
+    pub(crate) fn new(script: &CallerScript, step_timeout: Duration) -> Self {
+        Self { steps: script.steps.clone(), state: State::Start(0), step_timeout }
+    }
+
+    /// Decides the frame sent at `now` and records speech, DTMF and timeout events.
+    pub(crate) fn plan_tick(
+        &mut self,
+        now: Duration,
+        agent: &AgentView,
+        events: &mut Vec<CallEvent>,
+    ) -> TickPlan {
+        loop {
+            match self.state {
+                State::Start(index) => {
+                    let Some(step) = self.steps.get(index) else {
+                        return SILENT_FRAME;
+                    };
+                    match step {
+                        CallerStep::Say { text, duration } => {
+                            self.state = speaking(index, text, *duration, false, now, events);
+                        }
+                        CallerStep::Silence(duration) => {
+                            self.state =
+                                State::Silent { step: index, frames_left: frames_in(*duration) };
+                        }
+                        CallerStep::WaitForAgentSpeech { timeout } => {
+                            self.state = State::WaitingForSpeech {
+                                step: index,
+                                since: now,
+                                deadline: now + *timeout,
+                            };
+                        }
+                        CallerStep::WaitForAgentSilence { quiet_for, timeout } => {
+                            self.state = State::WaitingForSilence {
+                                step: index,
+                                since: now,
+                                quiet_for: *quiet_for,
+                                deadline: now + *timeout,
+                            };
+                        }
+                        CallerStep::BargeIn { .. } => {
+                            self.state = State::WaitingToBargeIn {
+                                step: index,
+                                deadline: now + self.step_timeout,
+                            };
+                        }
+                        CallerStep::Dtmf(digit) => {
+                            events.push(CallEvent::new(
+                                now,
+                                CallEventKind::DtmfSent { digit: *digit },
+                            ));
+                            self.state = State::Start(index + 1);
+                            return TickPlan::Frame { speech_offset: None, dtmf: Some(*digit) };
+                        }
+                        CallerStep::HangUp => {
+                            // Stay on this step: a hang-up is final.
+                            return TickPlan::HangUp;
+                        }
+                    }
+                }
+                State::Speaking { step, frames_left, offset } => {
+                    let frames_left = frames_left.saturating_sub(1);
+                    if frames_left == 0 {
+                        let label = self.label_of(step);
+                        events
+                            .push(CallEvent::new(now, CallEventKind::CallerSpeechEnded { label }));
+                        self.state = State::Start(step + 1);
+                    } else {
+                        let next_offset = (offset + MULAW_FRAME_BYTES) % SPEECH_PERIOD;
+                        self.state = State::Speaking { step, frames_left, offset: next_offset };
+                    }
+                    return TickPlan::Frame { speech_offset: Some(offset), dtmf: None };
+                }
+                State::Silent { step, frames_left } => {
+                    if frames_left == 0 {
+                        self.state = State::Start(step + 1);
+                        continue;
+                    }
+                    self.state = State::Silent { step, frames_left: frames_left - 1 };
+                    return SILENT_FRAME;
+                }
+                State::WaitingForSpeech { step, since, deadline } => {
+                    let arrived = agent.last_arrival.is_some_and(|arrival| arrival >= since);
+                    if arrived || agent.audible_for.is_some() {
+                        self.state = State::Start(step + 1);
+                        continue;
+                    }
+                    if now >= deadline {
+                        self.time_out(step, now, events);
+                        continue;
+                    }
+                    return SILENT_FRAME;
+                }
+                State::WaitingForSilence { step, since, quiet_for, deadline } => {
+                    let last_activity = [Some(since), agent.last_arrival, agent.last_audible_end]
+                        .into_iter()
+                        .flatten()
+                        .max()
+                        .unwrap_or(since);
+                    if agent.idle && now.saturating_sub(last_activity) >= quiet_for {
+                        self.state = State::Start(step + 1);
+                        continue;
+                    }
+                    if now >= deadline {
+                        self.time_out(step, now, events);
+                        continue;
+                    }
+                    return SILENT_FRAME;
+                }
+                State::WaitingToBargeIn { step, deadline } => {
+                    let Some(CallerStep::BargeIn { after_agent_audio, text, duration }) =
+                        self.steps.get(step)
+                    else {
+                        self.state = State::Start(step + 1);
+                        continue;
+                    };
+                    if agent.audible_for.is_some_and(|audible| audible >= *after_agent_audio) {
+                        self.state = speaking(step, text, *duration, true, now, events);
+                        continue;
+                    }
+                    if now >= deadline {
+                        self.time_out(step, now, events);
+                        continue;
+                    }
+                    return SILENT_FRAME;
+                }
+            }
+        }
+    }
+
+    fn time_out(&mut self, step: usize, now: Duration, events: &mut Vec<CallEvent>) {
+        events.push(CallEvent::new(now, CallEventKind::StepTimedOut { step }));
+        self.state = State::Start(step + 1);
+    }
+
+    fn label_of(&self, step: usize) -> String {
+        match self.steps.get(step) {
+            Some(CallerStep::Say { text, .. } | CallerStep::BargeIn { text, .. }) => text.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Records the start of an utterance and returns the state that speaks it.
+fn speaking(
+    step: usize,
+    text: &str,
+    duration: Duration,
+    barge_in: bool,
+    now: Duration,
+    events: &mut Vec<CallEvent>,
+) -> State {
+    let label = text.to_owned();
+    events.push(CallEvent::new(now, CallEventKind::CallerSpeechStarted { label, barge_in }));
+    State::Speaking { step, frames_left: frames_in(duration).max(1), offset: 0 }
+}
+
+/// Whole frames needed to cover `duration` (rounded up).
+fn frames_in(duration: Duration) -> u32 {
+    let frame_nanos = FRAME_DURATION.as_nanos();
+    let frames = duration.as_nanos().div_ceil(frame_nanos);
+    u32::try_from(frames).unwrap_or(u32::MAX)
+}
+
+/// Samples in one period of the speech signal: 250 ms, one "syllable" at 4 Hz. Every component
+/// frequency is a multiple of 4 Hz, so the signal repeats exactly and can be looped.
+pub(crate) const SPEECH_PERIOD: usize = 2000;
+
+/// One period of the caller's speech-like signal, μ-law encoded: a 200 Hz voice with harmonics
+/// at 400, 600 and 1000 Hz (vowel-like), amplitude-modulated at the syllable rate (4 Hz) between
+/// 10 % and 100 %, peaking at about −11 dBFS. Computed once per process.
+pub(crate) fn speech_signal() -> &'static [u8; SPEECH_PERIOD] {
+    static SIGNAL: OnceLock<[u8; SPEECH_PERIOD]> = OnceLock::new();
+    SIGNAL.get_or_init(|| {
+        use std::f64::consts::TAU;
+        const SAMPLE_RATE: f64 = 8000.0;
+        const PEAK: f64 = 9000.0;
+        // (frequency, relative amplitude); the amplitudes add up to 1.
+        const PARTIALS: [(f64, f64); 4] =
+            [(200.0, 0.45), (400.0, 0.3), (600.0, 0.15), (1000.0, 0.1)];
+        let mut signal = [0_u8; SPEECH_PERIOD];
+        for (index, code) in signal.iter_mut().enumerate() {
+            let time = index as f64 / SAMPLE_RATE;
+            let envelope = 0.55 - 0.45 * (TAU * 4.0 * time).cos();
+            let voice: f64 = PARTIALS
+                .iter()
+                .map(|(frequency, amplitude)| amplitude * (TAU * frequency * time).sin())
+                .sum();
+            let sample = (PEAK * envelope * voice).round().clamp(-32768.0, 32767.0);
+            // The value is rounded and clamped to the i16 range just above.
+            #[allow(clippy::cast_possible_truncation)]
+            let sample = sample as i16;
+            *code = mulaw::encode(sample);
+        }
+        signal
+    })
+}
+
+/// Writes the 160-byte speech frame starting at `offset` of the looped signal into `frame`.
+pub(crate) fn speech_frame(offset: usize, frame: &mut [u8; MULAW_FRAME_BYTES]) {
+    let signal = speech_signal();
+    let start = offset % SPEECH_PERIOD;
+    let first = (SPEECH_PERIOD - start).min(MULAW_FRAME_BYTES);
+    frame[..first].copy_from_slice(&signal[start..start + first]);
+    frame[first..].copy_from_slice(&signal[..MULAW_FRAME_BYTES - first]);
+}
+
+#[cfg(test)]
+mod tests {
+    use nixflex_pipeline::audio::MULAW_SILENCE;
+    use nixflex_pipeline::audio::tone::rms;
+
+    use super::*;
+
+    fn ms(millis: u64) -> Duration {
+        Duration::from_millis(millis)
+    }
+
+    /// Runs the script for `n_ticks` ticks with a fixed agent view.
+    fn run(
+        runner: &mut ScriptRunner,
+        n_ticks: u64,
+        agent: &AgentView,
+    ) -> (Vec<TickPlan>, Vec<CallEvent>) {
+        let mut events = Vec::new();
+        let plans =
+            (0..n_ticks).map(|tick| runner.plan_tick(ms(tick * 20), agent, &mut events)).collect();
+        (plans, events)
+    }
+
+    #[test]
+    fn say_sends_speech_for_whole_frames_then_silence_and_records_start_and_end() {
+        let script = CallerScript::new().say("hello", ms(50));
+        let mut runner = ScriptRunner::new(&script, ms(1000));
+
+        let (plans, events) = run(&mut runner, 5, &AgentView::default());
+
+        let speech: Vec<bool> = plans
+            .iter()
+            .map(|plan| matches!(plan, TickPlan::Frame { speech_offset: Some(_), .. }))
+            .collect();
+        assert_eq!(speech, vec![true, true, true, false, false]);
+        assert_eq!(
+            events.iter().map(|event| (event.at, event.kind.clone())).collect::<Vec<_>>(),
+            vec![
+                (
+                    ms(0),
+                    CallEventKind::CallerSpeechStarted {
+                        label: "hello".to_owned(),
+                        barge_in: false
+                    }
+                ),
+                (ms(40), CallEventKind::CallerSpeechEnded { label: "hello".to_owned() }),
+            ]
+        );
+    }
+
+    #[test]
+    fn waiting_for_agent_speech_times_out_and_moves_on() {
+        let script = CallerScript::new().wait_for_agent_speech(ms(100)).dtmf('5').hang_up();
+        let mut runner = ScriptRunner::new(&script, ms(1000));
+
+        let (plans, events) = run(&mut runner, 8, &AgentView::default());
+
+        assert_eq!(plans[5], TickPlan::Frame { speech_offset: None, dtmf: Some('5') });
+        assert_eq!(plans[6], TickPlan::HangUp);
+        assert_eq!(events[0].kind, CallEventKind::StepTimedOut { step: 0 });
+        assert_eq!(events[0].at, ms(100));
+    }
+
+    #[test]
+    fn agent_audio_ends_the_wait_for_agent_speech() {
+        let script = CallerScript::new().wait_for_agent_speech(ms(10_000)).hang_up();
+        let mut runner = ScriptRunner::new(&script, ms(1000));
+        let mut events = Vec::new();
+
+        assert_eq!(runner.plan_tick(ms(0), &AgentView::default(), &mut events), SILENT_FRAME);
+        let arrived = AgentView { last_arrival: Some(ms(15)), ..AgentView::default() };
+        assert_eq!(runner.plan_tick(ms(20), &arrived, &mut events), TickPlan::HangUp);
+    }
+
+    #[test]
+    fn waiting_for_silence_needs_an_idle_agent_for_the_quiet_period() {
+        let script = CallerScript::new().wait_for_agent_silence(ms(100), ms(10_000)).hang_up();
+        let mut runner = ScriptRunner::new(&script, ms(1000));
+        let mut events = Vec::new();
+        let playing = AgentView {
+            last_arrival: Some(ms(0)),
+            last_audible_end: Some(ms(60)),
+            audible_for: Some(ms(40)),
+            idle: false,
+        };
+        let quiet = AgentView { audible_for: None, idle: true, ..playing };
+
+        assert_eq!(runner.plan_tick(ms(40), &playing, &mut events), SILENT_FRAME);
+        assert_eq!(runner.plan_tick(ms(140), &quiet, &mut events), SILENT_FRAME);
+        assert_eq!(runner.plan_tick(ms(160), &quiet, &mut events), TickPlan::HangUp);
+    }
+
+    #[test]
+    fn barge_in_starts_speaking_once_the_agent_was_audible_long_enough() {
+        let script = CallerScript::new().barge_in(ms(200), "stop", ms(40));
+        let mut runner = ScriptRunner::new(&script, ms(10_000));
+        let mut events = Vec::new();
+        let audible = |millis| AgentView { audible_for: Some(ms(millis)), ..AgentView::default() };
+
+        assert_eq!(runner.plan_tick(ms(0), &audible(180), &mut events), SILENT_FRAME);
+        let plan = runner.plan_tick(ms(20), &audible(200), &mut events);
+
+        assert_eq!(plan, TickPlan::Frame { speech_offset: Some(0), dtmf: None });
+        assert_eq!(
+            events[0].kind,
+            CallEventKind::CallerSpeechStarted { label: "stop".to_owned(), barge_in: true }
+        );
+    }
+
+    #[test]
+    fn the_speech_signal_is_loud_enough_for_a_voice_detector_and_loops_without_a_seam() {
+        let samples = mulaw::decode_all(speech_signal());
+        let level = rms(&samples);
+        assert!((1500.0..8000.0).contains(&level), "rms {level}");
+        assert!(speech_signal().iter().any(|&code| code != MULAW_SILENCE));
+
+        let mut frame = [0_u8; MULAW_FRAME_BYTES];
+        speech_frame(1920, &mut frame);
+        assert_eq!(&frame[..80], &speech_signal()[1920..]);
+        assert_eq!(&frame[80..], &speech_signal()[..80]);
+    }
+}
