@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod middleware;
 mod openapi;
+pub mod outbound;
 pub mod routes;
 pub mod state;
 

@@ -6,7 +6,10 @@ use std::time::Duration;
 use nixflex_core::agent::AgentValidation;
 use nixflex_core::catalog::TtsProviderKind;
 use nixflex_core::crypto::SecretBox;
+use nixflex_engine::Engine;
 use nixflex_providers::twilio::TwilioClient;
+
+use crate::outbound::CustomerHttp;
 use nixflex_store::Store;
 
 /// What the API layer needs from the configuration.
@@ -79,6 +82,8 @@ struct Inner {
     secrets: SecretBox,
     config: ApiConfig,
     twilio: TwilioClient,
+    engine: Engine,
+    customer: CustomerHttp,
 }
 
 impl AppState {
@@ -88,8 +93,20 @@ impl AppState {
         secrets: SecretBox,
         config: ApiConfig,
         twilio: TwilioClient,
+        engine: Engine,
+        customer: CustomerHttp,
     ) -> Self {
-        Self { inner: Arc::new(Inner { store, secrets, config, twilio }) }
+        Self { inner: Arc::new(Inner { store, secrets, config, twilio, engine, customer }) }
+    }
+
+    /// The call engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The client for the customer's own endpoints.
+    pub fn customer(&self) -> &CustomerHttp {
+        &self.inner.customer
     }
 
     /// The Twilio REST client (credentials are passed per call).

@@ -229,6 +229,8 @@ pub struct CallUpdate {
     pub heartbeat_at: Option<DateTime<Utc>>,
     /// Twilio's SID once known.
     pub twilio_call_sid: Option<String>,
+    /// A new media-stream token hash (replaces the old one).
+    pub stream_token_hash: Option<String>,
 }
 
 /// Whether an inbound call may start.

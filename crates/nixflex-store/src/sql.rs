@@ -928,6 +928,7 @@ macro_rules! impl_store {
                 .bind(update.heartbeat_at)
                 .bind(&update.twilio_call_sid)
                 .bind(at)
+                .bind(&update.stream_token_hash)
                 .execute(&self.pool)
                 .await
                 .map_err(map_err)?;

@@ -122,6 +122,61 @@ pub async fn open_store(config: &Config, secrets: &SecretBox) -> anyhow::Result<
     Ok(store)
 }
 
+/// The providers the configuration names. A missing API key is not an error here: calls then
+/// fail with a clear "not configured" error (never a silent fallback).
+fn build_providers(config: &Config) -> anyhow::Result<nixflex_engine::Providers> {
+    use nixflex_pipeline::llm::LlmProvider;
+    use nixflex_pipeline::tts::TtsProvider;
+    use nixflex_providers::llm::{anthropic, openai as openai_llm};
+    use nixflex_providers::stt::deepgram;
+    use nixflex_providers::tts::{inworld, openai as openai_tts};
+
+    use crate::config::{LlmProvider as LlmChoice, TtsProvider as TtsChoice};
+
+    let llm: Arc<dyn LlmProvider> = match config.llm_provider {
+        LlmChoice::Anthropic => Arc::new(
+            anthropic::AnthropicClient::new(anthropic::AnthropicConfig {
+                base_url: config.anthropic_base_url.clone(),
+                api_key: config.anthropic_api_key.clone(),
+                ..anthropic::AnthropicConfig::default()
+            })
+            .context("building the Anthropic client")?,
+        ),
+        LlmChoice::Openai => Arc::new(
+            openai_llm::OpenAiChatClient::new(openai_llm::OpenAiChatConfig {
+                base_url: config.openai_base_url.clone(),
+                api_key: config.openai_api_key.clone(),
+                ..openai_llm::OpenAiChatConfig::default()
+            })
+            .context("building the OpenAI-compatible chat client")?,
+        ),
+    };
+    let stt = Arc::new(deepgram::DeepgramClient::new(deepgram::DeepgramConfig {
+        base_url: config.deepgram_url.clone(),
+        api_key: config.deepgram_api_key.clone(),
+        ..deepgram::DeepgramConfig::default()
+    }));
+    let tts: Arc<dyn TtsProvider> = match config.tts_provider {
+        TtsChoice::Inworld => Arc::new(
+            inworld::InworldClient::new(inworld::InworldConfig {
+                base_url: config.inworld_url.clone(),
+                api_key: config.inworld_api_key.clone(),
+                ..inworld::InworldConfig::default()
+            })
+            .context("building the Inworld client")?,
+        ),
+        TtsChoice::Openai => Arc::new(
+            openai_tts::OpenAiSpeechClient::new(openai_tts::OpenAiSpeechConfig {
+                base_url: config.openai_base_url.clone(),
+                api_key: config.openai_api_key.clone(),
+                ..openai_tts::OpenAiSpeechConfig::default()
+            })
+            .context("building the OpenAI-compatible speech client")?,
+        ),
+    };
+    Ok(nixflex_engine::Providers { llm, stt, tts, tts_kind: config.tts_kind() })
+}
+
 fn api_config(config: &Config) -> ApiConfig {
     ApiConfig {
         signup_open: config.signup == Signup::Open,
@@ -159,7 +214,20 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         },
     )
     .context("building the Twilio client")?;
-    let state = AppState::new(store, secrets, api_config(&config), twilio);
+    let providers = build_providers(&config)?;
+    let engine = nixflex_engine::Engine::new(
+        store.clone(),
+        secrets.clone(),
+        twilio.clone(),
+        providers,
+        nixflex_engine::EngineConfig {
+            default_max_concurrent_calls: config.max_concurrent_calls,
+            ..nixflex_engine::EngineConfig::default()
+        },
+    );
+    let customer = nixflex_api::outbound::CustomerHttp::new(config.allow_private_targets)
+        .context("building the HTTP client for customer endpoints")?;
+    let state = AppState::new(store, secrets, api_config(&config), twilio, engine, customer);
     let app = nixflex_api::app(state.clone());
     let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
         .await

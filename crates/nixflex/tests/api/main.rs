@@ -11,6 +11,7 @@ mod callers;
 mod calls;
 mod carrier;
 mod cross_cutting;
+mod engine;
 mod idempotency;
 mod integrations;
 mod keys;

@@ -1,0 +1,274 @@
+//! The engine handle: what the carrier endpoints and the composition root hold. It owns the
+//! providers, pre-warms speech recognition while a call is being answered, admits media streams
+//! (checking the per-call token), and runs each call's [`Session`](crate::session) on its own
+//! task with a persistence task beside it, so the audio path never awaits the database.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nixflex_core::call::CallRecord;
+use nixflex_core::catalog::TtsProviderKind;
+use nixflex_core::crypto::{SecretBox, hash_secret};
+use nixflex_pipeline::ProviderError;
+use nixflex_pipeline::llm::LlmProvider;
+use nixflex_pipeline::stt::{SttEvents, SttInput, SttOptions, SttProvider};
+use nixflex_pipeline::tts::TtsProvider;
+use nixflex_providers::twilio::{TwilioClient, TwilioCredentials, UpdateCall};
+use nixflex_store::{CallUpdate, Store};
+use subtle::ConstantTimeEq;
+use tokio::task::JoinHandle;
+
+/// The speech and language providers every call uses.
+#[derive(Debug, Clone)]
+pub struct Providers {
+    /// The LLM.
+    pub llm: Arc<dyn LlmProvider>,
+    /// Streaming speech-to-text.
+    pub stt: Arc<dyn SttProvider>,
+    /// Streaming text-to-speech.
+    pub tts: Arc<dyn TtsProvider>,
+    /// Which voice catalogue maps `voice_id` to the provider's voice.
+    pub tts_kind: TtsProviderKind,
+}
+
+/// Engine settings from the configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Concurrent calls per account unless the account overrides it.
+    pub default_max_concurrent_calls: i64,
+    /// How often a live session refreshes its heartbeat.
+    pub heartbeat_every: Duration,
+    /// A call whose heartbeat is older than this no longer counts against the cap.
+    pub heartbeat_stale_after: Duration,
+    /// How long a pre-warmed recogniser waits for its media stream.
+    pub prewarm_ttl: Duration,
+    /// How long a media stream may take to send `start`.
+    pub start_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            default_max_concurrent_calls: 10,
+            heartbeat_every: Duration::from_secs(20),
+            heartbeat_stale_after: Duration::from_secs(90),
+            prewarm_ttl: Duration::from_secs(30),
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+type SttSession = Result<(SttInput, SttEvents), ProviderError>;
+
+struct Prewarmed {
+    created: tokio::time::Instant,
+    options: SttOptions,
+    task: JoinHandle<SttSession>,
+}
+
+/// The engine: cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    secrets: SecretBox,
+    twilio: TwilioClient,
+    providers: Providers,
+    config: EngineConfig,
+    /// Recognisers opened while the voice webhook was answered, by call id.
+    prewarmed: Mutex<HashMap<String, Prewarmed>>,
+    /// Sessions running on this node.
+    live: AtomicUsize,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("live_calls", &self.live_calls()).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Builds the engine.
+    pub fn new(
+        store: Arc<dyn Store>,
+        secrets: SecretBox,
+        twilio: TwilioClient,
+        providers: Providers,
+        config: EngineConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                secrets,
+                twilio,
+                providers,
+                config,
+                prewarmed: Mutex::new(HashMap::new()),
+                live: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The master-key box.
+    pub fn secrets(&self) -> &SecretBox {
+        &self.inner.secrets
+    }
+
+    /// The providers.
+    pub fn providers(&self) -> &Providers {
+        &self.inner.providers
+    }
+
+    /// The Twilio client.
+    pub fn twilio(&self) -> &TwilioClient {
+        &self.inner.twilio
+    }
+
+    /// Calls whose media session runs on this node.
+    pub fn live_calls(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn session_started(&self) -> LiveGuard {
+        self.inner.live.fetch_add(1, Ordering::Relaxed);
+        LiveGuard(self.clone())
+    }
+
+    /// Opens the recogniser for a call that is being answered, so its handshake overlaps the
+    /// carrier's set-up of the media stream. Stale pre-warmed sessions are dropped.
+    pub fn prewarm_stt(&self, call_id: &str, options: SttOptions) {
+        let stt = self.inner.providers.stt.clone();
+        let task_options = options.clone();
+        let task = tokio::spawn(async move { stt.open(task_options).await });
+        let Ok(mut prewarmed) = self.inner.prewarmed.lock() else { return };
+        let ttl = self.inner.config.prewarm_ttl;
+        prewarmed.retain(|_, p| {
+            let fresh = p.created.elapsed() < ttl;
+            if !fresh {
+                p.task.abort();
+            }
+            fresh
+        });
+        prewarmed.insert(
+            call_id.to_owned(),
+            Prewarmed { created: tokio::time::Instant::now(), options, task },
+        );
+    }
+
+    /// Drops a pre-warmed recogniser (the call was refused).
+    pub fn forget_prewarmed(&self, call_id: &str) {
+        if let Some(prewarmed) =
+            self.inner.prewarmed.lock().ok().and_then(|mut p| p.remove(call_id))
+        {
+            prewarmed.task.abort();
+        }
+    }
+
+    /// The pre-warmed recogniser of a call (if this node opened one with the same options), or a
+    /// fresh one.
+    pub(crate) async fn open_stt(&self, call_id: &str, options: SttOptions) -> SttSession {
+        let taken = self.inner.prewarmed.lock().ok().and_then(|mut p| p.remove(call_id));
+        if let Some(prewarmed) = taken {
+            if prewarmed.options == options {
+                if let Ok(result) = prewarmed.task.await {
+                    return result;
+                }
+            } else {
+                prewarmed.task.abort();
+            }
+        }
+        self.inner.providers.stt.open(options).await
+    }
+
+    /// Whether `token` is the media-stream secret of `call` (constant time).
+    pub(crate) fn token_matches(call: &CallRecord, token: &str) -> bool {
+        call.stream_token_hash
+            .as_deref()
+            .is_some_and(|stored| hash_secret(token).as_bytes().ct_eq(stored.as_bytes()).into())
+    }
+
+    /// Ends a call at the carrier (`Status=completed`); "already ended" counts as done.
+    pub(crate) async fn hang_up_at_carrier(&self, credentials: &TwilioCredentials, call_sid: &str) {
+        match self.inner.twilio.update_call(credentials, call_sid, &UpdateCall::hang_up()).await {
+            Ok(_) => {}
+            Err(error) => {
+                // 21220 / 20404: the call has already ended, which is what we wanted.
+                let code = error.twilio_code();
+                if !matches!(code, Some(21220 | 20404)) {
+                    tracing::warn!(message = "Carrier hang-up failed; the after-stream TwiML will end the call.", error = %error);
+                }
+            }
+        }
+    }
+
+    /// Starts the task that writes a call's updates in order, off the audio path.
+    pub(crate) fn spawn_recorder(&self, call_id: String) -> Recorder {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<CallUpdate>();
+        let store = self.inner.store.clone();
+        let task = tokio::spawn(async move {
+            while let Some(update) = rx.recv().await {
+                let mut attempt = 0u32;
+                loop {
+                    match store.update_call(&call_id, &update, nixflex_store::now()).await {
+                        Ok(_) => break,
+                        Err(error) if attempt < 5 => {
+                            attempt += 1;
+                            tracing::warn!(message = "Call update failed; retrying.", call_id = %call_id, error = %error);
+                            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt)))
+                                .await;
+                        }
+                        Err(error) => {
+                            tracing::error!(message = "Call update lost after retries.", call_id = %call_id, error = %error);
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Recorder { tx, task }
+    }
+}
+
+/// Decrements the live-call count when a session ends.
+pub(crate) struct LiveGuard(Engine);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.inner.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The sending side of a call's persistence task.
+pub(crate) struct Recorder {
+    /// Updates to write, in order. Closing it lets the task finish.
+    pub(crate) tx: tokio::sync::mpsc::UnboundedSender<CallUpdate>,
+    task: JoinHandle<()>,
+}
+
+impl Recorder {
+    /// Queues an update (never waits).
+    pub(crate) fn record(&self, update: CallUpdate) {
+        let _ = self.tx.send(update);
+    }
+
+    /// Waits until everything queued is written.
+    pub(crate) async fn finish(self) {
+        drop(self.tx);
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,23 @@
+//! Call sessions: turn-taking, prompt assembly, action tags, playout, and the per-call actor
+//! that wires the providers together. The audio path never waits on the database.
+
+pub mod chunker;
+pub mod engine;
+pub mod media;
+pub mod playout;
+pub mod prompt;
+pub mod session;
+pub mod tags;
+pub mod twilio_ws;
+pub mod vad;
+
+pub use engine::{Engine, EngineConfig, Providers};
+pub use media::StreamRefused;
+pub use session::EndReason;
+
+/// The recognition options a call with these agent settings uses (for pre-warming).
+pub fn session_stt_options(
+    agent: &nixflex_core::agent::AgentSettings,
+) -> nixflex_pipeline::stt::SttOptions {
+    session::stt_options(agent)
+}

@@ -1,0 +1,129 @@
+//! Admitting a media stream: the first messages (`connected`, `start`), the per-call token
+//! check, and loading everything the session needs, before any audio is processed.
+
+use futures::{Sink, Stream, StreamExt};
+use nixflex_core::call::Direction;
+use nixflex_providers::twilio::TwilioCredentials;
+use nixflex_store::CallUpdate;
+
+use crate::engine::Engine;
+use crate::prompt::PastCall;
+use crate::session::{CallSetup, EndReason, Session};
+use crate::twilio_ws::{self, Inbound, StartInfo};
+
+/// Why a media stream was refused before the conversation started.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamRefused {
+    /// No `start` message in time, or the socket closed first.
+    #[error("the media stream sent no start message")]
+    NoStart,
+    /// The `call_id`/`token` parameters do not match a call.
+    #[error("the media stream's call id or token is wrong")]
+    BadToken,
+    /// The call's number or agent no longer exists.
+    #[error("the call's number or agent is gone")]
+    Gone,
+    /// The store failed.
+    #[error("storage failed: {0}")]
+    Store(#[from] nixflex_store::StoreError),
+}
+
+impl Engine {
+    /// Runs a Twilio media stream from its first message to the end of the call.
+    ///
+    /// `reader` yields the socket's text messages; `writer` takes the messages to send. Returns
+    /// why the call ended, or why the stream was refused (the caller then closes the socket).
+    ///
+    /// # Errors
+    /// [`StreamRefused`] when the stream is not a call this server set up.
+    pub async fn run_media_stream<R, W, E>(
+        &self,
+        mut reader: R,
+        writer: W,
+    ) -> Result<EndReason, StreamRefused>
+    where
+        R: Stream<Item = Result<String, E>> + Unpin + Send,
+        W: Sink<String> + Unpin + Send,
+    {
+        let start = tokio::time::timeout(self.config().start_timeout, async {
+            let mut scratch = Vec::new();
+            while let Some(Ok(text)) = reader.next().await {
+                if let Ok(Inbound::Start(start)) = twilio_ws::decode(&text, &mut scratch) {
+                    return Some(start);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .ok_or(StreamRefused::NoStart)?;
+        let setup = self.load_setup(&start).await?;
+        let _live = self.session_started();
+        tracing::info!(message = "Media stream started.", call_id = %setup.call.call_id);
+        let session = Session::new(self.clone(), setup, writer, start.stream_sid);
+        Ok(session.run(reader).await)
+    }
+
+    async fn load_setup(&self, start: &StartInfo) -> Result<CallSetup, StreamRefused> {
+        let param =
+            |name: &str| start.custom_parameters.get(name).and_then(|v| v.as_str()).unwrap_or("");
+        let call_id = param("call_id");
+        let token = param("token");
+        let store = self.store();
+        let call = store.find_call(call_id).await?.ok_or(StreamRefused::BadToken)?;
+        if !Engine::token_matches(&call, token) {
+            return Err(StreamRefused::BadToken);
+        }
+        if call.ended_at.is_some() {
+            return Err(StreamRefused::Gone);
+        }
+        let business_number = match call.direction {
+            Direction::Inbound => call.to_number.clone(),
+            Direction::Outbound => call.from_number.clone(),
+        };
+        let caller_number = match call.direction {
+            Direction::Inbound => call.from_number.clone(),
+            Direction::Outbound => call.to_number.clone(),
+        };
+        let number =
+            store.find_active_number(&business_number).await?.ok_or(StreamRefused::Gone)?;
+        let agent_id = call.agent_id.clone().ok_or(StreamRefused::Gone)?;
+        let (agent, _) =
+            store.get_agent(&call.account_id, &agent_id).await?.ok_or(StreamRefused::Gone)?;
+        let token = self
+            .secrets()
+            .open(&number.twilio_auth_token_sealed)
+            .map_err(|_| StreamRefused::Gone)?;
+        let credentials = TwilioCredentials::new(number.twilio_account_sid.clone(), token);
+        let history = store
+            .call_history(&call.account_id, &agent_id, &business_number, &caller_number, 2)
+            .await?
+            .into_iter()
+            .map(|(started_at, summary)| PastCall { started_at, summary })
+            .collect();
+        let caller_context =
+            store.get_caller(&business_number, &caller_number).await?.map(|c| c.context);
+        if call.twilio_call_sid.is_none() && !start.call_sid.is_empty() {
+            store
+                .update_call(
+                    &call.call_id,
+                    &CallUpdate {
+                        twilio_call_sid: Some(start.call_sid.clone()),
+                        ..CallUpdate::default()
+                    },
+                    nixflex_store::now(),
+                )
+                .await?;
+        }
+        Ok(CallSetup {
+            call,
+            agent: agent.settings,
+            agent_id,
+            number,
+            credentials,
+            history,
+            caller_context,
+        })
+    }
+}

@@ -1,0 +1,774 @@
+//! Voice activity detection and turn-taking on the caller's 8 kHz μ-law audio
+//! (ENGINE §5.2, DECISIONS #22).
+//!
+//! - [`Vad`] is an energy detector with an adaptive noise floor and hysteresis. Speech starts
+//!   once frames exceed the floor by a margin for `start_duration` (60 ms by default, so a single
+//!   loud click is ignored) and ends after `hangover` (200 ms) below it. The floor follows the
+//!   minimum level of the last ~1.5–2 s, so steady line noise is learnt and ignored while the
+//!   short pauses between words keep the floor down during speech.
+//! - [`TurnDetector`] ends the caller's turn once silence has lasted `response_eagerness` after
+//!   speech *and* a final transcript is available.
+//! - [`BargeIn`] says when caller speech during agent playback has lasted long enough to
+//!   interrupt: [`barge_in_threshold`] = `1200 − 11 × interruption_sensitivity` ms.
+//!
+//! Everything is pure and driven by the caller: audio frames and `Duration` offsets since the
+//! call started come in, decisions come out. No clock is read, no task spawned, and nothing is
+//! allocated per frame (μ-law is decoded through a 256-entry energy table).
+
+use std::time::Duration;
+
+/// Telephony samples per millisecond (8 kHz).
+const SAMPLES_PER_MS: u64 = 8;
+
+/// Frames per block of the noise-floor minimum tracker (0.5 s of 20 ms frames).
+const FLOOR_BLOCK_FRAMES: u32 = 25;
+
+/// Completed blocks remembered by the minimum tracker (the window is 1.5–2 s).
+const FLOOR_BLOCKS: usize = 3;
+
+/// The squared linear value (energy) of every μ-law code.
+const ENERGY: [u32; 256] = build_energy_table();
+
+#[allow(clippy::cast_lossless, reason = "`From` is not callable in a const fn")]
+const fn build_energy_table() -> [u32; 256] {
+    let mut table = [0_u32; 256];
+    let mut code: u8 = 0;
+    loop {
+        // G.711 μ-law decoding of the magnitude: codes are bit-inverted, 3 exponent bits and
+        // 4 mantissa bits, with a bias of 0x84.
+        let inverted = !code;
+        let exponent = ((inverted >> 4) & 0x07) as u32;
+        let mantissa = (inverted & 0x0F) as u32;
+        let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+        table[code as usize] = magnitude * magnitude;
+        if code == u8::MAX {
+            break;
+        }
+        code += 1;
+    }
+    table
+}
+
+/// The duration of `n_samples` telephony samples.
+fn samples_to_duration(n_samples: u64) -> Duration {
+    Duration::from_micros(n_samples * (1000 / SAMPLES_PER_MS))
+}
+
+/// The number of telephony samples in `duration`, rounded down.
+fn duration_to_samples(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros() * u128::from(SAMPLES_PER_MS) / 1000).unwrap_or(u64::MAX)
+}
+
+/// Tuning of [`Vad`]. Levels are in dB relative to one linear step of 16-bit audio (digital
+/// silence is 0 dB, a full-scale sine about 87 dB, normal telephone speech 55–75 dB).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VadConfig {
+    /// How far above the noise floor a frame must be to count as voiced.
+    pub start_margin_db: f64,
+    /// Frames below this level are never voiced, however low the floor.
+    pub min_speech_db: f64,
+    /// How much lower the voiced threshold is while speech is in progress (hysteresis).
+    pub hysteresis_db: f64,
+    /// Voiced audio needed, without a break, to start speech.
+    pub start_duration: Duration,
+    /// Unvoiced audio needed, without a break, to end speech.
+    pub hangover: Duration,
+    /// The noise floor assumed before any audio arrived.
+    pub initial_floor_db: f64,
+    /// The floor never goes below this (digital silence would otherwise pull it to 0 dB).
+    pub min_floor_db: f64,
+}
+
+impl Default for VadConfig {
+    fn default() -> Self {
+        Self {
+            start_margin_db: 10.0,
+            min_speech_db: 45.0,
+            hysteresis_db: 4.0,
+            start_duration: Duration::from_millis(60),
+            hangover: Duration::from_millis(200),
+            initial_floor_db: 35.0,
+            min_floor_db: 25.0,
+        }
+    }
+}
+
+/// A change of the caller's speaking state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VadEvent {
+    /// The caller started speaking (after `start_duration` of voiced audio).
+    SpeechStarted,
+    /// The caller stopped speaking (after `hangover` of silence).
+    SpeechEnded,
+}
+
+/// Energy-based voice activity detector; see the module documentation.
+#[derive(Debug, Clone)]
+pub struct Vad {
+    config: VadConfig,
+    start_samples: u64,
+    hangover_samples: u64,
+    /// Current noise floor estimate, in dB.
+    floor_db: f64,
+    /// Minimum level of each completed block, newest last.
+    block_minima: [f64; FLOOR_BLOCKS],
+    /// Minimum level of the block in progress.
+    block_min: f64,
+    /// Frames in the block in progress.
+    block_frames: u32,
+    /// Frames seen (saturating), for the warm-up.
+    n_frames: u32,
+    /// Level of the last frame, in dB.
+    last_level_db: f64,
+    speaking: bool,
+    /// Consecutive voiced samples while not speaking.
+    voiced_run: u64,
+    /// Consecutive unvoiced samples while speaking.
+    silence_run: u64,
+    /// Samples since the current speech run started (including its start window).
+    speech_samples: u64,
+}
+
+impl Vad {
+    /// A detector with the given tuning.
+    pub fn new(config: VadConfig) -> Self {
+        let floor_db = config.initial_floor_db.max(config.min_floor_db);
+        Self {
+            config,
+            start_samples: duration_to_samples(config.start_duration).max(1),
+            hangover_samples: duration_to_samples(config.hangover).max(1),
+            floor_db,
+            block_minima: [f64::INFINITY; FLOOR_BLOCKS],
+            block_min: f64::INFINITY,
+            block_frames: 0,
+            n_frames: 0,
+            last_level_db: 0.0,
+            speaking: false,
+            voiced_run: 0,
+            silence_run: 0,
+            speech_samples: 0,
+        }
+    }
+
+    /// The tuning in use.
+    pub fn config(&self) -> &VadConfig {
+        &self.config
+    }
+
+    /// Takes one frame of μ-law audio (normally 160 bytes = 20 ms; any length works) and
+    /// returns the speaking-state change it caused, if any.
+    pub fn push_frame(&mut self, mulaw: &[u8]) -> Option<VadEvent> {
+        if mulaw.is_empty() {
+            return None;
+        }
+        let n_samples = u64::try_from(mulaw.len()).unwrap_or(u64::MAX);
+        let level_db = level_db(mulaw);
+        self.last_level_db = level_db;
+        self.track_floor(level_db);
+
+        let threshold =
+            (self.floor_db + self.config.start_margin_db).max(self.config.min_speech_db);
+        let threshold =
+            if self.speaking { threshold - self.config.hysteresis_db } else { threshold };
+        let voiced = level_db >= threshold;
+
+        if self.speaking {
+            self.speech_samples = self.speech_samples.saturating_add(n_samples);
+            if voiced {
+                self.silence_run = 0;
+                return None;
+            }
+            self.silence_run = self.silence_run.saturating_add(n_samples);
+            if self.silence_run >= self.hangover_samples {
+                self.speaking = false;
+                self.silence_run = 0;
+                self.voiced_run = 0;
+                self.speech_samples = 0;
+                return Some(VadEvent::SpeechEnded);
+            }
+            return None;
+        }
+        if !voiced {
+            self.voiced_run = 0;
+            return None;
+        }
+        self.voiced_run = self.voiced_run.saturating_add(n_samples);
+        if self.voiced_run >= self.start_samples {
+            self.speaking = true;
+            self.speech_samples = self.voiced_run;
+            self.voiced_run = 0;
+            self.silence_run = 0;
+            return Some(VadEvent::SpeechStarted);
+        }
+        None
+    }
+
+    /// Whether the caller is speaking (between `SpeechStarted` and `SpeechEnded`).
+    pub fn is_speaking(&self) -> bool {
+        self.speaking
+    }
+
+    /// How long the current speech run has lasted, from its first voiced frame (so it is
+    /// `start_duration` when `SpeechStarted` fires); zero when not speaking.
+    pub fn speech_ms(&self) -> Duration {
+        samples_to_duration(self.speech_samples)
+    }
+
+    /// How long the caller has been silent within the current speech run (below the hangover).
+    pub fn trailing_silence(&self) -> Duration {
+        samples_to_duration(self.silence_run)
+    }
+
+    /// The current noise floor estimate, in dB (for metrics and tuning).
+    pub fn noise_floor_db(&self) -> f64 {
+        self.floor_db
+    }
+
+    /// The level of the last frame, in dB.
+    pub fn last_level_db(&self) -> f64 {
+        self.last_level_db
+    }
+
+    /// Forgets the speaking state (keeps the learnt noise floor).
+    pub fn reset(&mut self) {
+        self.speaking = false;
+        self.voiced_run = 0;
+        self.silence_run = 0;
+        self.speech_samples = 0;
+    }
+
+    /// Moves the floor towards the minimum level of the last 1.5–2 s: quickly down (time
+    /// constant of one frame), slowly up (about one second), so a pause of a few hundred ms in
+    /// the window keeps it down while steady noise is adopted within two to three seconds.
+    /// During the first half second it rises faster (time constant 0.4 s), so loud steady line
+    /// noise at call start is learnt in well under a second; energy alone cannot tell such
+    /// noise from speech without pauses, so a false start there is possible and ends quickly.
+    fn track_floor(&mut self, level_db: f64) {
+        self.n_frames = self.n_frames.saturating_add(1);
+        self.block_min = self.block_min.min(level_db);
+        self.block_frames += 1;
+        if self.block_frames >= FLOOR_BLOCK_FRAMES {
+            self.block_minima.rotate_left(1);
+            self.block_minima[FLOOR_BLOCKS - 1] = self.block_min;
+            self.block_min = f64::INFINITY;
+            self.block_frames = 0;
+        }
+        let window_min =
+            self.block_minima.iter().fold(self.block_min, |min, &block| min.min(block));
+        let rate = if window_min < self.floor_db {
+            0.5
+        } else if self.n_frames <= FLOOR_BLOCK_FRAMES {
+            0.05
+        } else {
+            0.02
+        };
+        self.floor_db += (window_min - self.floor_db) * rate;
+        self.floor_db = self.floor_db.max(self.config.min_floor_db);
+    }
+}
+
+impl Default for Vad {
+    fn default() -> Self {
+        Self::new(VadConfig::default())
+    }
+}
+
+/// The mean energy of a μ-law frame in dB (10·log10 of the mean square; 0 for silence).
+fn level_db(mulaw: &[u8]) -> f64 {
+    let sum: u64 = mulaw.iter().map(|&code| u64::from(ENERGY[usize::from(code)])).sum();
+    let n_samples = u64::try_from(mulaw.len()).unwrap_or(u64::MAX).max(1);
+    let mean = u32::try_from(sum / n_samples).unwrap_or(u32::MAX);
+    if mean == 0 { 0.0 } else { 10.0 * f64::from(mean).log10() }
+}
+
+/// The caller's finished turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnEnd {
+    /// The final transcripts of the turn, joined with spaces.
+    pub text: String,
+    /// When the caller's speech ended (their last voiced audio), as an offset since call start;
+    /// the start of the turn latency.
+    pub speech_ended_at: Duration,
+}
+
+/// The end-of-turn rule of DECISIONS #22: the caller's turn ends once silence has lasted
+/// `response_eagerness` after speech *and* a final transcript is available.
+///
+/// Silence is measured from the caller's last voiced audio: [`VadEvent::SpeechEnded`] arrives
+/// one VAD hangover later, so the hangover counts towards the eagerness delay (an eagerness
+/// below the hangover acts like the hangover). If a final transcript arrives without any VAD
+/// speech (a very quiet caller), silence is measured from the transcript's arrival.
+#[derive(Debug, Clone)]
+pub struct TurnDetector {
+    eagerness: Duration,
+    vad_hangover: Duration,
+    caller_speaking: bool,
+    /// When the last speech run ended, while the turn is open.
+    speech_ended_at: Option<Duration>,
+    /// Final transcripts of the open turn.
+    text: String,
+}
+
+impl TurnDetector {
+    /// A detector that waits `response_eagerness` of silence, for a VAD whose `SpeechEnded`
+    /// comes `vad_hangover` after the last voiced audio.
+    pub fn new(response_eagerness: Duration, vad_hangover: Duration) -> Self {
+        Self {
+            eagerness: response_eagerness,
+            vad_hangover,
+            caller_speaking: false,
+            speech_ended_at: None,
+            text: String::new(),
+        }
+    }
+
+    /// Feeds a VAD event observed at `at` (offset since call start).
+    pub fn on_vad(&mut self, event: VadEvent, at: Duration) {
+        match event {
+            VadEvent::SpeechStarted => {
+                self.caller_speaking = true;
+                self.speech_ended_at = None;
+            }
+            VadEvent::SpeechEnded => {
+                self.caller_speaking = false;
+                self.speech_ended_at = Some(at.saturating_sub(self.vad_hangover));
+            }
+        }
+    }
+
+    /// Feeds a final transcript received at `at`; blank ones are ignored.
+    pub fn on_final_transcript(&mut self, text: &str, at: Duration) {
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        if !self.text.is_empty() {
+            self.text.push(' ');
+        }
+        self.text.push_str(text);
+        if !self.caller_speaking && self.speech_ended_at.is_none() {
+            self.speech_ended_at = Some(at);
+        }
+    }
+
+    /// When [`Self::poll`] will return the turn if nothing else happens; `None` while the caller
+    /// speaks or no transcript is there yet. May be in the past: then poll now.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        if self.caller_speaking || self.text.is_empty() {
+            return None;
+        }
+        self.speech_ended_at.map(|ended| ended + self.eagerness)
+    }
+
+    /// Returns the caller's turn once it has ended by `at`, and starts a new one.
+    pub fn poll(&mut self, at: Duration) -> Option<TurnEnd> {
+        let deadline = self.next_deadline()?;
+        if at < deadline {
+            return None;
+        }
+        let speech_ended_at = self.speech_ended_at.take()?;
+        Some(TurnEnd { text: std::mem::take(&mut self.text), speech_ended_at })
+    }
+
+    /// The transcript of the open turn so far.
+    pub fn pending_text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the caller is speaking, per the last VAD event.
+    pub fn caller_speaking(&self) -> bool {
+        self.caller_speaking
+    }
+
+    /// Drops the open turn (e.g. when the call changes state).
+    pub fn reset(&mut self) {
+        self.speech_ended_at = None;
+        self.text.clear();
+    }
+}
+
+/// How long the caller must speak over the agent to interrupt it (DECISIONS #22):
+/// `1200 − 11 × sensitivity` ms, from 1.2 s at 0 to 100 ms at 100 (values above 100 count as
+/// 100).
+pub fn barge_in_threshold(sensitivity: u8) -> Duration {
+    let sensitivity = u64::from(sensitivity.min(100));
+    Duration::from_millis(1200 - 11 * sensitivity)
+}
+
+/// Decides when caller speech during agent playback has lasted long enough to interrupt.
+///
+/// Call [`BargeIn::on_frame`] after every inbound frame. Only speech that overlaps playback
+/// counts: if the agent was already playing when the run started, the whole run counts
+/// (including the VAD's start window); if playback started mid-run, counting starts then. It
+/// fires once per speech run.
+#[derive(Debug, Clone)]
+pub struct BargeIn {
+    threshold: Duration,
+    /// Caller speech that overlapped playback in the current run.
+    overlap: Duration,
+    /// Whether a speech run is in progress.
+    in_run: bool,
+    /// Whether this run already fired.
+    fired: bool,
+}
+
+impl BargeIn {
+    /// A detector for the agent's `interruption_sensitivity` (0–100).
+    pub fn new(sensitivity: u8) -> Self {
+        Self::with_threshold(barge_in_threshold(sensitivity))
+    }
+
+    /// A detector with an explicit threshold.
+    pub fn with_threshold(threshold: Duration) -> Self {
+        Self { threshold, overlap: Duration::ZERO, in_run: false, fired: false }
+    }
+
+    /// The caller speech needed to interrupt.
+    pub fn threshold(&self) -> Duration {
+        self.threshold
+    }
+
+    /// Feeds one inbound frame: `caller_speech` is [`Vad::speech_ms`] after the frame (zero when
+    /// not speaking), `frame` the frame's length, `agent_playing` whether agent audio is being
+    /// played. Returns `true` exactly once per speech run, when the agent should stop.
+    pub fn on_frame(
+        &mut self,
+        caller_speech: Duration,
+        frame: Duration,
+        agent_playing: bool,
+    ) -> bool {
+        if caller_speech.is_zero() {
+            self.reset();
+            return false;
+        }
+        if !self.in_run {
+            self.in_run = true;
+            self.overlap = if agent_playing { caller_speech } else { Duration::ZERO };
+        } else if agent_playing {
+            self.overlap += frame;
+        }
+        if agent_playing && !self.fired && self.overlap >= self.threshold {
+            self.fired = true;
+            return true;
+        }
+        false
+    }
+
+    /// Forgets the current run.
+    pub fn reset(&mut self) {
+        self.overlap = Duration::ZERO;
+        self.in_run = false;
+        self.fired = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nixflex_pipeline::audio::mulaw;
+    use nixflex_pipeline::audio::tone;
+
+    use super::*;
+
+    const FRAME: usize = 160;
+    const FRAME_DURATION: Duration = Duration::from_millis(20);
+
+    /// A deterministic noise source (xorshift), uniform in `-amplitude..=amplitude`.
+    struct Noise(u32);
+
+    impl Noise {
+        fn sample(&mut self, amplitude: i32) -> i32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 17;
+            self.0 ^= self.0 << 5;
+            let unit = i64::from(self.0 % 20_001) - 10_000;
+            i32::try_from(unit * i64::from(amplitude) / 10_000).unwrap()
+        }
+    }
+
+    /// Encodes `samples` (mixed with noise of `noise_amplitude`) as μ-law frames.
+    fn frames(samples: &[i16], noise: &mut Noise, noise_amplitude: i32) -> Vec<[u8; FRAME]> {
+        samples
+            .chunks(FRAME)
+            .map(|chunk| {
+                let mut frame = [0xFF_u8; FRAME];
+                for (code, &sample) in frame.iter_mut().zip(chunk) {
+                    let mixed = i32::from(sample) + noise.sample(noise_amplitude);
+                    *code = mulaw::encode(i16::try_from(mixed.clamp(-32768, 32767)).unwrap());
+                }
+                frame
+            })
+            .collect()
+    }
+
+    fn speech(ms: usize) -> Vec<i16> {
+        tone::sine(440.0, 8000, ms * 8, 6000.0)
+    }
+
+    fn silence(ms: usize) -> Vec<i16> {
+        vec![0; ms * 8]
+    }
+
+    /// Runs `frames` through a default VAD and returns (frame index, event) pairs.
+    fn events(vad: &mut Vad, frames: &[[u8; FRAME]]) -> Vec<(usize, VadEvent)> {
+        frames
+            .iter()
+            .enumerate()
+            .filter_map(|(index, frame)| vad.push_frame(frame).map(|event| (index, event)))
+            .collect()
+    }
+
+    #[test]
+    fn energy_table_matches_the_mulaw_decoder_on_every_code() {
+        for code in 0..=255_u8 {
+            let linear = i64::from(mulaw::decode(code));
+            assert_eq!(i64::from(ENERGY[usize::from(code)]), linear * linear, "code {code:#04x}");
+        }
+    }
+
+    #[test]
+    fn digital_silence_gives_no_events() {
+        let mut vad = Vad::default();
+        let mut noise = Noise(1);
+        assert_eq!(events(&mut vad, &frames(&silence(2000), &mut noise, 0)), []);
+        assert!(!vad.is_speaking());
+        assert_eq!(vad.speech_ms(), Duration::ZERO);
+    }
+
+    #[test]
+    fn speech_starts_after_sixty_ms_and_ends_after_the_hangover() {
+        let mut vad = Vad::default();
+        let mut noise = Noise(1);
+        let audio = [silence(400), speech(500), silence(400)].concat();
+        // Speech occupies frames 20..45: it starts at the 3rd voiced frame (index 22) and ends
+        // at the 10th silent frame (index 54).
+        assert_eq!(
+            events(&mut vad, &frames(&audio, &mut noise, 0)),
+            [(22, VadEvent::SpeechStarted), (54, VadEvent::SpeechEnded)]
+        );
+    }
+
+    #[test]
+    fn speech_ms_counts_from_the_first_voiced_frame() {
+        let mut vad = Vad::default();
+        let mut noise = Noise(1);
+        let audio = frames(&speech(200), &mut noise, 0);
+        assert_eq!(vad.push_frame(&audio[0]), None);
+        assert_eq!(vad.push_frame(&audio[1]), None);
+        assert_eq!(vad.push_frame(&audio[2]), Some(VadEvent::SpeechStarted));
+        assert_eq!(vad.speech_ms(), Duration::from_millis(60));
+        for frame in &audio[3..] {
+            vad.push_frame(frame);
+        }
+        assert_eq!(vad.speech_ms(), Duration::from_millis(200));
+        assert!(vad.is_speaking());
+    }
+
+    #[test]
+    fn a_single_loud_click_is_not_speech() {
+        let mut vad = Vad::default();
+        let mut noise = Noise(7);
+        let mut audio = silence(1000);
+        for sample in &mut audio[4000..4160] {
+            *sample = 30_000;
+        }
+        assert_eq!(events(&mut vad, &frames(&audio, &mut noise, 100)), []);
+    }
+
+    #[test]
+    fn short_pauses_between_words_do_not_end_speech() {
+        let mut vad = Vad::default();
+        let mut noise = Noise(3);
+        let audio =
+            [speech(300), silence(120), speech(300), silence(160), speech(300), silence(400)]
+                .concat();
+        let got = events(&mut vad, &frames(&audio, &mut noise, 50));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].1, VadEvent::SpeechStarted);
+        assert_eq!(got[1].1, VadEvent::SpeechEnded);
+    }
+
+    #[test]
+    fn steady_line_noise_is_learnt_and_speech_over_it_is_still_found() {
+        let mut vad = Vad::default();
+        let mut noise = Noise(11);
+        // Noise of amplitude 1500 (about 59 dB), well above the absolute speech minimum.
+        let noise_only = frames(&silence(3000), &mut noise, 1500);
+        let early = events(&mut vad, &noise_only[..50]);
+        // The floor is learnt within a second; a false start there has ended by then.
+        assert!(early.len() <= 2, "{early:?}");
+        assert!(!vad.is_speaking());
+        assert_eq!(events(&mut vad, &noise_only[50..]), []);
+        assert!(vad.noise_floor_db() > 50.0, "floor {}", vad.noise_floor_db());
+
+        let audio = [speech(600), silence(600)].concat();
+        let got = events(&mut vad, &frames(&audio, &mut noise, 1500));
+        assert_eq!(
+            got.iter().map(|(_, event)| *event).collect::<Vec<_>>(),
+            [VadEvent::SpeechStarted, VadEvent::SpeechEnded]
+        );
+    }
+
+    #[test]
+    fn quiet_line_noise_never_triggers() {
+        let mut vad = Vad::default();
+        let mut noise = Noise(5);
+        assert_eq!(events(&mut vad, &frames(&silence(5000), &mut noise, 250)), []);
+    }
+
+    #[test]
+    fn a_text_tone_utterance_is_one_speech_run() {
+        let mut vad = Vad::default();
+        let mut noise = Noise(9);
+        let voice = tone::text_tone("Hello, I would like to book an appointment.", 8000, 60);
+        let audio = [silence(300), voice, silence(500)].concat();
+        let got = events(&mut vad, &frames(&audio, &mut noise, 30));
+        assert_eq!(
+            got.iter().map(|(_, event)| *event).collect::<Vec<_>>(),
+            [VadEvent::SpeechStarted, VadEvent::SpeechEnded]
+        );
+    }
+
+    #[test]
+    fn frames_of_any_length_are_accepted() {
+        let mut vad = Vad::default();
+        let mut noise = Noise(1);
+        let audio: Vec<u8> = frames(&speech(100), &mut noise, 0).concat();
+        assert_eq!(vad.push_frame(&[]), None);
+        // 60 ms of speech in one 480-byte frame starts speech at once.
+        assert_eq!(vad.push_frame(&audio[..480]), Some(VadEvent::SpeechStarted));
+        assert_eq!(vad.speech_ms(), Duration::from_millis(60));
+        vad.reset();
+        assert!(!vad.is_speaking());
+    }
+
+    fn ms(value: u64) -> Duration {
+        Duration::from_millis(value)
+    }
+
+    #[test]
+    fn turn_ends_after_eagerness_once_the_transcript_is_there() {
+        let mut turns = TurnDetector::new(ms(500), ms(200));
+        turns.on_vad(VadEvent::SpeechStarted, ms(1000));
+        turns.on_final_transcript("I'd like to book", ms(1800));
+        assert_eq!(turns.next_deadline(), None, "the caller is still speaking");
+        // Speech ended at 2000 ms (event at 2200 ms after the hangover).
+        turns.on_vad(VadEvent::SpeechEnded, ms(2200));
+        assert_eq!(turns.next_deadline(), Some(ms(2500)));
+        assert_eq!(turns.poll(ms(2499)), None);
+        assert_eq!(
+            turns.poll(ms(2500)),
+            Some(TurnEnd { text: "I'd like to book".to_owned(), speech_ended_at: ms(2000) })
+        );
+        assert_eq!(turns.poll(ms(9000)), None);
+        assert_eq!(turns.next_deadline(), None);
+    }
+
+    #[test]
+    fn turn_waits_for_a_late_transcript() {
+        let mut turns = TurnDetector::new(ms(200), ms(200));
+        turns.on_vad(VadEvent::SpeechStarted, ms(0));
+        turns.on_vad(VadEvent::SpeechEnded, ms(1200));
+        assert_eq!(turns.next_deadline(), None);
+        assert_eq!(turns.poll(ms(3000)), None);
+        turns.on_final_transcript("  ", ms(3000));
+        assert_eq!(turns.poll(ms(3000)), None);
+        turns.on_final_transcript("Yes please.", ms(3100));
+        assert_eq!(turns.next_deadline(), Some(ms(1200)));
+        let turn = turns.poll(ms(3100)).unwrap();
+        assert_eq!(turn.text, "Yes please.");
+        assert_eq!(turn.speech_ended_at, ms(1000));
+    }
+
+    #[test]
+    fn speech_resuming_before_the_deadline_continues_the_turn() {
+        let mut turns = TurnDetector::new(ms(800), ms(200));
+        turns.on_vad(VadEvent::SpeechStarted, ms(0));
+        turns.on_final_transcript("My number is", ms(900));
+        turns.on_vad(VadEvent::SpeechEnded, ms(1000));
+        turns.on_vad(VadEvent::SpeechStarted, ms(1300));
+        assert_eq!(turns.poll(ms(1700)), None);
+        turns.on_vad(VadEvent::SpeechEnded, ms(2500));
+        turns.on_final_transcript("five five five.", ms(2600));
+        assert_eq!(turns.pending_text(), "My number is five five five.");
+        assert_eq!(turns.poll(ms(3000)), None);
+        assert_eq!(turns.poll(ms(3100)).unwrap().text, "My number is five five five.");
+    }
+
+    #[test]
+    fn a_transcript_without_vad_speech_ends_the_turn_after_eagerness() {
+        let mut turns = TurnDetector::new(ms(300), ms(200));
+        turns.on_final_transcript("hello?", ms(5000));
+        assert_eq!(turns.next_deadline(), Some(ms(5300)));
+        assert_eq!(
+            turns.poll(ms(5300)),
+            Some(TurnEnd { text: "hello?".to_owned(), speech_ended_at: ms(5000) })
+        );
+    }
+
+    #[test]
+    fn reset_drops_the_open_turn() {
+        let mut turns = TurnDetector::new(ms(0), ms(200));
+        turns.on_final_transcript("stale", ms(10));
+        turns.reset();
+        assert_eq!(turns.poll(ms(1000)), None);
+        assert!(!turns.caller_speaking());
+    }
+
+    #[test]
+    fn barge_in_threshold_follows_the_decision_formula() {
+        assert_eq!(barge_in_threshold(0), ms(1200));
+        assert_eq!(barge_in_threshold(25), ms(925));
+        assert_eq!(barge_in_threshold(50), ms(650));
+        assert_eq!(barge_in_threshold(100), ms(100));
+        assert_eq!(barge_in_threshold(255), ms(100));
+        assert_eq!(BargeIn::new(100).threshold(), ms(100));
+    }
+
+    #[test]
+    fn barge_in_fires_once_when_overlapping_speech_reaches_the_threshold() {
+        let mut barge_in = BargeIn::with_threshold(ms(100));
+        // The VAD reports 60 ms at SpeechStarted, then 20 ms more per frame.
+        assert!(!barge_in.on_frame(ms(60), FRAME_DURATION, true));
+        assert!(!barge_in.on_frame(ms(80), FRAME_DURATION, true));
+        assert!(barge_in.on_frame(ms(100), FRAME_DURATION, true));
+        assert!(!barge_in.on_frame(ms(120), FRAME_DURATION, true), "fires once per run");
+        assert!(!barge_in.on_frame(Duration::ZERO, FRAME_DURATION, true));
+        assert!(!barge_in.on_frame(ms(60), FRAME_DURATION, true));
+        assert!(!barge_in.on_frame(ms(80), FRAME_DURATION, true));
+        assert!(barge_in.on_frame(ms(100), FRAME_DURATION, true), "a new run fires again");
+    }
+
+    #[test]
+    fn barge_in_counts_only_speech_during_playback() {
+        let mut barge_in = BargeIn::with_threshold(ms(100));
+        // The caller speaks 1 s while the agent is silent: nothing to interrupt.
+        for step in 3..=50 {
+            assert!(!barge_in.on_frame(ms(step * 20), FRAME_DURATION, false));
+        }
+        // Playback starts mid-run: only the overlap counts (20 ms per frame).
+        assert!(!barge_in.on_frame(ms(1020), FRAME_DURATION, true));
+        assert!(!barge_in.on_frame(ms(1040), FRAME_DURATION, true));
+        assert!(!barge_in.on_frame(ms(1060), FRAME_DURATION, true));
+        assert!(!barge_in.on_frame(ms(1080), FRAME_DURATION, true));
+        assert!(barge_in.on_frame(ms(1100), FRAME_DURATION, true));
+    }
+
+    #[test]
+    fn vad_and_barge_in_together_interrupt_after_the_threshold() {
+        let mut vad = Vad::default();
+        let mut barge_in = BargeIn::new(50);
+        let mut noise = Noise(2);
+        let audio = frames(&[silence(200), speech(1000)].concat(), &mut noise, 20);
+        let fired: Vec<usize> = audio
+            .iter()
+            .enumerate()
+            .filter(|(_, frame)| {
+                vad.push_frame(&frame[..]);
+                barge_in.on_frame(vad.speech_ms(), FRAME_DURATION, true)
+            })
+            .map(|(index, _)| index)
+            .collect();
+        // Speech starts at frame 10; 650 ms of it is reached at frame 10 + 32.
+        assert_eq!(fired, [42]);
+    }
+}

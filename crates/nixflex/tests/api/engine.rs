@@ -1,0 +1,573 @@
+//! The call engine end to end: the Twilio caller emulator dials an imported number over real
+//! HTTP and WebSockets; Deepgram, Anthropic and Inworld are emulated from their public
+//! protocols; `nixflex serve` runs in between.
+
+use std::time::{Duration, Instant};
+
+use nixflex_testkit::anthropic::{AnthropicEmulator, Fault as LlmFault, Reply};
+use nixflex_testkit::deepgram::DeepgramEmulator;
+use nixflex_testkit::inworld::InworldEmulator;
+use nixflex_testkit::twilio::TwilioEmulator;
+use nixflex_testkit::twilio::caller::{
+    CallOutcome, CallRecording, CallerEmulator, CallerScript, EndedBy, PlaceCall,
+};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, Key, TestApp, TwilioNumber, twilio_number};
+
+const CALLER: &str = "+447386172392";
+const NUMBER: &str = "+14155552671";
+
+/// A server wired to emulated providers, with an agent answering an imported number.
+pub struct CallLab {
+    pub app: TestApp,
+    pub twilio: TwilioEmulator,
+    pub stt: DeepgramEmulator,
+    pub llm: AnthropicEmulator,
+    pub _tts: InworldEmulator,
+    pub key: Key,
+    pub agent_id: String,
+    pub number: TwilioNumber,
+    pub caller: CallerEmulator,
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+impl CallLab {
+    pub async fn start(backend: Backend, agent: Value) -> Self {
+        Self::start_with(backend, agent, |_| {}).await
+    }
+
+    pub async fn start_with(
+        backend: Backend,
+        agent: Value,
+        tweak: impl FnOnce(&mut nixflex::config::Config),
+    ) -> Self {
+        let twilio = TwilioEmulator::start().await.unwrap();
+        let stt = DeepgramEmulator::start().await.unwrap();
+        let llm = AnthropicEmulator::start().await.unwrap();
+        let tts = InworldEmulator::start().await.unwrap();
+        let port = free_port();
+        let (twilio_base, stt_base, llm_base, tts_base) =
+            (twilio.base_url().to_owned(), stt.base_url(), llm.base_url(), tts.base_url());
+        let app = TestApp::spawn_with(backend, |c| {
+            c.listen = format!("127.0.0.1:{port}");
+            c.public_url = Some(format!("http://127.0.0.1:{port}"));
+            c.twilio_api_base = twilio_base;
+            c.twilio_request_timeout_ms = 2000;
+            c.deepgram_url = stt_base;
+            c.deepgram_api_key = Some(SecretString::from("dg-test-key"));
+            c.anthropic_base_url = llm_base;
+            c.anthropic_api_key = Some(SecretString::from("sk-ant-test"));
+            c.inworld_url = tts_base;
+            c.inworld_api_key = Some(SecretString::from("aW53b3JsZDp0ZXN0"));
+            c.allow_private_targets = true;
+            tweak(c);
+        })
+        .await;
+        let key = app.signup().await;
+        let created = app.create_agent(&key, agent).await;
+        let agent_id = created["agent_id"].as_str().unwrap().to_owned();
+        let number = twilio_number(&twilio, NUMBER);
+        let response = app.post(&key, "/v1/phone-numbers", number.import_body(&agent_id)).await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        Self {
+            app,
+            twilio,
+            stt,
+            llm,
+            _tts: tts,
+            key,
+            agent_id,
+            number,
+            caller: CallerEmulator::new().unwrap(),
+        }
+    }
+
+    pub fn place(&self) -> PlaceCall {
+        PlaceCall::new(
+            format!("{}/twilio/voice", self.app.base),
+            &self.number.sid,
+            &self.number.token,
+            CALLER,
+            NUMBER,
+        )
+    }
+
+    /// The call record once the engine has written its end (the recorder writes it just after
+    /// the stream closes).
+    pub async fn finished_call(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let list: Value = self.app.get(&self.key, "/v1/calls").await.json().await.unwrap();
+            if let Some(summary) = list["calls"].as_array().and_then(|c| c.first())
+                && summary["ended_at"].is_string()
+                && summary["ended_reason"].is_string()
+            {
+                let id = summary["call_id"].as_str().unwrap();
+                return self
+                    .app
+                    .get(&self.key, &format!("/v1/calls/{id}"))
+                    .await
+                    .json()
+                    .await
+                    .unwrap();
+            }
+            assert!(Instant::now() < deadline, "the call was never finalised: {list}");
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn llm_messages(lab: &CallLab, request: usize) -> Vec<(String, String)> {
+    let requests = lab.llm.requests();
+    let body = &requests[request].body;
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let content = match &m["content"] {
+                Value::String(s) => s.clone(),
+                Value::Array(parts) => {
+                    parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("")
+                }
+                _ => String::new(),
+            };
+            (m["role"].as_str().unwrap().to_owned(), content)
+        })
+        .collect()
+}
+
+async fn a_caller_talks_with_the_agent_until_it_ends_the_call(backend: Backend) {
+    let lab = CallLab::start(backend, json!({"name": "Bella", "welcome_message": "Hello, Bella's Bakery!", "response_eagerness": 200})).await;
+    lab.stt.push_utterance("Do you have croissants today?");
+    lab.stt.push_utterance("Great, thanks, bye.");
+    lab.llm.push_reply(Reply::text("Yes, we bake fresh croissants every morning. Anything else?"));
+    lab.llm.push_reply(Reply::text("You're welcome. Goodbye! [END_CALL]"));
+    let script = CallerScript::new()
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(0.6), secs(15.0))
+        .say("Do you have croissants today?", secs(1.2))
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(0.6), secs(15.0))
+        .say("Great, thanks, bye.", secs(1.0));
+    let recording = lab.caller.place_inbound_call(lab.place(), script).await;
+    assert_eq!(
+        recording.outcome,
+        CallOutcome::Completed { ended_by: EndedBy::Server },
+        "{:?}",
+        recording.events
+    );
+    assert_eq!(recording.agent_utterances().len(), 3, "greeting, answer, goodbye");
+    assert!(recording.response_latency_after("Do you have croissants today?").is_some());
+    assert!(recording.errors().is_empty(), "{:?}", recording.errors());
+    let after = format!("{:?}", recording.after_stream_twiml);
+    assert!(after.contains("Hangup"), "the after-stream TwiML hangs up: {after}");
+
+    let call = lab.finished_call().await;
+    assert_eq!(call["call_status"], "completed");
+    assert_eq!(call["ended_reason"], "completed");
+    assert_eq!(call["direction"], "inbound");
+    assert_eq!(
+        (call["from_number"].as_str(), call["to_number"].as_str()),
+        (Some(CALLER), Some(NUMBER))
+    );
+    assert_eq!(call["twilio_call_sid"], recording.call_sid.as_str());
+    assert_eq!(call["agent_id"], lab.agent_id.as_str());
+    let transcript: Vec<(String, String)> = call["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["role"].as_str().unwrap().to_owned(), e["text"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        transcript,
+        [
+            ("agent".to_owned(), "Hello, Bella's Bakery!".to_owned()),
+            ("caller".to_owned(), "Do you have croissants today?".to_owned()),
+            (
+                "agent".to_owned(),
+                "Yes, we bake fresh croissants every morning. Anything else?".to_owned()
+            ),
+            ("caller".to_owned(), "Great, thanks, bye.".to_owned()),
+            ("agent".to_owned(), "You're welcome. Goodbye!".to_owned()),
+        ],
+        "the [END_CALL] tag is never spoken or recorded"
+    );
+    let stamps: Vec<u64> = call["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["timestamp_ms"].as_u64().unwrap())
+        .collect();
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
+    let latency = call["latency"].as_array().unwrap();
+    assert_eq!(latency.len(), 2);
+    for turn in latency {
+        for field in [
+            "end_of_turn_ms",
+            "stt_ms",
+            "llm_first_token_ms",
+            "tts_first_byte_ms",
+            "engine_overhead_ms",
+            "total_ms",
+        ] {
+            assert!(turn[field].as_f64().is_some_and(|v| v >= 0.0), "{field}: {turn}");
+        }
+        assert!(turn["total_ms"].as_f64().unwrap() >= turn["end_of_turn_ms"].as_f64().unwrap());
+    }
+    assert!(call["avg_latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(call["duration_seconds"].as_i64().unwrap() >= 3);
+
+    // The LLM saw the conversation so far, and the system prompt carries the agent's context.
+    assert_eq!(lab.llm.requests().len(), 2);
+    let second = llm_messages(&lab, 1);
+    assert_eq!(
+        second,
+        [
+            ("user".to_owned(), "[The call connected.]".to_owned()),
+            ("assistant".to_owned(), "Hello, Bella's Bakery!".to_owned()),
+            ("user".to_owned(), "Do you have croissants today?".to_owned()),
+            (
+                "assistant".to_owned(),
+                "Yes, we bake fresh croissants every morning. Anything else?".to_owned()
+            ),
+            ("user".to_owned(), "Great, thanks, bye.".to_owned()),
+        ]
+    );
+    let system = lab.llm.requests()[0].body["system"].to_string();
+    assert!(system.contains(CALLER) && system.contains("[END_CALL]"), "{system}");
+    // Layer 1 of the hang-up: the carrier was asked to complete the call.
+    let hangups: Vec<_> = lab
+        .twilio
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(&format!("/Calls/{}.json", recording.call_sid)))
+        .collect();
+    assert_eq!(hangups.len(), 1);
+    assert_eq!(hangups[0].form_param("Status"), Some("completed"));
+}
+
+async fn barge_in_clears_the_agent_and_keeps_only_what_was_heard(backend: Backend) {
+    let lab =
+        CallLab::start(backend, json!({"welcome_message": "Hi!", "interruption_sensitivity": 100}))
+            .await;
+    let long = "We have sourdough, rye, spelt, brioche, focaccia and ciabatta every day. On weekends we also bake cinnamon buns, fruit tarts and a very popular chocolate babka. Would you like to hear about our cakes as well?";
+    lab.stt.push_utterance("What breads do you have?");
+    lab.stt.push_utterance("Just the sourdough please.");
+    lab.llm.push_reply(Reply::text(long));
+    lab.llm.push_reply(Reply::text("Sure, one sourdough. [END_CALL]"));
+    let script = CallerScript::new()
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(0.6), secs(10.0))
+        .say("What breads do you have?", secs(1.0))
+        .barge_in(secs(1.5), "Just the sourdough please.", secs(1.2));
+    let recording = lab.caller.place_inbound_call(lab.place(), script).await;
+    let clear = recording.first_clear_after("Just the sourdough please.").expect("a clear");
+    // 100 ms of overlap at sensitivity 100, plus the VAD's 60 ms start window and one frame.
+    assert!(clear < Duration::from_millis(400), "clear came {clear:?} after the caller started");
+    assert_eq!(recording.outcome, CallOutcome::Completed { ended_by: EndedBy::Server });
+
+    let call = lab.finished_call().await;
+    let agent_lines: Vec<String> = call["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["role"] == "agent")
+        .map(|e| e["text"].as_str().unwrap().to_owned())
+        .collect();
+    let heard = &agent_lines[1];
+    assert!(!heard.is_empty() && heard.len() < long.len() / 2, "only what was heard: {heard:?}");
+    assert!(long.starts_with(heard.trim_end_matches(['.', ',', ' '])), "{heard:?}");
+    let history = llm_messages(&lab, 1);
+    let assistant = history.iter().rev().find(|(r, _)| r == "assistant").unwrap();
+    assert_eq!(assistant.1, *heard, "the LLM history holds what the caller heard");
+}
+
+async fn silence_is_reprompted_then_the_call_ends(backend: Backend) {
+    let lab =
+        CallLab::start(backend, json!({"welcome_message": "Hello?", "silence_hangup_seconds": 5}))
+            .await;
+    lab.llm.push_reply(Reply::text("Are you still there?"));
+    lab.llm.push_reply(Reply::text("Hello, can you hear me?"));
+    let started = Instant::now();
+    let recording = lab
+        .caller
+        .place_inbound_call(lab.place(), CallerScript::new().wait_for_agent_speech(secs(10.0)))
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(recording.outcome, CallOutcome::Completed { ended_by: EndedBy::Server });
+    assert!(elapsed >= Duration::from_secs(5) && elapsed < Duration::from_secs(12), "{elapsed:?}");
+    assert_eq!(
+        recording.agent_utterances().len(),
+        2,
+        "greeting and one re-prompt (at 2.5 s of a 5 s limit)"
+    );
+    let call = lab.finished_call().await;
+    assert_eq!(call["ended_reason"], "silence_timeout");
+    let reprompt = llm_messages(&lab, 0);
+    assert!(reprompt.last().unwrap().1.contains("silent"), "{reprompt:?}");
+}
+
+async fn keypad_digits_reach_the_llm(backend: Backend) {
+    let lab =
+        CallLab::start(backend, json!({"welcome_message": "Press your order number, then hash."}))
+            .await;
+    lab.llm.push_reply(Reply::text("Order 42 is ready for pickup. Goodbye! [END_CALL]"));
+    let script = CallerScript::new()
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(0.4), secs(10.0))
+        .dtmf('4')
+        .dtmf('2')
+        .dtmf('#');
+    let recording = lab.caller.place_inbound_call(lab.place(), script).await;
+    assert_eq!(recording.outcome, CallOutcome::Completed { ended_by: EndedBy::Server });
+    let messages = llm_messages(&lab, 0);
+    assert_eq!(messages.last().unwrap().1, "[DTMF: 42]");
+    let call = lab.finished_call().await;
+    assert_eq!(call["ended_reason"], "completed");
+}
+
+async fn a_provider_failure_mid_call_is_survived(backend: Backend) {
+    let lab = CallLab::start(backend, json!({"welcome_message": "Hello!", "fallback_message": "Sorry, could you say that again?"})).await;
+    lab.stt.push_utterance("Are you open on Sunday?");
+    lab.stt.push_utterance("Are you open on Sunday?");
+    lab.llm.push_fault(LlmFault::MidStreamError {
+        after_deltas: 0,
+        error_type: "overloaded_error".to_owned(),
+    });
+    lab.llm.push_reply(Reply::text("Yes, from nine to one. Bye! [END_CALL]"));
+    let script = CallerScript::new()
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(0.6), secs(10.0))
+        .say("Are you open on Sunday?", secs(1.0))
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(0.6), secs(10.0))
+        .say("Are you open on Sunday?", secs(1.0));
+    let recording = lab.caller.place_inbound_call(lab.place(), script).await;
+    assert_eq!(recording.outcome, CallOutcome::Completed { ended_by: EndedBy::Server });
+    let call = lab.finished_call().await;
+    let agent_lines: Vec<&str> = call["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["role"] == "agent")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        agent_lines,
+        ["Hello!", "Sorry, could you say that again?", "Yes, from nine to one. Bye!"]
+    );
+    assert_eq!(call["ended_reason"], "completed");
+}
+
+async fn recognition_failure_speaks_the_fallback_and_reconnects(backend: Backend) {
+    let lab = CallLab::start(
+        backend,
+        json!({"welcome_message": "Hello!", "fallback_message": "Sorry, I didn't catch that."}),
+    )
+    .await;
+    lab.stt
+        .push_fault(nixflex_testkit::deepgram::Fault::ErrorAfterAudio(Duration::from_millis(1500)));
+    lab.stt.push_utterance("Hello there.");
+    lab.llm.push_reply(Reply::text("Hi! Goodbye. [END_CALL]"));
+    let script = CallerScript::new()
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(0.5), secs(10.0))
+        .silence(secs(1.5))
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(0.5), secs(10.0))
+        .say("Hello there.", secs(1.0));
+    let recording = lab.caller.place_inbound_call(lab.place(), script).await;
+    assert_eq!(recording.outcome, CallOutcome::Completed { ended_by: EndedBy::Server });
+    let call = lab.finished_call().await;
+    let agent_lines: Vec<&str> = call["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["role"] == "agent")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(agent_lines, ["Hello!", "Sorry, I didn't catch that.", "Hi! Goodbye."]);
+    assert!(lab.stt.sessions().len() >= 2, "recognition reconnected");
+}
+
+async fn unanswerable_calls_hear_busy(backend: Backend) {
+    let lab = CallLab::start(backend, json!({"welcome_message": "Hi"})).await;
+    let busy = |recording: &CallRecording| {
+        assert_eq!(
+            recording.outcome,
+            CallOutcome::Rejected { reason: "busy".to_owned() },
+            "{:?}",
+            recording.events
+        );
+    };
+    let agent_path = format!("/v1/agents/{}", lab.agent_id);
+    // Inactive agent.
+    lab.app.put(&lab.key, &agent_path, json!({"is_active": false})).await;
+    busy(&lab.caller.place_inbound_call(lab.place(), CallerScript::new()).await);
+    lab.app.put(&lab.key, &agent_path, json!({"is_active": true})).await;
+    // Inbound disabled on the number.
+    let number_path = format!("/v1/phone-numbers/{}", NUMBER.replace('+', "%2B"));
+    lab.app
+        .request(reqwest::Method::PATCH, &number_path, Some(&lab.key))
+        .json(&json!({"inbound_enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    busy(&lab.caller.place_inbound_call(lab.place(), CallerScript::new()).await);
+    lab.app
+        .request(reqwest::Method::PATCH, &number_path, Some(&lab.key))
+        .json(&json!({"inbound_enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    // The pre-call gate rejects.
+    let gate = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gate_url = format!("http://{}/gate", gate.local_addr().unwrap());
+    let gate_app = axum::Router::new().route(
+        "/gate",
+        axum::routing::post(|body: axum::Json<Value>| async move {
+            assert_eq!(body["event"], "call.inbound");
+            axum::Json(json!({"action": "reject", "reason": "blocked caller"}))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(gate, gate_app).await });
+    lab.app
+        .put(
+            &lab.key,
+            &format!("/v1/integrations/precall/number/{}", NUMBER.replace('+', "%2B")),
+            json!({"url": gate_url}),
+        )
+        .await;
+    busy(&lab.caller.place_inbound_call(lab.place(), CallerScript::new()).await);
+    lab.app
+        .delete(
+            &lab.key,
+            &format!("/v1/integrations/precall/number/{}", NUMBER.replace('+', "%2B")),
+        )
+        .await;
+    // The account is at its concurrent-call cap (1): a second caller gets busy.
+    let secrets = nixflex::server::load_master_key(&lab.app.config).unwrap();
+    let store = nixflex::server::open_store(&lab.app.config, &secrets).await.unwrap();
+    store.set_account_limits(&lab.key.account_id, Some(1), None, None).await.unwrap();
+    let sessions_before = lab.stt.sessions().len();
+    let first = lab.caller.start_inbound_call(
+        lab.place(),
+        CallerScript::new().wait_for_agent_speech(secs(10.0)).silence(secs(1.0)),
+    );
+    lab.stt.wait_for_audio(sessions_before, 1600, Duration::from_secs(10)).await.unwrap();
+    busy(&lab.caller.place_inbound_call(lab.place(), CallerScript::new()).await);
+    first.hang_up();
+    let held = first.finish().await.unwrap();
+    assert_eq!(held.outcome, CallOutcome::Completed { ended_by: EndedBy::Caller });
+    // No agent: it was deleted.
+    lab.app.delete(&lab.key, &agent_path).await;
+    busy(&lab.caller.place_inbound_call(lab.place(), CallerScript::new()).await);
+
+    let calls: Value = lab.app.get(&lab.key, "/v1/calls?limit=100").await.json().await.unwrap();
+    let reasons: Vec<&str> = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["ended_reason"].as_str().unwrap_or(""))
+        .collect();
+    for expected in [
+        "agent_inactive",
+        "inbound_disabled",
+        "precall_rejected",
+        "concurrent_call_limit",
+        "no_agent",
+        "caller_hangup",
+    ] {
+        assert!(reasons.contains(&expected), "{expected} missing from {reasons:?}");
+    }
+    let rejected = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["ended_reason"] == "precall_rejected")
+        .unwrap();
+    assert_eq!(rejected["precall_reject_reason"], "blocked caller");
+    assert_eq!(rejected["call_status"], "busy");
+}
+
+async fn a_stream_without_the_calls_token_is_refused(backend: Backend) {
+    let lab = CallLab::start(backend, json!({})).await;
+    let url = format!("ws://127.0.0.1:{}/twilio/stream", lab.app.base.rsplit(':').next().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    use futures::{SinkExt, StreamExt};
+    let start = json!({"event": "start", "streamSid": "MZ1", "start": {"streamSid": "MZ1", "callSid": "CA1", "accountSid": lab.number.sid,
+        "customParameters": {"call_id": "call_000000000000000000000000", "token": "guess"}, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}});
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(start.to_string().into()))
+        .await
+        .unwrap();
+    // The server closes without a word of audio.
+    let mut media = 0;
+    while let Some(Ok(message)) = socket.next().await {
+        if message.is_text() {
+            media += 1;
+        }
+    }
+    assert_eq!(media, 0);
+}
+
+mod sqlite {
+    use crate::helpers::Backend;
+
+    #[tokio::test]
+    async fn a_caller_talks_with_the_agent_until_it_ends_the_call() {
+        super::a_caller_talks_with_the_agent_until_it_ends_the_call(Backend::Sqlite).await;
+    }
+    #[tokio::test]
+    async fn barge_in_clears_the_agent_and_keeps_only_what_was_heard() {
+        super::barge_in_clears_the_agent_and_keeps_only_what_was_heard(Backend::Sqlite).await;
+    }
+    #[tokio::test]
+    async fn silence_is_reprompted_then_the_call_ends() {
+        super::silence_is_reprompted_then_the_call_ends(Backend::Sqlite).await;
+    }
+    #[tokio::test]
+    async fn keypad_digits_reach_the_llm() {
+        super::keypad_digits_reach_the_llm(Backend::Sqlite).await;
+    }
+    #[tokio::test]
+    async fn a_provider_failure_mid_call_is_survived() {
+        super::a_provider_failure_mid_call_is_survived(Backend::Sqlite).await;
+    }
+    #[tokio::test]
+    async fn recognition_failure_speaks_the_fallback_and_reconnects() {
+        super::recognition_failure_speaks_the_fallback_and_reconnects(Backend::Sqlite).await;
+    }
+    #[tokio::test]
+    async fn unanswerable_calls_hear_busy() {
+        super::unanswerable_calls_hear_busy(Backend::Sqlite).await;
+    }
+    #[tokio::test]
+    async fn a_stream_without_the_calls_token_is_refused() {
+        super::a_stream_without_the_calls_token_is_refused(Backend::Sqlite).await;
+    }
+}
+
+mod postgres {
+    use crate::helpers::Backend;
+
+    #[tokio::test]
+    async fn a_caller_talks_with_the_agent_until_it_ends_the_call() {
+        super::a_caller_talks_with_the_agent_until_it_ends_the_call(Backend::Postgres).await;
+    }
+    #[tokio::test]
+    async fn unanswerable_calls_hear_busy() {
+        super::unanswerable_calls_hear_busy(Backend::Postgres).await;
+    }
+}
