@@ -380,9 +380,15 @@ where
             consider(Some(self.pacer.next_due()));
         }
         consider(self.turns.next_deadline().map(|d| self.started + d));
-        consider(self.silence_deadline());
+        // Deadlines that act only in a given state are only timers in that state; a past
+        // deadline that cannot act would make the loop spin.
+        if self.idle() {
+            consider(self.silence_deadline());
+        }
         consider(self.dtmf_deadline);
-        consider(Some(self.max_duration_at));
+        if !self.goodbye_started {
+            consider(Some(self.max_duration_at));
+        }
         consider(self.hard_deadline);
         consider(Some(self.last_heartbeat + self.engine.config().heartbeat_every));
         next
@@ -450,9 +456,17 @@ where
             }
         }
         let agent_playing = self.agent_audible();
-        if self.barge_in.on_frame(self.vad.speech_ms(), FRAME, agent_playing) {
+        // The closing goodbye at the duration limit is not interruptible.
+        if self.barge_in.on_frame(self.vad.speech_ms(), FRAME, agent_playing)
+            && !self.goodbye_started
+        {
             self.barge_in_now().await;
         }
+    }
+
+    /// Nothing is being said or prepared by the agent.
+    fn idle(&self) -> bool {
+        self.active.as_ref().is_none_or(|t| t.done) && !self.agent_audible()
     }
 
     fn agent_audible(&self) -> bool {
@@ -556,7 +570,7 @@ where
             }
         }
         // The agent finished speaking: start the silence clock, or end the call.
-        let idle = self.active.as_ref().is_none_or(|t| t.done) && !self.agent_audible();
+        let idle = self.idle();
         if idle {
             if let Some(reason) = self.end_after_playout {
                 self.ended = Some(reason);
@@ -773,8 +787,11 @@ where
                             timestamp_ms,
                         });
                         active.transcript_index = Some(self.transcript.len() - 1);
+                        // A re-prompt does not restart the caller's silence clock; a reply does.
+                        if active.answers_caller || active.in_history {
+                            self.silence_since = None;
+                        }
                     }
-                    self.silence_since = None;
                 }
                 self.playout.push_audio(turn, &audio);
             }

@@ -1,0 +1,404 @@
+//! The session actor under paused time: the call's clock is virtual, so limits of tens of seconds
+//! run instantly and timings are exact. The providers are in-process fakes; the media socket is a
+//! pair of channels carrying Twilio's JSON messages.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use nixflex_core::agent::{Agent, AgentSettings};
+use nixflex_core::call::{CallRecord, Direction};
+use nixflex_core::catalog::TtsProviderKind;
+use nixflex_core::crypto::{SecretBox, hash_secret};
+use nixflex_core::number::{NumberSettings, PhoneNumber};
+use nixflex_engine::{Engine, EngineConfig, Providers};
+use nixflex_pipeline::ProviderError;
+use nixflex_pipeline::audio::{mulaw, tone};
+use nixflex_pipeline::llm::{LlmEvent, LlmProvider, LlmRequest, LlmStream, StopReason, Usage};
+use nixflex_pipeline::stt::{
+    SttDriver, SttEvent, SttEvents, SttInput, SttOptions, SttProvider, stt_channel,
+};
+use nixflex_pipeline::tts::{PcmLayout, TtsProvider, TtsRequest, TtsStream};
+use nixflex_providers::twilio::{TwilioClient, TwilioClientConfig};
+use nixflex_store::Store;
+
+mod memory_store;
+use memory_store::MemoryStore;
+use serde_json::{Map, json};
+use tokio::time::Instant;
+
+#[derive(Debug, Default)]
+struct FakeLlm {
+    replies: Mutex<VecDeque<String>>,
+    requests: Mutex<Vec<LlmRequest>>,
+}
+
+#[async_trait::async_trait]
+impl LlmProvider for FakeLlm {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn stream(&self, request: LlmRequest) -> Result<LlmStream, ProviderError> {
+        self.requests.lock().unwrap().push(request);
+        let reply = self.replies.lock().unwrap().pop_front().unwrap_or_else(|| "Okay.".to_owned());
+        let events = vec![
+            Ok(LlmEvent::TextDelta(reply)),
+            Ok(LlmEvent::Done { stop_reason: StopReason::EndTurn, usage: Usage::default() }),
+        ];
+        Ok(LlmStream::new(futures::stream::iter(events)))
+    }
+}
+
+#[derive(Debug, Default)]
+struct FakeStt {
+    drivers: Mutex<Vec<SttDriver>>,
+}
+
+#[async_trait::async_trait]
+impl SttProvider for FakeStt {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn open(&self, _options: SttOptions) -> Result<(SttInput, SttEvents), ProviderError> {
+        let (input, driver, events) = stt_channel(10_000);
+        self.drivers.lock().unwrap().push(driver);
+        Ok((input, events))
+    }
+}
+
+impl FakeStt {
+    async fn say(&self, text: &str) {
+        let events = self.drivers.lock().unwrap().last().unwrap().events.clone();
+        let _ = events
+            .send(SttEvent::Final {
+                text: text.to_owned(),
+                confidence: 0.99,
+                speech_final: true,
+                from_finalize: false,
+                language: None,
+            })
+            .await;
+    }
+}
+
+/// Speaks 50 ms of 8 kHz tone per character.
+#[derive(Debug, Default)]
+struct FakeTts;
+
+#[async_trait::async_trait]
+impl TtsProvider for FakeTts {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn synthesize(&self, request: TtsRequest) -> Result<TtsStream, ProviderError> {
+        let n = request.text.chars().count() * 400;
+        let pcm = tone::sine(440.0, 8000, n, 8000.0);
+        let bytes: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let chunks: Vec<Result<Bytes, ProviderError>> =
+            bytes.chunks(1600).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        Ok(TtsStream::from_pcm(
+            Box::pin(futures::stream::iter(chunks)),
+            8000,
+            PcmLayout::Raw,
+            Instant::now(),
+        ))
+    }
+}
+
+struct Lab {
+    store: Arc<dyn Store>,
+    llm: Arc<FakeLlm>,
+    stt: Arc<FakeStt>,
+    call_id: String,
+    to_server: futures::channel::mpsc::UnboundedSender<Result<String, Infallible>>,
+    from_server: futures::channel::mpsc::UnboundedReceiver<String>,
+    session: tokio::task::JoinHandle<Option<nixflex_engine::EndReason>>,
+    seq: u64,
+    /// Frame `n` is sent at `clock + n × 20 ms` (an absolute grid: timer rounding never drifts).
+    clock: Instant,
+}
+
+const CALLER: &str = "+447386172392";
+const NUMBER: &str = "+14155552671";
+
+async fn lab(agent: serde_json::Value) -> Lab {
+    tokio::time::pause();
+    let memory = Arc::new(MemoryStore::default());
+    let secrets = SecretBox::from_encoded(&SecretBox::generate_encoded()).unwrap();
+    let now = nixflex_store::now();
+    let rules = nixflex_core::agent::AgentValidation {
+        tts: TtsProviderKind::Inworld,
+        allow_private_targets: true,
+    };
+    let settings =
+        AgentSettings::default().apply_patch(agent.as_object().unwrap().clone(), rules).unwrap();
+    let agent = Agent {
+        agent_id: "agent_1".into(),
+        account_id: "acct_1".into(),
+        api_key_id: "nxf_1".into(),
+        settings,
+        created_at: now,
+        updated_at: now,
+    };
+    memory.agents.lock().unwrap().insert("agent_1".into(), agent);
+    let number = PhoneNumber {
+        phone_number: NUMBER.into(),
+        account_id: "acct_1".into(),
+        agent_id: Some("agent_1".into()),
+        provider: "twilio".into(),
+        twilio_account_sid: format!("AC{}", "a".repeat(32)),
+        twilio_auth_token_sealed: secrets.seal("token"),
+        twilio_number_sid: format!("PN{}", "b".repeat(32)),
+        inbound_enabled: true,
+        outbound_enabled: true,
+        sms_reply_enabled: true,
+        settings: NumberSettings::default(),
+        webhook_url: None,
+        webhook2_url: None,
+        precall_url: None,
+        created_at: now,
+        updated_at: now,
+    };
+    memory.numbers.lock().unwrap().insert(NUMBER.into(), number);
+    let call = CallRecord {
+        call_id: "call_1".into(),
+        account_id: "acct_1".into(),
+        agent_id: Some("agent_1".into()),
+        direction: Direction::Inbound,
+        from_number: CALLER.into(),
+        to_number: NUMBER.into(),
+        twilio_call_sid: Some(format!("CA{}", "c".repeat(32))),
+        call_status: "in-progress".into(),
+        ended_reason: None,
+        started_at: now,
+        answered_at: None,
+        ended_at: None,
+        duration_seconds: None,
+        transcript: vec![],
+        turns: vec![],
+        avg_latency_ms: None,
+        recording_url: None,
+        call_summary: None,
+        caller_sentiment: None,
+        call_successful: None,
+        extracted_data: Map::new(),
+        voicemail_detected: false,
+        campaign_id: None,
+        metadata: None,
+        cost_usd: None,
+        precall_reject_reason: None,
+        stream_token_hash: Some(hash_secret("stream-token")),
+        created_at: now,
+        updated_at: now,
+    };
+    memory.calls.lock().unwrap().insert("call_1".into(), call);
+    let store: Arc<dyn Store> = memory;
+    let llm = Arc::new(FakeLlm::default());
+    let stt = Arc::new(FakeStt::default());
+    let providers = Providers {
+        llm: llm.clone(),
+        stt: stt.clone(),
+        tts: Arc::new(FakeTts),
+        tts_kind: TtsProviderKind::Inworld,
+    };
+    let twilio = TwilioClient::new(TwilioClientConfig {
+        base_url: "http://127.0.0.1:9".into(),
+        max_retries: 0,
+        ..TwilioClientConfig::default()
+    })
+    .unwrap();
+    let engine = Engine::new(store.clone(), secrets, twilio, providers, EngineConfig::default());
+    let (to_server, reader) = futures::channel::mpsc::unbounded();
+    let (writer, from_server) = futures::channel::mpsc::unbounded::<String>();
+    let session = tokio::spawn(async move { engine.run_media_stream(reader, writer).await.ok() });
+    let mut lab = Lab {
+        store,
+        llm,
+        stt,
+        call_id: "call_1".into(),
+        to_server,
+        from_server,
+        session,
+        seq: 0,
+        clock: Instant::now(),
+    };
+    lab.send(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}));
+    lab.send(json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": {"streamSid": "MZ1", "accountSid": format!("AC{}", "a".repeat(32)),
+        "callSid": format!("CA{}", "c".repeat(32)), "tracks": ["inbound"], "customParameters": {"call_id": "call_1", "token": "stream-token"},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}));
+    lab
+}
+
+impl Lab {
+    fn send(&mut self, message: serde_json::Value) {
+        self.to_server.unbounded_send(Ok(message.to_string())).unwrap();
+    }
+
+    /// One 20 ms frame of caller audio (speech or silence), then 20 ms of virtual time.
+    async fn frame(&mut self, speech: bool) {
+        self.seq += 1;
+        let audio = if speech {
+            mulaw::encode_all(&tone::sine(300.0, 8000, 160, 9000.0))
+        } else {
+            vec![0xFF; 160]
+        };
+        let payload = base64::engine::general_purpose::STANDARD.encode(audio);
+        let message = json!({"event": "media", "sequenceNumber": self.seq.to_string(), "streamSid": "MZ1",
+            "media": {"track": "inbound", "chunk": self.seq.to_string(), "timestamp": (self.seq * 20).to_string(), "payload": payload}});
+        self.send(message);
+        tokio::time::sleep_until(self.clock + Duration::from_millis(20 * self.seq)).await;
+    }
+
+    /// Drains what the server sent so far: (virtual time, event, mark name).
+    fn drain(&mut self, out: &mut Vec<(Instant, String, String)>) {
+        while let Ok(Some(text)) = self.from_server.try_recv().map(Some) {
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let event = value["event"].as_str().unwrap().to_owned();
+            let name = value["mark"]["name"].as_str().unwrap_or("").to_owned();
+            if event == "mark" {
+                // Play it back at once: the fake handset has no buffer.
+                self.send(json!({"event": "mark", "streamSid": "MZ1", "mark": {"name": name}}));
+            }
+            out.push((Instant::now(), event, name));
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_duration_limit_plays_a_goodbye_that_cannot_be_interrupted_then_ends_the_call() {
+    let mut lab = lab(json!({"welcome_message": "Hi.", "max_call_duration_seconds": 60, "silence_hangup_seconds": 45})).await;
+    let start = Instant::now();
+    let mut out = Vec::new();
+    // The caller talks over everything from 3 s on (syllables with short gaps, as speech has; a
+    // steady tone would be learnt as line noise); no transcript ever arrives.
+    while !lab.session.is_finished() && start.elapsed() < Duration::from_secs(120) {
+        let t = start.elapsed();
+        let speaking = t > Duration::from_secs(3) && t.as_millis() % 320 < 240;
+        lab.frame(speaking).await;
+        lab.drain(&mut out);
+    }
+    let reason = lab.session.await.unwrap();
+    assert_eq!(reason.map(|r| r.as_str()), Some("max_duration"));
+    let goodbye_audio = out
+        .iter()
+        .filter(|(at, e, _)| e == "media" && at.duration_since(start) >= Duration::from_secs(60))
+        .count();
+    assert!(goodbye_audio > 50, "the goodbye was spoken ({goodbye_audio} frames)");
+    assert!(
+        !out.iter()
+            .any(|(at, e, _)| e == "clear" && at.duration_since(start) >= Duration::from_secs(60)),
+        "never cleared"
+    );
+    let ended = start.elapsed();
+    assert!(ended >= Duration::from_secs(60) && ended < Duration::from_secs(76), "{ended:?}");
+    let call = lab.store.find_call(&lab.call_id).await.unwrap().unwrap();
+    assert_eq!(call.ended_reason.as_deref(), Some("max_duration"));
+}
+
+#[tokio::test]
+async fn silence_is_reprompted_twice_then_the_call_ends_at_the_limit() {
+    let mut lab = lab(json!({"welcome_message": "Hi.", "silence_hangup_seconds": 30})).await;
+    lab.llm.replies.lock().unwrap().extend(["Are you there?".to_owned(), "Hello?".to_owned()]);
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while !lab.session.is_finished() && start.elapsed() < Duration::from_secs(60) {
+        lab.frame(false).await;
+        lab.drain(&mut out);
+    }
+    assert_eq!(lab.session.await.unwrap().map(|r| r.as_str()), Some("silence_timeout"));
+    assert_eq!(lab.llm.requests.lock().unwrap().len(), 2, "two re-prompts, not more");
+    // Greeting ends ~0.15 s in; re-prompts at +5 s and +10 s; hang-up at +30 s.
+    let ended = start.elapsed();
+    assert!(ended >= Duration::from_secs(30) && ended < Duration::from_secs(32), "{ended:?}");
+    let call = lab.store.find_call(&lab.call_id).await.unwrap().unwrap();
+    assert_eq!(call.ended_reason.as_deref(), Some("silence_timeout"));
+}
+
+#[tokio::test]
+async fn barge_in_clears_within_one_frame_of_the_threshold() {
+    let mut lab = lab(json!({"welcome_message": "Welcome to the bakery, we have a lot of bread to tell you about today.", "interruption_sensitivity": 100})).await;
+    let start = lab.clock;
+    let mut out = Vec::new();
+    let speech_from = Duration::from_millis(1000);
+    while start.elapsed() < Duration::from_millis(2000) {
+        let next_frame_at = Duration::from_millis(20 * lab.seq);
+        lab.frame(next_frame_at >= speech_from).await;
+        lab.drain(&mut out);
+    }
+    // Frames are drained when the next one is due; the server answers while processing one.
+    let clear = out.iter().find(|(_, e, _)| e == "clear").expect("a clear").0.duration_since(start)
+        - Duration::from_millis(20);
+    // The frame at which the VAD and the barge-in rule fire on this audio, computed on their own.
+    let mut vad = nixflex_engine::vad::Vad::new(nixflex_engine::vad::VadConfig::default());
+    let mut rule = nixflex_engine::vad::BargeIn::new(100);
+    let speech = mulaw::encode_all(&tone::sine(300.0, 8000, 160, 9000.0));
+    let silence = vec![0xFF_u8; 160];
+    let mut fire_at = None;
+    for k in 0..100_u64 {
+        let at = Duration::from_millis(20 * k);
+        let frame = if at >= speech_from { &speech } else { &silence };
+        vad.push_frame(frame);
+        if rule.on_frame(vad.speech_ms(), Duration::from_millis(20), true) {
+            fire_at = Some(at);
+            break;
+        }
+    }
+    let fire_at = fire_at.expect("the rule fires on this audio");
+    // Compare frame indices (tokio rounds timer deadlines to the millisecond).
+    let frame_of = |d: Duration| (d.as_millis() + 10) / 20;
+    assert_eq!(
+        frame_of(clear),
+        frame_of(fire_at),
+        "clear must go out while processing the frame that crossed the threshold ({clear:?} vs {fire_at:?})"
+    );
+    assert!(fire_at <= speech_from + Duration::from_millis(60 + 100), "{fire_at:?}");
+    let after_clear =
+        out.iter().filter(|(at, e, _)| e == "media" && at.duration_since(start) > clear).count();
+    assert_eq!(after_clear, 0, "no greeting audio after the clear");
+    // The caller finishes; the transcript keeps only the heard part of the greeting.
+    while start.elapsed() < Duration::from_millis(2600) {
+        lab.frame(false).await;
+        lab.drain(&mut out);
+    }
+    lab.stt.say("Do you have rye?").await;
+    for _ in 0..50 {
+        lab.frame(false).await;
+        lab.drain(&mut out);
+    }
+    let requests = lab.llm.requests.lock().unwrap();
+    let history = &requests.last().unwrap().messages;
+    let heard =
+        history.iter().find(|m| m.role == nixflex_pipeline::llm::Role::Assistant).unwrap().text();
+    assert!(
+        !heard.is_empty()
+            && "Welcome to the bakery, we have a lot of bread to tell you about today."
+                .starts_with(heard.trim_end_matches(',')),
+        "{heard:?}"
+    );
+    assert!(heard.len() < 40, "{heard:?}");
+}
+
+#[tokio::test]
+async fn the_caller_hanging_up_ends_the_session_and_writes_the_record() {
+    let mut lab = lab(json!({"welcome_message": "Hi."})).await;
+    for _ in 0..20 {
+        lab.frame(false).await;
+    }
+    lab.send(json!({"event": "stop", "sequenceNumber": "99", "streamSid": "MZ1", "stop": {"accountSid": "AC", "callSid": "CA"}}));
+    let reason = lab.session.await.unwrap();
+    assert_eq!(reason.map(|r| r.as_str()), Some("caller_hangup"));
+    let call = lab.store.find_call(&lab.call_id).await.unwrap().unwrap();
+    assert_eq!(
+        (call.call_status.as_str(), call.ended_reason.as_deref()),
+        ("completed", Some("caller_hangup"))
+    );
+    assert_eq!(call.transcript.first().map(|e| e.text.as_str()), Some("Hi."));
+}
