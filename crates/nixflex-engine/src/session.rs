@@ -168,6 +168,8 @@ pub(crate) struct Session<W> {
     // Audio in.
     stt_input: Option<SttInput>,
     stt_events: Option<SttEvents>,
+    /// A reconnection of the recogniser in progress.
+    stt_reconnect: Option<JoinHandle<Result<(SttInput, SttEvents), ProviderError>>>,
     vad: Vad,
     turns: TurnDetector,
     barge_in: BargeIn,
@@ -260,6 +262,7 @@ where
             speaking_rate,
             stt_input: None,
             stt_events: None,
+            stt_reconnect: None,
             vad: Vad::new(vad_config),
             turns,
             barge_in,
@@ -361,6 +364,12 @@ where
                     self.on_stt(event).await;
                 }
                 Some(event) = self.turn_rx.recv() => self.on_turn_event(event),
+                reconnected = async { match self.stt_reconnect.as_mut() { Some(task) => task.await, None => std::future::pending().await } }, if self.stt_reconnect.is_some() => {
+                    match reconnected {
+                        Ok(result) => self.on_stt_reconnected(result),
+                        Err(_) => self.stt_reconnect = None,
+                    }
+                }
                 () = tokio::time::sleep_until(deadline) => {}
             }
             self.on_tick(Instant::now()).await;
@@ -450,7 +459,9 @@ where
                     self.timing.speech_ended =
                         Some(now.checked_sub(VadConfig::default().hangover).unwrap_or(now));
                     if let Some(input) = &self.stt_input {
-                        let _ = input.finalize().await;
+                        // Off the audio path: the command queue may be full.
+                        let input = input.clone();
+                        tokio::spawn(async move { input.finalize().await });
                     }
                 }
             }
@@ -516,14 +527,24 @@ where
         }
     }
 
-    /// Recognition failed: apologise with the fallback message and reconnect.
+    /// Recognition failed: apologise with the fallback message and reconnect in the
+    /// background (the loop keeps pacing audio meanwhile).
     async fn stt_lost(&mut self) {
         self.stt_input = None;
         self.stt_events = None;
         let fallback = self.setup.agent.fallback_message.clone();
         self.speak_text(fallback, Instant::now(), false);
+        if self.stt_reconnect.is_some() {
+            return;
+        }
         let options = Self::stt_options(&self.setup.agent);
-        match self.engine.providers().stt.open(options).await {
+        let stt = self.engine.providers().stt.clone();
+        self.stt_reconnect = Some(tokio::spawn(async move { stt.open(options).await }));
+    }
+
+    fn on_stt_reconnected(&mut self, result: Result<(SttInput, SttEvents), ProviderError>) {
+        self.stt_reconnect = None;
+        match result {
             Ok((input, events)) => {
                 self.stt_input = Some(input);
                 self.stt_events = Some(events);
