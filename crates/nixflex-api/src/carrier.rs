@@ -464,7 +464,9 @@ async fn sms(_request: Extension<CarrierRequest>) -> Response {
 
 /// `GET /twilio/stream`: the media WebSocket of a call.
 async fn stream(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket: WebSocket| async move {
+    // Twilio's messages are a few hundred bytes; the default 128 KiB read buffer is zero-filled
+    // on every read and cost a quarter of the server's CPU at 500 calls.
+    upgrade.read_buffer_size(4096).on_upgrade(move |socket: WebSocket| async move {
         let (sink, source) = socket.split();
         let reader = source
             .take_while(|message| futures::future::ready(!matches!(message, Ok(Message::Close(_)))))

@@ -89,6 +89,8 @@ enum KeysCommand {
 enum BenchCommand {
     /// Mixed REST load: seeds agents across accounts, then reads and writes at a concurrency.
     Api(nixflex::bench::api::ApiBenchArgs),
+    /// N concurrent emulated calls against a `nixflex serve` child with emulated providers.
+    Calls(nixflex::bench::calls::CallsBenchArgs),
 }
 
 fn parse_signup(raw: &str) -> Result<Signup, String> {
@@ -192,6 +194,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
             init_tracing(&config);
             nixflex::bench::api::run(&config, args).await
+        }
+        Command::Bench { command: BenchCommand::Calls(args) } => {
+            let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
+            init_tracing(&config);
+            nixflex::bench::calls::run(&config, args).await
         }
     }
 }

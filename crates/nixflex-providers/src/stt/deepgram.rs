@@ -177,7 +177,11 @@ impl SttProvider for DeepgramClient {
         })?;
         authorization.set_sensitive(true);
         request.headers_mut().insert(AUTHORIZATION, authorization);
-        let connect = tokio_tungstenite::connect_async(request);
+        // Small reads (results are a few hundred bytes) and no Nagle delay on 20 ms audio frames.
+        let websocket_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(4096);
+        let connect =
+            tokio_tungstenite::connect_async_with_config(request, Some(websocket_config), true);
         let (socket, _response) =
             match tokio::time::timeout(self.config.connect_timeout, connect).await {
                 Ok(Ok(connected)) => connected,

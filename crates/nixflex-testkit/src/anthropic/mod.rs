@@ -212,7 +212,7 @@ impl AnthropicEmulator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let server = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
+            if let Err(error) = axum::serve(crate::nodelay(listener), router).await {
                 tracing::warn!(message = "Anthropic emulator stopped.", %error);
             }
         });

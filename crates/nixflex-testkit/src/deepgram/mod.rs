@@ -197,7 +197,7 @@ impl DeepgramEmulator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let server = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
+            if let Err(error) = axum::serve(crate::nodelay(listener), router).await {
                 tracing::warn!(message = "Deepgram emulator stopped.", %error);
             }
         });
@@ -418,7 +418,7 @@ async fn listen(
         return refuse(400, "Expected a WebSocket upgrade.");
     };
     let request_id = format!("emu-{session_index:08}-0000-4000-8000-000000000000");
-    let mut response = upgrade.on_upgrade(move |socket| async move {
+    let mut response = upgrade.read_buffer_size(4096).on_upgrade(move |socket| async move {
         let session = Session::new(shared.clone(), session_index, params, request_id, fault);
         session.run(socket).await;
     });

@@ -78,7 +78,9 @@ impl TwilioEmulator {
                 // Either a message or the sender being dropped means "stop".
                 let _ = shutdown_rx.await;
             };
-            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            if let Err(error) =
+                axum::serve(crate::nodelay(listener), app).with_graceful_shutdown(shutdown).await
+            {
                 tracing::warn!(message = "Twilio emulator stopped with an error.", error = %error);
             }
         });

@@ -1,3 +1,4 @@
 //! Benchmarks that drive a separately running server (numbers go in notes, never in tests).
 
 pub mod api;
+pub mod calls;

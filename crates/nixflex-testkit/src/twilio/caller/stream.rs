@@ -107,7 +107,9 @@ pub(crate) async fn connect(
     if let Ok(value) = HeaderValue::from_str(&signature) {
         request.headers_mut().insert(SIGNATURE_HEADER, value);
     }
-    let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+    let websocket_config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let connecting =
+        tokio_tungstenite::connect_async_with_config(request, Some(websocket_config), true);
     match tokio::time::timeout(timeout, connecting).await {
         Err(_) => Err(failure(
             CODE_CONNECTION_TIMEOUT,
