@@ -12,6 +12,8 @@ use crate::sql::map_err;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The same pool: PostgreSQL handles concurrent writers itself.
+    writer: PgPool,
 }
 
 /// The schema history, oldest first; each file runs once, in a transaction.
@@ -44,7 +46,7 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Other(e.into()))?;
-        Ok(Self { pool })
+        Ok(Self { writer: pool.clone(), pool })
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {

@@ -251,7 +251,7 @@ macro_rules! impl_store {
                 sqlx::query("insert into server_meta (key, value) values ($1, $2) on conflict do nothing")
                     .bind(key)
                     .bind(value)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(map_err)?;
                 sqlx::query_scalar("select value from server_meta where key = $1")
@@ -303,7 +303,7 @@ macro_rules! impl_store {
                 .bind(max_concurrent_calls)
                 .bind(rate_limit_reads)
                 .bind(rate_limit_writes)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(map_err)?;
                 if done.rows_affected() == 0 {
@@ -419,7 +419,7 @@ macro_rules! impl_store {
                 .bind(secret_hash)
                 .bind(secret_sealed)
                 .bind(at)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await
                 .map_err(map_err)?;
                 match row {
@@ -441,7 +441,7 @@ macro_rules! impl_store {
                 .bind(Json(&agent.settings))
                 .bind(agent.created_at)
                 .bind(agent.updated_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(map_err)?;
                 Ok(())
@@ -508,7 +508,7 @@ macro_rules! impl_store {
                 .bind(Json(&agent.settings))
                 .bind(agent.updated_at)
                 .bind(expected_version)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(map_err)?;
                 if done.rows_affected() == 1 {
@@ -524,7 +524,7 @@ macro_rules! impl_store {
                 let done = sqlx::query("delete from agents where agent_id = $1 and account_id = $2")
                     .bind(agent_id)
                     .bind(account_id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(map_err)?;
                 Ok(done.rows_affected() == 1)
@@ -575,7 +575,7 @@ macro_rules! impl_store {
             async fn activate_number(&self, phone_number: &str) -> Result<(), StoreError> {
                 let done = sqlx::query("update phone_numbers set state = 'active' where phone_number = $1 and state = 'pending'")
                     .bind(phone_number)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(map_err)?;
                 if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::NotFound) }
@@ -584,7 +584,7 @@ macro_rules! impl_store {
             async fn release_number(&self, phone_number: &str) -> Result<(), StoreError> {
                 sqlx::query("delete from phone_numbers where phone_number = $1 and state = 'pending'")
                     .bind(phone_number)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(map_err)?;
                 Ok(())
@@ -667,7 +667,7 @@ macro_rules! impl_store {
                 .bind(Json(&number.settings))
                 .bind(number.updated_at)
                 .bind(expected_version)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(map_err)?;
                 if done.rows_affected() == 1 {
@@ -728,7 +728,7 @@ macro_rules! impl_store {
                     .bind(agent_id)
                     .bind(account_id)
                     .bind(url)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(map_err)?;
                 Ok(done.rows_affected() == 1)
@@ -808,7 +808,7 @@ macro_rules! impl_store {
                 let done = sqlx::query("delete from callers where phone_number = $1 and caller_number = $2")
                     .bind(phone_number)
                     .bind(caller_number)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(map_err)?;
                 Ok(done.rows_affected() == 1)
@@ -837,7 +837,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_call(&self, call: &CallRecord) -> Result<(), StoreError> {
-                insert_call_in(&self.pool, call).await
+                insert_call_in(&self.writer, call).await
             }
 
             async fn get_call(&self, account_id: &str, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
@@ -929,7 +929,7 @@ macro_rules! impl_store {
                 .bind(&update.twilio_call_sid)
                 .bind(at)
                 .bind(&update.stream_token_hash)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(map_err)?;
                 Ok(done.rows_affected() == 1)
@@ -939,7 +939,7 @@ macro_rules! impl_store {
                 let done = sqlx::query("delete from calls where call_id = $1 and account_id = $2")
                     .bind(call_id)
                     .bind(account_id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(map_err)?;
                 Ok(done.rows_affected() == 1)
@@ -948,7 +948,7 @@ macro_rules! impl_store {
             async fn delete_all_calls(&self, account_id: &str) -> Result<i64, StoreError> {
                 let done = sqlx::query("delete from calls where account_id = $1")
                     .bind(account_id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(map_err)?;
                 Ok(i64::try_from(done.rows_affected()).unwrap_or(i64::MAX))
@@ -997,7 +997,7 @@ macro_rules! impl_store {
                 .bind(bucket)
                 .bind(window_start)
                 .bind(expires_at)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.writer)
                 .await
                 .map_err(map_err)
             }
@@ -1005,7 +1005,7 @@ macro_rules! impl_store {
             async fn purge_rate_limits(&self, now: i64) -> Result<u64, StoreError> {
                 let done = sqlx::query("delete from rate_limits where expires_at < $1")
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(map_err)?;
                 Ok(done.rows_affected())
@@ -1032,7 +1032,7 @@ macro_rules! impl_store {
                     .bind(fingerprint)
                     .bind(now)
                     .bind(lease_until)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(map_err)?;
                     if inserted.rows_affected() == 1 {
@@ -1072,7 +1072,7 @@ macro_rules! impl_store {
                         .bind(lease_until)
                         .bind(created_at)
                         .bind(locked_until)
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(map_err)?;
                         if taken.rows_affected() == 1 {
@@ -1112,7 +1112,7 @@ macro_rules! impl_store {
                 .bind(i64::from(response.status_code))
                 .bind(&response.content_type)
                 .bind(&response.body)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(map_err)?;
                 Ok(())
@@ -1126,7 +1126,7 @@ macro_rules! impl_store {
                 .bind(&scope.method)
                 .bind(&scope.path)
                 .bind(&scope.key)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(map_err)?;
                 Ok(())
@@ -1135,7 +1135,7 @@ macro_rules! impl_store {
             async fn purge_idempotency(&self, before: i64) -> Result<u64, StoreError> {
                 let done = sqlx::query("delete from idempotency_keys where created_at < $1 and state = 'done'")
                     .bind(before)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(map_err)?;
                 Ok(done.rows_affected())

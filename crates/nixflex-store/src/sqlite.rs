@@ -9,10 +9,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use crate::StoreError;
 use crate::sql::map_err;
 
-/// SQLite store (WAL, one writer at a time).
+/// SQLite store (WAL): reads use a pool of connections; writes go through one connection, so
+/// writers queue in the pool instead of spinning on SQLite's lock while holding connections that
+/// readers need.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: SqlitePool,
 }
 
 /// The schema history, oldest first; each file runs once, in a transaction.
@@ -45,32 +48,47 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        // An in-memory database exists once per connection: keep exactly one, forever.
-        let pool_options = if in_memory {
-            SqlitePoolOptions::new()
+        // An in-memory database exists once per connection: keep exactly one, forever, for
+        // reads and writes alike.
+        if in_memory {
+            let pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
-        } else {
-            SqlitePoolOptions::new().max_connections(max_connections.max(2))
-        };
-        let pool = pool_options
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(map_err)?;
+            crate::sql::migrator(MIGRATIONS)
+                .run(&pool)
+                .await
+                .map_err(|e| StoreError::Other(e.into()))?;
+            return Ok(Self { writer: pool.clone(), pool });
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(map_err)?;
+        crate::sql::migrator(MIGRATIONS)
+            .run(&writer)
+            .await
+            .map_err(|e| StoreError::Other(e.into()))?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
             .map_err(map_err)?;
-        crate::sql::migrator(MIGRATIONS)
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Other(e.into()))?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         // IMMEDIATE takes the write lock up front (waiting up to busy_timeout), so a transaction
         // never fails half-way when it upgrades from read to write.
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
+        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
     }
 }
 
