@@ -299,10 +299,6 @@ where
     fn ms(&self, at: Instant) -> u64 {
         u64::try_from(self.offset(at).as_millis()).unwrap_or(u64::MAX)
     }
-
-    fn stt_options(agent: &AgentSettings) -> SttOptions {
-        stt_options(agent)
-    }
 }
 
 /// The recognition options of a call with these agent settings.
@@ -335,7 +331,7 @@ where
             heartbeat_at: Some(nixflex_store::now()),
             ..CallUpdate::default()
         });
-        let options = Self::stt_options(&self.setup.agent);
+        let options = stt_options(&self.setup.agent);
         match self.engine.open_stt(&self.setup.call.call_id, options).await {
             Ok((input, events)) => {
                 self.stt_input = Some(input);
@@ -537,7 +533,7 @@ where
         if self.stt_reconnect.is_some() {
             return;
         }
-        let options = Self::stt_options(&self.setup.agent);
+        let options = stt_options(&self.setup.agent);
         let stt = self.engine.providers().stt.clone();
         self.stt_reconnect = Some(tokio::spawn(async move { stt.open(options).await }));
     }

@@ -27,13 +27,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 }
 
 fn caller_number(raw: &str) -> ApiResult<String> {
-    let candidate = phone::from_path_segment(raw);
-    phone::parse_e164(&candidate).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::InvalidPhoneFormat,
-            format!("`{raw}` is not an E.164 caller number. In a path, send the + as %2B."),
-        )
-    })
+    path_number(raw)
 }
 
 fn caller_json(record: &CallerRecord) -> Value {

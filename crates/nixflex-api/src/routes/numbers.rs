@@ -118,7 +118,7 @@ pub(crate) fn path_number(raw: &str) -> ApiResult<String> {
     phone::parse_e164(&candidate).ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidPhoneFormat,
-            format!("`{raw}` is not an E.164 number. In a path, send the + as %2B (e.g. /v1/phone-numbers/%2B447446466847)."),
+            format!("`{raw}` is not an E.164 number. In a path, send the + as %2B (e.g. %2B447446466847)."),
         )
     })
 }
