@@ -31,18 +31,20 @@ pub enum StreamRefused {
 impl Engine {
     /// Runs a Twilio media stream from its first message to the end of the call.
     ///
-    /// `reader` yields the socket's text messages; `writer` takes the messages to send. Returns
+    /// `reader` yields the socket's text messages (any string-like type, so the socket's own
+    /// buffers need no copy); `writer` takes the messages to send. Returns
     /// why the call ended, or why the stream was refused (the caller then closes the socket).
     ///
     /// # Errors
     /// [`StreamRefused`] when the stream is not a call this server set up.
-    pub async fn run_media_stream<R, W, E>(
+    pub async fn run_media_stream<R, T, W, E>(
         &self,
         mut reader: R,
         writer: W,
     ) -> Result<EndReason, StreamRefused>
     where
-        R: Stream<Item = Result<String, E>> + Unpin + Send,
+        R: Stream<Item = Result<T, E>> + Unpin + Send,
+        T: std::ops::Deref<Target = str>,
         W: Sink<String> + Unpin + Send,
     {
         let start = tokio::time::timeout(self.config().start_timeout, async {

@@ -320,9 +320,10 @@ where
     W: Sink<String> + Unpin + Send,
 {
     /// Runs the call until it ends; returns why.
-    pub(crate) async fn run<R, E>(mut self, mut reader: R) -> EndReason
+    pub(crate) async fn run<R, T, E>(mut self, mut reader: R) -> EndReason
     where
-        R: Stream<Item = Result<String, E>> + Unpin + Send,
+        R: Stream<Item = Result<T, E>> + Unpin + Send,
+        T: std::ops::Deref<Target = str>,
     {
         let now = Instant::now();
         self.recorder.record(CallUpdate {

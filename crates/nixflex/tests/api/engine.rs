@@ -14,7 +14,7 @@ use nixflex_testkit::twilio::caller::{
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Key, TestApp, TwilioNumber, twilio_number};
+use crate::helpers::{Backend, Key, TestApp, TwilioNumber, on_backend, twilio_number};
 
 const CALLER: &str = "+447386172392";
 const NUMBER: &str = "+14155552671";
@@ -522,52 +522,23 @@ async fn a_stream_without_the_calls_token_is_refused(backend: Backend) {
     assert_eq!(media, 0);
 }
 
-mod sqlite {
-    use crate::helpers::Backend;
-
-    #[tokio::test]
-    async fn a_caller_talks_with_the_agent_until_it_ends_the_call() {
-        super::a_caller_talks_with_the_agent_until_it_ends_the_call(Backend::Sqlite).await;
-    }
-    #[tokio::test]
-    async fn barge_in_clears_the_agent_and_keeps_only_what_was_heard() {
-        super::barge_in_clears_the_agent_and_keeps_only_what_was_heard(Backend::Sqlite).await;
-    }
-    #[tokio::test]
-    async fn silence_is_reprompted_then_the_call_ends() {
-        super::silence_is_reprompted_then_the_call_ends(Backend::Sqlite).await;
-    }
-    #[tokio::test]
-    async fn keypad_digits_reach_the_llm() {
-        super::keypad_digits_reach_the_llm(Backend::Sqlite).await;
-    }
-    #[tokio::test]
-    async fn a_provider_failure_mid_call_is_survived() {
-        super::a_provider_failure_mid_call_is_survived(Backend::Sqlite).await;
-    }
-    #[tokio::test]
-    async fn recognition_failure_speaks_the_fallback_and_reconnects() {
-        super::recognition_failure_speaks_the_fallback_and_reconnects(Backend::Sqlite).await;
-    }
-    #[tokio::test]
-    async fn unanswerable_calls_hear_busy() {
-        super::unanswerable_calls_hear_busy(Backend::Sqlite).await;
-    }
-    #[tokio::test]
-    async fn a_stream_without_the_calls_token_is_refused() {
-        super::a_stream_without_the_calls_token_is_refused(Backend::Sqlite).await;
-    }
-}
-
-mod postgres {
-    use crate::helpers::Backend;
-
-    #[tokio::test]
-    async fn a_caller_talks_with_the_agent_until_it_ends_the_call() {
-        super::a_caller_talks_with_the_agent_until_it_ends_the_call(Backend::Postgres).await;
-    }
-    #[tokio::test]
-    async fn unanswerable_calls_hear_busy() {
-        super::unanswerable_calls_hear_busy(Backend::Postgres).await;
-    }
-}
+// The engine does not depend on the database beyond set-up and the record: everything runs on
+// SQLite, and the two scenarios that touch the store most also on PostgreSQL.
+on_backend!(
+    sqlite,
+    Sqlite,
+    a_caller_talks_with_the_agent_until_it_ends_the_call,
+    barge_in_clears_the_agent_and_keeps_only_what_was_heard,
+    silence_is_reprompted_then_the_call_ends,
+    keypad_digits_reach_the_llm,
+    a_provider_failure_mid_call_is_survived,
+    recognition_failure_speaks_the_fallback_and_reconnects,
+    unanswerable_calls_hear_busy,
+    a_stream_without_the_calls_token_is_refused,
+);
+on_backend!(
+    postgres,
+    Postgres,
+    a_caller_talks_with_the_agent_until_it_ends_the_call,
+    unanswerable_calls_hear_busy
+);

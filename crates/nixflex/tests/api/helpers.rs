@@ -243,25 +243,26 @@ pub async fn expect_error(response: Response, status: u16, code: &str) -> Value 
     error
 }
 
+/// Runs each listed test on one backend, in a module of that name.
+macro_rules! on_backend {
+    ($module:ident, $backend:ident, $($name:ident),+ $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::$backend).await;
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_backend;
+
 /// Runs each listed test on SQLite and on PostgreSQL.
 macro_rules! both {
     ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::Sqlite).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::Postgres).await;
-                }
-            )+
-        }
+        $crate::helpers::on_backend!(sqlite, Sqlite, $($name),+);
+        $crate::helpers::on_backend!(postgres, Postgres, $($name),+);
     };
 }
 pub(crate) use both;
