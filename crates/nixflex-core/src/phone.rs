@@ -1,10 +1,13 @@
 //! Phone numbers: E.164 validation with libphonenumber's metadata (the `phonenumber` crate).
 
-/// Parses a strict E.164 number (`+` and 8–15 digits, valid for its country's numbering plan)
-/// and returns it in canonical E.164 form.
+/// Parses a strict E.164 number (`+` and 7–15 digits) whose national part has a length that
+/// its country's numbering plan allows, and returns it in canonical E.164 form.
 ///
-/// Local formats (`07386…`), spaces, dashes and letters are rejected: the API takes E.164 only
-/// (API.md §1.3).
+/// Whether a number is *allocated* is not checked: libphonenumber's allocation tables lag
+/// behind carriers, and a number the customer holds at Twilio is real by definition (ranges
+/// such as `+1555…` and the UK's `+447700900…` drama range are well-formed and accepted).
+/// Only malformed input is refused: local formats (`07386…`), spaces, dashes, letters, an unknown
+/// country code, or a length no number of that country can have (docs/api.md#phone-numbers).
 pub fn parse_e164(input: &str) -> Option<String> {
     let digits = input.strip_prefix('+')?;
     if !(7..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -14,10 +17,46 @@ pub fn parse_e164(input: &str) -> Option<String> {
         return None;
     }
     let parsed = phonenumber::parse(None, input).ok()?;
-    if !phonenumber::is_valid(&parsed) {
+    if !has_possible_length(&parsed) {
         return None;
     }
     Some(parsed.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+/// The number types whose lengths count as possible (every type but short codes and emergency
+/// numbers, which are never E.164 subscriber numbers).
+const POSSIBLE_TYPES: &[phonenumber::Type] = &[
+    phonenumber::Type::FixedLine,
+    phonenumber::Type::Mobile,
+    phonenumber::Type::FixedLineOrMobile,
+    phonenumber::Type::TollFree,
+    phonenumber::Type::PremiumRate,
+    phonenumber::Type::SharedCost,
+    phonenumber::Type::PersonalNumber,
+    phonenumber::Type::Voip,
+    phonenumber::Type::Pager,
+    phonenumber::Type::Uan,
+    phonenumber::Type::Voicemail,
+];
+
+/// Whether the national number's length is one that some number of its country code can have.
+fn has_possible_length(number: &phonenumber::PhoneNumber) -> bool {
+    let national = number.national();
+    let zeros = usize::from(national.zeros());
+    let length = national.value().to_string().len() + zeros;
+    let Some(regions) = phonenumber::metadata::DATABASE.by_code(&number.code().value()) else {
+        return false;
+    };
+    // The metadata keeps possible lengths per number type (the general description's list is
+    // left empty), so a length is possible when any type of any region of the code allows it.
+    let length = u16::try_from(length).unwrap_or(u16::MAX);
+    regions.iter().any(|meta| {
+        let descriptors = meta.descriptors();
+        std::iter::once(Some(descriptors.general()))
+            .chain(POSSIBLE_TYPES.iter().map(|&kind| descriptors.get(kind)))
+            .flatten()
+            .any(|descriptor| descriptor.possible_length().contains(&length))
+    })
 }
 
 /// Decodes a phone number taken from a URL path segment: `%2B` is already decoded by the router,
@@ -55,10 +94,20 @@ mod tests {
             "+1415555267a",
             "+1234",
             "+9999999999999999",
-            "+44744646684",
+            "+4474464668",
+            "+4474464668471234",
+            "+99912345678",
         ] {
             assert_eq!(parse_e164(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn well_formed_numbers_outside_allocated_ranges_are_accepted() {
+        // Fictional-use and not-yet-allocated ranges: well-formed, so a carrier may hold them.
+        assert_eq!(parse_e164("+15551234567").as_deref(), Some("+15551234567"));
+        assert_eq!(parse_e164("+447700900123").as_deref(), Some("+447700900123"));
+        assert_eq!(parse_e164("+61491570156").as_deref(), Some("+61491570156"));
     }
 
     #[test]

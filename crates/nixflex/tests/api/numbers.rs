@@ -492,7 +492,43 @@ async fn numbers_stay_in_their_account_and_list_in_pages(backend: Backend) {
     assert_eq!(app.get(&key, &path).await.status(), 200);
 }
 
+/// Numbers in fictional-use or not-yet-allocated ranges are well-formed; a carrier can hold
+/// them, so they import, and they are found by path and used as callers and transfer targets.
+async fn well_formed_numbers_outside_allocated_ranges_are_accepted(backend: Backend) {
+    let (app, twilio) = TestApp::spawn_with_twilio(backend).await;
+    let key = app.signup().await;
+    let agent = app
+        .create_agent(&key, json!({"name": "Desk", "transfer_number": "+447700900123"}))
+        .await;
+    assert_eq!(agent["transfer_number"], "+447700900123");
+    let agent_id = agent["agent_id"].as_str().unwrap();
+    for number in ["+15551234567", "+447700900123"] {
+        let tw = twilio_number(&twilio, number);
+        let response = app.post(&key, "/v1/phone-numbers", tw.import_body(agent_id)).await;
+        assert_eq!(response.status(), 201, "{number}: {}", response.text().await.unwrap());
+        let found = app.get(&key, &format!("/v1/phone-numbers/{}", enc(number))).await;
+        assert_eq!(found.status(), 200, "{number}");
+        let callers = format!("/v1/phone-numbers/{}/callers/{}", enc(number), enc("+15550100000"));
+        let put = app
+            .request(Method::PUT, &callers, Some(&key))
+            .json(&json!({"name": "Ada"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 200, "{number}: {}", put.text().await.unwrap());
+    }
+    // Malformed input is still refused.
+    let tw = twilio_number(&twilio, "+1415555");
+    expect_error(
+        app.post(&key, "/v1/phone-numbers", tw.import_body(agent_id)).await,
+        400,
+        "invalid_phone_format",
+    )
+    .await;
+}
+
 both!(
+    well_formed_numbers_outside_allocated_ranges_are_accepted,
     import_points_the_number_at_us_and_keeps_the_token_secret,
     import_accepts_camel_case_aliases_and_settings,
     invalid_imports_are_rejected_before_twilio_is_touched,
