@@ -152,8 +152,12 @@ pub struct AgentSettings {
     pub voicemail_message: Option<String>,
     pub webhook_url: Option<String>,
     pub func_end_call: bool,
-    pub func_send_sms: Option<bool>,
-    pub func_cold_transfer: Option<bool>,
+    /// Stored for the SDK, which types it as a boolean; `null` in older documents reads as false.
+    #[serde(deserialize_with = "null_as_false")]
+    pub func_send_sms: bool,
+    /// Stored for the SDK, which types it as a boolean; `null` in older documents reads as false.
+    #[serde(deserialize_with = "null_as_false")]
+    pub func_cold_transfer: bool,
     pub transfer_type: TransferType,
     pub transfer_number: Option<String>,
     pub transfer_whisper: Option<String>,
@@ -197,8 +201,8 @@ impl Default for AgentSettings {
             voicemail_message: None,
             webhook_url: None,
             func_end_call: true,
-            func_send_sms: None,
-            func_cold_transfer: None,
+            func_send_sms: false,
+            func_cold_transfer: false,
             transfer_type: TransferType::Cold,
             transfer_number: None,
             transfer_whisper: None,
@@ -320,8 +324,6 @@ impl AgentSettings {
                 | "dtmf_enabled"
                 | "voicemail_message"
                 | "webhook_url"
-                | "func_send_sms"
-                | "func_cold_transfer"
                 | "transfer_number"
                 | "transfer_whisper"
                 | "speaking_rate"
@@ -339,8 +341,6 @@ impl AgentSettings {
                 "dtmf_enabled" => self.dtmf_enabled = None,
                 "voicemail_message" => self.voicemail_message = None,
                 "webhook_url" => self.webhook_url = None,
-                "func_send_sms" => self.func_send_sms = None,
-                "func_cold_transfer" => self.func_cold_transfer = None,
                 "transfer_number" => self.transfer_number = None,
                 "transfer_whisper" => self.transfer_whisper = None,
                 "speaking_rate" => self.speaking_rate = None,
@@ -491,8 +491,8 @@ impl AgentSettings {
                 self.webhook_url = Some(raw.to_owned());
             }
             "func_end_call" => self.func_end_call = as_bool(field, value)?,
-            "func_send_sms" => self.func_send_sms = Some(as_bool(field, value)?),
-            "func_cold_transfer" => self.func_cold_transfer = Some(as_bool(field, value)?),
+            "func_send_sms" => self.func_send_sms = as_bool(field, value)?,
+            "func_cold_transfer" => self.func_cold_transfer = as_bool(field, value)?,
             "transfer_type" => self.transfer_type = parse_enum(field, value, &["cold", "warm"])?,
             "transfer_number" => {
                 let raw = as_str(field, value)?;
@@ -570,6 +570,11 @@ impl AgentSettings {
             _ => Map::new(),
         }
     }
+}
+
+/// Reads a boolean, with `null` as false (documents written before the field became a boolean).
+fn null_as_false<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(deserializer)?.unwrap_or(false))
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(
@@ -839,6 +844,16 @@ mod tests {
         assert_eq!(agent.timezone, "Europe/London");
         assert_eq!(agent.response_length, ResponseLength::Short);
         assert_eq!(agent.llm_model, "claude-haiku-4-5");
+    }
+
+    #[test]
+    fn sdk_boolean_flags_read_null_documents_as_false() {
+        let stored: AgentSettings =
+            serde_json::from_value(json!({"func_send_sms": null, "func_cold_transfer": null}))
+                .unwrap();
+        assert!(!stored.func_send_sms && !stored.func_cold_transfer);
+        let json = serde_json::to_value(AgentSettings::default()).unwrap();
+        assert_eq!((&json["func_send_sms"], &json["func_cold_transfer"]), (&json!(false), &json!(false)));
     }
 
     #[test]

@@ -60,13 +60,13 @@ pub struct ToolsEnabled {
 }
 
 impl ToolsEnabled {
-    /// The tags an agent's settings allow: `[END_CALL]` per `func_end_call`; `[TRANSFER:]` per
-    /// `func_cold_transfer`, defaulting to whether a `transfer_number` is set; `[SEND_SMS:]`
+    /// The tags an agent's settings allow: `[END_CALL]` per `func_end_call`; `[TRANSFER:]` when a
+    /// `transfer_number` is set or `func_cold_transfer` is on; `[SEND_SMS:]`
     /// only with `incall_sms_enabled` (ENGINE §6's recommendation).
     pub fn for_agent(agent: &AgentSettings) -> Self {
         Self {
             end_call: agent.func_end_call,
-            transfer: agent.func_cold_transfer.unwrap_or(agent.transfer_number.is_some()),
+            transfer: agent.func_cold_transfer || agent.transfer_number.is_some(),
             send_sms: agent.incall_sms_enabled,
         }
     }
@@ -1204,8 +1204,10 @@ mod tests {
             ToolsEnabled::for_agent(&agent),
             ToolsEnabled { end_call: false, transfer: true, send_sms: true }
         );
-        agent.func_cold_transfer = Some(false);
+        agent.transfer_number = None;
         assert!(!ToolsEnabled::for_agent(&agent).transfer);
+        agent.func_cold_transfer = true;
+        assert!(ToolsEnabled::for_agent(&agent).transfer);
     }
 
     #[test]

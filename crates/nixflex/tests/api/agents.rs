@@ -27,6 +27,7 @@ async fn an_empty_body_creates_an_agent_with_every_documented_default(backend: B
         "silence_hangup_seconds": 10, "record_call": true, "recording_source": "provider",
         "amd_enabled": false, "dtmf_enabled": null, "voicemail_leave_enabled": false,
         "voicemail_message": null, "webhook_url": null, "func_end_call": true,
+        "func_send_sms": false, "func_cold_transfer": false,
         "transfer_type": "cold", "transfer_number": null, "transfer_whisper": null,
         "speaking_rate": null, "greet_by_name": true, "post_call_sms_enabled": false,
         "post_call_sms_template": null, "incall_sms_enabled": false,
