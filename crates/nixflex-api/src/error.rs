@@ -88,9 +88,8 @@ impl ApiError {
         error.insert("code".to_owned(), json!(self.code.as_str()));
         error.insert("message".to_owned(), json!(self.message));
         error.insert("doc_url".to_owned(), json!(doc_url(self.code)));
-        if !self.details.is_empty() {
-            error.insert("details".to_owned(), Value::Object((*self.details).clone()));
-        }
+        // Always present (`{}` when there is nothing to add), so clients can read it unguarded.
+        error.insert("details".to_owned(), Value::Object((*self.details).clone()));
         json!({ "error": error })
     }
 }

@@ -34,9 +34,9 @@ pub(crate) struct ErrorBody {
     pub(crate) message: String,
     /// Link to the error's documentation.
     pub(crate) doc_url: String,
-    /// Structured extras: `field`, `retry_after`, `twilio_error`, ….
-    #[schema(value_type = Option<Object>)]
-    pub(crate) details: Option<Value>,
+    /// Structured extras: `field`, `retry_after`, `twilio_error`, …; `{}` when there are none.
+    #[schema(value_type = Object)]
+    pub(crate) details: Value,
 }
 
 fn error_code_schema() -> impl Into<RefOr<Schema>> {

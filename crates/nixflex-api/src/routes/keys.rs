@@ -160,7 +160,10 @@ pub async fn provision_account(
         rate_limit_reads: None,
         rate_limit_writes: None,
     };
-    let (key, secret) = new_key(&account.account_id, Some("default".to_owned()), secrets);
+    // The first key carries the name the account was opened with, so the sign-up response
+    // echoes what was sent (and `GET /v1/keys` agrees); unnamed sign-ups get `default`.
+    let key_name = account.name.clone().unwrap_or_else(|| "default".to_owned());
+    let (key, secret) = new_key(&account.account_id, Some(key_name), secrets);
     store.create_account(&account, &key).await?;
     Ok(KeyCreated {
         message: SECRET_NOTICE.to_owned(),

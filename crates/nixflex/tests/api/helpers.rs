@@ -235,6 +235,7 @@ pub async fn expect_error(response: Response, status: u16, code: &str) -> Value 
     };
     assert_eq!(error["type"], expected_type, "body: {text}");
     assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {text}");
+    assert!(error["details"].is_object(), "`details` is always an object; body: {text}");
     assert_eq!(
         error["doc_url"],
         format!("https://docs.nixflex.com/reference/errors#{code}"),

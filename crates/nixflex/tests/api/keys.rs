@@ -23,8 +23,22 @@ async fn signup_creates_an_account_with_a_working_key(backend: Backend) {
     assert!(secret.starts_with("nxfs_") && secret.len() == 69, "{secret}");
     assert!(body["message"].as_str().unwrap().contains("will not be shown again"));
     assert!(body["account_id"].as_str().unwrap().starts_with("acct_"));
+    assert_eq!(body["name"], "Ada Lovelace", "the response echoes the name that was sent");
     let key = Key { id: key_id.to_owned(), secret: secret.to_owned(), account_id: String::new() };
     assert_eq!(app.get(&key, "/v1/agents").await.status(), 200);
+    let keys: Value = app.get(&key, "/v1/keys").await.json().await.unwrap();
+    assert_eq!(keys["keys"][0]["name"], "Ada Lovelace");
+
+    let unnamed: Value = app
+        .request(Method::POST, "/v1/keys", None)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unnamed["name"], "default");
 }
 
 async fn signup_validates_name_and_email(backend: Backend) {
