@@ -11,6 +11,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use nixflex_core::agent::Agent;
 use nixflex_core::call::{CallRecord, Direction, TranscriptEntry, TurnLatency};
 use nixflex_core::number::PhoneNumber;
+use nixflex_core::validate::ValidationError;
 use serde_json::{Map, Value};
 
 mod postgres;
@@ -305,7 +306,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Inserts a new agent.
     async fn insert_agent(&self, agent: &Agent) -> Result<(), StoreError>;
 
-    /// An agent of this account, with its version for [`Store::update_agent`].
+    /// An agent of this account, with its version (bumped by every edit).
     async fn get_agent(
         &self,
         account_id: &str,
@@ -323,8 +324,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         page: Page,
     ) -> Result<(Vec<Agent>, i64), StoreError>;
 
-    /// Writes new settings if the version still matches (`Conflict{version}` otherwise).
-    async fn update_agent(&self, agent: &Agent, expected_version: i64) -> Result<(), StoreError>;
+    /// Edits an agent in one write transaction that holds its row (PostgreSQL `FOR UPDATE`,
+    /// SQLite `BEGIN IMMEDIATE`), so concurrent edits queue instead of failing: `edit` sees the
+    /// agent as stored and returns the new one, or a validation error that changes nothing.
+    /// `None` when the agent is not this account's.
+    async fn modify_agent(
+        &self,
+        account_id: &str,
+        agent_id: &str,
+        edit: &mut (dyn for<'a> FnMut(&'a Agent) -> Result<Agent, ValidationError> + Send),
+    ) -> Result<Option<Result<Agent, ValidationError>>, StoreError>;
 
     /// Deletes an agent; false when it did not exist in this account.
     async fn delete_agent(&self, account_id: &str, agent_id: &str) -> Result<bool, StoreError>;

@@ -24,6 +24,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 impl PgStore {
+    /// `select … for update` holds a row until the transaction ends.
+    const ROW_LOCKS: bool = true;
     /// Row lock that serialises key revocations of one account across nodes.
     const LOCK_ACCOUNT: Option<&'static str> =
         Some("select account_id from accounts where account_id = $1 for update");

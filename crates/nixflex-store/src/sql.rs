@@ -496,28 +496,46 @@ macro_rules! impl_store {
                 Ok((agents, total))
             }
 
-            async fn update_agent(&self, agent: &Agent, expected_version: i64) -> Result<(), StoreError> {
-                let done = sqlx::query(
+            async fn modify_agent(
+                &self,
+                account_id: &str,
+                agent_id: &str,
+                edit: &mut (dyn for<'a> FnMut(&'a Agent) -> Result<Agent, nixflex_core::validate::ValidationError> + Send),
+            ) -> Result<Option<Result<Agent, nixflex_core::validate::ValidationError>>, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let select = if Self::ROW_LOCKS {
+                    "select * from agents where agent_id = $1 and account_id = $2 for update"
+                } else {
+                    "select * from agents where agent_id = $1 and account_id = $2"
+                };
+                let row = sqlx::query(select)
+                    .bind(agent_id)
+                    .bind(account_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let Some(row) = row else { return Ok(None) };
+                let current = agent_from_row(&row).map_err(map_err)?;
+                let agent = match edit(&current) {
+                    Ok(agent) => agent,
+                    // Dropping the transaction rolls it back and releases the row.
+                    Err(invalid) => return Ok(Some(Err(invalid))),
+                };
+                sqlx::query(
                     "update agents set name = $3, is_active = $4, settings = $5, updated_at = $6, version = version + 1 \
-                     where agent_id = $1 and account_id = $2 and version = $7",
+                     where agent_id = $1 and account_id = $2",
                 )
-                .bind(&agent.agent_id)
-                .bind(&agent.account_id)
+                .bind(&current.agent_id)
+                .bind(&current.account_id)
                 .bind(&agent.settings.name)
                 .bind(agent.settings.is_active)
                 .bind(Json(&agent.settings))
                 .bind(agent.updated_at)
-                .bind(expected_version)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                if done.rows_affected() == 1 {
-                    return Ok(());
-                }
-                match self.get_agent(&agent.account_id, &agent.agent_id).await? {
-                    Some(_) => Err(StoreError::Conflict { constraint: "version" }),
-                    None => Err(StoreError::NotFound),
-                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(Some(Ok(agent)))
             }
 
             async fn delete_agent(&self, account_id: &str, agent_id: &str) -> Result<bool, StoreError> {

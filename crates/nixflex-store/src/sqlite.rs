@@ -26,6 +26,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 impl SqliteStore {
+    /// No row locks: `BEGIN IMMEDIATE` already holds the database's write lock.
+    const ROW_LOCKS: bool = false;
     /// SQLite has no row locks: `BEGIN IMMEDIATE` already holds the database's write lock.
     const LOCK_ACCOUNT: Option<&'static str> = None;
     /// See `LOCK_ACCOUNT`.

@@ -223,26 +223,59 @@ async fn agents_list_newest_first_filtered_and_counted((store, _g): Fixture) {
     assert_eq!(page[0].agent_id, ids_newest_first[4]);
 }
 
-async fn agent_updates_are_guarded_by_version((store, _g): Fixture) {
+async fn agent_edits_are_serialised_and_all_or_nothing((store, _g): Fixture) {
     let (acct, _) = new_account(&*store).await;
+    let (other, _) = new_account(&*store).await;
     let a = agent(&acct.account_id, "v1", true);
     store.insert_agent(&a).await.unwrap();
-    let mut changed = a.clone();
-    changed.settings.name = "v2".to_owned();
-    changed.settings.is_active = false;
-    changed.updated_at = now();
-    store.update_agent(&changed, 1).await.unwrap();
+    let mut rename = |current: &Agent| {
+        let mut next = current.clone();
+        next.settings.name = "v2".to_owned();
+        next.settings.is_active = false;
+        next.updated_at = now();
+        Ok(next)
+    };
+    let edited = store.modify_agent(&acct.account_id, &a.agent_id, &mut rename).await.unwrap();
+    assert_eq!(edited.unwrap().unwrap().settings.name, "v2");
     let (found, version) = store.get_agent(&acct.account_id, &a.agent_id).await.unwrap().unwrap();
     assert_eq!((found.settings.name.as_str(), version), ("v2", 2));
-    assert!(matches!(
-        store.update_agent(&changed, 1).await,
-        Err(StoreError::Conflict { constraint: "version" })
-    ));
     let (inactive, _) = store.list_agents(&acct.account_id, Some(false), PAGE).await.unwrap();
     assert_eq!(inactive.len(), 1, "is_active column follows the settings");
-    let mut ghost = changed.clone();
-    ghost.agent_id = "agent_ghost".to_owned();
-    assert!(matches!(store.update_agent(&ghost, 1).await, Err(StoreError::NotFound)));
+
+    // A refused edit changes nothing.
+    let mut refuse = |_: &Agent| {
+        Err(nixflex_core::validate::ValidationError::invalid("name", "no"))
+    };
+    let refused = store.modify_agent(&acct.account_id, &a.agent_id, &mut refuse).await.unwrap();
+    assert_eq!(refused.unwrap().unwrap_err().field.as_deref(), Some("name"));
+    let (after, version) = store.get_agent(&acct.account_id, &a.agent_id).await.unwrap().unwrap();
+    assert_eq!((after, version), (found, 2));
+
+    // Another account's agent, or none: nothing to edit.
+    let mut touch = |current: &Agent| Ok(current.clone());
+    assert!(store.modify_agent(&other.account_id, &a.agent_id, &mut touch).await.unwrap().is_none());
+    assert!(store.modify_agent(&acct.account_id, "agent_ghost", &mut touch).await.unwrap().is_none());
+
+    // Concurrent edits queue: each sees the previous one's result, so none is lost.
+    let edits = (0..16).map(|i| {
+        let store = store.clone();
+        let account_id = acct.account_id.clone();
+        let agent_id = a.agent_id.clone();
+        tokio::spawn(async move {
+            let mut append = |current: &Agent| {
+                let mut next = current.clone();
+                next.settings.name = format!("{}+{i}", current.settings.name);
+                Ok(next)
+            };
+            store.modify_agent(&account_id, &agent_id, &mut append).await.unwrap().unwrap().unwrap();
+        })
+    });
+    for edit in edits.collect::<Vec<_>>() {
+        edit.await.unwrap();
+    }
+    let (last, version) = store.get_agent(&acct.account_id, &a.agent_id).await.unwrap().unwrap();
+    assert_eq!(last.settings.name.matches('+').count(), 16, "{}", last.settings.name);
+    assert_eq!(version, 18);
 }
 
 async fn rate_limit_counters_are_atomic_and_reset_per_window((store, _g): Fixture) {
@@ -590,10 +623,12 @@ async fn agent_precall_urls_stay_in_their_account((store, _g): Fixture) {
     assert!(!store.set_agent_precall(&other.account_id, &a.agent_id, None).await.unwrap());
     assert_eq!(store.get_agent_precall(&other.account_id, &a.agent_id).await.unwrap(), None);
     // The gate is not part of the settings document: updating the agent keeps it.
-    let (mut current, version) =
-        store.get_agent(&acct.account_id, &a.agent_id).await.unwrap().unwrap();
-    current.settings.name = "renamed".to_owned();
-    store.update_agent(&current, version).await.unwrap();
+    let mut rename = |current: &Agent| {
+        let mut next = current.clone();
+        next.settings.name = "renamed".to_owned();
+        Ok(next)
+    };
+    store.modify_agent(&acct.account_id, &a.agent_id, &mut rename).await.unwrap().unwrap().unwrap();
     assert_eq!(
         store.get_agent_precall(&acct.account_id, &a.agent_id).await.unwrap(),
         Some(Some("https://gate.example.com".to_owned()))
@@ -915,7 +950,7 @@ suite!(
     rotation_replaces_the_secret_of_active_keys_only,
     agents_round_trip_and_stay_in_their_account,
     agents_list_newest_first_filtered_and_counted,
-    agent_updates_are_guarded_by_version,
+    agent_edits_are_serialised_and_all_or_nothing,
     rate_limit_counters_are_atomic_and_reset_per_window,
     idempotency_keys_start_once_then_replay,
     abandoned_and_failed_idempotent_requests_can_run_again,

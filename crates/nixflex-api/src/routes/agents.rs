@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use nixflex_core::agent::{Agent, AgentSettings};
 use nixflex_core::error::ErrorCode;
 use nixflex_core::ids;
-use nixflex_store::StoreError;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -193,26 +192,17 @@ async fn update_agent(
     Path(agent_id): Path<String>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<AgentObject>> {
-    // Read-modify-write with a version check; concurrent updates to different fields both land.
-    for _ in 0..5 {
-        let (current, version) = state
-            .store()
-            .get_agent(&caller.account.account_id, &agent_id)
-            .await?
-            .ok_or_else(|| not_found(&agent_id))?;
-        let settings = current.settings.apply_patch(body.clone(), state.config().agent_rules())?;
-        let updated = Agent { settings, updated_at: nixflex_store::now(), ..current };
-        match state.store().update_agent(&updated, version).await {
-            Ok(()) => return Ok(Json(updated.into())),
-            Err(StoreError::Conflict { constraint: "version" }) => {}
-            Err(StoreError::NotFound) => return Err(not_found(&agent_id)),
-            Err(other) => return Err(other.into()),
-        }
+    // One write transaction holding the agent's row: concurrent updates queue and all land.
+    let rules = state.config().agent_rules();
+    let mut edit = |current: &Agent| {
+        let settings = current.settings.apply_patch(body.clone(), rules)?;
+        Ok(Agent { settings, updated_at: nixflex_store::now(), ..current.clone() })
+    };
+    match state.store().modify_agent(&caller.account.account_id, &agent_id, &mut edit).await? {
+        Some(Ok(updated)) => Ok(Json(updated.into())),
+        Some(Err(invalid)) => Err(invalid.into()),
+        None => Err(not_found(&agent_id)),
     }
-    Err(ApiError::new(
-        ErrorCode::ServiceUnavailable,
-        "The agent is being updated by many requests at once; retry shortly.",
-    ))
 }
 
 /// Delete an agent, permanently. Calls in progress finish; past calls stay readable; numbers

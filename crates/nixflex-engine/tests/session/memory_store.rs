@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use nixflex_core::agent::Agent;
 use nixflex_core::call::CallRecord;
 use nixflex_core::number::PhoneNumber;
+use nixflex_core::validate::ValidationError;
 use nixflex_store::{
     Account, Admission, ApiKey, CallFilter, CallUpdate, CallerRecord, IdempotencyBegin,
     IdempotencyScope, KeyWithAccount, NumberUrlSlot, Page, RevokeOutcome, Store, StoreError,
@@ -126,7 +127,12 @@ impl Store for MemoryStore {
         refused()
     }
 
-    async fn update_agent(&self, _agent: &Agent, _expected_version: i64) -> Result<(), StoreError> {
+    async fn modify_agent(
+        &self,
+        _account_id: &str,
+        _agent_id: &str,
+        _edit: &mut (dyn for<'a> FnMut(&'a Agent) -> Result<Agent, ValidationError> + Send),
+    ) -> Result<Option<Result<Agent, ValidationError>>, StoreError> {
         refused()
     }
 
