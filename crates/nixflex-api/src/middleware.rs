@@ -317,6 +317,24 @@ async fn authenticate(
     Ok(Some(Caller { account: found.account, key_id: found.key.key_id }))
 }
 
+/// Put in a response's extensions by handlers whose body holds a secret shown only once (new and
+/// rotated API keys). The idempotency layer then stores the body sealed under the master key and
+/// replays it only to the key that made the request (docs/security.md#idempotent-replays-of-secrets).
+#[derive(Debug, Clone, Copy)]
+pub struct SecretBearing;
+
+/// The `content_type` under which a sealed response is stored: the column doubles as the format
+/// tag, so plain and sealed records need no schema change.
+const SEALED_CONTENT_TYPE: &str = "application/vnd.nixflex.sealed-response";
+
+/// What is sealed: the response, and the key allowed to see it again (`None`: nobody).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SealedResponse {
+    bound_key_id: Option<String>,
+    content_type: Option<String>,
+    body: String,
+}
+
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
@@ -345,6 +363,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
                 .into_response();
         }
     };
+    let requester_key = req.extensions().get::<Caller>().map(|caller| caller.key_id.clone());
     let scope_owner = match (req.extensions().get::<Caller>(), req.extensions().get::<ClientIp>()) {
         (Some(caller), _) => caller.account.account_id.clone(),
         (None, Some(ip)) => format!("ip:{}", ip.0),
@@ -378,7 +397,9 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         .await;
     match begin {
         Err(error) => return ApiError::from(error).into_response(),
-        Ok(IdempotencyBegin::Replay(stored)) => return replay(stored),
+        Ok(IdempotencyBegin::Replay(stored)) => {
+            return replay(&state, stored, requester_key.as_deref());
+        }
         Ok(IdempotencyBegin::Mismatch) => {
             return ApiError::new(
                 ErrorCode::IdempotencyKeyReused,
@@ -413,14 +434,24 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
                 .into_response();
         }
     };
-    let stored = StoredResponse {
-        status_code: res_parts.status.as_u16(),
-        content_type: res_parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        body: body_bytes.to_vec(),
+    let content_type =
+        res_parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let stored = if res_parts.extensions.get::<SecretBearing>().is_some() {
+        // Never stored in plaintext; replayable only by the key that asked (an unauthenticated
+        // sign-up has no such key, so its secret is never replayed).
+        let sealed = SealedResponse {
+            bound_key_id: requester_key,
+            content_type,
+            body: String::from_utf8_lossy(&body_bytes).into_owned(),
+        };
+        let plaintext = serde_json::to_string(&sealed).unwrap_or_default();
+        StoredResponse {
+            status_code: res_parts.status.as_u16(),
+            content_type: Some(SEALED_CONTENT_TYPE.to_owned()),
+            body: state.secrets().seal(&plaintext).into_bytes(),
+        }
+    } else {
+        StoredResponse { status_code: res_parts.status.as_u16(), content_type, body: body_bytes.to_vec() }
     };
     if let Err(error) = state.store().idempotency_complete(&scope, &stored).await {
         // The operation ran; failing to remember it only weakens a later replay.
@@ -430,10 +461,32 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     Response::from_parts(res_parts, Body::from(body_bytes))
 }
 
-fn replay(stored: StoredResponse) -> Response {
+fn replay(state: &AppState, stored: StoredResponse, requester_key: Option<&str>) -> Response {
     let status = StatusCode::from_u16(stored.status_code).unwrap_or(StatusCode::OK);
-    let mut response = (status, stored.body).into_response();
-    if let Some(ct) = stored.content_type.and_then(|ct| HeaderValue::from_str(&ct).ok()) {
+    let (content_type, body) = if stored.content_type.as_deref() == Some(SEALED_CONTENT_TYPE) {
+        let sealed = std::str::from_utf8(&stored.body)
+            .ok()
+            .and_then(|text| state.secrets().open(text).ok())
+            .and_then(|plaintext| serde_json::from_str::<SealedResponse>(&plaintext).ok());
+        match sealed {
+            Some(sealed)
+                if sealed.bound_key_id.is_some() && sealed.bound_key_id.as_deref() == requester_key =>
+            {
+                (sealed.content_type, sealed.body.into_bytes())
+            }
+            _ => {
+                return ApiError::new(
+                    ErrorCode::IdempotentReplayWithheld,
+                    "A request with this Idempotency-Key already succeeded. Its response held a secret that is shown only once, so it is replayed only to the API key that made the request. Use a new Idempotency-Key to make a new request.",
+                )
+                .into_response();
+            }
+        }
+    } else {
+        (stored.content_type, stored.body)
+    };
+    let mut response = (status, body).into_response();
+    if let Some(ct) = content_type.and_then(|ct| HeaderValue::from_str(&ct).ok()) {
         response.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     response.headers_mut().insert(IDEMPOTENT_REPLAYED.clone(), HeaderValue::from_static("true"));

@@ -102,6 +102,9 @@ error_codes! {
     IdempotencyKeyReused => ("idempotency_key_reused", Conflict, 409),
     /// A request with the same Idempotency-Key is still running.
     IdempotencyRequestInFlight => ("idempotency_request_in_flight", Conflict, 409),
+    /// The request already succeeded, and its response held a secret that is shown only once:
+    /// it is replayed only to the key that made the request, never to anyone else.
+    IdempotentReplayWithheld => ("idempotent_replay_withheld", Conflict, 409),
     /// Unknown agent id, or another account's.
     AgentNotFound => ("agent_not_found", NotFound, 404),
     /// The agent exists but belongs to another account.

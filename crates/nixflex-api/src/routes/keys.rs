@@ -1,7 +1,7 @@
 //! API keys and accounts (API.md §9.1–9.2, DECISIONS #11, #12): sign-up, extra keys, listing,
 //! revocation and rotation.
 
-use axum::Json;
+use axum::{Extension, Json};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -18,6 +18,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, JsonObject, QueryPairs};
+use crate::middleware::SecretBearing;
 use crate::openapi::ErrorEnvelope;
 use crate::state::AppState;
 
@@ -180,6 +181,10 @@ pub async fn provision_account(
 /// Without an API key this creates a new account and its first key (when sign-up is enabled on
 /// the server; limited to 10 per hour per client IP). With a valid key it creates an additional
 /// key for the same account. The secret is returned once and never again.
+///
+/// With an `Idempotency-Key`, a retry never creates a second key; it replays the response (secret
+/// included, stored sealed) only when sent with the same API key as the original request. A
+/// sign-up's secret is never replayed: its retry answers 409 `idempotent_replay_withheld`.
 #[utoipa::path(
     post, path = "/v1/keys", tag = "keys",
     security((), ("api_key" = [])),
@@ -189,7 +194,7 @@ pub async fn provision_account(
         (status = 400, description = "`invalid_request`, `invalid_json`", body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required` (a key was sent but is wrong)", body = ErrorEnvelope),
         (status = 403, description = "`signup_disabled`", body = ErrorEnvelope),
-        (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`", body = ErrorEnvelope),
+        (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`, `idempotent_replay_withheld` (the response held a secret: it is replayed only to the key that made the request, and a sign-up's never)", body = ErrorEnvelope),
         (status = 415, description = "`unsupported_media_type`", body = ErrorEnvelope),
         (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope),
     )
@@ -198,7 +203,7 @@ async fn create_key(
     State(state): State<AppState>,
     caller: Option<Caller>,
     JsonObject(body): JsonObject,
-) -> ApiResult<(StatusCode, Json<KeyCreated>)> {
+) -> ApiResult<(StatusCode, Extension<SecretBearing>, Json<KeyCreated>)> {
     let body = normalize_keys(body);
     let name = optional_text(&body, "name", 100)?;
     match caller {
@@ -207,6 +212,7 @@ async fn create_key(
             state.store().insert_key(&key).await?;
             Ok((
                 StatusCode::CREATED,
+                Extension(SecretBearing),
                 Json(KeyCreated {
                     message: SECRET_NOTICE.to_owned(),
                     key_id: key.key_id,
@@ -236,7 +242,7 @@ async fn create_key(
             }
             let created = provision_account(state.store(), state.secrets(), name, email).await?;
             tracing::info!(message = "Account signed up.", account_id = %created.account_id);
-            Ok((StatusCode::CREATED, Json(created)))
+            Ok((StatusCode::CREATED, Extension(SecretBearing), Json(created)))
         }
     }
 }
@@ -317,17 +323,22 @@ async fn revoke_key(
 
 /// Rotate the secret of the key making this request. The old secret stops working the moment
 /// the new one is returned; the key id, and everything tied to it, stays. Webhook signatures use
-/// the new secret from then on.
+/// the new secret from then on. A retry with the same `Idempotency-Key` authenticates with the
+/// old secret and is refused (401): rotation is never repeated, and its secret never replayed
+/// to anyone who does not already hold it.
 #[utoipa::path(
     post, path = "/v1/keys/rotate", tag = "keys",
     responses(
         (status = 200, description = "Rotated", body = KeyRotated),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
-        (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`", body = ErrorEnvelope),
+        (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`, `idempotent_replay_withheld` (the response held a secret: it is replayed only to the key that made the request, and a sign-up's never)", body = ErrorEnvelope),
         (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope),
     )
 )]
-async fn rotate_key(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<KeyRotated>> {
+async fn rotate_key(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<(Extension<SecretBearing>, Json<KeyRotated>)> {
     let secret = ids::new_key_secret();
     let rotated = state
         .store()
@@ -345,9 +356,9 @@ async fn rotate_key(State(state): State<AppState>, caller: Caller) -> ApiResult<
             }
             other => other.into(),
         })?;
-    Ok(Json(KeyRotated {
+    Ok((Extension(SecretBearing), Json(KeyRotated {
         message: "API key rotated. Save your new key_secret — it will not be shown again; the old secret no longer works.".to_owned(),
         key_id: rotated.key_id,
         key_secret: secret,
-    }))
+    })))
 }

@@ -164,7 +164,24 @@ async fn bad_keys_are_rejected_and_reads_ignore_the_header(backend: Backend) {
     assert!(!read.headers().contains_key("idempotent-replayed"));
 }
 
-async fn sign_up_retries_do_not_create_two_accounts(backend: Backend) {
+/// Every stored idempotent response body, read straight from the database.
+async fn stored_bodies(app: &TestApp) -> Vec<Vec<u8>> {
+    let url = app.config.effective_database_url();
+    let query = "select response_body from idempotency_keys where response_body is not null";
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query_scalar(query).fetch_all(&pool).await.unwrap()
+    } else {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query_scalar(query).fetch_all(&pool).await.unwrap()
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+async fn sign_up_retries_do_not_create_two_accounts_nor_replay_the_secret(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let signup = || {
         app.request(Method::POST, "/v1/keys", None)
@@ -172,10 +189,67 @@ async fn sign_up_retries_do_not_create_two_accounts(backend: Backend) {
             .json(&json!({"email": "a@example.com"}))
             .send()
     };
-    let first: Value = signup().await.unwrap().json().await.unwrap();
+    let first = signup().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let secret = first["key_secret"].as_str().unwrap().to_owned();
+    // A second client behind the same address (a NAT, a proxy) sending the same key gets no
+    // secret, and no second account is made.
     let second = signup().await.unwrap();
-    assert_eq!(second.headers()["idempotent-replayed"], "true");
-    assert_eq!(second.json::<Value>().await.unwrap()["account_id"], first["account_id"]);
+    assert_eq!(second.status(), 409);
+    let text = second.text().await.unwrap();
+    assert!(!text.contains(&secret), "the secret is never replayed: {text}");
+    assert!(!text.contains(first["key_id"].as_str().unwrap()), "{text}");
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"]["code"], "idempotent_replay_withheld");
+    assert!(!stored_bodies(&app).await.iter().any(|body| contains(body, &secret)));
+}
+
+async fn new_key_secrets_are_stored_sealed_and_replayed_only_to_their_requester(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.signup().await;
+    let create = |with: &Key| {
+        app.request(Method::POST, "/v1/keys", Some(with))
+            .header("idempotency-key", "second-key")
+            .json(&json!({"name": "ci"}))
+            .send()
+    };
+    let first = create(&key).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let secret = first["key_secret"].as_str().unwrap().to_owned();
+    let other = Key {
+        id: first["key_id"].as_str().unwrap().to_owned(),
+        secret: secret.clone(),
+        account_id: key.account_id.clone(),
+    };
+
+    // The same key retrying gets the same answer (no third key is made).
+    let replay = create(&key).await.unwrap();
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert!(replay.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert_eq!(replay.json::<Value>().await.unwrap(), first);
+    // Another key of the same account does not see it.
+    let stranger = create(&other).await.unwrap();
+    let error = expect_error(stranger, 409, "idempotent_replay_withheld").await;
+    assert!(!error.to_string().contains(&secret));
+    let keys: Value = app.get(&key, "/v1/keys").await.json().await.unwrap();
+    assert_eq!(keys["count"], 2);
+
+    // Rotation's secret is sealed too.
+    let rotated = app
+        .request(Method::POST, "/v1/keys/rotate", Some(&other))
+        .header("idempotency-key", "rotate-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), 200);
+    let rotated: Value = rotated.json().await.unwrap();
+    let new_secret = rotated["key_secret"].as_str().unwrap().to_owned();
+    for body in stored_bodies(&app).await {
+        assert!(!contains(&body, &secret) && !contains(&body, &new_secret), "plaintext secret stored");
+    }
 }
 
 both!(
@@ -186,5 +260,6 @@ both!(
     client_errors_are_replayed_too,
     deletes_replay_their_first_answer,
     bad_keys_are_rejected_and_reads_ignore_the_header,
-    sign_up_retries_do_not_create_two_accounts,
+    sign_up_retries_do_not_create_two_accounts_nor_replay_the_secret,
+    new_key_secrets_are_stored_sealed_and_replayed_only_to_their_requester,
 );
