@@ -2,9 +2,14 @@
 //! text reaches an imported number.
 //!
 //! Every request passes [`verify_signature`] first: `X-Twilio-Signature` is checked against the
-//! auth token of the number the request is for (PROTOCOLS.md §4.1), over the URL Twilio requested
-//! (the configured public URL plus path and query). A missing or wrong signature is refused with
-//! 403 before any handler runs, so nothing happens.
+//! auth token of the number the request is for, over the URL Twilio requested (the configured
+//! public URL plus path and query). A missing or wrong signature is refused with 403 before any
+//! handler runs, so nothing happens.
+//!
+//! The number whose token verified the signature, and its account, are the request's only scope
+//! ([`CarrierRequest`]): handlers find calls through [`CarrierRequest::own_call`], which only sees
+//! calls of that account on that number. A request carrying another tenant's `CallSid` therefore
+//! finds nothing and changes nothing (see `docs/carrier-webhooks.md`).
 //!
 //! Inbound calls are answered with a bidirectional media stream to `/twilio/stream`, whose
 //! `start` message must carry the call's one-time token; texts are acknowledged without a reply
@@ -28,7 +33,7 @@ use nixflex_core::ids;
 use nixflex_core::number::PhoneNumber;
 use nixflex_core::phone;
 use nixflex_providers::twilio::{signature, twiml};
-use nixflex_store::{Admission, CallUpdate};
+use nixflex_store::{Admission, CallUpdate, StoreError};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -36,10 +41,11 @@ use crate::state::AppState;
 /// Carrier webhooks are small; anything larger is not from Twilio.
 const MAX_CARRIER_BODY: usize = 256 * 1024;
 
-/// A verified carrier request: the number it is for and its form parameters.
+/// A verified carrier request: the number whose auth token signed it (and through it, the
+/// account) and its form parameters. That number is everything the request may touch.
 #[derive(Debug, Clone)]
 pub struct CarrierRequest {
-    /// The imported number the request concerns.
+    /// The imported number whose auth token verified the signature.
     pub number: PhoneNumber,
     /// Form parameters (empty for JSON bodies).
     pub params: Vec<(String, String)>,
@@ -49,6 +55,19 @@ impl CarrierRequest {
     /// The last value of a parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The call with this Twilio SID, if it is a call of this request's account on this
+    /// request's number; a SID of any other call is as good as unknown.
+    async fn own_call(
+        &self,
+        state: &AppState,
+        call_sid: &str,
+    ) -> Result<Option<CallRecord>, StoreError> {
+        state
+            .store()
+            .get_call_by_sid(&self.number.account_id, call_sid, Some(&self.number.phone_number))
+            .await
     }
 }
 
@@ -306,25 +325,19 @@ async fn voice(
     headers: HeaderMap,
     Extension(request): Extension<CarrierRequest>,
 ) -> Response {
-    // A retried webhook for a call we already answered: answer it again with a fresh token.
-    if let Some(call_sid) = request.param("CallSid")
-        && let Ok(Some(existing)) = state.store().find_call_by_sid(call_sid).await
-    {
-        if existing.ended_at.is_some() || existing.call_status == "busy" {
-            return busy();
+    // A retried webhook for a call this number already answered: answer it again with a fresh
+    // token (Twilio streams with the token of the answer it received, so the old one is
+    // replaced). Only this number's calls are seen here: another tenant's `CallSid` falls through
+    // to a new call, whose insert the unique SID refuses (busy, below).
+    if let Some(call_sid) = request.param("CallSid") {
+        match request.own_call(&state, call_sid).await {
+            Ok(Some(existing)) => return answer_again(&state, &headers, &existing).await,
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(message = "Store failed while answering a call.", error = %error);
+                return busy();
+            }
         }
-        let token = ids::new_key_secret();
-        let update =
-            CallUpdate { stream_token_hash: Some(hash_secret(&token)), ..CallUpdate::default() };
-        if state
-            .store()
-            .update_call(&existing.call_id, &update, nixflex_store::now())
-            .await
-            .is_err()
-        {
-            return busy();
-        }
-        return connect_twiml(&state, &headers, &existing.call_id, &token);
     }
     let number = &request.number;
     let Some(agent_id) = number.agent_id.clone() else {
@@ -395,6 +408,15 @@ async fn voice(
             tracing::info!(message = "Account at its concurrent-call cap.", account_id = %number.account_id, active, cap);
             return refuse(&state, &request, Some(agent_id), "concurrent_call_limit", None).await;
         }
+        Err(StoreError::Conflict { .. }) => {
+            // The SID is a call of another number or account (a retry would have found its own
+            // call above): nothing of that call is touched or revealed.
+            state.engine().forget_prewarmed(&record.call_id);
+            tracing::warn!(
+                message = "Voice webhook names a CallSid this number does not own; refused."
+            );
+            return busy();
+        }
         Err(error) => {
             state.engine().forget_prewarmed(&record.call_id);
             tracing::error!(message = "Store failed while admitting a call.", error = %error);
@@ -403,6 +425,27 @@ async fn voice(
     }
     tracing::info!(message = "Inbound call answered.", call_id = %record.call_id, agent_id = %agent_id);
     connect_twiml(&state, &headers, &record.call_id, &token)
+}
+
+/// Answers a retried voice webhook of `call` (this number's) again, with a new stream token.
+async fn answer_again(state: &AppState, headers: &HeaderMap, call: &CallRecord) -> Response {
+    if call.ended_at.is_some() || call.call_status == "busy" {
+        return busy();
+    }
+    let token = ids::new_key_secret();
+    let update =
+        CallUpdate { stream_token_hash: Some(hash_secret(&token)), ..CallUpdate::default() };
+    match state.store().update_call(&call.call_id, &update, nixflex_store::now()).await {
+        Ok(true) => {
+            tracing::info!(message = "Retried voice webhook answered again.", call_id = %call.call_id);
+            connect_twiml(state, headers, &call.call_id, &token)
+        }
+        Ok(false) => busy(),
+        Err(error) => {
+            tracing::error!(message = "Store failed while answering a retried call.", error = %error);
+            busy()
+        }
+    }
 }
 
 fn connect_twiml(state: &AppState, headers: &HeaderMap, call_id: &str, token: &str) -> Response {
@@ -420,7 +463,8 @@ fn connect_twiml(state: &AppState, headers: &HeaderMap, call_id: &str, token: &s
 }
 
 /// `POST /twilio/status`: call progress from Twilio. Final statuses end the call record
-/// (the session, when it ran, records why it ended).
+/// (the session, when it ran, records why it ended). Only a call of the signing number is
+/// updated; any other `CallSid` gets the same empty answer as an unknown one.
 async fn status(
     State(state): State<AppState>,
     Extension(request): Extension<CarrierRequest>,
@@ -433,8 +477,13 @@ async fn status(
     if !nixflex_core::call::CALL_STATUSES.contains(&call_status) {
         return twiml_response(twiml::empty());
     }
-    let Ok(Some(call)) = state.store().find_call_by_sid(call_sid).await else {
-        return twiml_response(twiml::empty());
+    let call = match request.own_call(&state, call_sid).await {
+        Ok(Some(call)) => call,
+        Ok(None) => return twiml_response(twiml::empty()),
+        Err(error) => {
+            tracing::warn!(message = "Could not look up a call for its status.", error = %error);
+            return twiml_response(twiml::empty());
+        }
     };
     let final_status = nixflex_core::call::is_final_status(call_status);
     let update = CallUpdate {
@@ -452,12 +501,14 @@ async fn status(
 }
 
 /// `POST /twilio/after-stream`: the media stream closed; hang up (the safety net of the
-/// three-layer hang-up, ENGINE §3.4).
+/// three-layer hang-up: the session's REST hang-up and the stream close come first). It reads
+/// and writes nothing, so it has nothing to scope.
 async fn after_stream(Extension(_request): Extension<CarrierRequest>) -> Response {
     twiml_response(twiml::hangup())
 }
 
-/// `POST /twilio/sms`: an inbound text. Acknowledged without a reply until SMS lands.
+/// `POST /twilio/sms`: an inbound text. Acknowledged without a reply until SMS lands; when it
+/// does, the message belongs to the signing number ([`CarrierRequest::number`]).
 async fn sms(_request: Extension<CarrierRequest>) -> Response {
     twiml_response(twiml::empty())
 }

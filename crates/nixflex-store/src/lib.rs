@@ -462,10 +462,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A call of any account (engine use).
     async fn find_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
 
-    /// A call by its Twilio SID.
-    async fn find_call_by_sid(
+    /// A call of this account by its Twilio SID. With `business_number`, only a call on that
+    /// number of the account (inbound to it or outbound from it): carrier webhooks are scoped
+    /// to the number whose auth token signed them.
+    async fn get_call_by_sid(
         &self,
+        account_id: &str,
         twilio_call_sid: &str,
+        business_number: Option<&str>,
     ) -> Result<Option<CallRecord>, StoreError>;
 
     /// The account's calls, newest first, filtered, with the total.

@@ -877,12 +877,22 @@ macro_rules! impl_store {
                 row.map(|row| call_from_row(&row)).transpose().map_err(map_err)
             }
 
-            async fn find_call_by_sid(&self, twilio_call_sid: &str) -> Result<Option<CallRecord>, StoreError> {
-                let row = sqlx::query("select * from calls where twilio_call_sid = $1")
-                    .bind(twilio_call_sid)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(map_err)?;
+            async fn get_call_by_sid(
+                &self,
+                account_id: &str,
+                twilio_call_sid: &str,
+                business_number: Option<&str>,
+            ) -> Result<Option<CallRecord>, StoreError> {
+                let row = sqlx::query(
+                    "select * from calls where twilio_call_sid = $1 and account_id = $2 and ($3 is null \
+                     or (direction = 'inbound' and to_number = $3) or (direction = 'outbound' and from_number = $3))",
+                )
+                .bind(twilio_call_sid)
+                .bind(account_id)
+                .bind(business_number)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
                 row.map(|row| call_from_row(&row)).transpose().map_err(map_err)
             }
 
@@ -931,7 +941,8 @@ macro_rules! impl_store {
                      ended_reason = coalesce(ended_reason, $3), answered_at = coalesce(answered_at, $4), ended_at = coalesce(ended_at, $5), \
                      duration_seconds = coalesce($6, duration_seconds), transcript = coalesce($7, transcript), turns = coalesce($8, turns), \
                      avg_latency_ms = coalesce($9, avg_latency_ms), heartbeat_at = coalesce($10, heartbeat_at), \
-                     twilio_call_sid = coalesce(twilio_call_sid, $11), updated_at = $12 \
+                     twilio_call_sid = coalesce(twilio_call_sid, $11), updated_at = $12, \
+                     stream_token_hash = coalesce($13, stream_token_hash) \
                      where call_id = $1",
                 )
                 .bind(call_id)

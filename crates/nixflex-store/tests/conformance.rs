@@ -804,16 +804,50 @@ async fn call_updates_keep_first_outcomes((store, _g): Fixture) {
         (transcript, turns, Some(42))
     );
     assert_eq!(stored.metadata, Some(json!({"crm": 7})));
-    assert_eq!(
-        store
-            .find_call_by_sid(c.twilio_call_sid.as_deref().unwrap())
-            .await
-            .unwrap()
-            .unwrap()
-            .call_id,
-        c.call_id
-    );
     assert!(!store.update_call("call_missing", &first, now()).await.unwrap());
+}
+
+async fn a_new_stream_token_replaces_the_old_one((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let c = call(&acct.account_id, "a", "+447386172392", "+14155552671");
+    store.insert_call(&c).await.unwrap();
+    let update = CallUpdate { stream_token_hash: Some("n".repeat(64)), ..CallUpdate::default() };
+    assert!(store.update_call(&c.call_id, &update, now()).await.unwrap());
+    let stored = store.find_call(&c.call_id).await.unwrap().unwrap();
+    assert_eq!(stored.stream_token_hash, Some("n".repeat(64)));
+    // Other updates leave it alone.
+    let status = CallUpdate { call_status: Some("ringing".to_owned()), ..CallUpdate::default() };
+    store.update_call(&c.call_id, &status, now()).await.unwrap();
+    let stored = store.find_call(&c.call_id).await.unwrap().unwrap();
+    assert_eq!(stored.stream_token_hash, Some("n".repeat(64)));
+}
+
+async fn calls_by_sid_stay_in_their_account_and_number((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let (other, _) = new_account(&*store).await;
+    let business = "+14155552671";
+    let inbound = call(&acct.account_id, "a", "+447386172392", business);
+    let mut outbound = call(&acct.account_id, "a", business, "+447386172392");
+    outbound.direction = Direction::Outbound;
+    store.insert_call(&inbound).await.unwrap();
+    store.insert_call(&outbound).await.unwrap();
+    for c in [&inbound, &outbound] {
+        let sid = c.twilio_call_sid.as_deref().unwrap();
+        let found = |account: String, number: Option<&'static str>| {
+            let store = store.clone();
+            let sid = sid.to_owned();
+            async move {
+                store.get_call_by_sid(&account, &sid, number).await.unwrap().map(|c| c.call_id)
+            }
+        };
+        assert_eq!(found(acct.account_id.clone(), None).await, Some(c.call_id.clone()));
+        assert_eq!(found(acct.account_id.clone(), Some(business)).await, Some(c.call_id.clone()));
+        assert_eq!(found(acct.account_id.clone(), Some("+14155552672")).await, None);
+        // The caller's side of the call is not the business number.
+        assert_eq!(found(acct.account_id.clone(), Some("+447386172392")).await, None);
+        assert_eq!(found(other.account_id.clone(), None).await, None);
+        assert_eq!(found(other.account_id.clone(), Some(business)).await, None);
+    }
 }
 
 async fn calls_list_with_filters_and_delete((store, _g): Fixture) {
@@ -966,6 +1000,8 @@ suite!(
     calls_are_admitted_up_to_the_cap,
     concurrent_admissions_never_exceed_the_cap,
     call_updates_keep_first_outcomes,
+    a_new_stream_token_replaces_the_old_one,
+    calls_by_sid_stay_in_their_account_and_number,
     calls_list_with_filters_and_delete,
     history_is_the_latest_summaries_between_a_number_and_a_caller,
 );

@@ -29,6 +29,11 @@ pub(crate) struct CallObject {
     agent_id: Option<String>,
     /// `inbound` or `outbound`.
     direction: Direction,
+    /// The SDK's name for `direction` (same value).
+    call_direction: Direction,
+    /// Always `phone_call` (the SDK's call kind; web calls are not built).
+    #[schema(value_type = String, example = "phone_call")]
+    call_type: &'static str,
     /// Caller ID.
     from_number: String,
     /// Number dialled.
@@ -39,12 +44,22 @@ pub(crate) struct CallObject {
     ended_reason: Option<String>,
     /// When dialling began / the call reached us.
     started_at: DateTime<Utc>,
+    /// `started_at` in epoch milliseconds (SDK).
+    start_timestamp: i64,
     /// When it was answered.
     answered_at: Option<DateTime<Utc>>,
     /// When it ended.
     ended_at: Option<DateTime<Utc>>,
+    /// `ended_at` in epoch milliseconds (SDK); `null` until the call ends.
+    end_timestamp: Option<i64>,
     /// Connected seconds (answer → hang-up), the billed quantity.
     duration_seconds: Option<i64>,
+    /// Connected time in milliseconds (SDK): `ended_at − answered_at`, or `duration_seconds`
+    /// × 1000 when the call was never answered by the engine; `null` until the call ends.
+    duration_ms: Option<i64>,
+    /// Billed minutes (SDK): `duration_seconds` ÷ 60 (metered per whole second), rounded to
+    /// four decimals; `null` until the call ends.
+    charged_minutes: Option<f64>,
     /// What was said; `GET /v1/calls` leaves it out.
     #[serde(skip_serializing_if = "Option::is_none")]
     transcript: Option<Vec<TranscriptEntry>>,
@@ -66,9 +81,9 @@ pub(crate) struct CallObject {
     voicemail_detected: bool,
     /// Batch campaign.
     campaign_id: Option<String>,
-    /// Echoed from the outbound request.
-    #[schema(value_type = Option<Object>)]
-    metadata: Option<Value>,
+    /// Echoed from the outbound request; `{}` when none was given.
+    #[schema(value_type = Object)]
+    metadata: Value,
     /// Charge, excluding carrier costs.
     cost_usd: Option<f64>,
     /// Mean time from the caller's end of speech to the agent's first audio, in ms.
@@ -83,21 +98,46 @@ pub(crate) struct CallObject {
     updated_at: DateTime<Utc>,
 }
 
+/// Connected milliseconds of an ended call: from the engine's answer to the end when both are
+/// known, else the recorded connected seconds.
+fn duration_ms(call: &CallRecord) -> Option<i64> {
+    match (call.answered_at, call.ended_at) {
+        (Some(answered), Some(ended)) => Some((ended - answered).num_milliseconds().max(0)),
+        (None, Some(_)) => call.duration_seconds.map(|s| s.max(0).saturating_mul(1000)),
+        (_, None) => None,
+    }
+}
+
+/// Billed minutes of an ended call: its whole connected seconds ÷ 60, to four decimals.
+fn charged_minutes(call: &CallRecord) -> Option<f64> {
+    let seconds = call.ended_at.and(call.duration_seconds)?.max(0);
+    let minutes = seconds as f64 / 60.0;
+    Some((minutes * 10_000.0).round() / 10_000.0)
+}
+
 impl CallObject {
     fn new(call: CallRecord, with_transcript: bool) -> Self {
+        let duration_ms = duration_ms(&call);
+        let charged_minutes = charged_minutes(&call);
         Self {
             call_id: call.call_id,
             twilio_call_sid: call.twilio_call_sid,
             agent_id: call.agent_id,
             direction: call.direction,
+            call_direction: call.direction,
+            call_type: "phone_call",
             from_number: call.from_number,
             to_number: call.to_number,
             call_status: call.call_status,
             ended_reason: call.ended_reason,
             started_at: call.started_at,
+            start_timestamp: call.started_at.timestamp_millis(),
             answered_at: call.answered_at,
             ended_at: call.ended_at,
+            end_timestamp: call.ended_at.map(|at| at.timestamp_millis()),
             duration_seconds: call.duration_seconds,
+            duration_ms,
+            charged_minutes,
             transcript: with_transcript.then_some(call.transcript),
             recording_url: call.recording_url,
             call_summary: call.call_summary,
@@ -107,7 +147,10 @@ impl CallObject {
             bookings: Vec::new(),
             voicemail_detected: call.voicemail_detected,
             campaign_id: call.campaign_id,
-            metadata: call.metadata,
+            metadata: match call.metadata {
+                Some(Value::Null) | None => Value::Object(Map::new()),
+                Some(metadata) => metadata,
+            },
             cost_usd: call.cost_usd,
             avg_latency_ms: call.avg_latency_ms,
             latency: call.turns,
@@ -261,10 +304,21 @@ fn not_found(call_id: &str) -> ApiError {
     ApiError::new(ErrorCode::CallNotFound, format!("No call `{call_id}` in this account."))
 }
 
+/// A call of the account named by our `call_…` id or by its Twilio call SID (webhook receivers
+/// and the docs' examples use the SID). Our ids and Twilio's SIDs never look alike.
+async fn find_call(state: &AppState, account_id: &str, id: &str) -> ApiResult<CallRecord> {
+    let call = if id.starts_with("call_") {
+        state.store().get_call(account_id, id).await?
+    } else {
+        state.store().get_call_by_sid(account_id, id, None).await?
+    };
+    call.ok_or_else(|| not_found(id))
+}
+
 /// Get a call with its transcript (role, text, ms since answer) and per-turn latency.
 #[utoipa::path(
     get, path = "/v1/calls/{call_id}", tag = "calls",
-    params(("call_id" = String, Path, description = "The call id")),
+    params(("call_id" = String, Path, description = "The call id (`call_…`) or its Twilio call SID (`CA…`)")),
     responses(
         (status = 200, description = "The call", body = CallObject),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
@@ -277,18 +331,14 @@ async fn get_call(
     caller: Caller,
     Path(call_id): Path<String>,
 ) -> ApiResult<Json<CallObject>> {
-    let call = state
-        .store()
-        .get_call(&caller.account.account_id, &call_id)
-        .await?
-        .ok_or_else(|| not_found(&call_id))?;
+    let call = find_call(&state, &caller.account.account_id, &call_id).await?;
     Ok(Json(CallObject::new(call, true)))
 }
 
 /// Erase a call: its record, transcript and recording. Immediate and irreversible.
 #[utoipa::path(
     delete, path = "/v1/calls/{call_id}", tag = "calls",
-    params(("call_id" = String, Path, description = "The call id")),
+    params(("call_id" = String, Path, description = "The call id (`call_…`) or its Twilio call SID (`CA…`)")),
     responses(
         (status = 200, description = "`{\"call_id\", \"deleted\": true}`"),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
@@ -302,19 +352,22 @@ async fn delete_call(
     caller: Caller,
     Path(call_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    if !state.store().delete_call(&caller.account.account_id, &call_id).await? {
+    let call = find_call(&state, &caller.account.account_id, &call_id).await?;
+    if !state.store().delete_call(&caller.account.account_id, &call.call_id).await? {
         return Err(not_found(&call_id));
     }
-    Ok(Json(json!({"call_id": call_id, "deleted": true})))
+    Ok(Json(json!({"call_id": call.call_id, "deleted": true})))
 }
 
-/// Erase every call of the account. Requires `?confirm=true`.
+/// Erase every call of the account, with its transcripts and recordings. The SDK's
+/// `calls.deleteAll()` sends no confirmation; `?confirm=true` is accepted too and
+/// `?confirm=false` refuses.
 #[utoipa::path(
     delete, path = "/v1/calls", tag = "calls",
-    params(("confirm" = bool, Query, description = "Must be true")),
+    params(("confirm" = Option<bool>, Query, description = "Optional; `false` refuses the deletion")),
     responses(
-        (status = 200, description = "`{\"deleted_calls\": n, \"deleted_messages\": m}`"),
-        (status = 400, description = "`invalid_request` (confirm missing)", body = ErrorEnvelope),
+        (status = 200, description = "`{\"deleted\": true, \"calls_deleted\": n, \"recordings_deleted\": 0, \"sms_deleted\": 0, \"deleted_calls\": n, \"deleted_messages\": 0}` (recordings and SMS are counted once they exist)"),
+        (status = 400, description = "`invalid_request` (`confirm=false` or not a boolean)", body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
         (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`", body = ErrorEnvelope),
         (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope),
@@ -325,10 +378,22 @@ async fn delete_all_calls(
     caller: Caller,
     query: QueryPairs,
 ) -> ApiResult<Json<Value>> {
-    if query.bool("confirm")? != Some(true) {
-        return Err(bad("confirm", "Deleting every call needs `?confirm=true`.".to_owned()));
+    if query.bool("confirm")? == Some(false) {
+        return Err(bad(
+            "confirm",
+            "`confirm=false` refuses the deletion; omit it or send `confirm=true`.".to_owned(),
+        ));
     }
     let deleted = state.store().delete_all_calls(&caller.account.account_id).await?;
     tracing::info!(message = "All calls deleted.", account_id = %caller.account.account_id, deleted);
-    Ok(Json(json!({"deleted_calls": deleted, "deleted_messages": 0})))
+    // Recordings and SMS messages are not stored yet, so none are deleted; the keys are there
+    // for the SDK. `deleted_calls`/`deleted_messages` are the earlier names, kept for clients.
+    Ok(Json(json!({
+        "deleted": true,
+        "calls_deleted": deleted,
+        "recordings_deleted": 0,
+        "sms_deleted": 0,
+        "deleted_calls": deleted,
+        "deleted_messages": 0,
+    })))
 }

@@ -282,9 +282,11 @@ impl Store for MemoryStore {
         Ok(self.calls.lock().unwrap().get(call_id).cloned())
     }
 
-    async fn find_call_by_sid(
+    async fn get_call_by_sid(
         &self,
+        _account_id: &str,
         _twilio_call_sid: &str,
+        _business_number: Option<&str>,
     ) -> Result<Option<CallRecord>, StoreError> {
         refused()
     }
@@ -331,6 +333,9 @@ impl Store for MemoryStore {
         }
         if let Some(a) = update.avg_latency_ms {
             call.avg_latency_ms = Some(a);
+        }
+        if let Some(hash) = &update.stream_token_hash {
+            call.stream_token_hash = Some(hash.clone());
         }
         call.updated_at = at;
         Ok(true)

@@ -171,12 +171,16 @@ async fn calls_are_deleted_one_by_one_or_all_with_confirmation(backend: Backend)
         json!({"call_id": ids[0], "deleted": true})
     );
     expect_error(app.get(&key, &path).await, 404, "call_not_found").await;
-    let error = expect_error(app.delete(&key, "/v1/calls").await, 400, "invalid_request").await;
+    // An explicit refusal is honoured.
+    let error =
+        expect_error(app.delete(&key, "/v1/calls?confirm=false").await, 400, "invalid_request")
+            .await;
     assert_eq!(error["details"]["field"], "confirm");
     let response = app.delete(&key, "/v1/calls?confirm=true").await;
     assert_eq!(
         response.json::<Value>().await.unwrap(),
-        json!({"deleted_calls": 4, "deleted_messages": 0})
+        json!({"deleted": true, "calls_deleted": 4, "recordings_deleted": 0, "sms_deleted": 0,
+               "deleted_calls": 4, "deleted_messages": 0})
     );
     let mine: Value = app.get(&key, "/v1/calls").await.json().await.unwrap();
     assert_eq!(mine["count"], 0);
@@ -184,8 +188,127 @@ async fn calls_are_deleted_one_by_one_or_all_with_confirmation(backend: Backend)
     assert_eq!(theirs["count"], 5, "only the caller's account is erased");
 }
 
+async fn delete_all_calls_as_the_sdk_sends_it(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.signup().await;
+    let stranger = app.signup().await;
+    seed(&app, &key).await;
+    seed(&app, &stranger).await;
+    // `calls.deleteAll()` sends no confirmation and reads these keys.
+    let response = app.delete(&key, "/v1/calls").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"deleted": true, "calls_deleted": 5, "recordings_deleted": 0, "sms_deleted": 0,
+               "deleted_calls": 5, "deleted_messages": 0})
+    );
+    let mine: Value = app.get(&key, "/v1/calls").await.json().await.unwrap();
+    assert_eq!(mine["count"], 0);
+    let theirs: Value = app.get(&stranger, "/v1/calls").await.json().await.unwrap();
+    assert_eq!(theirs["count"], 5, "only the caller's account is erased");
+}
+
+async fn calls_carry_the_sdk_fields(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.signup().await;
+    let ids = seed(&app, &key).await;
+    let ended: Value = app.get(&key, &format!("/v1/calls/{}", ids[1])).await.json().await.unwrap();
+    let started = chrono::DateTime::parse_from_rfc3339(ended["started_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    let ended_ms = chrono::DateTime::parse_from_rfc3339(ended["ended_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    assert_eq!(ended["call_direction"], "inbound");
+    assert_eq!(ended["direction"], "inbound");
+    assert_eq!(ended["call_type"], "phone_call");
+    assert_eq!(ended["start_timestamp"].as_i64(), Some(started));
+    assert_eq!(ended["end_timestamp"].as_i64(), Some(ended_ms));
+    assert_eq!(ended["duration_ms"].as_i64(), Some(30_000));
+    assert_eq!(ended["charged_minutes"].as_f64(), Some(0.5));
+    assert_eq!(ended["bookings"], json!([]));
+    // The documented shapes stay beside them.
+    assert!(ended["transcript"].is_array());
+    assert!(ended["answered_at"].as_str().unwrap().ends_with('Z'));
+    let outbound: Value =
+        app.get(&key, &format!("/v1/calls/{}", ids[4])).await.json().await.unwrap();
+    assert_eq!(outbound["call_direction"], "outbound");
+    // A live call has no end yet.
+    let live: Value = app.get(&key, &format!("/v1/calls/{}", ids[0])).await.json().await.unwrap();
+    assert!(live["start_timestamp"].is_i64());
+    for field in ["end_timestamp", "duration_ms", "charged_minutes"] {
+        assert!(live[field].is_null(), "{field}: {live}");
+    }
+    // Lists carry them too.
+    let page: Value = app.get(&key, "/v1/calls").await.json().await.unwrap();
+    assert!(page["calls"].as_array().unwrap().iter().all(|c| c["call_type"] == "phone_call"));
+    // And the reference declares them, nullable where they can be null.
+    let doc: Value = app
+        .request(reqwest::Method::GET, "/v1/openapi.json", None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schema = &doc["components"]["schemas"]["CallObject"];
+    let properties = schema["properties"].as_object().unwrap();
+    let required: Vec<&str> =
+        schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    for field in ["call_direction", "call_type", "start_timestamp", "bookings"] {
+        assert!(properties.contains_key(field) && required.contains(&field), "{field}");
+    }
+    for field in ["end_timestamp", "duration_ms", "charged_minutes"] {
+        let declared = properties[field].to_string();
+        assert!(declared.contains("null"), "{field} is nullable: {declared}");
+    }
+    assert!(!properties["metadata"].to_string().contains("null"), "{}", properties["metadata"]);
+}
+
+async fn a_call_without_metadata_has_an_empty_object(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.signup().await;
+    let ids = seed(&app, &key).await;
+    let call: Value = app.get(&key, &format!("/v1/calls/{}", ids[1])).await.json().await.unwrap();
+    assert_eq!(call["metadata"], json!({}));
+    let page: Value = app.get(&key, "/v1/calls").await.json().await.unwrap();
+    assert!(page["calls"].as_array().unwrap().iter().all(|c| c["metadata"] == json!({})));
+}
+
+async fn calls_are_found_by_their_twilio_sid_within_the_account(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.signup().await;
+    let stranger = app.signup().await;
+    let ids = seed(&app, &key).await;
+    let by_id: Value = app.get(&key, &format!("/v1/calls/{}", ids[2])).await.json().await.unwrap();
+    let sid = by_id["twilio_call_sid"].as_str().unwrap().to_owned();
+    assert!(sid.starts_with("CA"));
+    let response = app.get(&key, &format!("/v1/calls/{sid}")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap(), by_id);
+    // Another account cannot reach it by SID either.
+    expect_error(app.get(&stranger, &format!("/v1/calls/{sid}")).await, 404, "call_not_found")
+        .await;
+    expect_error(app.delete(&stranger, &format!("/v1/calls/{sid}")).await, 404, "call_not_found")
+        .await;
+    expect_error(app.get(&key, "/v1/calls/CA1234567890").await, 404, "call_not_found").await;
+    // Deleting by SID answers with our id.
+    let response = app.delete(&key, &format!("/v1/calls/{sid}")).await;
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"call_id": ids[2], "deleted": true})
+    );
+    expect_error(app.get(&key, &format!("/v1/calls/{}", ids[2])).await, 404, "call_not_found")
+        .await;
+    expect_error(app.get(&key, &format!("/v1/calls/{sid}")).await, 404, "call_not_found").await;
+}
+
 both!(
     calls_are_listed_without_transcripts_and_fetched_with_them,
     calls_filter_by_every_documented_field,
     calls_are_deleted_one_by_one_or_all_with_confirmation,
+    delete_all_calls_as_the_sdk_sends_it,
+    calls_carry_the_sdk_fields,
+    a_call_without_metadata_has_an_empty_object,
+    calls_are_found_by_their_twilio_sid_within_the_account,
 );

@@ -5,7 +5,7 @@ use nixflex_providers::twilio::signature;
 use serde_json::json;
 
 use crate::helpers::{
-    Backend, PUBLIC_URL, TestApp, TwilioNumber, both, expect_error, twilio_number,
+    Backend, Key, PUBLIC_URL, TestApp, TwilioNumber, both, expect_error, twilio_number,
 };
 
 const NUMBER: &str = "+14155552671";
@@ -193,9 +193,175 @@ async fn without_a_public_url_the_host_the_carrier_called_is_used(backend: Backe
     node.wait().await.unwrap();
 }
 
+/// Two tenants on one server, each with its own Twilio account and number.
+struct Tenants {
+    app: TestApp,
+    _twilio: nixflex_testkit::twilio::TwilioEmulator,
+    victim: Key,
+    victim_number: TwilioNumber,
+    /// A second number of the victim's account, on another Twilio account.
+    victim_other_number: TwilioNumber,
+    attacker: Key,
+    attacker_number: TwilioNumber,
+}
+
+async fn tenants(backend: Backend) -> Tenants {
+    let (app, twilio) = TestApp::spawn_with_twilio(backend).await;
+    let victim = app.signup().await;
+    let attacker = app.signup().await;
+    let mut numbers = Vec::new();
+    for (key, phone) in [(&victim, NUMBER), (&victim, "+14155552673"), (&attacker, "+14155552672")]
+    {
+        let agent = app.create_agent(key, json!({})).await;
+        let tw = twilio_number(&twilio, phone);
+        let response = app
+            .post(key, "/v1/phone-numbers", tw.import_body(agent["agent_id"].as_str().unwrap()))
+            .await;
+        assert_eq!(response.status(), 201);
+        numbers.push(tw);
+    }
+    let attacker_number = numbers.pop().unwrap();
+    let victim_other_number = numbers.pop().unwrap();
+    let victim_number = numbers.pop().unwrap();
+    Tenants {
+        app,
+        _twilio: twilio,
+        victim,
+        victim_number,
+        victim_other_number,
+        attacker,
+        attacker_number,
+    }
+}
+
+fn call_params(tw: &TwilioNumber, call_sid: &str, from: &str, to: &str) -> Vec<(String, String)> {
+    [
+        ("CallSid", call_sid),
+        ("AccountSid", tw.sid.as_str()),
+        ("From", from),
+        ("To", to),
+        ("CallStatus", "ringing"),
+        ("ApiVersion", "2010-04-01"),
+        ("Direction", "inbound"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .to_vec()
+}
+
+fn with_status(mut params: Vec<(String, String)>, status: &str) -> Vec<(String, String)> {
+    params.retain(|(k, _)| k != "CallStatus");
+    params.push(("CallStatus".to_owned(), status.to_owned()));
+    params.push(("CallDuration".to_owned(), "17".to_owned()));
+    params
+}
+
+/// The victim's live inbound call on `tw`, answered through its own signed webhook.
+async fn live_call(t: &Tenants, tw: &TwilioNumber, call_sid: &str) -> serde_json::Value {
+    let params = call_params(tw, call_sid, "+447386172392", &tw.phone);
+    let response = post_signed(&t.app, "/twilio/voice", &tw.token, &params, None).await;
+    assert!(response.text().await.unwrap().contains("name=\"token\""));
+    call_by_sid(&t.app, &t.victim, call_sid).await
+}
+
+async fn call_by_sid(app: &TestApp, key: &Key, call_sid: &str) -> serde_json::Value {
+    let list: serde_json::Value = app.get(key, "/v1/calls?limit=100").await.json().await.unwrap();
+    list["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["twilio_call_sid"] == call_sid)
+        .unwrap_or_else(|| panic!("no call {call_sid}: {list}"))
+        .clone()
+}
+
+async fn status_callbacks_only_touch_calls_of_the_number_that_signed_them(backend: Backend) {
+    let t = tenants(backend).await;
+    let sid = format!("CA{}", "a".repeat(32));
+    let before = live_call(&t, &t.victim_number, &sid).await;
+    assert_eq!(before["call_status"], "in-progress");
+    let unknown = with_status(
+        call_params(
+            &t.attacker_number,
+            &format!("CA{}", "b".repeat(32)),
+            "+447386172392",
+            &t.attacker_number.phone,
+        ),
+        "completed",
+    );
+    let unknown = post_signed(&t.app, "/twilio/status", &t.attacker_number.token, &unknown, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let a = &t.attacker_number;
+    let v = &t.victim_number;
+    let w = &t.victim_other_number;
+    for (signer, from, to) in [
+        // Another account's number, addressed to itself, carrying the victim's CallSid.
+        (a, "+447386172392", a.phone.as_str()),
+        // Another account's number, naming the victim's number as the called party.
+        (a, a.phone.as_str(), v.phone.as_str()),
+        // The victim's own account, but another of its numbers.
+        (w, "+447386172392", w.phone.as_str()),
+    ] {
+        let forged = with_status(call_params(signer, &sid, from, to), "completed");
+        let response = post_signed(&t.app, "/twilio/status", &signer.token, &forged, None).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), unknown, "the answer reveals nothing");
+        let after = call_by_sid(&t.app, &t.victim, &sid).await;
+        assert_eq!(after, before, "signed by {} for {to}: the victim's call changed", signer.phone);
+    }
+    // The number the call belongs to can end it (the check above could see a change).
+    let own = with_status(call_params(v, &sid, "+447386172392", &v.phone), "completed");
+    assert_eq!(post_signed(&t.app, "/twilio/status", &v.token, &own, None).await.status(), 200);
+    let ended = call_by_sid(&t.app, &t.victim, &sid).await;
+    assert_eq!(
+        (ended["call_status"].as_str(), ended["duration_seconds"].as_i64()),
+        (Some("completed"), Some(17))
+    );
+    assert!(ended["ended_at"].is_string());
+}
+
+async fn a_voice_webhook_with_another_accounts_call_sid_gets_no_token(backend: Backend) {
+    let t = tenants(backend).await;
+    let sid = format!("CA{}", "c".repeat(32));
+    let before = live_call(&t, &t.victim_number, &sid).await;
+    let call_id = before["call_id"].as_str().unwrap().to_owned();
+    let secrets = nixflex::server::load_master_key(&t.app.config).unwrap();
+    let store = nixflex::server::open_store(&t.app.config, &secrets).await.unwrap();
+    let token_hash = |store: std::sync::Arc<dyn nixflex_store::Store>, call_id: String| async move {
+        store.find_call(&call_id).await.unwrap().unwrap().stream_token_hash
+    };
+    let hash_before = token_hash(store.clone(), call_id.clone()).await;
+    assert!(hash_before.is_some());
+    let a = &t.attacker_number;
+    let w = &t.victim_other_number;
+    for (signer, from, to) in [
+        (a, "+447386172392", a.phone.as_str()),
+        (a, a.phone.as_str(), t.victim_number.phone.as_str()),
+        (w, "+447386172392", w.phone.as_str()),
+    ] {
+        let forged = call_params(signer, &sid, from, to);
+        let response = post_signed(&t.app, "/twilio/voice", &signer.token, &forged, None).await;
+        assert_eq!(response.status(), 200);
+        let twiml = response.text().await.unwrap();
+        assert!(!twiml.contains(&call_id), "the victim's call id leaked: {twiml}");
+        assert!(!twiml.contains("<Stream") && !twiml.contains("token"), "{twiml}");
+        assert_eq!(token_hash(store.clone(), call_id.clone()).await, hash_before);
+        assert_eq!(call_by_sid(&t.app, &t.victim, &sid).await, before);
+    }
+    let theirs: serde_json::Value = t.app.get(&t.attacker, "/v1/calls").await.json().await.unwrap();
+    assert!(
+        theirs["calls"].as_array().unwrap().iter().all(|c| c["twilio_call_sid"] != sid.as_str()),
+        "{theirs}"
+    );
+}
+
 both!(
     signed_webhooks_are_accepted,
     unsigned_or_forged_webhooks_are_refused,
     json_bodies_are_checked_with_body_sha256,
     without_a_public_url_the_host_the_carrier_called_is_used,
+    status_callbacks_only_touch_calls_of_the_number_that_signed_them,
+    a_voice_webhook_with_another_accounts_call_sid_gets_no_token,
 );

@@ -522,8 +522,55 @@ async fn a_stream_without_the_calls_token_is_refused(backend: Backend) {
     assert_eq!(media, 0);
 }
 
+async fn a_retried_voice_webhook_gets_a_token_that_works(backend: Backend) {
+    let lab = CallLab::start(backend, json!({"welcome_message": "Hello again!"})).await;
+    // Twilio's first delivery of the call's webhook reached us, but its answer was lost (a
+    // timeout on Twilio's side); Twilio retries with the same CallSid and streams with the
+    // token of the retry's answer.
+    let call_sid = format!("CA{}", "7".repeat(32));
+    let first = [
+        ("CallSid", call_sid.as_str()),
+        ("AccountSid", lab.number.sid.as_str()),
+        ("From", CALLER),
+        ("To", NUMBER),
+        ("CallStatus", "ringing"),
+        ("ApiVersion", "2010-04-01"),
+        ("Direction", "inbound"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let lost = lab
+        .twilio
+        .send_webhook(&format!("{}/twilio/voice", lab.app.base), &lab.number.token, &first)
+        .await
+        .unwrap();
+    assert!(lost.text().await.unwrap().contains("name=\"token\""));
+    let mut retry = lab.place();
+    retry.call_sid = Some(call_sid.clone());
+    let recording = lab
+        .caller
+        .place_inbound_call(
+            retry,
+            CallerScript::new()
+                .wait_for_agent_speech(secs(10.0))
+                .wait_for_agent_silence(secs(0.6), secs(15.0))
+                .hang_up(),
+        )
+        .await;
+    assert_eq!(
+        recording.outcome,
+        CallOutcome::Completed { ended_by: EndedBy::Caller },
+        "{:?}",
+        recording.events
+    );
+    assert_eq!(recording.agent_utterances().len(), 1, "the agent greeted the retried call");
+    let call = lab.finished_call().await;
+    assert_eq!(call["twilio_call_sid"], call_sid.as_str());
+    let calls: Value = lab.app.get(&lab.key, "/v1/calls").await.json().await.unwrap();
+    assert_eq!(calls["count"], 1, "the retry reuses the call record: {calls}");
+}
+
 // The engine does not depend on the database beyond set-up and the record: everything runs on
-// SQLite, and the two scenarios that touch the store most also on PostgreSQL.
+// SQLite, and the scenarios that touch the store most also on PostgreSQL.
 on_backend!(
     sqlite,
     Sqlite,
@@ -535,10 +582,12 @@ on_backend!(
     recognition_failure_speaks_the_fallback_and_reconnects,
     unanswerable_calls_hear_busy,
     a_stream_without_the_calls_token_is_refused,
+    a_retried_voice_webhook_gets_a_token_that_works,
 );
 on_backend!(
     postgres,
     Postgres,
     a_caller_talks_with_the_agent_until_it_ends_the_call,
-    unanswerable_calls_hear_busy
+    unanswerable_calls_hear_busy,
+    a_retried_voice_webhook_gets_a_token_that_works
 );
