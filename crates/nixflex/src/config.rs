@@ -100,6 +100,12 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// How long a client may take to send a request's headers (and how long an idle keep-alive
+    /// connection is kept), in milliseconds; slower connections are closed.
+    pub header_read_timeout_ms: u64,
+    /// Most open client connections (HTTP and WebSocket); more are refused with 503. Capped
+    /// below the process's open-file limit at start.
+    pub max_connections: usize,
     /// Let webhooks and functions reach http and private addresses (local testing only).
     pub allow_private_targets: bool,
     /// `text` or `json`.
@@ -159,6 +165,8 @@ impl Default for Config {
             max_body_bytes: 8 * 1024 * 1024,
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            max_connections: 20_000,
             allow_private_targets: false,
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
@@ -277,6 +285,12 @@ impl Config {
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
         }
+        if self.header_read_timeout_ms < 100 {
+            bail!("header_read_timeout_ms must be at least 100");
+        }
+        if self.max_connections < 1 {
+            bail!("max_connections must be at least 1");
+        }
         if self.request_timeout_ms < 100 {
             bail!("request_timeout_ms must be at least 100");
         }
@@ -351,6 +365,8 @@ impl Config {
             "max_body_bytes": self.max_body_bytes,
             "request_timeout_ms": self.request_timeout_ms,
             "shutdown_grace_ms": self.shutdown_grace_ms,
+            "header_read_timeout_ms": self.header_read_timeout_ms,
+            "max_connections": self.max_connections,
             "allow_private_targets": self.allow_private_targets,
             "log_format": self.log_format,
             "log_level": self.log_level,

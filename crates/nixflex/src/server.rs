@@ -253,39 +253,36 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         }
     });
 
+    let open_files = crate::listener::raise_open_file_limit();
+    let limits = crate::listener::ConnectionLimits {
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        max_connections: crate::listener::effective_max_connections(
+            config.max_connections,
+            open_files,
+        ),
+    };
+    if limits.max_connections < config.max_connections {
+        tracing::warn!(
+            message = "max_connections lowered to half the open-file limit.",
+            configured = config.max_connections,
+            max_connections = limits.max_connections,
+            open_file_limit = open_files
+        );
+    }
+
     let token = shutdown.clone();
     let handle = tokio::spawn(async move {
-        // Media frames are small and paced: Nagle's algorithm would hold them for the peer's ACK.
-        let listener =
-            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-            });
-        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(token.clone().cancelled_owned());
-        let mut serving = tokio::spawn(async move { serve.await });
-        tokio::select! {
-            joined = &mut serving => {
-                maintenance.abort();
-                return joined.context("server task failed")?.context("serving");
-            }
-            () = token.cancelled() => {}
-        }
+        let connections = crate::listener::serve(listener, app, limits, token.clone()).await;
         tracing::info!(
             message = "Shutting down: finishing in-flight requests.",
             grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX)
         );
-        let result = match tokio::time::timeout(grace, serving).await {
-            Ok(joined) => joined.context("server task failed")?.context("serving"),
-            Err(_) => {
-                tracing::warn!(
-                    message = "Shutdown grace period elapsed; closing remaining connections."
-                );
-                Ok(())
-            }
-        };
+        if tokio::time::timeout(grace, connections.wait()).await.is_err() {
+            tracing::warn!(message = "Shutdown grace period elapsed; closing remaining connections.");
+        }
         maintenance.abort();
         tracing::info!(message = "Stopped.");
-        result
+        Ok(())
     });
     tracing::info!(message = "Listening.", addr = %addr, database = store_backend(&config));
     Ok(Server { addr, shutdown, handle })

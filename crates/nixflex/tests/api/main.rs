@@ -9,6 +9,7 @@ mod agents;
 mod auth;
 mod callers;
 mod calls;
+mod connections;
 mod carrier;
 mod cross_cutting;
 mod engine;
