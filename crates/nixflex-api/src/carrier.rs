@@ -15,10 +15,12 @@
 //! `start` message must carry the call's one-time token; texts are acknowledged without a reply
 //! until SMS lands.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
@@ -513,6 +515,20 @@ async fn sms(_request: Extension<CarrierRequest>) -> Response {
     twiml_response(twiml::empty())
 }
 
+/// The close code and reason (at most 123 bytes) for a refused media stream: 1008 (policy
+/// violation) when the stream is not a call we set up, 1011 (internal error) when we failed.
+fn close_for(refused: &nixflex_engine::StreamRefused) -> (u16, &'static str) {
+    use nixflex_engine::StreamRefused;
+    match refused {
+        StreamRefused::NoStart => {
+            (1008, "no start message with the call's parameters arrived in time")
+        }
+        StreamRefused::BadToken => (1008, "unknown call or invalid stream token"),
+        StreamRefused::Gone => (1008, "the call has ended or its number or agent no longer exists"),
+        StreamRefused::Store(_) => (1011, "the server could not load the call; try again"),
+    }
+}
+
 /// `GET /twilio/stream`: the media WebSocket of a call.
 async fn stream(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     // Twilio's messages are a few hundred bytes; the default 128 KiB read buffer is zero-filled
@@ -534,12 +550,23 @@ async fn stream(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Res
             futures::future::ready(Ok::<Message, axum::Error>(Message::Text(text.into())))
         });
         let reader = Box::pin(reader);
-        let writer = Box::pin(writer);
-        match state.engine().run_media_stream(reader, writer).await {
+        let mut writer = Box::pin(writer);
+        match state.engine().run_media_stream(reader, &mut writer).await {
             Ok(reason) => {
                 tracing::debug!(message = "Media stream finished.", ended_reason = reason.as_str())
             }
-            Err(refused) => tracing::warn!(message = "Media stream refused.", reason = %refused),
+            Err(refused) => {
+                tracing::warn!(message = "Media stream refused.", reason = %refused);
+                // Say why in a close frame rather than dropping the connection.
+                let (code, reason) = close_for(&refused);
+                let mut sink = Pin::into_inner(writer).into_inner();
+                let frame = CloseFrame { code, reason: reason.into() };
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    sink.send(Message::Close(Some(frame))),
+                )
+                .await;
+            }
         }
     })
 }

@@ -44,6 +44,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::timeout))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn(middleware::limit_uri))
         .layer(axum::middleware::from_fn(middleware::normalize_errors))
         .layer(axum::middleware::from_fn(middleware::log_requests))
         .layer(axum::middleware::from_fn(middleware::request_id))

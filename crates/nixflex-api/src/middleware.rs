@@ -46,6 +46,26 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     response
 }
 
+/// The longest path and query the API reads (8 KiB). The HTTP parser's own limit (64 KiB) sits
+/// above it, so every request the parser can read gets our envelope (docs/input-validation.md).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Answers 414 `uri_too_long` in the envelope for a path and query over [`MAX_URI_BYTES`].
+pub async fn limit_uri(req: Request, next: Next) -> Response {
+    let length = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if length > MAX_URI_BYTES {
+        return ApiError::new(
+            ErrorCode::UriTooLong,
+            format!(
+                "The request's path and query are {length} bytes; this server accepts at most {MAX_URI_BYTES}."
+            ),
+        )
+        .detail("max_bytes", MAX_URI_BYTES)
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// One log line per request (method, matched route, status, latency, request id); 5xx causes are
 /// logged with their chain. Paths and bodies may hold phone numbers, so the raw URI is not logged.
 pub async fn log_requests(req: Request, next: Next) -> Response {
@@ -102,6 +122,10 @@ pub async fn normalize_errors(req: Request, next: Next) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             ErrorCode::RequestTooLarge,
             "The request body is larger than this server accepts.",
+        ),
+        StatusCode::URI_TOO_LONG => ApiError::new(
+            ErrorCode::UriTooLong,
+            "The request's path and query are longer than this server accepts.",
         ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
             ErrorCode::UnsupportedMediaType,
@@ -434,8 +458,11 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
                 .into_response();
         }
     };
-    let content_type =
-        res_parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let content_type = res_parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let stored = if res_parts.extensions.get::<SecretBearing>().is_some() {
         // Never stored in plaintext; replayable only by the key that asked (an unauthenticated
         // sign-up has no such key, so its secret is never replayed).
@@ -451,7 +478,11 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
             body: state.secrets().seal(&plaintext).into_bytes(),
         }
     } else {
-        StoredResponse { status_code: res_parts.status.as_u16(), content_type, body: body_bytes.to_vec() }
+        StoredResponse {
+            status_code: res_parts.status.as_u16(),
+            content_type,
+            body: body_bytes.to_vec(),
+        }
     };
     if let Err(error) = state.store().idempotency_complete(&scope, &stored).await {
         // The operation ran; failing to remember it only weakens a later replay.
@@ -470,7 +501,8 @@ fn replay(state: &AppState, stored: StoredResponse, requester_key: Option<&str>)
             .and_then(|plaintext| serde_json::from_str::<SealedResponse>(&plaintext).ok());
         match sealed {
             Some(sealed)
-                if sealed.bound_key_id.is_some() && sealed.bound_key_id.as_deref() == requester_key =>
+                if sealed.bound_key_id.is_some()
+                    && sealed.bound_key_id.as_deref() == requester_key =>
             {
                 (sealed.content_type, sealed.body.into_bytes())
             }

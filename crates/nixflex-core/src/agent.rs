@@ -853,7 +853,10 @@ mod tests {
                 .unwrap();
         assert!(!stored.func_send_sms && !stored.func_cold_transfer);
         let json = serde_json::to_value(AgentSettings::default()).unwrap();
-        assert_eq!((&json["func_send_sms"], &json["func_cold_transfer"]), (&json!(false), &json!(false)));
+        assert_eq!(
+            (&json["func_send_sms"], &json["func_cold_transfer"]),
+            (&json!(false), &json!(false))
+        );
     }
 
     #[test]

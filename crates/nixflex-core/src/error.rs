@@ -88,6 +88,8 @@ error_codes! {
     UnsupportedMediaType => ("unsupported_media_type", InvalidRequest, 415),
     /// The request body is larger than the server accepts.
     RequestTooLarge => ("request_too_large", InvalidRequest, 413),
+    /// The request's path and query are longer than the server accepts.
+    UriTooLong => ("uri_too_long", InvalidRequest, 414),
     /// No route matches the path.
     RouteNotFound => ("route_not_found", NotFound, 404),
     /// The route exists but not for this HTTP method.
@@ -247,7 +249,7 @@ mod tests {
             let expected: &[u16] = match code.error_type() {
                 ErrorType::AuthenticationError => &[401],
                 ErrorType::PermissionError => &[403],
-                ErrorType::InvalidRequest => &[400, 405, 413, 415],
+                ErrorType::InvalidRequest => &[400, 405, 413, 414, 415],
                 ErrorType::PaymentRequired => &[402],
                 ErrorType::NotFound => &[404],
                 ErrorType::Conflict => &[409],

@@ -243,9 +243,8 @@ async fn agent_edits_are_serialised_and_all_or_nothing((store, _g): Fixture) {
     assert_eq!(inactive.len(), 1, "is_active column follows the settings");
 
     // A refused edit changes nothing.
-    let mut refuse = |_: &Agent| {
-        Err(nixflex_core::validate::ValidationError::invalid("name", "no"))
-    };
+    let mut refuse =
+        |_: &Agent| Err(nixflex_core::validate::ValidationError::invalid("name", "no"));
     let refused = store.modify_agent(&acct.account_id, &a.agent_id, &mut refuse).await.unwrap();
     assert_eq!(refused.unwrap().unwrap_err().field.as_deref(), Some("name"));
     let (after, version) = store.get_agent(&acct.account_id, &a.agent_id).await.unwrap().unwrap();
@@ -253,8 +252,12 @@ async fn agent_edits_are_serialised_and_all_or_nothing((store, _g): Fixture) {
 
     // Another account's agent, or none: nothing to edit.
     let mut touch = |current: &Agent| Ok(current.clone());
-    assert!(store.modify_agent(&other.account_id, &a.agent_id, &mut touch).await.unwrap().is_none());
-    assert!(store.modify_agent(&acct.account_id, "agent_ghost", &mut touch).await.unwrap().is_none());
+    assert!(
+        store.modify_agent(&other.account_id, &a.agent_id, &mut touch).await.unwrap().is_none()
+    );
+    assert!(
+        store.modify_agent(&acct.account_id, "agent_ghost", &mut touch).await.unwrap().is_none()
+    );
 
     // Concurrent edits queue: each sees the previous one's result, so none is lost.
     let edits = (0..16).map(|i| {
@@ -267,7 +270,12 @@ async fn agent_edits_are_serialised_and_all_or_nothing((store, _g): Fixture) {
                 next.settings.name = format!("{}+{i}", current.settings.name);
                 Ok(next)
             };
-            store.modify_agent(&account_id, &agent_id, &mut append).await.unwrap().unwrap().unwrap();
+            store
+                .modify_agent(&account_id, &agent_id, &mut append)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
         })
     });
     for edit in edits.collect::<Vec<_>>() {

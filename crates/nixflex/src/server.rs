@@ -278,7 +278,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX)
         );
         if tokio::time::timeout(grace, connections.wait()).await.is_err() {
-            tracing::warn!(message = "Shutdown grace period elapsed; closing remaining connections.");
+            tracing::warn!(
+                message = "Shutdown grace period elapsed; closing remaining connections."
+            );
         }
         maintenance.abort();
         tracing::info!(message = "Stopped.");

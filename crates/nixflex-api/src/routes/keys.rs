@@ -1,9 +1,9 @@
 //! API keys and accounts (API.md §9.1–9.2, DECISIONS #11, #12): sign-up, extra keys, listing,
 //! revocation and rotation.
 
-use axum::{Extension, Json};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use nixflex_core::crypto::{SecretBox, hash_secret};
 use nixflex_core::error::ErrorCode;

@@ -196,7 +196,24 @@ async fn data_survives_a_restart(backend: Backend) {
     assert_eq!(fetched, agent);
 }
 
+async fn long_uris_get_414_in_the_envelope(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.signup().await;
+    let long_query = format!("/v1/agents?x={}", "a".repeat(9_000));
+    let error = expect_error(app.get(&key, &long_query).await, 414, "uri_too_long").await;
+    assert_eq!(error["details"]["max_bytes"], 8192);
+    let long_path = format!("/v1/agents/{}", "b".repeat(20_000));
+    expect_error(app.get(&key, &long_path).await, 414, "uri_too_long").await;
+    // Without a key too: the limit is checked before anything else reads the request.
+    let anonymous = app.request(Method::GET, &long_query, None).send().await.unwrap();
+    expect_error(anonymous, 414, "uri_too_long").await;
+    // Just under the limit is an ordinary request.
+    let fits = format!("/v1/agents?x={}", "a".repeat(8_000));
+    assert_eq!(app.get(&key, &fits).await.status(), 200);
+}
+
 both!(
+    long_uris_get_414_in_the_envelope,
     health_and_readiness_answer_without_a_key,
     every_response_carries_a_request_id,
     unknown_routes_and_wrong_methods_get_the_envelope,

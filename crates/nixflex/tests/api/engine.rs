@@ -512,14 +512,20 @@ async fn a_stream_without_the_calls_token_is_refused(backend: Backend) {
         .send(tokio_tungstenite::tungstenite::Message::Text(start.to_string().into()))
         .await
         .unwrap();
-    // The server closes without a word of audio.
+    // The server closes without a word of audio, with a close frame that says why.
     let mut media = 0;
+    let mut close = None;
     while let Some(Ok(message)) = socket.next().await {
-        if message.is_text() {
-            media += 1;
+        match message {
+            tokio_tungstenite::tungstenite::Message::Text(_) => media += 1,
+            tokio_tungstenite::tungstenite::Message::Close(frame) => close = frame,
+            _ => {}
         }
     }
     assert_eq!(media, 0);
+    let close = close.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1008);
+    assert!(close.reason.contains("token"), "{}", close.reason);
 }
 
 async fn a_retried_voice_webhook_gets_a_token_that_works(backend: Backend) {

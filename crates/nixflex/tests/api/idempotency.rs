@@ -248,7 +248,10 @@ async fn new_key_secrets_are_stored_sealed_and_replayed_only_to_their_requester(
     let rotated: Value = rotated.json().await.unwrap();
     let new_secret = rotated["key_secret"].as_str().unwrap().to_owned();
     for body in stored_bodies(&app).await {
-        assert!(!contains(&body, &secret) && !contains(&body, &new_secret), "plaintext secret stored");
+        assert!(
+            !contains(&body, &secret) && !contains(&body, &new_secret),
+            "plaintext secret stored"
+        );
     }
 }
 

@@ -497,9 +497,8 @@ async fn numbers_stay_in_their_account_and_list_in_pages(backend: Backend) {
 async fn well_formed_numbers_outside_allocated_ranges_are_accepted(backend: Backend) {
     let (app, twilio) = TestApp::spawn_with_twilio(backend).await;
     let key = app.signup().await;
-    let agent = app
-        .create_agent(&key, json!({"name": "Desk", "transfer_number": "+447700900123"}))
-        .await;
+    let agent =
+        app.create_agent(&key, json!({"name": "Desk", "transfer_number": "+447700900123"})).await;
     assert_eq!(agent["transfer_number"], "+447700900123");
     let agent_id = agent["agent_id"].as_str().unwrap();
     for number in ["+15551234567", "+447700900123"] {
