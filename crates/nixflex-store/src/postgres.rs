@@ -56,4 +56,9 @@ impl PgStore {
     }
 }
 
-crate::sql::impl_store!(PgStore, sqlx::Postgres, "postgres");
+crate::sql::impl_store_base!(PgStore, sqlx::Postgres, "postgres");
+crate::accounts::impl_accounts!(PgStore, sqlx::Postgres, "postgres");
+crate::agents::impl_agents!(PgStore, sqlx::Postgres, "postgres");
+crate::numbers::impl_numbers!(PgStore, sqlx::Postgres, "postgres");
+crate::calls::impl_calls!(PgStore, sqlx::Postgres, "postgres");
+crate::guards::impl_guards!(PgStore, sqlx::Postgres, "postgres");

@@ -94,4 +94,9 @@ impl SqliteStore {
     }
 }
 
-crate::sql::impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");
+crate::sql::impl_store_base!(SqliteStore, sqlx::Sqlite, "sqlite");
+crate::accounts::impl_accounts!(SqliteStore, sqlx::Sqlite, "sqlite");
+crate::agents::impl_agents!(SqliteStore, sqlx::Sqlite, "sqlite");
+crate::numbers::impl_numbers!(SqliteStore, sqlx::Sqlite, "sqlite");
+crate::calls::impl_calls!(SqliteStore, sqlx::Sqlite, "sqlite");
+crate::guards::impl_guards!(SqliteStore, sqlx::Sqlite, "sqlite");

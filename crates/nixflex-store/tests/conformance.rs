@@ -375,7 +375,11 @@ async fn abandoned_and_failed_idempotent_requests_can_run_again((store, _g): Fix
         store.idempotency_begin(&s, "fp", 2001, 2061, 0).await.unwrap(),
         IdempotencyBegin::InFlight
     );
-    assert_eq!(store.purge_idempotency(5000).await.unwrap(), 0, "in-flight records are not purged");
+    assert_eq!(
+        store.purge_idempotency(2030).await.unwrap(),
+        0,
+        "an in-flight record whose lease is live is not purged"
+    );
     store
         .idempotency_complete(
             &s,
@@ -384,6 +388,19 @@ async fn abandoned_and_failed_idempotent_requests_can_run_again((store, _g): Fix
         .await
         .unwrap();
     assert_eq!(store.purge_idempotency(5000).await.unwrap(), 1);
+    // A request lost with a crashed node leaves an in-flight record whose lease ran out: it is
+    // purged with the rest once it is old enough.
+    let lost = scope("k-lost");
+    assert_eq!(
+        store.idempotency_begin(&lost, "fp", 100, 160, 0).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    assert_eq!(store.purge_idempotency(5000).await.unwrap(), 1, "abandoned in-flight records go");
+    assert_eq!(
+        store.idempotency_begin(&lost, "other", 5001, 5061, 0).await.unwrap(),
+        IdempotencyBegin::Started,
+        "the key is free again"
+    );
 }
 
 async fn concurrent_duplicates_start_exactly_once((store, _g): Fixture) {

@@ -9,9 +9,9 @@ use nixflex_core::call::CallRecord;
 use nixflex_core::number::PhoneNumber;
 use nixflex_core::validate::ValidationError;
 use nixflex_store::{
-    Account, Admission, ApiKey, CallFilter, CallUpdate, CallerRecord, IdempotencyBegin,
-    IdempotencyScope, KeyWithAccount, NumberUrlSlot, Page, RevokeOutcome, Store, StoreError,
-    StoredResponse,
+    Account, AccountRepo, Admission, AgentRepo, ApiKey, CallFilter, CallRepo, CallUpdate,
+    CallerRecord, GuardRepo, IdempotencyBegin, IdempotencyScope, KeyWithAccount, NumberRepo,
+    NumberUrlSlot, Page, RevokeOutcome, Store, StoreError, StoredResponse,
 };
 use serde_json::{Map, Value};
 
@@ -41,7 +41,10 @@ impl Store for MemoryStore {
     async fn meta_get_or_put(&self, _key: &str, _value: &str) -> Result<String, StoreError> {
         refused()
     }
+}
 
+#[async_trait::async_trait]
+impl AccountRepo for MemoryStore {
     async fn create_account(&self, _account: &Account, _key: &ApiKey) -> Result<(), StoreError> {
         refused()
     }
@@ -94,7 +97,10 @@ impl Store for MemoryStore {
     ) -> Result<ApiKey, StoreError> {
         refused()
     }
+}
 
+#[async_trait::async_trait]
+impl AgentRepo for MemoryStore {
     async fn insert_agent(&self, _agent: &Agent) -> Result<(), StoreError> {
         refused()
     }
@@ -140,6 +146,26 @@ impl Store for MemoryStore {
         refused()
     }
 
+    async fn set_agent_precall(
+        &self,
+        _account_id: &str,
+        _agent_id: &str,
+        _url: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        refused()
+    }
+
+    async fn get_agent_precall(
+        &self,
+        _account_id: &str,
+        _agent_id: &str,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        refused()
+    }
+}
+
+#[async_trait::async_trait]
+impl NumberRepo for MemoryStore {
     async fn reserve_number(
         &self,
         _number: &PhoneNumber,
@@ -215,23 +241,6 @@ impl Store for MemoryStore {
         refused()
     }
 
-    async fn set_agent_precall(
-        &self,
-        _account_id: &str,
-        _agent_id: &str,
-        _url: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        refused()
-    }
-
-    async fn get_agent_precall(
-        &self,
-        _account_id: &str,
-        _agent_id: &str,
-    ) -> Result<Option<Option<String>>, StoreError> {
-        refused()
-    }
-
     async fn get_caller(
         &self,
         _phone_number: &str,
@@ -256,7 +265,10 @@ impl Store for MemoryStore {
     ) -> Result<bool, StoreError> {
         refused()
     }
+}
 
+#[async_trait::async_trait]
+impl CallRepo for MemoryStore {
     async fn admit_call(
         &self,
         _call: &CallRecord,
@@ -359,7 +371,10 @@ impl Store for MemoryStore {
     ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
         Ok(Vec::new())
     }
+}
 
+#[async_trait::async_trait]
+impl GuardRepo for MemoryStore {
     async fn rate_limit_hit(
         &self,
         _bucket: &str,

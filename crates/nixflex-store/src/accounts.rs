@@ -1,0 +1,359 @@
+//! Accounts and their API keys.
+//!
+//! The repository trait and its data; the SQL below serves both backends (see `sql.rs`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::{Page, StoreError};
+
+/// An account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    /// `acct_` + 16 hex.
+    pub account_id: String,
+    /// Account holder name.
+    pub name: Option<String>,
+    /// Billing/alert e-mail.
+    pub email: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Override of the concurrent-call cap.
+    pub max_concurrent_calls: Option<i64>,
+    /// Override of reads per minute.
+    pub rate_limit_reads: Option<i64>,
+    /// Override of writes per minute.
+    pub rate_limit_writes: Option<i64>,
+}
+
+/// An API key (never the raw secret).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    /// `nxf_` + 32 hex.
+    pub key_id: String,
+    /// Owner.
+    pub account_id: String,
+    /// Label.
+    pub name: Option<String>,
+    /// SHA-256 hex of the secret.
+    pub secret_hash: String,
+    /// The AEAD-sealed secret.
+    pub secret_sealed: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last rotation.
+    pub rotated_at: Option<DateTime<Utc>>,
+    /// Revocation time; revoked keys never authenticate.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A key with its account, as authentication needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyWithAccount {
+    /// The key.
+    pub key: ApiKey,
+    /// Its account.
+    pub account: Account,
+}
+
+/// Result of revoking a key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RevokeOutcome {
+    /// Revoked now or earlier; the key as stored.
+    Revoked(ApiKey),
+    /// It is the account's last active key.
+    LastActiveKey,
+    /// No such key in this account.
+    NotFound,
+}
+
+/// Accounts and their API keys.
+#[async_trait]
+pub trait AccountRepo: Send + Sync {
+    /// Creates an account and its first key atomically.
+    async fn create_account(&self, account: &Account, key: &ApiKey) -> Result<(), StoreError>;
+
+    /// Fetches an account.
+    async fn get_account(&self, account_id: &str) -> Result<Option<Account>, StoreError>;
+
+    /// Sets the per-account limit overrides (admin).
+    async fn set_account_limits(
+        &self,
+        account_id: &str,
+        max_concurrent_calls: Option<i64>,
+        rate_limit_reads: Option<i64>,
+        rate_limit_writes: Option<i64>,
+    ) -> Result<(), StoreError>;
+
+    /// Adds a key to an existing account.
+    async fn insert_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+
+    /// A key and its account, revoked or not.
+    async fn get_key(&self, key_id: &str) -> Result<Option<KeyWithAccount>, StoreError>;
+
+    /// The account's keys, newest first, with the total.
+    async fn list_keys(
+        &self,
+        account_id: &str,
+        page: Page,
+    ) -> Result<(Vec<ApiKey>, i64), StoreError>;
+
+    /// Revokes a key unless it is the account's last active one (atomic across nodes).
+    async fn revoke_key(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Replaces an active key's secret; `NotFound` when unknown or revoked.
+    async fn rotate_key(
+        &self,
+        key_id: &str,
+        secret_hash: &str,
+        secret_sealed: &str,
+        at: DateTime<Utc>,
+    ) -> Result<ApiKey, StoreError>;
+}
+
+macro_rules! impl_accounts {
+    ($store:ty, $db:ty, $backend:literal) => {
+        mod accounts_sql {
+            use async_trait::async_trait;
+            use chrono::{DateTime, Utc};
+
+
+
+
+            use sqlx::Row as _;
+
+
+            use crate::sql::map_err;
+            use crate::{
+                Account, ApiKey, KeyWithAccount, Page, RevokeOutcome, StoreError,
+            };
+            use super::*;
+
+            type DbRow = <$db as sqlx::Database>::Row;
+
+            fn account_from_row(row: &DbRow, prefix: bool) -> Result<Account, sqlx::Error> {
+                let col = |name: &'static str| if prefix { format!("a_{name}") } else { name.to_owned() };
+                Ok(Account {
+                    account_id: row.try_get(col("account_id").as_str())?,
+                    name: row.try_get(col("name").as_str())?,
+                    email: row.try_get(col("email").as_str())?,
+                    created_at: row.try_get(col("created_at").as_str())?,
+                    max_concurrent_calls: row.try_get(col("max_concurrent_calls").as_str())?,
+                    rate_limit_reads: row.try_get(col("rate_limit_reads").as_str())?,
+                    rate_limit_writes: row.try_get(col("rate_limit_writes").as_str())?,
+                })
+            }
+
+            fn key_from_row(row: &DbRow) -> Result<ApiKey, sqlx::Error> {
+                Ok(ApiKey {
+                    key_id: row.try_get("key_id")?,
+                    account_id: row.try_get("account_id")?,
+                    name: row.try_get("name")?,
+                    secret_hash: row.try_get("secret_hash")?,
+                    secret_sealed: row.try_get("secret_sealed")?,
+                    created_at: row.try_get("created_at")?,
+                    rotated_at: row.try_get("rotated_at")?,
+                    revoked_at: row.try_get("revoked_at")?,
+                })
+            }
+
+            async fn insert_key_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                key: &ApiKey,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "insert into api_keys (key_id, account_id, name, secret_hash, secret_sealed, created_at, rotated_at, revoked_at) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&key.key_id)
+                .bind(&key.account_id)
+                .bind(&key.name)
+                .bind(&key.secret_hash)
+                .bind(&key.secret_sealed)
+                .bind(key.created_at)
+                .bind(key.rotated_at)
+                .bind(key.revoked_at)
+                .execute(&mut **tx)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            #[async_trait]
+            impl crate::AccountRepo for $store {
+                async fn create_account(&self, account: &Account, key: &ApiKey) -> Result<(), StoreError> {
+                    let mut tx = self.begin_write().await?;
+                    sqlx::query(
+                        "insert into accounts (account_id, name, email, created_at, max_concurrent_calls, rate_limit_reads, rate_limit_writes) values ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(&account.account_id)
+                    .bind(&account.name)
+                    .bind(&account.email)
+                    .bind(account.created_at)
+                    .bind(account.max_concurrent_calls)
+                    .bind(account.rate_limit_reads)
+                    .bind(account.rate_limit_writes)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    insert_key_in(&mut tx, key).await?;
+                    tx.commit().await.map_err(map_err)
+                }
+
+                async fn get_account(&self, account_id: &str) -> Result<Option<Account>, StoreError> {
+                    let row = sqlx::query("select * from accounts where account_id = $1")
+                        .bind(account_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    row.map(|row| account_from_row(&row, false)).transpose().map_err(map_err)
+                }
+
+                async fn set_account_limits(
+                    &self,
+                    account_id: &str,
+                    max_concurrent_calls: Option<i64>,
+                    rate_limit_reads: Option<i64>,
+                    rate_limit_writes: Option<i64>,
+                ) -> Result<(), StoreError> {
+                    let done = sqlx::query(
+                        "update accounts set max_concurrent_calls = $2, rate_limit_reads = $3, rate_limit_writes = $4 where account_id = $1",
+                    )
+                    .bind(account_id)
+                    .bind(max_concurrent_calls)
+                    .bind(rate_limit_reads)
+                    .bind(rate_limit_writes)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(map_err)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                async fn insert_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+                    let mut tx = self.begin_write().await?;
+                    insert_key_in(&mut tx, key).await?;
+                    tx.commit().await.map_err(map_err)
+                }
+
+                async fn get_key(&self, key_id: &str) -> Result<Option<KeyWithAccount>, StoreError> {
+                    let row = sqlx::query(
+                        "select k.key_id, k.account_id, k.name, k.secret_hash, k.secret_sealed, k.created_at, k.rotated_at, k.revoked_at, \
+                         a.account_id as a_account_id, a.name as a_name, a.email as a_email, a.created_at as a_created_at, \
+                         a.max_concurrent_calls as a_max_concurrent_calls, a.rate_limit_reads as a_rate_limit_reads, \
+                         a.rate_limit_writes as a_rate_limit_writes \
+                         from api_keys k join accounts a on a.account_id = k.account_id where k.key_id = $1",
+                    )
+                    .bind(key_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                    let Some(row) = row else { return Ok(None) };
+                    let key = key_from_row(&row).map_err(map_err)?;
+                    let account = account_from_row(&row, true).map_err(map_err)?;
+                    Ok(Some(KeyWithAccount { key, account }))
+                }
+
+                async fn list_keys(&self, account_id: &str, page: Page) -> Result<(Vec<ApiKey>, i64), StoreError> {
+                    let total: i64 = sqlx::query_scalar("select count(*) from api_keys where account_id = $1")
+                        .bind(account_id)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    let rows = sqlx::query(
+                        "select key_id, account_id, name, secret_hash, secret_sealed, created_at, rotated_at, revoked_at \
+                         from api_keys where account_id = $1 order by created_at desc, key_id desc limit $2 offset $3",
+                    )
+                    .bind(account_id)
+                    .bind(page.limit)
+                    .bind(page.offset)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                    let keys = rows.iter().map(key_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
+                    Ok((keys, total))
+                }
+
+                async fn revoke_key(
+                    &self,
+                    account_id: &str,
+                    key_id: &str,
+                    at: DateTime<Utc>,
+                ) -> Result<RevokeOutcome, StoreError> {
+                    let mut tx = self.begin_write().await?;
+                    // Serialise revocations per account so two concurrent requests cannot each see
+                    // "another active key" and revoke both.
+                    if let Some(lock) = Self::LOCK_ACCOUNT {
+                        sqlx::query(lock).bind(account_id).execute(&mut *tx).await.map_err(map_err)?;
+                    }
+                    let row = sqlx::query(
+                        "select key_id, account_id, name, secret_hash, secret_sealed, created_at, rotated_at, revoked_at \
+                         from api_keys where key_id = $1 and account_id = $2",
+                    )
+                    .bind(key_id)
+                    .bind(account_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    let Some(row) = row else { return Ok(RevokeOutcome::NotFound) };
+                    let mut key = key_from_row(&row).map_err(map_err)?;
+                    if key.revoked_at.is_some() {
+                        return Ok(RevokeOutcome::Revoked(key));
+                    }
+                    let active: i64 = sqlx::query_scalar(
+                        "select count(*) from api_keys where account_id = $1 and revoked_at is null",
+                    )
+                    .bind(account_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    if active <= 1 {
+                        return Ok(RevokeOutcome::LastActiveKey);
+                    }
+                    sqlx::query("update api_keys set revoked_at = $2 where key_id = $1")
+                        .bind(key_id)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    tx.commit().await.map_err(map_err)?;
+                    key.revoked_at = Some(at);
+                    Ok(RevokeOutcome::Revoked(key))
+                }
+
+                async fn rotate_key(
+                    &self,
+                    key_id: &str,
+                    secret_hash: &str,
+                    secret_sealed: &str,
+                    at: DateTime<Utc>,
+                ) -> Result<ApiKey, StoreError> {
+                    let row = sqlx::query(
+                        "update api_keys set secret_hash = $2, secret_sealed = $3, rotated_at = $4 \
+                         where key_id = $1 and revoked_at is null \
+                         returning key_id, account_id, name, secret_hash, secret_sealed, created_at, rotated_at, revoked_at",
+                    )
+                    .bind(key_id)
+                    .bind(secret_hash)
+                    .bind(secret_sealed)
+                    .bind(at)
+                    .fetch_optional(&self.writer)
+                    .await
+                    .map_err(map_err)?;
+                    match row {
+                        Some(row) => key_from_row(&row).map_err(map_err),
+                        None => Err(StoreError::NotFound),
+                    }
+                }
+            }
+        }
+    };
+}
+pub(crate) use impl_accounts;

@@ -1,0 +1,242 @@
+//! Agents and their pre-call gates.
+//!
+//! The repository trait and its data; the SQL below serves both backends (see `sql.rs`).
+
+use async_trait::async_trait;
+use nixflex_core::agent::Agent;
+use nixflex_core::validate::ValidationError;
+
+use crate::{Page, StoreError};
+
+/// Agents and their pre-call gates.
+#[async_trait]
+pub trait AgentRepo: Send + Sync {
+    /// Inserts a new agent.
+    async fn insert_agent(&self, agent: &Agent) -> Result<(), StoreError>;
+
+    /// An agent of this account, with its version (bumped by every edit).
+    async fn get_agent(
+        &self,
+        account_id: &str,
+        agent_id: &str,
+    ) -> Result<Option<(Agent, i64)>, StoreError>;
+
+    /// Whether an agent exists in any account (for `agent_not_owned` vs `agent_not_found`).
+    async fn agent_owner(&self, agent_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// The account's agents, newest first, optionally filtered by `is_active`, with the total.
+    async fn list_agents(
+        &self,
+        account_id: &str,
+        is_active: Option<bool>,
+        page: Page,
+    ) -> Result<(Vec<Agent>, i64), StoreError>;
+
+    /// Edits an agent in one write transaction that holds its row (PostgreSQL `FOR UPDATE`,
+    /// SQLite `BEGIN IMMEDIATE`), so concurrent edits queue instead of failing: `edit` sees the
+    /// agent as stored and returns the new one, or a validation error that changes nothing.
+    /// `None` when the agent is not this account's.
+    async fn modify_agent(
+        &self,
+        account_id: &str,
+        agent_id: &str,
+        edit: &mut (dyn for<'a> FnMut(&'a Agent) -> Result<Agent, ValidationError> + Send),
+    ) -> Result<Option<Result<Agent, ValidationError>>, StoreError>;
+
+    /// Deletes an agent; false when it did not exist in this account.
+    async fn delete_agent(&self, account_id: &str, agent_id: &str) -> Result<bool, StoreError>;
+
+    /// Sets or clears an agent's pre-call gate; false if the agent is not this account's.
+    async fn set_agent_precall(
+        &self,
+        account_id: &str,
+        agent_id: &str,
+        url: Option<&str>,
+    ) -> Result<bool, StoreError>;
+
+    /// An agent's pre-call gate: `None` if the agent is not this account's.
+    async fn get_agent_precall(
+        &self,
+        account_id: &str,
+        agent_id: &str,
+    ) -> Result<Option<Option<String>>, StoreError>;
+}
+
+macro_rules! impl_agents {
+    ($store:ty, $db:ty, $backend:literal) => {
+        mod agents_sql {
+            use async_trait::async_trait;
+
+            use nixflex_core::agent::{Agent, AgentSettings};
+
+
+
+            use sqlx::Row as _;
+            use sqlx::types::Json;
+
+            use crate::sql::{agent_from_parts, map_err};
+            use crate::{
+                Page, StoreError,
+            };
+            use super::*;
+
+            type DbRow = <$db as sqlx::Database>::Row;
+
+            fn agent_from_row(row: &DbRow) -> Result<Agent, sqlx::Error> {
+                let Json(settings): Json<AgentSettings> = row.try_get("settings")?;
+                Ok(agent_from_parts(
+                    row.try_get("agent_id")?,
+                    row.try_get("account_id")?,
+                    row.try_get("api_key_id")?,
+                    settings,
+                    row.try_get("created_at")?,
+                    row.try_get("updated_at")?,
+                ))
+            }
+
+            #[async_trait]
+            impl crate::AgentRepo for $store {
+                async fn insert_agent(&self, agent: &Agent) -> Result<(), StoreError> {
+                    sqlx::query(
+                        "insert into agents (agent_id, account_id, api_key_id, name, is_active, settings, version, created_at, updated_at) \
+                         values ($1, $2, $3, $4, $5, $6, 1, $7, $8)",
+                    )
+                    .bind(&agent.agent_id)
+                    .bind(&agent.account_id)
+                    .bind(&agent.api_key_id)
+                    .bind(&agent.settings.name)
+                    .bind(agent.settings.is_active)
+                    .bind(Json(&agent.settings))
+                    .bind(agent.created_at)
+                    .bind(agent.updated_at)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(map_err)?;
+                    Ok(())
+                }
+
+                async fn get_agent(&self, account_id: &str, agent_id: &str) -> Result<Option<(Agent, i64)>, StoreError> {
+                    let row = sqlx::query("select * from agents where agent_id = $1 and account_id = $2")
+                        .bind(agent_id)
+                        .bind(account_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    let Some(row) = row else { return Ok(None) };
+                    let version: i64 = row.try_get("version").map_err(map_err)?;
+                    Ok(Some((agent_from_row(&row).map_err(map_err)?, version)))
+                }
+
+                async fn agent_owner(&self, agent_id: &str) -> Result<Option<String>, StoreError> {
+                    sqlx::query_scalar("select account_id from agents where agent_id = $1")
+                        .bind(agent_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)
+                }
+
+                async fn list_agents(
+                    &self,
+                    account_id: &str,
+                    is_active: Option<bool>,
+                    page: Page,
+                ) -> Result<(Vec<Agent>, i64), StoreError> {
+                    let total: i64 = sqlx::query_scalar(
+                        "select count(*) from agents where account_id = $1 and ($2 is null or is_active = $2)",
+                    )
+                    .bind(account_id)
+                    .bind(is_active)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                    let rows = sqlx::query(
+                        "select * from agents where account_id = $1 and ($2 is null or is_active = $2) \
+                         order by created_at desc, agent_id desc limit $3 offset $4",
+                    )
+                    .bind(account_id)
+                    .bind(is_active)
+                    .bind(page.limit)
+                    .bind(page.offset)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                    let agents = rows.iter().map(agent_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
+                    Ok((agents, total))
+                }
+
+                async fn modify_agent(
+                    &self,
+                    account_id: &str,
+                    agent_id: &str,
+                    edit: &mut (dyn for<'a> FnMut(&'a Agent) -> Result<Agent, nixflex_core::validate::ValidationError> + Send),
+                ) -> Result<Option<Result<Agent, nixflex_core::validate::ValidationError>>, StoreError> {
+                    let mut tx = self.begin_write().await?;
+                    let select = if Self::ROW_LOCKS {
+                        "select * from agents where agent_id = $1 and account_id = $2 for update"
+                    } else {
+                        "select * from agents where agent_id = $1 and account_id = $2"
+                    };
+                    let row = sqlx::query(select)
+                        .bind(agent_id)
+                        .bind(account_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    let Some(row) = row else { return Ok(None) };
+                    let current = agent_from_row(&row).map_err(map_err)?;
+                    let agent = match edit(&current) {
+                        Ok(agent) => agent,
+                        // Dropping the transaction rolls it back and releases the row.
+                        Err(invalid) => return Ok(Some(Err(invalid))),
+                    };
+                    sqlx::query(
+                        "update agents set name = $3, is_active = $4, settings = $5, updated_at = $6, version = version + 1 \
+                         where agent_id = $1 and account_id = $2",
+                    )
+                    .bind(&current.agent_id)
+                    .bind(&current.account_id)
+                    .bind(&agent.settings.name)
+                    .bind(agent.settings.is_active)
+                    .bind(Json(&agent.settings))
+                    .bind(agent.updated_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    tx.commit().await.map_err(map_err)?;
+                    Ok(Some(Ok(agent)))
+                }
+
+                async fn delete_agent(&self, account_id: &str, agent_id: &str) -> Result<bool, StoreError> {
+                    let done = sqlx::query("delete from agents where agent_id = $1 and account_id = $2")
+                        .bind(agent_id)
+                        .bind(account_id)
+                        .execute(&self.writer)
+                        .await
+                        .map_err(map_err)?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn set_agent_precall(&self, account_id: &str, agent_id: &str, url: Option<&str>) -> Result<bool, StoreError> {
+                    let done = sqlx::query("update agents set precall_url = $3 where agent_id = $1 and account_id = $2")
+                        .bind(agent_id)
+                        .bind(account_id)
+                        .bind(url)
+                        .execute(&self.writer)
+                        .await
+                        .map_err(map_err)?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn get_agent_precall(&self, account_id: &str, agent_id: &str) -> Result<Option<Option<String>>, StoreError> {
+                    sqlx::query_scalar("select precall_url from agents where agent_id = $1 and account_id = $2")
+                        .bind(agent_id)
+                        .bind(account_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)
+                }
+            }
+        }
+    };
+}
+pub(crate) use impl_agents;

@@ -1,0 +1,436 @@
+//! Call records: admission under the concurrent-call cap, updates, history.
+//!
+//! The repository trait and its data; the SQL below serves both backends (see `sql.rs`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use nixflex_core::call::{CallRecord, Direction, TranscriptEntry, TurnLatency};
+
+use crate::{Page, StoreError};
+
+/// Filters of `GET /v1/calls` (all optional, combined with AND).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallFilter {
+    /// Agent.
+    pub agent_id: Option<String>,
+    /// Direction.
+    pub direction: Option<Direction>,
+    /// Twilio status.
+    pub call_status: Option<String>,
+    /// Caller ID.
+    pub from_number: Option<String>,
+    /// Number dialled.
+    pub to_number: Option<String>,
+    /// Campaign.
+    pub campaign_id: Option<String>,
+    /// Started at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Started before.
+    pub until: Option<DateTime<Utc>>,
+    /// Sentiment.
+    pub caller_sentiment: Option<String>,
+    /// Success.
+    pub call_successful: Option<bool>,
+    /// Voicemail.
+    pub voicemail_detected: Option<bool>,
+}
+
+/// A partial update of a call. Final statuses never change; `ended_reason`, `answered_at` and
+/// `ended_at` keep their first value; other fields are replaced when given.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallUpdate {
+    /// New status (ignored once the call has a final one).
+    pub call_status: Option<String>,
+    /// Why it ended (first writer wins).
+    pub ended_reason: Option<String>,
+    /// Answer time (first writer wins).
+    pub answered_at: Option<DateTime<Utc>>,
+    /// End time (first writer wins).
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Connected seconds.
+    pub duration_seconds: Option<i64>,
+    /// Transcript so far.
+    pub transcript: Option<Vec<TranscriptEntry>>,
+    /// Latency so far.
+    pub turns: Option<Vec<TurnLatency>>,
+    /// Mean latency.
+    pub avg_latency_ms: Option<f64>,
+    /// Media session liveness.
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// Twilio's SID once known.
+    pub twilio_call_sid: Option<String>,
+    /// A new media-stream token hash (replaces the old one).
+    pub stream_token_hash: Option<String>,
+}
+
+/// Whether an inbound call may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Inserted as in progress.
+    Admitted,
+    /// The account already has `active` live calls (nothing inserted).
+    AtCapacity {
+        /// Live calls counted.
+        active: i64,
+    },
+}
+
+/// Call records: admission under the concurrent-call cap, updates, history.
+#[async_trait]
+pub trait CallRepo: Send + Sync {
+    /// Inserts a call if the account has fewer than `cap` live calls (those not final whose media
+    /// session was alive after `alive_after`), atomically across nodes.
+    async fn admit_call(
+        &self,
+        call: &CallRecord,
+        cap: i64,
+        alive_after: DateTime<Utc>,
+    ) -> Result<Admission, StoreError>;
+
+    /// Inserts a call unconditionally (`Conflict` on a duplicate Twilio SID).
+    async fn insert_call(&self, call: &CallRecord) -> Result<(), StoreError>;
+
+    /// A call of this account.
+    async fn get_call(
+        &self,
+        account_id: &str,
+        call_id: &str,
+    ) -> Result<Option<CallRecord>, StoreError>;
+
+    /// A call of any account (engine use).
+    async fn find_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
+
+    /// A call of this account by its Twilio SID. With `business_number`, only a call on that
+    /// number of the account (inbound to it or outbound from it): carrier webhooks are scoped
+    /// to the number whose auth token signed them.
+    async fn get_call_by_sid(
+        &self,
+        account_id: &str,
+        twilio_call_sid: &str,
+        business_number: Option<&str>,
+    ) -> Result<Option<CallRecord>, StoreError>;
+
+    /// The account's calls, newest first, filtered, with the total.
+    async fn list_calls(
+        &self,
+        account_id: &str,
+        filter: &CallFilter,
+        page: Page,
+    ) -> Result<(Vec<CallRecord>, i64), StoreError>;
+
+    /// Applies a partial update; false if the call does not exist.
+    async fn update_call(
+        &self,
+        call_id: &str,
+        update: &CallUpdate,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes one call; false if it was not this account's.
+    async fn delete_call(&self, account_id: &str, call_id: &str) -> Result<bool, StoreError>;
+
+    /// Deletes all of the account's calls; returns how many.
+    async fn delete_all_calls(&self, account_id: &str) -> Result<i64, StoreError>;
+
+    /// Summaries of the latest calls between a business number and a caller for an agent,
+    /// newest first (history, ENGINE §16).
+    async fn call_history(
+        &self,
+        account_id: &str,
+        agent_id: &str,
+        business_number: &str,
+        caller_number: &str,
+        limit: i64,
+    ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError>;
+}
+
+macro_rules! impl_calls {
+    ($store:ty, $db:ty, $backend:literal) => {
+        mod calls_sql {
+            use async_trait::async_trait;
+            use chrono::{DateTime, Utc};
+
+            use nixflex_core::call::{CallRecord, Direction, TranscriptEntry, TurnLatency};
+
+            use serde_json::{Map, Value};
+            use sqlx::Row as _;
+            use sqlx::types::Json;
+
+            use crate::sql::map_err;
+            use crate::{
+                Admission, CallFilter, CallUpdate, Page, StoreError,
+            };
+            use super::*;
+
+            type DbRow = <$db as sqlx::Database>::Row;
+
+            fn call_from_row(row: &DbRow) -> Result<CallRecord, sqlx::Error> {
+                let direction: String = row.try_get("direction")?;
+                let Json(transcript): Json<Vec<TranscriptEntry>> = row.try_get("transcript")?;
+                let Json(turns): Json<Vec<TurnLatency>> = row.try_get("turns")?;
+                let Json(extracted_data): Json<Map<String, Value>> = row.try_get("extracted_data")?;
+                let metadata: Option<Json<Value>> = row.try_get("metadata")?;
+                Ok(CallRecord {
+                    call_id: row.try_get("call_id")?,
+                    account_id: row.try_get("account_id")?,
+                    agent_id: row.try_get("agent_id")?,
+                    direction: Direction::parse(&direction).unwrap_or(Direction::Inbound),
+                    from_number: row.try_get("from_number")?,
+                    to_number: row.try_get("to_number")?,
+                    twilio_call_sid: row.try_get("twilio_call_sid")?,
+                    call_status: row.try_get("call_status")?,
+                    ended_reason: row.try_get("ended_reason")?,
+                    started_at: row.try_get("started_at")?,
+                    answered_at: row.try_get("answered_at")?,
+                    ended_at: row.try_get("ended_at")?,
+                    duration_seconds: row.try_get("duration_seconds")?,
+                    transcript,
+                    turns,
+                    avg_latency_ms: row.try_get("avg_latency_ms")?,
+                    recording_url: row.try_get("recording_url")?,
+                    call_summary: row.try_get("call_summary")?,
+                    caller_sentiment: row.try_get("caller_sentiment")?,
+                    call_successful: row.try_get("call_successful")?,
+                    extracted_data,
+                    voicemail_detected: row.try_get("voicemail_detected")?,
+                    campaign_id: row.try_get("campaign_id")?,
+                    metadata: metadata.map(|Json(v)| v),
+                    cost_usd: row.try_get("cost_usd")?,
+                    precall_reject_reason: row.try_get("precall_reject_reason")?,
+                    stream_token_hash: row.try_get("stream_token_hash")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            }
+
+            async fn insert_call_in<'e, E>(executor: E, call: &CallRecord) -> Result<(), StoreError>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                sqlx::query(
+                    "insert into calls (call_id, account_id, agent_id, direction, from_number, to_number, twilio_call_sid, call_status, \
+                     ended_reason, started_at, answered_at, ended_at, duration_seconds, transcript, turns, avg_latency_ms, recording_url, \
+                     call_summary, caller_sentiment, call_successful, extracted_data, voicemail_detected, campaign_id, metadata, cost_usd, \
+                     precall_reject_reason, stream_token_hash, heartbeat_at, created_at, updated_at) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
+                )
+                .bind(&call.call_id)
+                .bind(&call.account_id)
+                .bind(&call.agent_id)
+                .bind(call.direction.as_str())
+                .bind(&call.from_number)
+                .bind(&call.to_number)
+                .bind(&call.twilio_call_sid)
+                .bind(&call.call_status)
+                .bind(&call.ended_reason)
+                .bind(call.started_at)
+                .bind(call.answered_at)
+                .bind(call.ended_at)
+                .bind(call.duration_seconds)
+                .bind(Json(&call.transcript))
+                .bind(Json(&call.turns))
+                .bind(call.avg_latency_ms)
+                .bind(&call.recording_url)
+                .bind(&call.call_summary)
+                .bind(&call.caller_sentiment)
+                .bind(call.call_successful)
+                .bind(Json(&call.extracted_data))
+                .bind(call.voicemail_detected)
+                .bind(&call.campaign_id)
+                .bind(call.metadata.as_ref().map(Json))
+                .bind(call.cost_usd)
+                .bind(&call.precall_reject_reason)
+                .bind(&call.stream_token_hash)
+                .bind(call.created_at)
+                .bind(call.created_at)
+                .bind(call.updated_at)
+                .execute(executor)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            #[async_trait]
+            impl crate::CallRepo for $store {
+                async fn admit_call(&self, call: &CallRecord, cap: i64, alive_after: DateTime<Utc>) -> Result<Admission, StoreError> {
+                    let mut tx = self.begin_write().await?;
+                    if let Some(lock) = Self::LOCK_ACCOUNT {
+                        sqlx::query(lock).bind(&call.account_id).execute(&mut *tx).await.map_err(map_err)?;
+                    }
+                    let active: i64 = sqlx::query_scalar(
+                        "select count(*) from calls where account_id = $1 and call_status in ('initiated', 'ringing', 'in-progress') \
+                         and coalesce(heartbeat_at, created_at) >= $2",
+                    )
+                    .bind(&call.account_id)
+                    .bind(alive_after)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    if active >= cap {
+                        return Ok(Admission::AtCapacity { active });
+                    }
+                    insert_call_in(&mut *tx, call).await?;
+                    tx.commit().await.map_err(map_err)?;
+                    Ok(Admission::Admitted)
+                }
+
+                async fn insert_call(&self, call: &CallRecord) -> Result<(), StoreError> {
+                    insert_call_in(&self.writer, call).await
+                }
+
+                async fn get_call(&self, account_id: &str, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+                    let row = sqlx::query("select * from calls where call_id = $1 and account_id = $2")
+                        .bind(call_id)
+                        .bind(account_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    row.map(|row| call_from_row(&row)).transpose().map_err(map_err)
+                }
+
+                async fn find_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+                    let row = sqlx::query("select * from calls where call_id = $1")
+                        .bind(call_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    row.map(|row| call_from_row(&row)).transpose().map_err(map_err)
+                }
+
+                async fn get_call_by_sid(
+                    &self,
+                    account_id: &str,
+                    twilio_call_sid: &str,
+                    business_number: Option<&str>,
+                ) -> Result<Option<CallRecord>, StoreError> {
+                    let row = sqlx::query(
+                        "select * from calls where twilio_call_sid = $1 and account_id = $2 and ($3 is null \
+                         or (direction = 'inbound' and to_number = $3) or (direction = 'outbound' and from_number = $3))",
+                    )
+                    .bind(twilio_call_sid)
+                    .bind(account_id)
+                    .bind(business_number)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                    row.map(|row| call_from_row(&row)).transpose().map_err(map_err)
+                }
+
+                async fn list_calls(&self, account_id: &str, filter: &CallFilter, page: Page) -> Result<(Vec<CallRecord>, i64), StoreError> {
+                    const WHERE: &str = "where account_id = $1 and ($2 is null or agent_id = $2) and ($3 is null or direction = $3) \
+                         and ($4 is null or call_status = $4) and ($5 is null or from_number = $5) and ($6 is null or to_number = $6) \
+                         and ($7 is null or campaign_id = $7) and ($8 is null or started_at >= $8) and ($9 is null or started_at < $9) \
+                         and ($10 is null or caller_sentiment = $10) and ($11 is null or call_successful = $11) \
+                         and ($12 is null or voicemail_detected = $12)";
+                    macro_rules! bind_filter {
+                        ($query:expr) => {
+                            $query
+                                .bind(account_id)
+                                .bind(&filter.agent_id)
+                                .bind(filter.direction.map(|d| d.as_str()))
+                                .bind(&filter.call_status)
+                                .bind(&filter.from_number)
+                                .bind(&filter.to_number)
+                                .bind(&filter.campaign_id)
+                                .bind(filter.since)
+                                .bind(filter.until)
+                                .bind(&filter.caller_sentiment)
+                                .bind(filter.call_successful)
+                                .bind(filter.voicemail_detected)
+                        };
+                    }
+                    let count_sql = sqlx::AssertSqlSafe(format!("select count(*) from calls {WHERE}"));
+                    let total: i64 = bind_filter!(sqlx::query_scalar(count_sql)).fetch_one(&self.pool).await.map_err(map_err)?;
+                    let page_sql = sqlx::AssertSqlSafe(format!(
+                        "select * from calls {WHERE} order by created_at desc, call_id desc limit $13 offset $14"
+                    ));
+                    let rows = bind_filter!(sqlx::query(page_sql))
+                        .bind(page.limit)
+                        .bind(page.offset)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    let calls = rows.iter().map(call_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
+                    Ok((calls, total))
+                }
+
+                async fn update_call(&self, call_id: &str, update: &CallUpdate, at: DateTime<Utc>) -> Result<bool, StoreError> {
+                    let done = sqlx::query(
+                        "update calls set \
+                         call_status = case when call_status in ('completed', 'busy', 'no-answer', 'failed', 'canceled') then call_status else coalesce($2, call_status) end, \
+                         ended_reason = coalesce(ended_reason, $3), answered_at = coalesce(answered_at, $4), ended_at = coalesce(ended_at, $5), \
+                         duration_seconds = coalesce($6, duration_seconds), transcript = coalesce($7, transcript), turns = coalesce($8, turns), \
+                         avg_latency_ms = coalesce($9, avg_latency_ms), heartbeat_at = coalesce($10, heartbeat_at), \
+                         twilio_call_sid = coalesce(twilio_call_sid, $11), updated_at = $12, \
+                         stream_token_hash = coalesce($13, stream_token_hash) \
+                         where call_id = $1",
+                    )
+                    .bind(call_id)
+                    .bind(&update.call_status)
+                    .bind(&update.ended_reason)
+                    .bind(update.answered_at)
+                    .bind(update.ended_at)
+                    .bind(update.duration_seconds)
+                    .bind(update.transcript.as_ref().map(Json))
+                    .bind(update.turns.as_ref().map(Json))
+                    .bind(update.avg_latency_ms)
+                    .bind(update.heartbeat_at)
+                    .bind(&update.twilio_call_sid)
+                    .bind(at)
+                    .bind(&update.stream_token_hash)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(map_err)?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn delete_call(&self, account_id: &str, call_id: &str) -> Result<bool, StoreError> {
+                    let done = sqlx::query("delete from calls where call_id = $1 and account_id = $2")
+                        .bind(call_id)
+                        .bind(account_id)
+                        .execute(&self.writer)
+                        .await
+                        .map_err(map_err)?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn delete_all_calls(&self, account_id: &str) -> Result<i64, StoreError> {
+                    let done = sqlx::query("delete from calls where account_id = $1")
+                        .bind(account_id)
+                        .execute(&self.writer)
+                        .await
+                        .map_err(map_err)?;
+                    Ok(i64::try_from(done.rows_affected()).unwrap_or(i64::MAX))
+                }
+
+                async fn call_history(
+                    &self,
+                    account_id: &str,
+                    agent_id: &str,
+                    business_number: &str,
+                    caller_number: &str,
+                    limit: i64,
+                ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
+                    let rows = sqlx::query(
+                        "select started_at, call_summary from calls where account_id = $1 and agent_id = $2 and call_summary is not null \
+                         and ((direction = 'inbound' and to_number = $3 and from_number = $4) or (direction = 'outbound' and from_number = $3 and to_number = $4)) \
+                         order by started_at desc limit $5",
+                    )
+                    .bind(account_id)
+                    .bind(agent_id)
+                    .bind(business_number)
+                    .bind(caller_number)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                    rows.iter()
+                        .map(|row| Ok((row.try_get("started_at")?, row.try_get("call_summary")?)))
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                        .map_err(map_err)
+                }
+            }
+        }
+    };
+}
+pub(crate) use impl_calls;
