@@ -446,7 +446,7 @@ fn uri_problem(req: &Request) -> Option<ApiError> {
 pub struct QueryPairs(pub Vec<(String, String)>);
 
 impl QueryPairs {
-    /// The last value of `name`.
+    /// The value of `name` (a name given twice is refused by [`QueryPairs::parse`]).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }

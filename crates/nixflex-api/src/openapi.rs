@@ -139,6 +139,13 @@ fn pending_operation(route: &PendingRoute) -> Value {
         "description": format!("{}. Documented in the API reference but not available on this server yet: it answers 501 `not_implemented` (after checking the key and, when there is one, the request body).", route.what),
         "responses": responses,
     });
+    if !route.query.is_empty() {
+        operation["parameters"] = route
+            .query
+            .iter()
+            .map(|name| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}}))
+            .collect();
+    }
     if let Some(body) = &route.body {
         operation["requestBody"] = json!({
             "description": body.description,
@@ -183,7 +190,7 @@ fn path_parameter(path: &str, name: &str) -> (Value, &'static str) {
 }
 
 /// The schema of a query parameter, by name: bounds, enums and patterns the handlers enforce.
-fn query_schema(name: &str) -> Option<(Value, Option<&'static str>)> {
+fn query_schema(path: &str, name: &str) -> Option<(Value, Option<&'static str>)> {
     let schema = match name {
         "limit" => {
             return Some((
@@ -203,9 +210,23 @@ fn query_schema(name: &str) -> Option<(Value, Option<&'static str>)> {
             json!({"type": "boolean"})
         }
         "direction" => json!({"type": "string", "enum": ["inbound", "outbound"]}),
+        "status" if path.starts_with("/v1/calls/batch") => json!({
+            "type": "string",
+            "enum": ["scheduled", "running", "paused", "completed", "cancelled", "failed"],
+        }),
+        "status" if path.starts_with("/v1/sms/campaigns") => {
+            json!({"type": "string", "enum": ["draft", "scheduled", "running", "done", "failed"]})
+        }
         "call_status" | "status" => {
             json!({"type": "string", "enum": nixflex_core::call::CALL_STATUSES})
         }
+        "period" => json!({
+            "type": "string",
+            "enum": ["today", "month_to_date", "last_30_days", "all_time"],
+        }),
+        "recipients_limit" => json!({"type": "integer", "minimum": 1}),
+        "recipients_offset" => json!({"type": "integer", "minimum": 0}),
+        "to" => json!({"type": "string", "pattern": r"^\+[1-9][0-9]{6,14}$"}),
         "caller_sentiment" => {
             json!({"type": "string", "enum": ["happy", "neutral", "frustrated"]})
         }
@@ -249,7 +270,7 @@ fn complete_operation(path: &str, method: &str, operation: &mut Value) {
         }
         for param in parameters.iter_mut().filter(|p| p["in"] == "query") {
             let name = param["name"].as_str().unwrap_or("").to_owned();
-            if let Some((schema, description)) = query_schema(&name) {
+            if let Some((schema, description)) = query_schema(path, &name) {
                 param["schema"] = schema;
                 if let Some(description) = description {
                     param["description"] = json!(description);

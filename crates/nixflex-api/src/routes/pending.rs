@@ -50,6 +50,8 @@ pub(crate) struct PendingRoute {
     pub(crate) what: &'static str,
     pub(crate) tag: &'static str,
     pub(crate) body: Option<PendingBody>,
+    /// Documented query parameters.
+    pub(crate) query: &'static [&'static str],
 }
 
 const fn p(
@@ -58,7 +60,11 @@ const fn p(
     what: &'static str,
     tag: &'static str,
 ) -> PendingRoute {
-    PendingRoute { method, path, what, tag, body: None }
+    PendingRoute { method, path, what, tag, body: None, query: &[] }
+}
+
+const fn query(route: PendingRoute, query: &'static [&'static str]) -> PendingRoute {
+    PendingRoute { query, ..route }
 }
 
 const fn with(route: PendingRoute, body: Option<PendingBody>) -> PendingRoute {
@@ -315,7 +321,7 @@ pub(crate) struct SwitchInput {
 }
 
 pub(crate) const PENDING: &[PendingRoute] = &[
-    p("GET", "/v1/usage", "Usage and limits", "account"),
+    query(p("GET", "/v1/usage", "Usage and limits", "account"), &["period", "since", "until"]),
     with(
         p("PUT", "/v1/account/storage", "Bring-your-own recording storage", "account"),
         body::<StorageInput>("Bucket and credentials"),
@@ -342,8 +348,14 @@ pub(crate) const PENDING: &[PendingRoute] = &[
         p("POST", "/v1/calls/batch", "Batch call campaigns", "campaigns"),
         body::<BatchCampaignInput>("The campaign"),
     ),
-    p("GET", "/v1/calls/batch", "Batch call campaigns", "campaigns"),
-    p("GET", "/v1/calls/batch/{campaign_id}", "Batch call campaigns", "campaigns"),
+    query(
+        p("GET", "/v1/calls/batch", "Batch call campaigns", "campaigns"),
+        &["limit", "offset", "agent_id", "status"],
+    ),
+    query(
+        p("GET", "/v1/calls/batch/{campaign_id}", "Batch call campaigns", "campaigns"),
+        &["recipients_limit", "recipients_offset"],
+    ),
     p("POST", "/v1/calls/batch/{campaign_id}/launch", "Launching a batch campaign", "campaigns"),
     p("POST", "/v1/calls/batch/{campaign_id}/pause", "Pausing a batch campaign", "campaigns"),
     p("POST", "/v1/calls/batch/{campaign_id}/resume", "Resuming a batch campaign", "campaigns"),
@@ -369,14 +381,23 @@ pub(crate) const PENDING: &[PendingRoute] = &[
     ),
     p("GET", "/v1/integrations/web-calls/number/{phone_number}", "Web calls", "integrations"),
     with(p("POST", "/v1/sms", "Sending SMS", "sms"), body::<SmsInput>("The message")),
-    p("GET", "/v1/sms", "SMS message log", "sms"),
+    query(
+        p("GET", "/v1/sms", "SMS message log", "sms"),
+        &["limit", "offset", "to", "from_number", "agent_id", "direction"],
+    ),
     p("GET", "/v1/sms/{message_id}", "SMS messages", "sms"),
     with(
         p("POST", "/v1/sms/campaigns", "SMS campaigns", "sms"),
         body::<SmsCampaignInput>("The campaign"),
     ),
-    p("GET", "/v1/sms/campaigns", "SMS campaigns", "sms"),
-    p("GET", "/v1/sms/campaigns/{campaign_id}", "SMS campaigns", "sms"),
+    query(
+        p("GET", "/v1/sms/campaigns", "SMS campaigns", "sms"),
+        &["limit", "offset", "agent_id", "status"],
+    ),
+    query(
+        p("GET", "/v1/sms/campaigns/{campaign_id}", "SMS campaigns", "sms"),
+        &["recipients_limit", "recipients_offset"],
+    ),
     p("DELETE", "/v1/sms/campaigns/{campaign_id}", "Cancelling an SMS campaign", "sms"),
     p("POST", "/v1/sms/campaigns/{campaign_id}/launch", "Launching an SMS campaign", "sms"),
 ];

@@ -251,6 +251,39 @@ async fn query_parameters_must_be_documented_and_given_once(backend: Backend) {
     assert_eq!(page["agents"].as_array().unwrap().len(), 2);
 }
 
+async fn routes_not_built_yet_check_their_documented_input(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.signup().await;
+    expect_error(
+        app.request(Method::GET, "/v1/usage", None).send().await.unwrap(),
+        401,
+        "invalid_api_key",
+    )
+    .await;
+    expect_error(app.get(&key, "/v1/usage?period=today").await, 501, "not_implemented").await;
+    let error =
+        expect_field(app.get(&key, "/v1/usage?perod=today").await, "unknown_field", "perod").await;
+    assert_eq!(error["details"]["suggestion"], "period");
+    let error = expect_field(
+        app.post(
+            &key,
+            "/v1/sms",
+            json!({"agent_id": "agent_0000000000000000", "to": "+447446466847", "mesage": "Hi"}),
+        )
+        .await,
+        "unknown_field",
+        "mesage",
+    )
+    .await;
+    assert_eq!(error["details"]["suggestion"], "message");
+    let sms = json!({"agent_id": "agent_0000000000000000", "to": "+447446466847", "message": "Hi"});
+    expect_error(app.post(&key, "/v1/sms", sms).await, 501, "not_implemented").await;
+    // The legacy names stay accepted.
+    let legacy =
+        json!({"agent_id": "agent_0000000000000000", "to_number": "+447446466847", "body": "Hi"});
+    expect_error(app.post(&key, "/v1/sms", legacy).await, 501, "not_implemented").await;
+}
+
 async fn wrong_types_are_refused_naming_the_field(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = app.signup().await;
@@ -287,5 +320,6 @@ both!(
     documented_aliases_and_sdk_fields_stay_accepted,
     duplicate_keys_and_whitespace_bodies_are_not_valid_json,
     query_parameters_must_be_documented_and_given_once,
+    routes_not_built_yet_check_their_documented_input,
     wrong_types_are_refused_naming_the_field
 );
