@@ -223,6 +223,7 @@ fn interruption_schema() -> impl Into<RefOr<Schema>> {
         .description(Some("0–100, or low, medium, high (25, 50, 75)"))
 }
 
+// The schema attributes above need literals; this keeps them equal to the limits enforced.
 const _: () =
     assert!(MAX_SYSTEM_PROMPT == 16_000 && MAX_EXTRACTION_FIELDS == 25 && MAX_FUNCTIONS == 20);
 

@@ -98,6 +98,9 @@ pub(crate) struct CallerImportInput {
     callers: Option<Vec<CallerImportRow>>,
 }
 
+// The schema attributes above need literals; this keeps them equal to the limits enforced.
+const _: () = assert!(caller::MAX_FIELD_CHARS == 500 && MAX_IMPORT_ROWS == 1000);
+
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_caller, put_caller, delete_caller))

@@ -158,6 +158,12 @@ pub(crate) struct NumberUpdateInput {
     updated_at: Option<Value>,
 }
 
+// The schema attributes above need literals; this keeps them equal to the limits enforced.
+const _: () = assert!(
+    nixflex_core::number::MAX_CUSTOM_PROMPT == 8000
+        && nixflex_core::number::MAX_CHANNEL_PROMPT == 20_000
+);
+
 /// A phone number as the API returns it (never the auth token).
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct NumberObject {
