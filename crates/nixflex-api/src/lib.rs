@@ -39,6 +39,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::pending::router())
         .merge(carrier::router(state.clone()))
         .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
+        .layer(axum::middleware::from_fn(extract::check_uri))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::timeout))

@@ -84,6 +84,8 @@ error_codes! {
     MissingField => ("missing_field", InvalidRequest, 400),
     /// The request body is not valid JSON.
     InvalidJson => ("invalid_json", InvalidRequest, 400),
+    /// A body field the operation does not know (`details.field`, `details.suggestion`).
+    UnknownField => ("unknown_field", InvalidRequest, 400),
     /// A body was sent without `Content-Type: application/json`.
     UnsupportedMediaType => ("unsupported_media_type", InvalidRequest, 415),
     /// The request body is larger than the server accepts.

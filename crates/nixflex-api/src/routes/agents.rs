@@ -4,18 +4,227 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use nixflex_core::agent::{Agent, AgentSettings};
+use nixflex_core::agent::{
+    Agent, AgentSettings, ExtractionType, MAX_EXTRACTION_FIELDS, MAX_FUNCTIONS, MAX_SYSTEM_PROMPT,
+    RecordingSource, ResponseLength, TransferType,
+};
 use nixflex_core::error::ErrorCode;
 use nixflex_core::ids;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, JsonObject, QueryPairs};
+use crate::extract::{Caller, Checked, QueryPairs};
 use crate::openapi::ErrorEnvelope;
 use crate::state::AppState;
+
+/// The settable fields of an agent, for create and update. Every field is optional: create fills
+/// in the documented defaults, update changes only what is given. `null` clears the nullable
+/// fields. camelCase spellings are accepted; so are the legacy `extraction_schema` (mapped to text
+/// `data_extraction_fields`) and `voice_speed` (ignored), and the read-only `agent_id`,
+/// `api_key_id`, `created_at`, `updated_at` of a fetched agent (ignored). Any other field is
+/// refused with `unknown_field`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Read by serde (type checking) and utoipa; handlers validate the fields.
+pub(crate) struct AgentInput {
+    /// Display name.
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 100, pattern = r"\S")]
+    name: Option<String>,
+    /// Instructions for the LLM (over 16,000 characters: `prompt_too_long`).
+    #[schema(value_type = String, required = false, max_length = 16000)]
+    system_prompt: Option<String>,
+    /// First words of the call.
+    #[schema(value_type = String, required = false, max_length = 1000)]
+    welcome_message: Option<String>,
+    /// A `voice_id` of `GET /v1/voices` (case-insensitive).
+    #[schema(value_type = String, required = false)]
+    voice_id: Option<String>,
+    /// A `code` of `GET /v1/languages` (case-insensitive), or `multi`.
+    #[schema(value_type = String, required = false)]
+    language: Option<String>,
+    /// IANA time zone, e.g. `Europe/London`.
+    #[schema(value_type = String, required = false)]
+    timezone: Option<String>,
+    /// Inactive agents do not take calls.
+    #[schema(value_type = bool, required = false)]
+    is_active: Option<bool>,
+    /// LLM sampling temperature.
+    #[schema(value_type = f64, required = false, minimum = 0, maximum = 1)]
+    temperature: Option<f64>,
+    /// How long the agent's answers are.
+    #[schema(value_type = ResponseLength, required = false)]
+    response_length: Option<String>,
+    /// The agent greets first.
+    #[schema(value_type = bool, required = false)]
+    ai_speaks_first: Option<bool>,
+    /// Let the LLM write the greeting.
+    #[schema(value_type = bool, required = false)]
+    dynamic_greeting: Option<bool>,
+    /// 0–100, or `low`/`medium`/`high` (25/50/75).
+    #[schema(schema_with = interruption_schema, required = false)]
+    interruption_sensitivity: Option<Value>,
+    /// Silence (ms) after the caller speaks that ends their turn.
+    #[schema(value_type = u16, required = false, minimum = 0, maximum = 1000)]
+    response_eagerness: Option<f64>,
+    /// Comma-separated keywords for speech recognition (fewer than 50, each ≤ 100 chars).
+    boosted_keywords: Option<String>,
+    /// Seconds the agent waits for the callee on outbound calls.
+    #[schema(value_type = u8, required = false, minimum = 5, maximum = 30)]
+    pickup_delay: Option<f64>,
+    /// Hard limit of a call, in seconds.
+    #[schema(value_type = u32, required = false, minimum = 60, maximum = 1800)]
+    max_call_duration_seconds: Option<f64>,
+    /// Silence (seconds) before the agent hangs up.
+    #[schema(value_type = u32, required = false, minimum = 5, maximum = 45)]
+    silence_hangup_seconds: Option<f64>,
+    /// Record calls.
+    #[schema(value_type = bool, required = false)]
+    record_call: Option<bool>,
+    /// Who records.
+    #[schema(value_type = RecordingSource, required = false)]
+    recording_source: Option<String>,
+    /// Carrier answering-machine detection.
+    #[schema(value_type = bool, required = false)]
+    amd_enabled: Option<bool>,
+    /// Keypad input; `null` lets the number decide.
+    dtmf_enabled: Option<bool>,
+    /// Leave `voicemail_message` on voicemail (then `voicemail_message` is required).
+    #[schema(value_type = bool, required = false)]
+    voicemail_leave_enabled: Option<bool>,
+    /// Spoken on voicemail.
+    #[schema(max_length = 2000)]
+    voicemail_message: Option<String>,
+    /// Post-call webhook (public https URL).
+    #[schema(max_length = 2048, format = "uri")]
+    webhook_url: Option<String>,
+    /// The agent may end the call.
+    #[schema(value_type = bool, required = false)]
+    func_end_call: Option<bool>,
+    /// Stored, not enforced.
+    func_send_sms: Option<bool>,
+    /// Stored, not enforced.
+    func_cold_transfer: Option<bool>,
+    /// How calls are transferred.
+    #[schema(value_type = TransferType, required = false)]
+    transfer_type: Option<String>,
+    /// E.164 transfer target.
+    #[schema(pattern = r"^\+[1-9][0-9]{6,14}$")]
+    transfer_number: Option<String>,
+    /// Whispered to the transfer target.
+    #[schema(max_length = 1000)]
+    transfer_whisper: Option<String>,
+    /// Speech rate; values outside 0.5–1.5 are clamped.
+    speaking_rate: Option<f64>,
+    /// Greet known callers by name.
+    #[schema(value_type = bool, required = false)]
+    greet_by_name: Option<bool>,
+    /// Said when the agent did not understand.
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 1000, pattern = r"\S")]
+    fallback_message: Option<String>,
+    /// Text the caller after the call.
+    #[schema(value_type = bool, required = false)]
+    post_call_sms_enabled: Option<bool>,
+    /// The post-call text.
+    #[schema(max_length = 1600)]
+    post_call_sms_template: Option<String>,
+    /// Texting during calls.
+    #[schema(value_type = bool, required = false)]
+    incall_sms_enabled: Option<bool>,
+    /// What to extract after each call.
+    #[schema(value_type = Vec<ExtractionFieldInput>, required = false, max_items = 25)]
+    data_extraction_fields: Option<Vec<ExtractionFieldInput>>,
+    /// Custom functions the LLM may call.
+    #[schema(value_type = Vec<FunctionInput>, required = false, max_items = 20)]
+    functions: Option<Vec<FunctionInput>>,
+    /// `false` silences SMS auto-replies on all the agent's numbers.
+    #[schema(value_type = bool, required = false)]
+    enable_sms_reply: Option<bool>,
+    /// The LLM model name.
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 100, pattern = r"\S")]
+    llm_model: Option<String>,
+    // Accepted, not documented: legacy aliases and the read-only fields of a fetched agent.
+    #[schema(ignore)]
+    extraction_schema: Option<Value>,
+    #[schema(ignore)]
+    voice_speed: Option<Value>,
+    #[schema(ignore)]
+    agent_id: Option<Value>,
+    #[schema(ignore)]
+    api_key_id: Option<Value>,
+    #[schema(ignore)]
+    created_at: Option<Value>,
+    #[schema(ignore)]
+    updated_at: Option<Value>,
+}
+
+/// One post-call extraction field.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct ExtractionFieldInput {
+    /// Field type.
+    #[serde(rename = "type")]
+    #[schema(value_type = ExtractionType, required = true)]
+    kind: Option<String>,
+    /// Key in `extracted_data`, unique.
+    #[schema(value_type = String, required = true, pattern = r"^[a-z][a-z0-9_]{0,63}$")]
+    name: Option<String>,
+    /// Instruction for the extractor.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 1000, pattern = r"\S")]
+    description: Option<String>,
+    /// Whether the value may be missing (default false).
+    optional: Option<bool>,
+    /// Allowed values: required for `selector`, refused otherwise.
+    #[schema(min_items = 1, max_items = 50)]
+    choices: Option<Vec<String>>,
+    /// Example of the expected format (`text` only).
+    #[serde(alias = "formatExample")]
+    #[schema(max_length = 200)]
+    format_example: Option<String>,
+}
+
+/// A custom function the LLM may call.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct FunctionInput {
+    /// Tool name, unique.
+    #[schema(value_type = String, required = true, pattern = r"^[A-Za-z0-9_-]{1,64}$")]
+    name: Option<String>,
+    /// What it does (read by the LLM).
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 1000, pattern = r"\S")]
+    description: Option<String>,
+    /// Public https endpoint called with the arguments.
+    #[schema(value_type = String, required = true, format = "uri")]
+    url: Option<String>,
+    /// Always POST (the default).
+    #[schema(value_type = String, required = false, pattern = "^[Pp][Oo][Ss][Tt]$")]
+    method: Option<String>,
+    /// JSON Schema (`"type": "object"`) of the arguments.
+    #[schema(value_type = Object, required = false)]
+    parameters: Option<Map<String, Value>>,
+}
+
+fn interruption_schema() -> impl Into<RefOr<Schema>> {
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).maximum(Some(100)))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["low", "medium", "high"])),
+        )
+        .description(Some("0–100, or low, medium, high (25, 50, 75)"))
+}
+
+// The schema attributes above need literals; this keeps them equal to the limits enforced.
+const _: () =
+    assert!(MAX_SYSTEM_PROMPT == 16_000 && MAX_EXTRACTION_FIELDS == 25 && MAX_FUNCTIONS == 20);
 
 /// An agent: its ids, every setting, and timestamps.
 #[derive(Debug, Serialize, ToSchema)]
@@ -80,13 +289,13 @@ fn not_found(agent_id: &str) -> ApiError {
 }
 
 /// Create an agent. Every field is optional: `{}` yields a working agent with the documented
-/// defaults. camelCase aliases and legacy fields are accepted; unknown fields are ignored.
+/// defaults. camelCase aliases and legacy fields are accepted; unknown fields are refused.
 #[utoipa::path(
     post, path = "/v1/agents", tag = "agents",
-    request_body(content = AgentSettings, description = "Any subset of the agent's settable fields", content_type = "application/json"),
+    request_body(content = AgentInput, description = "Any subset of the agent's settable fields", content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = AgentObject),
-        (status = 400, description = "`invalid_request`, `invalid_json`, `prompt_too_long`, `invalid_voice_id`, `invalid_language`, `invalid_phone_format`, `voicemail_message_required`", body = ErrorEnvelope),
+        (status = 400, description = "`invalid_request`, `invalid_json`, `unknown_field`, `prompt_too_long`, `invalid_voice_id`, `invalid_language`, `invalid_phone_format`, `voicemail_message_required`", body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
         (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`", body = ErrorEnvelope),
         (status = 413, description = "`request_too_large`", body = ErrorEnvelope),
@@ -97,7 +306,7 @@ fn not_found(agent_id: &str) -> ApiError {
 async fn create_agent(
     State(state): State<AppState>,
     caller: Caller,
-    JsonObject(body): JsonObject,
+    Checked { fields: body, .. }: Checked<AgentInput>,
 ) -> ApiResult<(StatusCode, Json<AgentObject>)> {
     let settings = AgentSettings::default().apply_patch(body, state.config().agent_rules())?;
     let now = nixflex_store::now();
@@ -169,15 +378,15 @@ async fn get_agent(
 }
 
 /// Update an agent. Only the supplied fields change; `null` clears nullable fields; any invalid
-/// value rejects the whole update. `agent_id`, `api_key_id` and unknown fields are ignored.
+/// value rejects the whole update. `agent_id`, `api_key_id` are ignored; unknown fields are refused.
 /// Calls in progress keep the settings they started with.
 #[utoipa::path(
     put, path = "/v1/agents/{agent_id}", tag = "agents",
     params(("agent_id" = String, Path, description = "The agent id")),
-    request_body(content = AgentSettings, description = "Any subset of the agent's settable fields", content_type = "application/json"),
+    request_body(content = AgentInput, description = "Any subset of the agent's settable fields", content_type = "application/json"),
     responses(
         (status = 200, description = "The updated agent", body = AgentObject),
-        (status = 400, description = "`invalid_request`, `invalid_json`, `prompt_too_long`, `invalid_voice_id`, `invalid_language`, `invalid_phone_format`, `voicemail_message_required`", body = ErrorEnvelope),
+        (status = 400, description = "`invalid_request`, `invalid_json`, `unknown_field`, `prompt_too_long`, `invalid_voice_id`, `invalid_language`, `invalid_phone_format`, `voicemail_message_required`", body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
         (status = 404, description = "`agent_not_found`", body = ErrorEnvelope),
         (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`", body = ErrorEnvelope),
@@ -190,7 +399,7 @@ async fn update_agent(
     State(state): State<AppState>,
     caller: Caller,
     Path(agent_id): Path<String>,
-    JsonObject(body): JsonObject,
+    Checked { fields: body, .. }: Checked<AgentInput>,
 ) -> ApiResult<Json<AgentObject>> {
     // One write transaction holding the agent's row: concurrent updates queue and all land.
     let rules = state.config().agent_rules();

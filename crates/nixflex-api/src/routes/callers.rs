@@ -7,18 +7,99 @@ use nixflex_core::error::ErrorCode;
 use nixflex_core::phone;
 use nixflex_core::validate::{ValidationError, normalize_keys};
 use nixflex_store::CallerRecord;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, JsonObject};
+use crate::extract::{Caller, Checked};
 use crate::openapi::ErrorEnvelope;
 use crate::routes::numbers::{owned_number, path_number};
 use crate::state::AppState;
 
 /// Most rows one import may carry.
 const MAX_IMPORT_ROWS: usize = 1000;
+
+/// Context fields of a caller: omitted fields stay, `null` removes one (each ≤ 500 characters).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Read by serde (type checking) and utoipa; the handlers validate the fields.
+pub(crate) struct CallerContextInput {
+    /// The caller's name.
+    #[schema(max_length = 500)]
+    name: Option<String>,
+    /// The caller's e-mail.
+    #[schema(max_length = 500)]
+    email: Option<String>,
+    /// Another contact number.
+    #[schema(max_length = 500)]
+    phone: Option<String>,
+    /// Where the caller is.
+    #[schema(max_length = 500)]
+    location: Option<String>,
+    /// Your own reference (customer id, …).
+    #[serde(alias = "referenceId")]
+    #[schema(max_length = 500)]
+    reference_id: Option<String>,
+    /// A preference to honour.
+    #[schema(max_length = 500)]
+    preference: Option<String>,
+    // Written by the engine only: refused with `engine_only_field` by the handler.
+    #[schema(ignore)]
+    last_call: Option<Value>,
+    #[schema(ignore)]
+    open_item: Option<Value>,
+}
+
+/// One row of a caller import.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct CallerImportRow {
+    /// The caller, E.164.
+    #[serde(alias = "callerNumber")]
+    #[schema(value_type = String, required = true, pattern = r"^\+[1-9][0-9]{6,14}$")]
+    caller_number: Option<Value>,
+    /// The caller's name.
+    #[schema(max_length = 500)]
+    name: Option<String>,
+    /// The caller's e-mail.
+    #[schema(max_length = 500)]
+    email: Option<String>,
+    /// Another contact number.
+    #[schema(max_length = 500)]
+    phone: Option<String>,
+    /// Where the caller is.
+    #[schema(max_length = 500)]
+    location: Option<String>,
+    /// Your own reference (customer id, …).
+    #[serde(alias = "referenceId")]
+    #[schema(max_length = 500)]
+    reference_id: Option<String>,
+    /// A preference to honour.
+    #[schema(max_length = 500)]
+    preference: Option<String>,
+    // Written by the engine only: refused with `engine_only_field` by the handler.
+    #[schema(ignore)]
+    last_call: Option<Value>,
+    #[schema(ignore)]
+    open_item: Option<Value>,
+}
+
+/// The body of a caller import: up to 1,000 rows, all validated before any is written.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct CallerImportInput {
+    /// The rows.
+    #[schema(value_type = Vec<CallerImportRow>, required = true, max_items = 1000)]
+    callers: Option<Vec<CallerImportRow>>,
+}
+
+// The schema attributes above need literals; this keeps them equal to the limits enforced.
+const _: () = assert!(caller::MAX_FIELD_CHARS == 500 && MAX_IMPORT_ROWS == 1000);
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -83,10 +164,10 @@ async fn get_caller(
     put, path = "/v1/phone-numbers/{phone_number}/callers/{caller_number}", tag = "phone-numbers",
     params(("phone_number" = String, Path, description = "Your number, E.164 with %2B"),
            ("caller_number" = String, Path, description = "The caller, E.164 with %2B")),
-    request_body(content = inline(Object), description = "Any of name, email, phone, location, reference_id, preference", content_type = "application/json"),
+    request_body(content = CallerContextInput, description = "Any of name, email, phone, location, reference_id, preference", content_type = "application/json"),
     responses(
         (status = 200, description = "The caller record, as GET returns it"),
-        (status = 400, description = "`engine_only_field`, `missing_field`, `invalid_phone_format`, `invalid_request`, `invalid_json`", body = ErrorEnvelope),
+        (status = 400, description = "`engine_only_field`, `missing_field`, `invalid_phone_format`, `invalid_request`, `invalid_json`, `unknown_field`", body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
         (status = 404, description = "`number_not_found`", body = ErrorEnvelope),
         (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`", body = ErrorEnvelope),
@@ -97,7 +178,7 @@ async fn put_caller(
     State(state): State<AppState>,
     caller_key: Caller,
     Path((number_raw, caller_raw)): Path<(String, String)>,
-    JsonObject(body): JsonObject,
+    Checked { fields: body, .. }: Checked<CallerContextInput>,
 ) -> ApiResult<Json<Value>> {
     let phone_number = path_number(&number_raw)?;
     let caller_number = caller_number(&caller_raw)?;
@@ -152,10 +233,10 @@ async fn delete_caller(
 #[utoipa::path(
     post, path = "/v1/phone-numbers/{phone_number}/callers/import", tag = "phone-numbers",
     params(("phone_number" = String, Path, description = "Your number, E.164 with %2B")),
-    request_body(content = inline(Object), description = "`{\"callers\": [{\"caller_number\": \"+44…\", ...fields}]}`", content_type = "application/json"),
+    request_body(content = CallerImportInput, description = "`{\"callers\": [{\"caller_number\": \"+44…\", ...fields}]}`", content_type = "application/json"),
     responses(
         (status = 200, description = "`{\"phone_number\", \"imported\": n}`"),
-        (status = 400, description = "`missing_field`, `invalid_phone_format`, `engine_only_field`, `invalid_request`, `invalid_json`", body = ErrorEnvelope),
+        (status = 400, description = "`missing_field`, `invalid_phone_format`, `engine_only_field`, `invalid_request`, `invalid_json`, `unknown_field`", body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
         (status = 404, description = "`number_not_found`", body = ErrorEnvelope),
         (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`", body = ErrorEnvelope),
@@ -167,7 +248,7 @@ async fn import_callers(
     State(state): State<AppState>,
     caller_key: Caller,
     Path(number_raw): Path<String>,
-    JsonObject(body): JsonObject,
+    Checked { fields: body, .. }: Checked<CallerImportInput>,
 ) -> ApiResult<Json<Value>> {
     let phone_number = path_number(&number_raw)?;
     let rows = match body.get("callers") {

@@ -268,6 +268,7 @@ fn filter_from(query: &QueryPairs) -> ApiResult<CallFilter> {
            ("agent_id" = Option<String>, Query, description = "Only this agent's calls"),
            ("direction" = Option<String>, Query, description = "inbound or outbound"),
            ("call_status" = Option<String>, Query, description = "A Twilio call status"),
+           ("status" = Option<String>, Query, deprecated, description = "Alias of `call_status`"),
            ("from_number" = Option<String>, Query, description = "E.164 caller ID"),
            ("to_number" = Option<String>, Query, description = "E.164 number dialled"),
            ("campaign_id" = Option<String>, Query, description = "Batch campaign"),

@@ -6,15 +6,27 @@ use axum::extract::{Path, State};
 use nixflex_core::error::ErrorCode;
 use nixflex_core::validate::{ValidationError, as_str, check_len, outbound_url};
 use nixflex_store::NumberUrlSlot;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, JsonObject};
+use crate::extract::{Caller, Checked};
 use crate::openapi::ErrorEnvelope;
 use crate::routes::numbers::{owned_number, path_number};
 use crate::state::AppState;
+
+/// `{"url": "https://…"}`: a webhook or pre-call gate target.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Read by serde (type checking) and utoipa; the handlers validate the URL.
+pub(crate) struct UrlInput {
+    /// A public https URL (no credentials, no private or loopback host).
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 2048, format = "uri")]
+    url: Option<String>,
+}
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -101,12 +113,12 @@ async fn delete_webhook_slot(
     Ok(Json(json!({"ok": true, "phone_number": phone_number, "is_set": false, "deleted": true})))
 }
 
-const WEBHOOK_ERRORS: &str = "`missing_field`, `invalid_request` (not https, or a private address), `invalid_phone_format`, `invalid_json`";
+const WEBHOOK_ERRORS: &str = "`missing_field`, `invalid_request` (not https, or a private address), `invalid_phone_format`, `invalid_json`, `unknown_field`";
 
 /// Set the number's primary post-call webhook (https; every call on the number is delivered).
 #[utoipa::path(put, path = "/v1/integrations/webhook/number/{phone_number}", tag = "integrations",
     params(("phone_number" = String, Path, description = "E.164, with + sent as %2B")),
-    request_body(content = inline(Object), description = "`{\"url\": \"https://…\"}`", content_type = "application/json"),
+    request_body(content = UrlInput, description = "`{\"url\": \"https://…\"}`", content_type = "application/json"),
     responses((status = 200, description = "`{ok, phone_number, webhook_url, url, is_set}`"),
         (status = 400, description = WEBHOOK_ERRORS, body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
@@ -116,7 +128,7 @@ async fn put_webhook(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-    JsonObject(body): JsonObject,
+    Checked { fields: body, .. }: Checked<UrlInput>,
 ) -> ApiResult<Json<Value>> {
     put_webhook_slot(&state, &caller, &raw, NumberUrlSlot::Webhook, &body).await
 }
@@ -156,7 +168,7 @@ async fn delete_webhook(
 /// Set the number's secondary post-call webhook (independent of the primary; both receive every event).
 #[utoipa::path(put, path = "/v1/integrations/webhook2/number/{phone_number}", tag = "integrations",
     params(("phone_number" = String, Path, description = "E.164, with + sent as %2B")),
-    request_body(content = inline(Object), description = "`{\"url\": \"https://…\"}`", content_type = "application/json"),
+    request_body(content = UrlInput, description = "`{\"url\": \"https://…\"}`", content_type = "application/json"),
     responses((status = 200, description = "`{ok, phone_number, webhook_url, url, is_set}`"),
         (status = 400, description = WEBHOOK_ERRORS, body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
@@ -166,7 +178,7 @@ async fn put_webhook2(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-    JsonObject(body): JsonObject,
+    Checked { fields: body, .. }: Checked<UrlInput>,
 ) -> ApiResult<Json<Value>> {
     put_webhook_slot(&state, &caller, &raw, NumberUrlSlot::Webhook2, &body).await
 }
@@ -210,7 +222,7 @@ fn agent_missing(agent_id: &str) -> ApiError {
 /// Gate every inbound call of the agent's numbers (present and future) through your server.
 #[utoipa::path(put, path = "/v1/integrations/precall/agent/{agent_id}", tag = "integrations",
     params(("agent_id" = String, Path, description = "The agent")),
-    request_body(content = inline(Object), description = "`{\"url\": \"https://…\"}`", content_type = "application/json"),
+    request_body(content = UrlInput, description = "`{\"url\": \"https://…\"}`", content_type = "application/json"),
     responses((status = 200, description = "`{ok: true, agent_id, url}`"),
         (status = 400, description = WEBHOOK_ERRORS, body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
@@ -220,7 +232,7 @@ async fn put_agent_precall(
     State(state): State<AppState>,
     caller: Caller,
     Path(agent_id): Path<String>,
-    JsonObject(body): JsonObject,
+    Checked { fields: body, .. }: Checked<UrlInput>,
 ) -> ApiResult<Json<Value>> {
     let url = target_url(&state, &body)?;
     if !state.store().set_agent_precall(&caller.account.account_id, &agent_id, Some(&url)).await? {
@@ -270,7 +282,7 @@ async fn delete_agent_precall(
 /// Gate the number's inbound calls through your server (overrides the agent's gate).
 #[utoipa::path(put, path = "/v1/integrations/precall/number/{phone_number}", tag = "integrations",
     params(("phone_number" = String, Path, description = "E.164, with + sent as %2B")),
-    request_body(content = inline(Object), description = "`{\"url\": \"https://…\"}`", content_type = "application/json"),
+    request_body(content = UrlInput, description = "`{\"url\": \"https://…\"}`", content_type = "application/json"),
     responses((status = 200, description = "`{ok: true, phone_number, url}`"),
         (status = 400, description = WEBHOOK_ERRORS, body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
@@ -280,7 +292,7 @@ async fn put_number_precall(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-    JsonObject(body): JsonObject,
+    Checked { fields: body, .. }: Checked<UrlInput>,
 ) -> ApiResult<Json<Value>> {
     let url = target_url(&state, &body)?;
     let phone_number = set_slot(&state, &caller, &raw, NumberUrlSlot::Precall, Some(&url)).await?;

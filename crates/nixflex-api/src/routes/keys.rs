@@ -10,19 +10,32 @@ use nixflex_core::error::ErrorCode;
 use nixflex_core::ids;
 use nixflex_core::validate::{ValidationError, as_str, check_len, normalize_keys};
 use nixflex_store::{Account, ApiKey, RevokeOutcome, Store, StoreError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, JsonObject, QueryPairs};
+use crate::extract::{Caller, Checked, QueryPairs};
 use crate::middleware::SecretBearing;
 use crate::openapi::ErrorEnvelope;
 use crate::state::AppState;
 
 const SECRET_NOTICE: &str = "API key created. Save your key_secret — it will not be shown again.";
+
+/// The body of `POST /v1/keys` (both fields optional).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Read by serde (type checking) and utoipa; the handler validates the fields.
+pub(crate) struct KeyInput {
+    /// A label for the key (the account holder's name on sign-up).
+    #[schema(max_length = 100)]
+    name: Option<String>,
+    /// The account holder's e-mail (sign-up only).
+    #[schema(max_length = 254, format = Email)]
+    email: Option<String>,
+}
 
 /// A newly created key (the secret is shown only here).
 #[derive(Debug, Serialize, ToSchema)]
@@ -188,10 +201,10 @@ pub async fn provision_account(
 #[utoipa::path(
     post, path = "/v1/keys", tag = "keys",
     security((), ("api_key" = [])),
-    request_body(content = inline(Object), description = "`name` (≤ 100 chars) and `email` (account holder, sign-up only); both optional", content_type = "application/json"),
+    request_body(content = KeyInput, description = "`name` (≤ 100 chars) and `email` (account holder, sign-up only); both optional", content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = KeyCreated),
-        (status = 400, description = "`invalid_request`, `invalid_json`", body = ErrorEnvelope),
+        (status = 400, description = "`invalid_request`, `invalid_json`, `unknown_field`", body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required` (a key was sent but is wrong)", body = ErrorEnvelope),
         (status = 403, description = "`signup_disabled`", body = ErrorEnvelope),
         (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`, `idempotent_replay_withheld` (the response held a secret: it is replayed only to the key that made the request, and a sign-up's never)", body = ErrorEnvelope),
@@ -202,7 +215,7 @@ pub async fn provision_account(
 async fn create_key(
     State(state): State<AppState>,
     caller: Option<Caller>,
-    JsonObject(body): JsonObject,
+    Checked { fields: body, .. }: Checked<KeyInput>,
 ) -> ApiResult<(StatusCode, Extension<SecretBearing>, Json<KeyCreated>)> {
     let body = normalize_keys(body);
     let name = optional_text(&body, "name", 100)?;

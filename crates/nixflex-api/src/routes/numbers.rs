@@ -10,6 +10,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
+use nixflex_core::agent::RecordingSource;
 use nixflex_core::error::ErrorCode;
 use nixflex_core::number::{
     NUMBER_FLAGS, NUMBER_SETTING_FIELDS, NumberFlags, NumberSettings, PhoneNumber,
@@ -20,19 +21,148 @@ use nixflex_providers::twilio::{
     IncomingPhoneNumber, IncomingPhoneNumberUpdate, TwilioCredentials, TwilioError,
 };
 use nixflex_store::StoreError;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, JsonObject, QueryPairs};
+use crate::extract::{Caller, Checked, QueryPairs};
 use crate::openapi::ErrorEnvelope;
 use crate::state::AppState;
 
 /// How long an unfinished import keeps its reservation before another import may take over.
 const RESERVATION_TTL_MINUTES: i64 = 5;
+
+/// The body of `POST /v1/phone-numbers`. camelCase spellings are accepted, and so are
+/// `twilio_account_sid`/`twilio_auth_token` (aliases of `twilio_sid`/`twilio_token`) and the
+/// SDK's `telnyx_api_key`/`telnyx_connection_id` (Telnyx answers 501 for now).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Read by serde (type checking) and utoipa; the handler validates the fields.
+pub(crate) struct NumberImportInput {
+    /// The number, E.164; it must exist in the Twilio account.
+    #[schema(value_type = String, required = true, pattern = r"^\+[1-9][0-9]{6,14}$")]
+    phone_number: Option<String>,
+    /// Your agent that answers it.
+    #[schema(value_type = String, required = true, min_length = 1)]
+    agent_id: Option<String>,
+    /// Twilio Account SID.
+    #[schema(value_type = String, required = true, pattern = "^AC[0-9a-f]{32}$")]
+    twilio_sid: Option<String>,
+    /// Twilio auth token (stored encrypted, never returned).
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 256, pattern = "^[!-~]+$")]
+    twilio_token: Option<String>,
+    /// Business profile layered on the agent prompt (over 8,000: `custom_prompt_too_long`).
+    #[schema(max_length = 8000)]
+    custom_prompt: Option<String>,
+    /// Voice override (a `voice_id` of `GET /v1/voices`); `null` uses the agent's.
+    voice_id: Option<String>,
+    /// Instructions for SMS replies; replaces `custom_prompt` for SMS.
+    #[schema(max_length = 20000)]
+    sms_prompt: Option<String>,
+    /// Instructions for web calls.
+    #[schema(max_length = 20000)]
+    web_prompt: Option<String>,
+    /// Leave `voicemail_message` on voicemail; `null` hangs up silently.
+    voicemail_leave_enabled: Option<bool>,
+    /// Spoken verbatim on voicemail.
+    #[schema(max_length = 2000)]
+    voicemail_message: Option<String>,
+    /// `null` inherits the agent's; clamped to 0.5–1.5.
+    speaking_rate: Option<f64>,
+    /// `null` inherits.
+    dtmf_enabled: Option<bool>,
+    /// `null` inherits; `false` disables recording on this number.
+    record_call: Option<bool>,
+    /// `null` inherits.
+    #[schema(value_type = Option<RecordingSource>)]
+    recording_source: Option<String>,
+    /// Answer inbound calls.
+    #[schema(value_type = bool, required = false)]
+    inbound_enabled: Option<bool>,
+    /// Usable for outbound calls.
+    #[schema(value_type = bool, required = false)]
+    outbound_enabled: Option<bool>,
+    /// Auto-reply to inbound SMS.
+    #[schema(value_type = bool, required = false)]
+    sms_reply_enabled: Option<bool>,
+    #[schema(ignore)]
+    twilio_account_sid: Option<Value>,
+    #[schema(ignore)]
+    twilio_auth_token: Option<Value>,
+    #[schema(ignore)]
+    telnyx_api_key: Option<Value>,
+    #[schema(ignore)]
+    telnyx_connection_id: Option<Value>,
+}
+
+/// The body of `PATCH /v1/phone-numbers/{phone_number}`: any of the settings (`null` clears one,
+/// falling back to the agent's), `agent_id` to re-attach, the three switches. The read-only
+/// fields of a fetched number are accepted and ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Read by serde (type checking) and utoipa; the handler validates the fields.
+pub(crate) struct NumberUpdateInput {
+    /// Re-attach to another of your agents (`null` detaches).
+    #[schema(min_length = 1)]
+    agent_id: Option<String>,
+    /// Business profile layered on the agent prompt (over 8,000: `custom_prompt_too_long`).
+    #[schema(max_length = 8000)]
+    custom_prompt: Option<String>,
+    /// Voice override (a `voice_id` of `GET /v1/voices`); `null` uses the agent's.
+    voice_id: Option<String>,
+    /// Instructions for SMS replies; replaces `custom_prompt` for SMS.
+    #[schema(max_length = 20000)]
+    sms_prompt: Option<String>,
+    /// Instructions for web calls.
+    #[schema(max_length = 20000)]
+    web_prompt: Option<String>,
+    /// Leave `voicemail_message` on voicemail; `null` hangs up silently.
+    voicemail_leave_enabled: Option<bool>,
+    /// Spoken verbatim on voicemail.
+    #[schema(max_length = 2000)]
+    voicemail_message: Option<String>,
+    /// `null` inherits the agent's; clamped to 0.5–1.5.
+    speaking_rate: Option<f64>,
+    /// `null` inherits.
+    dtmf_enabled: Option<bool>,
+    /// `null` inherits; `false` disables recording on this number.
+    record_call: Option<bool>,
+    /// `null` inherits.
+    #[schema(value_type = Option<RecordingSource>)]
+    recording_source: Option<String>,
+    /// Answer inbound calls.
+    #[schema(value_type = bool, required = false)]
+    inbound_enabled: Option<bool>,
+    /// Usable for outbound calls.
+    #[schema(value_type = bool, required = false)]
+    outbound_enabled: Option<bool>,
+    /// Auto-reply to inbound SMS.
+    #[schema(value_type = bool, required = false)]
+    sms_reply_enabled: Option<bool>,
+    #[schema(ignore)]
+    phone_number: Option<Value>,
+    #[schema(ignore)]
+    provider: Option<Value>,
+    #[schema(ignore)]
+    twilio_account_sid: Option<Value>,
+    #[schema(ignore)]
+    twilio_number_sid: Option<Value>,
+    #[schema(ignore)]
+    telnyx_number_id: Option<Value>,
+    #[schema(ignore)]
+    created_at: Option<Value>,
+    #[schema(ignore)]
+    updated_at: Option<Value>,
+}
+
+// The schema attributes above need literals; this keeps them equal to the limits enforced.
+const _: () = assert!(
+    nixflex_core::number::MAX_CUSTOM_PROMPT == 8000
+        && nixflex_core::number::MAX_CHANNEL_PROMPT == 20_000
+);
 
 /// A phone number as the API returns it (never the auth token).
 #[derive(Debug, Serialize, ToSchema)]
@@ -267,10 +397,10 @@ fn already_imported(phone_number: &str) -> ApiError {
 /// accepted; the per-number settings of PATCH may be given too.
 #[utoipa::path(
     post, path = "/v1/phone-numbers", tag = "phone-numbers",
-    request_body(content = inline(Object), description = "`phone_number`, `agent_id`, `twilio_sid`, `twilio_token` (required); optional `inbound_enabled`, `outbound_enabled`, `sms_reply_enabled` and every setting of PATCH", content_type = "application/json"),
+    request_body(content = NumberImportInput, description = "`phone_number`, `agent_id`, `twilio_sid`, `twilio_token` (required); optional `inbound_enabled`, `outbound_enabled`, `sms_reply_enabled` and every setting of PATCH", content_type = "application/json"),
     responses(
         (status = 201, description = "Imported", body = NumberEnvelope),
-        (status = 400, description = "`missing_field`, `invalid_phone_format`, `invalid_twilio_sid`, `custom_prompt_too_long`, `invalid_voice_id`, `voicemail_message_required`, `invalid_request`, `invalid_json`", body = ErrorEnvelope),
+        (status = 400, description = "`missing_field`, `invalid_phone_format`, `invalid_twilio_sid`, `custom_prompt_too_long`, `invalid_voice_id`, `voicemail_message_required`, `invalid_request`, `invalid_json`, `unknown_field`", body = ErrorEnvelope),
         (status = 401, description = "`twilio_auth_failed`, `twilio_invalid_credentials` (Twilio refused the credentials); `invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
         (status = 403, description = "`agent_not_owned`", body = ErrorEnvelope),
         (status = 404, description = "`agent_not_found`, `number_not_in_twilio`", body = ErrorEnvelope),
@@ -284,7 +414,7 @@ fn already_imported(phone_number: &str) -> ApiError {
 async fn import_number(
     State(state): State<AppState>,
     caller: Caller,
-    JsonObject(body): JsonObject,
+    Checked { fields: body, .. }: Checked<NumberImportInput>,
 ) -> ApiResult<(StatusCode, Json<NumberEnvelope>)> {
     let mut body = normalize_keys(body);
     for (alias, canonical) in
@@ -481,10 +611,10 @@ async fn get_number(
 #[utoipa::path(
     patch, path = "/v1/phone-numbers/{phone_number}", tag = "phone-numbers",
     params(("phone_number" = String, Path, description = "E.164, with + sent as %2B")),
-    request_body(content = NumberSettings, description = "Any of the settings, plus `agent_id`, `inbound_enabled`, `outbound_enabled`, `sms_reply_enabled`", content_type = "application/json"),
+    request_body(content = NumberUpdateInput, description = "Any of the settings, plus `agent_id`, `inbound_enabled`, `outbound_enabled`, `sms_reply_enabled`", content_type = "application/json"),
     responses(
         (status = 200, description = "The updated number", body = NumberEnvelope),
-        (status = 400, description = "`missing_field` (no setting given), `custom_prompt_too_long`, `invalid_voice_id`, `voicemail_message_required`, `invalid_phone_format`, `invalid_request`, `invalid_json`", body = ErrorEnvelope),
+        (status = 400, description = "`missing_field` (no setting given), `custom_prompt_too_long`, `invalid_voice_id`, `voicemail_message_required`, `invalid_phone_format`, `invalid_request`, `invalid_json`, `unknown_field`", body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
         (status = 403, description = "`agent_not_owned`", body = ErrorEnvelope),
         (status = 404, description = "`number_not_found`, `agent_not_found`", body = ErrorEnvelope),
@@ -496,7 +626,7 @@ async fn update_number(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-    JsonObject(body): JsonObject,
+    Checked { fields: body, .. }: Checked<NumberUpdateInput>,
 ) -> ApiResult<Json<NumberEnvelope>> {
     let phone_number = path_number(&raw)?;
     let body = normalize_keys(body);

@@ -2,12 +2,45 @@
 //! message instead of 404, and appear in the OpenAPI document as such. Each entry is removed
 //! when its capability lands.
 
+use std::collections::BTreeMap;
+
 use axum::Router;
+use axum::extract::{FromRequest, Request};
 use axum::routing::{MethodFilter, on};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::error::ApiError;
-use crate::extract::Caller;
+use crate::extract::{Caller, JsonObject, check_body};
 use crate::state::AppState;
+
+/// The documented request body of a pending route: its schema, and the check that holds a body
+/// to it (so a client learns about a wrong payload now, not when the route lands).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PendingBody {
+    pub(crate) name: fn() -> std::borrow::Cow<'static, str>,
+    pub(crate) description: &'static str,
+    pub(crate) schema: fn() -> RefOr<Schema>,
+    pub(crate) nested: fn(&mut Vec<(String, RefOr<Schema>)>),
+    pub(crate) check: fn(Map<String, Value>) -> Result<(), ApiError>,
+}
+
+fn check<T: DeserializeOwned>(body: Map<String, Value>) -> Result<(), ApiError> {
+    check_body::<T>(body).map(|_| ())
+}
+
+const fn body<T: ToSchema + DeserializeOwned>(description: &'static str) -> Option<PendingBody> {
+    Some(PendingBody {
+        name: <T as ToSchema>::name,
+        description,
+        schema: <T as PartialSchema>::schema,
+        nested: <T as ToSchema>::schemas,
+        check: check::<T>,
+    })
+}
 
 /// A pending route.
 #[derive(Debug, Clone, Copy)]
@@ -16,6 +49,9 @@ pub(crate) struct PendingRoute {
     pub(crate) path: &'static str,
     pub(crate) what: &'static str,
     pub(crate) tag: &'static str,
+    pub(crate) body: Option<PendingBody>,
+    /// Documented query parameters.
+    pub(crate) query: &'static [&'static str],
 }
 
 const fn p(
@@ -24,33 +60,314 @@ const fn p(
     what: &'static str,
     tag: &'static str,
 ) -> PendingRoute {
-    PendingRoute { method, path, what, tag }
+    PendingRoute { method, path, what, tag, body: None, query: &[] }
+}
+
+const fn query(route: PendingRoute, query: &'static [&'static str]) -> PendingRoute {
+    PendingRoute { query, ..route }
+}
+
+const fn with(route: PendingRoute, body: Option<PendingBody>) -> PendingRoute {
+    PendingRoute { body, ..route }
+}
+
+/// `POST /v1/calls/outbound`: place one outbound call.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct OutboundCallInput {
+    /// Your agent.
+    #[schema(value_type = String, pattern = "^agent_[0-9a-f]{16}$")]
+    agent_id: Option<String>,
+    /// E.164 number to call.
+    #[schema(value_type = String, pattern = r"^\+[1-9][0-9]{6,14}$")]
+    to_number: Option<String>,
+    /// The purpose of this call (not stored).
+    #[schema(value_type = String, min_length = 1, max_length = 16000)]
+    prompt: Option<String>,
+    /// Substituted into the prompt as `{key}`.
+    #[schema(required = false)]
+    dynamic_vars: Option<BTreeMap<String, String>>,
+    /// One of the agent's outbound-enabled numbers (default: the first).
+    #[schema(value_type = String, required = false, pattern = r"^\+[1-9][0-9]{6,14}$")]
+    from_number: Option<String>,
+    /// Tags the call to a batch campaign.
+    #[schema(value_type = String, required = false)]
+    campaign_id: Option<String>,
+    /// Echoed on the call record and webhook.
+    #[schema(value_type = Object, required = false)]
+    metadata: Option<Map<String, Value>>,
+    /// Override of the agent's voicemail message.
+    #[schema(value_type = String, required = false, max_length = 2000)]
+    voicemail_message: Option<String>,
+    /// What to do on voicemail.
+    #[schema(value_type = String, required = false, pattern = "^(hangup|leave_message|ignore)$")]
+    voicemail_action: Option<String>,
+}
+
+/// One recipient of a batch campaign.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct BatchRecipient {
+    /// E.164 number to call.
+    #[schema(value_type = String, pattern = r"^\+[1-9][0-9]{6,14}$")]
+    phone: Option<String>,
+    /// Substituted into the prompt.
+    #[schema(required = false)]
+    dynamic_vars: Option<BTreeMap<String, String>>,
+    /// Replaces the campaign prompt for this recipient.
+    #[schema(value_type = String, required = false)]
+    prompt_override: Option<String>,
+    /// Echoed into the call's webhook.
+    #[schema(value_type = Object, required = false)]
+    metadata: Option<Map<String, Value>>,
+    #[schema(ignore)]
+    phone_number: Option<Value>,
+}
+
+/// `POST /v1/calls/batch`: a voice campaign.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct BatchCampaignInput {
+    /// Your agent.
+    #[schema(value_type = String, pattern = "^agent_[0-9a-f]{16}$")]
+    agent_id: Option<String>,
+    /// The purpose of every call.
+    #[schema(value_type = String, min_length = 1)]
+    prompt: Option<String>,
+    /// Display name.
+    #[schema(value_type = String, required = false, max_length = 200)]
+    name: Option<String>,
+    /// Caller ID (required when the agent has several outbound numbers).
+    #[schema(value_type = String, required = false, pattern = r"^\+[1-9][0-9]{6,14}$")]
+    from_number: Option<String>,
+    /// Up to 10,000 recipients.
+    #[schema(value_type = Vec<BatchRecipient>, min_items = 1, max_items = 10000)]
+    recipients: Option<Vec<BatchRecipient>>,
+    /// Dial the valid recipients and report the invalid ones.
+    #[schema(value_type = bool, required = false)]
+    skip_invalid: Option<bool>,
+    /// `now` or `schedule`.
+    #[schema(value_type = String, required = false, pattern = "^(now|schedule)$")]
+    schedule_type: Option<String>,
+    /// `YYYY-MM-DD`, with `schedule`.
+    #[schema(value_type = String, required = false, format = Date)]
+    scheduled_date: Option<String>,
+    /// Window start, minutes after local midnight.
+    #[schema(value_type = u16, required = false, minimum = 0, maximum = 1440)]
+    window_start_minutes: Option<f64>,
+    /// Window end, minutes after local midnight.
+    #[schema(value_type = u16, required = false, minimum = 0, maximum = 1440)]
+    window_end_minutes: Option<f64>,
+    /// Days calls may be placed on.
+    #[schema(value_type = Vec<String>, required = false)]
+    window_days: Option<Vec<String>>,
+    /// IANA time zone of the window.
+    #[schema(value_type = String, required = false)]
+    timezone: Option<String>,
+    /// Cap on concurrent calls.
+    #[schema(value_type = u32, required = false, minimum = 1)]
+    max_concurrent: Option<f64>,
+    /// Echoed into each call's webhook.
+    #[schema(value_type = Object, required = false)]
+    metadata: Option<Map<String, Value>>,
+    #[schema(ignore)]
+    scheduled_at: Option<Value>,
+}
+
+/// `POST /v1/sms`: send one SMS.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct SmsInput {
+    /// The agent whose prompt answers replies.
+    #[schema(value_type = String, pattern = "^agent_[0-9a-f]{16}$")]
+    agent_id: Option<String>,
+    /// E.164 recipient.
+    #[schema(value_type = String, pattern = r"^\+[1-9][0-9]{6,14}$")]
+    to: Option<String>,
+    /// The text (hard cap 1600: `message_too_long`).
+    #[schema(value_type = String, min_length = 1, max_length = 1600)]
+    message: Option<String>,
+    /// Your number to send from (default: the agent's first SMS-capable number).
+    #[schema(value_type = String, required = false, pattern = r"^\+[1-9][0-9]{6,14}$")]
+    from_number: Option<String>,
+    /// `{"reply_context": "…"}` (≤ 2,000 characters) used when the recipient replies.
+    #[schema(value_type = Object, required = false)]
+    context: Option<Map<String, Value>>,
+    #[schema(ignore)]
+    to_number: Option<Value>,
+    #[schema(ignore)]
+    body: Option<Value>,
+    #[schema(ignore)]
+    context_prompt: Option<Value>,
+    #[schema(ignore)]
+    metadata: Option<Value>,
+}
+
+/// One recipient of an SMS campaign.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct SmsRecipient {
+    /// E.164 recipient.
+    #[schema(value_type = String, pattern = r"^\+[1-9][0-9]{6,14}$")]
+    phone: Option<String>,
+    /// Values for the template's `{{variable}}` placeholders.
+    #[schema(required = false)]
+    variables: Option<BTreeMap<String, String>>,
+    #[schema(ignore)]
+    phone_number: Option<Value>,
+}
+
+/// `POST /v1/sms/campaigns`: a bulk SMS campaign.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct SmsCampaignInput {
+    /// The agent handling replies.
+    #[schema(value_type = String, pattern = "^agent_[0-9a-f]{16}$")]
+    agent_id: Option<String>,
+    /// Your Twilio number to send from.
+    #[schema(value_type = String, pattern = r"^\+[1-9][0-9]{6,14}$")]
+    from_number: Option<String>,
+    /// Display name.
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
+    name: Option<String>,
+    /// Text with `{{variable}}` placeholders.
+    #[schema(value_type = String, min_length = 1, max_length = 1600)]
+    message_template: Option<String>,
+    /// Up to 10,000 recipients.
+    #[schema(value_type = Vec<SmsRecipient>, min_items = 1, max_items = 10000)]
+    recipients: Option<Vec<SmsRecipient>>,
+    /// `now` or `schedule`.
+    #[schema(value_type = String, pattern = "^(now|schedule)$")]
+    schedule_type: Option<String>,
+    /// ISO-8601, with `schedule`.
+    #[schema(value_type = String, required = false, format = DateTime)]
+    scheduled_at: Option<String>,
+    #[schema(ignore)]
+    body: Option<Value>,
+    #[schema(ignore)]
+    context_prompt: Option<Value>,
+    #[schema(ignore)]
+    reply_window_hours: Option<Value>,
+}
+
+/// `PUT /v1/account/storage`: your own S3-compatible bucket for recordings.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct StorageInput {
+    /// Bucket name.
+    #[schema(value_type = String, min_length = 1)]
+    bucket: Option<String>,
+    /// Access key id.
+    #[schema(value_type = String, min_length = 1)]
+    access_key: Option<String>,
+    /// Secret key (never returned).
+    #[schema(value_type = String, min_length = 1)]
+    secret_key: Option<String>,
+    /// https endpoint; empty = Amazon S3.
+    #[schema(value_type = String, required = false)]
+    endpoint: Option<String>,
+    /// Region (default `auto`).
+    #[schema(value_type = String, required = false)]
+    region: Option<String>,
+}
+
+/// `PUT /v1/account/llm`: your own OpenAI-compatible LLM.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct ByoLlmInput {
+    /// https base URL.
+    #[schema(value_type = String, min_length = 1)]
+    endpoint: Option<String>,
+    /// Model name.
+    #[schema(value_type = String, min_length = 1)]
+    model: Option<String>,
+    /// API key (never returned).
+    #[schema(value_type = String, min_length = 1)]
+    api_key: Option<String>,
+}
+
+/// `PUT /v1/account/tts`: your own TTS provider.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct ByoTtsInput {
+    /// `elevenlabs` or `cartesia`.
+    #[schema(value_type = String, pattern = "^(elevenlabs|cartesia)$")]
+    provider: Option<String>,
+    /// The provider's voice id.
+    #[schema(value_type = String, min_length = 1)]
+    voice_id: Option<String>,
+    /// API key (never returned).
+    #[schema(value_type = String, min_length = 1)]
+    api_key: Option<String>,
+}
+
+/// `{"enabled": bool}`: a per-number switch.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct SwitchInput {
+    /// On or off.
+    #[schema(value_type = bool)]
+    enabled: Option<bool>,
 }
 
 pub(crate) const PENDING: &[PendingRoute] = &[
-    p("GET", "/v1/usage", "Usage and limits", "account"),
-    p("PUT", "/v1/account/storage", "Bring-your-own recording storage", "account"),
+    query(p("GET", "/v1/usage", "Usage and limits", "account"), &["period", "since", "until"]),
+    with(
+        p("PUT", "/v1/account/storage", "Bring-your-own recording storage", "account"),
+        body::<StorageInput>("Bucket and credentials"),
+    ),
     p("GET", "/v1/account/storage", "Bring-your-own recording storage", "account"),
     p("DELETE", "/v1/account/storage", "Bring-your-own recording storage", "account"),
-    p("PUT", "/v1/account/llm", "Bring-your-own LLM", "account"),
+    with(
+        p("PUT", "/v1/account/llm", "Bring-your-own LLM", "account"),
+        body::<ByoLlmInput>("Endpoint, model and key"),
+    ),
     p("GET", "/v1/account/llm", "Bring-your-own LLM", "account"),
     p("DELETE", "/v1/account/llm", "Bring-your-own LLM", "account"),
-    p("PUT", "/v1/account/tts", "Bring-your-own TTS", "account"),
+    with(
+        p("PUT", "/v1/account/tts", "Bring-your-own TTS", "account"),
+        body::<ByoTtsInput>("Provider, voice and key"),
+    ),
     p("GET", "/v1/account/tts", "Bring-your-own TTS", "account"),
     p("DELETE", "/v1/account/tts", "Bring-your-own TTS", "account"),
-    p("POST", "/v1/calls/outbound", "Outbound calls", "calls"),
-    p("POST", "/v1/calls/batch", "Batch call campaigns", "campaigns"),
-    p("GET", "/v1/calls/batch", "Batch call campaigns", "campaigns"),
-    p("GET", "/v1/calls/batch/{campaign_id}", "Batch call campaigns", "campaigns"),
+    with(
+        p("POST", "/v1/calls/outbound", "Outbound calls", "calls"),
+        body::<OutboundCallInput>("The call to place"),
+    ),
+    with(
+        p("POST", "/v1/calls/batch", "Batch call campaigns", "campaigns"),
+        body::<BatchCampaignInput>("The campaign"),
+    ),
+    query(
+        p("GET", "/v1/calls/batch", "Batch call campaigns", "campaigns"),
+        &["limit", "offset", "agent_id", "status"],
+    ),
+    query(
+        p("GET", "/v1/calls/batch/{campaign_id}", "Batch call campaigns", "campaigns"),
+        &["recipients_limit", "recipients_offset"],
+    ),
     p("POST", "/v1/calls/batch/{campaign_id}/launch", "Launching a batch campaign", "campaigns"),
     p("POST", "/v1/calls/batch/{campaign_id}/pause", "Pausing a batch campaign", "campaigns"),
     p("POST", "/v1/calls/batch/{campaign_id}/resume", "Resuming a batch campaign", "campaigns"),
     p("POST", "/v1/calls/batch/{campaign_id}/cancel", "Cancelling a batch campaign", "campaigns"),
-    p(
-        "PUT",
-        "/v1/integrations/monitor/number/{phone_number}",
-        "Live call monitoring",
-        "integrations",
+    with(
+        p(
+            "PUT",
+            "/v1/integrations/monitor/number/{phone_number}",
+            "Live call monitoring",
+            "integrations",
+        ),
+        body::<SwitchInput>("`{\"enabled\": bool}`"),
     ),
     p(
         "GET",
@@ -58,14 +375,29 @@ pub(crate) const PENDING: &[PendingRoute] = &[
         "Live call monitoring",
         "integrations",
     ),
-    p("PUT", "/v1/integrations/web-calls/number/{phone_number}", "Web calls", "integrations"),
+    with(
+        p("PUT", "/v1/integrations/web-calls/number/{phone_number}", "Web calls", "integrations"),
+        body::<SwitchInput>("`{\"enabled\": bool}`"),
+    ),
     p("GET", "/v1/integrations/web-calls/number/{phone_number}", "Web calls", "integrations"),
-    p("POST", "/v1/sms", "Sending SMS", "sms"),
-    p("GET", "/v1/sms", "SMS message log", "sms"),
+    with(p("POST", "/v1/sms", "Sending SMS", "sms"), body::<SmsInput>("The message")),
+    query(
+        p("GET", "/v1/sms", "SMS message log", "sms"),
+        &["limit", "offset", "to", "from_number", "agent_id", "direction"],
+    ),
     p("GET", "/v1/sms/{message_id}", "SMS messages", "sms"),
-    p("POST", "/v1/sms/campaigns", "SMS campaigns", "sms"),
-    p("GET", "/v1/sms/campaigns", "SMS campaigns", "sms"),
-    p("GET", "/v1/sms/campaigns/{campaign_id}", "SMS campaigns", "sms"),
+    with(
+        p("POST", "/v1/sms/campaigns", "SMS campaigns", "sms"),
+        body::<SmsCampaignInput>("The campaign"),
+    ),
+    query(
+        p("GET", "/v1/sms/campaigns", "SMS campaigns", "sms"),
+        &["limit", "offset", "agent_id", "status"],
+    ),
+    query(
+        p("GET", "/v1/sms/campaigns/{campaign_id}", "SMS campaigns", "sms"),
+        &["recipients_limit", "recipients_offset"],
+    ),
     p("DELETE", "/v1/sms/campaigns/{campaign_id}", "Cancelling an SMS campaign", "sms"),
     p("POST", "/v1/sms/campaigns/{campaign_id}/launch", "Launching an SMS campaign", "sms"),
 ];
@@ -92,9 +424,17 @@ pub(crate) fn router() -> Router<AppState> {
         let mut methods = axum::routing::MethodRouter::new();
         for same in PENDING.iter().filter(|r| r.path == route.path) {
             let what = same.what;
-            methods = methods.merge(on(filter(same.method), move |_caller: Caller| async move {
-                ApiError::not_implemented(what)
-            }));
+            let body = same.body;
+            methods = methods.merge(on(
+                filter(same.method),
+                move |_caller: Caller, state: axum::extract::State<AppState>, req: Request| async move {
+                    if let Some(body) = body {
+                        let JsonObject(fields) = JsonObject::from_request(req, &state.0).await?;
+                        (body.check)(fields)?;
+                    }
+                    Err::<(), _>(ApiError::not_implemented(what))
+                },
+            ));
         }
         router = router.route(route.path, methods);
     }

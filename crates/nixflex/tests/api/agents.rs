@@ -69,7 +69,7 @@ async fn every_field_can_be_set_including_aliases_and_legacy_shapes(backend: Bac
                 "extraction_schema": {"order_id": "The order number"},
                 "functions": [{"name": "check_stock", "description": "Checks stock", "url": "https://api.example.com/stock",
                                "parameters": {"type": "object", "properties": {"item": {"type": "string"}}}}],
-                "voice_speed": 3, "agent_id": "agent_0000000000000000", "api_key_id": "nxf_evil", "unknown": 1,
+                "voice_speed": 3, "agent_id": "agent_0000000000000000", "api_key_id": "nxf_evil",
             }),
         )
         .await;
@@ -86,7 +86,7 @@ async fn every_field_can_be_set_including_aliases_and_legacy_shapes(backend: Bac
     assert_eq!(agent["functions"][0]["method"], "POST");
     assert_eq!(agent["api_key_id"], key.id.as_str(), "read-only fields are ignored");
     assert_ne!(agent["agent_id"], "agent_0000000000000000");
-    assert!(agent.get("unknown").is_none() && agent.get("voice_speed").is_none());
+    assert!(agent.get("voice_speed").is_none());
     assert_eq!(agent["is_active"], false);
     assert_eq!(agent["transfer_type"], "warm");
     assert_eq!(agent["recording_source"], "nixflex");
@@ -212,7 +212,7 @@ async fn updates_change_only_the_supplied_fields(backend: Backend) {
         .await;
     let path = format!("/v1/agents/{}", agent["agent_id"].as_str().unwrap());
     let response = app
-        .put(&key, &path, json!({"name": "After", "transfer_number": null, "agent_id": "agent_x", "made_up": true}))
+        .put(&key, &path, json!({"name": "After", "transfer_number": null, "agent_id": "agent_x"}))
         .await;
     assert_eq!(response.status(), 200);
     let updated: Value = response.json().await.unwrap();
@@ -225,10 +225,13 @@ async fn updates_change_only_the_supplied_fields(backend: Backend) {
     let fetched: Value = app.get(&key, &path).await.json().await.unwrap();
     assert_eq!(fetched, updated);
 
-    // Unknown fields only: 200 and nothing changes but updated_at.
-    let response = app.put(&key, &path, json!({"colour": "blue"})).await;
-    assert_eq!(response.status(), 200);
-    let same: Value = response.json().await.unwrap();
+    // A misspelt field is refused (with the likely name), and nothing changes.
+    let error =
+        expect_error(app.put(&key, &path, json!({"nmae": "Typo"})).await, 400, "unknown_field")
+            .await;
+    assert_eq!(error["details"]["field"], "nmae");
+    assert_eq!(error["details"]["suggestion"], "name");
+    let same: Value = app.get(&key, &path).await.json().await.unwrap();
     assert_eq!(same["name"], "After");
 }
 

@@ -30,7 +30,13 @@ async fn caller_context_is_set_read_and_erased(backend: Backend) {
     let path = format!("{base}/{}", enc(CALLER));
     expect_error(app.get(&key, &path).await, 404, "caller_not_found").await;
 
-    let response = app.put(&key, &path, json!({"name": "Ann Smith", "email": "ann@example.com", "referenceId": "CUST-9", "shoe_size": 9})).await;
+    let response = app
+        .put(
+            &key,
+            &path,
+            json!({"name": "Ann Smith", "email": "ann@example.com", "referenceId": "CUST-9"}),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["caller"]["phone_number"], NUMBER);

@@ -338,7 +338,8 @@ async fn numbers_update_partially_and_reattach_to_agents(backend: Backend) {
 
     for (body, status, code) in [
         (json!({}), 400, "missing_field"),
-        (json!({"colour": "blue"}), 400, "missing_field"),
+        (json!({"colour": "blue"}), 400, "unknown_field"),
+        (json!({"custom_promt": "Open"}), 400, "unknown_field"),
         (json!({"custom_prompt": "x".repeat(8001)}), 400, "custom_prompt_too_long"),
         (json!({"voice_id": "Nobody"}), 400, "invalid_voice_id"),
         (json!({"voicemail_message": null}), 400, "voicemail_message_required"),

@@ -241,7 +241,82 @@ async fn every_error_code_is_documented(backend: Backend) {
     }
 }
 
+/// A client generator and a schema-driven fuzzer can use the document as is: every path
+/// parameter declared with its pattern, every body a full schema, every shared status listed.
+async fn every_operation_declares_its_parameters_bodies_and_statuses(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let doc = fetch_doc(&app).await;
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let what = format!("{method} {path}");
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            for name in path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            {
+                let param = params
+                    .iter()
+                    .find(|p| p["in"] == "path" && p["name"] == name)
+                    .unwrap_or_else(|| panic!("{what} does not declare {{{name}}}"));
+                assert_eq!(param["required"], true, "{what} {name}");
+                assert!(param["schema"]["pattern"].is_string(), "{what} {name} has no pattern");
+            }
+            for param in params.iter().filter(|p| p["in"] == "query") {
+                let schema = &param["schema"];
+                assert!(schema["type"].is_string(), "{what} {}: {schema}", param["name"]);
+            }
+            if let Some(body) = op.get("requestBody") {
+                let reference = body["content"]["application/json"]["schema"]["$ref"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{what}: the body is not a named schema: {body}"));
+                let name = reference.trim_start_matches("#/components/schemas/");
+                let schema = &schemas[name];
+                assert!(
+                    schema["properties"].as_object().is_some_and(|p| !p.is_empty()),
+                    "{what}: {name} has no properties"
+                );
+            }
+            if !path.starts_with("/v1") {
+                continue;
+            }
+            let responses = op["responses"].as_object().unwrap();
+            let keyed = path != "/v1/openapi.json";
+            let mut expected = vec!["400", "429"];
+            if keyed {
+                expected.push("401");
+            }
+            if op.get("requestBody").is_some() {
+                expected.extend(["413", "415"]);
+            }
+            if method != "get" {
+                expected.push("409");
+            }
+            for status in expected {
+                assert!(responses.contains_key(status), "{what} does not document {status}");
+            }
+        }
+    }
+    // The documented bodies of routes not built yet are real schemas too.
+    let outbound = &doc["paths"]["/v1/calls/outbound"]["post"]["requestBody"];
+    assert!(outbound.is_object());
+    assert!(schemas["OutboundCallInput"]["properties"]["to_number"]["pattern"].is_string());
+    // Legacy aliases are accepted but not advertised; the clamp of `limit` is.
+    let agent = &schemas["AgentInput"]["properties"];
+    assert!(agent["system_prompt"].is_object() && agent.get("voice_speed").is_none());
+    let limit = doc["paths"]["/v1/agents"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()
+        .clone();
+    assert_eq!(limit["schema"]["minimum"], 1);
+    assert!(limit["description"].as_str().unwrap().contains("clamped to 100"), "{limit}");
+}
+
 both!(
     every_route_is_documented_and_every_documented_route_is_served,
-    every_error_code_is_documented
+    every_error_code_is_documented,
+    every_operation_declares_its_parameters_bodies_and_statuses
 );
