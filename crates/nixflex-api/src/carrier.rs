@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
 use futures::{SinkExt, StreamExt};
-use nixflex_core::call::{CallRecord, Direction};
+use nixflex_core::call::{CallRecord, CallStatus, Direction, EndedReason};
 use nixflex_core::crypto::hash_secret;
 use nixflex_core::error::ErrorCode;
 use nixflex_core::ids;
@@ -215,8 +215,8 @@ fn busy() -> Response {
 fn inbound_record(
     request: &CarrierRequest,
     agent_id: Option<String>,
-    status: &str,
-    ended_reason: Option<&str>,
+    status: CallStatus,
+    ended_reason: Option<EndedReason>,
     token_hash: Option<String>,
 ) -> CallRecord {
     let now = nixflex_store::now();
@@ -229,8 +229,8 @@ fn inbound_record(
         from_number: request.param("From").unwrap_or_default().to_owned(),
         to_number: request.number.phone_number.clone(),
         twilio_call_sid: request.param("CallSid").map(str::to_owned),
-        call_status: status.to_owned(),
-        ended_reason: ended_reason.map(str::to_owned),
+        call_status: status,
+        ended_reason,
         started_at: now,
         answered_at: None,
         ended_at: ended.then_some(now),
@@ -258,15 +258,15 @@ async fn refuse(
     state: &AppState,
     request: &CarrierRequest,
     agent_id: Option<String>,
-    reason: &str,
+    reason: EndedReason,
     detail: Option<String>,
 ) -> Response {
-    let mut record = inbound_record(request, agent_id, "busy", Some(reason), None);
+    let mut record = inbound_record(request, agent_id, CallStatus::Busy, Some(reason), None);
     record.precall_reject_reason = detail;
     if let Err(error) = state.store().insert_call(&record).await {
         tracing::warn!(message = "Could not record a refused call.", error = %error);
     }
-    tracing::info!(message = "Inbound call refused with busy.", reason, call_id = %record.call_id);
+    tracing::info!(message = "Inbound call refused with busy.", reason = reason.as_str(), call_id = %record.call_id);
     busy()
 }
 
@@ -343,28 +343,28 @@ async fn voice(
     }
     let number = &request.number;
     let Some(agent_id) = number.agent_id.clone() else {
-        return refuse(&state, &request, None, "no_agent", None).await;
+        return refuse(&state, &request, None, EndedReason::NoAgent, None).await;
     };
     if !number.inbound_enabled {
-        return refuse(&state, &request, Some(agent_id), "inbound_disabled", None).await;
+        return refuse(&state, &request, Some(agent_id), EndedReason::InboundDisabled, None).await;
     }
     let agent = match state.store().get_agent(&number.account_id, &agent_id).await {
         Ok(Some((agent, _))) => agent,
-        Ok(None) => return refuse(&state, &request, None, "no_agent", None).await,
+        Ok(None) => return refuse(&state, &request, None, EndedReason::NoAgent, None).await,
         Err(error) => {
             tracing::error!(message = "Store failed while answering a call.", error = %error);
             return busy();
         }
     };
     if !agent.settings.is_active {
-        return refuse(&state, &request, Some(agent_id), "agent_inactive", None).await;
+        return refuse(&state, &request, Some(agent_id), EndedReason::AgentInactive, None).await;
     }
     // Pre-warm speech recognition while the gate and the carrier do their work.
     let token = ids::new_key_secret();
     let mut record = inbound_record(
         &request,
         Some(agent_id.clone()),
-        "in-progress",
+        CallStatus::InProgress,
         None,
         Some(hash_secret(&token)),
     );
@@ -391,7 +391,8 @@ async fn voice(
         });
         if let Some(reason) = gate_says_reject(&state, &number.account_id, &url, body).await {
             state.engine().forget_prewarmed(&record.call_id);
-            return refuse(&state, &request, Some(agent_id), "precall_rejected", reason).await;
+            return refuse(&state, &request, Some(agent_id), EndedReason::PrecallRejected, reason)
+                .await;
         }
     }
 
@@ -408,7 +409,14 @@ async fn voice(
         Ok(Admission::AtCapacity { active }) => {
             state.engine().forget_prewarmed(&record.call_id);
             tracing::info!(message = "Account at its concurrent-call cap.", account_id = %number.account_id, active, cap);
-            return refuse(&state, &request, Some(agent_id), "concurrent_call_limit", None).await;
+            return refuse(
+                &state,
+                &request,
+                Some(agent_id),
+                EndedReason::ConcurrentCallLimit,
+                None,
+            )
+            .await;
         }
         Err(StoreError::Conflict { .. }) => {
             // The SID is a call of another number or account (a retry would have found its own
@@ -431,7 +439,7 @@ async fn voice(
 
 /// Answers a retried voice webhook of `call` (this number's) again, with a new stream token.
 async fn answer_again(state: &AppState, headers: &HeaderMap, call: &CallRecord) -> Response {
-    if call.ended_at.is_some() || call.call_status == "busy" {
+    if call.ended_at.is_some() || call.call_status == CallStatus::Busy {
         return busy();
     }
     let token = ids::new_key_secret();
@@ -476,9 +484,9 @@ async fn status(
     else {
         return twiml_response(twiml::empty());
     };
-    if !nixflex_core::call::CALL_STATUSES.contains(&call_status) {
+    let Some(call_status) = CallStatus::parse(call_status) else {
         return twiml_response(twiml::empty());
-    }
+    };
     let call = match request.own_call(&state, call_sid).await {
         Ok(Some(call)) => call,
         Ok(None) => return twiml_response(twiml::empty()),
@@ -487,9 +495,9 @@ async fn status(
             return twiml_response(twiml::empty());
         }
     };
-    let final_status = nixflex_core::call::is_final_status(call_status);
+    let final_status = call_status.is_final();
     let update = CallUpdate {
-        call_status: Some(call_status.to_owned()),
+        call_status: Some(call_status),
         ended_at: final_status.then(nixflex_store::now),
         duration_seconds: request.param("CallDuration").and_then(|d| d.parse().ok()),
         ..CallUpdate::default()

@@ -218,7 +218,7 @@ fn query_schema(path: &str, name: &str) -> Option<(Value, Option<&'static str>)>
             json!({"type": "string", "enum": ["draft", "scheduled", "running", "done", "failed"]})
         }
         "call_status" | "status" => {
-            json!({"type": "string", "enum": nixflex_core::call::CALL_STATUSES})
+            json!({"type": "string", "enum": nixflex_core::call::CallStatus::names()})
         }
         "period" => json!({
             "type": "string",

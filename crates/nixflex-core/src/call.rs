@@ -5,58 +5,155 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// `inbound` or `outbound`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// The caller dialled the business number.
-    Inbound,
-    /// The agent dialled out.
-    Outbound,
+/// Declares a closed set of API strings as an enum with its one mapping: `as_str`, `parse`,
+/// `ALL`, serde and the OpenAPI schema all come from the same list, so no other code compares
+/// these values as strings.
+macro_rules! api_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            /// The API and database string.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+
+            /// Parses the API and database string.
+            pub fn parse(raw: &str) -> Option<Self> {
+                match raw { $($text => Some(Self::$variant),)+ _ => None }
+            }
+
+            /// Every API string, in declaration order.
+            pub fn names() -> Vec<&'static str> {
+                Self::ALL.iter().map(|v| v.as_str()).collect()
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
 }
 
-impl Direction {
-    /// The API name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Inbound => "inbound",
-            Self::Outbound => "outbound",
-        }
-    }
-
-    /// Parses the API name.
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "inbound" => Some(Self::Inbound),
-            "outbound" => Some(Self::Outbound),
-            _ => None,
-        }
+api_enum! {
+    /// `inbound` or `outbound`.
+    Direction {
+        /// The caller dialled the business number.
+        Inbound => "inbound",
+        /// The agent dialled out.
+        Outbound => "outbound",
     }
 }
 
-/// Twilio's call statuses, used as `call_status` (DECISIONS #2).
-pub const CALL_STATUSES: &[&str] = &[
-    "queued",
-    "initiated",
-    "ringing",
-    "in-progress",
-    "completed",
-    "busy",
-    "no-answer",
-    "failed",
-    "canceled",
-];
+api_enum! {
+    /// A call's `call_status`: Twilio's set (docs/decisions.md#call-object).
+    CallStatus {
+        /// Waiting for a free slot under the account's concurrent-call cap (outbound).
+        Queued => "queued",
+        /// Dialling started.
+        Initiated => "initiated",
+        /// The callee's phone is ringing.
+        Ringing => "ringing",
+        /// Connected.
+        InProgress => "in-progress",
+        /// Ended after being connected.
+        Completed => "completed",
+        /// The callee was busy, or the call was refused busy.
+        Busy => "busy",
+        /// Nobody answered.
+        NoAnswer => "no-answer",
+        /// The carrier could not place the call.
+        Failed => "failed",
+        /// Cancelled before it was answered.
+        Canceled => "canceled",
+    }
+}
 
-/// Statuses after which nothing changes.
-pub fn is_final_status(status: &str) -> bool {
-    matches!(status, "completed" | "busy" | "no-answer" | "failed" | "canceled")
+impl CallStatus {
+    /// Statuses after which nothing changes.
+    pub const FINAL: &'static [Self] =
+        &[Self::Completed, Self::Busy, Self::NoAnswer, Self::Failed, Self::Canceled];
+
+    /// Statuses of a call that holds a slot under the concurrent-call cap.
+    pub const LIVE: &'static [Self] = &[Self::Initiated, Self::Ringing, Self::InProgress];
+
+    /// Whether nothing changes after this status.
+    pub fn is_final(self) -> bool {
+        Self::FINAL.contains(&self)
+    }
+
+    /// A SQL list literal of `statuses`, e.g. `('completed', 'busy')`, for the store's queries.
+    pub fn sql_list(statuses: &[Self]) -> String {
+        let quoted: Vec<String> = statuses.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        format!("({})", quoted.join(", "))
+    }
+}
+
+api_enum! {
+    /// Why a call ended (`ended_reason`; docs/engine.md#ended-reasons).
+    EndedReason {
+        /// The agent said goodbye and ended the call.
+        Completed => "completed",
+        /// The caller hung up.
+        CallerHangup => "caller_hangup",
+        /// The caller stayed silent for `silence_hangup_seconds`.
+        SilenceTimeout => "silence_timeout",
+        /// `max_call_duration_seconds` was reached.
+        MaxDuration => "max_duration",
+        /// A provider or the engine failed.
+        Error => "error",
+        /// The pre-call gate rejected the call.
+        PrecallRejected => "precall_rejected",
+        /// The number has no agent.
+        NoAgent => "no_agent",
+        /// The number's inbound calls are switched off.
+        InboundDisabled => "inbound_disabled",
+        /// The agent is inactive.
+        AgentInactive => "agent_inactive",
+        /// The account was at its concurrent-call cap.
+        ConcurrentCallLimit => "concurrent_call_limit",
+        /// The server was shutting down (draining) when the call arrived, or ended it at the end
+        /// of the drain.
+        ServerShutdown => "server_shutdown",
+        /// The callee was busy (outbound).
+        Busy => "busy",
+        /// Nobody answered (outbound).
+        NoAnswer => "no-answer",
+        /// The carrier could not place the call (outbound).
+        Failed => "failed",
+        /// Cancelled before it was answered (outbound).
+        Canceled => "canceled",
+        /// A voicemail system answered.
+        Voicemail => "voicemail",
+        /// The call was transferred to a person.
+        Transferred => "transferred",
+    }
+}
+
+api_enum! {
+    /// Who said a transcript line.
+    TranscriptRole {
+        /// The AI agent.
+        Agent => "agent",
+        /// The person on the phone.
+        Caller => "caller",
+    }
 }
 
 /// One line of the transcript.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TranscriptEntry {
     /// `agent` or `caller`.
-    pub role: String,
+    pub role: TranscriptRole,
     /// What was said (for the agent: what the caller actually heard).
     pub text: String,
     /// Milliseconds since the call was answered.
@@ -100,9 +197,9 @@ pub struct CallRecord {
     /// Twilio's `CA…` SID (none while queued).
     pub twilio_call_sid: Option<String>,
     /// Twilio status set.
-    pub call_status: String,
-    /// Why it ended (ENGINE §3.6).
-    pub ended_reason: Option<String>,
+    pub call_status: CallStatus,
+    /// Why it ended.
+    pub ended_reason: Option<EndedReason>,
     /// Dialling began / the call reached us.
     pub started_at: DateTime<Utc>,
     /// Connected.
@@ -151,7 +248,10 @@ impl CallRecord {
         self.transcript
             .iter()
             .map(|entry| {
-                let who = if entry.role == "agent" { "Agent" } else { "Caller" };
+                let who = match entry.role {
+                    TranscriptRole::Agent => "Agent",
+                    TranscriptRole::Caller => "Caller",
+                };
                 format!("{who}: {}", entry.text)
             })
             .collect::<Vec<_>>()
@@ -165,15 +265,31 @@ mod tests {
 
     #[test]
     fn statuses_are_twilios_and_final_ones_are_terminal() {
-        for status in CALL_STATUSES {
-            let terminal = is_final_status(status);
+        for status in CallStatus::ALL {
             assert_eq!(
-                terminal,
-                !matches!(*status, "queued" | "initiated" | "ringing" | "in-progress"),
+                status.is_final(),
+                !matches!(
+                    status,
+                    CallStatus::Queued
+                        | CallStatus::Initiated
+                        | CallStatus::Ringing
+                        | CallStatus::InProgress
+                ),
                 "{status}"
             );
+            assert_eq!(CallStatus::parse(status.as_str()), Some(*status));
         }
+        assert_eq!(CallStatus::parse("in-progress"), Some(CallStatus::InProgress));
+        assert_eq!(serde_json::to_value(CallStatus::NoAnswer).unwrap(), "no-answer");
+        assert_eq!(
+            CallStatus::sql_list(CallStatus::LIVE),
+            "('initiated', 'ringing', 'in-progress')"
+        );
         assert_eq!(Direction::parse("outbound"), Some(Direction::Outbound));
         assert_eq!(Direction::parse("sideways"), None);
+        for reason in EndedReason::ALL {
+            assert_eq!(EndedReason::parse(reason.as_str()), Some(*reason));
+        }
+        assert_eq!(serde_json::to_value(TranscriptRole::Caller).unwrap(), "caller");
     }
 }

@@ -18,7 +18,9 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use nixflex_core::agent::{AgentSettings, ResponseLength};
-use nixflex_core::call::{CallRecord, Direction, TranscriptEntry, TurnLatency};
+use nixflex_core::call::{
+    CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TranscriptRole, TurnLatency,
+};
 use nixflex_core::catalog;
 use nixflex_core::number::{NumberSettings, PhoneNumber};
 use nixflex_pipeline::ProviderError;
@@ -66,12 +68,18 @@ pub enum EndReason {
 impl EndReason {
     /// The API value.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::CallerHangup => "caller_hangup",
-            Self::SilenceTimeout => "silence_timeout",
-            Self::MaxDuration => "max_duration",
-            Self::Error => "error",
+        EndedReason::from(self).as_str()
+    }
+}
+
+impl From<EndReason> for EndedReason {
+    fn from(reason: EndReason) -> Self {
+        match reason {
+            EndReason::Completed => Self::Completed,
+            EndReason::CallerHangup => Self::CallerHangup,
+            EndReason::SilenceTimeout => Self::SilenceTimeout,
+            EndReason::MaxDuration => Self::MaxDuration,
+            EndReason::Error => Self::Error,
         }
     }
 }
@@ -327,7 +335,7 @@ where
     {
         let now = Instant::now();
         self.recorder.record(CallUpdate {
-            call_status: Some("in-progress".to_owned()),
+            call_status: Some(CallStatus::InProgress),
             answered_at: Some(nixflex_store::now()),
             heartbeat_at: Some(nixflex_store::now()),
             ..CallUpdate::default()
@@ -646,7 +654,7 @@ where
             self.cancel_turn();
             // The earlier caller line is replaced by the combined one.
             if let Some(last) = self.transcript.last()
-                && last.role == "caller"
+                && last.role == TranscriptRole::Caller
             {
                 self.transcript.pop();
             }
@@ -655,7 +663,7 @@ where
             }
         }
         self.transcript.push(TranscriptEntry {
-            role: "caller".to_owned(),
+            role: TranscriptRole::Caller,
             text: text.clone(),
             timestamp_ms: self.ms(speech_ended),
         });
@@ -800,7 +808,7 @@ where
                         && active.transcript_index.is_none()
                     {
                         self.transcript.push(TranscriptEntry {
-                            role: "agent".to_owned(),
+                            role: TranscriptRole::Agent,
                             text: String::new(),
                             timestamp_ms,
                         });
@@ -977,8 +985,8 @@ where
         let ended_at = nixflex_store::now();
         let duration = i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX);
         self.recorder.record(CallUpdate {
-            call_status: Some("completed".to_owned()),
-            ended_reason: Some(reason.as_str().to_owned()),
+            call_status: Some(CallStatus::Completed),
+            ended_reason: Some(reason.into()),
             ended_at: Some(ended_at),
             duration_seconds: Some(duration),
             transcript: Some(self.transcript.clone()),

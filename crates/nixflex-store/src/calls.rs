@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use nixflex_core::call::{CallRecord, Direction, TranscriptEntry, TurnLatency};
+use nixflex_core::call::{
+    CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TurnLatency,
+};
 
 use crate::{Page, StoreError};
 
@@ -16,7 +18,7 @@ pub struct CallFilter {
     /// Direction.
     pub direction: Option<Direction>,
     /// Twilio status.
-    pub call_status: Option<String>,
+    pub call_status: Option<CallStatus>,
     /// Caller ID.
     pub from_number: Option<String>,
     /// Number dialled.
@@ -40,9 +42,9 @@ pub struct CallFilter {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallUpdate {
     /// New status (ignored once the call has a final one).
-    pub call_status: Option<String>,
+    pub call_status: Option<CallStatus>,
     /// Why it ended (first writer wins).
-    pub ended_reason: Option<String>,
+    pub ended_reason: Option<EndedReason>,
     /// Answer time (first writer wins).
     pub answered_at: Option<DateTime<Utc>>,
     /// End time (first writer wins).
@@ -150,7 +152,11 @@ macro_rules! impl_calls {
             use async_trait::async_trait;
             use chrono::{DateTime, Utc};
 
-            use nixflex_core::call::{CallRecord, Direction, TranscriptEntry, TurnLatency};
+            use nixflex_core::call::{CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TurnLatency};
+
+            fn decode_error(column: &str, raw: &str) -> sqlx::Error {
+                sqlx::Error::Decode(format!("unknown {column} `{raw}` in the calls table").into())
+            }
 
             use serde_json::{Map, Value};
             use sqlx::Row as _;
@@ -178,8 +184,14 @@ macro_rules! impl_calls {
                     from_number: row.try_get("from_number")?,
                     to_number: row.try_get("to_number")?,
                     twilio_call_sid: row.try_get("twilio_call_sid")?,
-                    call_status: row.try_get("call_status")?,
-                    ended_reason: row.try_get("ended_reason")?,
+                    call_status: {
+                        let raw: String = row.try_get("call_status")?;
+                        CallStatus::parse(&raw).ok_or_else(|| decode_error("call_status", &raw))?
+                    },
+                    ended_reason: match row.try_get::<Option<String>, _>("ended_reason")? {
+                        Some(raw) => Some(EndedReason::parse(&raw).ok_or_else(|| decode_error("ended_reason", &raw))?),
+                        None => None,
+                    },
                     started_at: row.try_get("started_at")?,
                     answered_at: row.try_get("answered_at")?,
                     ended_at: row.try_get("ended_at")?,
@@ -221,8 +233,8 @@ macro_rules! impl_calls {
                 .bind(&call.from_number)
                 .bind(&call.to_number)
                 .bind(&call.twilio_call_sid)
-                .bind(&call.call_status)
-                .bind(&call.ended_reason)
+                .bind(call.call_status.as_str())
+                .bind(call.ended_reason.map(EndedReason::as_str))
                 .bind(call.started_at)
                 .bind(call.answered_at)
                 .bind(call.ended_at)
@@ -257,10 +269,14 @@ macro_rules! impl_calls {
                     if let Some(lock) = Self::LOCK_ACCOUNT {
                         sqlx::query(lock).bind(&call.account_id).execute(&mut *tx).await.map_err(map_err)?;
                     }
-                    let active: i64 = sqlx::query_scalar(
-                        "select count(*) from calls where account_id = $1 and call_status in ('initiated', 'ringing', 'in-progress') \
-                         and coalesce(heartbeat_at, created_at) >= $2",
-                    )
+                    static LIVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                        format!(
+                            "select count(*) from calls where account_id = $1 and call_status in {} \
+                             and coalesce(heartbeat_at, created_at) >= $2",
+                            CallStatus::sql_list(CallStatus::LIVE)
+                        )
+                    });
+                    let active: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(LIVE.as_str()))
                     .bind(&call.account_id)
                     .bind(alive_after)
                     .fetch_one(&mut *tx)
@@ -328,7 +344,7 @@ macro_rules! impl_calls {
                                 .bind(account_id)
                                 .bind(&filter.agent_id)
                                 .bind(filter.direction.map(|d| d.as_str()))
-                                .bind(&filter.call_status)
+                                .bind(filter.call_status.map(CallStatus::as_str))
                                 .bind(&filter.from_number)
                                 .bind(&filter.to_number)
                                 .bind(&filter.campaign_id)
@@ -355,19 +371,24 @@ macro_rules! impl_calls {
                 }
 
                 async fn update_call(&self, call_id: &str, update: &CallUpdate, at: DateTime<Utc>) -> Result<bool, StoreError> {
-                    let done = sqlx::query(
-                        "update calls set \
-                         call_status = case when call_status in ('completed', 'busy', 'no-answer', 'failed', 'canceled') then call_status else coalesce($2, call_status) end, \
-                         ended_reason = coalesce(ended_reason, $3), answered_at = coalesce(answered_at, $4), ended_at = coalesce(ended_at, $5), \
+                    // Final statuses never change (the list comes from `CallStatus::FINAL`).
+                    static UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                        format!(
+                            "update calls set \
+                             call_status = case when call_status in {} then call_status else coalesce($2, call_status) end, \
+                             ended_reason = coalesce(ended_reason, $3), answered_at = coalesce(answered_at, $4), ended_at = coalesce(ended_at, $5), \
                          duration_seconds = coalesce($6, duration_seconds), transcript = coalesce($7, transcript), turns = coalesce($8, turns), \
                          avg_latency_ms = coalesce($9, avg_latency_ms), heartbeat_at = coalesce($10, heartbeat_at), \
                          twilio_call_sid = coalesce(twilio_call_sid, $11), updated_at = $12, \
                          stream_token_hash = coalesce($13, stream_token_hash) \
                          where call_id = $1",
-                    )
+                            CallStatus::sql_list(CallStatus::FINAL)
+                        )
+                    });
+                    let done = sqlx::query(sqlx::AssertSqlSafe(UPDATE.as_str()))
                     .bind(call_id)
-                    .bind(&update.call_status)
-                    .bind(&update.ended_reason)
+                    .bind(update.call_status.map(CallStatus::as_str))
+                    .bind(update.ended_reason.map(EndedReason::as_str))
                     .bind(update.answered_at)
                     .bind(update.ended_at)
                     .bind(update.duration_seconds)

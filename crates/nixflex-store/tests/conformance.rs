@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use nixflex_core::agent::{Agent, AgentSettings};
-use nixflex_core::call::{CallRecord, Direction, TranscriptEntry, TurnLatency};
+use nixflex_core::call::{
+    CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TranscriptRole, TurnLatency,
+};
 use nixflex_core::ids;
 use nixflex_core::number::{NumberSettings, PhoneNumber};
 use nixflex_store::testing::TempDirGuard;
@@ -711,7 +713,7 @@ fn call(account_id: &str, agent_id: &str, from: &str, to: &str) -> CallRecord {
         from_number: from.to_owned(),
         to_number: to.to_owned(),
         twilio_call_sid: Some(format!("CA{}", &ids::new_call_id()[5..])),
-        call_status: "in-progress".to_owned(),
+        call_status: CallStatus::InProgress,
         ended_reason: None,
         started_at: at,
         answered_at: Some(at),
@@ -758,7 +760,7 @@ async fn calls_are_admitted_up_to_the_cap((store, _g): Fixture) {
     store
         .update_call(
             &calls[0].call_id,
-            &CallUpdate { call_status: Some("completed".to_owned()), ..CallUpdate::default() },
+            &CallUpdate { call_status: Some(CallStatus::Completed), ..CallUpdate::default() },
             now(),
         )
         .await
@@ -795,15 +797,15 @@ async fn call_updates_keep_first_outcomes((store, _g): Fixture) {
         "one row per Twilio SID"
     );
     let transcript = vec![TranscriptEntry {
-        role: "agent".to_owned(),
+        role: TranscriptRole::Agent,
         text: "Hello!".to_owned(),
         timestamp_ms: 120,
     }];
     let turns = vec![TurnLatency { turn: 1, total_ms: 312.5, ..TurnLatency::default() }];
     let ended = now();
     let first = CallUpdate {
-        call_status: Some("completed".to_owned()),
-        ended_reason: Some("completed".to_owned()),
+        call_status: Some(CallStatus::Completed),
+        ended_reason: Some(EndedReason::Completed),
         ended_at: Some(ended),
         duration_seconds: Some(42),
         transcript: Some(transcript.clone()),
@@ -813,15 +815,19 @@ async fn call_updates_keep_first_outcomes((store, _g): Fixture) {
     };
     assert!(store.update_call(&c.call_id, &first, now()).await.unwrap());
     let late = CallUpdate {
-        call_status: Some("in-progress".to_owned()),
-        ended_reason: Some("caller_hangup".to_owned()),
+        call_status: Some(CallStatus::InProgress),
+        ended_reason: Some(EndedReason::CallerHangup),
         ended_at: Some(ended + Duration::seconds(3)),
         ..CallUpdate::default()
     };
     store.update_call(&c.call_id, &late, now()).await.unwrap();
     let stored = store.find_call(&c.call_id).await.unwrap().unwrap();
     assert_eq!(
-        (stored.call_status.as_str(), stored.ended_reason.as_deref(), stored.ended_at),
+        (
+            stored.call_status.as_str(),
+            stored.ended_reason.map(EndedReason::as_str),
+            stored.ended_at
+        ),
         ("completed", Some("completed"), Some(ended))
     );
     assert_eq!(
@@ -841,7 +847,7 @@ async fn a_new_stream_token_replaces_the_old_one((store, _g): Fixture) {
     let stored = store.find_call(&c.call_id).await.unwrap().unwrap();
     assert_eq!(stored.stream_token_hash, Some("n".repeat(64)));
     // Other updates leave it alone.
-    let status = CallUpdate { call_status: Some("ringing".to_owned()), ..CallUpdate::default() };
+    let status = CallUpdate { call_status: Some(CallStatus::Ringing), ..CallUpdate::default() };
     store.update_call(&c.call_id, &status, now()).await.unwrap();
     let stored = store.find_call(&c.call_id).await.unwrap().unwrap();
     assert_eq!(stored.stream_token_hash, Some("n".repeat(64)));
@@ -891,7 +897,7 @@ async fn calls_list_with_filters_and_delete((store, _g): Fixture) {
         c.started_at = base + Duration::seconds(i);
         if i % 2 == 1 {
             c.direction = Direction::Outbound;
-            c.call_status = "completed".to_owned();
+            c.call_status = CallStatus::Completed;
         }
         store.insert_call(&c).await.unwrap();
         ids.push(c.call_id);
@@ -919,7 +925,7 @@ async fn calls_list_with_filters_and_delete((store, _g): Fixture) {
     );
     assert_eq!(
         count(CallFilter {
-            call_status: Some("completed".to_owned()),
+            call_status: Some(CallStatus::Completed),
             agent_id: Some("a2".to_owned()),
             ..CallFilter::default()
         })

@@ -3,7 +3,9 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, NaiveDate, Utc};
-use nixflex_core::call::{CALL_STATUSES, CallRecord, Direction, TranscriptEntry, TurnLatency};
+use nixflex_core::call::{
+    CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TurnLatency,
+};
 use nixflex_core::error::ErrorCode;
 use nixflex_core::phone;
 use nixflex_store::CallFilter;
@@ -39,9 +41,10 @@ pub(crate) struct CallObject {
     /// Number dialled.
     to_number: String,
     /// queued, initiated, ringing, in-progress, completed, busy, no-answer, failed, canceled.
-    call_status: String,
-    /// Why the call ended (ENGINE §3.6), e.g. completed, caller_hangup, silence_timeout.
-    ended_reason: Option<String>,
+    call_status: CallStatus,
+    /// Why the call ended (docs/engine.md#ended-reasons), e.g. completed, caller_hangup,
+    /// silence_timeout.
+    ended_reason: Option<EndedReason>,
     /// When dialling began / the call reached us.
     started_at: DateTime<Utc>,
     /// `started_at` in epoch milliseconds (SDK).
@@ -224,13 +227,13 @@ fn filter_from(query: &QueryPairs) -> ApiResult<CallFilter> {
         })?),
     };
     let call_status = match text("call_status").or_else(|| text("status")) {
-        Some(status) if !CALL_STATUSES.contains(&status.as_str()) => {
-            return Err(bad(
+        None => None,
+        Some(status) => Some(CallStatus::parse(&status).ok_or_else(|| {
+            bad(
                 "call_status",
-                format!("`call_status` must be one of {}.", CALL_STATUSES.join(", ")),
-            ));
-        }
-        other => other,
+                format!("`call_status` must be one of {}.", CallStatus::names().join(", ")),
+            )
+        })?),
     };
     let caller_sentiment = match text("caller_sentiment") {
         Some(s) if !matches!(s.as_str(), "happy" | "neutral" | "frustrated") => {

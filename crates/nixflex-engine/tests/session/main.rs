@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use nixflex_core::agent::{Agent, AgentSettings};
-use nixflex_core::call::{CallRecord, Direction};
+use nixflex_core::call::{CallRecord, CallStatus, Direction, EndedReason};
 use nixflex_core::catalog::TtsProviderKind;
 use nixflex_core::crypto::{SecretBox, hash_secret};
 use nixflex_core::number::{NumberSettings, PhoneNumber};
@@ -176,7 +176,7 @@ async fn lab(agent: serde_json::Value) -> Lab {
         from_number: CALLER.into(),
         to_number: NUMBER.into(),
         twilio_call_sid: Some(format!("CA{}", "c".repeat(32))),
-        call_status: "in-progress".into(),
+        call_status: CallStatus::InProgress,
         ended_reason: None,
         started_at: now,
         answered_at: None,
@@ -300,7 +300,7 @@ async fn the_duration_limit_plays_a_goodbye_that_cannot_be_interrupted_then_ends
     let ended = start.elapsed();
     assert!(ended >= Duration::from_secs(60) && ended < Duration::from_secs(76), "{ended:?}");
     let call = lab.store.find_call(&lab.call_id).await.unwrap().unwrap();
-    assert_eq!(call.ended_reason.as_deref(), Some("max_duration"));
+    assert_eq!(call.ended_reason.map(EndedReason::as_str), Some("max_duration"));
 }
 
 #[tokio::test]
@@ -319,7 +319,7 @@ async fn silence_is_reprompted_twice_then_the_call_ends_at_the_limit() {
     let ended = start.elapsed();
     assert!(ended >= Duration::from_secs(30) && ended < Duration::from_secs(32), "{ended:?}");
     let call = lab.store.find_call(&lab.call_id).await.unwrap().unwrap();
-    assert_eq!(call.ended_reason.as_deref(), Some("silence_timeout"));
+    assert_eq!(call.ended_reason.map(EndedReason::as_str), Some("silence_timeout"));
 }
 
 #[tokio::test]
@@ -397,7 +397,7 @@ async fn the_caller_hanging_up_ends_the_session_and_writes_the_record() {
     assert_eq!(reason.map(|r| r.as_str()), Some("caller_hangup"));
     let call = lab.store.find_call(&lab.call_id).await.unwrap().unwrap();
     assert_eq!(
-        (call.call_status.as_str(), call.ended_reason.as_deref()),
+        (call.call_status.as_str(), call.ended_reason.map(EndedReason::as_str)),
         ("completed", Some("caller_hangup"))
     );
     assert_eq!(call.transcript.first().map(|e| e.text.as_str()), Some("Hi."));

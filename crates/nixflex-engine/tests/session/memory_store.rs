@@ -320,10 +320,10 @@ impl CallRepo for MemoryStore {
     ) -> Result<bool, StoreError> {
         let mut calls = self.calls.lock().unwrap();
         let Some(call) = calls.get_mut(call_id) else { return Ok(false) };
-        if !nixflex_core::call::is_final_status(&call.call_status)
+        if !call.call_status.is_final()
             && let Some(status) = &update.call_status
         {
-            call.call_status.clone_from(status);
+            call.call_status = *status;
         }
         if call.ended_reason.is_none() {
             call.ended_reason.clone_from(&update.ended_reason);

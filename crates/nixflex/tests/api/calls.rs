@@ -2,7 +2,9 @@
 //! they are seeded through the store, and the call-engine tests cover calls made end to end.
 
 use chrono::{Duration, Utc};
-use nixflex_core::call::{CallRecord, Direction, TranscriptEntry, TurnLatency};
+use nixflex_core::call::{
+    CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TranscriptRole, TurnLatency,
+};
 use serde_json::{Map, Value, json};
 
 use crate::helpers::{Backend, Key, TestApp, both, expect_error};
@@ -22,20 +24,20 @@ fn record(key: &Key, i: i64, direction: Direction) -> CallRecord {
             "CA{:032x}",
             i + 1000 * key.account_id.len() as i64 + Utc::now().timestamp_subsec_nanos() as i64
         )),
-        call_status: if i == 0 { "in-progress" } else { "completed" }.to_owned(),
-        ended_reason: (i != 0).then(|| "completed".to_owned()),
+        call_status: if i == 0 { CallStatus::InProgress } else { CallStatus::Completed },
+        ended_reason: (i != 0).then_some(EndedReason::Completed),
         started_at: at,
         answered_at: Some(at),
         ended_at: (i != 0).then_some(at + Duration::seconds(30)),
         duration_seconds: (i != 0).then_some(30),
         transcript: vec![
             TranscriptEntry {
-                role: "agent".to_owned(),
+                role: TranscriptRole::Agent,
                 text: "Hello! How can I help you today?".to_owned(),
                 timestamp_ms: 180,
             },
             TranscriptEntry {
-                role: "caller".to_owned(),
+                role: TranscriptRole::Caller,
                 text: "I'd like a table for two.".to_owned(),
                 timestamp_ms: 3100,
             },
