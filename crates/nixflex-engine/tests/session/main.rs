@@ -215,7 +215,9 @@ async fn lab(agent: serde_json::Value) -> Lab {
         ..TwilioClientConfig::default()
     })
     .unwrap();
-    let engine = Engine::new(store.clone(), secrets, twilio, providers, EngineConfig::default());
+    let customer = nixflex_providers::customer::CustomerHttp::new(true).unwrap();
+    let engine =
+        Engine::new(store.clone(), secrets, twilio, providers, customer, EngineConfig::default());
     let (to_server, reader) = futures::channel::mpsc::unbounded();
     let (writer, from_server) = futures::channel::mpsc::unbounded::<String>();
     let session = tokio::spawn(async move { engine.run_media_stream(reader, writer).await.ok() });
