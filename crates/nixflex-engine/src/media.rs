@@ -79,7 +79,9 @@ impl Engine {
             let session = Session::new(self.clone(), setup, writer, start.stream_sid);
             session.run(reader).await
         };
-        Ok(self.track(run.instrument(span)).await)
+        // The session's state is large: one heap allocation per call keeps the caller's future
+        // small.
+        Ok(self.track(Box::pin(run.instrument(span))).await)
     }
 
     async fn load_setup(&self, start: &StartInfo) -> Result<CallSetup, StreamRefused> {

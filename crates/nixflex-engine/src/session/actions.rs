@@ -140,10 +140,12 @@ mod tests {
 
     #[test]
     fn only_actions_this_server_can_carry_out_are_advertised() {
-        let mut agent = AgentSettings::default();
-        agent.transfer_number = Some("+447446466000".to_owned());
-        agent.func_cold_transfer = true;
-        agent.incall_sms_enabled = true;
+        let mut agent = AgentSettings {
+            transfer_number: Some("+447446466000".to_owned()),
+            func_cold_transfer: true,
+            incall_sms_enabled: true,
+            ..AgentSettings::default()
+        };
         let tools = tools_enabled(&agent);
         assert!(tools.end_call);
         assert!(!tools.transfer, "transfers are not built yet");

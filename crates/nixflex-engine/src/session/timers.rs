@@ -169,8 +169,6 @@ where
         self.start_turn(TurnSource::Text(goodbye.to_owned()), TurnKind::Goodbye);
     }
 
-    /// Speaks fixed text as its own turn.
-
     /// The server's drain time ran out: stop what the agent is saying, say a short goodbye
     /// (not interruptible), then end the call as `server_shutdown`.
     pub(super) async fn on_server_shutdown(&mut self, now: Instant) {
