@@ -11,9 +11,10 @@
 //! calls of that account on that number. A request carrying another tenant's `CallSid` therefore
 //! finds nothing and changes nothing (see `docs/carrier-webhooks.md`).
 //!
-//! Inbound calls are answered with a bidirectional media stream to `/twilio/stream`, whose
-//! `start` message must carry the call's one-time token; texts are acknowledged without a reply
-//! until SMS lands.
+//! Whether an inbound call is answered is decided by the engine's call service
+//! (`Engine::admit_inbound`); this module only speaks HTTP and TwiML. Answered calls get a
+//! bidirectional media stream to `/twilio/stream`, whose `start` message must carry the call's
+//! one-time token; texts are acknowledged without a reply until SMS lands.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -28,14 +29,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
 use futures::{SinkExt, StreamExt};
-use nixflex_core::call::{CallRecord, CallStatus, Direction, EndedReason};
-use nixflex_core::crypto::hash_secret;
+use nixflex_core::call::{CallRecord, CallStatus};
 use nixflex_core::error::ErrorCode;
-use nixflex_core::ids;
 use nixflex_core::number::PhoneNumber;
 use nixflex_core::phone;
+use nixflex_engine::{Admission, InboundCall};
 use nixflex_providers::twilio::{signature, twiml};
-use nixflex_store::{Admission, CallUpdate, StoreError};
+use nixflex_store::{CallUpdate, StoreError};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -183,9 +183,6 @@ pub(crate) async fn verify_signature(
     refused("no imported number whose auth token matches")
 }
 
-/// The pre-call gate's time limit (ENGINE §12).
-const GATE_TIMEOUT: Duration = Duration::from_secs(5);
-
 fn public_base(state: &AppState, headers: &HeaderMap) -> String {
     match &state.config().public_url {
         Some(base) => base.clone(),
@@ -211,250 +208,23 @@ fn busy() -> Response {
     twiml_response(twiml::reject(twiml::RejectReason::Busy))
 }
 
-/// A call record for an inbound call; `status` and `ended_reason` say what happened to it.
-fn inbound_record(
-    request: &CarrierRequest,
-    agent_id: Option<String>,
-    status: CallStatus,
-    ended_reason: Option<EndedReason>,
-    token_hash: Option<String>,
-) -> CallRecord {
-    let now = nixflex_store::now();
-    let ended = ended_reason.is_some();
-    CallRecord {
-        call_id: ids::new_call_id(),
-        account_id: request.number.account_id.clone(),
-        agent_id,
-        direction: Direction::Inbound,
-        from_number: request.param("From").unwrap_or_default().to_owned(),
-        to_number: request.number.phone_number.clone(),
-        twilio_call_sid: request.param("CallSid").map(str::to_owned),
-        call_status: status,
-        ended_reason,
-        started_at: now,
-        answered_at: None,
-        ended_at: ended.then_some(now),
-        duration_seconds: ended.then_some(0),
-        transcript: Vec::new(),
-        turns: Vec::new(),
-        avg_latency_ms: None,
-        recording_url: None,
-        call_summary: None,
-        caller_sentiment: None,
-        call_successful: None,
-        extracted_data: serde_json::Map::new(),
-        voicemail_detected: false,
-        campaign_id: None,
-        metadata: None,
-        cost_usd: None,
-        precall_reject_reason: None,
-        stream_token_hash: token_hash,
-        created_at: now,
-        updated_at: now,
-    }
-}
-
-async fn refuse(
-    state: &AppState,
-    request: &CarrierRequest,
-    agent_id: Option<String>,
-    reason: EndedReason,
-    detail: Option<String>,
-) -> Response {
-    let mut record = inbound_record(request, agent_id, CallStatus::Busy, Some(reason), None);
-    record.precall_reject_reason = detail;
-    if let Err(error) = state.store().insert_call(&record).await {
-        tracing::warn!(message = "Could not record a refused call.", error = %error);
-    }
-    tracing::info!(message = "Inbound call refused with busy.", reason = reason.as_str(), call_id = %record.call_id);
-    busy()
-}
-
-/// Asks the customer's pre-call gate; only an explicit `{"action": "reject"}` blocks, and any
-/// failure lets the call through (fail-open, ENGINE §12).
-async fn gate_says_reject(
-    state: &AppState,
-    account_id: &str,
-    url: &str,
-    body: serde_json::Value,
-) -> Option<Option<String>> {
-    let secrets = account_secrets(state, account_id).await;
-    let response = match state.customer().post_signed(url, &body, &secrets, GATE_TIMEOUT).await {
-        Ok(response) if response.status().is_success() => response,
-        Ok(response) => {
-            tracing::warn!(
-                message = "Pre-call gate answered an error; connecting (fail-open).",
-                status = response.status().as_u16()
-            );
-            return None;
-        }
-        Err(error) => {
-            tracing::warn!(message = "Pre-call gate unreachable; connecting (fail-open).", error = %error);
-            return None;
-        }
-    };
-    let Ok(answer) = tokio::time::timeout(GATE_TIMEOUT, response.json::<serde_json::Value>()).await
-    else {
-        return None;
-    };
-    let answer = answer.ok()?;
-    if answer
-        .get("action")
-        .and_then(|a| a.as_str())
-        .is_some_and(|a| a.eq_ignore_ascii_case("reject"))
-    {
-        Some(answer.get("reason").and_then(|r| r.as_str()).map(|r| r.chars().take(500).collect()))
-    } else {
-        None
-    }
-}
-
-/// The raw secrets of the account's active keys, which sign requests to its endpoints.
-async fn account_secrets(state: &AppState, account_id: &str) -> Vec<String> {
-    let page = nixflex_store::Page { limit: 100, offset: 0 };
-    let Ok((keys, _)) = state.store().list_keys(account_id, page).await else { return Vec::new() };
-    keys.iter()
-        .filter(|k| k.revoked_at.is_none())
-        .filter_map(|k| state.secrets().open(&k.secret_sealed).ok())
-        .collect()
-}
-
-/// `POST /twilio/voice`: an inbound call. Answered with `<Connect><Stream>` when the number
-/// has an active agent, inbound calls are on, the pre-call gate does not reject and the account
-/// is under its concurrent-call cap; otherwise a busy signal (never answered, never charged).
+/// `POST /twilio/voice`: an inbound call. Whether it is answered is the engine's call service's
+/// decision ([`nixflex_engine::Engine::admit_inbound`], scoped to the signing number); this
+/// handler turns it into TwiML: `<Connect><Stream>` with the call id and one-time token, or a
+/// busy signal (never answered, never charged).
 async fn voice(
     State(state): State<AppState>,
     headers: HeaderMap,
     Extension(request): Extension<CarrierRequest>,
 ) -> Response {
-    // A retried webhook for a call this number already answered: answer it again with a fresh
-    // token (Twilio streams with the token of the answer it received, so the old one is
-    // replaced). Only this number's calls are seen here: another tenant's `CallSid` falls through
-    // to a new call, whose insert the unique SID refuses (busy, below).
-    if let Some(call_sid) = request.param("CallSid") {
-        match request.own_call(&state, call_sid).await {
-            Ok(Some(existing)) => return answer_again(&state, &headers, &existing).await,
-            Ok(None) => {}
-            Err(error) => {
-                tracing::error!(message = "Store failed while answering a call.", error = %error);
-                return busy();
-            }
-        }
-    }
-    let number = &request.number;
-    let Some(agent_id) = number.agent_id.clone() else {
-        return refuse(&state, &request, None, EndedReason::NoAgent, None).await;
+    let call = InboundCall {
+        number: &request.number,
+        from: request.param("From").unwrap_or_default(),
+        call_sid: request.param("CallSid"),
     };
-    if !number.inbound_enabled {
-        return refuse(&state, &request, Some(agent_id), EndedReason::InboundDisabled, None).await;
-    }
-    let agent = match state.store().get_agent(&number.account_id, &agent_id).await {
-        Ok(Some((agent, _))) => agent,
-        Ok(None) => return refuse(&state, &request, None, EndedReason::NoAgent, None).await,
-        Err(error) => {
-            tracing::error!(message = "Store failed while answering a call.", error = %error);
-            return busy();
-        }
-    };
-    if !agent.settings.is_active {
-        return refuse(&state, &request, Some(agent_id), EndedReason::AgentInactive, None).await;
-    }
-    // Pre-warm speech recognition while the gate and the carrier do their work.
-    let token = ids::new_key_secret();
-    let mut record = inbound_record(
-        &request,
-        Some(agent_id.clone()),
-        CallStatus::InProgress,
-        None,
-        Some(hash_secret(&token)),
-    );
-    state
-        .engine()
-        .prewarm_stt(&record.call_id, nixflex_engine::session_stt_options(&agent.settings));
-
-    let gate_url = match &number.precall_url {
-        Some(url) => Some(url.clone()),
-        None => state
-            .store()
-            .get_agent_precall(&number.account_id, &agent_id)
-            .await
-            .ok()
-            .flatten()
-            .flatten(),
-    };
-    if let Some(url) = gate_url {
-        let body = serde_json::json!({
-            "event": "call.inbound",
-            "from": record.from_number,
-            "to": record.to_number,
-            "call_id": request.param("CallSid").unwrap_or_default(),
-        });
-        if let Some(reason) = gate_says_reject(&state, &number.account_id, &url, body).await {
-            state.engine().forget_prewarmed(&record.call_id);
-            return refuse(&state, &request, Some(agent_id), EndedReason::PrecallRejected, reason)
-                .await;
-        }
-    }
-
-    let account = state.store().get_account(&number.account_id).await.ok().flatten();
-    let cap = account
-        .and_then(|a| a.max_concurrent_calls)
-        .unwrap_or(state.engine().config().default_max_concurrent_calls);
-    let alive_after = chrono::Utc::now()
-        - chrono::Duration::from_std(state.engine().config().heartbeat_stale_after)
-            .unwrap_or_default();
-    record.started_at = nixflex_store::now();
-    match state.store().admit_call(&record, cap, alive_after).await {
-        Ok(Admission::Admitted) => {}
-        Ok(Admission::AtCapacity { active }) => {
-            state.engine().forget_prewarmed(&record.call_id);
-            tracing::info!(message = "Account at its concurrent-call cap.", account_id = %number.account_id, active, cap);
-            return refuse(
-                &state,
-                &request,
-                Some(agent_id),
-                EndedReason::ConcurrentCallLimit,
-                None,
-            )
-            .await;
-        }
-        Err(StoreError::Conflict { .. }) => {
-            // The SID is a call of another number or account (a retry would have found its own
-            // call above): nothing of that call is touched or revealed.
-            state.engine().forget_prewarmed(&record.call_id);
-            tracing::warn!(
-                message = "Voice webhook names a CallSid this number does not own; refused."
-            );
-            return busy();
-        }
-        Err(error) => {
-            state.engine().forget_prewarmed(&record.call_id);
-            tracing::error!(message = "Store failed while admitting a call.", error = %error);
-            return busy();
-        }
-    }
-    tracing::info!(message = "Inbound call answered.", call_id = %record.call_id, agent_id = %agent_id);
-    connect_twiml(&state, &headers, &record.call_id, &token)
-}
-
-/// Answers a retried voice webhook of `call` (this number's) again, with a new stream token.
-async fn answer_again(state: &AppState, headers: &HeaderMap, call: &CallRecord) -> Response {
-    if call.ended_at.is_some() || call.call_status == CallStatus::Busy {
-        return busy();
-    }
-    let token = ids::new_key_secret();
-    let update =
-        CallUpdate { stream_token_hash: Some(hash_secret(&token)), ..CallUpdate::default() };
-    match state.store().update_call(&call.call_id, &update, nixflex_store::now()).await {
-        Ok(true) => {
-            tracing::info!(message = "Retried voice webhook answered again.", call_id = %call.call_id);
-            connect_twiml(state, headers, &call.call_id, &token)
-        }
-        Ok(false) => busy(),
-        Err(error) => {
-            tracing::error!(message = "Store failed while answering a retried call.", error = %error);
-            busy()
-        }
+    match state.engine().admit_inbound(call).await {
+        Admission::Connect { call_id, token } => connect_twiml(&state, &headers, &call_id, &token),
+        Admission::Busy { .. } => busy(),
     }
 }
 
@@ -547,9 +317,8 @@ async fn stream(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Res
             .take_while(|message| futures::future::ready(!matches!(message, Ok(Message::Close(_)))))
             .filter_map(|message| async move {
                 match message {
-                    Ok(Message::Text(text)) => {
-                        Some(Ok::<String, axum::Error>(text.as_str().to_owned()))
-                    }
+                    // The socket's own buffer, handed over without a copy.
+                    Ok(Message::Text(text)) => Some(Ok::<_, axum::Error>(text)),
                     Ok(_) => None,
                     Err(error) => Some(Err(error)),
                 }

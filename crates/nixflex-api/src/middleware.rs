@@ -26,7 +26,8 @@ pub struct RequestId(pub String);
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Takes a sane incoming `X-Request-Id` or makes one, and echoes it on the response.
+/// Takes a sane incoming `X-Request-Id` or makes one, echoes it on the response, and serves the
+/// request inside a `request` span carrying it.
 pub async fn request_id(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
@@ -39,7 +40,9 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         })
         .map_or_else(ids::new_request_id, str::to_owned);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(req).await;
+    // Everything logged while serving the request carries its id.
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut response = tracing::Instrument::instrument(next.run(req), span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }

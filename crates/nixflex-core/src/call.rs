@@ -121,8 +121,9 @@ api_enum! {
         AgentInactive => "agent_inactive",
         /// The account was at its concurrent-call cap.
         ConcurrentCallLimit => "concurrent_call_limit",
-        /// The server was shutting down (draining) when the call arrived, or ended it at the end
-        /// of the drain.
+        /// The server was shutting down (draining) when the call arrived: refused busy.
+        ServerDraining => "server_draining",
+        /// The server's drain time ran out: the agent said a short goodbye and the call ended.
         ServerShutdown => "server_shutdown",
         /// The callee was busy (outbound).
         Busy => "busy",

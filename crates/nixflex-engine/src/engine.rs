@@ -1,7 +1,8 @@
 //! The engine handle: what the carrier endpoints and the composition root hold. It owns the
-//! providers, pre-warms speech recognition while a call is being answered, admits media streams
-//! (checking the per-call token), and runs each call's [`Session`](crate::session) on its own
-//! task with a persistence task beside it, so the audio path never awaits the database.
+//! providers, admits calls ([`crate::service`]), pre-warms speech recognition while a call is
+//! being answered, admits media streams (checking the per-call token), and runs each call's
+//! [`Session`](crate::session) with a persistence task beside it, so the audio path never awaits
+//! the database. It tracks its sessions, so a shutdown can drain them ([`Engine::drain`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,10 +16,14 @@ use nixflex_pipeline::ProviderError;
 use nixflex_pipeline::llm::LlmProvider;
 use nixflex_pipeline::stt::{SttEvents, SttInput, SttOptions, SttProvider};
 use nixflex_pipeline::tts::TtsProvider;
+use nixflex_providers::customer::CustomerHttp;
 use nixflex_providers::twilio::{TwilioClient, TwilioCredentials, UpdateCall};
 use nixflex_store::{CallUpdate, Store};
 use subtle::ConstantTimeEq;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 /// The speech and language providers every call uses.
 #[derive(Debug, Clone)]
@@ -46,6 +51,8 @@ pub struct EngineConfig {
     pub prewarm_ttl: Duration,
     /// How long a media stream may take to send `start`.
     pub start_timeout: Duration,
+    /// On shutdown, how long live calls may continue before they are ended with a goodbye.
+    pub drain_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +63,7 @@ impl Default for EngineConfig {
             heartbeat_stale_after: Duration::from_secs(90),
             prewarm_ttl: Duration::from_secs(30),
             start_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -84,6 +92,14 @@ struct Inner {
     prewarmed: Mutex<HashMap<String, Prewarmed>>,
     /// Sessions running on this node.
     live: AtomicUsize,
+    /// The client for the customer's own endpoints (the pre-call gate).
+    customer: CustomerHttp,
+    /// Sessions, and the carrier hang-ups they start, so a shutdown can wait for them.
+    tasks: TaskTracker,
+    /// Cancelled when the server starts shutting down: new calls are refused.
+    draining: CancellationToken,
+    /// Cancelled when the drain time is over: live calls say goodbye and end.
+    end_calls: CancellationToken,
 }
 
 impl std::fmt::Debug for Engine {
@@ -99,6 +115,7 @@ impl Engine {
         secrets: SecretBox,
         twilio: TwilioClient,
         providers: Providers,
+        customer: CustomerHttp,
         config: EngineConfig,
     ) -> Self {
         Self {
@@ -110,8 +127,70 @@ impl Engine {
                 config,
                 prewarmed: Mutex::new(HashMap::new()),
                 live: AtomicUsize::new(0),
+                customer,
+                tasks: TaskTracker::new(),
+                draining: CancellationToken::new(),
+                end_calls: CancellationToken::new(),
             }),
         }
+    }
+
+    /// The client for the customer's own endpoints.
+    pub fn customer(&self) -> &CustomerHttp {
+        &self.inner.customer
+    }
+
+    /// Whether the server is shutting down (new calls are refused).
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.is_cancelled()
+    }
+
+    /// Drains the engine for a shutdown: new calls are refused from now on (busy,
+    /// `server_draining`); live calls continue until they end or the configured drain time
+    /// passes; then the remaining calls say a short goodbye, are hung up at the carrier and
+    /// recorded as `server_shutdown`. Returns once every session (and the hang-ups they
+    /// started) has finished. The HTTP listener must keep serving meanwhile: the calls' media
+    /// streams and the carrier's webhooks run through it.
+    pub async fn drain(&self) {
+        let inner = &self.inner;
+        inner.draining.cancel();
+        inner.tasks.close();
+        let live = self.live_calls();
+        if live > 0 {
+            tracing::info!(
+                message = "Draining: waiting for live calls to end.",
+                live_calls = live,
+                drain_timeout_ms =
+                    u64::try_from(inner.config.drain_timeout.as_millis()).unwrap_or(u64::MAX)
+            );
+        }
+        if tokio::time::timeout(inner.config.drain_timeout, inner.tasks.wait()).await.is_ok() {
+            return;
+        }
+        tracing::warn!(
+            message = "Drain time over: ending the remaining calls.",
+            live_calls = self.live_calls()
+        );
+        inner.end_calls.cancel();
+        inner.tasks.wait().await;
+    }
+
+    /// Cancelled when live calls must end (the drain time is over).
+    pub(crate) fn end_calls_signal(&self) -> CancellationToken {
+        self.inner.end_calls.clone()
+    }
+
+    /// Runs `future` as part of a session's work, so a drain waits for it.
+    pub(crate) async fn track<F: Future>(&self, future: F) -> F::Output {
+        self.inner.tasks.track_future(future).await
+    }
+
+    /// Spawns a task a drain waits for (e.g. a carrier hang-up after the call ended).
+    pub(crate) fn spawn_tracked<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tasks.spawn(future);
     }
 
     /// The configuration.
@@ -220,7 +299,8 @@ impl Engine {
     pub(crate) fn spawn_recorder(&self, call_id: String) -> Recorder {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<CallUpdate>();
         let store = self.inner.store.clone();
-        let task = tokio::spawn(async move {
+        let task = tokio::spawn(
+            async move {
             while let Some(update) = rx.recv().await {
                 let mut attempt = 0u32;
                 loop {
@@ -228,18 +308,21 @@ impl Engine {
                         Ok(_) => break,
                         Err(error) if attempt < 5 => {
                             attempt += 1;
-                            tracing::warn!(message = "Call update failed; retrying.", call_id = %call_id, error = %error);
+                            tracing::warn!(message = "Call update failed; retrying.", error = %error);
                             tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt)))
                                 .await;
                         }
                         Err(error) => {
-                            tracing::error!(message = "Call update lost after retries.", call_id = %call_id, error = %error);
+                            tracing::error!(message = "Call update lost after retries.", error = %error);
                             break;
                         }
                     }
                 }
             }
-        });
+        }
+            // The call's span (`call_id`, `account_id`) is current when the session starts.
+            .in_current_span(),
+        );
         Recorder { tx, task }
     }
 }

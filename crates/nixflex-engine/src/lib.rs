@@ -1,11 +1,13 @@
-//! Call sessions: turn-taking, prompt assembly, action tags, playout, and the per-call actor
-//! that wires the providers together. The audio path never waits on the database.
+//! The call engine: admitting calls (`service`), and call sessions — turn-taking, prompt
+//! assembly, action tags, playout, and the per-call actor that wires the providers together.
+//! The audio path never waits on the database.
 
 pub mod chunker;
 pub mod engine;
 pub mod media;
 pub mod playout;
 pub mod prompt;
+pub mod service;
 pub mod session;
 pub mod tags;
 pub mod twilio_ws;
@@ -13,6 +15,7 @@ pub mod vad;
 
 pub use engine::{Engine, EngineConfig, Providers};
 pub use media::StreamRefused;
+pub use service::{Admission, BusyReason, InboundCall};
 pub use session::EndReason;
 
 /// The recognition options a call with these agent settings uses (for pre-warming).

@@ -6,8 +6,10 @@ use nixflex_core::call::Direction;
 use nixflex_providers::twilio::TwilioCredentials;
 use nixflex_store::CallUpdate;
 
+use tracing::Instrument as _;
+
 use crate::engine::Engine;
-use crate::prompt::PastCall;
+use crate::prompt::{HISTORY_CALLS, PastCall};
 use crate::session::{CallSetup, EndReason, Session};
 use crate::twilio_ws::{self, Inbound, StartInfo};
 
@@ -31,9 +33,14 @@ pub enum StreamRefused {
 impl Engine {
     /// Runs a Twilio media stream from its first message to the end of the call.
     ///
-    /// `reader` yields the socket's text messages (any string-like type, so the socket's own
-    /// buffers need no copy); `writer` takes the messages to send. Returns
-    /// why the call ended, or why the stream was refused (the caller then closes the socket).
+    /// `reader` yields the socket's text messages: any type that derefs to `str`, so a caller
+    /// can pass the socket's own message buffers (axum's `Utf8Bytes`) without copying them;
+    /// `writer` takes the messages to send. Returns why the call ended, or why the stream was
+    /// refused (the caller then closes the socket).
+    ///
+    /// The session runs inside a span carrying the call's `call_id` and `account_id`, so every
+    /// log line of the call (and of its turn and recorder tasks) carries them; the engine tracks
+    /// it, so a shutdown drains it.
     ///
     /// # Errors
     /// [`StreamRefused`] when the stream is not a call this server set up.
@@ -61,10 +68,20 @@ impl Engine {
         .flatten()
         .ok_or(StreamRefused::NoStart)?;
         let setup = self.load_setup(&start).await?;
+        let span = tracing::info_span!(
+            "call",
+            call_id = %setup.call.call_id,
+            account_id = %setup.call.account_id
+        );
         let _live = self.session_started();
-        tracing::info!(message = "Media stream started.", call_id = %setup.call.call_id);
-        let session = Session::new(self.clone(), setup, writer, start.stream_sid);
-        Ok(session.run(reader).await)
+        let run = async move {
+            tracing::info!(message = "Media stream started.");
+            let session = Session::new(self.clone(), setup, writer, start.stream_sid);
+            session.run(reader).await
+        };
+        // The session's state is large: one heap allocation per call keeps the caller's future
+        // small.
+        Ok(self.track(Box::pin(run.instrument(span))).await)
     }
 
     async fn load_setup(&self, start: &StartInfo) -> Result<CallSetup, StreamRefused> {
@@ -73,7 +90,7 @@ impl Engine {
         let call_id = param("call_id");
         let token = param("token");
         let store = self.store();
-        let call = store.find_call(call_id).await?.ok_or(StreamRefused::BadToken)?;
+        let mut call = store.find_call(call_id).await?.ok_or(StreamRefused::BadToken)?;
         if !Engine::token_matches(&call, token) {
             return Err(StreamRefused::BadToken);
         }
@@ -99,7 +116,13 @@ impl Engine {
             .map_err(|_| StreamRefused::Gone)?;
         let credentials = TwilioCredentials::new(number.twilio_account_sid.clone(), token);
         let history = store
-            .call_history(&call.account_id, &agent_id, &business_number, &caller_number, 2)
+            .call_history(
+                &call.account_id,
+                &agent_id,
+                &business_number,
+                &caller_number,
+                i64::try_from(HISTORY_CALLS).unwrap_or(i64::MAX),
+            )
             .await?
             .into_iter()
             .map(|(started_at, summary)| PastCall { started_at, summary })
@@ -117,6 +140,8 @@ impl Engine {
                     nixflex_store::now(),
                 )
                 .await?;
+            // The session hangs up at the carrier by this SID: keep the record it holds current.
+            call.twilio_call_sid = Some(start.call_sid.clone());
         }
         Ok(CallSetup {
             call,

@@ -1,8 +1,10 @@
-//! Clients for the external services: Twilio (telephony), and the speech/LLM providers.
+//! Clients for the external services: Twilio (telephony), the speech/LLM providers, and the
+//! customer's own endpoints (`customer`: pre-call gate, later webhooks and functions).
 //!
 //! Every client takes its base URL and credentials from the caller (config), so that a local
 //! server or one of the emulators in `nixflex-testkit` can stand in for the real service.
 
+pub mod customer;
 pub mod llm;
 pub mod stt;
 pub mod tts;

@@ -100,6 +100,9 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// On shutdown, how long live calls may continue before they are ended with a short
+    /// goodbye, in milliseconds (new calls are refused busy meanwhile).
+    pub drain_timeout_ms: u64,
     /// How long a client may take to send a request's headers (and how long an idle keep-alive
     /// connection is kept), in milliseconds; slower connections are closed.
     pub header_read_timeout_ms: u64,
@@ -165,6 +168,7 @@ impl Default for Config {
             max_body_bytes: 8 * 1024 * 1024,
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 30_000,
+            drain_timeout_ms: 30_000,
             header_read_timeout_ms: 10_000,
             max_connections: 20_000,
             allow_private_targets: false,
@@ -365,6 +369,7 @@ impl Config {
             "max_body_bytes": self.max_body_bytes,
             "request_timeout_ms": self.request_timeout_ms,
             "shutdown_grace_ms": self.shutdown_grace_ms,
+            "drain_timeout_ms": self.drain_timeout_ms,
             "header_read_timeout_ms": self.header_read_timeout_ms,
             "max_connections": self.max_connections,
             "allow_private_targets": self.allow_private_targets,

@@ -22,7 +22,7 @@ use crate::config::{Config, Signup};
 pub struct Server {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
-    /// Cancelling it starts a graceful shutdown.
+    /// Cancelling it starts a graceful shutdown: calls drain first, then the listener stops.
     pub shutdown: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -218,19 +218,22 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     )
     .context("building the Twilio client")?;
     let providers = build_providers(&config)?;
+    let customer = nixflex_api::outbound::CustomerHttp::new(config.allow_private_targets)
+        .context("building the HTTP client for customer endpoints")?;
     let engine = nixflex_engine::Engine::new(
         store.clone(),
         secrets.clone(),
         twilio.clone(),
         providers,
+        customer.clone(),
         nixflex_engine::EngineConfig {
             default_max_concurrent_calls: config.max_concurrent_calls,
+            drain_timeout: Duration::from_millis(config.drain_timeout_ms),
             ..nixflex_engine::EngineConfig::default()
         },
     );
-    let customer = nixflex_api::outbound::CustomerHttp::new(config.allow_private_targets)
-        .context("building the HTTP client for customer endpoints")?;
-    let state = AppState::new(store, secrets, api_config(&config), twilio, engine, customer);
+    let state =
+        AppState::new(store, secrets, api_config(&config), twilio, engine.clone(), customer);
     let app = nixflex_api::app(state.clone());
     let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
         .await
@@ -270,9 +273,23 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         );
     }
 
-    let token = shutdown.clone();
+    // Shutdown runs in order: `shutdown` is cancelled (SIGTERM, or a test) → the engine drains
+    // its calls (new calls are refused busy; live ones continue until they end or the drain
+    // time passes, then say goodbye) while the listener keeps serving their media streams and
+    // webhooks → `stop_accepting` is cancelled → the listener stops and in-flight requests get
+    // `shutdown_grace_ms` to finish.
+    let stop_accepting = CancellationToken::new();
+    let drained = tokio::spawn({
+        let (shutdown, stop_accepting) = (shutdown.clone(), stop_accepting.clone());
+        async move {
+            shutdown.cancelled().await;
+            tracing::info!(message = "Shutdown requested: draining calls; new calls get busy.");
+            engine.drain().await;
+            stop_accepting.cancel();
+        }
+    });
     let handle = tokio::spawn(async move {
-        let connections = crate::listener::serve(listener, app, limits, token.clone()).await;
+        let connections = crate::listener::serve(listener, app, limits, stop_accepting).await;
         tracing::info!(
             message = "Shutting down: finishing in-flight requests.",
             grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX)
@@ -283,6 +300,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             );
         }
         maintenance.abort();
+        drained.abort();
         tracing::info!(message = "Stopped.");
         Ok(())
     });

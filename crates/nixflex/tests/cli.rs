@@ -80,9 +80,14 @@ impl Drop for Serving {
 
 /// Starts `nixflex serve` on a free port and waits for its "Listening." log line.
 fn serve(dir: &Path, configure: impl FnOnce(&mut Command)) -> Serving {
+    serve_on(dir, "127.0.0.1:0", configure)
+}
+
+/// [`serve`] on a given address.
+fn serve_on(dir: &Path, listen: &str, configure: impl FnOnce(&mut Command)) -> Serving {
     let mut command = nixflex(dir);
     command
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", listen])
         .env("NIXFLEX_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -353,4 +358,177 @@ fn migrate_and_doctor_work_on_postgres() {
     let (_, ready) =
         http(&server.addr, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(ready.contains("postgres"));
+}
+
+/// Runs blocking test code (log waits, process waits) without stalling the emulators' tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+async fn json_ok(request: reqwest::RequestBuilder) -> Value {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert!(status.is_success(), "{status}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_calls_the_live_call_ends_cleanly_and_new_calls_get_busy() {
+    use nixflex_testkit::anthropic::{AnthropicEmulator, Reply, Timing};
+    use nixflex_testkit::deepgram::DeepgramEmulator;
+    use nixflex_testkit::inworld::InworldEmulator;
+    use nixflex_testkit::twilio::TwilioEmulator;
+    use nixflex_testkit::twilio::caller::{
+        CallOutcome, CallerEmulator, CallerScript, EndedBy, PlaceCall,
+    };
+
+    const NUMBER: &str = "+14155552671";
+    const REPLY: &str = "We open at nine every morning.";
+    let twilio = TwilioEmulator::start().await.unwrap();
+    let stt = DeepgramEmulator::start().await.unwrap();
+    let llm = AnthropicEmulator::start().await.unwrap();
+    let tts = InworldEmulator::start().await.unwrap();
+    // The reply's first byte comes late, so SIGTERM arrives while the turn is in progress.
+    llm.set_timing(Timing {
+        first_byte: Duration::from_millis(800),
+        chunk_interval: Duration::ZERO,
+    });
+    llm.push_reply(Reply::text(REPLY));
+    stt.push_utterance("When do you open?");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (twilio_base, llm_base, stt_base, tts_base) =
+        (twilio.base_url().to_owned(), llm.base_url(), stt.base_url(), tts.base_url());
+    // The carrier needs the server's public URL, so the port is chosen up front.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = blocking(|| {
+        serve_on(dir.path(), &listen, |c| {
+            c.env("RUST_LOG", "info")
+                .env("NIXFLEX_PUBLIC_URL", format!("http://{listen}"))
+                .env("NIXFLEX_SIGNUP", "open")
+                .env("NIXFLEX_ALLOW_PRIVATE_TARGETS", "true")
+                .env("NIXFLEX_DRAIN_TIMEOUT_MS", "5000")
+                .env("NIXFLEX_TWILIO_API_BASE", &twilio_base)
+                .env("NIXFLEX_TWILIO_REQUEST_TIMEOUT_MS", "2000")
+                .env("NIXFLEX_LLM_PROVIDER", "anthropic")
+                .env("NIXFLEX_ANTHROPIC_BASE_URL", &llm_base)
+                .env("NIXFLEX_ANTHROPIC_API_KEY", "sk-ant-test")
+                .env("NIXFLEX_STT_PROVIDER", "deepgram")
+                .env("NIXFLEX_DEEPGRAM_URL", &stt_base)
+                .env("NIXFLEX_DEEPGRAM_API_KEY", "dg-test-key")
+                .env("NIXFLEX_TTS_PROVIDER", "inworld")
+                .env("NIXFLEX_INWORLD_URL", &tts_base)
+                .env("NIXFLEX_INWORLD_API_KEY", "aW53b3JsZDp0ZXN0");
+        })
+    });
+    let base = format!("http://{}", server.addr);
+    let http = reqwest::Client::new();
+    let key = json_ok(
+        http.post(format!("{base}/v1/keys"))
+            .json(&serde_json::json!({"name": "Drain Co", "email": "drain@example.com"})),
+    )
+    .await;
+    let bearer = format!(
+        "Bearer {}:{}",
+        key["key_id"].as_str().unwrap(),
+        key["key_secret"].as_str().unwrap()
+    );
+    let agent = json_ok(
+        http.post(format!("{base}/v1/agents"))
+            .header("authorization", &bearer)
+            .json(&serde_json::json!({"name": "Drain agent", "welcome_message": "Hello, thanks for calling.", "response_eagerness": 200})),
+    )
+    .await;
+    let account = twilio.add_account();
+    twilio.add_number(&account.sid, NUMBER);
+    json_ok(http.post(format!("{base}/v1/phone-numbers")).header("authorization", &bearer).json(
+        &serde_json::json!({"phone_number": NUMBER, "agent_id": agent["agent_id"], "twilio_sid": account.sid, "twilio_token": account.auth_token}),
+    ))
+    .await;
+    let place = |from: &str| {
+        PlaceCall::new(
+            format!("{base}/twilio/voice"),
+            &account.sid,
+            &account.auth_token,
+            from,
+            NUMBER,
+        )
+    };
+    let caller = CallerEmulator::new().unwrap();
+    let secs = Duration::from_secs_f64;
+    // The caller asks one thing, then stays on the line without a word.
+    let script = CallerScript::new()
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(0.6), secs(15.0))
+        .say("When do you open?", secs(1.2))
+        .wait_for_agent_speech(secs(15.0))
+        .wait_for_agent_silence(secs(0.6), secs(15.0))
+        .silence(secs(60.0));
+    let live = caller.start_inbound_call(place("+447386172392"), script);
+
+    // SIGTERM once the caller's question has reached the LLM (the agent's turn is under way).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while llm.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the caller's turn never reached the LLM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    blocking(|| server.wait_for_log("Shutdown requested"));
+
+    // A call arriving during the drain hears busy.
+    let refused = caller
+        .place_inbound_call(place("+447386000002"), CallerScript::new().silence(secs(1.0)))
+        .await;
+    assert_eq!(refused.outcome, CallOutcome::Rejected { reason: "busy".to_owned() });
+
+    // The live call finishes its turn, then hears a goodbye when the drain time is over.
+    let recording = live.finish().await.unwrap();
+    assert_eq!(
+        recording.outcome,
+        CallOutcome::Completed { ended_by: EndedBy::Server },
+        "{:?}",
+        recording.events
+    );
+    assert_eq!(recording.agent_utterances().len(), 3, "greeting, the answer, the goodbye");
+    blocking(|| server.wait_for_log("Stopped."));
+    let exit = blocking(|| server.child.wait().unwrap());
+    assert!(exit.success(), "{exit:?}");
+    drop(server);
+
+    // The records, read back after a restart: both complete.
+    let server = blocking(|| {
+        serve(dir.path(), |c| {
+            c.env("RUST_LOG", "info");
+        })
+    });
+    let base = format!("http://{}", server.addr);
+    let list = json_ok(http.get(format!("{base}/v1/calls")).header("authorization", &bearer)).await;
+    let mut calls = Vec::new();
+    for summary in list["calls"].as_array().unwrap() {
+        let id = summary["call_id"].as_str().unwrap();
+        calls.push(
+            json_ok(http.get(format!("{base}/v1/calls/{id}")).header("authorization", &bearer))
+                .await,
+        );
+    }
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let busy = calls.iter().find(|c| c["call_status"] == "busy").expect("the refused call");
+    assert_eq!(busy["ended_reason"], "server_draining");
+    let ended = calls.iter().find(|c| c["call_status"] == "completed").expect("the live call");
+    assert_eq!(ended["ended_reason"], "server_shutdown");
+    assert!(ended["ended_at"].is_string() && ended["duration_seconds"].is_number(), "{ended}");
+    let transcript: Vec<(&str, &str)> = ended["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["role"].as_str().unwrap(), e["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(transcript.len(), 4, "{transcript:?}");
+    assert_eq!(transcript[1], ("caller", "When do you open?"));
+    assert_eq!(transcript[2], ("agent", REPLY), "the turn in progress was completed");
+    assert!(transcript[3].1.contains("end this call now"), "{transcript:?}");
+    drop(tts);
 }

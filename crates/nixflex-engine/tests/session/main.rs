@@ -88,9 +88,12 @@ impl FakeStt {
     }
 }
 
-/// Speaks 50 ms of 8 kHz tone per character.
+/// Speaks 50 ms of 8 kHz tone per character; fails on any sentence containing [`UNSPEAKABLE`].
 #[derive(Debug, Default)]
 struct FakeTts;
+
+/// A word the fake TTS cannot say.
+const UNSPEAKABLE: &str = "Zzyzx";
 
 #[async_trait::async_trait]
 impl TtsProvider for FakeTts {
@@ -99,6 +102,9 @@ impl TtsProvider for FakeTts {
     }
 
     async fn synthesize(&self, request: TtsRequest) -> Result<TtsStream, ProviderError> {
+        if request.text.contains(UNSPEAKABLE) {
+            return Err(ProviderError::timeout("the fake voice cannot say that"));
+        }
         let n = request.text.chars().count() * 400;
         let pcm = tone::sine(440.0, 8000, n, 8000.0);
         let bytes: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
@@ -114,6 +120,7 @@ impl TtsProvider for FakeTts {
 }
 
 struct Lab {
+    engine: Engine,
     store: Arc<dyn Store>,
     llm: Arc<FakeLlm>,
     stt: Arc<FakeStt>,
@@ -129,8 +136,37 @@ struct Lab {
 const CALLER: &str = "+447386172392";
 const NUMBER: &str = "+14155552671";
 
+/// How a lab differs from the default one.
+struct LabOptions {
+    /// Run on virtual time.
+    paused: bool,
+    /// The call record already knows the carrier's call SID (the webhook carried it).
+    record_has_sid: bool,
+    /// Where the Twilio REST client sends requests.
+    twilio_base: String,
+    /// The engine's drain time.
+    drain_timeout: Duration,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self {
+            paused: true,
+            record_has_sid: true,
+            twilio_base: "http://127.0.0.1:9".into(),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 async fn lab(agent: serde_json::Value) -> Lab {
-    tokio::time::pause();
+    lab_with(agent, LabOptions::default()).await
+}
+
+async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
+    if options.paused {
+        tokio::time::pause();
+    }
     let memory = Arc::new(MemoryStore::default());
     let secrets = SecretBox::from_encoded(&SecretBox::generate_encoded()).unwrap();
     let now = nixflex_store::now();
@@ -175,7 +211,7 @@ async fn lab(agent: serde_json::Value) -> Lab {
         direction: Direction::Inbound,
         from_number: CALLER.into(),
         to_number: NUMBER.into(),
-        twilio_call_sid: Some(format!("CA{}", "c".repeat(32))),
+        twilio_call_sid: options.record_has_sid.then(|| format!("CA{}", "c".repeat(32))),
         call_status: CallStatus::InProgress,
         ended_reason: None,
         started_at: now,
@@ -210,16 +246,20 @@ async fn lab(agent: serde_json::Value) -> Lab {
         tts_kind: TtsProviderKind::Inworld,
     };
     let twilio = TwilioClient::new(TwilioClientConfig {
-        base_url: "http://127.0.0.1:9".into(),
+        base_url: options.twilio_base.clone(),
         max_retries: 0,
         ..TwilioClientConfig::default()
     })
     .unwrap();
-    let engine = Engine::new(store.clone(), secrets, twilio, providers, EngineConfig::default());
+    let customer = nixflex_providers::customer::CustomerHttp::new(true).unwrap();
+    let config = EngineConfig { drain_timeout: options.drain_timeout, ..EngineConfig::default() };
+    let engine = Engine::new(store.clone(), secrets, twilio, providers, customer, config);
     let (to_server, reader) = futures::channel::mpsc::unbounded();
     let (writer, from_server) = futures::channel::mpsc::unbounded::<String>();
-    let session = tokio::spawn(async move { engine.run_media_stream(reader, writer).await.ok() });
+    let runner = engine.clone();
+    let session = tokio::spawn(async move { runner.run_media_stream(reader, writer).await.ok() });
     let mut lab = Lab {
+        engine,
         store,
         llm,
         stt,
@@ -401,4 +441,159 @@ async fn the_caller_hanging_up_ends_the_session_and_writes_the_record() {
         ("completed", Some("caller_hangup"))
     );
     assert_eq!(call.transcript.first().map(|e| e.text.as_str()), Some("Hi."));
+}
+
+#[tokio::test]
+async fn a_reprompt_that_cannot_be_spoken_is_followed_by_the_fallback_and_the_call_goes_on() {
+    let mut lab = lab(json!({"welcome_message": "Hi.", "silence_hangup_seconds": 30})).await;
+    lab.llm
+        .replies
+        .lock()
+        .unwrap()
+        .extend([format!("Are you there, {UNSPEAKABLE}?"), "Hello?".to_owned()]);
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while !lab.session.is_finished() && start.elapsed() < Duration::from_secs(60) {
+        lab.frame(false).await;
+        lab.drain(&mut out);
+    }
+    // Like any failed turn: the fallback, then the call continues (the second re-prompt, then
+    // the silence limit) instead of ending with `error`.
+    assert_eq!(lab.session.await.unwrap().map(|r| r.as_str()), Some("silence_timeout"));
+    assert_eq!(lab.llm.requests.lock().unwrap().len(), 2, "both re-prompts were asked for");
+    let call = lab.store.find_call(&lab.call_id).await.unwrap().unwrap();
+    let fallback = AgentSettings::default().fallback_message;
+    let said: Vec<&str> = call.transcript.iter().map(|e| e.text.as_str()).collect();
+    assert!(said.contains(&fallback.as_str()), "the fallback was spoken: {said:?}");
+    assert!(said.contains(&"Hello?"), "the second re-prompt was spoken: {said:?}");
+}
+
+#[tokio::test]
+async fn the_call_sid_learned_at_stream_start_is_used_to_hang_up_at_the_carrier() {
+    use std::io::{BufRead as _, Write as _};
+    // Twilio's REST API, on its own thread: reports the first request's request line.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<String>();
+    std::thread::spawn(move || {
+        let Ok((mut socket, _)) = listener.accept() else { return };
+        let mut reader = std::io::BufReader::new(socket.try_clone().unwrap());
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = seen_tx.send(line);
+        let _ = socket.write_all(
+            b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+        );
+    });
+    // The voice webhook carried no CallSid; the media stream's `start` does.
+    let options = LabOptions {
+        paused: false,
+        record_has_sid: false,
+        twilio_base: base,
+        ..LabOptions::default()
+    };
+    let mut lab = lab_with(json!({"welcome_message": "Hi."}), options).await;
+    lab.llm.replies.lock().unwrap().push_back("Goodbye. [END_CALL]".to_owned());
+    let mut out = Vec::new();
+    for _ in 0..10 {
+        lab.frame(false).await;
+        lab.drain(&mut out);
+    }
+    lab.stt.say("That's all, thanks.").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !lab.session.is_finished() {
+        assert!(Instant::now() < deadline, "the call did not end");
+        lab.frame(false).await;
+        lab.drain(&mut out);
+    }
+    assert_eq!(lab.session.await.unwrap().map(|r| r.as_str()), Some("completed"));
+    let line = tokio::time::timeout(Duration::from_secs(10), seen_rx)
+        .await
+        .expect("the carrier was asked to hang up")
+        .unwrap();
+    assert!(
+        line.starts_with("POST ") && line.contains(&format!("/Calls/CA{}", "c".repeat(32))),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_drain_lets_the_call_go_on_then_ends_it_with_a_goodbye_and_refuses_new_calls() {
+    use nixflex_engine::{Admission, BusyReason, InboundCall};
+    let options = LabOptions { drain_timeout: Duration::from_secs(3), ..LabOptions::default() };
+    let mut lab = lab_with(json!({"welcome_message": "Hi."}), options).await;
+    lab.llm.replies.lock().unwrap().push_back("We open at nine.".to_owned());
+    let start = Instant::now();
+    let mut out = Vec::new();
+    for _ in 0..25 {
+        lab.frame(false).await;
+        lab.drain(&mut out);
+    }
+    let engine = lab.engine.clone();
+    let drained = tokio::spawn(async move { engine.drain().await });
+    tokio::task::yield_now().await;
+    assert!(lab.engine.is_draining());
+    // A new call is refused while draining.
+    let number = lab.store.find_active_number(NUMBER).await.unwrap().unwrap();
+    let admission = lab
+        .engine
+        .admit_inbound(InboundCall { number: &number, from: CALLER, call_sid: None })
+        .await;
+    assert_eq!(admission, Admission::Busy { reason: BusyReason::ServerDraining });
+    // The live call goes on: the caller asks, the agent answers.
+    lab.stt.say("When do you open?").await;
+    while !lab.session.is_finished() && start.elapsed() < Duration::from_secs(30) {
+        lab.frame(false).await;
+        lab.drain(&mut out);
+    }
+    assert_eq!(lab.session.await.unwrap().map(|r| r.as_str()), Some("server_shutdown"));
+    let ended = start.elapsed();
+    // Drain started at 0.5 s; 3 s of drain time, then a goodbye of a few seconds at most.
+    assert!(ended >= Duration::from_millis(3500) && ended < Duration::from_secs(10), "{ended:?}");
+    tokio::time::timeout(Duration::from_secs(5), drained)
+        .await
+        .expect("the drain finished")
+        .unwrap();
+    let call = lab.store.find_call(&lab.call_id).await.unwrap().unwrap();
+    assert_eq!(call.ended_reason.map(EndedReason::as_str), Some("server_shutdown"));
+    assert!(call.ended_at.is_some());
+    let said: Vec<&str> = call.transcript.iter().map(|e| e.text.as_str()).collect();
+    assert!(said.contains(&"We open at nine."), "{said:?}");
+    assert!(said.last().is_some_and(|s| s.contains("we have to end this call now")), "{said:?}");
+}
+
+#[tokio::test]
+async fn actions_the_server_cannot_carry_out_are_not_offered_and_their_use_is_reported_to_the_model()
+ {
+    let mut lab = lab(json!({"welcome_message": "Hi.", "transfer_number": "+447446466000", "incall_sms_enabled": true})).await;
+    lab.llm
+        .replies
+        .lock()
+        .unwrap()
+        .extend(["One moment. [TRANSFER:]".to_owned(), "Sorry, I cannot.".to_owned()]);
+    let mut out = Vec::new();
+    for _ in 0..10 {
+        lab.frame(false).await;
+        lab.drain(&mut out);
+    }
+    lab.stt.say("Can I talk to a person?").await;
+    for _ in 0..150 {
+        lab.frame(false).await;
+        lab.drain(&mut out);
+    }
+    lab.stt.say("Hello?").await;
+    for _ in 0..150 {
+        lab.frame(false).await;
+        lab.drain(&mut out);
+    }
+    let requests = lab.llm.requests.lock().unwrap();
+    assert_eq!(requests.len(), 2);
+    let system = requests[0].system.as_deref().unwrap();
+    assert!(system.contains("[END_CALL]"), "{system}");
+    assert!(!system.contains("[TRANSFER") && !system.contains("[SEND_SMS"), "{system}");
+    let asked = requests[1].messages.last().unwrap().text();
+    assert!(
+        asked.contains("transfer you asked for was NOT made") && asked.ends_with("Hello?"),
+        "{asked}"
+    );
 }

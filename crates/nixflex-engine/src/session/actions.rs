@@ -1,0 +1,173 @@
+//! What the agent asks for during a call — end the call, transfer it, text the caller, call a
+//! function — as one [`Command`] type with one handler ([`Session::on_command`]). Turn tasks
+//! turn action tags and tool calls into commands; the actor handles them in order with the
+//! agent's speech. New actions plug in here without touching the actor loop.
+//!
+//! What the prompt advertises follows what this handler can do ([`tools_enabled`]): an action
+//! the server cannot carry out is never offered to the model, so callers are not told "I've sent
+//! it" or "transferring you" when nothing happens. If the model uses one anyway, the handler says
+//! so honestly: the next LLM request carries a note that it was not carried out.
+
+use futures::Sink;
+use nixflex_core::agent::AgentSettings;
+
+use super::{EndReason, Session};
+use crate::prompt::ToolsEnabled;
+use crate::tags::Action;
+
+/// Something the agent asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Command {
+    /// `[END_CALL]`: finish speaking, then hang up.
+    EndCall,
+    /// `[TRANSFER:…]`: hand the caller over (`None`: the agent's `transfer_number`).
+    Transfer {
+        /// The destination.
+        number: Option<String>,
+    },
+    /// `[SEND_SMS: …]`: text the caller.
+    SendSms {
+        /// The message.
+        text: String,
+    },
+    /// A custom function the model called.
+    Function {
+        /// The function's name.
+        name: String,
+        /// Its arguments (JSON text).
+        arguments_json: String,
+    },
+    /// A tag the engine recognises but does nothing with (`[WAIT:]`, malformed tags).
+    Ignored {
+        /// The tag's kind, for the log.
+        kind: &'static str,
+    },
+}
+
+impl Command {
+    /// The command an action tag asks for.
+    pub(crate) fn from_tag(action: Action) -> Self {
+        match action {
+            Action::EndCall => Self::EndCall,
+            Action::Transfer { number, .. } => Self::Transfer { number },
+            Action::SendSms { text } => Self::SendSms { text },
+            other @ (Action::Wait { .. } | Action::Malformed { .. }) => {
+                Self::Ignored { kind: other.kind() }
+            }
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::EndCall => "end_call",
+            Self::Transfer { .. } => "transfer",
+            Self::SendSms { .. } => "send_sms",
+            Self::Function { .. } => "function",
+            Self::Ignored { kind } => kind,
+        }
+    }
+}
+
+/// What this server can carry out during a call. Transfers and in-call texts are not built yet
+/// (they come with outbound calling); when they are, flip these and the prompt advertises each
+/// action to agents configured for it.
+const CAN_TRANSFER: bool = false;
+const CAN_SEND_SMS: bool = false;
+
+/// The action tags the prompt offers an agent: those its settings allow *and* this server can
+/// carry out.
+pub(crate) fn tools_enabled(agent: &AgentSettings) -> ToolsEnabled {
+    let configured = ToolsEnabled::for_agent(agent);
+    ToolsEnabled {
+        end_call: configured.end_call,
+        transfer: configured.transfer && CAN_TRANSFER,
+        send_sms: configured.send_sms && CAN_SEND_SMS,
+    }
+}
+
+impl<W> Session<W>
+where
+    W: Sink<String> + Unpin + Send,
+{
+    /// The one handler of everything the agent asks for.
+    pub(super) fn on_command(&mut self, command: Command) {
+        match command {
+            Command::EndCall if self.setup.agent.func_end_call => {
+                self.end_after_playout = Some(EndReason::Completed);
+            }
+            Command::EndCall => {
+                tracing::info!(message = "[END_CALL] ignored: func_end_call is off.");
+            }
+            Command::Ignored { kind } => {
+                tracing::info!(message = "Action tag ignored.", action = kind);
+            }
+            unavailable @ (Command::Transfer { .. }
+            | Command::SendSms { .. }
+            | Command::Function { .. }) => {
+                let kind = unavailable.kind();
+                tracing::info!(
+                    message = "The agent asked for an action this server cannot carry out yet.",
+                    action = kind
+                );
+                let note = match unavailable {
+                    Command::Transfer { .. } => {
+                        "[System note: the transfer you asked for was NOT made; transfers are not available on this line. Do not tell the caller they are being transferred.]"
+                    }
+                    Command::SendSms { .. } => {
+                        "[System note: the text message you asked for was NOT sent; texting is not available on this line. Do not tell the caller a message was sent.]"
+                    }
+                    _ => "[System note: the function you called is not available; it did nothing.]",
+                };
+                self.action_notes.push(note);
+            }
+        }
+    }
+
+    /// The notes about unavailable actions since the last caller turn, joined (and cleared).
+    pub(super) fn take_action_notes(&mut self) -> Option<String> {
+        if self.action_notes.is_empty() {
+            return None;
+        }
+        let notes = self.action_notes.join("\n");
+        self.action_notes.clear();
+        Some(notes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_actions_this_server_can_carry_out_are_advertised() {
+        let mut agent = AgentSettings {
+            transfer_number: Some("+447446466000".to_owned()),
+            func_cold_transfer: true,
+            incall_sms_enabled: true,
+            ..AgentSettings::default()
+        };
+        let tools = tools_enabled(&agent);
+        assert!(tools.end_call);
+        assert!(!tools.transfer, "transfers are not built yet");
+        assert!(!tools.send_sms, "in-call texts are not built yet");
+        agent.func_end_call = false;
+        assert!(!tools_enabled(&agent).end_call);
+    }
+
+    #[test]
+    fn action_tags_become_commands() {
+        assert_eq!(Command::from_tag(Action::EndCall), Command::EndCall);
+        assert_eq!(
+            Command::from_tag(Action::Transfer { number: Some("+1".into()), warm: false }),
+            Command::Transfer { number: Some("+1".into()) }
+        );
+        assert_eq!(
+            Command::from_tag(Action::SendSms { text: "hi".into() }),
+            Command::SendSms { text: "hi".into() }
+        );
+        assert_eq!(
+            Command::from_tag(Action::Wait { seconds: 1.0 }),
+            Command::Ignored { kind: "wait" }
+        );
+    }
+}

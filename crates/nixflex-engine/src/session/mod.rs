@@ -1,0 +1,541 @@
+//! One call's session: the actor that owns the media WebSocket and runs the conversation.
+//!
+//! The actor is one task looping over a `select!` of: the caller's WebSocket messages, the
+//! recogniser's events, the current agent turn's events, the engine's "end calls now" signal and
+//! one timer (the next frame due, the end of the caller's turn, silence, the duration limit).
+//! Everything per frame is synchronous and allocation-light; provider I/O runs in the turn task
+//! ([`turn::run_turn`]) so the loop never waits on a provider, and persistence goes through the
+//! call's recorder, so it never waits on the database.
+//!
+//! The parts:
+//! - this module: the actor loop, the caller's audio and keypad, speech recognition, the end of
+//!   the call;
+//! - [`turn`]: agent turns (LLM stream → action-tag parser → sentence chunker → TTS per sentence
+//!   → μ-law chunks → [`Playout`] → frames paced on a 20 ms grid with a `mark` after each
+//!   sentence), barge-in, and what a failed turn leads to ([`turn::TurnKind`],
+//!   [`turn::Stage`]);
+//! - [`timers`]: the loop's single deadline and what each deadline does (frames, silence
+//!   re-prompts, the duration limit, the heartbeat, the drain's goodbye);
+//! - [`actions`]: the one command path for what the agent asks for (end the call, transfer,
+//!   text, functions).
+//!
+//! Barge-in sends `clear`, drops the turn and keeps in the history only what the caller heard.
+
+mod actions;
+mod timers;
+mod turn;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use nixflex_core::agent::AgentSettings;
+use nixflex_core::call::{
+    CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TurnLatency,
+};
+use nixflex_core::catalog;
+use nixflex_core::number::{NumberSettings, PhoneNumber};
+use nixflex_pipeline::ProviderError;
+use nixflex_pipeline::llm::LlmMessage;
+use nixflex_pipeline::stt::{SttEvent, SttEvents, SttInput, SttOptions};
+use nixflex_providers::twilio::TwilioCredentials;
+use nixflex_store::CallUpdate;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use crate::engine::{Engine, Recorder};
+use crate::playout::{Pacer, Playout};
+use crate::prompt::{self, Channel, PastCall, PromptContext};
+use crate::twilio_ws::{self, Inbound};
+use crate::vad::{BargeIn, TurnDetector, Vad, VadConfig, VadEvent};
+
+pub(crate) use actions::tools_enabled;
+use turn::{ActiveTurn, TurnEvent, TurnTiming};
+
+/// Length of one media frame.
+const FRAME: Duration = Duration::from_millis(20);
+/// Inter-digit timeout that ends a DTMF entry without `#`.
+const DTMF_GAP: Duration = Duration::from_millis(1500);
+
+/// Why a call ended (`ended_reason`, ENGINE §3.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The agent said goodbye and emitted `[END_CALL]`.
+    Completed,
+    /// The caller hung up.
+    CallerHangup,
+    /// The caller stayed silent for `silence_hangup_seconds`.
+    SilenceTimeout,
+    /// `max_call_duration_seconds` was reached.
+    MaxDuration,
+    /// A provider or the engine failed.
+    Error,
+    /// The server was shutting down and the drain time ran out: the agent said a short goodbye
+    /// and the call was ended (docs/engine.md#shutdown-drain).
+    ServerShutdown,
+}
+
+impl EndReason {
+    /// The API value.
+    pub fn as_str(self) -> &'static str {
+        EndedReason::from(self).as_str()
+    }
+}
+
+impl From<EndReason> for EndedReason {
+    fn from(reason: EndReason) -> Self {
+        match reason {
+            EndReason::Completed => Self::Completed,
+            EndReason::CallerHangup => Self::CallerHangup,
+            EndReason::SilenceTimeout => Self::SilenceTimeout,
+            EndReason::MaxDuration => Self::MaxDuration,
+            EndReason::Error => Self::Error,
+            EndReason::ServerShutdown => Self::ServerShutdown,
+        }
+    }
+}
+
+/// What a call needs to start, loaded once before audio flows.
+pub(crate) struct CallSetup {
+    pub(crate) call: CallRecord,
+    pub(crate) agent: AgentSettings,
+    pub(crate) agent_id: String,
+    pub(crate) number: PhoneNumber,
+    pub(crate) credentials: TwilioCredentials,
+    pub(crate) history: Vec<PastCall>,
+    pub(crate) caller_context: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl CallSetup {
+    fn caller_number(&self) -> &str {
+        match self.call.direction {
+            Direction::Inbound => &self.call.from_number,
+            Direction::Outbound => &self.call.to_number,
+        }
+    }
+
+    fn number_settings(&self) -> &NumberSettings {
+        &self.number.settings
+    }
+}
+
+/// The session actor.
+pub(crate) struct Session<W> {
+    engine: Engine,
+    setup: CallSetup,
+    writer: W,
+    stream_sid: String,
+    started: Instant,
+    recorder: Recorder,
+    system_prompt: String,
+    provider_voice: String,
+    speaking_rate: f32,
+    // Audio in.
+    stt_input: Option<SttInput>,
+    stt_events: Option<SttEvents>,
+    /// A reconnection of the recogniser in progress.
+    stt_reconnect: Option<JoinHandle<Result<(SttInput, SttEvents), ProviderError>>>,
+    vad: Vad,
+    turns: TurnDetector,
+    barge_in: BargeIn,
+    last_final_at: Option<Instant>,
+    // Audio out.
+    playout: Playout,
+    pacer: Pacer,
+    // Conversation.
+    history: Vec<LlmMessage>,
+    transcript: Vec<TranscriptEntry>,
+    latencies: Vec<TurnLatency>,
+    next_turn: u64,
+    active: Option<ActiveTurn>,
+    turn_tx: mpsc::UnboundedSender<TurnEvent>,
+    turn_rx: mpsc::UnboundedReceiver<TurnEvent>,
+    timing: TurnTiming,
+    pending_caller_text: Option<String>,
+    /// Notes for the model about actions that were not carried out (see `actions`).
+    action_notes: Vec<&'static str>,
+    dtmf: String,
+    dtmf_deadline: Option<Instant>,
+    // Silence and limits.
+    silence_since: Option<Instant>,
+    reprompts: u32,
+    max_duration_at: Instant,
+    goodbye_started: bool,
+    end_after_playout: Option<EndReason>,
+    hard_deadline: Option<Instant>,
+    ended: Option<EndReason>,
+    /// The engine's drain time ran out and the goodbye was started.
+    shutting_down: bool,
+    last_heartbeat: Instant,
+    audio_buf: Vec<u8>,
+}
+
+impl<W> Session<W>
+where
+    W: Sink<String> + Unpin + Send,
+{
+    pub(crate) fn new(engine: Engine, setup: CallSetup, writer: W, stream_sid: String) -> Self {
+        let started = Instant::now();
+        let recorder = engine.spawn_recorder(setup.call.call_id.clone());
+        let agent = &setup.agent;
+        let number = setup.number_settings();
+        let voice_id = number.voice_id.clone().unwrap_or_else(|| agent.voice_id.clone());
+        let provider_voice = catalog::find_voice(engine.providers().tts_kind, &voice_id)
+            .map_or_else(|| voice_id.clone(), |v| v.provider_voice_id.to_owned());
+        let speaking_rate = number.speaking_rate.or(agent.speaking_rate).unwrap_or(1.0);
+        let empty_vars = BTreeMap::new();
+        let system_prompt = prompt::build_system_prompt(&PromptContext {
+            agent,
+            number: Some(number),
+            channel: Channel::Voice,
+            direction: setup.call.direction,
+            caller_phone: setup.caller_number(),
+            business_phone: &setup.number.phone_number,
+            call_id: &setup.call.call_id,
+            agent_id: &setup.agent_id,
+            now: Utc::now(),
+            history: &setup.history,
+            caller_context: setup.caller_context.as_ref(),
+            call_purpose: None,
+            dynamic_vars: &empty_vars,
+            tools_enabled: tools_enabled(agent),
+        });
+        let vad_config = VadConfig::default();
+        let turns = TurnDetector::new(
+            Duration::from_millis(u64::from(agent.response_eagerness)),
+            vad_config.hangover,
+        );
+        let barge_in = BargeIn::new(agent.interruption_sensitivity);
+        let max_duration_at =
+            started + Duration::from_secs(u64::from(agent.max_call_duration_seconds));
+        let (turn_tx, turn_rx) = mpsc::unbounded_channel();
+        #[allow(clippy::cast_possible_truncation)]
+        let speaking_rate = speaking_rate as f32;
+        Self {
+            engine,
+            setup,
+            writer,
+            stream_sid,
+            started,
+            recorder,
+            system_prompt,
+            provider_voice,
+            speaking_rate,
+            stt_input: None,
+            stt_events: None,
+            stt_reconnect: None,
+            vad: Vad::new(vad_config),
+            turns,
+            barge_in,
+            last_final_at: None,
+            playout: Playout::new(),
+            pacer: Pacer::new(started),
+            history: Vec::new(),
+            transcript: Vec::new(),
+            latencies: Vec::new(),
+            next_turn: 1,
+            active: None,
+            turn_tx,
+            turn_rx,
+            timing: TurnTiming::default(),
+            pending_caller_text: None,
+            action_notes: Vec::new(),
+            dtmf: String::new(),
+            dtmf_deadline: None,
+            silence_since: None,
+            reprompts: 0,
+            max_duration_at,
+            goodbye_started: false,
+            end_after_playout: None,
+            hard_deadline: None,
+            ended: None,
+            shutting_down: false,
+            last_heartbeat: started,
+            audio_buf: Vec::with_capacity(320),
+        }
+    }
+
+    fn offset(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.started)
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        u64::try_from(self.offset(at).as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The recognition options of a call with these agent settings.
+pub(crate) fn stt_options(agent: &AgentSettings) -> SttOptions {
+    SttOptions {
+        language: agent.language.clone(),
+        endpointing: Some(Duration::from_millis(u64::from(agent.response_eagerness).max(10))),
+        keywords: agent
+            .boosted_keywords
+            .as_deref()
+            .map(|k| k.split(',').map(|w| w.trim().to_owned()).filter(|w| !w.is_empty()).collect())
+            .unwrap_or_default(),
+        ..SttOptions::default()
+    }
+}
+
+impl<W> Session<W>
+where
+    W: Sink<String> + Unpin + Send,
+{
+    /// Runs the call until it ends; returns why.
+    pub(crate) async fn run<R, T, E>(mut self, mut reader: R) -> EndReason
+    where
+        R: Stream<Item = Result<T, E>> + Unpin + Send,
+        T: std::ops::Deref<Target = str>,
+    {
+        let now = Instant::now();
+        self.recorder.record(CallUpdate {
+            call_status: Some(CallStatus::InProgress),
+            answered_at: Some(nixflex_store::now()),
+            heartbeat_at: Some(nixflex_store::now()),
+            ..CallUpdate::default()
+        });
+        let options = stt_options(&self.setup.agent);
+        match self.engine.open_stt(&self.setup.call.call_id, options).await {
+            Ok((input, events)) => {
+                self.stt_input = Some(input);
+                self.stt_events = Some(events);
+            }
+            Err(error) => {
+                tracing::error!(message = "Speech recognition unavailable at call start.", error = %error);
+            }
+        }
+        self.start_greeting(now);
+        // Cancelled when the server's drain time runs out: the call then says goodbye and ends.
+        let end_calls = self.engine.end_calls_signal();
+        loop {
+            if let Some(reason) = self.ended {
+                return self.finish(reason).await;
+            }
+            let deadline = self.next_deadline();
+            let stt_open = self.stt_events.is_some();
+            tokio::select! {
+                biased;
+                message = reader.next() => {
+                    match message {
+                        Some(Ok(text)) => self.on_ws_text(&text).await,
+                        Some(Err(_)) | None => self.ended = Some(EndReason::CallerHangup),
+                    }
+                }
+                event = async { match self.stt_events.as_mut() { Some(events) => events.recv().await, None => None } }, if stt_open => {
+                    self.on_stt(event).await;
+                }
+                Some(event) = self.turn_rx.recv() => self.on_turn_event(event),
+                reconnected = async { match self.stt_reconnect.as_mut() { Some(task) => task.await, None => std::future::pending().await } }, if self.stt_reconnect.is_some() => {
+                    match reconnected {
+                        Ok(result) => self.on_stt_reconnected(result),
+                        Err(_) => self.stt_reconnect = None,
+                    }
+                }
+                () = end_calls.cancelled(), if !self.shutting_down => {
+                    self.on_server_shutdown(Instant::now()).await;
+                }
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            self.on_tick(Instant::now()).await;
+        }
+    }
+
+    async fn send(&mut self, text: String) {
+        if self.writer.send(text).await.is_err() && self.ended.is_none() {
+            self.ended = Some(EndReason::CallerHangup);
+        }
+    }
+
+    async fn on_ws_text(&mut self, text: &str) {
+        let mut audio = std::mem::take(&mut self.audio_buf);
+        let decoded = twilio_ws::decode(text, &mut audio);
+        match decoded {
+            Ok(Inbound::Media { .. }) => self.on_caller_audio(&audio).await,
+            Ok(Inbound::Mark { name }) => self.playout.on_mark(&name),
+            Ok(Inbound::Dtmf { digit }) => self.on_dtmf(digit),
+            Ok(Inbound::Stop) => self.ended = Some(EndReason::CallerHangup),
+            Ok(Inbound::Connected | Inbound::Start(_) | Inbound::Other) => {}
+            Err(error) => {
+                tracing::warn!(message = "Malformed media message ignored.", error = %error)
+            }
+        }
+        self.audio_buf = audio;
+    }
+
+    async fn on_caller_audio(&mut self, audio: &[u8]) {
+        let now = Instant::now();
+        if let Some(input) = &self.stt_input {
+            let _ = input.push_audio(Bytes::copy_from_slice(audio));
+        }
+        if let Some(event) = self.vad.push_frame(audio) {
+            let at = self.offset(now);
+            self.turns.on_vad(event, at);
+            match event {
+                VadEvent::SpeechStarted => {
+                    self.silence_since = None;
+                    self.reprompts = 0;
+                }
+                VadEvent::SpeechEnded => {
+                    self.timing.speech_ended =
+                        Some(now.checked_sub(VadConfig::default().hangover).unwrap_or(now));
+                    if let Some(input) = &self.stt_input {
+                        // Off the audio path: the command queue may be full.
+                        let input = input.clone();
+                        tokio::spawn(async move { input.finalize().await }.in_current_span());
+                    }
+                }
+            }
+        }
+        let agent_playing = self.agent_audible();
+        // The closing goodbye at the duration limit is not interruptible.
+        if self.barge_in.on_frame(self.vad.speech_ms(), FRAME, agent_playing)
+            && !self.goodbye_started
+        {
+            self.barge_in_now().await;
+        }
+    }
+
+    /// Nothing is being said or prepared by the agent.
+    fn idle(&self) -> bool {
+        self.active.as_ref().is_none_or(|t| t.done) && !self.agent_audible()
+    }
+
+    fn agent_audible(&self) -> bool {
+        self.playout.has_frames() || self.playout.pending_marks() > 0
+    }
+
+    fn on_dtmf(&mut self, digit: char) {
+        let enabled = self
+            .setup
+            .number_settings()
+            .dtmf_enabled
+            .or(self.setup.agent.dtmf_enabled)
+            .unwrap_or(true);
+        if !enabled {
+            return;
+        }
+        if digit == '#' {
+            self.dtmf_deadline = Some(Instant::now());
+        } else {
+            self.dtmf.push(digit);
+            self.dtmf_deadline = Some(Instant::now() + DTMF_GAP);
+        }
+        self.silence_since = None;
+    }
+
+    async fn on_stt(&mut self, event: Option<SttEvent>) {
+        let now = Instant::now();
+        match event {
+            Some(SttEvent::Final { text, .. }) => {
+                let at = self.offset(now);
+                if !text.trim().is_empty() {
+                    self.last_final_at = Some(now);
+                    self.turns.on_final_transcript(&text, at);
+                    self.timing.final_transcript = Some(now);
+                }
+            }
+            Some(SttEvent::SpeechStarted | SttEvent::Interim { .. } | SttEvent::UtteranceEnd) => {}
+            Some(SttEvent::Error(error)) => {
+                tracing::error!(message = "Speech recognition failed mid-call.", error = %error);
+                self.stt_lost().await;
+            }
+            Some(SttEvent::Closed) | None => {
+                if self.ended.is_none() {
+                    self.stt_lost().await;
+                }
+            }
+        }
+    }
+
+    /// Recognition failed: apologise with the fallback message and reconnect in the
+    /// background (the loop keeps pacing audio meanwhile).
+    async fn stt_lost(&mut self) {
+        self.stt_input = None;
+        self.stt_events = None;
+        self.speak_fallback();
+        if self.stt_reconnect.is_some() {
+            return;
+        }
+        let options = stt_options(&self.setup.agent);
+        let stt = self.engine.providers().stt.clone();
+        self.stt_reconnect =
+            Some(tokio::spawn(async move { stt.open(options).await }.in_current_span()));
+    }
+
+    fn on_stt_reconnected(&mut self, result: Result<(SttInput, SttEvents), ProviderError>) {
+        self.stt_reconnect = None;
+        match result {
+            Ok((input, events)) => {
+                self.stt_input = Some(input);
+                self.stt_events = Some(events);
+            }
+            Err(error) => {
+                tracing::error!(message = "Speech recognition could not reconnect.", error = %error);
+            }
+        }
+    }
+
+    fn avg_latency(&self) -> Option<f64> {
+        if self.latencies.is_empty() {
+            return None;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let n = self.latencies.len() as f64;
+        Some(self.latencies.iter().map(|l| l.total_ms).sum::<f64>() / n)
+    }
+
+    fn persist_progress(&self) {
+        self.recorder.record(CallUpdate {
+            transcript: Some(self.transcript.clone()),
+            turns: Some(self.latencies.clone()),
+            avg_latency_ms: self.avg_latency(),
+            heartbeat_at: Some(nixflex_store::now()),
+            ..CallUpdate::default()
+        });
+    }
+
+    async fn finish(mut self, reason: EndReason) -> EndReason {
+        self.cancel_turn();
+        if let Some(input) = self.stt_input.take() {
+            let _ = input.close().await;
+        }
+        if reason != EndReason::CallerHangup {
+            // Layer 1: the carrier ends the call; layer 2: closing the stream makes Twilio ask
+            // the after-stream URL, which answers with a hang-up.
+            let engine = self.engine.clone();
+            let credentials = self.setup.credentials.clone();
+            if let Some(sid) = self.setup.call.twilio_call_sid.clone() {
+                // Tracked with the sessions, so a shutdown waits for it.
+                self.engine.spawn_tracked(
+                    async move { engine.hang_up_at_carrier(&credentials, &sid).await }
+                        .in_current_span(),
+                );
+            }
+        }
+        let _ = self.writer.close().await;
+        let ended_at = nixflex_store::now();
+        let duration = i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX);
+        self.recorder.record(CallUpdate {
+            call_status: Some(CallStatus::Completed),
+            ended_reason: Some(reason.into()),
+            ended_at: Some(ended_at),
+            duration_seconds: Some(duration),
+            transcript: Some(self.transcript.clone()),
+            turns: Some(self.latencies.clone()),
+            avg_latency_ms: self.avg_latency(),
+            ..CallUpdate::default()
+        });
+        tracing::info!(
+            message = "Call ended.",
+            ended_reason = reason.as_str(),
+            turns = self.latencies.len()
+        );
+        self.recorder.finish().await;
+        reason
+    }
+}

@@ -1,0 +1,186 @@
+//! The session's timers: the one deadline the actor loop sleeps until, and what each deadline
+//! does when it passes — the next frame on the 20 ms grid, the end of the caller's turn, a
+//! keypad entry, silence re-prompts and hang-up, the duration limit's goodbye, the heartbeat —
+//! and the goodbye when the server's drain time runs out.
+
+use std::time::Duration;
+
+use futures::Sink;
+use nixflex_pipeline::llm::LlmMessage;
+use nixflex_store::CallUpdate;
+use tokio::time::Instant;
+
+use super::turn::{TurnKind, TurnSource};
+use super::{EndReason, Session};
+use crate::playout::Frame;
+use crate::twilio_ws;
+
+/// Extra time after the duration limit for the goodbye to play.
+const GOODBYE_GRACE: Duration = Duration::from_secs(15);
+/// Extra time after the drain time for the shutdown goodbye to play.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// What a call hears when the server ends it at the end of its drain time.
+const SHUTDOWN_GOODBYE: &str =
+    "I'm sorry, we have to end this call now. Please call back in a moment. Goodbye!";
+
+impl<W> Session<W>
+where
+    W: Sink<String> + Unpin + Send,
+{
+    pub(super) fn next_deadline(&self) -> Instant {
+        let mut next = self.started + Duration::from_secs(24 * 3600);
+        let mut consider = |at: Option<Instant>| {
+            if let Some(at) = at
+                && at < next
+            {
+                next = at;
+            }
+        };
+        if self.playout.has_frames() {
+            consider(Some(self.pacer.next_due()));
+        }
+        consider(self.turns.next_deadline().map(|d| self.started + d));
+        // Deadlines that act only in a given state are only timers in that state; a past
+        // deadline that cannot act would make the loop spin.
+        if self.idle() {
+            consider(self.silence_deadline());
+        }
+        consider(self.dtmf_deadline);
+        if !self.goodbye_started {
+            consider(Some(self.max_duration_at));
+        }
+        consider(self.hard_deadline);
+        consider(Some(self.last_heartbeat + self.engine.config().heartbeat_every));
+        next
+    }
+
+    pub(super) fn silence_period(&self) -> (Duration, Duration) {
+        let hangup = Duration::from_secs(u64::from(self.setup.agent.silence_hangup_seconds));
+        let reprompt = (hangup / 2).min(Duration::from_secs(5));
+        (reprompt, hangup)
+    }
+
+    pub(super) fn silence_deadline(&self) -> Option<Instant> {
+        let since = self.silence_since?;
+        let (reprompt, hangup) = self.silence_period();
+        let next_reprompt = since + reprompt * (self.reprompts + 1);
+        if self.reprompts < 2 && next_reprompt < since + hangup {
+            Some(next_reprompt)
+        } else {
+            Some(since + hangup)
+        }
+    }
+
+    pub(super) async fn on_tick(&mut self, now: Instant) {
+        // Outbound frames due on the 20 ms grid.
+        while self.playout.has_frames() && self.pacer.next_due() <= now {
+            match self.playout.next_frame() {
+                Some(Frame::Audio(frame)) => {
+                    let message = twilio_ws::media(&self.stream_sid, frame);
+                    self.pacer.on_sent(now);
+                    if self.timing.first_frame.is_none()
+                        && self.active.as_ref().is_some_and(|t| t.kind.answers_caller())
+                    {
+                        self.timing.first_frame = Some(now);
+                        self.record_latency();
+                    }
+                    self.send(message).await;
+                }
+                Some(Frame::Mark(name)) => {
+                    let message = twilio_ws::mark(&self.stream_sid, name);
+                    self.send(message).await;
+                }
+                None => break,
+            }
+        }
+        // The caller's turn ended.
+        if let Some(turn_end) = self.turns.poll(self.offset(now)) {
+            self.on_caller_turn(turn_end.text, self.started + turn_end.speech_ended_at, now);
+        }
+        if let Some(deadline) = self.dtmf_deadline
+            && deadline <= now
+        {
+            self.dtmf_deadline = None;
+            let digits = std::mem::take(&mut self.dtmf);
+            if !digits.is_empty() {
+                self.on_caller_turn(format!("[DTMF: {digits}]"), now, now);
+            }
+        }
+        // The agent finished speaking: start the silence clock, or end the call.
+        let idle = self.idle();
+        if idle {
+            if let Some(reason) = self.end_after_playout {
+                self.ended = Some(reason);
+                return;
+            }
+            if self.silence_since.is_none()
+                && !self.vad.is_speaking()
+                && self.turns.pending_text().is_empty()
+            {
+                self.silence_since = Some(now);
+            }
+        }
+        if let Some(since) = self.silence_since
+            && idle
+        {
+            let (reprompt, hangup) = self.silence_period();
+            if now >= since + hangup {
+                self.ended = Some(EndReason::SilenceTimeout);
+                return;
+            }
+            if self.reprompts < 2 && now >= since + reprompt * (self.reprompts + 1) {
+                self.reprompts += 1;
+                self.reprompt(now);
+            }
+        }
+        if now >= self.max_duration_at && !self.goodbye_started {
+            self.goodbye_started = true;
+            self.say_goodbye(now).await;
+        }
+        if let Some(hard) = self.hard_deadline
+            && now >= hard
+        {
+            self.ended = Some(self.end_after_playout.unwrap_or(EndReason::MaxDuration));
+        }
+        if now >= self.last_heartbeat + self.engine.config().heartbeat_every {
+            self.last_heartbeat = now;
+            self.recorder.record(CallUpdate {
+                heartbeat_at: Some(nixflex_store::now()),
+                ..CallUpdate::default()
+            });
+        }
+    }
+
+    pub(super) fn reprompt(&mut self, _now: Instant) {
+        let mut messages = self.history.clone();
+        messages.push(LlmMessage::user("[The caller has been silent for a few seconds. Gently check whether they are still there, in one short sentence, in the language of the conversation.]"));
+        let request = self.llm_request(messages);
+        self.start_turn(TurnSource::Llm(request), TurnKind::Reprompt);
+    }
+
+    pub(super) async fn say_goodbye(&mut self, now: Instant) {
+        if self.agent_audible() {
+            self.barge_in_now().await;
+        }
+        self.cancel_turn();
+        self.end_after_playout = Some(EndReason::MaxDuration);
+        self.hard_deadline = Some(now + GOODBYE_GRACE);
+        let goodbye = "I'm sorry, we've reached the time limit for this call. Thank you for calling, goodbye!";
+        self.start_turn(TurnSource::Text(goodbye.to_owned()), TurnKind::Goodbye);
+    }
+
+    /// The server's drain time ran out: stop what the agent is saying, say a short goodbye
+    /// (not interruptible), then end the call as `server_shutdown`.
+    pub(super) async fn on_server_shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        tracing::info!(message = "Drain time over: ending the call with a goodbye.");
+        if self.agent_audible() {
+            self.barge_in_now().await;
+        }
+        self.cancel_turn();
+        self.goodbye_started = true;
+        self.end_after_playout = Some(EndReason::ServerShutdown);
+        self.hard_deadline = Some(now + SHUTDOWN_GRACE);
+        self.start_turn(TurnSource::Text(SHUTDOWN_GOODBYE.to_owned()), TurnKind::Goodbye);
+    }
+}

@@ -1,0 +1,610 @@
+//! Agent turns: starting one (a reply to the caller, the greeting, a re-prompt, the fallback
+//! message, a goodbye), the turn task that produces its audio ([`run_turn`]: LLM stream →
+//! action tags → sentences → TTS, streamed back as [`TurnEvent`]s), what the actor does with
+//! each event, barge-in, and what a failed turn leads to.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Sink, StreamExt};
+use nixflex_core::agent::ResponseLength;
+use nixflex_core::call::{Direction, TranscriptEntry, TranscriptRole, TurnLatency};
+use nixflex_pipeline::ProviderError;
+use nixflex_pipeline::llm::{LlmEvent, LlmMessage, LlmRequest};
+use nixflex_pipeline::tts::TtsRequest;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use super::actions::Command;
+use super::{EndReason, Session};
+use crate::chunker::SentenceChunker;
+use crate::engine::Engine;
+use crate::playout::Pacer;
+use crate::prompt;
+use crate::tags::{Segment, TagParser};
+use crate::twilio_ws;
+
+/// A reply may not run longer than this before the engine gives up on it.
+const TURN_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// What a turn is for; it decides whether latency is measured, whether its text joins the LLM
+/// history, and what happens when it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TurnKind {
+    /// The answer to something the caller said (latency is recorded).
+    Reply,
+    /// The opening line (fixed or improvised by the LLM).
+    Greeting,
+    /// "Are you still there?" after a silence.
+    Reprompt,
+    /// The agent's `fallback_message` after a failure.
+    Fallback,
+    /// A closing line the caller cannot interrupt (duration limit, server shutdown).
+    Goodbye,
+}
+
+impl TurnKind {
+    /// Whether the turn answers the caller, so its latency is recorded.
+    pub(super) fn answers_caller(self) -> bool {
+        self == Self::Reply
+    }
+
+    /// Whether the turn's text joins the LLM history (re-prompts and fallbacks do not: the
+    /// model should not see its own "are you there?" or apology as part of the conversation).
+    pub(super) fn in_history(self) -> bool {
+        matches!(self, Self::Reply | Self::Greeting | Self::Goodbye)
+    }
+
+    /// What the session does when this turn fails at `stage`.
+    pub(super) fn after_failure(self, stage: Stage) -> AfterFailure {
+        match (self, stage) {
+            // The fallback itself cannot be spoken: end the call rather than leave the caller
+            // in silence (speaking the fallback again would fail the same way).
+            (Self::Fallback, Stage::Tts) => AfterFailure::EndCall,
+            _ => AfterFailure::SpeakFallback,
+        }
+    }
+}
+
+/// Where a turn failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// The LLM request or its stream.
+    Llm,
+    /// Speech synthesis.
+    Tts,
+    /// The whole turn took longer than its time limit.
+    Timeout,
+}
+
+impl Stage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Llm => "llm",
+            Self::Tts => "tts",
+            Self::Timeout => "turn",
+        }
+    }
+}
+
+/// What follows a failed turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterFailure {
+    /// Apologise with the fallback message and carry on.
+    SpeakFallback,
+    /// End the call (`error`) once what is playing has played.
+    EndCall,
+}
+
+/// Events from a turn task to the session. Every event carries its turn id, so events of a
+/// cancelled turn are recognised and dropped.
+#[derive(Debug)]
+pub(super) enum TurnEvent {
+    /// The LLM sent its first token.
+    FirstToken { turn: u64, at: Instant },
+    /// The first sentence went to TTS.
+    FirstSentence { turn: u64, at: Instant },
+    /// μ-law audio of the current sentence.
+    Audio { turn: u64, audio: Bytes, first_of_turn: bool, at: Instant },
+    /// The current sentence's audio is complete.
+    SentenceEnd { turn: u64, text: String },
+    /// Something the agent asked for (an action tag or a function call), in order with the
+    /// text.
+    Command { turn: u64, command: Command },
+    /// The turn produced everything; `text` is the full reply (tags removed).
+    Done { turn: u64, text: String },
+    /// The turn failed.
+    Failed { turn: u64, error: ProviderError, stage: Stage },
+}
+
+/// What a turn says.
+pub(super) enum TurnSource {
+    /// Ask the LLM.
+    Llm(LlmRequest),
+    /// Speak fixed text (greeting, fallback, goodbye).
+    Text(String),
+}
+
+/// Latency bookkeeping of the turn being answered.
+#[derive(Debug, Default, Clone)]
+pub(super) struct TurnTiming {
+    pub(super) speech_ended: Option<Instant>,
+    decided: Option<Instant>,
+    pub(super) final_transcript: Option<Instant>,
+    llm_sent: Option<Instant>,
+    first_token: Option<Instant>,
+    first_sentence: Option<Instant>,
+    tts_first_byte: Option<Instant>,
+    pub(super) first_frame: Option<Instant>,
+}
+
+/// The turn in progress.
+pub(super) struct ActiveTurn {
+    pub(super) id: u64,
+    task: JoinHandle<()>,
+    pub(super) kind: TurnKind,
+    /// Index of its transcript entry, once it produced audio.
+    pub(super) transcript_index: Option<usize>,
+    pub(super) done: bool,
+    text: String,
+}
+
+fn max_tokens(length: ResponseLength) -> u32 {
+    match length {
+        ResponseLength::Short => 200,
+        ResponseLength::Medium => 400,
+        ResponseLength::Long => 800,
+    }
+}
+impl<W> Session<W>
+where
+    W: Sink<String> + Unpin + Send,
+{
+    pub(super) fn on_caller_turn(&mut self, text: String, speech_ended: Instant, now: Instant) {
+        self.silence_since = None;
+        self.reprompts = 0;
+        // A caller who keeps talking before the agent was heard: answer everything at once.
+        let mut text = text;
+        if let Some(active) = &self.active
+            && active.kind.answers_caller()
+            && active.transcript_index.is_none()
+            && let Some(previous) = self.pending_caller_text.take()
+        {
+            text = format!("{previous} {text}");
+            self.cancel_turn();
+            // The earlier caller line is replaced by the combined one.
+            if let Some(last) = self.transcript.last()
+                && last.role == TranscriptRole::Caller
+            {
+                self.transcript.pop();
+            }
+            if self.history.last().is_some_and(|m| m.role == nixflex_pipeline::llm::Role::User) {
+                self.history.pop();
+            }
+        }
+        self.transcript.push(TranscriptEntry {
+            role: TranscriptRole::Caller,
+            text: text.clone(),
+            timestamp_ms: self.ms(speech_ended),
+        });
+        // Notes about actions that could not be carried out ride along with the caller's words,
+        // so the model does not carry on as if they had happened.
+        let for_llm = match self.take_action_notes() {
+            Some(notes) => format!("{notes}\n{text}"),
+            None => text.clone(),
+        };
+        self.history.push(LlmMessage::user(for_llm));
+        self.pending_caller_text = Some(text);
+        self.timing = TurnTiming {
+            speech_ended: Some(speech_ended),
+            decided: Some(now),
+            final_transcript: self.last_final_at.filter(|f| *f >= speech_ended).or(Some(now)),
+            ..TurnTiming::default()
+        };
+        if self.goodbye_started {
+            return;
+        }
+        self.cancel_turn();
+        let request = self.llm_request(self.history.clone());
+        self.timing.llm_sent = Some(Instant::now());
+        self.start_turn(TurnSource::Llm(request), TurnKind::Reply);
+    }
+
+    pub(super) fn llm_request(&self, mut messages: Vec<LlmMessage>) -> LlmRequest {
+        let agent = &self.setup.agent;
+        // Chat APIs expect the user to speak first; the agent's greeting came first on the phone.
+        if messages.first().is_some_and(|m| m.role == nixflex_pipeline::llm::Role::Assistant) {
+            messages.insert(0, LlmMessage::user("[The call connected.]"));
+        }
+        let mut request = LlmRequest::new(agent.llm_model.clone(), messages);
+        request.system = Some(self.system_prompt.clone());
+        #[allow(clippy::cast_possible_truncation)]
+        let temperature = agent.temperature as f32;
+        request.temperature = Some(temperature);
+        request.max_tokens = max_tokens(agent.response_length);
+        request
+    }
+
+    pub(super) fn start_greeting(&mut self, now: Instant) {
+        let agent = &self.setup.agent;
+        if self.setup.call.direction == Direction::Outbound || !agent.ai_speaks_first {
+            self.silence_since = Some(now);
+            return;
+        }
+        let caller_name = self
+            .setup
+            .caller_context
+            .as_ref()
+            .and_then(|c| c.get("name"))
+            .and_then(|n| n.as_str())
+            .map(str::to_owned);
+        match prompt::greeting(agent, caller_name.as_deref()) {
+            Some(text) => self.start_turn(TurnSource::Text(text), TurnKind::Greeting),
+            None => {
+                // The LLM improvises the greeting.
+                let messages = vec![LlmMessage::user(
+                    "[The call has just connected. Greet the caller now, in one short sentence.]",
+                )];
+                let request = self.llm_request(messages);
+                self.start_turn(TurnSource::Llm(request), TurnKind::Greeting);
+            }
+        }
+    }
+
+    /// Apologises with the agent's fallback message as its own turn.
+    pub(super) fn speak_fallback(&mut self) {
+        let fallback = self.setup.agent.fallback_message.clone();
+        self.start_turn(TurnSource::Text(fallback), TurnKind::Fallback);
+    }
+
+    pub(super) fn start_turn(&mut self, source: TurnSource, kind: TurnKind) {
+        let id = self.next_turn;
+        self.next_turn += 1;
+        let tx = self.turn_tx.clone();
+        let engine = self.engine.clone();
+        let voice = self.provider_voice.clone();
+        let rate = self.speaking_rate;
+        let language =
+            (self.setup.agent.language != "multi").then(|| self.setup.agent.language.clone());
+        let task = tokio::spawn(
+            async move {
+                let run = run_turn(id, source, engine, voice, rate, language, tx.clone());
+                if tokio::time::timeout(TURN_TIMEOUT, run).await.is_err() {
+                    let _ = tx.send(TurnEvent::Failed {
+                        turn: id,
+                        error: ProviderError::timeout("the reply took too long"),
+                        stage: Stage::Timeout,
+                    });
+                }
+            }
+            .in_current_span(),
+        );
+        self.active = Some(ActiveTurn {
+            id,
+            task,
+            kind,
+            transcript_index: None,
+            done: false,
+            text: String::new(),
+        });
+    }
+
+    pub(super) fn cancel_turn(&mut self) {
+        if let Some(active) = self.active.take() {
+            active.task.abort();
+        }
+    }
+
+    pub(super) fn on_turn_event(&mut self, event: TurnEvent) {
+        let current = self.active.as_ref().map(|t| t.id);
+        let turn = match &event {
+            TurnEvent::FirstToken { turn, .. }
+            | TurnEvent::FirstSentence { turn, .. }
+            | TurnEvent::Audio { turn, .. }
+            | TurnEvent::SentenceEnd { turn, .. }
+            | TurnEvent::Command { turn, .. }
+            | TurnEvent::Done { turn, .. }
+            | TurnEvent::Failed { turn, .. } => *turn,
+        };
+        if current != Some(turn) {
+            return; // a cancelled turn
+        }
+        match event {
+            TurnEvent::FirstToken { at, .. } => self.timing.first_token = Some(at),
+            TurnEvent::FirstSentence { at, .. } => self.timing.first_sentence = Some(at),
+            TurnEvent::Audio { audio, first_of_turn, at, .. } => {
+                if first_of_turn {
+                    self.timing.tts_first_byte = Some(at);
+                    let timestamp_ms = self.ms(at);
+                    if let Some(active) = self.active.as_mut()
+                        && active.transcript_index.is_none()
+                    {
+                        self.transcript.push(TranscriptEntry {
+                            role: TranscriptRole::Agent,
+                            text: String::new(),
+                            timestamp_ms,
+                        });
+                        active.transcript_index = Some(self.transcript.len() - 1);
+                        // A re-prompt does not restart the caller's silence clock; a reply does.
+                        if active.kind.answers_caller() || active.kind.in_history() {
+                            self.silence_since = None;
+                        }
+                    }
+                }
+                self.playout.push_audio(turn, &audio);
+            }
+            TurnEvent::SentenceEnd { text, .. } => {
+                self.playout.end_segment(turn, &text);
+                if let Some(active) = self.active.as_mut() {
+                    if !active.text.is_empty() {
+                        active.text.push(' ');
+                    }
+                    active.text.push_str(&text);
+                    if let Some(index) = active.transcript_index
+                        && let Some(entry) = self.transcript.get_mut(index)
+                    {
+                        entry.text.clone_from(&active.text);
+                    }
+                }
+            }
+            TurnEvent::Command { command, .. } => self.on_command(command),
+            TurnEvent::Done { text, .. } => {
+                if let Some(active) = self.active.as_mut() {
+                    active.done = true;
+                    if active.kind.in_history() && !text.trim().is_empty() {
+                        self.history.push(LlmMessage::assistant(text));
+                    }
+                }
+                self.persist_progress();
+            }
+            TurnEvent::Failed { error, stage, .. } => {
+                let Some(active) = self.active.as_mut() else { return };
+                active.done = true;
+                let kind = active.kind;
+                tracing::error!(message = "Agent turn failed.", stage = stage.as_str(), turn_kind = ?kind, error = %error);
+                match kind.after_failure(stage) {
+                    AfterFailure::EndCall => self.end_after_playout = Some(EndReason::Error),
+                    AfterFailure::SpeakFallback => self.speak_fallback(),
+                }
+            }
+        }
+    }
+
+    pub(super) async fn barge_in_now(&mut self) {
+        let clear = twilio_ws::clear(&self.stream_sid);
+        self.send(clear).await;
+        let interrupted = self.playout.clear();
+        self.end_after_playout = None;
+        if let Some(active) = self.active.take() {
+            active.task.abort();
+            // What the caller heard of *this* turn (the cleared audio may belong to an earlier one).
+            let heard = if interrupted.turn == Some(active.id) {
+                interrupted.heard_text.trim().to_owned()
+            } else {
+                self.playout.heard_text_of_turn(active.id).trim().to_owned()
+            };
+            if let Some(index) = active.transcript_index {
+                if heard.is_empty() {
+                    self.transcript.remove(index);
+                } else if let Some(entry) = self.transcript.get_mut(index) {
+                    entry.text.clone_from(&heard);
+                }
+            }
+            if active.kind.in_history() {
+                let already_added = active.done;
+                if already_added
+                    && self
+                        .history
+                        .last()
+                        .is_some_and(|m| m.role == nixflex_pipeline::llm::Role::Assistant)
+                {
+                    self.history.pop();
+                }
+                if !heard.is_empty() {
+                    self.history.push(LlmMessage::assistant(heard));
+                }
+            }
+        }
+        self.pacer = Pacer::new(Instant::now());
+        tracing::debug!(message = "Barge-in: agent audio cleared.");
+    }
+
+    pub(super) fn record_latency(&mut self) {
+        let t = &self.timing;
+        let (Some(speech_ended), Some(first_frame)) = (t.speech_ended, t.first_frame) else {
+            return;
+        };
+        let ms = |from: Option<Instant>, to: Option<Instant>| match (from, to) {
+            (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64() * 1000.0,
+            _ => 0.0,
+        };
+        let total = ms(Some(speech_ended), Some(first_frame));
+        let end_of_turn = ms(Some(speech_ended), t.decided);
+        let stt = ms(Some(speech_ended), t.final_transcript);
+        let llm_first_token = ms(t.llm_sent, t.first_token);
+        let llm_to_sentence = ms(t.llm_sent, t.first_sentence);
+        let tts_first_byte = ms(t.first_sentence, t.tts_first_byte);
+        let engine_overhead = (total - end_of_turn - llm_to_sentence - tts_first_byte).max(0.0);
+        let turn = u32::try_from(self.latencies.len() + 1).unwrap_or(u32::MAX);
+        self.latencies.push(TurnLatency {
+            turn,
+            end_of_turn_ms: end_of_turn,
+            stt_ms: stt,
+            llm_first_token_ms: llm_first_token,
+            tts_first_byte_ms: tts_first_byte,
+            engine_overhead_ms: engine_overhead,
+            total_ms: total,
+        });
+    }
+}
+
+/// Produces one agent turn: text → sentences → speech, streamed to the session.
+pub(super) async fn run_turn(
+    turn: u64,
+    source: TurnSource,
+    engine: Engine,
+    voice: String,
+    rate: f32,
+    language: Option<String>,
+    tx: mpsc::UnboundedSender<TurnEvent>,
+) {
+    let (sentence_tx, mut sentence_rx) = mpsc::unbounded_channel::<String>();
+    let tts = engine.providers().tts.clone();
+    let speak_tx = tx.clone();
+    // Speech runs beside the LLM: sentence N is synthesised while N+1 is being written.
+    let speaker = async move {
+        let mut first = true;
+        while let Some(sentence) = sentence_rx.recv().await {
+            let mut request = TtsRequest::new(sentence.clone(), voice.clone());
+            request.speaking_rate = rate;
+            request.language.clone_from(&language);
+            let mut stream = match tts.synthesize(request).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    let _ = speak_tx.send(TurnEvent::Failed { turn, error, stage: Stage::Tts });
+                    return false;
+                }
+            };
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(audio) if !audio.is_empty() => {
+                        let _ = speak_tx.send(TurnEvent::Audio {
+                            turn,
+                            audio,
+                            first_of_turn: first,
+                            at: Instant::now(),
+                        });
+                        first = false;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        let _ = speak_tx.send(TurnEvent::Failed { turn, error, stage: Stage::Tts });
+                        return false;
+                    }
+                }
+            }
+            let _ = speak_tx.send(TurnEvent::SentenceEnd { turn, text: sentence });
+        }
+        true
+    };
+    let writer = async {
+        let mut full = String::new();
+        match source {
+            TurnSource::Text(text) => {
+                let _ = tx.send(TurnEvent::FirstSentence { turn, at: Instant::now() });
+                let _ = sentence_tx.send(text.clone());
+                full = text;
+            }
+            TurnSource::Llm(request) => {
+                let mut stream = match engine.providers().llm.stream(request).await {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        let _ = tx.send(TurnEvent::Failed { turn, error, stage: Stage::Llm });
+                        return None;
+                    }
+                };
+                let mut tags = TagParser::new();
+                let mut chunker = SentenceChunker::new(40);
+                let mut first_token = true;
+                let mut first_sentence = true;
+                let emit = |segments: Vec<Segment>,
+                            chunker: &mut SentenceChunker,
+                            full: &mut String,
+                            first_sentence: &mut bool| {
+                    for segment in segments {
+                        match segment {
+                            Segment::Text(text) => {
+                                full.push_str(&text);
+                                for sentence in chunker.push(&text) {
+                                    if *first_sentence {
+                                        *first_sentence = false;
+                                        let _ = tx.send(TurnEvent::FirstSentence {
+                                            turn,
+                                            at: Instant::now(),
+                                        });
+                                    }
+                                    let _ = sentence_tx.send(sentence);
+                                }
+                            }
+                            Segment::Action(action) => {
+                                // Flush what was said before the tag, so actions keep their order.
+                                if let Some(rest) = chunker.finish() {
+                                    let _ = sentence_tx.send(rest);
+                                }
+                                let _ = tx.send(TurnEvent::Command {
+                                    turn,
+                                    command: Command::from_tag(action),
+                                });
+                            }
+                        }
+                    }
+                };
+                while let Some(event) = stream.next().await {
+                    match event {
+                        Ok(LlmEvent::TextDelta(delta)) => {
+                            if first_token {
+                                first_token = false;
+                                let _ = tx.send(TurnEvent::FirstToken { turn, at: Instant::now() });
+                            }
+                            let segments = tags.push(&delta);
+                            emit(segments, &mut chunker, &mut full, &mut first_sentence);
+                        }
+                        Ok(LlmEvent::ToolCall { name, arguments_json, .. }) => {
+                            let command = Command::Function { name, arguments_json };
+                            let _ = tx.send(TurnEvent::Command { turn, command });
+                        }
+                        Ok(LlmEvent::Done { .. }) => break,
+                        Err(error) => {
+                            let _ = tx.send(TurnEvent::Failed { turn, error, stage: Stage::Llm });
+                            return None;
+                        }
+                    }
+                }
+                let segments = tags.finish();
+                emit(segments, &mut chunker, &mut full, &mut first_sentence);
+                if let Some(rest) = chunker.finish() {
+                    if first_sentence {
+                        let _ = tx.send(TurnEvent::FirstSentence { turn, at: Instant::now() });
+                    }
+                    let _ = sentence_tx.send(rest);
+                }
+            }
+        }
+        drop(sentence_tx);
+        Some(full)
+    };
+    let (spoken, written) = tokio::join!(speaker, writer);
+    if spoken && let Some(text) = written {
+        let _ = tx.send(TurnEvent::Done { turn, text: text.trim().to_owned() });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_turn_speaks_the_fallback_unless_the_fallback_itself_cannot_be_spoken() {
+        for kind in [TurnKind::Reply, TurnKind::Greeting, TurnKind::Reprompt, TurnKind::Goodbye] {
+            for stage in [Stage::Llm, Stage::Tts, Stage::Timeout] {
+                assert_eq!(
+                    kind.after_failure(stage),
+                    AfterFailure::SpeakFallback,
+                    "{kind:?} {stage:?}"
+                );
+            }
+        }
+        assert_eq!(TurnKind::Fallback.after_failure(Stage::Tts), AfterFailure::EndCall);
+        assert_eq!(TurnKind::Fallback.after_failure(Stage::Timeout), AfterFailure::SpeakFallback);
+    }
+
+    #[test]
+    fn only_replies_are_timed_and_reprompts_and_fallbacks_stay_out_of_the_history() {
+        assert!(TurnKind::Reply.answers_caller());
+        assert!(!TurnKind::Greeting.answers_caller());
+        assert!(TurnKind::Greeting.in_history() && TurnKind::Goodbye.in_history());
+        assert!(!TurnKind::Reprompt.in_history() && !TurnKind::Fallback.in_history());
+    }
+}

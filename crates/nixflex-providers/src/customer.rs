@@ -1,0 +1,129 @@
+//! Requests to the customer's own endpoints (pre-call gate, and later webhooks and custom
+//! functions): https only, never to loopback, private, link-local or metadata addresses unless
+//! the operator allows private targets (DECISIONS #25), checked again after DNS resolution so a
+//! name cannot be pointed at an internal address; signed like webhooks (ENGINE §11.4).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use nixflex_core::validate::{is_public_ip, outbound_url};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use sha2::Sha256;
+
+/// Resolves host names and refuses any that resolve to a non-public address.
+#[derive(Debug, Clone, Copy)]
+struct PublicOnlyResolver;
+
+impl Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> =
+                addrs.into_iter().filter(|a| is_public_ip(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!("{host} does not resolve to a public address").into());
+            }
+            Ok(Box::new(public.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The HTTP client for customer endpoints.
+#[derive(Debug, Clone)]
+pub struct CustomerHttp {
+    client: reqwest::Client,
+    allow_private: bool,
+}
+
+/// Why a customer endpoint could not be called.
+#[derive(Debug, thiserror::Error)]
+pub enum CustomerHttpError {
+    /// The URL breaks the https/SSRF rules.
+    #[error("target not allowed: {0}")]
+    Forbidden(String),
+    /// The request failed or timed out.
+    #[error("request failed")]
+    Request(#[from] reqwest::Error),
+}
+
+impl CustomerHttp {
+    /// A client; with `allow_private`, http and private addresses are allowed (local testing).
+    ///
+    /// # Errors
+    /// When the TLS stack cannot be built.
+    pub fn new(allow_private: bool) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent("Nixflex-VoiceEngine/1.0")
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none());
+        if !allow_private {
+            builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+        }
+        Ok(Self { client: builder.build()?, allow_private })
+    }
+
+    /// POSTs a JSON body signed with each of `secrets` (`X-Nixflex-Signature: t=…,v1=…[,v1=…]`).
+    ///
+    /// # Errors
+    /// [`CustomerHttpError`] when the target is not allowed or the request fails.
+    pub async fn post_signed(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        secrets: &[String],
+        timeout: Duration,
+    ) -> Result<reqwest::Response, CustomerHttpError> {
+        outbound_url("url", url, self.allow_private)
+            .map_err(|e| CustomerHttpError::Forbidden(e.message))?;
+        let raw = serde_json::to_vec(body).unwrap_or_default();
+        let header = signature_header(chrono::Utc::now().timestamp(), &raw, secrets);
+        Ok(self
+            .client
+            .post(url)
+            .timeout(timeout)
+            .header("content-type", "application/json")
+            .header("x-nixflex-signature", header)
+            .body(raw)
+            .send()
+            .await?)
+    }
+}
+
+/// `t=<unix>,v1=<hex hmac-sha256(secret, "<t>.<body>")>` for each secret (ENGINE §11.4).
+pub fn signature_header(timestamp: i64, body: &[u8], secrets: &[String]) -> String {
+    let mut header = format!("t={timestamp}");
+    for secret in secrets {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else { continue };
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(mac.finalize().into_bytes()));
+    }
+    header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_follow_the_documented_scheme() {
+        // The same construction as Stripe's, checked against PROTOCOLS.md §4.4's vector.
+        let header = signature_header(
+            1_700_000_000,
+            br#"{"id":"evt_test","object":"event"}"#,
+            &["whsec_test_secret".to_owned()],
+        );
+        assert_eq!(
+            header,
+            "t=1700000000,v1=8042376f6ca064adbe037642a718227dfd59047137eb49497a54c49eb0cfb724"
+        );
+        let two = signature_header(1, b"{}", &["a".to_owned(), "b".to_owned()]);
+        assert_eq!(two.matches("v1=").count(), 2);
+    }
+}
