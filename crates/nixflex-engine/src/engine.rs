@@ -18,7 +18,9 @@ use nixflex_pipeline::stt::{SttEvents, SttInput, SttOptions, SttProvider};
 use nixflex_pipeline::tts::TtsProvider;
 use nixflex_providers::customer::CustomerHttp;
 use nixflex_providers::twilio::{TwilioClient, TwilioCredentials, UpdateCall};
-use nixflex_store::{CallUpdate, Store};
+use nixflex_store::CallUpdate;
+
+use crate::store::CallStore;
 use subtle::ConstantTimeEq;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -83,7 +85,7 @@ pub struct Engine {
 }
 
 struct Inner {
-    store: Arc<dyn Store>,
+    store: Arc<dyn CallStore>,
     secrets: SecretBox,
     twilio: TwilioClient,
     providers: Providers,
@@ -111,7 +113,7 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Builds the engine.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn CallStore>,
         secrets: SecretBox,
         twilio: TwilioClient,
         providers: Providers,
@@ -199,7 +201,7 @@ impl Engine {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Arc<dyn CallStore> {
         &self.inner.store
     }
 

@@ -9,6 +9,7 @@ pub mod playout;
 pub mod prompt;
 pub mod service;
 pub mod session;
+pub mod store;
 pub mod tags;
 pub mod twilio_ws;
 pub mod vad;
@@ -17,6 +18,7 @@ pub use engine::{Engine, EngineConfig, Providers};
 pub use media::StreamRefused;
 pub use service::{Admission, BusyReason, InboundCall};
 pub use session::EndReason;
+pub use store::CallStore;
 
 /// The recognition options a call with these agent settings uses (for pre-warming).
 pub fn session_stt_options(

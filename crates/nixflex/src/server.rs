@@ -221,7 +221,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let customer = nixflex_api::outbound::CustomerHttp::new(config.allow_private_targets)
         .context("building the HTTP client for customer endpoints")?;
     let engine = nixflex_engine::Engine::new(
-        store.clone(),
+        Arc::new(store.clone()),
         secrets.clone(),
         twilio.clone(),
         providers,

@@ -16,7 +16,7 @@ use nixflex_core::call::{CallRecord, CallStatus, Direction, EndedReason};
 use nixflex_core::catalog::TtsProviderKind;
 use nixflex_core::crypto::{SecretBox, hash_secret};
 use nixflex_core::number::{NumberSettings, PhoneNumber};
-use nixflex_engine::{Engine, EngineConfig, Providers};
+use nixflex_engine::{CallStore, Engine, EngineConfig, Providers};
 use nixflex_pipeline::ProviderError;
 use nixflex_pipeline::audio::{mulaw, tone};
 use nixflex_pipeline::llm::{LlmEvent, LlmProvider, LlmRequest, LlmStream, StopReason, Usage};
@@ -25,7 +25,6 @@ use nixflex_pipeline::stt::{
 };
 use nixflex_pipeline::tts::{PcmLayout, TtsProvider, TtsRequest, TtsStream};
 use nixflex_providers::twilio::{TwilioClient, TwilioClientConfig};
-use nixflex_store::Store;
 
 mod memory_store;
 use memory_store::MemoryStore;
@@ -121,7 +120,7 @@ impl TtsProvider for FakeTts {
 
 struct Lab {
     engine: Engine,
-    store: Arc<dyn Store>,
+    store: Arc<dyn CallStore>,
     llm: Arc<FakeLlm>,
     stt: Arc<FakeStt>,
     call_id: String,
@@ -236,7 +235,7 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         updated_at: now,
     };
     memory.calls.lock().unwrap().insert("call_1".into(), call);
-    let store: Arc<dyn Store> = memory;
+    let store: Arc<dyn CallStore> = memory;
     let llm = Arc::new(FakeLlm::default());
     let stt = Arc::new(FakeStt::default());
     let providers = Providers {
