@@ -1,4 +1,4 @@
-//! Carrier endpoints (`/twilio/*`, ENGINE §2.2, DECISIONS #19): what Twilio calls when a call or a
+//! Carrier endpoints (`/twilio/*`, docs/engine.md#carrier-endpoints, docs/decisions.md#carrier-endpoints): what Twilio calls when a call or a
 //! text reaches an imported number.
 //!
 //! Every request passes [`verify_signature`] first: `X-Twilio-Signature` is checked against the

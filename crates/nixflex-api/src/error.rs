@@ -1,4 +1,4 @@
-//! `ApiError`: every failure, rendered as the documented envelope (API.md §1.5).
+//! `ApiError`: every failure, rendered as the documented envelope (docs/api.md#errors).
 //!
 //! `into_response` is pure: 5xx bodies carry an opaque message, and the real cause rides in a
 //! response extension that the logging middleware reports.

@@ -454,7 +454,7 @@ impl QueryPairs {
     /// `limit` (default 25, larger values clamped to 100) and `offset` (default 0).
     ///
     /// # Errors
-    /// `invalid_request` for negative or non-numeric values (DECISIONS #1).
+    /// `invalid_request` for negative or non-numeric values (docs/decisions.md#list-responses).
     pub fn page(&self) -> Result<Page, ApiError> {
         let limit = match self.get("limit") {
             None | Some("") => 25,

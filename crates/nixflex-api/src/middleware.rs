@@ -245,7 +245,7 @@ async fn count_request(
     Ok(Quota { limit, count, reset })
 }
 
-/// Authentication (API.md §1.2) and per-account rate limits (§1.8) for every `/v1` request.
+/// Authentication (docs/api.md#authentication) and per-account rate limits (docs/api.md#rate-limits) for every `/v1` request.
 ///
 /// Requests without a valid key are counted per client IP; sign-ups have their own hourly
 /// bucket. Every response carries `X-RateLimit-*`; excess gets 429 with `Retry-After`.
@@ -365,10 +365,10 @@ struct SealedResponse {
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-/// How long an idempotency record is kept (DECISIONS #4).
+/// How long an idempotency record is kept (docs/decisions.md#idempotency).
 const IDEMPOTENCY_RETENTION: i64 = 24 * 3600;
 
-/// `Idempotency-Key` on mutating requests (DECISIONS #4): scope (account, method, path, key);
+/// `Idempotency-Key` on mutating requests (docs/decisions.md#idempotency): scope (account, method, path, key);
 /// replays return the stored status and body with `Idempotent-Replayed: true`; a different
 /// request under the same key → 409 `idempotency_key_reused`; a duplicate while the first runs →
 /// 409 `idempotency_request_in_flight`; 5xx responses are not stored.

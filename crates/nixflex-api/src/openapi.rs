@@ -12,7 +12,7 @@ use utoipa::openapi::{RefOr, Schema};
 
 use crate::routes::pending::{PENDING, PendingRoute};
 
-/// The error envelope (API.md §1.5). Documentation only: `ApiError` renders it.
+/// The error envelope (docs/api.md#errors). Documentation only: `ApiError` renders it.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct ErrorEnvelope {

@@ -1,4 +1,4 @@
-//! Agents: the settings document (API.md §3.1, DECISIONS #5, #14, #33–35), its defaults, and the
+//! Agents: the settings document (docs/api.md#agents; docs/decisions.md#agent-defaults, #custom-functions, #inactive-agents, #other-agent-defaults, #extraction-fields), its defaults, and the
 //! all-or-nothing partial update used by both create and update.
 
 use chrono::{DateTime, Utc};
@@ -13,9 +13,9 @@ use crate::validate::{
     outbound_url,
 };
 
-/// Maximum `system_prompt` length (DECISIONS #5).
+/// Maximum `system_prompt` length (docs/decisions.md#agent-defaults).
 pub const MAX_SYSTEM_PROMPT: usize = 16_000;
-/// Maximum number of `data_extraction_fields` (DECISIONS #35).
+/// Maximum number of `data_extraction_fields` (docs/decisions.md#extraction-fields).
 pub const MAX_EXTRACTION_FIELDS: usize = 25;
 /// Maximum number of custom functions per agent.
 pub const MAX_FUNCTIONS: usize = 20;
@@ -86,7 +86,7 @@ pub enum ExtractionType {
     Number,
 }
 
-/// One post-call extraction field (API.md §3.1.1).
+/// One post-call extraction field (docs/api.md#data-extraction-fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExtractionField {
     /// Field type.
@@ -107,7 +107,7 @@ pub struct ExtractionField {
     pub format_example: Option<String>,
 }
 
-/// A custom function the LLM may call (DECISIONS #14).
+/// A custom function the LLM may call (docs/decisions.md#custom-functions).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FunctionDef {
     /// Tool name shown to the LLM.
@@ -515,7 +515,7 @@ impl AgentSettings {
                 if !rate.is_finite() {
                     return Err(ValidationError::invalid(field, "`speaking_rate` must be finite"));
                 }
-                // Out-of-range rates are clamped, not rejected (API.md §3.1).
+                // Out-of-range rates are clamped, not rejected (docs/api.md#agent-fields).
                 self.speaking_rate = Some(rate.clamp(0.5, 1.5));
             }
             "greet_by_name" => self.greet_by_name = as_bool(field, value)?,

@@ -1,4 +1,4 @@
-//! Calls (API.md §4.1, DECISIONS #2, #3, #20, #36): the record of one phone call, its transcript
+//! Calls (docs/api.md#call-object; docs/decisions.md#call-object, #call-ids, #ended-reason, #transcript-shapes): the record of one phone call, its transcript
 //! and its per-turn latency.
 
 use chrono::{DateTime, Utc};
@@ -244,7 +244,7 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
-    /// The transcript as the docs' `Agent:`/`Caller:` text (webhooks, DECISIONS #36).
+    /// The transcript as the docs' `Agent:`/`Caller:` text (webhooks, docs/decisions.md#transcript-shapes).
     pub fn transcript_text(&self) -> String {
         self.transcript
             .iter()

@@ -1,4 +1,4 @@
-//! Caller context (API.md §6.6, DECISIONS #42, #43): what a business knows about one caller of
+//! Caller context (docs/api.md#caller-context; docs/decisions.md#number-deletion, #caller-context): what a business knows about one caller of
 //! one of its numbers. Developers set six fields; the engine writes `last_call` and `open_item`.
 
 use serde_json::{Map, Value};

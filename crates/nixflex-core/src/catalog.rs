@@ -1,5 +1,5 @@
 //! The voice catalogues of the supported TTS providers and the language list
-//! (DECISIONS #15, #32). `voice_id` and `language` on agents are validated against these.
+//! (docs/decisions.md#voices-and-languages, #voice-catalogues). `voice_id` and `language` on agents are validated against these.
 
 /// A TTS provider whose catalogue is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +101,7 @@ const INWORLD: &[Voice] = &[
 ];
 
 /// OpenAI-compatible speech voices; `Ashley` and `Dennis` map to the closest built-in voices so
-/// that the default agent works on every provider (DECISIONS #32).
+/// that the default agent works on every provider (docs/decisions.md#voice-catalogues).
 const OPENAI: &[Voice] = &[
     v("Ashley", "shimmer", "female", "en", "Warm female (OpenAI voice shimmer)"),
     v("Dennis", "onyx", "male", "en", "Calm, deep male (OpenAI voice onyx)"),
@@ -138,7 +138,7 @@ pub struct Language {
     pub code: &'static str,
     /// English name.
     pub name: &'static str,
-    /// Whether `multi` can switch into it on its own (ENGINE §5.6); the others need an explicit
+    /// Whether `multi` can switch into it on its own (docs/engine.md#language); the others need an explicit
     /// code on the agent.
     pub auto_detected: bool,
 }

@@ -1,4 +1,4 @@
-//! Secrets at rest (DECISIONS #12): API key secrets are verified against a SHA-256 hash with a
+//! Secrets at rest (docs/decisions.md#secrets-at-rest): API key secrets are verified against a SHA-256 hash with a
 //! constant-time comparison, and also kept AEAD-encrypted under the server's master key, because
 //! webhooks are signed with the raw secret. Carrier tokens and provider keys use the same box.
 

@@ -1,5 +1,5 @@
 //! The API error-code table: every machine-readable `code` the API can return, with its broad
-//! `type` and HTTP status (API.md §1.5). One table, so that docs, OpenAPI and handlers agree.
+//! `type` and HTTP status (docs/api.md#errors). One table, so that docs, OpenAPI and handlers agree.
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! Identifier formats (API.md §1.9, DECISIONS #3, #31) and their generation.
+//! Identifier formats (docs/api.md#identifiers; docs/decisions.md#call-ids, #campaign-and-message-ids) and their generation.
 
 use rand::RngCore;
 

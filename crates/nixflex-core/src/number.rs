@@ -1,4 +1,4 @@
-//! Imported phone numbers (API.md §6.1, §6.4, DECISIONS #16, #40): the per-number settings that
+//! Imported phone numbers (docs/api.md#phone-numbers; docs/decisions.md#number-switches, #custom-prompt-scope): the per-number settings that
 //! layer over the agent's, and their partial update.
 
 use chrono::{DateTime, Utc};
@@ -107,7 +107,7 @@ pub struct NumberFlags {
 }
 
 impl Default for NumberFlags {
-    /// API imports start with everything on (DECISIONS #16).
+    /// API imports start with everything on (docs/decisions.md#number-switches).
     fn default() -> Self {
         Self { inbound_enabled: true, outbound_enabled: true, sms_reply_enabled: true }
     }

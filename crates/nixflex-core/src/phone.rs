@@ -60,7 +60,7 @@ fn has_possible_length(number: &phonenumber::PhoneNumber) -> bool {
 }
 
 /// Decodes a phone number taken from a URL path segment: `%2B` is already decoded by the router,
-/// but a raw `+` arrives as a space (form decoding) or stays `+`; both are accepted (API.md §1.3).
+/// but a raw `+` arrives as a space (form decoding) or stays `+`; both are accepted (docs/api.md#phone-number-format).
 pub fn from_path_segment(segment: &str) -> String {
     let trimmed = segment.trim_end();
     match trimmed.strip_prefix(' ') {

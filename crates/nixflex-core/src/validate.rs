@@ -1,5 +1,5 @@
 //! Shared validation: the error value handlers turn into 400s, JSON field readers, key
-//! normalisation (camelCase aliases, DECISIONS #29) and outbound URL rules (DECISIONS #25).
+//! normalisation (camelCase aliases, docs/decisions.md#request-conventions) and outbound URL rules (docs/decisions.md#outbound-url-safety).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -185,7 +185,7 @@ pub fn check_len(
 }
 
 /// Validates a URL the server will call (webhooks, custom functions, pre-call gate):
-/// https only, and no loopback, private, link-local or metadata hosts (SSRF, DECISIONS #25).
+/// https only, and no loopback, private, link-local or metadata hosts (SSRF, docs/decisions.md#outbound-url-safety).
 /// With `allow_private` (local testing) plain http and private hosts are allowed.
 ///
 /// Host names are checked again after DNS resolution when the request is made.

@@ -1,5 +1,5 @@
 //! What the caller hears: the queue of agent audio sent to Twilio, and what of it was played
-//! (DECISIONS #22, PROTOCOLS §5.1–5.2).
+//! (docs/engine.md#playout-and-marks, docs/protocols.md#twilio-media-streams).
 //!
 //! [`Playout`] holds 160-byte μ-law frames (20 ms at 8 kHz) grouped into segments, one per
 //! spoken chunk of text. After a segment's last frame it yields a `mark` named `"{turn}-{seq}"`;

@@ -1,4 +1,4 @@
-//! System prompt assembly (ENGINE §4, §4.1, §5.1, §5.6, §16; DECISIONS #21–#23, #40).
+//! System prompt assembly (docs/engine.md#prompt-assembly, #template-variables, #greeting, #language, #history-and-caller-context; docs/decisions.md#pickup-silence-and-duration, #turn-taking, #history, #custom-prompt-scope).
 //!
 //! [`build_system_prompt`] stacks the layers the model sees, in this order:
 //! 1. call context (date, time and day of week in the agent's time zone, DST aware; the time
@@ -26,7 +26,7 @@ use nixflex_core::call::Direction;
 use nixflex_core::catalog;
 use nixflex_core::number::NumberSettings;
 
-/// How many past calls the caller history layer shows (ENGINE §4 item 2).
+/// How many past calls the caller history layer shows (docs/engine.md#history-and-caller-context).
 pub const HISTORY_CALLS: usize = 2;
 
 /// How the conversation happens.
@@ -48,7 +48,7 @@ impl Channel {
     }
 }
 
-/// Which action tags the model is told about (ENGINE §6).
+/// Which action tags the model is told about (docs/engine.md#action-tags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ToolsEnabled {
     /// `[END_CALL]`.
@@ -62,7 +62,7 @@ pub struct ToolsEnabled {
 impl ToolsEnabled {
     /// The tags an agent's settings allow: `[END_CALL]` per `func_end_call`; `[TRANSFER:]` when a
     /// `transfer_number` is set or `func_cold_transfer` is on; `[SEND_SMS:]`
-    /// only with `incall_sms_enabled` (ENGINE §6's recommendation).
+    /// only with `incall_sms_enabled` (docs/decisions.md#in-call-sms-gate).
     pub fn for_agent(agent: &AgentSettings) -> Self {
         Self {
             end_call: agent.func_end_call,
@@ -104,7 +104,7 @@ pub struct PromptContext<'a> {
     pub now: DateTime<Utc>,
     /// Past calls with this caller, newest first; only the first [`HISTORY_CALLS`] are used.
     pub history: &'a [PastCall],
-    /// Stored caller context (ENGINE §4 item 3), if any.
+    /// Stored caller context (docs/engine.md#history-and-caller-context), if any.
     pub caller_context: Option<&'a Map<String, Value>>,
     /// The outbound call purpose (the request `prompt`), if any.
     pub call_purpose: Option<&'a str>,
@@ -138,7 +138,7 @@ fn long_date(date: NaiveDate) -> String {
     date.format("%A, %B %-d, %Y").to_string()
 }
 
-/// The 14 function variables of ENGINE §7.2 (also the `{{…}}` template variables, §4.1):
+/// The 14 template variables of docs/engine.md#template-variables (also sent to custom functions):
 /// `caller_phone`, `business_phone`, `current_date`, `current_iso_date`, `current_time`,
 /// `current_iso_time`, `tomorrow_date`, `tomorrow_iso_date`, `current_day_of_week`,
 /// `current_timezone`, `call_direction`, `call_id`, `agent_id` and `caller_history` (one line per
@@ -193,7 +193,7 @@ pub fn substitute(template: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// Replaces `{key}` in an outbound call purpose with `vars[key]` (ENGINE §4 item 6); unknown
+/// Replaces `{key}` in an outbound call purpose with `vars[key]` (docs/engine.md#prompt-assembly); unknown
 /// keys stay literal.
 pub fn substitute_single_braces(template: &str, vars: &BTreeMap<String, String>) -> String {
     let mut out = String::with_capacity(template.len());
@@ -223,7 +223,7 @@ fn is_identifier(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-/// What the agent says first on an inbound call (ENGINE §5.1): the `welcome_message` when
+/// What the agent says first on an inbound call (docs/engine.md#greeting): the `welcome_message` when
 /// `ai_speaks_first` is on and `dynamic_greeting` off, otherwise `None` (the model improvises
 /// the greeting, or the agent waits for the caller). Outbound openers come from the model.
 ///
@@ -314,7 +314,7 @@ fn tidy_spaces(text: &str) -> String {
     out.trim().to_owned()
 }
 
-/// The ISO 639-1 code of the language a prompt is written in (ENGINE §5.6 step 1): by script
+/// The ISO 639-1 code of the language a prompt is written in (docs/engine.md#language): by script
 /// (Arabic, Hebrew, Chinese, Japanese, Korean, Hindi, Cyrillic), else by common words (French,
 /// Spanish, German, Italian, Portuguese, Dutch, Polish), else English. Only the beginning of
 /// the text is looked at.

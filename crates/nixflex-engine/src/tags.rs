@@ -1,4 +1,4 @@
-//! Action tags in streamed LLM text (ENGINE §6).
+//! Action tags in streamed LLM text (docs/engine.md#action-tags).
 //!
 //! The model triggers built-in actions by writing inline tags: `[END_CALL]`, `[TRANSFER:+E164]`,
 //! `[TRANSFER:]` (the agent's transfer number), `[TRANSFER:+E164:warm]`, `[SEND_SMS: text]` and

@@ -1,4 +1,4 @@
-//! The Twilio Media Streams wire format (PROTOCOLS.md §5.1–5.2), decoded and encoded without
+//! The Twilio Media Streams wire format (docs/protocols.md#twilio-media-streams), decoded and encoded without
 //! serde on the per-frame path: inbound `media` payloads are base64-decoded into a reused buffer,
 //! outbound messages are written into one pre-sized string.
 

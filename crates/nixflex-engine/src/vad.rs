@@ -1,5 +1,5 @@
 //! Voice activity detection and turn-taking on the caller's 8 kHz μ-law audio
-//! (ENGINE §5.2, DECISIONS #22).
+//! (docs/engine.md#turn-taking, docs/decisions.md#turn-taking).
 //!
 //! - [`Vad`] is an energy detector with an adaptive noise floor and hysteresis. Speech starts
 //!   once frames exceed the floor by a margin for `start_duration` (60 ms by default, so a single
@@ -291,7 +291,7 @@ pub struct TurnEnd {
     pub speech_ended_at: Duration,
 }
 
-/// The end-of-turn rule of DECISIONS #22: the caller's turn ends once silence has lasted
+/// The end-of-turn rule of docs/engine.md#end-of-turn: the caller's turn ends once silence has lasted
 /// `response_eagerness` after speech *and* a final transcript is available.
 ///
 /// Silence is measured from the caller's last voiced audio: [`VadEvent::SpeechEnded`] arrives
@@ -387,7 +387,7 @@ impl TurnDetector {
     }
 }
 
-/// How long the caller must speak over the agent to interrupt it (DECISIONS #22):
+/// How long the caller must speak over the agent to interrupt it (docs/engine.md#barge-in):
 /// `1200 − 11 × sensitivity` ms, from 1.2 s at 0 to 100 ms at 100 (values above 100 count as
 /// 100).
 pub fn barge_in_threshold(sensitivity: u8) -> Duration {

@@ -1,7 +1,7 @@
 //! Requests to the customer's own endpoints (pre-call gate, and later webhooks and custom
 //! functions): https only, never to loopback, private, link-local or metadata addresses unless
-//! the operator allows private targets (DECISIONS #25), checked again after DNS resolution so a
-//! name cannot be pointed at an internal address; signed like webhooks (ENGINE §11.4).
+//! the operator allows private targets (docs/decisions.md#outbound-url-safety), checked again after DNS resolution so a
+//! name cannot be pointed at an internal address; signed like webhooks (docs/protocols.md#nixflex-signatures).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,7 +93,7 @@ impl CustomerHttp {
     }
 }
 
-/// `t=<unix>,v1=<hex hmac-sha256(secret, "<t>.<body>")>` for each secret (ENGINE §11.4).
+/// `t=<unix>,v1=<hex hmac-sha256(secret, "<t>.<body>")>` for each secret (docs/protocols.md#nixflex-signatures).
 pub fn signature_header(timestamp: i64, body: &[u8], secrets: &[String]) -> String {
     let mut header = format!("t={timestamp}");
     for secret in secrets {
@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn signatures_follow_the_documented_scheme() {
-        // The same construction as Stripe's, checked against PROTOCOLS.md §4.4's vector.
+        // The same construction as Stripe's, checked against the test vector in docs/protocols.md#nixflex-signatures.
         let header = signature_header(
             1_700_000_000,
             br#"{"id":"evt_test","object":"event"}"#,

@@ -135,7 +135,7 @@ pub trait CallRepo: Send + Sync {
     async fn delete_all_calls(&self, account_id: &str) -> Result<i64, StoreError>;
 
     /// Summaries of the latest calls between a business number and a caller for an agent,
-    /// newest first (history, ENGINE §16).
+    /// newest first (history, docs/engine.md#history-and-caller-context).
     async fn call_history(
         &self,
         account_id: &str,

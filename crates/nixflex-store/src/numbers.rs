@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::{Page, StoreError};
 
-/// A URL slot of a number (API.md §7).
+/// A URL slot of a number (docs/api.md#integrations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NumberUrlSlot {
     /// Primary post-call webhook.
@@ -332,7 +332,7 @@ macro_rules! impl_numbers {
 
                 async fn delete_number(&self, account_id: &str, phone_number: &str) -> Result<bool, StoreError> {
                     let mut tx = self.begin_write().await?;
-                    // Explicit, not only by cascade: caller context goes with the number (DECISIONS #42).
+                    // Explicit, not only by cascade: caller context goes with the number (docs/decisions.md#number-deletion).
                     sqlx::query(
                         "delete from callers where phone_number = $1 and exists \
                          (select 1 from phone_numbers where phone_number = $1 and account_id = $2 and state = 'active')",

@@ -39,7 +39,7 @@ async fn the_official_anthropic_sdk_streams_text_tool_use_and_errors_from_the_em
     .unwrap_or_else(|error| panic!("{error}"));
     assert!(output.stdout.contains("OK anthropic"), "{output:?}");
 
-    // The SDK authenticates with a Bearer token and its own anthropic-version (PROTOCOLS.md §5.6).
+    // The SDK authenticates with a Bearer token and its own anthropic-version (docs/protocols.md#anthropic-messages-streaming).
     let requests = emulator.requests();
     assert_eq!(requests.len(), 6);
     let first = &requests[0];

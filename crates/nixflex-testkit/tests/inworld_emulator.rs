@@ -15,7 +15,7 @@ fn http() -> reqwest::Client {
 }
 
 fn documented_body(text: &str, encoding: &str) -> Value {
-    // The request body of PROTOCOLS.md §5.8 (Inworld's synthesize-speech example).
+    // The request body of docs/protocols.md#inworld-tts (Inworld's synthesize-speech example).
     json!({
         "text": text,
         "voiceId": "Ashley",

@@ -416,7 +416,7 @@ fn is_sid(value: &Value, prefix: &str) -> bool {
     })
 }
 
-/// Checks every message of a stream against PROTOCOLS.md §5.1 and returns the number of media
+/// Checks every message of a stream against docs/protocols.md#media-streams-from-twilio and returns the number of media
 /// frames. `sequenceNumber` must count 1, 2, 3… from `start` across all messages, `chunk` 1, 2,
 /// 3… across media, and `timestamp` advance 20 per chunk.
 fn assert_twilio_stream_shape(seen: &StreamSeen, recording: &CallRecording) -> usize {

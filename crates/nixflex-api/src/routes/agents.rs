@@ -1,4 +1,4 @@
-//! Agents (API.md §3): create, list, get, update (partial, all-or-nothing), delete.
+//! Agents (docs/api.md#agents): create, list, get, update (partial, all-or-nothing), delete.
 
 use axum::Json;
 use axum::extract::{Path, State};

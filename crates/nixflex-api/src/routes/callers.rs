@@ -1,4 +1,4 @@
-//! Caller context (API.md §6.6, DECISIONS #42, #43): per (number, caller) facts the agent uses.
+//! Caller context (docs/api.md#caller-context; docs/decisions.md#number-deletion, #caller-context): per (number, caller) facts the agent uses.
 
 use axum::Json;
 use axum::extract::{Path, State};

@@ -1,4 +1,4 @@
-//! Calls (API.md §4.1, §4.3–4.5, DECISIONS #2, #13, #36, #38): history, details, deletion.
+//! Calls (docs/api.md#calls; docs/decisions.md#call-object, #deletes, #transcript-shapes, #outbound-requests): history, details, deletion.
 
 use axum::Json;
 use axum::extract::{Path, State};

@@ -1,4 +1,4 @@
-//! The voice catalogue and language list (DECISIONS #15, #32) that agent `voice_id` and
+//! The voice catalogue and language list (docs/decisions.md#voices-and-languages, #voice-catalogues) that agent `voice_id` and
 //! `language` are validated against.
 
 use axum::Json;

@@ -1,4 +1,4 @@
-//! Integrations (API.md §7.1–7.2, DECISIONS #10, #17, #25): the two post-call webhook slots of a
+//! Integrations (docs/api.md#integrations; docs/decisions.md#webhook-targets, #precall-endpoints, #outbound-url-safety): the two post-call webhook slots of a
 //! number, and the pre-call gate of an agent or a number.
 
 use axum::Json;

@@ -1,4 +1,4 @@
-//! API keys and accounts (API.md §9.1–9.2, DECISIONS #11, #12): sign-up, extra keys, listing,
+//! API keys and accounts (docs/api.md#keys-and-accounts; docs/decisions.md#keys-and-accounts, #secrets-at-rest): sign-up, extra keys, listing,
 //! revocation and rotation.
 
 use axum::extract::{Path, State};

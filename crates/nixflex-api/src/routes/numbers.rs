@@ -1,5 +1,5 @@
-//! Phone numbers on the customer's own Twilio account (API.md §6.1–6.5, ENGINE §2.1,
-//! DECISIONS #10, #13, #16, #41, #42): import, list, get, update, delete.
+//! Phone numbers on the customer's own Twilio account (docs/api.md#phone-numbers,
+//! docs/decisions.md#webhook-targets, #deletes, #number-switches, #carrier-credential-errors, #number-deletion): import, list, get, update, delete.
 //!
 //! Import never leaves anything half-done: the number is first reserved in the database
 //! (invisible, and blocking concurrent imports), then Twilio is pointed at us, then the
@@ -281,7 +281,7 @@ async fn check_agent(state: &AppState, caller: &Caller, agent_id: &str) -> ApiRe
     Err(ApiError::new(ErrorCode::AgentNotFound, format!("No agent `{agent_id}` in this account.")))
 }
 
-/// Maps a Twilio failure to the API's codes (API.md §6.2, DECISIONS #41).
+/// Maps a Twilio failure to the API's codes (docs/api.md#importing-a-number, docs/decisions.md#carrier-credential-errors).
 pub(crate) fn twilio_error(error: TwilioError) -> ApiError {
     match error {
         TwilioError::Authentication { code: Some(20003), .. } => ApiError::new(

@@ -61,7 +61,7 @@ const FRAME: Duration = Duration::from_millis(20);
 /// Inter-digit timeout that ends a DTMF entry without `#`.
 const DTMF_GAP: Duration = Duration::from_millis(1500);
 
-/// Why a call ended (`ended_reason`, ENGINE §3.6).
+/// Why a call ended (`ended_reason`, docs/engine.md#ended-reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
     /// The agent said goodbye and emitted `[END_CALL]`.

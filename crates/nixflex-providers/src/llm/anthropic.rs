@@ -1,4 +1,4 @@
-//! Anthropic Messages API client (streaming, tool use) — PROTOCOLS.md §5.6.
+//! Anthropic Messages API client (streaming, tool use) — docs/protocols.md#anthropic-messages-streaming.
 //!
 //! `POST {base}/v1/messages` with `x-api-key` and `anthropic-version`, `stream: true`; the SSE
 //! events `message_start`, `content_block_start/delta/stop`, `message_delta` (cumulative

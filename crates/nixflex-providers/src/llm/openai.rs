@@ -1,4 +1,4 @@
-//! OpenAI-compatible Chat Completions client (streaming, tool calls) — PROTOCOLS.md §5.9.
+//! OpenAI-compatible Chat Completions client (streaming, tool calls) — docs/protocols.md#openai-compatible-endpoints.
 //!
 //! `POST {base}/chat/completions` (base defaults to `https://api.openai.com/v1`, so local
 //! servers such as llama.cpp or vLLM work with their own `/v1` base), Bearer auth,

@@ -1,4 +1,4 @@
-//! Deepgram live transcription client (WebSocket `/v1/listen`) — PROTOCOLS.md §5.7.
+//! Deepgram live transcription client (WebSocket `/v1/listen`) — docs/protocols.md#deepgram-live.
 //!
 //! One WebSocket per session. Audio goes out as binary frames; `KeepAlive` text frames go out
 //! by themselves whenever nothing was sent for `keep_alive_interval` (Deepgram closes an idle

@@ -1,4 +1,4 @@
-//! Inworld TTS client (HTTP streaming, `POST {base}/tts/v1/voice:stream`) — PROTOCOLS.md §5.8.
+//! Inworld TTS client (HTTP streaming, `POST {base}/tts/v1/voice:stream`) — docs/protocols.md#inworld-tts.
 //!
 //! The response is newline-delimited JSON, one `{"result":{"audioContent":"<base64>"}}` per
 //! line (or `{"error":{…}}`). With `LINEAR16` every chunk carries its own WAV header, which the

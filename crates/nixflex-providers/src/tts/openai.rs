@@ -1,4 +1,4 @@
-//! OpenAI-compatible speech client (`POST {base}/audio/speech`) — PROTOCOLS.md §5.9.
+//! OpenAI-compatible speech client (`POST {base}/audio/speech`) — docs/protocols.md#openai-compatible-endpoints.
 //!
 //! Asks for `response_format: "pcm"` (raw 24 kHz 16-bit little-endian mono) and streams the
 //! body into the shared 8 kHz μ-law adapter.

@@ -1,4 +1,4 @@
-//! [`TwilioClient`]: the REST API v2010 operations the product needs (PROTOCOLS.md §5.4).
+//! [`TwilioClient`]: the REST API v2010 operations the product needs (docs/protocols.md#twilio-rest-api).
 //!
 //! One client is shared by every customer: credentials travel with each call as
 //! [`TwilioCredentials`] (HTTP Basic, Account SID + auth token), never inside the client. Bodies

@@ -1,8 +1,8 @@
 //! Twilio: REST client, webhook signatures and TwiML.
 //!
-//! - [`signature`]: computing and validating `X-Twilio-Signature` (PROTOCOLS.md §4.1).
-//! - [`twiml`]: the TwiML documents the engine answers webhooks with (PROTOCOLS.md §5.3).
-//! - [`TwilioClient`]: the REST API v2010 operations the product needs (PROTOCOLS.md §5.4),
+//! - [`signature`]: computing and validating `X-Twilio-Signature` (docs/protocols.md#twilio-request-signature).
+//! - [`twiml`]: the TwiML documents the engine answers webhooks with (docs/protocols.md#twiml).
+//! - [`TwilioClient`]: the REST API v2010 operations the product needs (docs/protocols.md#twilio-rest-api),
 //!   with per-call [`TwilioCredentials`] and a typed [`TwilioError`].
 //!
 //! This module knows Twilio's wire formats only: it stores nothing, knows no agent or call of

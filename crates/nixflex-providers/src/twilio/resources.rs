@@ -160,7 +160,7 @@ pub struct Call {
     pub uri: Option<String>,
 }
 
-/// Status of a [`Call`] (PROTOCOLS.md §5.4).
+/// Status of a [`Call`] (docs/protocols.md#twilio-rest-api).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
@@ -245,7 +245,7 @@ pub struct Message {
     pub uri: Option<String>,
 }
 
-/// Status of a [`Message`] (PROTOCOLS.md §5.4).
+/// Status of a [`Message`] (docs/protocols.md#twilio-rest-api).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

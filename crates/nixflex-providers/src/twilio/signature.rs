@@ -1,4 +1,4 @@
-//! Twilio `X-Twilio-Signature` computing and validation (PROTOCOLS.md §4.1).
+//! Twilio `X-Twilio-Signature` computing and validation (docs/protocols.md#twilio-request-signature).
 //!
 //! The algorithm follows Twilio's reference implementations, `twilio/request_validator.py`
 //! (twilio-python) and `src/webhooks/webhooks.ts` (twilio-node), and the security doc
@@ -17,7 +17,7 @@
 //!    side is not consistent about ports.
 //!
 //! This module only does arithmetic on strings: it never logs, never reads the network, and never
-//! panics on any input. The newer "Webhooks Rules" HMAC-SHA256 scheme (PROTOCOLS.md §4.1 item 7)
+//! panics on any input. The newer "Webhooks Rules" HMAC-SHA256 scheme (docs/protocols.md#webhooks-rules-signatures)
 //! is not implemented: requests carrying `X-Twilio-Webhooks-Signature-Settings` need another key.
 
 use std::collections::{BTreeMap, BTreeSet};

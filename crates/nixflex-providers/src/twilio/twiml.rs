@@ -38,7 +38,7 @@ impl RejectReason {
 }
 
 /// A bidirectional media stream: `<Connect [action]><Stream …><Parameter …/></Stream></Connect>`
-/// (PROTOCOLS.md §5.3).
+/// (docs/protocols.md#twiml).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnectStream {
     /// `<Connect action>`: where Twilio asks for more TwiML once the stream ends.

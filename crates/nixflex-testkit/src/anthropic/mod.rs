@@ -1,6 +1,6 @@
 //! Anthropic Messages API emulator: `POST /v1/messages`, streamed (SSE) and not.
 //!
-//! Speaks the documented protocol (PROTOCOLS.md §5.6): the event sequence `message_start`,
+//! Speaks the documented protocol (docs/protocols.md#anthropic-messages-streaming): the event sequence `message_start`,
 //! `content_block_start`, `ping`, `content_block_delta`…, `content_block_stop`,
 //! `message_delta` (cumulative usage), `message_stop`; `error` events; Anthropic's error
 //! bodies and statuses. Accepts `x-api-key` or `Authorization: Bearer` (the official Python

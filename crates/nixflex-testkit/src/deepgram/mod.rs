@@ -1,4 +1,4 @@
-//! Deepgram live-transcription emulator: WebSocket `/v1/listen` (PROTOCOLS.md §5.7).
+//! Deepgram live-transcription emulator: WebSocket `/v1/listen` (docs/protocols.md#deepgram-live).
 //!
 //! The emulator "hears" with a simple energy detector over the incoming audio (μ-law or
 //! linear16) in 20 ms frames, and transcribes each detected utterance, in order, with the next

@@ -1,5 +1,5 @@
 //! Inworld TTS emulator: `POST /tts/v1/voice:stream` (newline-delimited JSON) and
-//! `POST /tts/v1/voice` (one JSON) — PROTOCOLS.md §5.8.
+//! `POST /tts/v1/voice` (one JSON) — docs/protocols.md#inworld-tts.
 //!
 //! Audio is a deterministic tone ([`nixflex_pipeline::audio::tone::text_tone`]) lasting
 //! `ms_per_char` per character (divided by `speakingRate`) at the requested

@@ -1,5 +1,5 @@
 //! OpenAI-compatible emulator: `POST /v1/chat/completions` (streamed and not) and
-//! `POST /v1/audio/speech` (PROTOCOLS.md §5.9).
+//! `POST /v1/audio/speech` (docs/protocols.md#openai-compatible-endpoints).
 //!
 //! Chat chunks follow the documented `chat.completion.chunk` shape: a first chunk with the
 //! role, content deltas, tool-call fragments keyed by `index`, a chunk with `finish_reason`,

@@ -1,4 +1,4 @@
-//! Agents (API.md §3, DECISIONS #5, #33–35) and the voice/language catalogue.
+//! Agents (docs/api.md#agents; docs/decisions.md#agent-defaults, #inactive-agents, #other-agent-defaults, #extraction-fields) and the voice/language catalogue.
 
 use serde_json::{Value, json};
 

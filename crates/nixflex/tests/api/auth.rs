@@ -1,4 +1,4 @@
-//! Authentication exactly as API.md §1.2.
+//! Authentication exactly as docs/api.md#authentication.
 
 use reqwest::Method;
 

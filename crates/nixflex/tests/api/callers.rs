@@ -1,4 +1,4 @@
-//! Caller context (API.md §6.6, DECISIONS #42, #43).
+//! Caller context (docs/api.md#caller-context; docs/decisions.md#number-deletion, #caller-context).
 
 use serde_json::{Value, json};
 

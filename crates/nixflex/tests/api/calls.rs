@@ -1,4 +1,4 @@
-//! Calls API (API.md §4.3–4.6, DECISIONS #2, #36, #38). Calls are written by the engine; here
+//! Calls API (docs/api.md#calls; docs/decisions.md#call-object, #transcript-shapes, #outbound-requests). Calls are written by the engine; here
 //! they are seeded through the store, and the call-engine tests cover calls made end to end.
 
 use chrono::{Duration, Utc};

@@ -1,5 +1,5 @@
 //! Carrier endpoints: every `/twilio/*` request must carry a valid `X-Twilio-Signature` made
-//! with the auth token of the number it is for (PROTOCOLS.md §4.1).
+//! with the auth token of the number it is for (docs/protocols.md#twilio-request-signature).
 
 use nixflex_providers::twilio::signature;
 use serde_json::json;

@@ -1,4 +1,4 @@
-//! `Idempotency-Key` (DECISIONS #4): stored in the database, so replays survive restarts and hold
+//! `Idempotency-Key` (docs/decisions.md#idempotency): stored in the database, so replays survive restarts and hold
 //! across nodes; concurrent duplicates execute once.
 
 use reqwest::{Method, Response};

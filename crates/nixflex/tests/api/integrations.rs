@@ -1,4 +1,4 @@
-//! Webhook slots and pre-call gates (API.md §7.1–7.2, DECISIONS #10, #17, #25).
+//! Webhook slots and pre-call gates (docs/api.md#integrations; docs/decisions.md#webhook-targets, #precall-endpoints, #outbound-url-safety).
 
 use serde_json::{Value, json};
 

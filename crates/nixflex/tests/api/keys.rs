@@ -1,4 +1,4 @@
-//! Sign-up, extra keys, listing, revocation, rotation (API.md §9.1–9.2, DECISIONS #11, #12).
+//! Sign-up, extra keys, listing, revocation, rotation (docs/api.md#keys-and-accounts; docs/decisions.md#keys-and-accounts, #secrets-at-rest).
 
 use reqwest::Method;
 use serde_json::{Value, json};

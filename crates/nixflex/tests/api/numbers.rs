@@ -1,4 +1,4 @@
-//! Phone numbers on the customer's own Twilio (API.md §6.1–6.5), against the Twilio emulator.
+//! Phone numbers on the customer's own Twilio (docs/api.md#phone-numbers), against the Twilio emulator.
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::helpers::{Backend, TestApp, both};
 
-/// Every route of API.md §0 plus the extensions DECISIONS adds, and the operational routes.
+/// Every route of docs/api.md#endpoints (extensions included), and the operational routes.
 const EXPECTED: &[(&str, &str)] = &[
     ("POST", "/v1/keys"),
     ("GET", "/v1/keys"),
@@ -79,7 +79,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("GET", "/readyz"),
 ];
 
-/// The error codes of API.md §1.5's catalogue, plus those DECISIONS and the cross-cutting rules add.
+/// The error codes of the catalogue in docs/api.md#errors, including those the decisions and the cross-cutting rules add.
 const DOCUMENTED_CODES: &[&str] = &[
     "invalid_api_key",
     "key_secret_required",

@@ -1,4 +1,4 @@
-//! Per-account request limits (API.md §1.8, DECISIONS #30), counted in the database so they hold
+//! Per-account request limits (docs/api.md#rate-limits, docs/decisions.md#per-account-limits), counted in the database so they hold
 //! across nodes.
 
 use reqwest::{Method, Response};

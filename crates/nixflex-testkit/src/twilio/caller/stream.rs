@@ -1,4 +1,4 @@
-//! The media stream of a `<Connect><Stream>`, from Twilio's side (PROTOCOLS.md §5.1, §5.2): the
+//! The media stream of a `<Connect><Stream>`, from Twilio's side (docs/protocols.md#twilio-media-streams): the
 //! WebSocket client that sends `connected`, `start`, a continuous 20 ms `media` stream of the
 //! caller's audio, `dtmf`, `mark` echoes and `stop`, and that plays the server's audio back
 //! through [`Playback`].
@@ -490,7 +490,7 @@ fn decimal_len(value: u64) -> usize {
     value.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 
-/// What the server may send on a bidirectional stream (PROTOCOLS.md §5.2), parsed without
+/// What the server may send on a bidirectional stream (docs/protocols.md#media-streams-to-twilio), parsed without
 /// copying the payload. Unknown fields are refused, as Twilio refuses them (31951).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

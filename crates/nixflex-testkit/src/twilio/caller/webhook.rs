@@ -1,6 +1,6 @@
 //! Twilio's side of the webhooks of an inbound call: the request parameters Twilio sends
 //! (voice request, `<Connect action>`, status and stream-status callbacks) and their delivery,
-//! signed with `X-Twilio-Signature` (PROTOCOLS.md §4.1) by `nixflex_providers`' signature code,
+//! signed with `X-Twilio-Signature` (docs/protocols.md#twilio-request-signature) by `nixflex_providers`' signature code,
 //! with a fresh `I-Twilio-Idempotency-Token` and Twilio's `User-Agent`.
 //!
 //! `GET` deliveries carry the parameters in the query string and sign the whole URL with no body
