@@ -31,6 +31,7 @@ use axum::{Extension, Router};
 use futures::{SinkExt, StreamExt};
 use nixflex_core::call::{CallRecord, CallStatus};
 use nixflex_core::error::ErrorCode;
+use nixflex_core::ids::E164;
 use nixflex_core::number::PhoneNumber;
 use nixflex_core::phone;
 use nixflex_engine::{Admission, InboundCall};
@@ -157,7 +158,7 @@ pub(crate) async fn verify_signature(
         }
     }
     for candidate in candidates {
-        let number = match state.store().find_active_number(&candidate).await {
+        let number = match state.store().find_active_number(&E164::from(candidate)).await {
             Ok(Some(number)) => number,
             Ok(None) => continue,
             Err(error) => return ApiError::from(error).into_response(),

@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use nixflex_core::error::ErrorCode;
+use nixflex_core::ids::KeyId;
 use nixflex_core::validate::normalize_keys;
 use nixflex_store::{Account, Page};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -27,7 +28,7 @@ pub struct Caller {
     /// The account that owns everything the request touches.
     pub account: Account,
     /// The key used for this request.
-    pub key_id: String,
+    pub key_id: KeyId,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

@@ -13,6 +13,7 @@ use chrono::Utc;
 use nixflex_core::crypto::verify_secret;
 use nixflex_core::error::ErrorCode;
 use nixflex_core::ids;
+use nixflex_core::ids::KeyId;
 use nixflex_store::{IdempotencyBegin, IdempotencyScope, StoredResponse};
 use sha2::{Digest, Sha256};
 
@@ -335,7 +336,7 @@ async fn authenticate(
     if !ids::is_key_id(key_id) {
         return Ok(None);
     }
-    let Some(found) = state.store().get_key(key_id).await? else { return Ok(None) };
+    let Some(found) = state.store().get_key(&KeyId::from(key_id)).await? else { return Ok(None) };
     // Compare in constant time even for revoked keys, so timing does not reveal their state.
     let matches = verify_secret(secret, &found.key.secret_hash);
     if !matches || found.key.revoked_at.is_some() {
@@ -392,7 +393,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     };
     let requester_key = req.extensions().get::<Caller>().map(|caller| caller.key_id.clone());
     let scope_owner = match (req.extensions().get::<Caller>(), req.extensions().get::<ClientIp>()) {
-        (Some(caller), _) => caller.account.account_id.clone(),
+        (Some(caller), _) => caller.account.account_id.to_string(),
         (None, Some(ip)) => format!("ip:{}", ip.0),
         (None, None) => "ip:unknown".to_owned(),
     };
@@ -470,7 +471,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         // Never stored in plaintext; replayable only by the key that asked (an unauthenticated
         // sign-up has no such key, so its secret is never replayed).
         let sealed = SealedResponse {
-            bound_key_id: requester_key,
+            bound_key_id: requester_key.map(String::from),
             content_type,
             body: String::from_utf8_lossy(&body_bytes).into_owned(),
         };

@@ -3,6 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccountId, AgentId, KeyId};
 use serde_json::{Map, Value, json};
 
 use crate::catalog::{self, TtsProviderKind};
@@ -27,11 +29,11 @@ pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a friendly, helpful phone assis
 #[derive(Debug, Clone, PartialEq)]
 pub struct Agent {
     /// `agent_` + 16 hex.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// The owning account.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// The key that created it (read-only).
-    pub api_key_id: String,
+    pub api_key_id: KeyId,
     /// Everything settable.
     pub settings: AgentSettings,
     /// Creation time.

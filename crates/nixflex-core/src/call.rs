@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::ids::{AccountId, AgentId, CallId};
+
 /// Declares a closed set of API strings as an enum with its one mapping: `as_str`, `parse`,
 /// `ALL`, serde and the OpenAPI schema all come from the same list, so no other code compares
 /// these values as strings.
@@ -184,11 +186,11 @@ pub struct TurnLatency {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallRecord {
     /// `call_` + 24 hex.
-    pub call_id: String,
+    pub call_id: CallId,
     /// Owner.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// The agent (kept after the agent is deleted).
-    pub agent_id: Option<String>,
+    pub agent_id: Option<AgentId>,
     /// Inbound or outbound.
     pub direction: Direction,
     /// Caller ID.

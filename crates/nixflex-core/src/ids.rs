@@ -2,6 +2,120 @@
 
 use rand::RngCore;
 
+/// Declares an id newtype: a `String` inside, so two kinds of id cannot be swapped by accident
+/// (`get_agent(&agent_id, &account_id)` does not compile). It reads as a `&str` where one is
+/// needed (`Deref`), serialises as a plain string and is built from a `String` or `&str`.
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(
+            Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default,
+            serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+        )]
+        #[serde(transparent)]
+        #[schema(value_type = String)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps an id.
+            pub fn new(id: impl Into<String>) -> Self {
+                Self(id.into())
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The id as an owned string.
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                Self(id)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> Self {
+                Self(id.to_owned())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+    };
+}
+
+id_type! {
+    /// `acct_` + 16 hex: an account, the owner of every resource.
+    AccountId
+}
+
+id_type! {
+    /// `nxf_` + 32 hex: an API key's public half.
+    KeyId
+}
+
+id_type! {
+    /// `agent_` + 16 hex: an agent.
+    AgentId
+}
+
+id_type! {
+    /// `call_` + 24 hex: a call.
+    CallId
+}
+
+id_type! {
+    /// A business phone number in canonical E.164 (`+447446466847`), as imported. Built from
+    /// input only after `phone::parse_e164` accepted it.
+    E164
+}
+
 fn random_hex(n_bytes: usize) -> String {
     let mut bytes = vec![0u8; n_bytes];
     rand::rng().fill_bytes(&mut bytes);
@@ -9,13 +123,13 @@ fn random_hex(n_bytes: usize) -> String {
 }
 
 /// `acct_` + 16 hex: the account (owner of every resource).
-pub fn new_account_id() -> String {
-    format!("acct_{}", random_hex(8))
+pub fn new_account_id() -> AccountId {
+    AccountId(format!("acct_{}", random_hex(8)))
 }
 
 /// `nxf_` + 32 hex: an API key id.
-pub fn new_key_id() -> String {
-    format!("nxf_{}", random_hex(16))
+pub fn new_key_id() -> KeyId {
+    KeyId(format!("nxf_{}", random_hex(16)))
 }
 
 /// `nxfs_` + 64 hex: an API key secret (256 bits of entropy).
@@ -24,13 +138,13 @@ pub fn new_key_secret() -> String {
 }
 
 /// `agent_` + 16 hex.
-pub fn new_agent_id() -> String {
-    format!("agent_{}", random_hex(8))
+pub fn new_agent_id() -> AgentId {
+    AgentId(format!("agent_{}", random_hex(8)))
 }
 
 /// `call_` + 24 hex.
-pub fn new_call_id() -> String {
-    format!("call_{}", random_hex(12))
+pub fn new_call_id() -> CallId {
+    CallId(format!("call_{}", random_hex(12)))
 }
 
 /// `req_` + 24 hex: a request id for `X-Request-Id`.

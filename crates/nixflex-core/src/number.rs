@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use crate::agent::RecordingSource;
 use crate::catalog::{self, TtsProviderKind};
 use crate::error::ErrorCode;
+use crate::ids::{AccountId, AgentId, E164};
 use crate::validate::{ValidationError, as_bool, as_f64, as_str, check_len, json_type};
 
 /// Maximum `custom_prompt` length.
@@ -19,11 +20,11 @@ pub const MAX_CHANNEL_PROMPT: usize = 20_000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct PhoneNumber {
     /// E.164; globally unique.
-    pub phone_number: String,
+    pub phone_number: E164,
     /// Owner.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// The agent answering it; `None` once that agent is deleted.
-    pub agent_id: Option<String>,
+    pub agent_id: Option<AgentId>,
     /// `twilio`.
     pub provider: String,
     /// The customer's Account SID.

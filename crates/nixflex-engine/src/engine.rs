@@ -12,6 +12,7 @@ use std::time::Duration;
 use nixflex_core::call::CallRecord;
 use nixflex_core::catalog::TtsProviderKind;
 use nixflex_core::crypto::{SecretBox, hash_secret};
+use nixflex_core::ids::CallId;
 use nixflex_pipeline::ProviderError;
 use nixflex_pipeline::llm::LlmProvider;
 use nixflex_pipeline::stt::{SttEvents, SttInput, SttOptions, SttProvider};
@@ -298,7 +299,7 @@ impl Engine {
     }
 
     /// Starts the task that writes a call's updates in order, off the audio path.
-    pub(crate) fn spawn_recorder(&self, call_id: String) -> Recorder {
+    pub(crate) fn spawn_recorder(&self, call_id: CallId) -> Recorder {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<CallUpdate>();
         let store = self.inner.store.clone();
         let task = tokio::spawn(

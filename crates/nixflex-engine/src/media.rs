@@ -3,6 +3,7 @@
 
 use futures::{Sink, Stream, StreamExt};
 use nixflex_core::call::Direction;
+use nixflex_core::ids::{CallId, E164};
 use nixflex_providers::twilio::TwilioCredentials;
 use nixflex_store::CallUpdate;
 
@@ -90,17 +91,18 @@ impl Engine {
         let call_id = param("call_id");
         let token = param("token");
         let store = self.store();
-        let mut call = store.find_call(call_id).await?.ok_or(StreamRefused::BadToken)?;
+        let mut call =
+            store.find_call(&CallId::from(call_id)).await?.ok_or(StreamRefused::BadToken)?;
         if !Engine::token_matches(&call, token) {
             return Err(StreamRefused::BadToken);
         }
         if call.ended_at.is_some() {
             return Err(StreamRefused::Gone);
         }
-        let business_number = match call.direction {
+        let business_number = E164::from(match call.direction {
             Direction::Inbound => call.to_number.clone(),
             Direction::Outbound => call.from_number.clone(),
-        };
+        });
         let caller_number = match call.direction {
             Direction::Inbound => call.from_number.clone(),
             Direction::Outbound => call.to_number.clone(),

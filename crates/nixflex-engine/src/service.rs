@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use nixflex_core::call::{CallRecord, CallStatus, Direction, EndedReason};
 use nixflex_core::crypto::hash_secret;
-use nixflex_core::ids;
+use nixflex_core::ids::{self, AccountId, AgentId, CallId};
 use nixflex_core::number::PhoneNumber;
 use nixflex_store::{CallUpdate, StoreError};
 
@@ -88,7 +88,7 @@ pub enum Admission {
     /// Answer with a media stream carrying these parameters.
     Connect {
         /// The call's id.
-        call_id: String,
+        call_id: CallId,
         /// The one-time media-stream token (only its hash is stored).
         token: String,
     },
@@ -237,7 +237,7 @@ impl Engine {
     async fn refuse(
         &self,
         call: &InboundCall<'_>,
-        agent_id: Option<String>,
+        agent_id: Option<AgentId>,
         reason: BusyReason,
         detail: Option<String>,
     ) -> Admission {
@@ -255,7 +255,7 @@ impl Engine {
     /// docs/engine.md#pre-call-gate).
     async fn gate_says_reject(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         url: &str,
         body: serde_json::Value,
     ) -> Option<Option<String>> {
@@ -297,7 +297,7 @@ impl Engine {
     }
 
     /// The raw secrets of the account's active keys, which sign requests to its endpoints.
-    async fn account_secrets(&self, account_id: &str) -> Vec<String> {
+    async fn account_secrets(&self, account_id: &AccountId) -> Vec<String> {
         let page = nixflex_store::Page { limit: 100, offset: 0 };
         let Ok((keys, _)) = self.store().list_keys(account_id, page).await else {
             return Vec::new();
@@ -316,7 +316,7 @@ fn busy(reason: BusyReason) -> Admission {
 /// A call record for an inbound call; `status` and `ended_reason` say what happened to it.
 fn inbound_record(
     call: &InboundCall<'_>,
-    agent_id: Option<String>,
+    agent_id: Option<AgentId>,
     status: CallStatus,
     ended_reason: Option<EndedReason>,
 ) -> CallRecord {
@@ -328,7 +328,7 @@ fn inbound_record(
         agent_id,
         direction: Direction::Inbound,
         from_number: call.from.to_owned(),
-        to_number: call.number.phone_number.clone(),
+        to_number: call.number.phone_number.to_string(),
         twilio_call_sid: call.call_sid.map(str::to_owned),
         call_status: status,
         ended_reason,

@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use nixflex_core::ids::{AccountId, KeyId};
 
 use crate::{Page, StoreError};
 
@@ -11,7 +12,7 @@ use crate::{Page, StoreError};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Account {
     /// `acct_` + 16 hex.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// Account holder name.
     pub name: Option<String>,
     /// Billing/alert e-mail.
@@ -30,9 +31,9 @@ pub struct Account {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKey {
     /// `nxf_` + 32 hex.
-    pub key_id: String,
+    pub key_id: KeyId,
     /// Owner.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// Label.
     pub name: Option<String>,
     /// SHA-256 hex of the secret.
@@ -74,12 +75,12 @@ pub trait AccountRepo: Send + Sync {
     async fn create_account(&self, account: &Account, key: &ApiKey) -> Result<(), StoreError>;
 
     /// Fetches an account.
-    async fn get_account(&self, account_id: &str) -> Result<Option<Account>, StoreError>;
+    async fn get_account(&self, account_id: &AccountId) -> Result<Option<Account>, StoreError>;
 
     /// Sets the per-account limit overrides (admin).
     async fn set_account_limits(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         max_concurrent_calls: Option<i64>,
         rate_limit_reads: Option<i64>,
         rate_limit_writes: Option<i64>,
@@ -89,27 +90,27 @@ pub trait AccountRepo: Send + Sync {
     async fn insert_key(&self, key: &ApiKey) -> Result<(), StoreError>;
 
     /// A key and its account, revoked or not.
-    async fn get_key(&self, key_id: &str) -> Result<Option<KeyWithAccount>, StoreError>;
+    async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyWithAccount>, StoreError>;
 
     /// The account's keys, newest first, with the total.
     async fn list_keys(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         page: Page,
     ) -> Result<(Vec<ApiKey>, i64), StoreError>;
 
     /// Revokes a key unless it is the account's last active one (atomic across nodes).
     async fn revoke_key(
         &self,
-        account_id: &str,
-        key_id: &str,
+        account_id: &AccountId,
+        key_id: &KeyId,
         at: DateTime<Utc>,
     ) -> Result<RevokeOutcome, StoreError>;
 
     /// Replaces an active key's secret; `NotFound` when unknown or revoked.
     async fn rotate_key(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         secret_hash: &str,
         secret_sealed: &str,
         at: DateTime<Utc>,
@@ -133,13 +134,14 @@ macro_rules! impl_accounts {
                 Account, ApiKey, KeyWithAccount, Page, RevokeOutcome, StoreError,
             };
             use super::*;
+            use nixflex_core::ids::{AccountId, KeyId};
 
             type DbRow = <$db as sqlx::Database>::Row;
 
             fn account_from_row(row: &DbRow, prefix: bool) -> Result<Account, sqlx::Error> {
                 let col = |name: &'static str| if prefix { format!("a_{name}") } else { name.to_owned() };
                 Ok(Account {
-                    account_id: row.try_get(col("account_id").as_str())?,
+                    account_id: row.try_get::<String, _>(col("account_id").as_str())?.into(),
                     name: row.try_get(col("name").as_str())?,
                     email: row.try_get(col("email").as_str())?,
                     created_at: row.try_get(col("created_at").as_str())?,
@@ -151,8 +153,8 @@ macro_rules! impl_accounts {
 
             fn key_from_row(row: &DbRow) -> Result<ApiKey, sqlx::Error> {
                 Ok(ApiKey {
-                    key_id: row.try_get("key_id")?,
-                    account_id: row.try_get("account_id")?,
+                    key_id: row.try_get::<String, _>("key_id")?.into(),
+                    account_id: row.try_get::<String, _>("account_id")?.into(),
                     name: row.try_get("name")?,
                     secret_hash: row.try_get("secret_hash")?,
                     secret_sealed: row.try_get("secret_sealed")?,
@@ -170,8 +172,8 @@ macro_rules! impl_accounts {
                     "insert into api_keys (key_id, account_id, name, secret_hash, secret_sealed, created_at, rotated_at, revoked_at) \
                      values ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
-                .bind(&key.key_id)
-                .bind(&key.account_id)
+                .bind(key.key_id.as_str())
+                .bind(key.account_id.as_str())
                 .bind(&key.name)
                 .bind(&key.secret_hash)
                 .bind(&key.secret_sealed)
@@ -191,7 +193,7 @@ macro_rules! impl_accounts {
                     sqlx::query(
                         "insert into accounts (account_id, name, email, created_at, max_concurrent_calls, rate_limit_reads, rate_limit_writes) values ($1, $2, $3, $4, $5, $6, $7)",
                     )
-                    .bind(&account.account_id)
+                    .bind(account.account_id.as_str())
                     .bind(&account.name)
                     .bind(&account.email)
                     .bind(account.created_at)
@@ -205,9 +207,9 @@ macro_rules! impl_accounts {
                     tx.commit().await.map_err(map_err)
                 }
 
-                async fn get_account(&self, account_id: &str) -> Result<Option<Account>, StoreError> {
+                async fn get_account(&self, account_id: &AccountId) -> Result<Option<Account>, StoreError> {
                     let row = sqlx::query("select * from accounts where account_id = $1")
-                        .bind(account_id)
+                        .bind(account_id.as_str())
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(map_err)?;
@@ -216,7 +218,7 @@ macro_rules! impl_accounts {
 
                 async fn set_account_limits(
                     &self,
-                    account_id: &str,
+                    account_id: &AccountId,
                     max_concurrent_calls: Option<i64>,
                     rate_limit_reads: Option<i64>,
                     rate_limit_writes: Option<i64>,
@@ -224,7 +226,7 @@ macro_rules! impl_accounts {
                     let done = sqlx::query(
                         "update accounts set max_concurrent_calls = $2, rate_limit_reads = $3, rate_limit_writes = $4 where account_id = $1",
                     )
-                    .bind(account_id)
+                    .bind(account_id.as_str())
                     .bind(max_concurrent_calls)
                     .bind(rate_limit_reads)
                     .bind(rate_limit_writes)
@@ -243,7 +245,7 @@ macro_rules! impl_accounts {
                     tx.commit().await.map_err(map_err)
                 }
 
-                async fn get_key(&self, key_id: &str) -> Result<Option<KeyWithAccount>, StoreError> {
+                async fn get_key(&self, key_id: &KeyId) -> Result<Option<KeyWithAccount>, StoreError> {
                     let row = sqlx::query(
                         "select k.key_id, k.account_id, k.name, k.secret_hash, k.secret_sealed, k.created_at, k.rotated_at, k.revoked_at, \
                          a.account_id as a_account_id, a.name as a_name, a.email as a_email, a.created_at as a_created_at, \
@@ -251,7 +253,7 @@ macro_rules! impl_accounts {
                          a.rate_limit_writes as a_rate_limit_writes \
                          from api_keys k join accounts a on a.account_id = k.account_id where k.key_id = $1",
                     )
-                    .bind(key_id)
+                    .bind(key_id.as_str())
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(map_err)?;
@@ -261,9 +263,9 @@ macro_rules! impl_accounts {
                     Ok(Some(KeyWithAccount { key, account }))
                 }
 
-                async fn list_keys(&self, account_id: &str, page: Page) -> Result<(Vec<ApiKey>, i64), StoreError> {
+                async fn list_keys(&self, account_id: &AccountId, page: Page) -> Result<(Vec<ApiKey>, i64), StoreError> {
                     let total: i64 = sqlx::query_scalar("select count(*) from api_keys where account_id = $1")
-                        .bind(account_id)
+                        .bind(account_id.as_str())
                         .fetch_one(&self.pool)
                         .await
                         .map_err(map_err)?;
@@ -271,7 +273,7 @@ macro_rules! impl_accounts {
                         "select key_id, account_id, name, secret_hash, secret_sealed, created_at, rotated_at, revoked_at \
                          from api_keys where account_id = $1 order by created_at desc, key_id desc limit $2 offset $3",
                     )
-                    .bind(account_id)
+                    .bind(account_id.as_str())
                     .bind(page.limit)
                     .bind(page.offset)
                     .fetch_all(&self.pool)
@@ -283,22 +285,22 @@ macro_rules! impl_accounts {
 
                 async fn revoke_key(
                     &self,
-                    account_id: &str,
-                    key_id: &str,
+                    account_id: &AccountId,
+                    key_id: &KeyId,
                     at: DateTime<Utc>,
                 ) -> Result<RevokeOutcome, StoreError> {
                     let mut tx = self.begin_write().await?;
                     // Serialise revocations per account so two concurrent requests cannot each see
                     // "another active key" and revoke both.
                     if let Some(lock) = Self::LOCK_ACCOUNT {
-                        sqlx::query(lock).bind(account_id).execute(&mut *tx).await.map_err(map_err)?;
+                        sqlx::query(lock).bind(account_id.as_str()).execute(&mut *tx).await.map_err(map_err)?;
                     }
                     let row = sqlx::query(
                         "select key_id, account_id, name, secret_hash, secret_sealed, created_at, rotated_at, revoked_at \
                          from api_keys where key_id = $1 and account_id = $2",
                     )
-                    .bind(key_id)
-                    .bind(account_id)
+                    .bind(key_id.as_str())
+                    .bind(account_id.as_str())
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(map_err)?;
@@ -310,7 +312,7 @@ macro_rules! impl_accounts {
                     let active: i64 = sqlx::query_scalar(
                         "select count(*) from api_keys where account_id = $1 and revoked_at is null",
                     )
-                    .bind(account_id)
+                    .bind(account_id.as_str())
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(map_err)?;
@@ -318,7 +320,7 @@ macro_rules! impl_accounts {
                         return Ok(RevokeOutcome::LastActiveKey);
                     }
                     sqlx::query("update api_keys set revoked_at = $2 where key_id = $1")
-                        .bind(key_id)
+                        .bind(key_id.as_str())
                         .bind(at)
                         .execute(&mut *tx)
                         .await
@@ -330,7 +332,7 @@ macro_rules! impl_accounts {
 
                 async fn rotate_key(
                     &self,
-                    key_id: &str,
+                    key_id: &KeyId,
                     secret_hash: &str,
                     secret_sealed: &str,
                     at: DateTime<Utc>,
@@ -340,7 +342,7 @@ macro_rules! impl_accounts {
                          where key_id = $1 and revoked_at is null \
                          returning key_id, account_id, name, secret_hash, secret_sealed, created_at, rotated_at, revoked_at",
                     )
-                    .bind(key_id)
+                    .bind(key_id.as_str())
                     .bind(secret_hash)
                     .bind(secret_sealed)
                     .bind(at)

@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use nixflex_core::agent::Agent;
+use nixflex_core::ids::{AccountId, AgentId};
 use nixflex_core::validate::ValidationError;
 
 use crate::{Page, StoreError};
@@ -17,17 +18,17 @@ pub trait AgentRepo: Send + Sync {
     /// An agent of this account, with its version (bumped by every edit).
     async fn get_agent(
         &self,
-        account_id: &str,
-        agent_id: &str,
+        account_id: &AccountId,
+        agent_id: &AgentId,
     ) -> Result<Option<(Agent, i64)>, StoreError>;
 
     /// Whether an agent exists in any account (for `agent_not_owned` vs `agent_not_found`).
-    async fn agent_owner(&self, agent_id: &str) -> Result<Option<String>, StoreError>;
+    async fn agent_owner(&self, agent_id: &AgentId) -> Result<Option<String>, StoreError>;
 
     /// The account's agents, newest first, optionally filtered by `is_active`, with the total.
     async fn list_agents(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         is_active: Option<bool>,
         page: Page,
     ) -> Result<(Vec<Agent>, i64), StoreError>;
@@ -38,27 +39,31 @@ pub trait AgentRepo: Send + Sync {
     /// `None` when the agent is not this account's.
     async fn modify_agent(
         &self,
-        account_id: &str,
-        agent_id: &str,
+        account_id: &AccountId,
+        agent_id: &AgentId,
         edit: &mut (dyn for<'a> FnMut(&'a Agent) -> Result<Agent, ValidationError> + Send),
     ) -> Result<Option<Result<Agent, ValidationError>>, StoreError>;
 
     /// Deletes an agent; false when it did not exist in this account.
-    async fn delete_agent(&self, account_id: &str, agent_id: &str) -> Result<bool, StoreError>;
+    async fn delete_agent(
+        &self,
+        account_id: &AccountId,
+        agent_id: &AgentId,
+    ) -> Result<bool, StoreError>;
 
     /// Sets or clears an agent's pre-call gate; false if the agent is not this account's.
     async fn set_agent_precall(
         &self,
-        account_id: &str,
-        agent_id: &str,
+        account_id: &AccountId,
+        agent_id: &AgentId,
         url: Option<&str>,
     ) -> Result<bool, StoreError>;
 
     /// An agent's pre-call gate: `None` if the agent is not this account's.
     async fn get_agent_precall(
         &self,
-        account_id: &str,
-        agent_id: &str,
+        account_id: &AccountId,
+        agent_id: &AgentId,
     ) -> Result<Option<Option<String>>, StoreError>;
 }
 
@@ -79,6 +84,7 @@ macro_rules! impl_agents {
                 Page, StoreError,
             };
             use super::*;
+            use nixflex_core::ids::{AccountId, AgentId};
 
             type DbRow = <$db as sqlx::Database>::Row;
 
@@ -101,9 +107,9 @@ macro_rules! impl_agents {
                         "insert into agents (agent_id, account_id, api_key_id, name, is_active, settings, version, created_at, updated_at) \
                          values ($1, $2, $3, $4, $5, $6, 1, $7, $8)",
                     )
-                    .bind(&agent.agent_id)
-                    .bind(&agent.account_id)
-                    .bind(&agent.api_key_id)
+                    .bind(agent.agent_id.as_str())
+                    .bind(agent.account_id.as_str())
+                    .bind(agent.api_key_id.as_str())
                     .bind(&agent.settings.name)
                     .bind(agent.settings.is_active)
                     .bind(Json(&agent.settings))
@@ -115,10 +121,10 @@ macro_rules! impl_agents {
                     Ok(())
                 }
 
-                async fn get_agent(&self, account_id: &str, agent_id: &str) -> Result<Option<(Agent, i64)>, StoreError> {
+                async fn get_agent(&self, account_id: &AccountId, agent_id: &AgentId) -> Result<Option<(Agent, i64)>, StoreError> {
                     let row = sqlx::query("select * from agents where agent_id = $1 and account_id = $2")
-                        .bind(agent_id)
-                        .bind(account_id)
+                        .bind(agent_id.as_str())
+                        .bind(account_id.as_str())
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(map_err)?;
@@ -127,9 +133,9 @@ macro_rules! impl_agents {
                     Ok(Some((agent_from_row(&row).map_err(map_err)?, version)))
                 }
 
-                async fn agent_owner(&self, agent_id: &str) -> Result<Option<String>, StoreError> {
+                async fn agent_owner(&self, agent_id: &AgentId) -> Result<Option<String>, StoreError> {
                     sqlx::query_scalar("select account_id from agents where agent_id = $1")
-                        .bind(agent_id)
+                        .bind(agent_id.as_str())
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(map_err)
@@ -137,14 +143,14 @@ macro_rules! impl_agents {
 
                 async fn list_agents(
                     &self,
-                    account_id: &str,
+                    account_id: &AccountId,
                     is_active: Option<bool>,
                     page: Page,
                 ) -> Result<(Vec<Agent>, i64), StoreError> {
                     let total: i64 = sqlx::query_scalar(
                         "select count(*) from agents where account_id = $1 and ($2 is null or is_active = $2)",
                     )
-                    .bind(account_id)
+                    .bind(account_id.as_str())
                     .bind(is_active)
                     .fetch_one(&self.pool)
                     .await
@@ -153,7 +159,7 @@ macro_rules! impl_agents {
                         "select * from agents where account_id = $1 and ($2 is null or is_active = $2) \
                          order by created_at desc, agent_id desc limit $3 offset $4",
                     )
-                    .bind(account_id)
+                    .bind(account_id.as_str())
                     .bind(is_active)
                     .bind(page.limit)
                     .bind(page.offset)
@@ -166,8 +172,8 @@ macro_rules! impl_agents {
 
                 async fn modify_agent(
                     &self,
-                    account_id: &str,
-                    agent_id: &str,
+                    account_id: &AccountId,
+                    agent_id: &AgentId,
                     edit: &mut (dyn for<'a> FnMut(&'a Agent) -> Result<Agent, nixflex_core::validate::ValidationError> + Send),
                 ) -> Result<Option<Result<Agent, nixflex_core::validate::ValidationError>>, StoreError> {
                     let mut tx = self.begin_write().await?;
@@ -177,8 +183,8 @@ macro_rules! impl_agents {
                         "select * from agents where agent_id = $1 and account_id = $2"
                     };
                     let row = sqlx::query(select)
-                        .bind(agent_id)
-                        .bind(account_id)
+                        .bind(agent_id.as_str())
+                        .bind(account_id.as_str())
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(map_err)?;
@@ -193,8 +199,8 @@ macro_rules! impl_agents {
                         "update agents set name = $3, is_active = $4, settings = $5, updated_at = $6, version = version + 1 \
                          where agent_id = $1 and account_id = $2",
                     )
-                    .bind(&current.agent_id)
-                    .bind(&current.account_id)
+                    .bind(current.agent_id.as_str())
+                    .bind(current.account_id.as_str())
                     .bind(&agent.settings.name)
                     .bind(agent.settings.is_active)
                     .bind(Json(&agent.settings))
@@ -206,20 +212,20 @@ macro_rules! impl_agents {
                     Ok(Some(Ok(agent)))
                 }
 
-                async fn delete_agent(&self, account_id: &str, agent_id: &str) -> Result<bool, StoreError> {
+                async fn delete_agent(&self, account_id: &AccountId, agent_id: &AgentId) -> Result<bool, StoreError> {
                     let done = sqlx::query("delete from agents where agent_id = $1 and account_id = $2")
-                        .bind(agent_id)
-                        .bind(account_id)
+                        .bind(agent_id.as_str())
+                        .bind(account_id.as_str())
                         .execute(&self.writer)
                         .await
                         .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
                 }
 
-                async fn set_agent_precall(&self, account_id: &str, agent_id: &str, url: Option<&str>) -> Result<bool, StoreError> {
+                async fn set_agent_precall(&self, account_id: &AccountId, agent_id: &AgentId, url: Option<&str>) -> Result<bool, StoreError> {
                     let done = sqlx::query("update agents set precall_url = $3 where agent_id = $1 and account_id = $2")
-                        .bind(agent_id)
-                        .bind(account_id)
+                        .bind(agent_id.as_str())
+                        .bind(account_id.as_str())
                         .bind(url)
                         .execute(&self.writer)
                         .await
@@ -227,10 +233,10 @@ macro_rules! impl_agents {
                     Ok(done.rows_affected() == 1)
                 }
 
-                async fn get_agent_precall(&self, account_id: &str, agent_id: &str) -> Result<Option<Option<String>>, StoreError> {
+                async fn get_agent_precall(&self, account_id: &AccountId, agent_id: &AgentId) -> Result<Option<Option<String>>, StoreError> {
                     sqlx::query_scalar("select precall_url from agents where agent_id = $1 and account_id = $2")
-                        .bind(agent_id)
-                        .bind(account_id)
+                        .bind(agent_id.as_str())
+                        .bind(account_id.as_str())
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(map_err)

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use nixflex_core::call::{
     CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TurnLatency,
 };
+use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
 
 use crate::{Page, StoreError};
 
@@ -95,27 +96,27 @@ pub trait CallRepo: Send + Sync {
     /// A call of this account.
     async fn get_call(
         &self,
-        account_id: &str,
-        call_id: &str,
+        account_id: &AccountId,
+        call_id: &CallId,
     ) -> Result<Option<CallRecord>, StoreError>;
 
     /// A call of any account (engine use).
-    async fn find_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
+    async fn find_call(&self, call_id: &CallId) -> Result<Option<CallRecord>, StoreError>;
 
     /// A call of this account by its Twilio SID. With `business_number`, only a call on that
     /// number of the account (inbound to it or outbound from it): carrier webhooks are scoped
     /// to the number whose auth token signed them.
     async fn get_call_by_sid(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         twilio_call_sid: &str,
-        business_number: Option<&str>,
+        business_number: Option<&E164>,
     ) -> Result<Option<CallRecord>, StoreError>;
 
     /// The account's calls, newest first, filtered, with the total.
     async fn list_calls(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         filter: &CallFilter,
         page: Page,
     ) -> Result<(Vec<CallRecord>, i64), StoreError>;
@@ -123,24 +124,28 @@ pub trait CallRepo: Send + Sync {
     /// Applies a partial update; false if the call does not exist.
     async fn update_call(
         &self,
-        call_id: &str,
+        call_id: &CallId,
         update: &CallUpdate,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
     /// Deletes one call; false if it was not this account's.
-    async fn delete_call(&self, account_id: &str, call_id: &str) -> Result<bool, StoreError>;
+    async fn delete_call(
+        &self,
+        account_id: &AccountId,
+        call_id: &CallId,
+    ) -> Result<bool, StoreError>;
 
     /// Deletes all of the account's calls; returns how many.
-    async fn delete_all_calls(&self, account_id: &str) -> Result<i64, StoreError>;
+    async fn delete_all_calls(&self, account_id: &AccountId) -> Result<i64, StoreError>;
 
     /// Summaries of the latest calls between a business number and a caller for an agent,
     /// newest first (history, docs/engine.md#history-and-caller-context).
     async fn call_history(
         &self,
-        account_id: &str,
-        agent_id: &str,
-        business_number: &str,
+        account_id: &AccountId,
+        agent_id: &AgentId,
+        business_number: &E164,
         caller_number: &str,
         limit: i64,
     ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError>;
@@ -167,6 +172,7 @@ macro_rules! impl_calls {
                 Admission, CallFilter, CallUpdate, Page, StoreError,
             };
             use super::*;
+            use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
 
             type DbRow = <$db as sqlx::Database>::Row;
 
@@ -177,9 +183,9 @@ macro_rules! impl_calls {
                 let Json(extracted_data): Json<Map<String, Value>> = row.try_get("extracted_data")?;
                 let metadata: Option<Json<Value>> = row.try_get("metadata")?;
                 Ok(CallRecord {
-                    call_id: row.try_get("call_id")?,
-                    account_id: row.try_get("account_id")?,
-                    agent_id: row.try_get("agent_id")?,
+                    call_id: row.try_get::<String, _>("call_id")?.into(),
+                    account_id: row.try_get::<String, _>("account_id")?.into(),
+                    agent_id: row.try_get::<Option<String>, _>("agent_id")?.map(Into::into),
                     direction: Direction::parse(&direction).unwrap_or(Direction::Inbound),
                     from_number: row.try_get("from_number")?,
                     to_number: row.try_get("to_number")?,
@@ -226,9 +232,9 @@ macro_rules! impl_calls {
                      precall_reject_reason, stream_token_hash, heartbeat_at, created_at, updated_at) \
                      values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
                 )
-                .bind(&call.call_id)
-                .bind(&call.account_id)
-                .bind(&call.agent_id)
+                .bind(call.call_id.as_str())
+                .bind(call.account_id.as_str())
+                .bind(call.agent_id.as_deref())
                 .bind(call.direction.as_str())
                 .bind(&call.from_number)
                 .bind(&call.to_number)
@@ -267,7 +273,7 @@ macro_rules! impl_calls {
                 async fn admit_call(&self, call: &CallRecord, cap: i64, alive_after: DateTime<Utc>) -> Result<Admission, StoreError> {
                     let mut tx = self.begin_write().await?;
                     if let Some(lock) = Self::LOCK_ACCOUNT {
-                        sqlx::query(lock).bind(&call.account_id).execute(&mut *tx).await.map_err(map_err)?;
+                        sqlx::query(lock).bind(call.account_id.as_str()).execute(&mut *tx).await.map_err(map_err)?;
                     }
                     static LIVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                         format!(
@@ -277,7 +283,7 @@ macro_rules! impl_calls {
                         )
                     });
                     let active: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(LIVE.as_str()))
-                    .bind(&call.account_id)
+                    .bind(call.account_id.as_str())
                     .bind(alive_after)
                     .fetch_one(&mut *tx)
                     .await
@@ -294,19 +300,19 @@ macro_rules! impl_calls {
                     insert_call_in(&self.writer, call).await
                 }
 
-                async fn get_call(&self, account_id: &str, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+                async fn get_call(&self, account_id: &AccountId, call_id: &CallId) -> Result<Option<CallRecord>, StoreError> {
                     let row = sqlx::query("select * from calls where call_id = $1 and account_id = $2")
-                        .bind(call_id)
-                        .bind(account_id)
+                        .bind(call_id.as_str())
+                        .bind(account_id.as_str())
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(map_err)?;
                     row.map(|row| call_from_row(&row)).transpose().map_err(map_err)
                 }
 
-                async fn find_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+                async fn find_call(&self, call_id: &CallId) -> Result<Option<CallRecord>, StoreError> {
                     let row = sqlx::query("select * from calls where call_id = $1")
-                        .bind(call_id)
+                        .bind(call_id.as_str())
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(map_err)?;
@@ -315,24 +321,24 @@ macro_rules! impl_calls {
 
                 async fn get_call_by_sid(
                     &self,
-                    account_id: &str,
+                    account_id: &AccountId,
                     twilio_call_sid: &str,
-                    business_number: Option<&str>,
+                    business_number: Option<&E164>,
                 ) -> Result<Option<CallRecord>, StoreError> {
                     let row = sqlx::query(
                         "select * from calls where twilio_call_sid = $1 and account_id = $2 and ($3 is null \
                          or (direction = 'inbound' and to_number = $3) or (direction = 'outbound' and from_number = $3))",
                     )
                     .bind(twilio_call_sid)
-                    .bind(account_id)
-                    .bind(business_number)
+                    .bind(account_id.as_str())
+                    .bind(business_number.map(E164::as_str))
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(map_err)?;
                     row.map(|row| call_from_row(&row)).transpose().map_err(map_err)
                 }
 
-                async fn list_calls(&self, account_id: &str, filter: &CallFilter, page: Page) -> Result<(Vec<CallRecord>, i64), StoreError> {
+                async fn list_calls(&self, account_id: &AccountId, filter: &CallFilter, page: Page) -> Result<(Vec<CallRecord>, i64), StoreError> {
                     const WHERE: &str = "where account_id = $1 and ($2 is null or agent_id = $2) and ($3 is null or direction = $3) \
                          and ($4 is null or call_status = $4) and ($5 is null or from_number = $5) and ($6 is null or to_number = $6) \
                          and ($7 is null or campaign_id = $7) and ($8 is null or started_at >= $8) and ($9 is null or started_at < $9) \
@@ -341,8 +347,8 @@ macro_rules! impl_calls {
                     macro_rules! bind_filter {
                         ($query:expr) => {
                             $query
-                                .bind(account_id)
-                                .bind(&filter.agent_id)
+                                .bind(account_id.as_str())
+                                .bind(filter.agent_id.as_deref())
                                 .bind(filter.direction.map(|d| d.as_str()))
                                 .bind(filter.call_status.map(CallStatus::as_str))
                                 .bind(&filter.from_number)
@@ -370,7 +376,7 @@ macro_rules! impl_calls {
                     Ok((calls, total))
                 }
 
-                async fn update_call(&self, call_id: &str, update: &CallUpdate, at: DateTime<Utc>) -> Result<bool, StoreError> {
+                async fn update_call(&self, call_id: &CallId, update: &CallUpdate, at: DateTime<Utc>) -> Result<bool, StoreError> {
                     // Final statuses never change (the list comes from `CallStatus::FINAL`).
                     static UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                         format!(
@@ -386,7 +392,7 @@ macro_rules! impl_calls {
                         )
                     });
                     let done = sqlx::query(sqlx::AssertSqlSafe(UPDATE.as_str()))
-                    .bind(call_id)
+                    .bind(call_id.as_str())
                     .bind(update.call_status.map(CallStatus::as_str))
                     .bind(update.ended_reason.map(EndedReason::as_str))
                     .bind(update.answered_at)
@@ -405,19 +411,19 @@ macro_rules! impl_calls {
                     Ok(done.rows_affected() == 1)
                 }
 
-                async fn delete_call(&self, account_id: &str, call_id: &str) -> Result<bool, StoreError> {
+                async fn delete_call(&self, account_id: &AccountId, call_id: &CallId) -> Result<bool, StoreError> {
                     let done = sqlx::query("delete from calls where call_id = $1 and account_id = $2")
-                        .bind(call_id)
-                        .bind(account_id)
+                        .bind(call_id.as_str())
+                        .bind(account_id.as_str())
                         .execute(&self.writer)
                         .await
                         .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
                 }
 
-                async fn delete_all_calls(&self, account_id: &str) -> Result<i64, StoreError> {
+                async fn delete_all_calls(&self, account_id: &AccountId) -> Result<i64, StoreError> {
                     let done = sqlx::query("delete from calls where account_id = $1")
-                        .bind(account_id)
+                        .bind(account_id.as_str())
                         .execute(&self.writer)
                         .await
                         .map_err(map_err)?;
@@ -426,9 +432,9 @@ macro_rules! impl_calls {
 
                 async fn call_history(
                     &self,
-                    account_id: &str,
-                    agent_id: &str,
-                    business_number: &str,
+                    account_id: &AccountId,
+                    agent_id: &AgentId,
+                    business_number: &E164,
                     caller_number: &str,
                     limit: i64,
                 ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
@@ -437,9 +443,9 @@ macro_rules! impl_calls {
                          and ((direction = 'inbound' and to_number = $3 and from_number = $4) or (direction = 'outbound' and from_number = $3 and to_number = $4)) \
                          order by started_at desc limit $5",
                     )
-                    .bind(account_id)
-                    .bind(agent_id)
-                    .bind(business_number)
+                    .bind(account_id.as_str())
+                    .bind(agent_id.as_str())
+                    .bind(business_number.as_str())
                     .bind(caller_number)
                     .bind(limit)
                     .fetch_all(&self.pool)

@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use nixflex_core::ids::{AccountId, AgentId, E164};
 use nixflex_core::number::PhoneNumber;
 use serde_json::{Map, Value};
 
@@ -49,36 +50,36 @@ pub trait NumberRepo: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Makes a reserved number visible.
-    async fn activate_number(&self, phone_number: &str) -> Result<(), StoreError>;
+    async fn activate_number(&self, phone_number: &E164) -> Result<(), StoreError>;
 
     /// Drops a reservation whose import failed.
-    async fn release_number(&self, phone_number: &str) -> Result<(), StoreError>;
+    async fn release_number(&self, phone_number: &E164) -> Result<(), StoreError>;
 
     /// Whether any account has imported the number or is importing it (fresh reservations).
     async fn number_taken(
         &self,
-        phone_number: &str,
+        phone_number: &E164,
         stale_before: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
     /// An active number of this account, with its version.
     async fn get_number(
         &self,
-        account_id: &str,
-        phone_number: &str,
+        account_id: &AccountId,
+        phone_number: &E164,
     ) -> Result<Option<(PhoneNumber, i64)>, StoreError>;
 
     /// An active number of any account (for carrier webhooks).
     async fn find_active_number(
         &self,
-        phone_number: &str,
+        phone_number: &E164,
     ) -> Result<Option<PhoneNumber>, StoreError>;
 
     /// The account's active numbers, newest first, optionally of one agent, with the total.
     async fn list_numbers(
         &self,
-        account_id: &str,
-        agent_id: Option<&str>,
+        account_id: &AccountId,
+        agent_id: Option<&AgentId>,
         page: Page,
     ) -> Result<(Vec<PhoneNumber>, i64), StoreError>;
 
@@ -90,14 +91,17 @@ pub trait NumberRepo: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Deletes a number with its caller context and integrations; false if it was not there.
-    async fn delete_number(&self, account_id: &str, phone_number: &str)
-    -> Result<bool, StoreError>;
+    async fn delete_number(
+        &self,
+        account_id: &AccountId,
+        phone_number: &E164,
+    ) -> Result<bool, StoreError>;
 
     /// Sets or clears one URL slot of a number; false if the number is not this account's.
     async fn set_number_url(
         &self,
-        account_id: &str,
-        phone_number: &str,
+        account_id: &AccountId,
+        phone_number: &E164,
         slot: NumberUrlSlot,
         url: Option<&str>,
     ) -> Result<bool, StoreError>;
@@ -105,7 +109,7 @@ pub trait NumberRepo: Send + Sync {
     /// One caller-context record.
     async fn get_caller(
         &self,
-        phone_number: &str,
+        phone_number: &E164,
         caller_number: &str,
     ) -> Result<Option<CallerRecord>, StoreError>;
 
@@ -113,7 +117,7 @@ pub trait NumberRepo: Send + Sync {
     /// needed, all in one transaction; returns the records as stored.
     async fn upsert_callers(
         &self,
-        phone_number: &str,
+        phone_number: &E164,
         patches: &[(String, Map<String, Value>)],
         at: DateTime<Utc>,
     ) -> Result<Vec<CallerRecord>, StoreError>;
@@ -121,7 +125,7 @@ pub trait NumberRepo: Send + Sync {
     /// Erases one caller record; false if there was none.
     async fn delete_caller(
         &self,
-        phone_number: &str,
+        phone_number: &E164,
         caller_number: &str,
     ) -> Result<bool, StoreError>;
 }
@@ -143,15 +147,16 @@ macro_rules! impl_numbers {
                 CallerRecord, NumberUrlSlot, Page, StoreError,
             };
             use super::*;
+            use nixflex_core::ids::{AccountId, AgentId, E164};
 
             type DbRow = <$db as sqlx::Database>::Row;
 
             fn number_from_row(row: &DbRow) -> Result<PhoneNumber, sqlx::Error> {
                 let Json(settings): Json<NumberSettings> = row.try_get("settings")?;
                 Ok(PhoneNumber {
-                    phone_number: row.try_get("phone_number")?,
-                    account_id: row.try_get("account_id")?,
-                    agent_id: row.try_get("agent_id")?,
+                    phone_number: row.try_get::<String, _>("phone_number")?.into(),
+                    account_id: row.try_get::<String, _>("account_id")?.into(),
+                    agent_id: row.try_get::<Option<String>, _>("agent_id")?.map(Into::into),
                     provider: row.try_get("provider")?,
                     twilio_account_sid: row.try_get("twilio_account_sid")?,
                     twilio_auth_token_sealed: row.try_get("twilio_auth_token_sealed")?,
@@ -171,7 +176,7 @@ macro_rules! impl_numbers {
             fn caller_from_row(row: &DbRow) -> Result<CallerRecord, sqlx::Error> {
                 let Json(context): Json<Map<String, Value>> = row.try_get("context")?;
                 Ok(CallerRecord {
-                    phone_number: row.try_get("phone_number")?,
+                    phone_number: row.try_get::<String, _>("phone_number")?.into(),
                     caller_number: row.try_get("caller_number")?,
                     context,
                     created_at: row.try_get("created_at")?,
@@ -189,7 +194,7 @@ macro_rules! impl_numbers {
                 ) -> Result<(), StoreError> {
                     let mut tx = self.begin_write().await?;
                     sqlx::query("delete from phone_numbers where phone_number = $1 and state = 'pending' and created_at < $2")
-                        .bind(&number.phone_number)
+                        .bind(number.phone_number.as_str())
                         .bind(stale_before)
                         .execute(&mut *tx)
                         .await
@@ -200,9 +205,9 @@ macro_rules! impl_numbers {
                          settings, webhook_url, webhook2_url, precall_url, previous_twilio_config, version, created_at, updated_at) \
                          values ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $16, $17)",
                     )
-                    .bind(&number.phone_number)
-                    .bind(&number.account_id)
-                    .bind(&number.agent_id)
+                    .bind(number.phone_number.as_str())
+                    .bind(number.account_id.as_str())
+                    .bind(number.agent_id.as_deref())
                     .bind(&number.provider)
                     .bind(&number.twilio_account_sid)
                     .bind(&number.twilio_auth_token_sealed)
@@ -223,29 +228,29 @@ macro_rules! impl_numbers {
                     tx.commit().await.map_err(map_err)
                 }
 
-                async fn activate_number(&self, phone_number: &str) -> Result<(), StoreError> {
+                async fn activate_number(&self, phone_number: &E164) -> Result<(), StoreError> {
                     let done = sqlx::query("update phone_numbers set state = 'active' where phone_number = $1 and state = 'pending'")
-                        .bind(phone_number)
+                        .bind(phone_number.as_str())
                         .execute(&self.writer)
                         .await
                         .map_err(map_err)?;
                     if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::NotFound) }
                 }
 
-                async fn release_number(&self, phone_number: &str) -> Result<(), StoreError> {
+                async fn release_number(&self, phone_number: &E164) -> Result<(), StoreError> {
                     sqlx::query("delete from phone_numbers where phone_number = $1 and state = 'pending'")
-                        .bind(phone_number)
+                        .bind(phone_number.as_str())
                         .execute(&self.writer)
                         .await
                         .map_err(map_err)?;
                     Ok(())
                 }
 
-                async fn number_taken(&self, phone_number: &str, stale_before: DateTime<Utc>) -> Result<bool, StoreError> {
+                async fn number_taken(&self, phone_number: &E164, stale_before: DateTime<Utc>) -> Result<bool, StoreError> {
                     let n: i64 = sqlx::query_scalar(
                         "select count(*) from phone_numbers where phone_number = $1 and (state = 'active' or created_at >= $2)",
                     )
-                    .bind(phone_number)
+                    .bind(phone_number.as_str())
                     .bind(stale_before)
                     .fetch_one(&self.pool)
                     .await
@@ -253,10 +258,10 @@ macro_rules! impl_numbers {
                     Ok(n > 0)
                 }
 
-                async fn get_number(&self, account_id: &str, phone_number: &str) -> Result<Option<(PhoneNumber, i64)>, StoreError> {
+                async fn get_number(&self, account_id: &AccountId, phone_number: &E164) -> Result<Option<(PhoneNumber, i64)>, StoreError> {
                     let row = sqlx::query("select * from phone_numbers where phone_number = $1 and account_id = $2 and state = 'active'")
-                        .bind(phone_number)
-                        .bind(account_id)
+                        .bind(phone_number.as_str())
+                        .bind(account_id.as_str())
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(map_err)?;
@@ -265,9 +270,9 @@ macro_rules! impl_numbers {
                     Ok(Some((number_from_row(&row).map_err(map_err)?, version)))
                 }
 
-                async fn find_active_number(&self, phone_number: &str) -> Result<Option<PhoneNumber>, StoreError> {
+                async fn find_active_number(&self, phone_number: &E164) -> Result<Option<PhoneNumber>, StoreError> {
                     let row = sqlx::query("select * from phone_numbers where phone_number = $1 and state = 'active'")
-                        .bind(phone_number)
+                        .bind(phone_number.as_str())
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(map_err)?;
@@ -276,15 +281,15 @@ macro_rules! impl_numbers {
 
                 async fn list_numbers(
                     &self,
-                    account_id: &str,
-                    agent_id: Option<&str>,
+                    account_id: &AccountId,
+                    agent_id: Option<&AgentId>,
                     page: Page,
                 ) -> Result<(Vec<PhoneNumber>, i64), StoreError> {
                     let total: i64 = sqlx::query_scalar(
                         "select count(*) from phone_numbers where account_id = $1 and state = 'active' and ($2 is null or agent_id = $2)",
                     )
-                    .bind(account_id)
-                    .bind(agent_id)
+                    .bind(account_id.as_str())
+                    .bind(agent_id.map(AgentId::as_str))
                     .fetch_one(&self.pool)
                     .await
                     .map_err(map_err)?;
@@ -292,8 +297,8 @@ macro_rules! impl_numbers {
                         "select * from phone_numbers where account_id = $1 and state = 'active' and ($2 is null or agent_id = $2) \
                          order by created_at desc, phone_number desc limit $3 offset $4",
                     )
-                    .bind(account_id)
-                    .bind(agent_id)
+                    .bind(account_id.as_str())
+                    .bind(agent_id.map(AgentId::as_str))
                     .bind(page.limit)
                     .bind(page.offset)
                     .fetch_all(&self.pool)
@@ -309,9 +314,9 @@ macro_rules! impl_numbers {
                          settings = $7, updated_at = $8, version = version + 1 \
                          where phone_number = $1 and account_id = $2 and state = 'active' and version = $9",
                     )
-                    .bind(&number.phone_number)
-                    .bind(&number.account_id)
-                    .bind(&number.agent_id)
+                    .bind(number.phone_number.as_str())
+                    .bind(number.account_id.as_str())
+                    .bind(number.agent_id.as_deref())
                     .bind(number.inbound_enabled)
                     .bind(number.outbound_enabled)
                     .bind(number.sms_reply_enabled)
@@ -330,21 +335,21 @@ macro_rules! impl_numbers {
                     }
                 }
 
-                async fn delete_number(&self, account_id: &str, phone_number: &str) -> Result<bool, StoreError> {
+                async fn delete_number(&self, account_id: &AccountId, phone_number: &E164) -> Result<bool, StoreError> {
                     let mut tx = self.begin_write().await?;
                     // Explicit, not only by cascade: caller context goes with the number (docs/decisions.md#number-deletion).
                     sqlx::query(
                         "delete from callers where phone_number = $1 and exists \
                          (select 1 from phone_numbers where phone_number = $1 and account_id = $2 and state = 'active')",
                     )
-                    .bind(phone_number)
-                    .bind(account_id)
+                    .bind(phone_number.as_str())
+                    .bind(account_id.as_str())
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
                     let done = sqlx::query("delete from phone_numbers where phone_number = $1 and account_id = $2 and state = 'active'")
-                        .bind(phone_number)
-                        .bind(account_id)
+                        .bind(phone_number.as_str())
+                        .bind(account_id.as_str())
                         .execute(&mut *tx)
                         .await
                         .map_err(map_err)?;
@@ -354,8 +359,8 @@ macro_rules! impl_numbers {
 
                 async fn set_number_url(
                     &self,
-                    account_id: &str,
-                    phone_number: &str,
+                    account_id: &AccountId,
+                    phone_number: &E164,
                     slot: NumberUrlSlot,
                     url: Option<&str>,
                 ) -> Result<bool, StoreError> {
@@ -365,8 +370,8 @@ macro_rules! impl_numbers {
                         NumberUrlSlot::Precall => "update phone_numbers set precall_url = $3 where phone_number = $1 and account_id = $2 and state = 'active'",
                     };
                     let done = sqlx::query(sql)
-                        .bind(phone_number)
-                        .bind(account_id)
+                        .bind(phone_number.as_str())
+                        .bind(account_id.as_str())
                         .bind(url)
                         .execute(&self.pool)
                         .await
@@ -374,9 +379,9 @@ macro_rules! impl_numbers {
                     Ok(done.rows_affected() == 1)
                 }
 
-                async fn get_caller(&self, phone_number: &str, caller_number: &str) -> Result<Option<CallerRecord>, StoreError> {
+                async fn get_caller(&self, phone_number: &E164, caller_number: &str) -> Result<Option<CallerRecord>, StoreError> {
                     let row = sqlx::query("select * from callers where phone_number = $1 and caller_number = $2")
-                        .bind(phone_number)
+                        .bind(phone_number.as_str())
                         .bind(caller_number)
                         .fetch_optional(&self.pool)
                         .await
@@ -386,19 +391,19 @@ macro_rules! impl_numbers {
 
                 async fn upsert_callers(
                     &self,
-                    phone_number: &str,
+                    phone_number: &E164,
                     patches: &[(String, Map<String, Value>)],
                     at: DateTime<Utc>,
                 ) -> Result<Vec<CallerRecord>, StoreError> {
                     let mut tx = self.begin_write().await?;
                     // Serialise writes to one number's callers so concurrent patches merge.
                     if let Some(lock) = Self::LOCK_NUMBER {
-                        sqlx::query(lock).bind(phone_number).execute(&mut *tx).await.map_err(map_err)?;
+                        sqlx::query(lock).bind(phone_number.as_str()).execute(&mut *tx).await.map_err(map_err)?;
                     }
                     let mut out = Vec::with_capacity(patches.len());
                     for (caller_number, patch) in patches {
                         let existing = sqlx::query("select * from callers where phone_number = $1 and caller_number = $2")
-                            .bind(phone_number)
+                            .bind(phone_number.as_str())
                             .bind(caller_number)
                             .fetch_optional(&mut *tx)
                             .await
@@ -415,7 +420,7 @@ macro_rules! impl_numbers {
                             "insert into callers (phone_number, caller_number, context, created_at, updated_at) values ($1, $2, $3, $4, $5) \
                              on conflict (phone_number, caller_number) do update set context = excluded.context, updated_at = excluded.updated_at",
                         )
-                        .bind(phone_number)
+                        .bind(phone_number.as_str())
                         .bind(caller_number)
                         .bind(Json(&context))
                         .bind(created_at)
@@ -424,7 +429,7 @@ macro_rules! impl_numbers {
                         .await
                         .map_err(map_err)?;
                         out.push(CallerRecord {
-                            phone_number: phone_number.to_owned(),
+                            phone_number: phone_number.to_string(),
                             caller_number: caller_number.clone(),
                             context,
                             created_at,
@@ -435,9 +440,9 @@ macro_rules! impl_numbers {
                     Ok(out)
                 }
 
-                async fn delete_caller(&self, phone_number: &str, caller_number: &str) -> Result<bool, StoreError> {
+                async fn delete_caller(&self, phone_number: &E164, caller_number: &str) -> Result<bool, StoreError> {
                     let done = sqlx::query("delete from callers where phone_number = $1 and caller_number = $2")
-                        .bind(phone_number)
+                        .bind(phone_number.as_str())
                         .bind(caller_number)
                         .execute(&self.writer)
                         .await

@@ -56,7 +56,14 @@ pub(crate) fn agent_from_parts(
     created_at: chrono::DateTime<chrono::Utc>,
     updated_at: chrono::DateTime<chrono::Utc>,
 ) -> Agent {
-    Agent { agent_id, account_id, api_key_id, settings, created_at, updated_at }
+    Agent {
+        agent_id: agent_id.into(),
+        account_id: account_id.into(),
+        api_key_id: api_key_id.into(),
+        settings,
+        created_at,
+        updated_at,
+    }
 }
 
 macro_rules! impl_store_base {

@@ -8,7 +8,7 @@ use nixflex_core::agent::{Agent, AgentSettings};
 use nixflex_core::call::{
     CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TranscriptRole, TurnLatency,
 };
-use nixflex_core::ids;
+use nixflex_core::ids::{self, AccountId, AgentId, E164};
 use nixflex_core::number::{NumberSettings, PhoneNumber};
 use nixflex_store::testing::TempDirGuard;
 use nixflex_store::{
@@ -21,7 +21,7 @@ type Fixture = (Arc<dyn Store>, Option<TempDirGuard>);
 
 fn account(id: &str) -> Account {
     Account {
-        account_id: id.to_owned(),
+        account_id: id.into(),
         name: Some("Ada".to_owned()),
         email: Some("ada@example.com".to_owned()),
         created_at: now(),
@@ -34,7 +34,7 @@ fn account(id: &str) -> Account {
 fn key(account_id: &str) -> ApiKey {
     ApiKey {
         key_id: ids::new_key_id(),
-        account_id: account_id.to_owned(),
+        account_id: account_id.into(),
         name: Some("default".to_owned()),
         secret_hash: "h".repeat(64),
         secret_sealed: "v1:sealed".to_owned(),
@@ -57,8 +57,8 @@ fn agent(account_id: &str, name: &str, active: bool) -> Agent {
     let at = now();
     Agent {
         agent_id: ids::new_agent_id(),
-        account_id: account_id.to_owned(),
-        api_key_id: "nxf_x".to_owned(),
+        account_id: account_id.into(),
+        api_key_id: "nxf_x".into(),
         settings,
         created_at: at,
         updated_at: at,
@@ -82,7 +82,7 @@ async fn account_and_key_round_trip((store, _g): Fixture) {
     assert_eq!(found.key, k);
     assert_eq!(found.account, acct);
     assert_eq!(store.get_account(&acct.account_id).await.unwrap(), Some(acct.clone()));
-    assert!(store.get_key("nxf_missing").await.unwrap().is_none());
+    assert!(store.get_key(&"nxf_missing".into()).await.unwrap().is_none());
     // A duplicate key id is a conflict, and the failed account insert leaves nothing behind.
     let other = account(&ids::new_account_id());
     let mut dup = key(&other.account_id);
@@ -93,7 +93,7 @@ async fn account_and_key_round_trip((store, _g): Fixture) {
     let limited = store.get_account(&acct.account_id).await.unwrap().unwrap();
     assert_eq!((limited.max_concurrent_calls, limited.rate_limit_reads), (Some(3), Some(1000)));
     assert!(matches!(
-        store.set_account_limits("acct_none", None, None, None).await,
+        store.set_account_limits(&"acct_none".into(), None, None, None).await,
         Err(StoreError::NotFound)
     ));
 }
@@ -194,7 +194,7 @@ async fn agents_round_trip_and_stay_in_their_account((store, _g): Fixture) {
         store.agent_owner(&a.agent_id).await.unwrap().as_deref(),
         Some(acct.account_id.as_str())
     );
-    assert_eq!(store.agent_owner("agent_none").await.unwrap(), None);
+    assert_eq!(store.agent_owner(&"agent_none".into()).await.unwrap(), None);
     assert!(!store.delete_agent(&other.account_id, &a.agent_id).await.unwrap());
     assert!(store.delete_agent(&acct.account_id, &a.agent_id).await.unwrap());
     assert!(!store.delete_agent(&acct.account_id, &a.agent_id).await.unwrap());
@@ -258,7 +258,11 @@ async fn agent_edits_are_serialised_and_all_or_nothing((store, _g): Fixture) {
         store.modify_agent(&other.account_id, &a.agent_id, &mut touch).await.unwrap().is_none()
     );
     assert!(
-        store.modify_agent(&acct.account_id, "agent_ghost", &mut touch).await.unwrap().is_none()
+        store
+            .modify_agent(&acct.account_id, &"agent_ghost".into(), &mut touch)
+            .await
+            .unwrap()
+            .is_none()
     );
 
     // Concurrent edits queue: each sees the previous one's result, so none is lost.
@@ -432,9 +436,9 @@ async fn timestamps_round_trip_in_utc_at_microsecond_precision((store, _g): Fixt
 fn number(account_id: &str, agent_id: Option<&str>, phone: &str) -> PhoneNumber {
     let at = now();
     PhoneNumber {
-        phone_number: phone.to_owned(),
-        account_id: account_id.to_owned(),
-        agent_id: agent_id.map(str::to_owned),
+        phone_number: phone.into(),
+        account_id: account_id.into(),
+        agent_id: agent_id.map(AgentId::from),
         provider: "twilio".to_owned(),
         twilio_account_sid: format!("AC{}", "a".repeat(32)),
         twilio_auth_token_sealed: "v1:sealed-token".to_owned(),
@@ -541,7 +545,7 @@ async fn numbers_list_update_and_follow_their_agent((store, _g): Fixture) {
     assert_eq!((of_a.len(), total), (2, 2));
 
     let (mut n, version) =
-        store.get_number(&acct.account_id, "+447446466801").await.unwrap().unwrap();
+        store.get_number(&acct.account_id, &"+447446466801".into()).await.unwrap().unwrap();
     n.agent_id = Some(a.agent_id.clone());
     n.outbound_enabled = false;
     n.settings.voice_id = Some("Olivia".to_owned());
@@ -551,7 +555,8 @@ async fn numbers_list_update_and_follow_their_agent((store, _g): Fixture) {
         store.update_number(&n, version).await,
         Err(StoreError::Conflict { constraint: "version" })
     ));
-    let (stored, _) = store.get_number(&acct.account_id, "+447446466801").await.unwrap().unwrap();
+    let (stored, _) =
+        store.get_number(&acct.account_id, &"+447446466801".into()).await.unwrap().unwrap();
     assert_eq!(stored, n);
 
     // Deleting the agent orphans its numbers instead of deleting them.
@@ -707,8 +712,8 @@ fn call(account_id: &str, agent_id: &str, from: &str, to: &str) -> CallRecord {
     let at = now();
     CallRecord {
         call_id: ids::new_call_id(),
-        account_id: account_id.to_owned(),
-        agent_id: Some(agent_id.to_owned()),
+        account_id: account_id.into(),
+        agent_id: Some(agent_id.into()),
         direction: Direction::Inbound,
         from_number: from.to_owned(),
         to_number: to.to_owned(),
@@ -835,7 +840,7 @@ async fn call_updates_keep_first_outcomes((store, _g): Fixture) {
         (transcript, turns, Some(42))
     );
     assert_eq!(stored.metadata, Some(json!({"crm": 7})));
-    assert!(!store.update_call("call_missing", &first, now()).await.unwrap());
+    assert!(!store.update_call(&"call_missing".into(), &first, now()).await.unwrap());
 }
 
 async fn a_new_stream_token_replaces_the_old_one((store, _g): Fixture) {
@@ -864,11 +869,15 @@ async fn calls_by_sid_stay_in_their_account_and_number((store, _g): Fixture) {
     store.insert_call(&outbound).await.unwrap();
     for c in [&inbound, &outbound] {
         let sid = c.twilio_call_sid.as_deref().unwrap();
-        let found = |account: String, number: Option<&'static str>| {
+        let found = |account: AccountId, number: Option<&'static str>| {
             let store = store.clone();
             let sid = sid.to_owned();
             async move {
-                store.get_call_by_sid(&account, &sid, number).await.unwrap().map(|c| c.call_id)
+                store
+                    .get_call_by_sid(&account, &sid, number.map(E164::from).as_ref())
+                    .await
+                    .unwrap()
+                    .map(|c| c.call_id)
             }
         };
         assert_eq!(found(acct.account_id.clone(), None).await, Some(c.call_id.clone()));
@@ -982,7 +991,10 @@ async fn history_is_the_latest_summaries_between_a_number_and_a_caller((store, _
     let mut other_agent = call(&acct.account_id, "a2", caller, business);
     other_agent.call_summary = Some("elsewhere".to_owned());
     store.insert_call(&other_agent).await.unwrap();
-    let history = store.call_history(&acct.account_id, "a1", business, caller, 2).await.unwrap();
+    let history = store
+        .call_history(&acct.account_id, &"a1".into(), &business.into(), caller, 2)
+        .await
+        .unwrap();
     assert_eq!(history.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(), ["outbound", "third"]);
 }
 

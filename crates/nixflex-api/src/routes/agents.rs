@@ -10,6 +10,7 @@ use nixflex_core::agent::{
 };
 use nixflex_core::error::ErrorCode;
 use nixflex_core::ids;
+use nixflex_core::ids::AgentId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -245,8 +246,8 @@ pub(crate) struct AgentObject {
 impl From<Agent> for AgentObject {
     fn from(agent: Agent) -> Self {
         Self {
-            agent_id: agent.agent_id,
-            api_key_id: agent.api_key_id,
+            agent_id: agent.agent_id.into(),
+            api_key_id: agent.api_key_id.into(),
             settings: agent.settings,
             created_at: agent.created_at,
             updated_at: agent.updated_at,
@@ -371,7 +372,7 @@ async fn get_agent(
 ) -> ApiResult<Json<AgentObject>> {
     let (agent, _) = state
         .store()
-        .get_agent(&caller.account.account_id, &agent_id)
+        .get_agent(&caller.account.account_id, &AgentId::from(agent_id.as_str()))
         .await?
         .ok_or_else(|| not_found(&agent_id))?;
     Ok(Json(agent.into()))
@@ -407,7 +408,8 @@ async fn update_agent(
         let settings = current.settings.apply_patch(body.clone(), rules)?;
         Ok(Agent { settings, updated_at: nixflex_store::now(), ..current.clone() })
     };
-    match state.store().modify_agent(&caller.account.account_id, &agent_id, &mut edit).await? {
+    let id = AgentId::from(agent_id.as_str());
+    match state.store().modify_agent(&caller.account.account_id, &id, &mut edit).await? {
         Some(Ok(updated)) => Ok(Json(updated.into())),
         Some(Err(invalid)) => Err(invalid.into()),
         None => Err(not_found(&agent_id)),
@@ -432,7 +434,11 @@ async fn delete_agent(
     caller: Caller,
     Path(agent_id): Path<String>,
 ) -> ApiResult<Json<AgentDeleted>> {
-    if !state.store().delete_agent(&caller.account.account_id, &agent_id).await? {
+    if !state
+        .store()
+        .delete_agent(&caller.account.account_id, &AgentId::from(agent_id.as_str()))
+        .await?
+    {
         return Err(not_found(&agent_id));
     }
     tracing::info!(message = "Agent deleted.", agent_id = %agent_id);

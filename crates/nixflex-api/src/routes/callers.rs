@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use nixflex_core::caller;
 use nixflex_core::error::ErrorCode;
+use nixflex_core::ids::E164;
 use nixflex_core::phone;
 use nixflex_core::validate::{ValidationError, normalize_keys};
 use nixflex_store::CallerRecord;
@@ -151,7 +152,7 @@ async fn get_caller(
     owned_number(&state, &caller_key, &phone_number).await?;
     let record = state
         .store()
-        .get_caller(&phone_number, &caller_number)
+        .get_caller(&E164::from(phone_number.as_str()), &caller_number)
         .await?
         .ok_or_else(|| not_found(&phone_number, &caller_number))?;
     Ok(Json(caller_json(&record)))
@@ -192,7 +193,11 @@ async fn put_caller(
     owned_number(&state, &caller_key, &phone_number).await?;
     let mut records = state
         .store()
-        .upsert_callers(&phone_number, &[(caller_number, patch)], nixflex_store::now())
+        .upsert_callers(
+            &E164::from(phone_number.as_str()),
+            &[(caller_number, patch)],
+            nixflex_store::now(),
+        )
         .await?;
     let record = records
         .pop()
@@ -222,7 +227,7 @@ async fn delete_caller(
     let phone_number = path_number(&number_raw)?;
     let caller_number = caller_number(&caller_raw)?;
     owned_number(&state, &caller_key, &phone_number).await?;
-    if !state.store().delete_caller(&phone_number, &caller_number).await? {
+    if !state.store().delete_caller(&E164::from(phone_number.as_str()), &caller_number).await? {
         return Err(not_found(&phone_number, &caller_number));
     }
     Ok(Json(json!({"phone_number": phone_number, "caller_number": caller_number, "deleted": true})))
@@ -308,7 +313,9 @@ async fn import_callers(
         patches.push((number, patch));
     }
     owned_number(&state, &caller_key, &phone_number).await?;
-    let imported =
-        state.store().upsert_callers(&phone_number, &patches, nixflex_store::now()).await?;
+    let imported = state
+        .store()
+        .upsert_callers(&E164::from(phone_number.as_str()), &patches, nixflex_store::now())
+        .await?;
     Ok(Json(json!({"phone_number": phone_number, "imported": imported.len()})))
 }

@@ -7,6 +7,7 @@ use nixflex_core::call::{
     CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TurnLatency,
 };
 use nixflex_core::error::ErrorCode;
+use nixflex_core::ids::{AccountId, CallId};
 use nixflex_core::phone;
 use nixflex_store::CallFilter;
 use serde::Serialize;
@@ -123,9 +124,9 @@ impl CallObject {
         let duration_ms = duration_ms(&call);
         let charged_minutes = charged_minutes(&call);
         Self {
-            call_id: call.call_id,
+            call_id: call.call_id.into(),
             twilio_call_sid: call.twilio_call_sid,
-            agent_id: call.agent_id,
+            agent_id: call.agent_id.map(Into::into),
             direction: call.direction,
             call_direction: call.direction,
             call_type: "phone_call",
@@ -310,9 +311,9 @@ fn not_found(call_id: &str) -> ApiError {
 
 /// A call of the account named by our `call_…` id or by its Twilio call SID (webhook receivers
 /// and the docs' examples use the SID). Our ids and Twilio's SIDs never look alike.
-async fn find_call(state: &AppState, account_id: &str, id: &str) -> ApiResult<CallRecord> {
+async fn find_call(state: &AppState, account_id: &AccountId, id: &str) -> ApiResult<CallRecord> {
     let call = if id.starts_with("call_") {
-        state.store().get_call(account_id, id).await?
+        state.store().get_call(account_id, &CallId::from(id)).await?
     } else {
         state.store().get_call_by_sid(account_id, id, None).await?
     };

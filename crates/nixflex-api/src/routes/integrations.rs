@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use nixflex_core::error::ErrorCode;
+use nixflex_core::ids::{AgentId, E164};
 use nixflex_core::validate::{ValidationError, as_str, check_len, outbound_url};
 use nixflex_store::NumberUrlSlot;
 use serde::Deserialize;
@@ -69,7 +70,11 @@ async fn set_slot(
     url: Option<&str>,
 ) -> ApiResult<String> {
     let phone_number = path_number(raw)?;
-    if !state.store().set_number_url(&caller.account.account_id, &phone_number, slot, url).await? {
+    if !state
+        .store()
+        .set_number_url(&caller.account.account_id, &E164::from(phone_number.as_str()), slot, url)
+        .await?
+    {
         return Err(ApiError::new(
             ErrorCode::NumberNotFound,
             format!("No number {phone_number} in this account."),
@@ -235,7 +240,15 @@ async fn put_agent_precall(
     Checked { fields: body, .. }: Checked<UrlInput>,
 ) -> ApiResult<Json<Value>> {
     let url = target_url(&state, &body)?;
-    if !state.store().set_agent_precall(&caller.account.account_id, &agent_id, Some(&url)).await? {
+    if !state
+        .store()
+        .set_agent_precall(
+            &caller.account.account_id,
+            &AgentId::from(agent_id.as_str()),
+            Some(&url),
+        )
+        .await?
+    {
         return Err(agent_missing(&agent_id));
     }
     Ok(Json(json!({"ok": true, "agent_id": agent_id, "url": url})))
@@ -255,7 +268,7 @@ async fn get_agent_precall(
 ) -> ApiResult<Json<Value>> {
     let url = state
         .store()
-        .get_agent_precall(&caller.account.account_id, &agent_id)
+        .get_agent_precall(&caller.account.account_id, &AgentId::from(agent_id.as_str()))
         .await?
         .ok_or_else(|| agent_missing(&agent_id))?;
     Ok(Json(json!({"agent_id": agent_id, "url": url, "is_set": url.is_some()})))
@@ -273,7 +286,11 @@ async fn delete_agent_precall(
     caller: Caller,
     Path(agent_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    if !state.store().set_agent_precall(&caller.account.account_id, &agent_id, None).await? {
+    if !state
+        .store()
+        .set_agent_precall(&caller.account.account_id, &AgentId::from(agent_id.as_str()), None)
+        .await?
+    {
         return Err(agent_missing(&agent_id));
     }
     Ok(Json(json!({"ok": true, "agent_id": agent_id, "is_set": false, "deleted": true})))

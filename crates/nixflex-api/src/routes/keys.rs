@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use nixflex_core::crypto::{SecretBox, hash_secret};
 use nixflex_core::error::ErrorCode;
 use nixflex_core::ids;
+use nixflex_core::ids::{AccountId, KeyId};
 use nixflex_core::validate::{ValidationError, as_str, check_len, normalize_keys};
 use nixflex_store::{Account, ApiKey, RevokeOutcome, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -140,11 +141,11 @@ fn valid_email(email: &str) -> bool {
         && !email.chars().any(char::is_whitespace)
 }
 
-fn new_key(account_id: &str, name: Option<String>, secrets: &SecretBox) -> (ApiKey, String) {
+fn new_key(account_id: &AccountId, name: Option<String>, secrets: &SecretBox) -> (ApiKey, String) {
     let secret = ids::new_key_secret();
     let key = ApiKey {
         key_id: ids::new_key_id(),
-        account_id: account_id.to_owned(),
+        account_id: account_id.clone(),
         name,
         secret_hash: hash_secret(&secret),
         secret_sealed: secrets.seal(&secret),
@@ -181,9 +182,9 @@ pub async fn provision_account(
     store.create_account(&account, &key).await?;
     Ok(KeyCreated {
         message: SECRET_NOTICE.to_owned(),
-        key_id: key.key_id,
+        key_id: key.key_id.into(),
         key_secret: secret,
-        account_id: account.account_id,
+        account_id: account.account_id.into(),
         name: key.name,
         created_at: key.created_at,
     })
@@ -228,9 +229,9 @@ async fn create_key(
                 Extension(SecretBearing),
                 Json(KeyCreated {
                     message: SECRET_NOTICE.to_owned(),
-                    key_id: key.key_id,
+                    key_id: key.key_id.into(),
                     key_secret: secret,
-                    account_id: key.account_id,
+                    account_id: key.account_id.into(),
                     name: key.name,
                     created_at: key.created_at,
                 }),
@@ -285,7 +286,7 @@ async fn list_keys(
             .map(|key| KeyObject {
                 current: key.key_id == caller.key_id,
                 status: if key.revoked_at.is_some() { "revoked" } else { "active" },
-                key_id: key.key_id,
+                key_id: key.key_id.into(),
                 name: key.name,
                 created_at: key.created_at,
                 rotated_at: key.rotated_at,
@@ -317,12 +318,14 @@ async fn revoke_key(
 ) -> ApiResult<Json<KeyRevoked>> {
     match state
         .store()
-        .revoke_key(&caller.account.account_id, &key_id, nixflex_store::now())
+        .revoke_key(&caller.account.account_id, &KeyId::from(key_id.as_str()), nixflex_store::now())
         .await?
     {
-        RevokeOutcome::Revoked(key) => {
-            Ok(Json(KeyRevoked { key_id: key.key_id, revoked: true, revoked_at: key.revoked_at }))
-        }
+        RevokeOutcome::Revoked(key) => Ok(Json(KeyRevoked {
+            key_id: key.key_id.into(),
+            revoked: true,
+            revoked_at: key.revoked_at,
+        })),
         RevokeOutcome::LastActiveKey => Err(ApiError::new(
             ErrorCode::LastActiveKey,
             "This is the account's last active key. Create another key before revoking it.",
@@ -371,7 +374,7 @@ async fn rotate_key(
         })?;
     Ok((Extension(SecretBearing), Json(KeyRotated {
         message: "API key rotated. Save your new key_secret — it will not be shown again; the old secret no longer works.".to_owned(),
-        key_id: rotated.key_id,
+        key_id: rotated.key_id.into(),
         key_secret: secret,
     })))
 }

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use nixflex_core::agent::RecordingSource;
 use nixflex_core::error::ErrorCode;
+use nixflex_core::ids::{AgentId, E164};
 use nixflex_core::number::{
     NUMBER_FLAGS, NUMBER_SETTING_FIELDS, NumberFlags, NumberSettings, PhoneNumber,
 };
@@ -197,8 +198,8 @@ pub(crate) struct NumberObject {
 impl From<PhoneNumber> for NumberObject {
     fn from(n: PhoneNumber) -> Self {
         Self {
-            phone_number: n.phone_number,
-            agent_id: n.agent_id,
+            phone_number: n.phone_number.into(),
+            agent_id: n.agent_id.map(Into::into),
             provider: n.provider,
             twilio_account_sid: n.twilio_account_sid,
             twilio_number_sid: n.twilio_number_sid,
@@ -259,20 +260,29 @@ pub(crate) async fn owned_number(
     caller: &Caller,
     phone_number: &str,
 ) -> ApiResult<(PhoneNumber, i64)> {
-    state.store().get_number(&caller.account.account_id, phone_number).await?.ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::NumberNotFound,
-            format!("No number {phone_number} in this account."),
-        )
-    })
+    state
+        .store()
+        .get_number(&caller.account.account_id, &E164::from(phone_number))
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NumberNotFound,
+                format!("No number {phone_number} in this account."),
+            )
+        })
 }
 
 /// 404 `agent_not_found`, or 403 `agent_not_owned` when it exists in another account.
 async fn check_agent(state: &AppState, caller: &Caller, agent_id: &str) -> ApiResult<()> {
-    if state.store().get_agent(&caller.account.account_id, agent_id).await?.is_some() {
+    if state
+        .store()
+        .get_agent(&caller.account.account_id, &AgentId::from(agent_id))
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
-    if state.store().agent_owner(agent_id).await?.is_some() {
+    if state.store().agent_owner(&AgentId::from(agent_id)).await?.is_some() {
         return Err(ApiError::new(
             ErrorCode::AgentNotOwned,
             format!("Agent `{agent_id}` belongs to another account."),
@@ -461,7 +471,7 @@ async fn import_number(
     check_agent(&state, &caller, &agent_id).await?;
     let urls = carrier_urls(&state)?;
     let stale_before = Utc::now() - Duration::minutes(RESERVATION_TTL_MINUTES);
-    if state.store().number_taken(&phone_number, stale_before).await? {
+    if state.store().number_taken(&E164::from(phone_number.as_str()), stale_before).await? {
         return Err(already_imported(&phone_number));
     }
 
@@ -480,9 +490,9 @@ async fn import_number(
 
     let now = nixflex_store::now();
     let number = PhoneNumber {
-        phone_number: phone_number.clone(),
+        phone_number: E164::from(phone_number.as_str()),
         account_id: caller.account.account_id.clone(),
-        agent_id: Some(agent_id),
+        agent_id: Some(AgentId::from(agent_id)),
         provider: "twilio".to_owned(),
         twilio_account_sid: sid,
         twilio_auth_token_sealed: state.secrets().seal(&token),
@@ -531,7 +541,7 @@ async fn import_number(
         release(&state, &phone_number).await;
         return Err(twilio_error(error));
     }
-    if let Err(error) = state.store().activate_number(&phone_number).await {
+    if let Err(error) = state.store().activate_number(&E164::from(phone_number.as_str())).await {
         if let Err(restore) = state
             .twilio()
             .update_incoming_phone_number(&credentials, &found.sid, &restore_update(&found))
@@ -547,7 +557,7 @@ async fn import_number(
 }
 
 async fn release(state: &AppState, phone_number: &str) {
-    if let Err(error) = state.store().release_number(phone_number).await {
+    if let Err(error) = state.store().release_number(&E164::from(phone_number)).await {
         // The reservation expires by itself after RESERVATION_TTL_MINUTES.
         tracing::error!(message = "Could not release a number reservation.", error = %error);
     }
@@ -573,8 +583,10 @@ async fn list_numbers(
 ) -> ApiResult<Json<NumberList>> {
     let page = query.page()?;
     let agent_id = query.get("agent_id").filter(|a| !a.is_empty());
-    let (numbers, count) =
-        state.store().list_numbers(&caller.account.account_id, agent_id, page).await?;
+    let (numbers, count) = state
+        .store()
+        .list_numbers(&caller.account.account_id, agent_id.map(AgentId::from).as_ref(), page)
+        .await?;
     Ok(Json(NumberList {
         phone_numbers: numbers.into_iter().map(NumberObject::from).collect(),
         count,
@@ -658,7 +670,10 @@ async fn update_number(
         }
         .apply(&body)?;
         let updated = PhoneNumber {
-            agent_id: new_agent.clone().unwrap_or_else(|| current.agent_id.clone()),
+            agent_id: new_agent
+                .clone()
+                .map(|a| a.map(AgentId::from))
+                .unwrap_or_else(|| current.agent_id.clone()),
             inbound_enabled: flags.inbound_enabled,
             outbound_enabled: flags.outbound_enabled,
             sms_reply_enabled: flags.sms_reply_enabled,
@@ -777,7 +792,11 @@ async fn delete_number(
         Err(TwilioError::Authentication { .. } | TwilioError::NotFound { .. }) => false,
         Err(other) => return Err(twilio_error(other)),
     };
-    if !state.store().delete_number(&caller.account.account_id, &phone_number).await? {
+    if !state
+        .store()
+        .delete_number(&caller.account.account_id, &E164::from(phone_number.as_str()))
+        .await?
+    {
         return Err(ApiError::new(
             ErrorCode::NumberNotFound,
             format!("No number {phone_number} in this account."),

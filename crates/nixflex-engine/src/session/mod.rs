@@ -36,6 +36,7 @@ use nixflex_core::call::{
     CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TurnLatency,
 };
 use nixflex_core::catalog;
+use nixflex_core::ids::AgentId;
 use nixflex_core::number::{NumberSettings, PhoneNumber};
 use nixflex_pipeline::ProviderError;
 use nixflex_pipeline::llm::LlmMessage;
@@ -103,7 +104,7 @@ impl From<EndReason> for EndedReason {
 pub(crate) struct CallSetup {
     pub(crate) call: CallRecord,
     pub(crate) agent: AgentSettings,
-    pub(crate) agent_id: String,
+    pub(crate) agent_id: AgentId,
     pub(crate) number: PhoneNumber,
     pub(crate) credentials: TwilioCredentials,
     pub(crate) history: Vec<PastCall>,

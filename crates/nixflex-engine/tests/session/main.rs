@@ -338,7 +338,7 @@ async fn the_duration_limit_plays_a_goodbye_that_cannot_be_interrupted_then_ends
     );
     let ended = start.elapsed();
     assert!(ended >= Duration::from_secs(60) && ended < Duration::from_secs(76), "{ended:?}");
-    let call = lab.store.find_call(&lab.call_id).await.unwrap().unwrap();
+    let call = lab.store.find_call(&lab.call_id.as_str().into()).await.unwrap().unwrap();
     assert_eq!(call.ended_reason.map(EndedReason::as_str), Some("max_duration"));
 }
 
@@ -357,7 +357,7 @@ async fn silence_is_reprompted_twice_then_the_call_ends_at_the_limit() {
     // Greeting ends ~0.15 s in; re-prompts at +5 s and +10 s; hang-up at +30 s.
     let ended = start.elapsed();
     assert!(ended >= Duration::from_secs(30) && ended < Duration::from_secs(32), "{ended:?}");
-    let call = lab.store.find_call(&lab.call_id).await.unwrap().unwrap();
+    let call = lab.store.find_call(&lab.call_id.as_str().into()).await.unwrap().unwrap();
     assert_eq!(call.ended_reason.map(EndedReason::as_str), Some("silence_timeout"));
 }
 
@@ -434,7 +434,7 @@ async fn the_caller_hanging_up_ends_the_session_and_writes_the_record() {
     lab.send(json!({"event": "stop", "sequenceNumber": "99", "streamSid": "MZ1", "stop": {"accountSid": "AC", "callSid": "CA"}}));
     let reason = lab.session.await.unwrap();
     assert_eq!(reason.map(|r| r.as_str()), Some("caller_hangup"));
-    let call = lab.store.find_call(&lab.call_id).await.unwrap().unwrap();
+    let call = lab.store.find_call(&lab.call_id.as_str().into()).await.unwrap().unwrap();
     assert_eq!(
         (call.call_status.as_str(), call.ended_reason.map(EndedReason::as_str)),
         ("completed", Some("caller_hangup"))
@@ -460,7 +460,7 @@ async fn a_reprompt_that_cannot_be_spoken_is_followed_by_the_fallback_and_the_ca
     // the silence limit) instead of ending with `error`.
     assert_eq!(lab.session.await.unwrap().map(|r| r.as_str()), Some("silence_timeout"));
     assert_eq!(lab.llm.requests.lock().unwrap().len(), 2, "both re-prompts were asked for");
-    let call = lab.store.find_call(&lab.call_id).await.unwrap().unwrap();
+    let call = lab.store.find_call(&lab.call_id.as_str().into()).await.unwrap().unwrap();
     let fallback = AgentSettings::default().fallback_message;
     let said: Vec<&str> = call.transcript.iter().map(|e| e.text.as_str()).collect();
     assert!(said.contains(&fallback.as_str()), "the fallback was spoken: {said:?}");
@@ -533,7 +533,7 @@ async fn a_drain_lets_the_call_go_on_then_ends_it_with_a_goodbye_and_refuses_new
     tokio::task::yield_now().await;
     assert!(lab.engine.is_draining());
     // A new call is refused while draining.
-    let number = lab.store.find_active_number(NUMBER).await.unwrap().unwrap();
+    let number = lab.store.find_active_number(&NUMBER.into()).await.unwrap().unwrap();
     let admission = lab
         .engine
         .admit_inbound(InboundCall { number: &number, from: CALLER, call_sid: None })
@@ -553,7 +553,7 @@ async fn a_drain_lets_the_call_go_on_then_ends_it_with_a_goodbye_and_refuses_new
         .await
         .expect("the drain finished")
         .unwrap();
-    let call = lab.store.find_call(&lab.call_id).await.unwrap().unwrap();
+    let call = lab.store.find_call(&lab.call_id.as_str().into()).await.unwrap().unwrap();
     assert_eq!(call.ended_reason.map(EndedReason::as_str), Some("server_shutdown"));
     assert!(call.ended_at.is_some());
     let said: Vec<&str> = call.transcript.iter().map(|e| e.text.as_str()).collect();

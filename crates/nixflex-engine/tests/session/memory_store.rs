@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use nixflex_core::agent::Agent;
 use nixflex_core::call::{CallRecord, CallStatus};
+use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
 use nixflex_core::number::PhoneNumber;
 use nixflex_engine::CallStore;
 use nixflex_store::{Account, Admission, ApiKey, CallUpdate, CallerRecord, Page, StoreError};
@@ -22,13 +23,13 @@ pub struct MemoryStore {
 
 #[async_trait::async_trait]
 impl CallStore for MemoryStore {
-    async fn get_account(&self, _account_id: &str) -> Result<Option<Account>, StoreError> {
+    async fn get_account(&self, _account_id: &AccountId) -> Result<Option<Account>, StoreError> {
         Ok(None)
     }
 
     async fn list_keys(
         &self,
-        _account_id: &str,
+        _account_id: &AccountId,
         _page: Page,
     ) -> Result<(Vec<ApiKey>, i64), StoreError> {
         Ok((Vec::new(), 0))
@@ -36,38 +37,38 @@ impl CallStore for MemoryStore {
 
     async fn get_agent(
         &self,
-        account_id: &str,
-        agent_id: &str,
+        account_id: &AccountId,
+        agent_id: &AgentId,
     ) -> Result<Option<(Agent, i64)>, StoreError> {
         Ok(self
             .agents
             .lock()
             .unwrap()
-            .get(agent_id)
-            .filter(|a| a.account_id == account_id)
+            .get(agent_id.as_str())
+            .filter(|a| &a.account_id == account_id)
             .cloned()
             .map(|a| (a, 1)))
     }
 
     async fn get_agent_precall(
         &self,
-        account_id: &str,
-        agent_id: &str,
+        account_id: &AccountId,
+        agent_id: &AgentId,
     ) -> Result<Option<Option<String>>, StoreError> {
         let agents = self.agents.lock().unwrap();
-        Ok(agents.get(agent_id).filter(|a| a.account_id == account_id).map(|_| None))
+        Ok(agents.get(agent_id.as_str()).filter(|a| &a.account_id == account_id).map(|_| None))
     }
 
     async fn find_active_number(
         &self,
-        phone_number: &str,
+        phone_number: &E164,
     ) -> Result<Option<PhoneNumber>, StoreError> {
-        Ok(self.numbers.lock().unwrap().get(phone_number).cloned())
+        Ok(self.numbers.lock().unwrap().get(phone_number.as_str()).cloned())
     }
 
     async fn get_caller(
         &self,
-        _phone_number: &str,
+        _phone_number: &E164,
         _caller_number: &str,
     ) -> Result<Option<CallerRecord>, StoreError> {
         Ok(None)
@@ -90,7 +91,7 @@ impl CallStore for MemoryStore {
         if active >= cap {
             return Ok(Admission::AtCapacity { active });
         }
-        calls.insert(call.call_id.clone(), call.clone());
+        calls.insert(call.call_id.to_string(), call.clone());
         Ok(Admission::Admitted)
     }
 
@@ -98,40 +99,40 @@ impl CallStore for MemoryStore {
         let mut calls = self.calls.lock().unwrap();
         let duplicate_sid = call.twilio_call_sid.is_some()
             && calls.values().any(|c| c.twilio_call_sid == call.twilio_call_sid);
-        if duplicate_sid || calls.contains_key(&call.call_id) {
+        if duplicate_sid || calls.contains_key(call.call_id.as_str()) {
             return Err(StoreError::Conflict { constraint: "unique" });
         }
-        calls.insert(call.call_id.clone(), call.clone());
+        calls.insert(call.call_id.to_string(), call.clone());
         Ok(())
     }
 
-    async fn find_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        Ok(self.calls.lock().unwrap().get(call_id).cloned())
+    async fn find_call(&self, call_id: &CallId) -> Result<Option<CallRecord>, StoreError> {
+        Ok(self.calls.lock().unwrap().get(call_id.as_str()).cloned())
     }
 
     async fn get_call_by_sid(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         twilio_call_sid: &str,
-        business_number: Option<&str>,
+        business_number: Option<&E164>,
     ) -> Result<Option<CallRecord>, StoreError> {
         let calls = self.calls.lock().unwrap();
         Ok(calls
             .values()
-            .filter(|c| c.account_id == account_id)
+            .filter(|c| &c.account_id == account_id)
             .filter(|c| c.twilio_call_sid.as_deref() == Some(twilio_call_sid))
-            .find(|c| business_number.is_none_or(|n| c.to_number == n || c.from_number == n))
+            .find(|c| business_number.is_none_or(|n| *n == c.to_number || *n == c.from_number))
             .cloned())
     }
 
     async fn update_call(
         &self,
-        call_id: &str,
+        call_id: &CallId,
         update: &CallUpdate,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut calls = self.calls.lock().unwrap();
-        let Some(call) = calls.get_mut(call_id) else { return Ok(false) };
+        let Some(call) = calls.get_mut(call_id.as_str()) else { return Ok(false) };
         if !call.call_status.is_final()
             && let Some(status) = &update.call_status
         {
@@ -170,9 +171,9 @@ impl CallStore for MemoryStore {
 
     async fn call_history(
         &self,
-        _account_id: &str,
-        _agent_id: &str,
-        _business_number: &str,
+        _account_id: &AccountId,
+        _agent_id: &AgentId,
+        _business_number: &E164,
         _caller_number: &str,
         _limit: i64,
     ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {

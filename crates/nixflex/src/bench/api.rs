@@ -141,7 +141,12 @@ pub async fn run(config: &Config, args: ApiBenchArgs) -> anyhow::Result<()> {
         )
         .await?;
         store
-            .set_account_limits(&created.account_id, None, Some(1_000_000_000), Some(1_000_000_000))
+            .set_account_limits(
+                &created.account_id.as_str().into(),
+                None,
+                Some(1_000_000_000),
+                Some(1_000_000_000),
+            )
             .await?;
         accounts.push(Account {
             bearer: format!("Bearer {}:{}", created.key_id, created.key_secret),

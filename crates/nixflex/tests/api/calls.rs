@@ -13,9 +13,9 @@ fn record(key: &Key, i: i64, direction: Direction) -> CallRecord {
     let at = nixflex_store::now() - Duration::minutes(10 - i);
     CallRecord {
         call_id: nixflex_core::ids::new_call_id(),
-        account_id: key.account_id.clone(),
+        account_id: key.account_id.as_str().into(),
         agent_id: Some(
-            if i % 2 == 0 { "agent_aaaaaaaaaaaaaaaa" } else { "agent_bbbbbbbbbbbbbbbb" }.to_owned(),
+            if i % 2 == 0 { "agent_aaaaaaaaaaaaaaaa" } else { "agent_bbbbbbbbbbbbbbbb" }.into(),
         ),
         direction,
         from_number: format!("+44738617230{i}"),
@@ -75,7 +75,7 @@ async fn seed(app: &TestApp, key: &Key) -> Vec<String> {
     for i in 0..5 {
         let call = record(key, i, if i == 4 { Direction::Outbound } else { Direction::Inbound });
         store.insert_call(&call).await.unwrap();
-        ids.push(call.call_id);
+        ids.push(call.call_id.into_string());
     }
     ids
 }

@@ -330,7 +330,7 @@ async fn a_voice_webhook_with_another_accounts_call_sid_gets_no_token(backend: B
     let secrets = nixflex::server::load_master_key(&t.app.config).unwrap();
     let store = nixflex::server::open_store(&t.app.config, &secrets).await.unwrap();
     let token_hash = |store: std::sync::Arc<dyn nixflex_store::Store>, call_id: String| async move {
-        store.find_call(&call_id).await.unwrap().unwrap().stream_token_hash
+        store.find_call(&call_id.as_str().into()).await.unwrap().unwrap().stream_token_hash
     };
     let hash_before = token_hash(store.clone(), call_id.clone()).await;
     assert!(hash_before.is_some());

@@ -459,7 +459,10 @@ async fn unanswerable_calls_hear_busy(backend: Backend) {
     // The account is at its concurrent-call cap (1): a second caller gets busy.
     let secrets = nixflex::server::load_master_key(&lab.app.config).unwrap();
     let store = nixflex::server::open_store(&lab.app.config, &secrets).await.unwrap();
-    store.set_account_limits(&lab.key.account_id, Some(1), None, None).await.unwrap();
+    store
+        .set_account_limits(&lab.key.account_id.as_str().into(), Some(1), None, None)
+        .await
+        .unwrap();
     let sessions_before = lab.stt.sessions().len();
     let first = lab.caller.start_inbound_call(
         lab.place(),

@@ -93,7 +93,10 @@ async fn per_account_overrides_replace_the_defaults(backend: Backend) {
     let key = app.signup().await;
     let secrets = nixflex::server::load_master_key(&app.config).unwrap();
     let store = nixflex::server::open_store(&app.config, &secrets).await.unwrap();
-    store.set_account_limits(&key.account_id, Some(25), Some(2), Some(1)).await.unwrap();
+    store
+        .set_account_limits(&key.account_id.as_str().into(), Some(25), Some(2), Some(1))
+        .await
+        .unwrap();
     let response = app.get(&key, "/v1/agents").await;
     assert_eq!(header(&response, "x-ratelimit-limit"), 2);
     let response = app.post(&key, "/v1/agents", json!({})).await;
