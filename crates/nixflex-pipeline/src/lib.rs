@@ -1,4 +1,5 @@
-//! Frames, processors and the provider traits of the call pipeline. No vendors, no network, no database.
+//! The provider traits of the call pipeline and the audio helpers they share. No vendors, no
+//! network, no database.
 //!
 //! This crate owns the *interfaces* that vendor clients implement (livekit-style streaming traits):
 //! [`llm::LlmProvider`], [`stt::SttProvider`] and [`tts::TtsProvider`], their data types and the
