@@ -31,6 +31,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::callers::router())
         .merge(routes::integrations::router())
         .merge(routes::calls::router())
+        .merge(routes::usage::router())
         .split_for_parts();
     openapi::set_document(openapi::document(generated));
 

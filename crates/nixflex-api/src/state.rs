@@ -39,6 +39,9 @@ pub struct ApiConfig {
     pub allow_private_targets: bool,
     /// The public base URL the carrier calls back (`NIXFLEX_PUBLIC_URL`), without a trailing `/`.
     pub public_url: Option<String>,
+    /// What a connected minute costs, for `GET /v1/usage` (0 by default: self-hosting bills
+    /// nothing).
+    pub price_per_minute_usd: f64,
 }
 
 impl ApiConfig {
@@ -66,6 +69,7 @@ impl Default for ApiConfig {
             tts_provider: TtsProviderKind::Inworld,
             allow_private_targets: false,
             public_url: None,
+            price_per_minute_usd: 0.0,
         }
     }
 }

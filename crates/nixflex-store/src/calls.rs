@@ -149,6 +149,32 @@ pub trait CallRepo: Send + Sync {
         caller_number: &str,
         limit: i64,
     ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError>;
+
+    /// What the account's calls that started in `[since, until)` add up to (either bound may
+    /// be open), and the most calls connected at once among them.
+    async fn call_usage(
+        &self,
+        account_id: &AccountId,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<CallUsage, StoreError>;
+}
+
+/// Totals of an account's calls over a period (`GET /v1/usage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallUsage {
+    /// Calls that reached us or that we placed, refused ones included.
+    pub total: i64,
+    /// Of which inbound.
+    pub inbound: i64,
+    /// Of which outbound.
+    pub outbound: i64,
+    /// Connected seconds (answer → hang-up), the billed quantity.
+    pub connected_seconds: i64,
+    /// Inbound calls refused busy because the account was at its concurrent-call cap.
+    pub rejected_at_cap: i64,
+    /// The most calls connected at the same moment.
+    pub peak_concurrent: i64,
 }
 
 macro_rules! impl_calls {
@@ -169,7 +195,7 @@ macro_rules! impl_calls {
 
             use crate::sql::map_err;
             use crate::{
-                Admission, CallFilter, CallUpdate, Page, StoreError,
+                Admission, CallFilter, CallUpdate, CallUsage, Page, StoreError,
             };
             use super::*;
             use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
@@ -455,6 +481,59 @@ macro_rules! impl_calls {
                         .map(|row| Ok((row.try_get("started_at")?, row.try_get("call_summary")?)))
                         .collect::<Result<Vec<_>, sqlx::Error>>()
                         .map_err(map_err)
+                }
+
+                async fn call_usage(
+                    &self,
+                    account_id: &AccountId,
+                    since: Option<DateTime<Utc>>,
+                    until: Option<DateTime<Utc>>,
+                ) -> Result<CallUsage, StoreError> {
+                    static TOTALS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                        format!(
+                            "select count(*) as total, \
+                             cast(coalesce(sum(case when direction = 'inbound' then 1 else 0 end), 0) as bigint) as inbound, \
+                             cast(coalesce(sum(case when direction = 'outbound' then 1 else 0 end), 0) as bigint) as outbound, \
+                             cast(coalesce(sum(coalesce(duration_seconds, 0)), 0) as bigint) as connected_seconds, \
+                             cast(coalesce(sum(case when ended_reason = '{}' then 1 else 0 end), 0) as bigint) as rejected_at_cap \
+                             from calls where account_id = $1 and ($2 is null or started_at >= $2) and ($3 is null or started_at < $3)",
+                            EndedReason::ConcurrentCallLimit.as_str()
+                        )
+                    });
+                    let row = sqlx::query(sqlx::AssertSqlSafe(TOTALS.as_str()))
+                        .bind(account_id.as_str())
+                        .bind(since)
+                        .bind(until)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    let get = |name: &str| row.try_get::<i64, _>(name).map_err(map_err);
+                    // Each connected call is +1 at its answer and -1 at its end (still-live calls
+                    // count as connected now); a running sum over the ordered events is the number
+                    // connected at each moment. Ends sort before starts at the same instant.
+                    let peak: Option<i64> = sqlx::query_scalar(
+                        "select cast(max(level) as bigint) from (select sum(delta) over (order by at, delta rows between unbounded preceding and current row) as level from ( \
+                         select answered_at as at, 1 as delta from calls where account_id = $1 and answered_at is not null \
+                         and ($2 is null or started_at >= $2) and ($3 is null or started_at < $3) \
+                         union all \
+                         select coalesce(ended_at, $4) as at, -1 as delta from calls where account_id = $1 and answered_at is not null \
+                         and ($2 is null or started_at >= $2) and ($3 is null or started_at < $3)) as events) as levels",
+                    )
+                    .bind(account_id.as_str())
+                    .bind(since)
+                    .bind(until)
+                    .bind(crate::now())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                    Ok(CallUsage {
+                        total: get("total")?,
+                        inbound: get("inbound")?,
+                        outbound: get("outbound")?,
+                        connected_seconds: get("connected_seconds")?,
+                        rejected_at_cap: get("rejected_at_cap")?,
+                        peak_concurrent: peak.unwrap_or(0).max(0),
+                    })
                 }
             }
         }

@@ -21,7 +21,7 @@ pub mod testing;
 
 pub use accounts::{Account, AccountRepo, ApiKey, KeyWithAccount, RevokeOutcome};
 pub use agents::AgentRepo;
-pub use calls::{Admission, CallFilter, CallRepo, CallUpdate};
+pub use calls::{Admission, CallFilter, CallRepo, CallUpdate, CallUsage};
 pub use guards::{GuardRepo, IdempotencyBegin, IdempotencyScope, StoredResponse};
 pub use numbers::{CallerRecord, NumberRepo, NumberUrlSlot};
 pub use postgres::PgStore;

@@ -998,6 +998,54 @@ async fn history_is_the_latest_summaries_between_a_number_and_a_caller((store, _
     assert_eq!(history.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(), ["outbound", "third"]);
 }
 
+async fn call_usage_adds_up_a_period_and_finds_the_peak((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let (other, _) = new_account(&*store).await;
+    let base = now() - Duration::hours(2);
+    let at = |minutes: i64| base + Duration::minutes(minutes);
+    // (start, end, direction, refused at the cap)
+    let plan = [
+        (0, Some(10), Direction::Inbound, false),
+        (5, Some(8), Direction::Outbound, false),
+        (6, Some(7), Direction::Inbound, false),
+        (9, Some(12), Direction::Inbound, false),
+        (20, None, Direction::Inbound, false),
+        (30, Some(30), Direction::Inbound, true),
+    ];
+    for (start, end, direction, refused) in plan {
+        let mut c = call(&acct.account_id, "a1", "+447386172392", "+447446466801");
+        c.direction = direction;
+        c.started_at = at(start);
+        c.answered_at = (!refused).then(|| at(start));
+        c.ended_at = end.map(at);
+        c.duration_seconds = end.map(|e| (e - start) * 60);
+        if refused {
+            c.call_status = CallStatus::Busy;
+            c.ended_reason = Some(EndedReason::ConcurrentCallLimit);
+        }
+        store.insert_call(&c).await.unwrap();
+    }
+    store
+        .insert_call(&call(&other.account_id, "a1", "+447386172392", "+447446466802"))
+        .await
+        .unwrap();
+
+    let all = store.call_usage(&acct.account_id, None, None).await.unwrap();
+    assert_eq!((all.total, all.inbound, all.outbound), (6, 5, 1));
+    assert_eq!(all.connected_seconds, (10 + 3 + 1 + 3) * 60);
+    assert_eq!(all.rejected_at_cap, 1);
+    // Minutes 6–7: the calls from 0, 5 and 6 are connected at once.
+    assert_eq!(all.peak_concurrent, 3);
+
+    let later = store.call_usage(&acct.account_id, Some(at(9)), None).await.unwrap();
+    assert_eq!((later.total, later.connected_seconds, later.peak_concurrent), (3, 180, 1));
+    let early = store.call_usage(&acct.account_id, None, Some(at(6))).await.unwrap();
+    assert_eq!((early.total, early.outbound, early.peak_concurrent), (2, 1, 2));
+    let none =
+        store.call_usage(&other.account_id, Some(now() + Duration::hours(1)), None).await.unwrap();
+    assert_eq!(none, nixflex_store::CallUsage::default());
+}
+
 macro_rules! suite {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -1028,6 +1076,7 @@ suite!(
     agents_round_trip_and_stay_in_their_account,
     agents_list_newest_first_filtered_and_counted,
     agent_edits_are_serialised_and_all_or_nothing,
+    call_usage_adds_up_a_period_and_finds_the_peak,
     rate_limit_counters_are_atomic_and_reset_per_window,
     idempotency_keys_start_once_then_replay,
     abandoned_and_failed_idempotent_requests_can_run_again,

@@ -92,6 +92,8 @@ pub struct Config {
     pub rate_limit_anonymous_per_minute: i64,
     /// Default concurrent calls per account.
     pub max_concurrent_calls: i64,
+    /// Price of a connected minute in USD, reported by `GET /v1/usage` (0: no charge).
+    pub price_per_minute_usd: f64,
     /// Trust `X-Forwarded-For` for the client IP (only behind your own proxy).
     pub trust_forwarded_for: bool,
     /// Largest accepted request body.
@@ -164,6 +166,7 @@ impl Default for Config {
             rate_limit_writes_per_minute: 120,
             rate_limit_anonymous_per_minute: 600,
             max_concurrent_calls: 10,
+            price_per_minute_usd: 0.0,
             trust_forwarded_for: false,
             max_body_bytes: 8 * 1024 * 1024,
             request_timeout_ms: 30_000,
@@ -286,6 +289,9 @@ impl Config {
                 bail!("{name} must be at least 1");
             }
         }
+        if !(self.price_per_minute_usd.is_finite() && self.price_per_minute_usd >= 0.0) {
+            bail!("price_per_minute_usd must be a number of at least 0");
+        }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
         }
@@ -365,6 +371,7 @@ impl Config {
             "rate_limit_writes_per_minute": self.rate_limit_writes_per_minute,
             "rate_limit_anonymous_per_minute": self.rate_limit_anonymous_per_minute,
             "max_concurrent_calls": self.max_concurrent_calls,
+            "price_per_minute_usd": self.price_per_minute_usd,
             "trust_forwarded_for": self.trust_forwarded_for,
             "max_body_bytes": self.max_body_bytes,
             "request_timeout_ms": self.request_timeout_ms,

@@ -194,6 +194,7 @@ fn api_config(config: &Config) -> ApiConfig {
         tts_provider: config.tts_kind(),
         allow_private_targets: config.allow_private_targets,
         public_url: config.public_url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
+        price_per_minute_usd: config.price_per_minute_usd,
     }
 }
 

@@ -188,7 +188,7 @@ fn bad(field: &str, message: String) -> ApiError {
     ApiError::invalid(message).detail("field", field.to_owned())
 }
 
-fn parse_time(field: &str, raw: &str) -> ApiResult<DateTime<Utc>> {
+pub(crate) fn parse_time(field: &str, raw: &str) -> ApiResult<DateTime<Utc>> {
     if let Ok(at) = DateTime::parse_from_rfc3339(raw) {
         return Ok(at.with_timezone(&Utc));
     }

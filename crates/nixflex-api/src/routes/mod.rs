@@ -9,3 +9,4 @@ pub(crate) mod integrations;
 pub mod keys;
 pub(crate) mod numbers;
 pub(crate) mod pending;
+pub(crate) mod usage;

@@ -321,7 +321,6 @@ pub(crate) struct SwitchInput {
 }
 
 pub(crate) const PENDING: &[PendingRoute] = &[
-    query(p("GET", "/v1/usage", "Usage and limits", "account"), &["period", "since", "until"]),
     with(
         p("PUT", "/v1/account/storage", "Bring-your-own recording storage", "account"),
         body::<StorageInput>("Bucket and credentials"),

@@ -21,3 +21,4 @@ mod keys;
 mod numbers;
 mod openapi;
 mod rate_limits;
+mod usage;
