@@ -2,6 +2,7 @@
 //! assembly, action tags, playout, and the per-call actor that wires the providers together.
 //! The audio path never waits on the database.
 
+pub mod analysis;
 pub mod chunker;
 pub mod engine;
 pub mod media;

@@ -105,6 +105,9 @@ pub struct LlmRequest {
     pub max_tokens: u32,
     /// Tools the model may call; empty for none.
     pub tools: Vec<ToolSpec>,
+    /// The name of one of `tools` the model must call (structured output); `None` lets the
+    /// model choose.
+    pub tool_choice: Option<String>,
 }
 
 impl LlmRequest {
@@ -117,6 +120,7 @@ impl LlmRequest {
             temperature: None,
             max_tokens: 1024,
             tools: Vec::new(),
+            tool_choice: None,
         }
     }
 }

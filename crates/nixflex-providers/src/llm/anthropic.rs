@@ -114,6 +114,9 @@ pub fn request_body(request: &LlmRequest) -> Value {
             .collect();
         body["tools"] = json!(tools);
     }
+    if let Some(name) = &request.tool_choice {
+        body["tool_choice"] = json!({ "type": "tool", "name": name });
+    }
     body
 }
 
@@ -575,6 +578,10 @@ mod tests {
         assert_eq!(body["messages"][1]["content"][0]["type"], json!("tool_use"));
         assert_eq!(body["messages"][2]["content"][0]["tool_use_id"], json!("t1"));
         assert_eq!(body["tools"][0]["input_schema"]["type"], json!("object"));
+        assert_eq!(body.get("tool_choice"), None);
+        request.tool_choice = Some("weather".to_owned());
+        let body = request_body(&request);
+        assert_eq!(body["tool_choice"], json!({"type": "tool", "name": "weather"}));
     }
 
     #[test]

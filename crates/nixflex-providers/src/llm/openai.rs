@@ -151,6 +151,9 @@ pub fn request_body(request: &LlmRequest) -> Value {
             .collect();
         body["tools"] = json!(tools);
     }
+    if let Some(name) = &request.tool_choice {
+        body["tool_choice"] = json!({ "type": "function", "function": { "name": name } });
+    }
     body
 }
 
@@ -493,5 +496,12 @@ mod tests {
         );
         assert_eq!(body["stream_options"], json!({"include_usage": true}));
         assert_eq!(body["tools"][0]["function"]["parameters"], json!({"type": "object"}));
+        assert_eq!(body.get("tool_choice"), None);
+        request.tool_choice = Some("weather".to_owned());
+        let body = request_body(&request);
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "function", "function": {"name": "weather"}})
+        );
     }
 }
