@@ -14,6 +14,7 @@ pub mod store;
 pub mod tags;
 pub mod twilio_ws;
 pub mod vad;
+pub mod webhook;
 
 pub use engine::{Engine, EngineConfig, Providers};
 pub use media::StreamRefused;
