@@ -18,6 +18,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 pub mod testing;
+mod webhooks;
 
 pub use accounts::{Account, AccountRepo, ApiKey, KeyWithAccount, RevokeOutcome};
 pub use agents::AgentRepo;
@@ -26,6 +27,7 @@ pub use guards::{GuardRepo, IdempotencyBegin, IdempotencyScope, StoredResponse};
 pub use numbers::{CallerRecord, NumberRepo, NumberUrlSlot};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use webhooks::{WebhookDelivery, WebhookRepo};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +67,15 @@ pub struct Page {
 /// only part of it should take the narrower repository trait.
 #[async_trait]
 pub trait Store:
-    AccountRepo + AgentRepo + NumberRepo + CallRepo + GuardRepo + Send + Sync + std::fmt::Debug
+    AccountRepo
+    + AgentRepo
+    + NumberRepo
+    + CallRepo
+    + GuardRepo
+    + WebhookRepo
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
     /// Which backend (`sqlite` or `postgres`).
     fn backend(&self) -> &'static str;

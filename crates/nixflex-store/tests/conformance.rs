@@ -1046,6 +1046,36 @@ async fn call_usage_adds_up_a_period_and_finds_the_peak((store, _g): Fixture) {
     assert_eq!(none, nixflex_store::CallUsage::default());
 }
 
+async fn webhook_deliveries_are_kept_per_call_and_go_with_it((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let c = call(&acct.account_id, "a1", "+447386172392", "+447446466801");
+    store.insert_call(&c).await.unwrap();
+    let base = now();
+    let attempt = |n: i64, delivered: bool| nixflex_store::WebhookDelivery {
+        delivery_id: format!("whd_{n}"),
+        call_id: c.call_id.clone(),
+        event: "call.completed".to_owned(),
+        event_id: "evt_1".to_owned(),
+        url: "https://hooks.example.com/a".to_owned(),
+        attempt: n,
+        attempted_at: base + Duration::seconds(n),
+        status_code: Some(if delivered { 200 } else { 503 }),
+        latency_ms: Some(12.5),
+        error: (!delivered).then(|| "HTTP 503".to_owned()),
+        delivered,
+    };
+    store.record_webhook_delivery(&attempt(1, false)).await.unwrap();
+    store.record_webhook_delivery(&attempt(2, true)).await.unwrap();
+    let mut stray = attempt(3, true);
+    stray.call_id = "call_gone".into();
+    store.record_webhook_delivery(&stray).await.unwrap();
+    let kept = store.webhook_deliveries(&c.call_id).await.unwrap();
+    assert_eq!(kept, vec![attempt(1, false), attempt(2, true)]);
+    assert!(store.webhook_deliveries(&"call_gone".into()).await.unwrap().is_empty());
+    assert!(store.delete_call(&acct.account_id, &c.call_id).await.unwrap());
+    assert!(store.webhook_deliveries(&c.call_id).await.unwrap().is_empty());
+}
+
 macro_rules! suite {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -1077,6 +1107,7 @@ suite!(
     agents_list_newest_first_filtered_and_counted,
     agent_edits_are_serialised_and_all_or_nothing,
     call_usage_adds_up_a_period_and_finds_the_peak,
+    webhook_deliveries_are_kept_per_call_and_go_with_it,
     rate_limit_counters_are_atomic_and_reset_per_window,
     idempotency_keys_start_once_then_replay,
     abandoned_and_failed_idempotent_requests_can_run_again,

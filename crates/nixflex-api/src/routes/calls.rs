@@ -96,6 +96,10 @@ pub(crate) struct CallObject {
     latency: Vec<TurnLatency>,
     /// Why the pre-call gate rejected the call.
     precall_reject_reason: Option<String>,
+    /// Every attempt to deliver a webhook about this call, oldest first (`GET /v1/calls/{id}`
+    /// only; lists leave it out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_deliveries: Option<Vec<WebhookDeliveryObject>>,
     /// Created.
     created_at: DateTime<Utc>,
     /// Last change.
@@ -159,6 +163,7 @@ impl CallObject {
             avg_latency_ms: call.avg_latency_ms,
             latency: call.turns,
             precall_reject_reason: call.precall_reject_reason,
+            webhook_deliveries: None,
             created_at: call.created_at,
             updated_at: call.updated_at,
         }
@@ -337,7 +342,50 @@ async fn get_call(
     Path(call_id): Path<String>,
 ) -> ApiResult<Json<CallObject>> {
     let call = find_call(&state, &caller.account.account_id, &call_id).await?;
-    Ok(Json(CallObject::new(call, true)))
+    let deliveries = state.store().webhook_deliveries(&call.call_id).await?;
+    let mut object = CallObject::new(call, true);
+    object.webhook_deliveries =
+        Some(deliveries.into_iter().map(WebhookDeliveryObject::from).collect());
+    Ok(Json(object))
+}
+
+/// One attempt to deliver a webhook about the call.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WebhookDeliveryObject {
+    /// `call.started`, `call.completed` or `webhook.test`.
+    event: String,
+    /// The id receivers de-duplicate on (also the `X-Nixflex-Event-Id` header).
+    event_id: String,
+    /// Where it was sent.
+    url: String,
+    /// 1 for the first attempt.
+    attempt: i64,
+    /// When it was sent (UTC).
+    attempted_at: DateTime<Utc>,
+    /// The receiver's HTTP status, when it answered.
+    status_code: Option<i64>,
+    /// Time to the answer or failure, in ms.
+    latency_ms: Option<f64>,
+    /// What went wrong, when it did.
+    error: Option<String>,
+    /// Whether the receiver accepted it (2xx).
+    delivered: bool,
+}
+
+impl From<nixflex_store::WebhookDelivery> for WebhookDeliveryObject {
+    fn from(d: nixflex_store::WebhookDelivery) -> Self {
+        Self {
+            event: d.event,
+            event_id: d.event_id,
+            url: d.url,
+            attempt: d.attempt,
+            attempted_at: d.attempted_at,
+            status_code: d.status_code,
+            latency_ms: d.latency_ms,
+            error: d.error,
+            delivered: d.delivered,
+        }
+    }
 }
 
 /// Erase a call: its record, transcript and recording. Immediate and irreversible.
