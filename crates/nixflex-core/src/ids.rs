@@ -147,6 +147,11 @@ pub fn new_call_id() -> CallId {
     CallId(format!("call_{}", random_hex(12)))
 }
 
+/// `whd_` + 24 hex: one webhook delivery attempt.
+pub fn new_delivery_id() -> String {
+    format!("whd_{}", random_hex(12))
+}
+
 /// `req_` + 24 hex: a request id for `X-Request-Id`.
 pub fn new_request_id() -> String {
     format!("req_{}", random_hex(12))

@@ -5,6 +5,7 @@
 pub mod analysis;
 pub mod chunker;
 pub mod engine;
+pub mod followup;
 pub mod media;
 pub mod playout;
 pub mod prompt;

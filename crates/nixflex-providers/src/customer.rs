@@ -77,19 +77,35 @@ impl CustomerHttp {
         secrets: &[String],
         timeout: Duration,
     ) -> Result<reqwest::Response, CustomerHttpError> {
+        self.post_signed_with(url, body, secrets, timeout, &[]).await
+    }
+
+    /// [`Self::post_signed`] with extra headers (e.g. the webhook's event id).
+    ///
+    /// # Errors
+    /// [`CustomerHttpError`] when the target is not allowed or the request fails.
+    pub async fn post_signed_with(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        secrets: &[String],
+        timeout: Duration,
+        headers: &[(&str, &str)],
+    ) -> Result<reqwest::Response, CustomerHttpError> {
         outbound_url("url", url, self.allow_private)
             .map_err(|e| CustomerHttpError::Forbidden(e.message))?;
         let raw = serde_json::to_vec(body).unwrap_or_default();
         let header = signature_header(chrono::Utc::now().timestamp(), &raw, secrets);
-        Ok(self
+        let mut request = self
             .client
             .post(url)
             .timeout(timeout)
             .header("content-type", "application/json")
-            .header("x-nixflex-signature", header)
-            .body(raw)
-            .send()
-            .await?)
+            .header("x-nixflex-signature", header);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Ok(request.body(raw).send().await?)
     }
 }
 

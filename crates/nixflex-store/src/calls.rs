@@ -8,6 +8,7 @@ use nixflex_core::call::{
     CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TurnLatency,
 };
 use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
+use serde_json::{Map, Value};
 
 use crate::{Page, StoreError};
 
@@ -150,6 +151,13 @@ pub trait CallRepo: Send + Sync {
         limit: i64,
     ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError>;
 
+    /// Stores a call's post-call analysis; false if the call is gone.
+    async fn record_analysis(
+        &self,
+        call_id: &CallId,
+        analysis: &CallAnalysis,
+    ) -> Result<bool, StoreError>;
+
     /// What the account's calls that started in `[since, until)` add up to (either bound may
     /// be open), and the most calls connected at once among them.
     async fn call_usage(
@@ -158,6 +166,19 @@ pub trait CallRepo: Send + Sync {
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
     ) -> Result<CallUsage, StoreError>;
+}
+
+/// What post-call analysis found (every field may be empty: nothing is invented).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallAnalysis {
+    /// One or two sentences.
+    pub call_summary: Option<String>,
+    /// `happy`, `neutral` or `frustrated`.
+    pub caller_sentiment: Option<String>,
+    /// Whether the caller got what they needed.
+    pub call_successful: Option<bool>,
+    /// One key per extraction field.
+    pub extracted_data: Map<String, Value>,
 }
 
 /// Totals of an account's calls over a period (`GET /v1/usage`).
@@ -195,7 +216,7 @@ macro_rules! impl_calls {
 
             use crate::sql::map_err;
             use crate::{
-                Admission, CallFilter, CallUpdate, CallUsage, Page, StoreError,
+                Admission, CallAnalysis, CallFilter, CallUpdate, CallUsage, Page, StoreError,
             };
             use super::*;
             use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
@@ -481,6 +502,27 @@ macro_rules! impl_calls {
                         .map(|row| Ok((row.try_get("started_at")?, row.try_get("call_summary")?)))
                         .collect::<Result<Vec<_>, sqlx::Error>>()
                         .map_err(map_err)
+                }
+
+                async fn record_analysis(
+                    &self,
+                    call_id: &CallId,
+                    analysis: &CallAnalysis,
+                ) -> Result<bool, StoreError> {
+                    let done = sqlx::query(
+                        "update calls set call_summary = $2, caller_sentiment = $3, call_successful = $4, extracted_data = $5, \
+                         updated_at = $6 where call_id = $1",
+                    )
+                    .bind(call_id.as_str())
+                    .bind(&analysis.call_summary)
+                    .bind(&analysis.caller_sentiment)
+                    .bind(analysis.call_successful)
+                    .bind(Json(&analysis.extracted_data))
+                    .bind(crate::now())
+                    .execute(&self.writer)
+                    .await
+                    .map_err(map_err)?;
+                    Ok(done.rows_affected() == 1)
                 }
 
                 async fn call_usage(

@@ -22,7 +22,7 @@ mod webhooks;
 
 pub use accounts::{Account, AccountRepo, ApiKey, KeyWithAccount, RevokeOutcome};
 pub use agents::AgentRepo;
-pub use calls::{Admission, CallFilter, CallRepo, CallUpdate, CallUsage};
+pub use calls::{Admission, CallAnalysis, CallFilter, CallRepo, CallUpdate, CallUsage};
 pub use guards::{GuardRepo, IdempotencyBegin, IdempotencyScope, StoredResponse};
 pub use numbers::{CallerRecord, NumberRepo, NumberUrlSlot};
 pub use postgres::PgStore;

@@ -6,6 +6,7 @@ pub mod deepgram;
 pub mod inworld;
 pub mod openai;
 pub mod twilio;
+pub mod webhook;
 
 /// A listener whose connections send without Nagle's delay, like the real services' (which
 /// stream small events): without it a streamed reply waits ~40 ms for the client's delayed ACK.

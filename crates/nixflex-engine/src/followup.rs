@@ -1,0 +1,287 @@
+//! What happens after a call (docs/engine.md#post-call-analysis, docs/engine.md#webhooks), as
+//! the steps the durable job queue runs:
+//!
+//! 1. [`FollowUp::call_ended`]: analyse the call (when it is worth it), store the analysis, note
+//!    what the caller wanted on their caller-context record, and name the webhook deliveries to
+//!    queue — one per distinct target. A provider failure is retried by the queue; on the last
+//!    attempt the call goes on without analysis, so the webhook is never held up by the LLM.
+//! 2. [`FollowUp::deliver`]: one attempt at one webhook delivery, signed with the account's key
+//!    secrets, 10 s timeout, the SSRF rule checked on the resolved address, and every attempt
+//!    recorded on the call. Network errors, timeouts, 429 and 5xx are worth retrying; a refused
+//!    target or another 4xx is not.
+//!
+//! The job queue itself (leases, back-off, dead jobs) knows nothing of calls; the composition root
+//! maps these results onto it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nixflex_core::call::CallRecord;
+use nixflex_core::crypto::SecretBox;
+use nixflex_core::ids::{self, AccountId, CallId};
+use nixflex_pipeline::llm::LlmProvider;
+use nixflex_providers::customer::{CustomerHttp, CustomerHttpError};
+use nixflex_store::{CallAnalysis, Page, Store, StoreError, WebhookDelivery};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::analysis::{self, AnalysisError};
+use crate::webhook::{self, Event};
+
+/// How long a receiver has to answer a webhook.
+pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a step failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FollowUpError {
+    /// Worth another attempt later.
+    #[error("{0}")]
+    Retryable(String),
+    /// Will never succeed.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<StoreError> for FollowUpError {
+    fn from(error: StoreError) -> Self {
+        Self::Retryable(format!("storage: {error}"))
+    }
+}
+
+/// One webhook to deliver: the payload of a delivery job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookJob {
+    /// The call the event is about.
+    pub call_id: String,
+    /// Its account (whose key secrets sign the request).
+    pub account_id: String,
+    /// `call.completed`, `call.started`, `webhook.test`.
+    pub event: String,
+    /// The receiver.
+    pub url: String,
+}
+
+impl WebhookJob {
+    /// The key that makes queuing this delivery idempotent.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}:{}:{}", self.event, self.call_id, self.url)
+    }
+
+    fn event(&self) -> Result<Event, FollowUpError> {
+        match self.event.as_str() {
+            "call.completed" => Ok(Event::CallCompleted),
+            "call.started" => Ok(Event::CallStarted),
+            "webhook.test" => Ok(Event::Test),
+            other => Err(FollowUpError::Permanent(format!("unknown webhook event `{other}`"))),
+        }
+    }
+}
+
+/// The post-call steps, with what they need.
+#[derive(Debug, Clone)]
+pub struct FollowUp {
+    store: Arc<dyn Store>,
+    llm: Arc<dyn LlmProvider>,
+    customer: CustomerHttp,
+    secrets: SecretBox,
+}
+
+impl FollowUp {
+    /// The steps over this store, LLM, customer-endpoint client and master key.
+    pub fn new(
+        store: Arc<dyn Store>,
+        llm: Arc<dyn LlmProvider>,
+        customer: CustomerHttp,
+        secrets: SecretBox,
+    ) -> Self {
+        Self { store, llm, customer, secrets }
+    }
+
+    /// The `call.ended` step for `call_id`. `last_attempt` says the queue will not retry: an
+    /// analysis that fails then is given up and the webhooks go out without it.
+    ///
+    /// # Errors
+    /// [`FollowUpError::Retryable`] when storage or (before the last attempt) the LLM failed;
+    /// [`FollowUpError::Permanent`] never for a call that exists.
+    pub async fn call_ended(
+        &self,
+        call_id: &CallId,
+        last_attempt: bool,
+    ) -> Result<Vec<WebhookJob>, FollowUpError> {
+        let Some(call) = self.store.find_call(call_id).await? else {
+            // Deleted before its follow-up ran: nothing to do.
+            return Ok(Vec::new());
+        };
+        let agent = match &call.agent_id {
+            Some(agent_id) => {
+                self.store.get_agent(&call.account_id, agent_id).await?.map(|(agent, _)| agent)
+            }
+            None => None,
+        };
+        if let Some(agent) = &agent
+            && analysis::should_analyse(&call)
+            && call.call_summary.is_none()
+        {
+            let request = analysis::request(&agent.settings, &call);
+            match analysis::analyse(&*self.llm, request, &agent.settings.data_extraction_fields)
+                .await
+            {
+                Ok(found) => self.store_analysis(&call, found).await?,
+                Err(AnalysisError::Provider(error)) if error.retryable && !last_attempt => {
+                    return Err(FollowUpError::Retryable(format!("analysis: {error}")));
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Post-call analysis gave up; webhooks go out without it.", call_id = %call.call_id, error = %error);
+                }
+            }
+        }
+        let number = self.store.find_active_number(&business_number(&call).into()).await?;
+        let urls = webhook::targets([
+            agent.as_ref().and_then(|a| a.settings.webhook_url.as_deref()),
+            number.as_ref().and_then(|n| n.webhook_url.as_deref()),
+            number.as_ref().and_then(|n| n.webhook2_url.as_deref()),
+        ]);
+        Ok(urls
+            .into_iter()
+            .map(|url| WebhookJob {
+                call_id: call.call_id.to_string(),
+                account_id: call.account_id.to_string(),
+                event: Event::CallCompleted.as_str().to_owned(),
+                url,
+            })
+            .collect())
+    }
+
+    async fn store_analysis(
+        &self,
+        call: &CallRecord,
+        found: analysis::Analysis,
+    ) -> Result<(), FollowUpError> {
+        let stored = CallAnalysis {
+            call_summary: found.call_summary.clone(),
+            caller_sentiment: found.caller_sentiment.map(|s| s.as_str().to_owned()),
+            call_successful: found.call_successful,
+            extracted_data: found.extracted_data.clone(),
+        };
+        self.store.record_analysis(&call.call_id, &stored).await?;
+        // The caller's context remembers what they wanted and what is still open, for the next
+        // call or text from them.
+        let mut notes = Map::new();
+        if let Some(wanted) = found.last_call {
+            notes.insert("last_call".to_owned(), Value::String(wanted));
+        }
+        notes.insert("open_item".to_owned(), found.open_item.map_or(Value::Null, Value::String));
+        if let Some(name) = found.caller_name {
+            let known = self
+                .store
+                .get_caller(&business_number(call).into(), caller_number(call))
+                .await?
+                .is_some_and(|c| c.context.contains_key("name"));
+            if !known {
+                notes.insert("name".to_owned(), Value::String(name));
+            }
+        }
+        self.store
+            .upsert_callers(
+                &business_number(call).into(),
+                &[(caller_number(call).to_owned(), notes)],
+                nixflex_store::now(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// One attempt (`attempt`, from 1) at delivering `job`; the attempt is recorded on the call.
+    ///
+    /// # Errors
+    /// [`FollowUpError::Retryable`] for network errors, timeouts, 429 and 5xx;
+    /// [`FollowUpError::Permanent`] for a refused target or another non-2xx answer.
+    pub async fn deliver(&self, job: &WebhookJob, attempt: i64) -> Result<(), FollowUpError> {
+        let event = job.event()?;
+        let call_id = CallId::from(job.call_id.as_str());
+        let Some(call) = self.store.find_call(&call_id).await? else {
+            return Ok(()); // The call was deleted: nobody is told about it any more.
+        };
+        let payload = match event {
+            Event::CallStarted => webhook::started_payload(&call),
+            Event::CallCompleted | Event::Test => webhook::completed_payload(event, &call),
+        };
+        let event_id = webhook::event_id(event, call.call_id.as_str());
+        let secrets = self.account_secrets(&AccountId::from(job.account_id.as_str())).await?;
+        let started = Instant::now();
+        let sent = self
+            .customer
+            .post_signed_with(
+                &job.url,
+                &payload,
+                &secrets,
+                WEBHOOK_TIMEOUT,
+                &[(webhook::EVENT_ID_HEADER, event_id.as_str())],
+            )
+            .await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (status_code, outcome) = match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let outcome = if response.status().is_success() {
+                    Ok(())
+                } else if status == 429 || status >= 500 {
+                    Err(FollowUpError::Retryable(format!("HTTP {status}")))
+                } else {
+                    Err(FollowUpError::Permanent(format!("HTTP {status}")))
+                };
+                (Some(i64::from(status)), outcome)
+            }
+            Err(CustomerHttpError::Forbidden(why)) => {
+                (None, Err(FollowUpError::Permanent(format!("target not allowed: {why}"))))
+            }
+            Err(CustomerHttpError::Request(error)) => {
+                let what = if error.is_timeout() { "timed out" } else { "could not connect" };
+                (None, Err(FollowUpError::Retryable(what.to_owned())))
+            }
+        };
+        let record = WebhookDelivery {
+            delivery_id: ids::new_delivery_id(),
+            call_id: call.call_id.clone(),
+            event: event.as_str().to_owned(),
+            event_id,
+            url: job.url.clone(),
+            attempt,
+            attempted_at: nixflex_store::now(),
+            status_code,
+            latency_ms: Some((latency_ms * 10.0).round() / 10.0),
+            error: outcome.as_ref().err().map(ToString::to_string),
+            delivered: outcome.is_ok(),
+        };
+        if let Err(error) = self.store.record_webhook_delivery(&record).await {
+            tracing::warn!(message = "Could not record a webhook attempt.", error = %error);
+        }
+        outcome
+    }
+
+    /// The raw secrets of the account's active keys (receivers verify with any of them).
+    async fn account_secrets(&self, account_id: &AccountId) -> Result<Vec<String>, FollowUpError> {
+        let (keys, _) = self.store.list_keys(account_id, Page { limit: 100, offset: 0 }).await?;
+        Ok(keys
+            .iter()
+            .filter(|k| k.revoked_at.is_none())
+            .filter_map(|k| self.secrets.open(&k.secret_sealed).ok())
+            .collect())
+    }
+}
+
+/// The business side of a call: the number called (inbound) or calling (outbound).
+fn business_number(call: &CallRecord) -> String {
+    match call.direction {
+        nixflex_core::call::Direction::Inbound => call.to_number.clone(),
+        nixflex_core::call::Direction::Outbound => call.from_number.clone(),
+    }
+}
+
+/// The other side of a call.
+fn caller_number(call: &CallRecord) -> &str {
+    match call.direction {
+        nixflex_core::call::Direction::Inbound => &call.from_number,
+        nixflex_core::call::Direction::Outbound => &call.to_number,
+    }
+}
