@@ -13,6 +13,7 @@ mod accounts;
 mod agents;
 mod calls;
 mod guards;
+mod jobs;
 mod numbers;
 mod postgres;
 mod sql;
@@ -23,6 +24,7 @@ pub use accounts::{Account, AccountRepo, ApiKey, KeyWithAccount, RevokeOutcome};
 pub use agents::AgentRepo;
 pub use calls::{Admission, CallFilter, CallRepo, CallUpdate};
 pub use guards::{GuardRepo, IdempotencyBegin, IdempotencyScope, StoredResponse};
+pub use jobs::{CALL_ENDED, Job, JobCounts, JobFilter, JobRepo, JobState, Lease, NewJob};
 pub use numbers::{CallerRecord, NumberRepo, NumberUrlSlot};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -65,7 +67,15 @@ pub struct Page {
 /// only part of it should take the narrower repository trait.
 #[async_trait]
 pub trait Store:
-    AccountRepo + AgentRepo + NumberRepo + CallRepo + GuardRepo + Send + Sync + std::fmt::Debug
+    AccountRepo
+    + AgentRepo
+    + NumberRepo
+    + CallRepo
+    + GuardRepo
+    + JobRepo
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
     /// Which backend (`sqlite` or `postgres`).
     fn backend(&self) -> &'static str;
