@@ -122,6 +122,11 @@ impl Wake {
         Self::default()
     }
 
+    /// The notifier inside (what the engine is given, so it need not know this crate).
+    pub fn notifier(&self) -> Arc<Notify> {
+        self.0.clone()
+    }
+
     /// Asks the worker to look for jobs now.
     pub fn wake(&self) {
         self.0.notify_one();
