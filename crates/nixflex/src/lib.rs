@@ -3,5 +3,6 @@
 
 pub mod bench;
 pub mod config;
+pub mod jobs;
 pub mod listener;
 pub mod server;

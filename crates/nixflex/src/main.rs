@@ -63,6 +63,11 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Inspect background jobs and retry dead ones.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// Benchmarks against a running server.
     Bench {
         #[command(subcommand)]
@@ -80,6 +85,31 @@ enum KeysCommand {
         /// Billing/alert e-mail.
         #[arg(long)]
         email: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// Print jobs, newest first, one JSON object per line.
+    List {
+        /// queued | running | done | dead.
+        #[arg(long, value_parser = nixflex::jobs::parse_state)]
+        state: Option<nixflex_store::JobState>,
+        /// Only jobs of this kind (e.g. call.ended).
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many (1-1000).
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Queue a dead job again with fresh attempts; prints it.
+    Retry {
+        /// The job (job_…).
+        job_id: String,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -128,6 +158,11 @@ fn store_flags(store: StoreArgs) -> FlagOverrides {
 #[allow(clippy::print_stdout)]
 fn print_json(value: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+#[allow(clippy::print_stdout)]
+fn print_line(value: &serde_json::Value) {
+    println!("{value}");
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -188,6 +223,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "warnings": warnings,
                 "config": config.redacted(),
             }));
+            Ok(())
+        }
+        Command::Jobs { command: JobsCommand::List { state, kind, limit, store } } => {
+            let config = load(cli.config.as_ref(), &store_flags(store))?;
+            init_tracing(&config);
+            let secrets = server::load_master_key(&config)?;
+            let store = server::open_store(&config, &secrets).await?;
+            let filter = nixflex_store::JobFilter { state, kind };
+            for job in nixflex::jobs::list(&*store, &filter, limit).await? {
+                print_line(&job);
+            }
+            Ok(())
+        }
+        Command::Jobs { command: JobsCommand::Retry { job_id, store } } => {
+            let config = load(cli.config.as_ref(), &store_flags(store))?;
+            init_tracing(&config);
+            let secrets = server::load_master_key(&config)?;
+            let store = server::open_store(&config, &secrets).await?;
+            print_line(&nixflex::jobs::retry(&*store, &job_id).await?);
             Ok(())
         }
         Command::Bench { command: BenchCommand::Api(args) } => {
