@@ -177,6 +177,104 @@ async fn a_long_job_keeps_its_lease((store, _g): Fixture) {
     assert_eq!(runs.lock().unwrap().get(&slow.job_id), Some(&1));
 }
 
+/// A call of a new account, live, whose session last beat at `heartbeat_at`.
+async fn live_call(store: &Arc<dyn Store>, heartbeat_at: chrono::DateTime<chrono::Utc>) -> String {
+    use nixflex_core::call::{CallRecord, CallStatus, Direction};
+    use nixflex_core::ids;
+    let at = nixflex_store::now();
+    let account = nixflex_store::Account {
+        account_id: ids::new_account_id(),
+        name: None,
+        email: None,
+        created_at: at,
+        max_concurrent_calls: None,
+        rate_limit_reads: None,
+        rate_limit_writes: None,
+    };
+    let key = nixflex_store::ApiKey {
+        key_id: ids::new_key_id(),
+        account_id: account.account_id.clone(),
+        name: None,
+        secret_hash: "h".repeat(64),
+        secret_sealed: "v1:sealed".to_owned(),
+        created_at: at,
+        rotated_at: None,
+        revoked_at: None,
+    };
+    store.create_account(&account, &key).await.unwrap();
+    let call = CallRecord {
+        call_id: ids::new_call_id(),
+        account_id: account.account_id.clone(),
+        agent_id: None,
+        direction: Direction::Inbound,
+        from_number: "+447386172392".to_owned(),
+        to_number: "+14155552671".to_owned(),
+        twilio_call_sid: None,
+        call_status: CallStatus::InProgress,
+        ended_reason: None,
+        started_at: at,
+        answered_at: Some(at),
+        ended_at: None,
+        duration_seconds: None,
+        transcript: Vec::new(),
+        turns: Vec::new(),
+        avg_latency_ms: None,
+        recording_url: None,
+        call_summary: None,
+        caller_sentiment: None,
+        call_successful: None,
+        extracted_data: serde_json::Map::new(),
+        voicemail_detected: false,
+        campaign_id: None,
+        metadata: None,
+        cost_usd: None,
+        precall_reject_reason: None,
+        stream_token_hash: None,
+        created_at: at,
+        updated_at: at,
+    };
+    store.insert_call(&call).await.unwrap();
+    let beat = nixflex_store::CallUpdate { heartbeat_at: Some(heartbeat_at), ..Default::default() };
+    store.update_call(&call.call_id, &beat, at).await.unwrap();
+    call.call_id
+}
+
+async fn the_sweeper_ends_a_dead_nodes_calls_and_runs_their_follow_up((store, _g): Fixture) {
+    use nixflex_core::call::EndedReason;
+    let now = nixflex_store::now();
+    let stale = live_call(&store, now - chrono::Duration::minutes(5)).await;
+    let alive = live_call(&store, now).await;
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(
+        store.clone(),
+        Registry::with_builtins(),
+        WorkerConfig { stale_after: Some(Duration::from_secs(90)), ..config("sweeper") },
+    )
+    .spawn(shutdown.clone());
+    let follow_up = || async {
+        store
+            .list_jobs(
+                &JobFilter {
+                    state: Some(JobState::Done),
+                    kind: Some(nixflex_store::CALL_ENDED.to_owned()),
+                },
+                Page { limit: 10, offset: 0 },
+            )
+            .await
+            .unwrap()
+    };
+    eventually("the stale call's follow-up done", || async { !follow_up().await.is_empty() }).await;
+    shutdown.cancel();
+    worker.await.unwrap();
+    let done = follow_up().await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].payload["call_id"], stale.as_str());
+    let ended = store.find_call(&stale).await.unwrap().unwrap();
+    assert_eq!(ended.ended_reason, Some(EndedReason::Error));
+    assert!(ended.call_status.is_final());
+    assert_eq!(store.find_call(&alive).await.unwrap().unwrap().ended_reason, None);
+}
+
 macro_rules! suite {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -202,4 +300,5 @@ suite!(
     two_workers_run_every_job_once,
     failures_back_off_then_succeed_or_die,
     a_long_job_keeps_its_lease,
+    the_sweeper_ends_a_dead_nodes_calls_and_runs_their_follow_up,
 );
