@@ -208,6 +208,8 @@ pub struct Worker {
     registry: Arc<Registry>,
     config: WorkerConfig,
     wake: Wake,
+    /// Notified when a running job finishes.
+    slot_freed: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -222,7 +224,13 @@ impl std::fmt::Debug for Worker {
 impl Worker {
     /// A worker over `store` running `registry`'s handlers.
     pub fn new(store: Arc<dyn JobRepo>, registry: Registry, config: WorkerConfig) -> Self {
-        Self { store, registry: Arc::new(registry), config, wake: Wake::new() }
+        Self {
+            store,
+            registry: Arc::new(registry),
+            config,
+            wake: Wake::new(),
+            slot_freed: Arc::new(Notify::new()),
+        }
     }
 
     /// The handle that wakes this worker (give it to whatever queues jobs on this node).
@@ -247,6 +255,10 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(concurrency));
         let tasks = TaskTracker::new();
         let mut next_sweep = Instant::now();
+        // Whether to claim for a single free slot. After a job finishes, the worker waits until
+        // half its slots are free and claims them in one batch: claiming per finished job would
+        // cost a claim transaction per job. A poll, a wake-up or a sweep claims for any free slot.
+        let mut eager = true;
         tracing::info!(
             message = "Job worker started.",
             node_id = %self.config.node_id,
@@ -265,7 +277,7 @@ impl Worker {
             }
             let free = permits.available_permits();
             let mut more = false;
-            if free > 0 {
+            if free > 0 && (eager || free * 2 >= concurrency) {
                 let now = nixflex_store::now();
                 let claimed = self
                     .store
@@ -297,6 +309,7 @@ impl Worker {
                 }
             }
             if more && permits.available_permits() > 0 {
+                eager = true;
                 continue;
             }
             let sweep_due = async {
@@ -305,12 +318,13 @@ impl Worker {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            eager = tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = self.wake.0.notified() => {}
-                () = tokio::time::sleep(self.config.poll_interval) => {}
-                () = sweep_due => {}
-            }
+                () = self.slot_freed.notified() => false,
+                () = self.wake.0.notified() => true,
+                () = tokio::time::sleep(self.config.poll_interval) => true,
+                () = sweep_due => true,
+            };
         }
         tasks.close();
         if tokio::time::timeout(self.config.shutdown_wait, tasks.wait()).await.is_err() {
@@ -334,7 +348,7 @@ impl Worker {
                 Some(outcome) => outcome,
                 None => {
                     drop(permit);
-                    self.wake.wake();
+                    self.slot_freed.notify_one();
                     return;
                 }
             },
@@ -371,8 +385,8 @@ impl Worker {
             }
         }
         drop(permit);
-        // A slot is free: look for more work now rather than at the next poll.
-        self.wake.wake();
+        // A slot is free: the loop decides whether to claim now or wait for more.
+        self.slot_freed.notify_one();
     }
 
     /// Runs the handler on its own task (a panic fails the attempt, not the worker) while

@@ -314,26 +314,42 @@ macro_rules! impl_jobs {
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                    // PostgreSQL: rows another node is claiming are skipped, not waited for.
-                    // SQLite: the write transaction already excludes every other writer.
-                    static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-                        format!(
-                            "update jobs set state = 'running', lease_owner = $1, lease_expires_at = $2, \
-                             attempts = attempts + 1, updated_at = $3 \
-                             where job_id in (select job_id from jobs \
-                             where (state = 'queued' and run_at <= $3) or (state = 'running' and lease_expires_at <= $3) \
-                             order by run_at, job_id limit $4{}) returning *",
-                            if <$store>::ROW_LOCKS { " for update skip locked" } else { "" }
-                        )
+                    // Two statements, each served by its index (`jobs_lease`, `jobs_due`): one
+                    // query with an OR of both would scan the whole table, done jobs included.
+                    // Expired leases first: their jobs have waited longest. PostgreSQL: rows
+                    // another node is claiming are skipped, not waited for. SQLite: the write
+                    // transaction already excludes every other writer.
+                    static CLAIM: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+                        let lock = if <$store>::ROW_LOCKS { " for update skip locked" } else { "" };
+                        let claim = |due: &str| {
+                            format!(
+                                "update jobs set state = 'running', lease_owner = $1, lease_expires_at = $2, \
+                                 attempts = attempts + 1, updated_at = $3 \
+                                 where job_id in (select job_id from jobs where {due} limit $4{lock}) returning *"
+                            )
+                        };
+                        [
+                            claim("state = 'running' and lease_expires_at <= $3 order by lease_expires_at"),
+                            claim("state = 'queued' and run_at <= $3 order by run_at"),
+                        ]
                     });
-                    let rows = sqlx::query(sqlx::AssertSqlSafe(CLAIM.as_str()))
-                        .bind(owner)
-                        .bind(lease_until)
-                        .bind(now)
-                        .bind(limit.max(0))
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(map_err)?;
+                    let mut rows = Vec::new();
+                    for sql in CLAIM.iter() {
+                        let left = limit.max(0) - i64::try_from(rows.len()).unwrap_or(i64::MAX);
+                        if left <= 0 {
+                            break;
+                        }
+                        rows.extend(
+                            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                                .bind(owner)
+                                .bind(lease_until)
+                                .bind(now)
+                                .bind(left)
+                                .fetch_all(&mut *tx)
+                                .await
+                                .map_err(map_err)?,
+                        );
+                    }
                     tx.commit().await.map_err(map_err)?;
                     let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
                     jobs.sort_by(|a, b| (a.run_at, &a.job_id).cmp(&(b.run_at, &b.job_id)));

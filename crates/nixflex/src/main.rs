@@ -121,6 +121,8 @@ enum BenchCommand {
     Api(nixflex::bench::api::ApiBenchArgs),
     /// N concurrent emulated calls against a `nixflex serve` child with emulated providers.
     Calls(nixflex::bench::calls::CallsBenchArgs),
+    /// Background jobs claimed and completed per second, with 1 or more worker nodes.
+    Jobs(nixflex::bench::jobs::JobsBenchArgs),
 }
 
 fn parse_signup(raw: &str) -> Result<Signup, String> {
@@ -248,6 +250,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
             init_tracing(&config);
             nixflex::bench::api::run(&config, args).await
+        }
+        Command::Bench { command: BenchCommand::Jobs(args) } => {
+            let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
+            init_tracing(&config);
+            nixflex::bench::jobs::run(args).await
         }
         Command::Bench { command: BenchCommand::Calls(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
