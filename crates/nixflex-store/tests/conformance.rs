@@ -1180,7 +1180,9 @@ async fn a_call_ends_with_its_follow_ups_in_one_transaction((store, _g): Fixture
         ..CallUpdate::default()
     };
     let follow_up = NewJob::call_follow_up(CALL_ENDED, &c.call_id, &acct.account_id, 5);
-    assert!(store.finish_call(&c.call_id, &end, now(), &[follow_up.clone()]).await.unwrap());
+    assert!(
+        store.finish_call(&c.call_id, &end, now(), std::slice::from_ref(&follow_up)).await.unwrap()
+    );
     let ended = store.find_call(&c.call_id).await.unwrap().unwrap();
     assert_eq!(ended.call_status, CallStatus::Completed);
     let queued = store.get_job(&follow_up.job_id).await.unwrap().unwrap();
@@ -1188,11 +1190,18 @@ async fn a_call_ends_with_its_follow_ups_in_one_transaction((store, _g): Fixture
     assert_eq!(queued.payload, json!({"call_id": c.call_id, "account_id": acct.account_id}));
     // A second writer of the end (the carrier's status, a retry) queues nothing more.
     let again = NewJob::call_follow_up(CALL_ENDED, &c.call_id, &acct.account_id, 5);
-    assert!(store.finish_call(&c.call_id, &end, now(), &[again.clone()]).await.unwrap());
+    assert!(
+        store.finish_call(&c.call_id, &end, now(), std::slice::from_ref(&again)).await.unwrap()
+    );
     assert!(store.get_job(&again.job_id).await.unwrap().is_none());
     // No call, nothing written: no orphan follow-up.
     let orphan = NewJob::call_follow_up(CALL_ENDED, "call_missing", &acct.account_id, 5);
-    assert!(!store.finish_call("call_missing", &end, now(), &[orphan.clone()]).await.unwrap());
+    assert!(
+        !store
+            .finish_call("call_missing", &end, now(), std::slice::from_ref(&orphan))
+            .await
+            .unwrap()
+    );
     assert!(store.get_job(&orphan.job_id).await.unwrap().is_none());
     // A follow-up that cannot be written rolls the call's end back (all or nothing).
     let c2 = call(&acct.account_id, "a", "+447386172392", "+14155552671");
@@ -1233,7 +1242,7 @@ async fn stale_calls_are_swept_once_with_their_follow_up((store, _g): Fixture) {
     )
     .await;
     let swept: Vec<String> = sweeps.into_iter().flat_map(Result::unwrap).collect();
-    assert_eq!(swept, [stale.call_id.clone()]);
+    assert_eq!(swept, std::slice::from_ref(&stale.call_id));
     let record = store.find_call(&stale.call_id).await.unwrap().unwrap();
     assert_eq!(record.call_status, CallStatus::Completed);
     assert_eq!(record.ended_reason, Some(EndedReason::Error));

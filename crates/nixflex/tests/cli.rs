@@ -533,6 +533,13 @@ async fn sigterm_drains_calls_the_live_call_ends_cleanly_and_new_calls_get_busy(
     drop(tts);
 }
 
+/// The pause between two checks of a deadline-bounded poll, in a plain `#[test]` (its thread is
+/// not a runtime worker, so blocking it stalls nothing).
+#[allow(clippy::disallowed_methods)]
+fn poll_pause(pause: Duration) {
+    std::thread::sleep(pause);
+}
+
 /// Lines of a command's stdout, each a JSON object.
 fn json_lines(output: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&output.stdout)
@@ -614,7 +621,7 @@ fn jobs_list_shows_dead_jobs_and_retry_queues_them_again() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while list(&["--state", "done", "--kind", "call.ended"]).is_empty() {
         assert!(Instant::now() < deadline, "the retried job did not run: {:?}", list(&[]));
-        std::thread::sleep(Duration::from_millis(50));
+        poll_pause(Duration::from_millis(50));
     }
 }
 
@@ -646,7 +653,7 @@ fn two_nodes_on_one_postgres_share_the_queue_and_take_over_a_killed_nodes_job() 
         let deadline = Instant::now() + Duration::from_secs(30);
         while !check() {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(25));
+            poll_pause(Duration::from_millis(25));
         }
     };
     // Shared queue: 200 short jobs, each run exactly once, by both nodes between them.
