@@ -152,8 +152,10 @@ pub struct WorkerConfig {
     pub backoff_cap: Duration,
     /// Calls whose heartbeat is older than this are ended by the sweeper (`None`: no sweeper).
     pub stale_after: Option<Duration>,
-    /// How often the sweeper runs.
+    /// How often the sweeper (and the purge of done jobs) runs.
     pub sweep_every: Duration,
+    /// Done jobs are deleted this long after they finished (`None`: kept forever).
+    pub keep_done: Option<Duration>,
     /// On shutdown, how long running jobs may finish (the rest are taken over after their lease).
     pub shutdown_wait: Duration,
 }
@@ -170,6 +172,7 @@ impl Default for WorkerConfig {
             backoff_cap: Duration::from_secs(600),
             stale_after: None,
             sweep_every: Duration::from_secs(30),
+            keep_done: Some(Duration::from_secs(7 * 24 * 3600)),
             shutdown_wait: Duration::from_secs(10),
         }
     }
@@ -269,10 +272,13 @@ impl Worker {
             if shutdown.is_cancelled() {
                 break;
             }
-            if let Some(stale_after) = self.config.stale_after
-                && Instant::now() >= next_sweep
-            {
-                self.sweep(stale_after).await;
+            if Instant::now() >= next_sweep {
+                if let Some(stale_after) = self.config.stale_after {
+                    self.sweep(stale_after).await;
+                }
+                if let Some(keep_done) = self.config.keep_done {
+                    self.purge(keep_done).await;
+                }
                 next_sweep = Instant::now() + self.config.sweep_every;
             }
             let free = permits.available_permits();
@@ -313,9 +319,10 @@ impl Worker {
                 continue;
             }
             let sweep_due = async {
-                match self.config.stale_after {
-                    Some(_) => tokio::time::sleep_until(next_sweep).await,
-                    None => std::future::pending().await,
+                if self.config.stale_after.is_some() || self.config.keep_done.is_some() {
+                    tokio::time::sleep_until(next_sweep).await;
+                } else {
+                    std::future::pending::<()>().await;
                 }
             };
             eager = tokio::select! {
@@ -421,6 +428,23 @@ impl Worker {
                         // The next renewal may work; the lease still has two thirds left.
                         Err(error) => tracing::warn!(message = "Renewing a job lease failed.", error = %error),
                     }
+                }
+            }
+        }
+    }
+
+    /// Deletes done jobs older than `keep_done`, in batches.
+    async fn purge(&self, keep_done: Duration) {
+        const BATCH: i64 = 1000;
+        let before = nixflex_store::now()
+            - chrono::Duration::from_std(keep_done).unwrap_or(chrono::Duration::MAX);
+        loop {
+            match self.store.purge_done_jobs(before, BATCH).await {
+                Ok(deleted) if deleted < u64::try_from(BATCH).unwrap_or(u64::MAX) => return,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(message = "Purging done jobs failed; retrying at the next sweep.", error = %error);
+                    return;
                 }
             }
         }

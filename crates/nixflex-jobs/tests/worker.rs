@@ -275,6 +275,26 @@ async fn the_sweeper_ends_a_dead_nodes_calls_and_runs_their_follow_up((store, _g
     assert_eq!(store.find_call(&alive).await.unwrap().unwrap().ended_reason, None);
 }
 
+async fn done_jobs_are_purged_by_the_worker_after_their_retention((store, _g): Fixture) {
+    let runs: Runs = Arc::default();
+    let shutdown = CancellationToken::new();
+    let config = WorkerConfig {
+        keep_done: Some(Duration::ZERO),
+        sweep_every: Duration::from_millis(50),
+        ..config("purger")
+    };
+    let worker = Worker::new(store.clone(), counting(&runs), config).spawn(shutdown.clone());
+    let job = NewJob::new("t.count", "1", json!({}), 3);
+    store.enqueue_job(&job).await.unwrap();
+    eventually("the done job purged", || async {
+        store.get_job(&job.job_id).await.unwrap().is_none()
+    })
+    .await;
+    shutdown.cancel();
+    worker.await.unwrap();
+    assert_eq!(runs.lock().unwrap().get(&job.job_id), Some(&1), "it ran before it went");
+}
+
 macro_rules! suite {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -301,4 +321,5 @@ suite!(
     failures_back_off_then_succeed_or_die,
     a_long_job_keeps_its_lease,
     the_sweeper_ends_a_dead_nodes_calls_and_runs_their_follow_up,
+    done_jobs_are_purged_by_the_worker_after_their_retention,
 );

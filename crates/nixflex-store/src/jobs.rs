@@ -216,6 +216,10 @@ pub trait JobRepo: Send + Sync {
     /// How many jobs are in each state.
     async fn job_counts(&self) -> Result<JobCounts, StoreError>;
 
+    /// Deletes up to `limit` done jobs last changed before `before`; returns how many. Their
+    /// idempotency keys go with them, so keep them longer than a duplicate writer can arrive.
+    async fn purge_done_jobs(&self, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError>;
+
     /// Ends calls whose media session stopped heart-beating before `stale_before` without writing
     /// its end: each gets `ended_reason: error` (status `completed` unless already final) and its
     /// `kind` follow-up, in one transaction per batch, once across nodes. Returns the call ids.
@@ -473,6 +477,19 @@ macro_rules! impl_jobs {
                         }
                     }
                     Ok(counts)
+                }
+
+                async fn purge_done_jobs(&self, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError> {
+                    let done = sqlx::query(
+                        "delete from jobs where job_id in \
+                         (select job_id from jobs where state = 'done' and updated_at < $1 limit $2)",
+                    )
+                    .bind(before)
+                    .bind(limit.max(0))
+                    .execute(&self.writer)
+                    .await
+                    .map_err(map_err)?;
+                    Ok(done.rows_affected())
                 }
 
                 async fn end_stale_calls(

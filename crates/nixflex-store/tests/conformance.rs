@@ -1169,6 +1169,26 @@ async fn dead_jobs_are_listed_and_can_be_retried((store, _g): Fixture) {
     assert_eq!(claimed[0].job_id, bad.job_id);
 }
 
+async fn done_jobs_are_purged_after_their_retention((store, _g): Fixture) {
+    let old = job("t.ok", "old", 3);
+    let recent = job("t.ok", "recent", 3);
+    let dead = job("t.ok", "dead", 1);
+    let t = now();
+    for j in [&old, &recent, &dead] {
+        store.enqueue_job(j).await.unwrap();
+    }
+    let claimed = store.claim_jobs("n", 10, t + Duration::seconds(30), t).await.unwrap();
+    let lease = |id: &str| claimed.iter().find(|j| j.job_id == id).unwrap().lease();
+    store.complete_job(&lease(&old.job_id), t - Duration::days(8)).await.unwrap();
+    store.complete_job(&lease(&recent.job_id), t).await.unwrap();
+    store.fail_job(&lease(&dead.job_id), "x", None, t - Duration::days(8)).await.unwrap();
+    assert_eq!(store.purge_done_jobs(t - Duration::days(7), 100).await.unwrap(), 1);
+    assert!(store.get_job(&old.job_id).await.unwrap().is_none());
+    assert!(store.get_job(&recent.job_id).await.unwrap().is_some());
+    assert!(store.get_job(&dead.job_id).await.unwrap().is_some(), "dead jobs stay");
+    assert_eq!(store.purge_done_jobs(t - Duration::days(7), 100).await.unwrap(), 0);
+}
+
 async fn a_call_ends_with_its_follow_ups_in_one_transaction((store, _g): Fixture) {
     let (acct, _) = new_account(&*store).await;
     let c = call(&acct.account_id, "a", "+447386172392", "+14155552671");
@@ -1318,6 +1338,7 @@ suite!(
     an_expired_lease_is_taken_over_and_fences_the_old_owner,
     failed_jobs_wait_for_their_retry_then_die_after_max_attempts,
     dead_jobs_are_listed_and_can_be_retried,
+    done_jobs_are_purged_after_their_retention,
     a_call_ends_with_its_follow_ups_in_one_transaction,
     stale_calls_are_swept_once_with_their_follow_up,
 );

@@ -157,8 +157,10 @@ pub struct Config {
     pub jobs_backoff_base_ms: u64,
     /// Longest delay between a job's attempts.
     pub jobs_backoff_cap_ms: u64,
-    /// How often the sweeper ends calls whose node stopped heart-beating.
+    /// How often the sweeper ends calls whose node stopped heart-beating (and purges done jobs).
     pub jobs_sweep_ms: u64,
+    /// Hours a done job is kept (its idempotency key with it) before it is deleted; 0 = forever.
+    pub jobs_keep_done_hours: u64,
     /// Length of a rate-limit window for the per-minute limits. Always 60 s in production; not
     /// settable from files or the environment, only by tests that must not cross a boundary.
     #[serde(skip)]
@@ -212,6 +214,7 @@ impl Default for Config {
             jobs_backoff_base_ms: 2000,
             jobs_backoff_cap_ms: 600_000,
             jobs_sweep_ms: 30_000,
+            jobs_keep_done_hours: 168,
             rate_limit_window_secs: 60,
         }
     }
@@ -381,6 +384,8 @@ impl Config {
             backoff_cap: Duration::from_millis(self.jobs_backoff_cap_ms),
             stale_after,
             sweep_every: Duration::from_millis(self.jobs_sweep_ms),
+            keep_done: (self.jobs_keep_done_hours > 0)
+                .then(|| Duration::from_secs(self.jobs_keep_done_hours.saturating_mul(3600))),
             ..nixflex_jobs::WorkerConfig::default()
         }
     }
@@ -473,6 +478,7 @@ impl Config {
                 "jobs_backoff_base_ms": self.jobs_backoff_base_ms,
                 "jobs_backoff_cap_ms": self.jobs_backoff_cap_ms,
                 "jobs_sweep_ms": self.jobs_sweep_ms,
+                "jobs_keep_done_hours": self.jobs_keep_done_hours,
             }),
         ) {
             printed.extend(jobs);

@@ -21,5 +21,7 @@ create index jobs_due on jobs (state, run_at);
 create index jobs_lease on jobs (state, lease_expires_at);
 -- the CLI's listing, newest first.
 create index jobs_list on jobs (created_at desc, job_id desc);
+-- purging done jobs after their retention.
+create index jobs_done on jobs (state, updated_at);
 -- the sweeper looks for stale sessions that never wrote their end.
 create index calls_heartbeat on calls (heartbeat_at) where ended_reason is null;
