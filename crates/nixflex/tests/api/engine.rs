@@ -121,6 +121,27 @@ impl CallLab {
             tokio::task::yield_now().await;
         }
     }
+
+    /// The call's follow-up jobs once one has run (there must be exactly one).
+    pub async fn follow_up_ran(&self, call_id: &str) -> nixflex_store::Job {
+        use nixflex_store::{CALL_ENDED, JobFilter, JobState, Page};
+        let store =
+            nixflex_store::open(&self.app.config.effective_database_url(), 2).await.unwrap();
+        let filter = JobFilter { state: None, kind: Some(CALL_ENDED.to_owned()) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let jobs = store.list_jobs(&filter, Page { limit: 10, offset: 0 }).await.unwrap();
+            let mine: Vec<_> = jobs.iter().filter(|j| j.payload["call_id"] == call_id).collect();
+            assert!(mine.len() <= 1, "one follow-up per call: {mine:?}");
+            if let Some(job) = mine.first()
+                && job.state == JobState::Done
+            {
+                return (*job).clone();
+            }
+            assert!(Instant::now() < deadline, "the call's follow-up never ran: {jobs:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 fn secs(s: f64) -> Duration {
@@ -177,6 +198,10 @@ async fn a_caller_talks_with_the_agent_until_it_ends_the_call(backend: Backend) 
     assert_eq!(call["call_status"], "completed");
     assert_eq!(call["ended_reason"], "completed");
     assert_eq!(call["direction"], "inbound");
+    // The end was written with its follow-up, which this node's worker ran.
+    let follow_up = lab.follow_up_ran(call["call_id"].as_str().unwrap()).await;
+    assert_eq!(follow_up.payload["account_id"], lab.key.account_id.as_str());
+    assert_eq!(follow_up.attempts, 1);
     assert_eq!(
         (call["from_number"].as_str(), call["to_number"].as_str()),
         (Some(CALLER), Some(NUMBER))
