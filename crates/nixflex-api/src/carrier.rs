@@ -273,9 +273,24 @@ async fn status(
         duration_seconds: request.param("CallDuration").and_then(|d| d.parse().ok()),
         ..CallUpdate::default()
     };
-    if let Err(error) =
+    // A call that never had a media session (its session sets `answered_at` when it starts)
+    // ends here, so its follow-ups are queued here, in the same transaction. A call with a
+    // session gets them from the session's final write (or from the sweeper if its node died).
+    let engine = state.engine();
+    let written = if final_status && call.answered_at.is_none() {
+        let follow_ups = engine.call_follow_ups(&call.call_id, &call.account_id);
+        let written = state
+            .store()
+            .finish_call(&call.call_id, &update, nixflex_store::now(), &follow_ups)
+            .await;
+        if written.is_ok() {
+            engine.wake_follow_ups();
+        }
+        written
+    } else {
         state.store().update_call(&call.call_id, &update, nixflex_store::now()).await
-    {
+    };
+    if let Err(error) = written {
         tracing::warn!(message = "Could not apply a call status.", error = %error);
     }
     twiml_response(twiml::empty())

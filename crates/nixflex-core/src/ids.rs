@@ -152,6 +152,11 @@ pub fn new_delivery_id() -> String {
     format!("whd_{}", random_hex(12))
 }
 
+/// `job_` + 24 hex: a background job (docs/jobs.md).
+pub fn new_job_id() -> String {
+    format!("job_{}", random_hex(12))
+}
+
 /// `req_` + 24 hex: a request id for `X-Request-Id`.
 pub fn new_request_id() -> String {
     format!("req_{}", random_hex(12))

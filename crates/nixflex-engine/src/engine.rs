@@ -12,7 +12,7 @@ use std::time::Duration;
 use nixflex_core::call::CallRecord;
 use nixflex_core::catalog::TtsProviderKind;
 use nixflex_core::crypto::{SecretBox, hash_secret};
-use nixflex_core::ids::CallId;
+use nixflex_core::ids::{AccountId, CallId};
 use nixflex_pipeline::ProviderError;
 use nixflex_pipeline::llm::LlmProvider;
 use nixflex_pipeline::stt::{SttEvents, SttInput, SttOptions, SttProvider};
@@ -56,6 +56,10 @@ pub struct EngineConfig {
     pub start_timeout: Duration,
     /// On shutdown, how long live calls may continue before they are ended with a goodbye.
     pub drain_timeout: Duration,
+    /// Attempts of a call's follow-up jobs before they are dead.
+    pub follow_up_max_attempts: i64,
+    /// Notified when a call's follow-ups were queued, so this node's job worker runs them now.
+    pub follow_up_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +71,8 @@ impl Default for EngineConfig {
             prewarm_ttl: Duration::from_secs(30),
             start_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
+            follow_up_max_attempts: 8,
+            follow_up_wake: None,
         }
     }
 }
@@ -298,17 +304,49 @@ impl Engine {
         }
     }
 
-    /// Starts the task that writes a call's updates in order, off the audio path.
-    pub(crate) fn spawn_recorder(&self, call_id: CallId) -> Recorder {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<CallUpdate>();
-        let store = self.inner.store.clone();
+    /// The follow-up jobs queued when a call ends, written with its final update.
+    pub fn call_follow_ups(&self, call_id: &str, account_id: &str) -> Vec<nixflex_store::NewJob> {
+        vec![nixflex_store::NewJob::call_follow_up(
+            nixflex_store::CALL_ENDED,
+            call_id,
+            account_id,
+            self.inner.config.follow_up_max_attempts,
+        )]
+    }
+
+    /// Tells this node's job worker that follow-ups were queued.
+    pub fn wake_follow_ups(&self) {
+        if let Some(wake) = &self.inner.config.follow_up_wake {
+            wake.notify_one();
+        }
+    }
+
+    /// Starts the task that writes a call's updates in order, off the audio path. The final
+    /// update goes with the call's follow-up jobs, in one transaction.
+    pub(crate) fn spawn_recorder(&self, call_id: CallId, account_id: AccountId) -> Recorder {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(CallUpdate, bool)>();
+        let engine = self.clone();
         let task = tokio::spawn(
             async move {
-            while let Some(update) = rx.recv().await {
+            let store = engine.inner.store.clone();
+            while let Some((update, last)) = rx.recv().await {
+                let follow_ups =
+                    if last { engine.call_follow_ups(&call_id, &account_id) } else { Vec::new() };
                 let mut attempt = 0u32;
                 loop {
-                    match store.update_call(&call_id, &update, nixflex_store::now()).await {
-                        Ok(_) => break,
+                    let at = nixflex_store::now();
+                    let written = if last {
+                        store.finish_call(&call_id, &update, at, &follow_ups).await
+                    } else {
+                        store.update_call(&call_id, &update, at).await
+                    };
+                    match written {
+                        Ok(_) => {
+                            if last {
+                                engine.wake_follow_ups();
+                            }
+                            break;
+                        }
                         Err(error) if attempt < 5 => {
                             attempt += 1;
                             tracing::warn!(message = "Call update failed; retrying.", error = %error);
@@ -316,6 +354,8 @@ impl Engine {
                                 .await;
                         }
                         Err(error) => {
+                            // The heartbeat stops with the session, so the sweeper ends the
+                            // call and queues its follow-ups.
                             tracing::error!(message = "Call update lost after retries.", error = %error);
                             break;
                         }
@@ -341,15 +381,21 @@ impl Drop for LiveGuard {
 
 /// The sending side of a call's persistence task.
 pub(crate) struct Recorder {
-    /// Updates to write, in order. Closing it lets the task finish.
-    pub(crate) tx: tokio::sync::mpsc::UnboundedSender<CallUpdate>,
+    /// Updates to write, in order, each marked whether it is the call's last. Closing it lets
+    /// the task finish.
+    pub(crate) tx: tokio::sync::mpsc::UnboundedSender<(CallUpdate, bool)>,
     task: JoinHandle<()>,
 }
 
 impl Recorder {
     /// Queues an update (never waits).
     pub(crate) fn record(&self, update: CallUpdate) {
-        let _ = self.tx.send(update);
+        let _ = self.tx.send((update, false));
+    }
+
+    /// Queues the call's final update, written with its follow-up jobs (never waits).
+    pub(crate) fn record_end(&self, update: CallUpdate) {
+        let _ = self.tx.send((update, true));
     }
 
     /// Waits until everything queued is written.

@@ -13,7 +13,7 @@ use nixflex_core::call::CallRecord;
 use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
 use nixflex_core::number::PhoneNumber;
 use nixflex_store::{
-    Account, Admission, ApiKey, CallUpdate, CallerRecord, Page, Store, StoreError,
+    Account, Admission, ApiKey, CallUpdate, CallerRecord, NewJob, Page, Store, StoreError,
 };
 
 /// The storage a call uses. Each method behaves as the store method of the same name.
@@ -84,6 +84,16 @@ pub trait CallStore: Send + Sync + std::fmt::Debug {
         call_id: &CallId,
         update: &CallUpdate,
         at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Applies a call's final update and queues its follow-up jobs in one transaction; false if
+    /// the call does not exist.
+    async fn finish_call(
+        &self,
+        call_id: &CallId,
+        update: &CallUpdate,
+        at: DateTime<Utc>,
+        follow_ups: &[NewJob],
     ) -> Result<bool, StoreError>;
 
     /// Summaries of the latest calls between a business number and a caller for an agent.
@@ -176,6 +186,16 @@ impl<S: Store + ?Sized> CallStore for Arc<S> {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         (**self).update_call(call_id, update, at).await
+    }
+
+    async fn finish_call(
+        &self,
+        call_id: &CallId,
+        update: &CallUpdate,
+        at: DateTime<Utc>,
+        follow_ups: &[NewJob],
+    ) -> Result<bool, StoreError> {
+        (**self).finish_call(call_id, update, at, follow_ups).await
     }
 
     async fn call_history(

@@ -130,6 +130,17 @@ pub trait CallRepo: Send + Sync {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Applies a call's final update and queues its follow-up jobs in one transaction (jobs whose
+    /// idempotency key exists are skipped); false, with nothing written, if the call does not
+    /// exist.
+    async fn finish_call(
+        &self,
+        call_id: &CallId,
+        update: &CallUpdate,
+        at: DateTime<Utc>,
+        follow_ups: &[crate::NewJob],
+    ) -> Result<bool, StoreError>;
+
     /// Deletes one call; false if it was not this account's.
     async fn delete_call(
         &self,
@@ -315,6 +326,44 @@ macro_rules! impl_calls {
                 Ok(())
             }
 
+        async fn update_call_in<'e, E>(executor: E, call_id: &CallId, update: &CallUpdate, at: DateTime<Utc>) -> Result<bool, StoreError>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+                // Final statuses never change (the list comes from `CallStatus::FINAL`).
+                static UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                    format!(
+                        "update calls set \
+                         call_status = case when call_status in {} then call_status else coalesce($2, call_status) end, \
+                         ended_reason = coalesce(ended_reason, $3), answered_at = coalesce(answered_at, $4), ended_at = coalesce(ended_at, $5), \
+                     duration_seconds = coalesce($6, duration_seconds), transcript = coalesce($7, transcript), turns = coalesce($8, turns), \
+                     avg_latency_ms = coalesce($9, avg_latency_ms), heartbeat_at = coalesce($10, heartbeat_at), \
+                     twilio_call_sid = coalesce(twilio_call_sid, $11), updated_at = $12, \
+                     stream_token_hash = coalesce($13, stream_token_hash) \
+                     where call_id = $1",
+                        CallStatus::sql_list(CallStatus::FINAL)
+                    )
+                });
+                let done = sqlx::query(sqlx::AssertSqlSafe(UPDATE.as_str()))
+                .bind(call_id.as_str())
+                .bind(update.call_status.map(CallStatus::as_str))
+                .bind(update.ended_reason.map(EndedReason::as_str))
+                .bind(update.answered_at)
+                .bind(update.ended_at)
+                .bind(update.duration_seconds)
+                .bind(update.transcript.as_ref().map(Json))
+                .bind(update.turns.as_ref().map(Json))
+                .bind(update.avg_latency_ms)
+                .bind(update.heartbeat_at)
+                .bind(&update.twilio_call_sid)
+                .bind(at)
+                .bind(&update.stream_token_hash)
+                .execute(executor)
+                .await
+                .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
             #[async_trait]
             impl crate::CallRepo for $store {
                 async fn admit_call(&self, call: &CallRecord, cap: i64, alive_after: DateTime<Utc>) -> Result<Admission, StoreError> {
@@ -424,38 +473,28 @@ macro_rules! impl_calls {
                 }
 
                 async fn update_call(&self, call_id: &CallId, update: &CallUpdate, at: DateTime<Utc>) -> Result<bool, StoreError> {
-                    // Final statuses never change (the list comes from `CallStatus::FINAL`).
-                    static UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-                        format!(
-                            "update calls set \
-                             call_status = case when call_status in {} then call_status else coalesce($2, call_status) end, \
-                             ended_reason = coalesce(ended_reason, $3), answered_at = coalesce(answered_at, $4), ended_at = coalesce(ended_at, $5), \
-                         duration_seconds = coalesce($6, duration_seconds), transcript = coalesce($7, transcript), turns = coalesce($8, turns), \
-                         avg_latency_ms = coalesce($9, avg_latency_ms), heartbeat_at = coalesce($10, heartbeat_at), \
-                         twilio_call_sid = coalesce(twilio_call_sid, $11), updated_at = $12, \
-                         stream_token_hash = coalesce($13, stream_token_hash) \
-                         where call_id = $1",
-                            CallStatus::sql_list(CallStatus::FINAL)
-                        )
-                    });
-                    let done = sqlx::query(sqlx::AssertSqlSafe(UPDATE.as_str()))
-                    .bind(call_id.as_str())
-                    .bind(update.call_status.map(CallStatus::as_str))
-                    .bind(update.ended_reason.map(EndedReason::as_str))
-                    .bind(update.answered_at)
-                    .bind(update.ended_at)
-                    .bind(update.duration_seconds)
-                    .bind(update.transcript.as_ref().map(Json))
-                    .bind(update.turns.as_ref().map(Json))
-                    .bind(update.avg_latency_ms)
-                    .bind(update.heartbeat_at)
-                    .bind(&update.twilio_call_sid)
-                    .bind(at)
-                    .bind(&update.stream_token_hash)
-                    .execute(&self.writer)
-                    .await
-                    .map_err(map_err)?;
-                    Ok(done.rows_affected() == 1)
+                    update_call_in(&self.writer, call_id, update, at).await
+                }
+
+                async fn finish_call(
+                    &self,
+                    call_id: &CallId,
+                    update: &CallUpdate,
+                    at: DateTime<Utc>,
+                    follow_ups: &[crate::NewJob],
+                ) -> Result<bool, StoreError> {
+                    // The transactional outbox: the call's end and its follow-ups commit together,
+                    // so a crash can neither lose the follow-ups nor queue them for a call that
+                    // did not end. Idempotency keys make a second writer's follow-ups no-ops.
+                    let mut tx = self.begin_write().await?;
+                    if !update_call_in(&mut *tx, call_id, update, at).await? {
+                        return Ok(false);
+                    }
+                    for job in follow_ups {
+                        super::jobs_sql::insert_job_in(&mut *tx, job, at).await?;
+                    }
+                    tx.commit().await.map_err(map_err)?;
+                    Ok(true)
                 }
 
                 async fn delete_call(&self, account_id: &AccountId, call_id: &CallId) -> Result<bool, StoreError> {

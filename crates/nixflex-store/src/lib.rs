@@ -13,6 +13,7 @@ mod accounts;
 mod agents;
 mod calls;
 mod guards;
+mod jobs;
 mod numbers;
 mod postgres;
 mod sql;
@@ -24,6 +25,7 @@ pub use accounts::{Account, AccountRepo, ApiKey, KeyWithAccount, RevokeOutcome};
 pub use agents::AgentRepo;
 pub use calls::{Admission, CallAnalysis, CallFilter, CallRepo, CallUpdate, CallUsage};
 pub use guards::{GuardRepo, IdempotencyBegin, IdempotencyScope, StoredResponse};
+pub use jobs::{CALL_ENDED, Job, JobCounts, JobFilter, JobRepo, JobState, Lease, NewJob};
 pub use numbers::{CallerRecord, NumberRepo, NumberUrlSlot};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -72,6 +74,7 @@ pub trait Store:
     + NumberRepo
     + CallRepo
     + GuardRepo
+    + JobRepo
     + WebhookRepo
     + Send
     + Sync

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "foundation", include_str!("../migrations/postgres/0001_foundation.sql")),
     (2, "numbers", include_str!("../migrations/postgres/0002_numbers.sql")),
     (3, "calls", include_str!("../migrations/postgres/0003_calls.sql")),
+    (4, "jobs", include_str!("../migrations/postgres/0004_jobs.sql")),
     (5, "webhooks", include_str!("../migrations/postgres/0005_webhooks.sql")),
 ];
 
@@ -63,4 +64,5 @@ crate::agents::impl_agents!(PgStore, sqlx::Postgres, "postgres");
 crate::numbers::impl_numbers!(PgStore, sqlx::Postgres, "postgres");
 crate::calls::impl_calls!(PgStore, sqlx::Postgres, "postgres");
 crate::guards::impl_guards!(PgStore, sqlx::Postgres, "postgres");
+crate::jobs::impl_jobs!(PgStore, sqlx::Postgres, "postgres");
 crate::webhooks::impl_webhooks!(PgStore, sqlx::Postgres, "postgres");

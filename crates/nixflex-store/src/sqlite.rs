@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "foundation", include_str!("../migrations/sqlite/0001_foundation.sql")),
     (2, "numbers", include_str!("../migrations/sqlite/0002_numbers.sql")),
     (3, "calls", include_str!("../migrations/sqlite/0003_calls.sql")),
+    (4, "jobs", include_str!("../migrations/sqlite/0004_jobs.sql")),
     (5, "webhooks", include_str!("../migrations/sqlite/0005_webhooks.sql")),
 ];
 
@@ -101,4 +102,5 @@ crate::agents::impl_agents!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::numbers::impl_numbers!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::calls::impl_calls!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::guards::impl_guards!(SqliteStore, sqlx::Sqlite, "sqlite");
+crate::jobs::impl_jobs!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::webhooks::impl_webhooks!(SqliteStore, sqlx::Sqlite, "sqlite");

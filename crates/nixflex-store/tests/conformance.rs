@@ -12,8 +12,9 @@ use nixflex_core::ids::{self, AccountId, AgentId, E164};
 use nixflex_core::number::{NumberSettings, PhoneNumber};
 use nixflex_store::testing::TempDirGuard;
 use nixflex_store::{
-    Account, Admission, ApiKey, CallFilter, CallUpdate, IdempotencyBegin, IdempotencyScope,
-    NumberUrlSlot, Page, RevokeOutcome, Store, StoreError, StoredResponse, now,
+    Account, Admission, ApiKey, CALL_ENDED, CallFilter, CallUpdate, IdempotencyBegin,
+    IdempotencyScope, JobCounts, JobFilter, JobState, NewJob, NumberUrlSlot, Page, RevokeOutcome,
+    Store, StoreError, StoredResponse, now,
 };
 use serde_json::{Map, Value, json};
 
@@ -1076,6 +1077,303 @@ async fn webhook_deliveries_are_kept_per_call_and_go_with_it((store, _g): Fixtur
     assert!(store.webhook_deliveries(&c.call_id).await.unwrap().is_empty());
 }
 
+fn job(kind: &str, key: &str, max_attempts: i64) -> NewJob {
+    NewJob::new(kind, key, json!({"n": key}), max_attempts)
+}
+
+async fn jobs_enqueue_once_per_idempotency_key((store, _g): Fixture) {
+    let first = job("t.noop", "k1", 3);
+    assert!(store.enqueue_job(&first).await.unwrap());
+    let again = job("t.noop", "k1", 3);
+    assert!(!store.enqueue_job(&again).await.unwrap(), "same key: no second job");
+    assert!(store.get_job(&again.job_id).await.unwrap().is_none());
+    let stored = store.get_job(&first.job_id).await.unwrap().unwrap();
+    assert_eq!(stored.state, JobState::Queued);
+    assert_eq!(stored.payload, json!({"n": "k1"}));
+    assert_eq!(stored.idempotency_key, "t.noop:k1");
+    assert_eq!(stored.attempts, 0);
+    // Concurrent writers of one effect: exactly one job.
+    let racers: Vec<NewJob> = (0..8).map(|_| job("t.noop", "k2", 3)).collect();
+    let outcomes = futures::future::join_all(racers.iter().map(|j| store.enqueue_job(j))).await;
+    assert_eq!(outcomes.iter().filter(|o| matches!(o, Ok(true))).count(), 1, "{outcomes:?}");
+    assert_eq!(store.job_counts().await.unwrap(), JobCounts { queued: 2, ..JobCounts::default() });
+}
+
+async fn jobs_are_claimed_by_one_worker_at_a_time((store, _g): Fixture) {
+    for i in 0..40 {
+        store.enqueue_job(&job("t.noop", &i.to_string(), 3)).await.unwrap();
+    }
+    let later = NewJob { run_at: now() + Duration::hours(1), ..job("t.noop", "later", 3) };
+    store.enqueue_job(&later).await.unwrap();
+    let t = now();
+    let lease_until = t + Duration::minutes(1);
+    // Eight workers claim concurrently, in batches of 3, until nothing is left.
+    let workers = (0..8).map(|w| {
+        let store = store.clone();
+        async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch =
+                    store.claim_jobs(&format!("node-{w}"), 3, lease_until, t).await.unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                for j in &batch {
+                    assert_eq!(j.state, JobState::Running);
+                    assert_eq!(j.lease_owner.as_deref(), Some(format!("node-{w}").as_str()));
+                    assert_eq!(j.attempts, 1);
+                }
+                mine.extend(batch.into_iter().map(|j| j.job_id));
+            }
+        }
+    });
+    let claimed: Vec<String> =
+        futures::future::join_all(workers).await.into_iter().flatten().collect();
+    let unique: std::collections::HashSet<&String> = claimed.iter().collect();
+    assert_eq!(claimed.len(), 40, "every due job claimed");
+    assert_eq!(unique.len(), 40, "no job claimed twice");
+    assert!(!claimed.contains(&later.job_id), "not before its run-at");
+    assert_eq!(
+        store.job_counts().await.unwrap(),
+        JobCounts { queued: 1, running: 40, ..JobCounts::default() }
+    );
+}
+
+async fn an_expired_lease_is_taken_over_and_fences_the_old_owner((store, _g): Fixture) {
+    let j = job("t.noop", "lease", 3);
+    store.enqueue_job(&j).await.unwrap();
+    let t = now();
+    let a = store.claim_jobs("node-a", 10, t + Duration::seconds(5), t).await.unwrap();
+    assert_eq!(a.len(), 1);
+    let old = a[0].lease();
+    assert!(
+        store.claim_jobs("node-b", 10, t + Duration::seconds(5), t).await.unwrap().is_empty(),
+        "leased"
+    );
+    assert!(store.extend_lease(&old, t + Duration::seconds(10), t).await.unwrap());
+    // node-a dies; after its lease lapses node-b takes the job (a second attempt).
+    let t2 = t + Duration::seconds(11);
+    let b = store.claim_jobs("node-b", 10, t2 + Duration::seconds(5), t2).await.unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].attempts, 2);
+    assert_eq!(b[0].lease_owner.as_deref(), Some("node-b"));
+    // node-a comes back: its lease no longer counts.
+    assert!(!store.extend_lease(&old, t2 + Duration::seconds(60), t2).await.unwrap());
+    assert!(!store.complete_job(&old, t2).await.unwrap());
+    assert!(!store.fail_job(&old, "late", None, t2).await.unwrap());
+    assert!(store.complete_job(&b[0].lease(), t2).await.unwrap());
+    let done = store.get_job(&j.job_id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Done);
+    assert!(!store.complete_job(&b[0].lease(), t2).await.unwrap(), "once");
+}
+
+async fn failed_jobs_wait_for_their_retry_then_die_after_max_attempts((store, _g): Fixture) {
+    let j = job("t.fail", "f", 2);
+    store.enqueue_job(&j).await.unwrap();
+    let t = now();
+    let first = store.claim_jobs("n", 1, t + Duration::seconds(30), t).await.unwrap();
+    let retry_at = t + Duration::seconds(2);
+    assert!(store.fail_job(&first[0].lease(), "boom 1", Some(retry_at), t).await.unwrap());
+    let queued = store.get_job(&j.job_id).await.unwrap().unwrap();
+    assert_eq!(queued.state, JobState::Queued);
+    assert_eq!(queued.run_at, retry_at);
+    assert_eq!(queued.last_error.as_deref(), Some("boom 1"));
+    assert!(
+        store.claim_jobs("n", 1, t + Duration::seconds(30), t).await.unwrap().is_empty(),
+        "not before the back-off"
+    );
+    let t2 = retry_at;
+    let second = store.claim_jobs("n", 1, t2 + Duration::seconds(30), t2).await.unwrap();
+    assert_eq!(second[0].attempts, 2);
+    // The last attempt fails: dead even though a retry time was offered.
+    assert!(
+        store
+            .fail_job(&second[0].lease(), "boom 2", Some(t2 + Duration::seconds(4)), t2)
+            .await
+            .unwrap()
+    );
+    let dead = store.get_job(&j.job_id).await.unwrap().unwrap();
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.last_error.as_deref(), Some("boom 2"));
+    assert!(
+        store
+            .claim_jobs("n", 1, t2 + Duration::hours(2), t2 + Duration::hours(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "dead jobs are never claimed"
+    );
+    // A permanent failure is dead at once.
+    let p = job("t.fail", "permanent", 5);
+    store.enqueue_job(&p).await.unwrap();
+    let claimed = store.claim_jobs("n", 1, t2 + Duration::seconds(30), t2).await.unwrap();
+    assert!(store.fail_job(&claimed[0].lease(), "bad payload", None, t2).await.unwrap());
+    assert_eq!(store.get_job(&p.job_id).await.unwrap().unwrap().state, JobState::Dead);
+    // A lease that lapses on the last attempt: dead, not claimed again.
+    let l = job("t.fail", "lapsed", 1);
+    store.enqueue_job(&l).await.unwrap();
+    let claimed = store.claim_jobs("n", 1, t2 + Duration::seconds(1), t2).await.unwrap();
+    assert_eq!(claimed[0].job_id, l.job_id);
+    let t3 = t2 + Duration::seconds(2);
+    assert!(store.claim_jobs("m", 1, t3 + Duration::seconds(1), t3).await.unwrap().is_empty());
+    let lapsed = store.get_job(&l.job_id).await.unwrap().unwrap();
+    assert_eq!(lapsed.state, JobState::Dead);
+    assert_eq!(lapsed.last_error.as_deref(), Some("lease expired on the last attempt"));
+    assert_eq!(store.job_counts().await.unwrap().dead, 3);
+}
+
+async fn dead_jobs_are_listed_and_can_be_retried((store, _g): Fixture) {
+    let ok = job("t.ok", "a", 3);
+    let bad = job("t.bad", "b", 1);
+    store.enqueue_job(&ok).await.unwrap();
+    store.enqueue_job(&bad).await.unwrap();
+    let t = now();
+    for j in store.claim_jobs("n", 10, t + Duration::seconds(30), t).await.unwrap() {
+        if j.kind == "t.bad" {
+            store.fail_job(&j.lease(), "nope", Some(t), t).await.unwrap();
+        }
+    }
+    let dead = store
+        .list_jobs(&JobFilter { state: Some(JobState::Dead), kind: None }, PAGE)
+        .await
+        .unwrap();
+    assert_eq!(dead.iter().map(|j| j.job_id.as_str()).collect::<Vec<_>>(), [bad.job_id.as_str()]);
+    let by_kind = store
+        .list_jobs(&JobFilter { state: None, kind: Some("t.ok".to_owned()) }, PAGE)
+        .await
+        .unwrap();
+    assert_eq!(by_kind.len(), 1);
+    assert_eq!(by_kind[0].state, JobState::Running);
+    assert_eq!(store.list_jobs(&JobFilter::default(), PAGE).await.unwrap().len(), 2);
+    assert_eq!(
+        store.list_jobs(&JobFilter::default(), Page { limit: 1, offset: 1 }).await.unwrap().len(),
+        1
+    );
+    assert!(!store.retry_job(&ok.job_id, t).await.unwrap(), "only dead jobs are retried");
+    assert!(!store.retry_job("job_missing", t).await.unwrap());
+    assert!(store.retry_job(&bad.job_id, t).await.unwrap());
+    let again = store.get_job(&bad.job_id).await.unwrap().unwrap();
+    assert_eq!((again.state, again.attempts), (JobState::Queued, 0));
+    let claimed = store.claim_jobs("n", 10, t + Duration::seconds(30), t).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].job_id, bad.job_id);
+}
+
+async fn done_jobs_are_purged_after_their_retention((store, _g): Fixture) {
+    let old = job("t.ok", "old", 3);
+    let recent = job("t.ok", "recent", 3);
+    let dead = job("t.ok", "dead", 1);
+    let t = now();
+    for j in [&old, &recent, &dead] {
+        store.enqueue_job(j).await.unwrap();
+    }
+    let claimed = store.claim_jobs("n", 10, t + Duration::seconds(30), t).await.unwrap();
+    let lease = |id: &str| claimed.iter().find(|j| j.job_id == id).unwrap().lease();
+    store.complete_job(&lease(&old.job_id), t - Duration::days(8)).await.unwrap();
+    store.complete_job(&lease(&recent.job_id), t).await.unwrap();
+    store.fail_job(&lease(&dead.job_id), "x", None, t - Duration::days(8)).await.unwrap();
+    assert_eq!(store.purge_done_jobs(t - Duration::days(7), 100).await.unwrap(), 1);
+    assert!(store.get_job(&old.job_id).await.unwrap().is_none());
+    assert!(store.get_job(&recent.job_id).await.unwrap().is_some());
+    assert!(store.get_job(&dead.job_id).await.unwrap().is_some(), "dead jobs stay");
+    assert_eq!(store.purge_done_jobs(t - Duration::days(7), 100).await.unwrap(), 0);
+}
+
+async fn a_call_ends_with_its_follow_ups_in_one_transaction((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let c = call(&acct.account_id, "a", "+447386172392", "+14155552671");
+    store.insert_call(&c).await.unwrap();
+    let end = CallUpdate {
+        call_status: Some(CallStatus::Completed),
+        ended_reason: Some(EndedReason::CallerHangup),
+        ended_at: Some(now()),
+        ..CallUpdate::default()
+    };
+    let follow_up = NewJob::call_follow_up(CALL_ENDED, &c.call_id, &acct.account_id, 5);
+    assert!(
+        store.finish_call(&c.call_id, &end, now(), std::slice::from_ref(&follow_up)).await.unwrap()
+    );
+    let ended = store.find_call(&c.call_id).await.unwrap().unwrap();
+    assert_eq!(ended.call_status, CallStatus::Completed);
+    let queued = store.get_job(&follow_up.job_id).await.unwrap().unwrap();
+    assert_eq!(queued.kind, CALL_ENDED);
+    assert_eq!(queued.payload, json!({"call_id": c.call_id, "account_id": acct.account_id}));
+    // A second writer of the end (the carrier's status, a retry) queues nothing more.
+    let again = NewJob::call_follow_up(CALL_ENDED, &c.call_id, &acct.account_id, 5);
+    assert!(
+        store.finish_call(&c.call_id, &end, now(), std::slice::from_ref(&again)).await.unwrap()
+    );
+    assert!(store.get_job(&again.job_id).await.unwrap().is_none());
+    // No call, nothing written: no orphan follow-up.
+    let orphan = NewJob::call_follow_up(CALL_ENDED, "call_missing", &acct.account_id, 5);
+    assert!(
+        !store
+            .finish_call(&"call_missing".into(), &end, now(), std::slice::from_ref(&orphan))
+            .await
+            .unwrap()
+    );
+    assert!(store.get_job(&orphan.job_id).await.unwrap().is_none());
+    // A follow-up that cannot be written rolls the call's end back (all or nothing).
+    let c2 = call(&acct.account_id, "a", "+447386172392", "+14155552671");
+    store.insert_call(&c2).await.unwrap();
+    let duplicate_id = NewJob {
+        job_id: follow_up.job_id.clone(),
+        ..NewJob::call_follow_up(CALL_ENDED, &c2.call_id, &acct.account_id, 5)
+    };
+    assert!(store.finish_call(&c2.call_id, &end, now(), &[duplicate_id]).await.is_err());
+    let untouched = store.find_call(&c2.call_id).await.unwrap().unwrap();
+    assert_eq!(untouched.call_status, CallStatus::InProgress, "rolled back");
+    assert_eq!(untouched.ended_reason, None);
+}
+
+async fn stale_calls_are_swept_once_with_their_follow_up((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let t = now();
+    let stale = call(&acct.account_id, "a", "+447386172392", "+14155552671");
+    let fresh = call(&acct.account_id, "a", "+447386172392", "+14155552671");
+    let ended = call(&acct.account_id, "a", "+447386172392", "+14155552671");
+    let never_streamed = call(&acct.account_id, "a", "+447386172392", "+14155552671");
+    for c in [&stale, &fresh, &ended, &never_streamed] {
+        store.insert_call(c).await.unwrap();
+    }
+    let beat = |at| CallUpdate { heartbeat_at: Some(at), ..CallUpdate::default() };
+    store.update_call(&stale.call_id, &beat(t - Duration::minutes(5)), t).await.unwrap();
+    store.update_call(&fresh.call_id, &beat(t), t).await.unwrap();
+    store.update_call(&ended.call_id, &beat(t - Duration::minutes(5)), t).await.unwrap();
+    let end = CallUpdate {
+        call_status: Some(CallStatus::Completed),
+        ended_reason: Some(EndedReason::CallerHangup),
+        ..CallUpdate::default()
+    };
+    store.update_call(&ended.call_id, &end, t).await.unwrap();
+    // Several nodes sweep at once: each stale call is ended and followed up once.
+    let sweeps = futures::future::join_all(
+        (0..4).map(|_| store.end_stale_calls(t - Duration::seconds(90), CALL_ENDED, 5, 100, t)),
+    )
+    .await;
+    let swept: Vec<String> = sweeps.into_iter().flat_map(Result::unwrap).collect();
+    assert_eq!(swept, [stale.call_id.to_string()]);
+    let record = store.find_call(&stale.call_id).await.unwrap().unwrap();
+    assert_eq!(record.call_status, CallStatus::Completed);
+    assert_eq!(record.ended_reason, Some(EndedReason::Error));
+    assert_eq!(record.ended_at, Some(t));
+    let follow_ups = store
+        .list_jobs(&JobFilter { state: None, kind: Some(CALL_ENDED.to_owned()) }, PAGE)
+        .await
+        .unwrap();
+    assert_eq!(follow_ups.len(), 1);
+    assert_eq!(follow_ups[0].idempotency_key, format!("{CALL_ENDED}:{}", stale.call_id));
+    assert!(
+        store
+            .end_stale_calls(t - Duration::seconds(90), CALL_ENDED, 5, 100, t)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing left"
+    );
+    assert_eq!(store.find_call(&fresh.call_id).await.unwrap().unwrap().ended_reason, None);
+}
+
 macro_rules! suite {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -1127,4 +1425,12 @@ suite!(
     calls_by_sid_stay_in_their_account_and_number,
     calls_list_with_filters_and_delete,
     history_is_the_latest_summaries_between_a_number_and_a_caller,
+    jobs_enqueue_once_per_idempotency_key,
+    jobs_are_claimed_by_one_worker_at_a_time,
+    an_expired_lease_is_taken_over_and_fences_the_old_owner,
+    failed_jobs_wait_for_their_retry_then_die_after_max_attempts,
+    dead_jobs_are_listed_and_can_be_retried,
+    done_jobs_are_purged_after_their_retention,
+    a_call_ends_with_its_follow_ups_in_one_transaction,
+    stale_calls_are_swept_once_with_their_follow_up,
 );

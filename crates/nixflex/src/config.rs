@@ -145,6 +145,28 @@ pub struct Config {
     pub inworld_api_key: Option<SecretString>,
     /// Days recordings are kept (0 = forever).
     pub recording_retention_days: u32,
+    /// This node's name as a job lease owner (default: `node-<pid>-<random>`; unique per process).
+    pub node_id: Option<String>,
+    /// Background jobs run at once on this node (docs/jobs.md).
+    pub jobs_concurrency: usize,
+    /// How often the job worker looks for due jobs when nothing woke it.
+    pub jobs_poll_ms: u64,
+    /// How long a claimed job is held before another node may take it over (renewed while running).
+    pub jobs_lease_ms: u64,
+    /// Attempts before a job is dead.
+    pub jobs_max_attempts: i64,
+    /// Delay before a job's first retry; doubled for each further one.
+    pub jobs_backoff_base_ms: u64,
+    /// Longest delay between a job's attempts.
+    pub jobs_backoff_cap_ms: u64,
+    /// How often the sweeper ends calls whose node stopped heart-beating (and purges done jobs).
+    pub jobs_sweep_ms: u64,
+    /// Hours a done job is kept (its idempotency key with it) before it is deleted; 0 = forever.
+    pub jobs_keep_done_hours: u64,
+    /// Delays between a webhook's delivery attempts, in milliseconds; the last one repeats.
+    pub webhook_retry_delays_ms: Vec<u64>,
+    /// Attempts before a webhook delivery is given up.
+    pub webhook_max_attempts: i64,
     /// Length of a rate-limit window for the per-minute limits. Always 60 s in production; not
     /// settable from files or the environment, only by tests that must not cross a boundary.
     #[serde(skip)]
@@ -191,6 +213,19 @@ impl Default for Config {
             inworld_url: "https://api.inworld.ai".to_owned(),
             inworld_api_key: None,
             recording_retention_days: 90,
+            node_id: None,
+            jobs_concurrency: 8,
+            jobs_poll_ms: 1000,
+            jobs_lease_ms: 30_000,
+            jobs_max_attempts: 8,
+            jobs_backoff_base_ms: 2000,
+            jobs_backoff_cap_ms: 600_000,
+            jobs_sweep_ms: 30_000,
+            jobs_keep_done_hours: 168,
+            // 30 s, 2 min, 10 min, 1 h, then every 6 h: eight attempts span about 19 h, and the
+            // delivery is given up within a day.
+            webhook_retry_delays_ms: vec![30_000, 120_000, 600_000, 3_600_000, 21_600_000],
+            webhook_max_attempts: 8,
             rate_limit_window_secs: 60,
         }
     }
@@ -304,6 +339,7 @@ impl Config {
         if self.request_timeout_ms < 100 {
             bail!("request_timeout_ms must be at least 100");
         }
+        self.validate_jobs()?;
         for (name, value) in [
             ("twilio_api_base", &self.twilio_api_base),
             ("anthropic_base_url", &self.anthropic_base_url),
@@ -320,6 +356,60 @@ impl Config {
     ///
     /// # Errors
     /// When `listen` is not `host:port`.
+    fn validate_jobs(&self) -> anyhow::Result<()> {
+        if !(1..=256).contains(&self.jobs_concurrency) {
+            bail!("jobs_concurrency must be between 1 and 256");
+        }
+        if !(1..=100).contains(&self.webhook_max_attempts) {
+            bail!("webhook_max_attempts must be between 1 and 100");
+        }
+        if self.webhook_retry_delays_ms.is_empty() || self.webhook_retry_delays_ms.len() > 32 {
+            bail!("webhook_retry_delays_ms must list 1 to 32 delays");
+        }
+        if !(1..=100).contains(&self.jobs_max_attempts) {
+            bail!("jobs_max_attempts must be between 1 and 100");
+        }
+        for (name, value, min) in [
+            ("jobs_poll_ms", self.jobs_poll_ms, 10),
+            ("jobs_lease_ms", self.jobs_lease_ms, 300),
+            ("jobs_backoff_base_ms", self.jobs_backoff_base_ms, 1),
+            ("jobs_sweep_ms", self.jobs_sweep_ms, 100),
+        ] {
+            if value < min {
+                bail!("{name} must be at least {min}");
+            }
+        }
+        if self.jobs_backoff_cap_ms < self.jobs_backoff_base_ms {
+            bail!("jobs_backoff_cap_ms must be at least jobs_backoff_base_ms");
+        }
+        if let Some(node_id) = &self.node_id
+            && (node_id.is_empty()
+                || node_id.len() > 100
+                || !node_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
+        {
+            bail!("node_id must be 1-100 characters of letters, digits, `-`, `_`, `.` or `:`");
+        }
+        Ok(())
+    }
+
+    /// The job worker's settings.
+    pub fn worker_config(&self, stale_after: Option<Duration>) -> nixflex_jobs::WorkerConfig {
+        nixflex_jobs::WorkerConfig {
+            node_id: self.node_id.clone().unwrap_or_else(nixflex_jobs::default_node_id),
+            concurrency: self.jobs_concurrency,
+            poll_interval: Duration::from_millis(self.jobs_poll_ms),
+            lease: Duration::from_millis(self.jobs_lease_ms),
+            max_attempts: self.jobs_max_attempts,
+            backoff_base: Duration::from_millis(self.jobs_backoff_base_ms),
+            backoff_cap: Duration::from_millis(self.jobs_backoff_cap_ms),
+            stale_after,
+            sweep_every: Duration::from_millis(self.jobs_sweep_ms),
+            keep_done: (self.jobs_keep_done_hours > 0)
+                .then(|| Duration::from_secs(self.jobs_keep_done_hours.saturating_mul(3600))),
+            ..nixflex_jobs::WorkerConfig::default()
+        }
+    }
+
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
         self.listen.parse().with_context(|| {
             format!("listen `{}` is not an address like 127.0.0.1:8080", self.listen)
@@ -358,7 +448,7 @@ impl Config {
             Some(_) => json!("[redacted]"),
             None => Value::Null,
         };
-        json!({
+        let mut printed = json!({
             "listen": self.listen,
             "data_dir": self.data_dir.display().to_string(),
             "database_url": redact_url(&self.effective_database_url()),
@@ -396,7 +486,27 @@ impl Config {
             "inworld_url": self.inworld_url,
             "inworld_api_key": secret(&self.inworld_api_key),
             "recording_retention_days": self.recording_retention_days,
-        })
+        });
+        // The job settings (a second object: one literal this long exceeds `json!`'s recursion).
+        if let (Some(printed), Value::Object(jobs)) = (
+            printed.as_object_mut(),
+            json!({
+                "node_id": self.node_id,
+                "jobs_concurrency": self.jobs_concurrency,
+                "jobs_poll_ms": self.jobs_poll_ms,
+                "jobs_lease_ms": self.jobs_lease_ms,
+                "jobs_max_attempts": self.jobs_max_attempts,
+                "jobs_backoff_base_ms": self.jobs_backoff_base_ms,
+                "jobs_backoff_cap_ms": self.jobs_backoff_cap_ms,
+                "jobs_sweep_ms": self.jobs_sweep_ms,
+                "jobs_keep_done_hours": self.jobs_keep_done_hours,
+                "webhook_retry_delays_ms": self.webhook_retry_delays_ms,
+                "webhook_max_attempts": self.webhook_max_attempts,
+            }),
+        ) {
+            printed.extend(jobs);
+        }
+        printed
     }
 }
 
@@ -436,5 +546,22 @@ mod tests {
         assert!(!printed.contains("verysecret"));
         assert!(!printed.contains("abab"));
         assert!(!printed.contains("pw123"));
+        assert!(printed.contains("\"jobs_concurrency\":8"), "{printed}");
+    }
+
+    #[test]
+    fn job_settings_are_validated() {
+        let bad = |tweak: fn(&mut Config)| {
+            let mut config = Config::default();
+            tweak(&mut config);
+            config.validate().expect_err("invalid").to_string()
+        };
+        assert!(bad(|c| c.jobs_concurrency = 0).contains("jobs_concurrency"));
+        assert!(bad(|c| c.jobs_max_attempts = 0).contains("jobs_max_attempts"));
+        assert!(bad(|c| c.jobs_lease_ms = 10).contains("jobs_lease_ms"));
+        assert!(bad(|c| c.jobs_poll_ms = 0).contains("jobs_poll_ms"));
+        assert!(bad(|c| c.jobs_backoff_cap_ms = 1).contains("jobs_backoff_cap_ms"));
+        assert!(bad(|c| c.node_id = Some("a b".to_owned())).contains("node_id"));
+        Config::default().validate().expect("defaults are valid");
     }
 }

@@ -3,5 +3,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod followups;
+pub mod jobs;
 pub mod listener;
 pub mod server;

@@ -63,6 +63,11 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Inspect background jobs and retry dead ones.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// Benchmarks against a running server.
     Bench {
         #[command(subcommand)]
@@ -86,11 +91,38 @@ enum KeysCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// Print jobs, newest first, one JSON object per line.
+    List {
+        /// queued | running | done | dead.
+        #[arg(long, value_parser = nixflex::jobs::parse_state)]
+        state: Option<nixflex_store::JobState>,
+        /// Only jobs of this kind (e.g. call.ended).
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many (1-1000).
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Queue a dead job again with fresh attempts; prints it.
+    Retry {
+        /// The job (job_…).
+        job_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Mixed REST load: seeds agents across accounts, then reads and writes at a concurrency.
     Api(nixflex::bench::api::ApiBenchArgs),
     /// N concurrent emulated calls against a `nixflex serve` child with emulated providers.
     Calls(nixflex::bench::calls::CallsBenchArgs),
+    /// Background jobs claimed and completed per second, with 1 or more worker nodes.
+    Jobs(nixflex::bench::jobs::JobsBenchArgs),
 }
 
 fn parse_signup(raw: &str) -> Result<Signup, String> {
@@ -128,6 +160,11 @@ fn store_flags(store: StoreArgs) -> FlagOverrides {
 #[allow(clippy::print_stdout)]
 fn print_json(value: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+#[allow(clippy::print_stdout)]
+fn print_line(value: &serde_json::Value) {
+    println!("{value}");
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -190,10 +227,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }));
             Ok(())
         }
+        Command::Jobs { command: JobsCommand::List { state, kind, limit, store } } => {
+            let config = load(cli.config.as_ref(), &store_flags(store))?;
+            init_tracing(&config);
+            let secrets = server::load_master_key(&config)?;
+            let store = server::open_store(&config, &secrets).await?;
+            let filter = nixflex_store::JobFilter { state, kind };
+            for job in nixflex::jobs::list(&*store, &filter, limit).await? {
+                print_line(&job);
+            }
+            Ok(())
+        }
+        Command::Jobs { command: JobsCommand::Retry { job_id, store } } => {
+            let config = load(cli.config.as_ref(), &store_flags(store))?;
+            init_tracing(&config);
+            let secrets = server::load_master_key(&config)?;
+            let store = server::open_store(&config, &secrets).await?;
+            print_line(&nixflex::jobs::retry(&*store, &job_id).await?);
+            Ok(())
+        }
         Command::Bench { command: BenchCommand::Api(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
             init_tracing(&config);
             nixflex::bench::api::run(&config, args).await
+        }
+        Command::Bench { command: BenchCommand::Jobs(args) } => {
+            let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
+            init_tracing(&config);
+            nixflex::bench::jobs::run(args).await
         }
         Command::Bench { command: BenchCommand::Calls(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;

@@ -219,8 +219,40 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     )
     .context("building the Twilio client")?;
     let providers = build_providers(&config)?;
+    let engine_config = nixflex_engine::EngineConfig {
+        default_max_concurrent_calls: config.max_concurrent_calls,
+        drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+        follow_up_max_attempts: config.jobs_max_attempts,
+        ..nixflex_engine::EngineConfig::default()
+    };
+    // Every node runs a job worker; it also sweeps the calls of nodes that stopped
+    // heart-beating, with the staleness limit the engine uses for the call cap.
     let customer = nixflex_api::outbound::CustomerHttp::new(config.allow_private_targets)
         .context("building the HTTP client for customer endpoints")?;
+    let mut registry = nixflex_jobs::Registry::with_builtins();
+    crate::followups::register(
+        &mut registry,
+        store.clone(),
+        nixflex_engine::followup::FollowUp::new(
+            store.clone(),
+            providers.llm.clone(),
+            customer.clone(),
+            secrets.clone(),
+        ),
+        crate::followups::WebhookRetries {
+            delays: config
+                .webhook_retry_delays_ms
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect(),
+            max_attempts: config.webhook_max_attempts,
+        },
+    );
+    let worker = nixflex_jobs::Worker::new(
+        store.clone(),
+        registry,
+        config.worker_config(Some(engine_config.heartbeat_stale_after)),
+    );
     let engine = nixflex_engine::Engine::new(
         Arc::new(store.clone()),
         secrets.clone(),
@@ -228,9 +260,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         providers,
         customer.clone(),
         nixflex_engine::EngineConfig {
-            default_max_concurrent_calls: config.max_concurrent_calls,
-            drain_timeout: Duration::from_millis(config.drain_timeout_ms),
-            ..nixflex_engine::EngineConfig::default()
+            follow_up_wake: Some(worker.wake().notifier()),
+            ..engine_config
         },
     );
     let state =
@@ -280,6 +311,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     // webhooks → `stop_accepting` is cancelled → the listener stops and in-flight requests get
     // `shutdown_grace_ms` to finish.
     let stop_accepting = CancellationToken::new();
+    // The worker stops with the listener, after the drain, so the follow-ups of drained calls
+    // still run here (what it leaves is taken over by another node, or by this one on restart).
+    let node_id = worker.config().node_id.clone();
+    let worker = worker.spawn(stop_accepting.clone());
     let drained = tokio::spawn({
         let (shutdown, stop_accepting) = (shutdown.clone(), stop_accepting.clone());
         async move {
@@ -302,10 +337,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         }
         maintenance.abort();
         drained.abort();
+        // Bounded by the worker's own shutdown wait.
+        let _ = worker.await;
         tracing::info!(message = "Stopped.");
         Ok(())
     });
-    tracing::info!(message = "Listening.", addr = %addr, database = store_backend(&config));
+    tracing::info!(message = "Listening.", addr = %addr, database = store_backend(&config), node_id = %node_id);
     Ok(Server { addr, shutdown, handle })
 }
 

@@ -532,3 +532,171 @@ async fn sigterm_drains_calls_the_live_call_ends_cleanly_and_new_calls_get_busy(
     assert!(transcript[3].1.contains("end this call now"), "{transcript:?}");
     drop(tts);
 }
+
+/// The pause between two checks of a deadline-bounded poll, in a plain `#[test]` (its thread is
+/// not a runtime worker, so blocking it stalls nothing).
+#[allow(clippy::disallowed_methods)]
+fn poll_pause(pause: Duration) {
+    std::thread::sleep(pause);
+}
+
+/// Lines of a command's stdout, each a JSON object.
+fn json_lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn jobs_list_shows_dead_jobs_and_retry_queues_them_again() {
+    use nixflex_store::NewJob;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap().to_owned();
+    run_ok(nixflex(dir.path()).args(["migrate", "--data-dir", &data_arg]));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("sqlite://{}", data.join("nixflex.db").display());
+    let (dead, queued) = runtime.block_on(async {
+        let store = nixflex_store::open(&url, 2).await.unwrap();
+        let dead = NewJob::new(
+            "call.ended",
+            "call_1",
+            serde_json::json!({"call_id": "call_1", "account_id": "acct_1"}),
+            1,
+        );
+        let queued = NewJob::new("noop", "later", serde_json::json!({}), 3);
+        store.enqueue_job(&dead).await.unwrap();
+        let now = nixflex_store::now();
+        let claimed =
+            store.claim_jobs("node-x", 1, now + chrono::Duration::seconds(30), now).await.unwrap();
+        assert_eq!(claimed[0].job_id, dead.job_id);
+        store.fail_job(&claimed[0].lease(), "customer endpoint down", None, now).await.unwrap();
+        store.enqueue_job(&queued).await.unwrap();
+        (dead.job_id, queued.job_id)
+    });
+    let list = |args: &[&str]| {
+        let mut command = nixflex(dir.path());
+        command.args(["jobs", "list", "--data-dir", &data_arg]).args(args);
+        json_lines(&run_ok(&mut command))
+    };
+    let listed = list(&["--state", "dead"]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["job_id"], dead.as_str());
+    assert_eq!(listed[0]["state"], "dead");
+    assert_eq!(listed[0]["kind"], "call.ended");
+    assert_eq!(listed[0]["attempts"], 1);
+    assert_eq!(listed[0]["last_error"], "customer endpoint down");
+    assert_eq!(list(&[]).len(), 2);
+    assert_eq!(list(&["--kind", "noop"])[0]["job_id"], queued.as_str());
+    assert_eq!(list(&["--limit", "1"]).len(), 1);
+    for (args, message) in [
+        (vec!["list", "--state", "sleeping"], "expected queued, running, done or dead"),
+        (vec!["list", "--limit", "0"], "--limit must be between 1 and 1000"),
+        (vec!["retry", queued.as_str()], "only dead jobs can be retried"),
+        (vec!["retry", "job_missing"], "no job job_missing"),
+    ] {
+        let output = nixflex(dir.path())
+            .arg("jobs")
+            .args(&args)
+            .args(["--data-dir", &data_arg])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    let retried =
+        run_ok(nixflex(dir.path()).args(["jobs", "retry", &dead, "--data-dir", &data_arg]));
+    let retried = &json_lines(&retried)[0];
+    assert_eq!(
+        (retried["state"].as_str(), retried["attempts"].as_i64()),
+        (Some("queued"), Some(0))
+    );
+    assert!(list(&["--state", "dead"]).is_empty());
+    // A server on this database runs it now.
+    let _server = serve(dir.path(), |c| {
+        c.args(["--data-dir", &data_arg]).env("NIXFLEX_JOBS_POLL_MS", "50");
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while list(&["--state", "done", "--kind", "call.ended"]).is_empty() {
+        assert!(Instant::now() < deadline, "the retried job did not run: {:?}", list(&[]));
+        poll_pause(Duration::from_millis(50));
+    }
+}
+
+/// How many times each node logged running `job_id` to completion.
+fn runs_of(logs: &str, job_id: &str) -> usize {
+    logs.lines().filter(|l| l.contains("\"Job done.\"") && l.contains(job_id)).count()
+}
+
+#[test]
+fn two_nodes_on_one_postgres_share_the_queue_and_take_over_a_killed_nodes_job() {
+    use nixflex_store::{JobState, NewJob};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = runtime.block_on(nixflex_store::testing::fresh_postgres_url());
+    let store = runtime.block_on(nixflex_store::open(&url, 2)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let master = "cd".repeat(32);
+    let node = |name: &str| {
+        serve(dir.path(), |c| {
+            c.env("NIXFLEX_DATABASE_URL", &url)
+                .env("NIXFLEX_MASTER_KEY", &master)
+                .env("NIXFLEX_NODE_ID", name)
+                .env("NIXFLEX_JOBS_POLL_MS", "50")
+                .env("NIXFLEX_JOBS_LEASE_MS", "1000")
+                .env("NIXFLEX_LOG_LEVEL", "info,nixflex_jobs=debug");
+        })
+    };
+    let mut nodes = [node("node-a"), node("node-b")];
+    let wait_until = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            poll_pause(Duration::from_millis(25));
+        }
+    };
+    // Shared queue: 200 short jobs, each run exactly once, by both nodes between them.
+    let jobs: Vec<NewJob> = (0..200)
+        .map(|i| NewJob::new("noop", &format!("share-{i}"), serde_json::json!({"sleep_ms": 10}), 3))
+        .collect();
+    runtime.block_on(async {
+        for job in &jobs {
+            store.enqueue_job(job).await.unwrap();
+        }
+    });
+    wait_until("all 200 jobs done", &|| runtime.block_on(store.job_counts()).unwrap().done == 200);
+    let mut owners = std::collections::HashSet::new();
+    for job in &jobs {
+        let stored = runtime.block_on(store.get_job(&job.job_id)).unwrap().unwrap();
+        assert_eq!((stored.state, stored.attempts), (JobState::Done, 1), "{stored:?}");
+        owners.insert(stored.lease_owner.unwrap());
+    }
+    assert_eq!(owners.len(), 2, "both nodes took jobs: {owners:?}");
+    // Logged runs are written after the outcome; wait for the last before counting.
+    let last = &jobs[199].job_id;
+    wait_until("the last run logged", &|| {
+        nodes.iter().map(|n| runs_of(&n.log_text(), last)).sum::<usize>() == 1
+    });
+    let logs: Vec<String> = nodes.iter().map(Serving::log_text).collect();
+    for job in &jobs {
+        let runs: usize = logs.iter().map(|l| runs_of(l, &job.job_id)).sum();
+        assert_eq!(runs, 1, "{} ran {runs} times", job.job_id);
+    }
+    // A node dies (SIGKILL) holding a job's lease: the other takes it once the lease lapses.
+    let slow = NewJob::new("noop", "slow", serde_json::json!({"sleep_ms": 3000}), 3);
+    runtime.block_on(store.enqueue_job(&slow)).unwrap();
+    let running = || runtime.block_on(store.get_job(&slow.job_id)).unwrap().unwrap();
+    wait_until("the slow job leased", &|| running().state == JobState::Running);
+    let holder = running().lease_owner.unwrap();
+    let (dead, survivor) = if holder == "node-a" { (0, "node-b") } else { (1, "node-a") };
+    nodes[dead].child.kill().unwrap();
+    nodes[dead].child.wait().unwrap();
+    wait_until("the slow job done", &|| running().state == JobState::Done);
+    let done = running();
+    assert_eq!(done.attempts, 2, "one attempt on the killed node, one on the survivor");
+    assert_eq!(done.lease_owner.as_deref(), Some(survivor));
+    wait_until("the survivor logged the run", &|| {
+        runs_of(&nodes[1 - dead].log_text(), &slow.job_id) == 1
+    });
+}

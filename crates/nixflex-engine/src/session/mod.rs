@@ -181,7 +181,8 @@ where
 {
     pub(crate) fn new(engine: Engine, setup: CallSetup, writer: W, stream_sid: String) -> Self {
         let started = Instant::now();
-        let recorder = engine.spawn_recorder(setup.call.call_id.clone());
+        let recorder =
+            engine.spawn_recorder(setup.call.call_id.clone(), setup.call.account_id.clone());
         let agent = &setup.agent;
         let number = setup.number_settings();
         let voice_id = number.voice_id.clone().unwrap_or_else(|| agent.voice_id.clone());
@@ -521,7 +522,7 @@ where
         let _ = self.writer.close().await;
         let ended_at = nixflex_store::now();
         let duration = i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX);
-        self.recorder.record(CallUpdate {
+        self.recorder.record_end(CallUpdate {
             call_status: Some(CallStatus::Completed),
             ended_reason: Some(reason.into()),
             ended_at: Some(ended_at),

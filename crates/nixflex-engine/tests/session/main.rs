@@ -121,6 +121,9 @@ impl TtsProvider for FakeTts {
 struct Lab {
     engine: Engine,
     store: Arc<dyn CallStore>,
+    memory: Arc<MemoryStore>,
+    /// Notified when the call's follow-ups are queued.
+    follow_up_wake: Arc<tokio::sync::Notify>,
     llm: Arc<FakeLlm>,
     stt: Arc<FakeStt>,
     call_id: String,
@@ -235,7 +238,7 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         updated_at: now,
     };
     memory.calls.lock().unwrap().insert("call_1".into(), call);
-    let store: Arc<dyn CallStore> = memory;
+    let store: Arc<dyn CallStore> = memory.clone();
     let llm = Arc::new(FakeLlm::default());
     let stt = Arc::new(FakeStt::default());
     let providers = Providers {
@@ -251,7 +254,12 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
     })
     .unwrap();
     let customer = nixflex_providers::customer::CustomerHttp::new(true).unwrap();
-    let config = EngineConfig { drain_timeout: options.drain_timeout, ..EngineConfig::default() };
+    let follow_up_wake = Arc::new(tokio::sync::Notify::new());
+    let config = EngineConfig {
+        drain_timeout: options.drain_timeout,
+        follow_up_wake: Some(follow_up_wake.clone()),
+        ..EngineConfig::default()
+    };
     let engine = Engine::new(store.clone(), secrets, twilio, providers, customer, config);
     let (to_server, reader) = futures::channel::mpsc::unbounded();
     let (writer, from_server) = futures::channel::mpsc::unbounded::<String>();
@@ -260,6 +268,8 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
     let mut lab = Lab {
         engine,
         store,
+        memory,
+        follow_up_wake,
         llm,
         stt,
         call_id: "call_1".into(),
@@ -440,6 +450,14 @@ async fn the_caller_hanging_up_ends_the_session_and_writes_the_record() {
         ("completed", Some("caller_hangup"))
     );
     assert_eq!(call.transcript.first().map(|e| e.text.as_str()), Some("Hi."));
+    // The final update carried the call's follow-up (one transaction) and woke the worker.
+    let follow_ups = lab.memory.follow_ups.lock().unwrap().clone();
+    assert_eq!(follow_ups.len(), 1, "{follow_ups:?}");
+    assert_eq!(follow_ups[0].kind, nixflex_store::CALL_ENDED);
+    assert_eq!(follow_ups[0].payload, json!({"call_id": "call_1", "account_id": call.account_id}));
+    tokio::time::timeout(std::time::Duration::from_secs(5), lab.follow_up_wake.notified())
+        .await
+        .expect("the worker was woken");
 }
 
 #[tokio::test]

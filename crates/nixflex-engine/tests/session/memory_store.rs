@@ -10,7 +10,9 @@ use nixflex_core::call::{CallRecord, CallStatus};
 use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
 use nixflex_core::number::PhoneNumber;
 use nixflex_engine::CallStore;
-use nixflex_store::{Account, Admission, ApiKey, CallUpdate, CallerRecord, Page, StoreError};
+use nixflex_store::{
+    Account, Admission, ApiKey, CallUpdate, CallerRecord, NewJob, Page, StoreError,
+};
 
 /// Calls, numbers and agents in memory. Accounts and keys are not kept: accounts have no limit
 /// overrides (the engine's default cap applies) and no keys (the pre-call gate is unsigned).
@@ -19,6 +21,8 @@ pub struct MemoryStore {
     pub calls: Mutex<HashMap<String, CallRecord>>,
     pub numbers: Mutex<HashMap<String, PhoneNumber>>,
     pub agents: Mutex<HashMap<String, Agent>>,
+    /// Follow-up jobs queued with calls' final updates (once per idempotency key).
+    pub follow_ups: Mutex<Vec<NewJob>>,
 }
 
 #[async_trait::async_trait]
@@ -166,6 +170,25 @@ impl CallStore for MemoryStore {
             call.stream_token_hash = Some(hash.clone());
         }
         call.updated_at = at;
+        Ok(true)
+    }
+
+    async fn finish_call(
+        &self,
+        call_id: &CallId,
+        update: &CallUpdate,
+        at: DateTime<Utc>,
+        follow_ups: &[NewJob],
+    ) -> Result<bool, StoreError> {
+        if !self.update_call(call_id, update, at).await? {
+            return Ok(false);
+        }
+        let mut queued = self.follow_ups.lock().unwrap();
+        for job in follow_ups {
+            if !queued.iter().any(|q| q.idempotency_key == job.idempotency_key) {
+                queued.push(job.clone());
+            }
+        }
         Ok(true)
     }
 

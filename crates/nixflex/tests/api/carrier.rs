@@ -357,7 +357,59 @@ async fn a_voice_webhook_with_another_accounts_call_sid_gets_no_token(backend: B
     );
 }
 
+/// A call whose media stream never started ends by the carrier's final status; its follow-up is
+/// queued with that write, once however often the status is repeated, and the worker runs it.
+async fn a_call_ended_by_the_carrier_without_a_session_gets_one_follow_up(backend: Backend) {
+    use nixflex_store::{CALL_ENDED, JobFilter, JobState, Page};
+    let (app, _twilio, tw) = setup(backend).await;
+    assert_eq!(
+        post_signed(&app, "/twilio/voice", &tw.token, &voice_params(&tw), None).await.status(),
+        200
+    );
+    let store = nixflex_store::open(&app.config.effective_database_url(), 2).await.unwrap();
+    let follow_ups = || {
+        let store = store.clone();
+        async move {
+            store
+                .list_jobs(
+                    &JobFilter { state: None, kind: Some(CALL_ENDED.to_owned()) },
+                    Page { limit: 10, offset: 0 },
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let mut ringing = voice_params(&tw);
+    ringing.retain(|(k, _)| k != "CallStatus");
+    ringing.push(("CallStatus".to_owned(), "ringing".to_owned()));
+    assert_eq!(post_signed(&app, "/twilio/status", &tw.token, &ringing, None).await.status(), 200);
+    assert!(follow_ups().await.is_empty(), "not before the call ends");
+    let mut completed = voice_params(&tw);
+    completed.retain(|(k, _)| k != "CallStatus");
+    completed.push(("CallStatus".to_owned(), "completed".to_owned()));
+    for _ in 0..2 {
+        let response = post_signed(&app, "/twilio/status", &tw.token, &completed, None).await;
+        assert_eq!(response.status(), 200);
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let job = loop {
+        let jobs = follow_ups().await;
+        assert_eq!(jobs.len(), 1, "one follow-up per call: {jobs:?}");
+        if jobs[0].state == JobState::Done {
+            break jobs[0].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "follow-up not run: {jobs:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let call =
+        store.find_call(&job.payload["call_id"].as_str().unwrap().into()).await.unwrap().unwrap();
+    assert_eq!(call.call_status.as_str(), "completed");
+    assert_eq!(job.payload["account_id"], call.account_id.as_str());
+    assert_eq!(job.attempts, 1);
+}
+
 both!(
+    a_call_ended_by_the_carrier_without_a_session_gets_one_follow_up,
     signed_webhooks_are_accepted,
     unsigned_or_forged_webhooks_are_refused,
     json_bodies_are_checked_with_body_sha256,

@@ -121,6 +121,27 @@ impl CallLab {
             tokio::task::yield_now().await;
         }
     }
+
+    /// The call's follow-up jobs once one has run (there must be exactly one).
+    pub async fn follow_up_ran(&self, call_id: &str) -> nixflex_store::Job {
+        use nixflex_store::{CALL_ENDED, JobFilter, JobState, Page};
+        let store =
+            nixflex_store::open(&self.app.config.effective_database_url(), 2).await.unwrap();
+        let filter = JobFilter { state: None, kind: Some(CALL_ENDED.to_owned()) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let jobs = store.list_jobs(&filter, Page { limit: 10, offset: 0 }).await.unwrap();
+            let mine: Vec<_> = jobs.iter().filter(|j| j.payload["call_id"] == call_id).collect();
+            assert!(mine.len() <= 1, "one follow-up per call: {mine:?}");
+            if let Some(job) = mine.first()
+                && job.state == JobState::Done
+            {
+                return (*job).clone();
+            }
+            assert!(Instant::now() < deadline, "the call's follow-up never ran: {jobs:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 fn secs(s: f64) -> Duration {
@@ -177,6 +198,10 @@ async fn a_caller_talks_with_the_agent_until_it_ends_the_call(backend: Backend) 
     assert_eq!(call["call_status"], "completed");
     assert_eq!(call["ended_reason"], "completed");
     assert_eq!(call["direction"], "inbound");
+    // The end was written with its follow-up, which this node's worker ran.
+    let follow_up = lab.follow_up_ran(call["call_id"].as_str().unwrap()).await;
+    assert_eq!(follow_up.payload["account_id"], lab.key.account_id.as_str());
+    assert_eq!(follow_up.attempts, 1);
     assert_eq!(
         (call["from_number"].as_str(), call["to_number"].as_str()),
         (Some(CALLER), Some(NUMBER))
@@ -229,7 +254,10 @@ async fn a_caller_talks_with_the_agent_until_it_ends_the_call(backend: Backend) 
     assert!(call["duration_seconds"].as_i64().unwrap() >= 3);
 
     // The LLM saw the conversation so far, and the system prompt carries the agent's context.
-    assert_eq!(lab.llm.requests().len(), 2);
+    // (After the call, the follow-up's analysis is one more request, forced to call its tool.)
+    let conversation =
+        lab.llm.requests().iter().filter(|r| r.body.get("tool_choice").is_none()).count();
+    assert_eq!(conversation, 2);
     let second = llm_messages(&lab, 1);
     assert_eq!(
         second,
@@ -580,6 +608,77 @@ async fn a_retried_voice_webhook_gets_a_token_that_works(backend: Backend) {
 
 // The engine does not depend on the database beyond set-up and the record: everything runs on
 // SQLite, and the scenarios that touch the store most also on PostgreSQL.
+/// After a real call, the call's follow-up analyses it and delivers one signed `call.completed`
+/// webhook to each distinct URL; a receiver that fails once gets it on the retry, and every
+/// attempt is on the call.
+async fn a_finished_call_is_analysed_and_its_webhook_delivered(backend: Backend) {
+    let receiver = nixflex_testkit::webhook::WebhookReceiver::start().await.unwrap();
+    let lab = CallLab::start_with(
+        backend,
+        json!({"name": "Bella", "welcome_message": "Hello, Bella's Bakery!",
+               "webhook_url": receiver.url("/crm"),
+               "data_extraction_fields": [{"type": "number", "name": "croissants", "description": "How many"}]}),
+        |c| c.webhook_retry_delays_ms = vec![50],
+    )
+    .await;
+    receiver.answer_with(&[503]);
+    lab.stt.push_utterance("Six croissants please, bye.");
+    lab.llm.push_reply(Reply::text("Six croissants, noted. Goodbye! [END_CALL]"));
+    lab.llm.push_reply(Reply::tool_call(
+        nixflex_engine::analysis::TOOL_NAME,
+        json!({"call_summary": "The caller ordered six croissants.", "caller_sentiment": "happy",
+               "call_successful": true, "extracted_data": {"croissants": 6}}),
+    ));
+    let script = CallerScript::new()
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(0.6), secs(15.0))
+        .say("Six croissants please, bye.", secs(1.2))
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(6.0), secs(20.0));
+    let recording = lab.caller.place_inbound_call(lab.place(), script).await;
+    assert!(recording.errors().is_empty(), "{:?}", recording.errors());
+    let call = lab.finished_call().await;
+    let call_id = call["call_id"].as_str().unwrap().to_owned();
+
+    // Wait for the delivery (the first attempt fails with 503, the retry succeeds).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let delivered = loop {
+        let got = receiver.received();
+        if got.len() >= 2 {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "no webhook delivered: {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(delivered.len(), 2, "one failed attempt, one delivery");
+    let payload = delivered[1].json();
+    assert_eq!(payload["event"], "call.completed");
+    assert_eq!(payload["call_id"], call_id.as_str());
+    assert_eq!(payload["summary"], "The caller ordered six croissants.");
+    assert_eq!(payload["extracted"], json!({"croissants": 6}));
+    assert!(
+        payload["transcript"].as_str().unwrap().contains("Caller: Six croissants please, bye.")
+    );
+    assert_eq!(
+        delivered[0].header("x-nixflex-event-id"),
+        delivered[1].header("x-nixflex-event-id")
+    );
+    assert!(delivered[1].header("x-nixflex-signature").unwrap().starts_with("t="));
+
+    let detail: Value =
+        lab.app.get(&lab.key, &format!("/v1/calls/{call_id}")).await.json().await.unwrap();
+    assert_eq!(detail["call_summary"], "The caller ordered six croissants.");
+    assert_eq!(detail["caller_sentiment"], "happy");
+    assert_eq!(detail["extracted_data"], json!({"croissants": 6}));
+    let attempts = detail["webhook_deliveries"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(
+        (&attempts[0]["status_code"], &attempts[0]["delivered"]),
+        (&json!(503), &json!(false))
+    );
+    assert_eq!((&attempts[1]["attempt"], &attempts[1]["delivered"]), (&json!(2), &json!(true)));
+}
+
 on_backend!(
     sqlite,
     Sqlite,
@@ -592,11 +691,13 @@ on_backend!(
     unanswerable_calls_hear_busy,
     a_stream_without_the_calls_token_is_refused,
     a_retried_voice_webhook_gets_a_token_that_works,
+    a_finished_call_is_analysed_and_its_webhook_delivered,
 );
 on_backend!(
     postgres,
     Postgres,
     a_caller_talks_with_the_agent_until_it_ends_the_call,
     unanswerable_calls_hear_busy,
-    a_retried_voice_webhook_gets_a_token_that_works
+    a_retried_voice_webhook_gets_a_token_that_works,
+    a_finished_call_is_analysed_and_its_webhook_delivered,
 );

@@ -1,0 +1,82 @@
+//! The job handlers that run a call's follow-up (docs/jobs.md, docs/engine.md#webhooks): the
+//! engine's post-call steps mapped onto the durable queue.
+//!
+//! - `call.ended` (queued with the call's final update, in one transaction): analysis, caller
+//!   context, then one `webhook.deliver` job per distinct webhook URL, each queued once (its
+//!   idempotency key names the event, the call and the URL), so a re-run never doubles a delivery.
+//! - `webhook.deliver`: one attempt per run, retried on its own schedule (30 s, 2 min, 10 min,
+//!   1 h, then every 6 h, by default) until it is delivered or its attempts run out (about a day).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nixflex_engine::followup::{FollowUp, FollowUpError, WebhookJob};
+use nixflex_jobs::{JobError, Registry};
+use nixflex_store::{CALL_ENDED, NewJob, Store};
+
+/// The job kind of one webhook delivery.
+pub const WEBHOOK_DELIVER: &str = "webhook.deliver";
+
+/// How webhook deliveries are retried.
+#[derive(Debug, Clone)]
+pub struct WebhookRetries {
+    /// The delay after each failed attempt; the last one repeats.
+    pub delays: Vec<Duration>,
+    /// Attempts before a delivery is given up (dead).
+    pub max_attempts: i64,
+}
+
+fn job_error(error: FollowUpError) -> JobError {
+    match error {
+        FollowUpError::Retryable(why) => JobError::Retryable(why),
+        FollowUpError::Permanent(why) => JobError::Permanent(why),
+    }
+}
+
+/// Registers the follow-up handlers (replacing the built-in `call.ended`).
+pub fn register(
+    registry: &mut Registry,
+    store: Arc<dyn Store>,
+    follow_up: FollowUp,
+    retries: WebhookRetries,
+) {
+    let steps = follow_up.clone();
+    let max_attempts = retries.max_attempts;
+    registry.register(CALL_ENDED, move |job| {
+        let store = store.clone();
+        let steps = steps.clone();
+        async move {
+            let call_id = job
+                .payload
+                .get("call_id")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| JobError::Permanent("payload has no `call_id`".to_owned()))?;
+            let last_attempt = job.attempts >= job.max_attempts;
+            let deliveries =
+                steps.call_ended(&call_id.into(), last_attempt).await.map_err(job_error)?;
+            for delivery in deliveries {
+                let payload = serde_json::to_value(&delivery)
+                    .map_err(|e| JobError::Permanent(format!("payload: {e}")))?;
+                let job = NewJob::new(
+                    WEBHOOK_DELIVER,
+                    &delivery.idempotency_key(),
+                    payload,
+                    max_attempts,
+                );
+                store
+                    .enqueue_job(&job)
+                    .await
+                    .map_err(|e| JobError::Retryable(format!("queueing a webhook: {e}")))?;
+            }
+            Ok(())
+        }
+    });
+    registry.register_with_schedule(WEBHOOK_DELIVER, &retries.delays, move |job| {
+        let steps = follow_up.clone();
+        async move {
+            let delivery: WebhookJob = serde_json::from_value(job.payload.clone())
+                .map_err(|e| JobError::Permanent(format!("payload: {e}")))?;
+            steps.deliver(&delivery, job.attempts).await.map_err(job_error)
+        }
+    });
+}
