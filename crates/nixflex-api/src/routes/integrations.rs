@@ -32,6 +32,7 @@ pub(crate) struct UrlInput {
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(put_webhook, get_webhook, delete_webhook))
+        .routes(routes!(test_webhook))
         .routes(routes!(put_webhook2, get_webhook2, delete_webhook2))
         .routes(routes!(put_agent_precall, get_agent_precall, delete_agent_precall))
         .routes(routes!(put_number_precall, get_number_precall, delete_number_precall))
@@ -116,6 +117,124 @@ async fn delete_webhook_slot(
 ) -> ApiResult<Json<Value>> {
     let phone_number = set_slot(state, caller, raw, slot, None).await?;
     Ok(Json(json!({"ok": true, "phone_number": phone_number, "is_set": false, "deleted": true})))
+}
+
+/// One test delivery.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub(crate) struct TestDelivery {
+    /// Where it was sent.
+    url: String,
+    /// Whether the receiver answered 2xx.
+    delivered: bool,
+    /// The receiver's HTTP status, when it answered.
+    status_code: Option<u16>,
+    /// Time to the answer or failure, in ms.
+    latency_ms: f64,
+    /// What went wrong, when it did.
+    error: Option<String>,
+}
+
+/// The result of a webhook test.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub(crate) struct WebhookTestResult {
+    /// Whether every configured URL accepted the event.
+    ok: bool,
+    /// `webhook.test`.
+    event: &'static str,
+    /// The event id sent in `X-Nixflex-Event-Id` (and in the body).
+    event_id: String,
+    /// One entry per distinct configured URL (slot 1, then slot 2).
+    deliveries: Vec<TestDelivery>,
+}
+
+/// Send a signed `webhook.test` event to the number's webhook slots now, and report how each
+/// receiver answered (extension). Not retried: it is a check of the receiver.
+#[utoipa::path(post, path = "/v1/integrations/webhook/number/{phone_number}/test", tag = "integrations",
+    params(("phone_number" = String, Path, description = "E.164, with + sent as %2B")),
+    responses((status = 200, description = "How each receiver answered", body = WebhookTestResult),
+        (status = 400, description = "`invalid_request` (no webhook configured on the number), `invalid_phone_format`", body = ErrorEnvelope),
+        (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
+        (status = 404, description = "`number_not_found`", body = ErrorEnvelope),
+        (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`", body = ErrorEnvelope),
+        (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope)))]
+async fn test_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<WebhookTestResult>> {
+    let phone_number = path_number(&raw)?;
+    let (number, _) = owned_number(&state, &caller, &phone_number).await?;
+    let urls = nixflex_engine::webhook::targets([
+        number.webhook_url.as_deref(),
+        number.webhook2_url.as_deref(),
+    ]);
+    if urls.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "No webhook is configured on {phone_number}; set one with PUT /v1/integrations/webhook/number/{{phone_number}}."
+        ))
+        .detail("field", "url"));
+    }
+    let sent_at = nixflex_store::now();
+    let event_id = nixflex_engine::webhook::event_id(
+        nixflex_engine::webhook::Event::Test,
+        &format!("{phone_number}:{}", sent_at.timestamp_micros()),
+    );
+    let payload = json!({
+        "event": "webhook.test",
+        "event_id": event_id,
+        "phone_number": phone_number,
+        "sent_at": sent_at,
+        "message": "A test event from Nixflex: your endpoint is reachable and can verify our signature.",
+    });
+    let (keys, _) = state
+        .store()
+        .list_keys(&caller.account.account_id, nixflex_store::Page { limit: 100, offset: 0 })
+        .await?;
+    let secrets: Vec<String> = keys
+        .iter()
+        .filter(|k| k.revoked_at.is_none())
+        .filter_map(|k| state.secrets().open(&k.secret_sealed).ok())
+        .collect();
+    let mut deliveries = Vec::with_capacity(urls.len());
+    for url in urls {
+        let started = std::time::Instant::now();
+        let sent = state
+            .customer()
+            .post_signed_with(
+                &url,
+                &payload,
+                &secrets,
+                std::time::Duration::from_secs(10),
+                &[(nixflex_engine::webhook::EVENT_ID_HEADER, event_id.as_str())],
+            )
+            .await;
+        let latency_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
+        deliveries.push(match sent {
+            Ok(response) => {
+                let status = response.status();
+                TestDelivery {
+                    url,
+                    delivered: status.is_success(),
+                    status_code: Some(status.as_u16()),
+                    latency_ms,
+                    error: (!status.is_success()).then(|| format!("HTTP {}", status.as_u16())),
+                }
+            }
+            Err(error) => TestDelivery {
+                url,
+                delivered: false,
+                status_code: None,
+                latency_ms,
+                error: Some(error.to_string()),
+            },
+        });
+    }
+    Ok(Json(WebhookTestResult {
+        ok: deliveries.iter().all(|d| d.delivered),
+        event: "webhook.test",
+        event_id,
+        deliveries,
+    }))
 }
 
 const WEBHOOK_ERRORS: &str = "`missing_field`, `invalid_request` (not https, or a private address), `invalid_phone_format`, `invalid_json`, `unknown_field`";

@@ -157,8 +157,58 @@ async fn private_targets_are_allowed_only_when_configured(backend: Backend) {
     assert_eq!(response.status(), 200);
 }
 
+async fn a_webhook_test_is_signed_and_reports_each_receiver(backend: Backend) {
+    let (app, twilio) =
+        TestApp::spawn_with_twilio_and(backend, |c| c.allow_private_targets = true).await;
+    let key = app.signup().await;
+    let agent = app.create_agent(&key, json!({})).await;
+    let tw = twilio_number(&twilio, NUMBER);
+    app.post(&key, "/v1/phone-numbers", tw.import_body(agent["agent_id"].as_str().unwrap())).await;
+    let test = format!("/v1/integrations/webhook/number/{}/test", enc(NUMBER));
+    let error = expect_error(app.post(&key, &test, json!({})).await, 400, "invalid_request").await;
+    assert_eq!(error["details"]["field"], "url");
+
+    let receiver = nixflex_testkit::webhook::WebhookReceiver::start().await.unwrap();
+    for (slot, path) in [("webhook", "/a"), ("webhook2", "/b")] {
+        let url = format!("/v1/integrations/{slot}/number/{}", enc(NUMBER));
+        assert_eq!(app.put(&key, &url, json!({"url": receiver.url(path)})).await.status(), 200);
+    }
+    receiver.answer_with(&[200, 500]);
+    let response = app.post(&key, &test, json!({})).await;
+    assert_eq!(response.status(), 200);
+    let result: Value = response.json().await.unwrap();
+    assert_eq!(result["ok"], false);
+    assert_eq!(result["event"], "webhook.test");
+    let deliveries = result["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 2);
+    assert_eq!(
+        (&deliveries[0]["delivered"], &deliveries[0]["status_code"]),
+        (&json!(true), &json!(200))
+    );
+    assert_eq!(
+        (&deliveries[1]["delivered"], &deliveries[1]["status_code"]),
+        (&json!(false), &json!(500))
+    );
+    let received = receiver.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].json()["event"], "webhook.test");
+    assert_eq!(received[0].header("x-nixflex-event-id"), result["event_id"].as_str());
+    // Signed with the account's key secret: t=<unix>,v1=<hex hmac-sha256("<t>.<body>")>.
+    let header = received[0].header("x-nixflex-signature").unwrap();
+    let t = header.split(',').next().unwrap().trim_start_matches("t=");
+    let expected = {
+        use hmac::Mac as _;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.secret.as_bytes()).unwrap();
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(&received[0].body);
+        hex::encode(mac.finalize().into_bytes())
+    };
+    assert!(header.contains(&format!("v1={expected}")), "{header}");
+}
+
 both!(
     webhook_slots_are_independent,
     pre_call_gates_on_agents_and_numbers,
-    private_targets_are_allowed_only_when_configured
+    private_targets_are_allowed_only_when_configured,
+    a_webhook_test_is_signed_and_reports_each_receiver,
 );

@@ -57,6 +57,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("PUT", "/v1/integrations/precall/agent/{agent_id}"),
     ("GET", "/v1/integrations/precall/agent/{agent_id}"),
     ("DELETE", "/v1/integrations/precall/agent/{agent_id}"),
+    ("POST", "/v1/integrations/webhook/number/{phone_number}/test"),
     ("PUT", "/v1/integrations/precall/number/{phone_number}"),
     ("GET", "/v1/integrations/precall/number/{phone_number}"),
     ("DELETE", "/v1/integrations/precall/number/{phone_number}"),
