@@ -135,9 +135,34 @@ impl FollowUp {
                 }
             }
         }
-        let number = self.store.find_active_number(&business_number(&call).into()).await?;
+        self.deliveries(&call, agent.as_ref(), Event::CallCompleted).await
+    }
+
+    /// The `call.started` step: the webhook deliveries to queue for a call that connected.
+    ///
+    /// # Errors
+    /// [`FollowUpError::Retryable`] when storage failed.
+    pub async fn call_started(&self, call_id: &CallId) -> Result<Vec<WebhookJob>, FollowUpError> {
+        let Some(call) = self.store.find_call(call_id).await? else { return Ok(Vec::new()) };
+        let agent = match &call.agent_id {
+            Some(agent_id) => {
+                self.store.get_agent(&call.account_id, agent_id).await?.map(|(agent, _)| agent)
+            }
+            None => None,
+        };
+        self.deliveries(&call, agent.as_ref(), Event::CallStarted).await
+    }
+
+    /// One delivery of `event` per distinct URL among the agent's and the number's.
+    async fn deliveries(
+        &self,
+        call: &CallRecord,
+        agent: Option<&nixflex_core::agent::Agent>,
+        event: Event,
+    ) -> Result<Vec<WebhookJob>, FollowUpError> {
+        let number = self.store.find_active_number(&business_number(call).into()).await?;
         let urls = webhook::targets([
-            agent.as_ref().and_then(|a| a.settings.webhook_url.as_deref()),
+            agent.and_then(|a| a.settings.webhook_url.as_deref()),
             number.as_ref().and_then(|n| n.webhook_url.as_deref()),
             number.as_ref().and_then(|n| n.webhook2_url.as_deref()),
         ]);
@@ -146,7 +171,7 @@ impl FollowUp {
             .map(|url| WebhookJob {
                 call_id: call.call_id.to_string(),
                 account_id: call.account_id.to_string(),
-                event: Event::CallCompleted.as_str().to_owned(),
+                event: event.as_str().to_owned(),
                 url,
             })
             .collect())

@@ -69,6 +69,20 @@ impl Engine {
         .flatten()
         .ok_or(StreamRefused::NoStart)?;
         let setup = self.load_setup(&start).await?;
+        // The call connected: its `call.started` webhooks go out from the job queue (before any
+        // audio flows; the audio path itself never waits on the database).
+        let started = nixflex_store::NewJob::call_follow_up(
+            nixflex_store::CALL_STARTED,
+            setup.call.call_id.as_str(),
+            setup.call.account_id.as_str(),
+            self.config().follow_up_max_attempts,
+        );
+        match self.store().enqueue_job(&started).await {
+            Ok(_) => self.wake_follow_ups(),
+            Err(error) => {
+                tracing::warn!(message = "Could not queue the call.started webhooks.", error = %error);
+            }
+        }
         let span = tracing::info_span!(
             "call",
             call_id = %setup.call.call_id,

@@ -96,6 +96,9 @@ pub trait CallStore: Send + Sync + std::fmt::Debug {
         follow_ups: &[NewJob],
     ) -> Result<bool, StoreError>;
 
+    /// Queues a job (a no-op when its idempotency key is already queued); true when queued now.
+    async fn enqueue_job(&self, job: &NewJob) -> Result<bool, StoreError>;
+
     /// Summaries of the latest calls between a business number and a caller for an agent.
     async fn call_history(
         &self,
@@ -196,6 +199,10 @@ impl<S: Store + ?Sized> CallStore for Arc<S> {
         follow_ups: &[NewJob],
     ) -> Result<bool, StoreError> {
         (**self).finish_call(call_id, update, at, follow_ups).await
+    }
+
+    async fn enqueue_job(&self, job: &NewJob) -> Result<bool, StoreError> {
+        (**self).enqueue_job(job).await
     }
 
     async fn call_history(

@@ -107,6 +107,9 @@ pub struct NewJob {
 /// The follow-up job kind queued when a call ends.
 pub const CALL_ENDED: &str = "call.ended";
 
+/// The job kind queued when a call connects (its `call.started` webhooks).
+pub const CALL_STARTED: &str = "call.started";
+
 impl NewJob {
     /// A job of `kind` due now, keyed `kind:key` so it is queued once per effect.
     pub fn new(kind: &str, key: &str, payload: Value, max_attempts: i64) -> Self {

@@ -25,7 +25,9 @@ pub use accounts::{Account, AccountRepo, ApiKey, KeyWithAccount, RevokeOutcome};
 pub use agents::AgentRepo;
 pub use calls::{Admission, CallAnalysis, CallFilter, CallRepo, CallUpdate, CallUsage};
 pub use guards::{GuardRepo, IdempotencyBegin, IdempotencyScope, StoredResponse};
-pub use jobs::{CALL_ENDED, Job, JobCounts, JobFilter, JobRepo, JobState, Lease, NewJob};
+pub use jobs::{
+    CALL_ENDED, CALL_STARTED, Job, JobCounts, JobFilter, JobRepo, JobState, Lease, NewJob,
+};
 pub use numbers::{CallerRecord, NumberRepo, NumberUrlSlot};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -4,6 +4,8 @@
 //! - `call.ended` (queued with the call's final update, in one transaction): analysis, caller
 //!   context, then one `webhook.deliver` job per distinct webhook URL, each queued once (its
 //!   idempotency key names the event, the call and the URL), so a re-run never doubles a delivery.
+//! - `call.started` (queued when the media stream starts): one `webhook.deliver` job per URL for
+//!   the `call.started` event.
 //! - `webhook.deliver`: one attempt per run, retried on its own schedule (30 s, 2 min, 10 min,
 //!   1 h, then every 6 h, by default) until it is delivered or its attempts run out (about a day).
 
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use nixflex_engine::followup::{FollowUp, FollowUpError, WebhookJob};
 use nixflex_jobs::{JobError, Registry};
-use nixflex_store::{CALL_ENDED, NewJob, Store};
+use nixflex_store::{CALL_ENDED, CALL_STARTED, NewJob, Store};
 
 /// The job kind of one webhook delivery.
 pub const WEBHOOK_DELIVER: &str = "webhook.deliver";
@@ -33,6 +35,24 @@ fn job_error(error: FollowUpError) -> JobError {
     }
 }
 
+/// Queues one `webhook.deliver` job per delivery (each once: its key names event, call and URL).
+async fn queue_deliveries(
+    store: &dyn Store,
+    deliveries: Vec<WebhookJob>,
+    max_attempts: i64,
+) -> Result<(), JobError> {
+    for delivery in deliveries {
+        let payload = serde_json::to_value(&delivery)
+            .map_err(|e| JobError::Permanent(format!("payload: {e}")))?;
+        let job = NewJob::new(WEBHOOK_DELIVER, &delivery.idempotency_key(), payload, max_attempts);
+        store
+            .enqueue_job(&job)
+            .await
+            .map_err(|e| JobError::Retryable(format!("queueing a webhook: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Registers the follow-up handlers (replacing the built-in `call.ended`).
 pub fn register(
     registry: &mut Registry,
@@ -40,37 +60,29 @@ pub fn register(
     follow_up: FollowUp,
     retries: WebhookRetries,
 ) {
-    let steps = follow_up.clone();
     let max_attempts = retries.max_attempts;
-    registry.register(CALL_ENDED, move |job| {
+    for kind in [CALL_ENDED, CALL_STARTED] {
         let store = store.clone();
-        let steps = steps.clone();
-        async move {
-            let call_id = job
-                .payload
-                .get("call_id")
-                .and_then(serde_json::Value::as_str)
-                .ok_or_else(|| JobError::Permanent("payload has no `call_id`".to_owned()))?;
-            let last_attempt = job.attempts >= job.max_attempts;
-            let deliveries =
-                steps.call_ended(&call_id.into(), last_attempt).await.map_err(job_error)?;
-            for delivery in deliveries {
-                let payload = serde_json::to_value(&delivery)
-                    .map_err(|e| JobError::Permanent(format!("payload: {e}")))?;
-                let job = NewJob::new(
-                    WEBHOOK_DELIVER,
-                    &delivery.idempotency_key(),
-                    payload,
-                    max_attempts,
-                );
-                store
-                    .enqueue_job(&job)
-                    .await
-                    .map_err(|e| JobError::Retryable(format!("queueing a webhook: {e}")))?;
+        let steps = follow_up.clone();
+        registry.register(kind, move |job| {
+            let store = store.clone();
+            let steps = steps.clone();
+            async move {
+                let call_id =
+                    job.payload.get("call_id").and_then(serde_json::Value::as_str).ok_or_else(
+                        || JobError::Permanent("payload has no `call_id`".to_owned()),
+                    )?;
+                let deliveries = if job.kind == CALL_STARTED {
+                    steps.call_started(&call_id.into()).await
+                } else {
+                    let last_attempt = job.attempts >= job.max_attempts;
+                    steps.call_ended(&call_id.into(), last_attempt).await
+                }
+                .map_err(job_error)?;
+                queue_deliveries(&*store, deliveries, max_attempts).await
             }
-            Ok(())
-        }
-    });
+        });
+    }
     registry.register_with_schedule(WEBHOOK_DELIVER, &retries.delays, move |job| {
         let steps = follow_up.clone();
         async move {

@@ -450,11 +450,14 @@ async fn the_caller_hanging_up_ends_the_session_and_writes_the_record() {
         ("completed", Some("caller_hangup"))
     );
     assert_eq!(call.transcript.first().map(|e| e.text.as_str()), Some("Hi."));
-    // The final update carried the call's follow-up (one transaction) and woke the worker.
-    let follow_ups = lab.memory.follow_ups.lock().unwrap().clone();
-    assert_eq!(follow_ups.len(), 1, "{follow_ups:?}");
-    assert_eq!(follow_ups[0].kind, nixflex_store::CALL_ENDED);
-    assert_eq!(follow_ups[0].payload, json!({"call_id": "call_1", "account_id": call.account_id}));
+    // The stream's start queued the call.started webhooks; the final update carried the call's
+    // follow-up (one transaction) and woke the worker.
+    let jobs = lab.memory.follow_ups.lock().unwrap().clone();
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+    assert_eq!(kinds, [nixflex_store::CALL_STARTED, nixflex_store::CALL_ENDED], "{jobs:?}");
+    for job in &jobs {
+        assert_eq!(job.payload, json!({"call_id": "call_1", "account_id": call.account_id}));
+    }
     tokio::time::timeout(std::time::Duration::from_secs(5), lab.follow_up_wake.notified())
         .await
         .expect("the worker was woken");

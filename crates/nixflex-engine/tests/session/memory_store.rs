@@ -21,7 +21,8 @@ pub struct MemoryStore {
     pub calls: Mutex<HashMap<String, CallRecord>>,
     pub numbers: Mutex<HashMap<String, PhoneNumber>>,
     pub agents: Mutex<HashMap<String, Agent>>,
-    /// Follow-up jobs queued with calls' final updates (once per idempotency key).
+    /// Jobs queued: `call.started` at stream start, follow-ups with calls' final updates (once
+    /// per idempotency key).
     pub follow_ups: Mutex<Vec<NewJob>>,
 }
 
@@ -189,6 +190,15 @@ impl CallStore for MemoryStore {
                 queued.push(job.clone());
             }
         }
+        Ok(true)
+    }
+
+    async fn enqueue_job(&self, job: &NewJob) -> Result<bool, StoreError> {
+        let mut queued = self.follow_ups.lock().unwrap();
+        if queued.iter().any(|q| q.idempotency_key == job.idempotency_key) {
+            return Ok(false);
+        }
+        queued.push(job.clone());
         Ok(true)
     }
 

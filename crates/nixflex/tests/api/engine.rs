@@ -621,7 +621,8 @@ async fn a_finished_call_is_analysed_and_its_webhook_delivered(backend: Backend)
         |c| c.webhook_retry_delays_ms = vec![50],
     )
     .await;
-    receiver.answer_with(&[503]);
+    // call.started is accepted; call.completed fails once, then is accepted.
+    receiver.answer_with(&[200, 503]);
     lab.stt.push_utterance("Six croissants please, bye.");
     lab.llm.push_reply(Reply::text("Six croissants, noted. Goodbye! [END_CALL]"));
     lab.llm.push_reply(Reply::tool_call(
@@ -640,17 +641,22 @@ async fn a_finished_call_is_analysed_and_its_webhook_delivered(backend: Backend)
     let call = lab.finished_call().await;
     let call_id = call["call_id"].as_str().unwrap().to_owned();
 
-    // Wait for the delivery (the first attempt fails with 503, the retry succeeds).
+    // Wait for the deliveries: call.started, then call.completed (503, then accepted).
     let deadline = Instant::now() + Duration::from_secs(20);
-    let delivered = loop {
+    let received = loop {
         let got = receiver.received();
-        if got.len() >= 2 {
+        if got.len() >= 3 {
             break got;
         }
-        assert!(Instant::now() < deadline, "no webhook delivered: {got:?}");
+        assert!(Instant::now() < deadline, "webhooks missing: {got:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(delivered.len(), 2, "one failed attempt, one delivery");
+    assert_eq!(received.len(), 3, "one start, one failed attempt, one delivery");
+    let started = received[0].json();
+    assert_eq!(started["event"], "call.started");
+    assert_eq!(started["call_id"], call_id.as_str());
+    assert!(started.get("transcript").is_none(), "identity fields only");
+    let delivered = &received[1..];
     let payload = delivered[1].json();
     assert_eq!(payload["event"], "call.completed");
     assert_eq!(payload["call_id"], call_id.as_str());
@@ -671,12 +677,16 @@ async fn a_finished_call_is_analysed_and_its_webhook_delivered(backend: Backend)
     assert_eq!(detail["caller_sentiment"], "happy");
     assert_eq!(detail["extracted_data"], json!({"croissants": 6}));
     let attempts = detail["webhook_deliveries"].as_array().unwrap();
-    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
     assert_eq!(
-        (&attempts[0]["status_code"], &attempts[0]["delivered"]),
+        (&attempts[0]["event"], &attempts[0]["delivered"]),
+        (&json!("call.started"), &json!(true))
+    );
+    assert_eq!(
+        (&attempts[1]["status_code"], &attempts[1]["delivered"]),
         (&json!(503), &json!(false))
     );
-    assert_eq!((&attempts[1]["attempt"], &attempts[1]["delivered"]), (&json!(2), &json!(true)));
+    assert_eq!((&attempts[2]["attempt"], &attempts[2]["delivered"]), (&json!(2), &json!(true)));
 }
 
 on_backend!(
