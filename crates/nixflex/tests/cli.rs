@@ -700,3 +700,153 @@ fn two_nodes_on_one_postgres_share_the_queue_and_take_over_a_killed_nodes_job() 
         runs_of(&nodes[1 - dead].log_text(), &slow.job_id) == 1
     });
 }
+
+/// A call's end and its follow-up are one transaction, and every delivery is a durable job: a
+/// server killed with SIGKILL while the receiver is down delivers the `call.completed` event after
+/// its restart, and each URL accepts it exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_survives_kill_9_and_each_url_accepts_it_once() {
+    use nixflex_core::call::{CallRecord, CallStatus, Direction, EndedReason};
+    use nixflex_store::{CallUpdate, JobFilter, JobState, NewJob, Page};
+    use nixflex_testkit::webhook::WebhookReceiver;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let receiver = WebhookReceiver::start().await.unwrap();
+    receiver.answer_with(&[503; 1000]);
+    let dir = tempfile::tempdir().unwrap();
+    let master = "ab".repeat(32);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let start = |dir: &Path| {
+        serve_on(dir, &listen, |c| {
+            c.env("RUST_LOG", "info")
+                .env("NIXFLEX_MASTER_KEY", &master)
+                .env("NIXFLEX_ALLOW_PRIVATE_TARGETS", "true")
+                .env("NIXFLEX_WEBHOOK_RETRY_DELAYS_MS", "[100]")
+                .env("NIXFLEX_WEBHOOK_MAX_ATTEMPTS", "100")
+                .env("NIXFLEX_JOBS_LEASE_MS", "1000")
+                .env("NIXFLEX_JOBS_POLL_MS", "100");
+        })
+    };
+    let mut server = blocking(|| start(dir.path()));
+    let base = format!("http://{}", server.addr);
+    let http = reqwest::Client::new();
+    let key = json_ok(http.post(format!("{base}/v1/keys")).json(&serde_json::json!({}))).await;
+    let bearer = format!(
+        "Bearer {}:{}",
+        key["key_id"].as_str().unwrap(),
+        key["key_secret"].as_str().unwrap()
+    );
+    let agent = json_ok(
+        http.post(format!("{base}/v1/agents"))
+            .header("authorization", &bearer)
+            .json(&serde_json::json!({"name": "Desk", "webhook_url": receiver.url("/crm")})),
+    )
+    .await;
+
+    // A short call (no analysis) ends the way the engine ends one: its final update and its
+    // follow-up in one transaction, written here into the server's own database.
+    let secrets = nixflex_core::crypto::SecretBox::from_encoded(&master).unwrap();
+    let config = nixflex::config::Config {
+        data_dir: dir.path().join("nixflex-data"),
+        master_key: Some(secrecy::SecretString::from(master.clone())),
+        ..nixflex::config::Config::default()
+    };
+    let store = nixflex::server::open_store(&config, &secrets).await.unwrap();
+    let now = nixflex_store::now();
+    let call = CallRecord {
+        call_id: nixflex_core::ids::new_call_id(),
+        account_id: key["account_id"].as_str().unwrap().into(),
+        agent_id: Some(agent["agent_id"].as_str().unwrap().into()),
+        direction: Direction::Inbound,
+        from_number: "+447386172392".to_owned(),
+        to_number: "+14155552671".to_owned(),
+        twilio_call_sid: Some(format!("CA{}", "d".repeat(32))),
+        call_status: CallStatus::InProgress,
+        ended_reason: None,
+        started_at: now,
+        answered_at: Some(now),
+        ended_at: None,
+        duration_seconds: None,
+        transcript: Vec::new(),
+        turns: Vec::new(),
+        avg_latency_ms: None,
+        recording_url: None,
+        call_summary: None,
+        caller_sentiment: None,
+        call_successful: None,
+        extracted_data: serde_json::Map::new(),
+        voicemail_detected: false,
+        campaign_id: None,
+        metadata: None,
+        cost_usd: None,
+        precall_reject_reason: None,
+        stream_token_hash: None,
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert_call(&call).await.unwrap();
+    let end = CallUpdate {
+        call_status: Some(CallStatus::Completed),
+        ended_reason: Some(EndedReason::Completed),
+        ended_at: Some(nixflex_store::now()),
+        duration_seconds: Some(3),
+        ..CallUpdate::default()
+    };
+    let follow_up = NewJob::call_follow_up(
+        nixflex_store::CALL_ENDED,
+        call.call_id.as_str(),
+        call.account_id.as_str(),
+        8,
+    );
+    assert!(store.finish_call(&call.call_id, &end, now, &[follow_up]).await.unwrap());
+
+    // The receiver is down: wait for a retry, then kill the server mid-way.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.received().len() < 2 {
+        assert!(Instant::now() < deadline, "no delivery attempt reached the receiver");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &server.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = server.child.wait();
+    let failed_before = receiver.received().len();
+
+    // Back up, the receiver accepts; the restarted server finishes the delivery.
+    receiver.answer_ok_from_now_on();
+    server = blocking(|| start(dir.path()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pending = store
+            .list_jobs(
+                &JobFilter { state: None, kind: Some("webhook.deliver".to_owned()) },
+                Page { limit: 10, offset: 0 },
+            )
+            .await
+            .unwrap();
+        let done = !pending.is_empty() && pending.iter().all(|j| j.state == JobState::Done);
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the delivery never finished: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received = receiver.received();
+    assert!(received.len() > failed_before, "delivered after the restart");
+    let accepted: Vec<_> = received[failed_before..].iter().collect();
+    assert_eq!(accepted.len(), 1, "accepted exactly once");
+    assert_eq!(accepted[0].json()["event"], "call.completed");
+    assert_eq!(accepted[0].json()["call_id"], call.call_id.as_str());
+    let event_ids: std::collections::HashSet<_> =
+        received.iter().filter_map(|r| r.header("x-nixflex-event-id")).collect();
+    assert_eq!(event_ids.len(), 1, "every attempt is the same event");
+    let attempts = store.webhook_deliveries(&call.call_id).await.unwrap();
+    assert_eq!(attempts.iter().filter(|a| a.delivered).count(), 1);
+    let _ = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
+    let _ = server.child.wait();
+}
