@@ -30,6 +30,90 @@ pub struct JobsBenchArgs {
     /// postgres://… (an empty database is best); default: a fresh SQLite file in a temp dir.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// Run real webhook deliveries instead of no-ops: one signed `call.completed` per job (each
+    /// about its own call) to a receiver on loopback, then check none was lost or doubled.
+    #[arg(long)]
+    pub webhooks: bool,
+}
+
+/// Seeds an account and one finished call per job, and queues one delivery per call.
+async fn seed_webhooks(
+    store: &dyn Store,
+    jobs: usize,
+    url: &str,
+    secrets: &nixflex_core::crypto::SecretBox,
+) -> anyhow::Result<()> {
+    use nixflex_core::call::{CallRecord, CallStatus, Direction, EndedReason};
+    let now = nixflex_store::now();
+    let account = nixflex_store::Account {
+        account_id: nixflex_core::ids::new_account_id(),
+        name: None,
+        email: None,
+        created_at: now,
+        max_concurrent_calls: None,
+        rate_limit_reads: None,
+        rate_limit_writes: None,
+    };
+    let secret = nixflex_core::ids::new_key_secret();
+    let key = nixflex_store::ApiKey {
+        key_id: nixflex_core::ids::new_key_id(),
+        account_id: account.account_id.clone(),
+        name: None,
+        secret_hash: nixflex_core::crypto::hash_secret(&secret),
+        secret_sealed: secrets.seal(&secret),
+        created_at: now,
+        rotated_at: None,
+        revoked_at: None,
+    };
+    store.create_account(&account, &key).await?;
+    for i in 0..jobs {
+        let call = CallRecord {
+            call_id: nixflex_core::ids::new_call_id(),
+            account_id: account.account_id.clone(),
+            agent_id: None,
+            direction: Direction::Inbound,
+            from_number: "+447386172392".to_owned(),
+            to_number: "+14155552671".to_owned(),
+            twilio_call_sid: Some(format!("CA{i:032x}")),
+            call_status: CallStatus::Completed,
+            ended_reason: Some(EndedReason::Completed),
+            started_at: now,
+            answered_at: Some(now),
+            ended_at: Some(now),
+            duration_seconds: Some(60),
+            transcript: Vec::new(),
+            turns: Vec::new(),
+            avg_latency_ms: None,
+            recording_url: None,
+            call_summary: Some("A bench call.".to_owned()),
+            caller_sentiment: None,
+            call_successful: None,
+            extracted_data: serde_json::Map::new(),
+            voicemail_detected: false,
+            campaign_id: None,
+            metadata: None,
+            cost_usd: None,
+            precall_reject_reason: None,
+            stream_token_hash: None,
+            created_at: now,
+            updated_at: now,
+        };
+        store.insert_call(&call).await?;
+        let delivery = nixflex_engine::followup::WebhookJob {
+            call_id: call.call_id.to_string(),
+            account_id: call.account_id.to_string(),
+            event: "call.completed".to_owned(),
+            url: url.to_owned(),
+        };
+        let job = NewJob::new(
+            crate::followups::WEBHOOK_DELIVER,
+            &delivery.idempotency_key(),
+            serde_json::to_value(&delivery)?,
+            3,
+        );
+        store.enqueue_job(&job).await?;
+    }
+    Ok(())
 }
 
 async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
@@ -55,9 +139,23 @@ pub async fn run(args: JobsBenchArgs) -> anyhow::Result<()> {
     let store = open(&url).await?;
     let before = store.job_counts().await?.done;
     let run_id = format!("{:08x}", rand::random::<u32>());
+    let secrets = nixflex_core::crypto::SecretBox::from_encoded(
+        &nixflex_core::crypto::SecretBox::generate_encoded(),
+    )?;
+    let receiver = if args.webhooks {
+        Some(nixflex_testkit::webhook::WebhookReceiver::start().await?)
+    } else {
+        None
+    };
     let enqueue_started = Instant::now();
-    for i in 0..args.jobs {
-        store.enqueue_job(&NewJob::new(NOOP, &format!("bench-{run_id}-{i}"), json!({}), 3)).await?;
+    if let Some(receiver) = &receiver {
+        seed_webhooks(&*store, args.jobs, &receiver.url("/hook"), &secrets).await?;
+    } else {
+        for i in 0..args.jobs {
+            store
+                .enqueue_job(&NewJob::new(NOOP, &format!("bench-{run_id}-{i}"), json!({}), 3))
+                .await?;
+        }
     }
     let enqueue_secs = enqueue_started.elapsed().as_secs_f64();
     let shutdown = CancellationToken::new();
@@ -71,9 +169,27 @@ pub async fn run(args: JobsBenchArgs) -> anyhow::Result<()> {
             poll_interval: Duration::from_millis(100),
             ..WorkerConfig::default()
         };
-        workers.push(
-            Worker::new(node_store, Registry::with_builtins(), config).spawn(shutdown.clone()),
-        );
+        let mut registry = Registry::with_builtins();
+        if args.webhooks {
+            let llm = nixflex_providers::llm::anthropic::AnthropicClient::new(
+                nixflex_providers::llm::anthropic::AnthropicConfig::default(),
+            )?;
+            crate::followups::register(
+                &mut registry,
+                node_store.clone(),
+                nixflex_engine::followup::FollowUp::new(
+                    node_store.clone(),
+                    Arc::new(llm),
+                    nixflex_providers::customer::CustomerHttp::new(true)?,
+                    secrets.clone(),
+                ),
+                crate::followups::WebhookRetries {
+                    delays: vec![Duration::from_millis(100)],
+                    max_attempts: 3,
+                },
+            );
+        }
+        workers.push(Worker::new(node_store, registry, config).spawn(shutdown.clone()));
     }
     let target = before + i64::try_from(args.jobs).unwrap_or(i64::MAX);
     let deadline = started + Duration::from_secs(600);
@@ -94,9 +210,24 @@ pub async fn run(args: JobsBenchArgs) -> anyhow::Result<()> {
     for worker in workers {
         let _ = worker.await;
     }
+    // Every delivery arrived once: as many requests as jobs, each a different event.
+    let (received, distinct) = match &receiver {
+        Some(receiver) => {
+            let got = receiver.received();
+            let ids: std::collections::HashSet<String> = got
+                .iter()
+                .filter_map(|r| r.header("x-nixflex-event-id").map(str::to_owned))
+                .collect();
+            (Some(got.len()), Some(ids.len()))
+        }
+        None => (None, None),
+    };
     println!(
         "{}",
         json!({
+            "kind": if args.webhooks { "webhook.deliver" } else { "noop" },
+            "webhooks_received": received,
+            "webhooks_distinct_events": distinct,
             "backend": store.backend(),
             "nodes": args.nodes,
             "concurrency": args.concurrency,
