@@ -46,10 +46,9 @@ impl PgStore {
             .connect(url)
             .await
             .map_err(map_err)?;
-        crate::sql::migrator(MIGRATIONS)
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Other(e.into()))?;
+        let migrator = crate::sql::migrator(MIGRATIONS);
+        crate::sql::adopt_reworded!(&pool, migrator, crate::sql::REWORDED_POSTGRES);
+        migrator.run(&pool).await.map_err(|e| StoreError::Other(e.into()))?;
         Ok(Self { writer: pool.clone(), pool })
     }
 

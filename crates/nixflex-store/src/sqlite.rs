@@ -64,10 +64,9 @@ impl SqliteStore {
                 .connect_with(options)
                 .await
                 .map_err(map_err)?;
-            crate::sql::migrator(MIGRATIONS)
-                .run(&pool)
-                .await
-                .map_err(|e| StoreError::Other(e.into()))?;
+            let migrator = crate::sql::migrator(MIGRATIONS);
+            crate::sql::adopt_reworded!(&pool, migrator, crate::sql::REWORDED_SQLITE);
+            migrator.run(&pool).await.map_err(|e| StoreError::Other(e.into()))?;
             return Ok(Self { writer: pool.clone(), pool });
         }
         let writer = SqlitePoolOptions::new()
@@ -76,10 +75,9 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(map_err)?;
-        crate::sql::migrator(MIGRATIONS)
-            .run(&writer)
-            .await
-            .map_err(|e| StoreError::Other(e.into()))?;
+        let migrator = crate::sql::migrator(MIGRATIONS);
+        crate::sql::adopt_reworded!(&writer, migrator, crate::sql::REWORDED_SQLITE);
+        migrator.run(&writer).await.map_err(|e| StoreError::Other(e.into()))?;
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))

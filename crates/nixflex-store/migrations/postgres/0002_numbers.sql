@@ -1,11 +1,11 @@
--- numbers imported from the customer's own twilio account (api §6). the number is the primary
+-- numbers imported from the customer's own twilio account (docs/api.md#phone-numbers). the number is the primary
 -- key: one number, one row, across all accounts. a row is 'pending' while its import is in
 -- flight (it reserves the number against concurrent imports) and 'active' once twilio points at
 -- us; pending rows are invisible to the api and are taken over when stale.
 create table phone_numbers (
     phone_number text primary key,
     account_id text not null references accounts (account_id) on delete cascade,
-    -- deleting an agent orphans its numbers (decisions #13).
+    -- deleting an agent orphans its numbers (docs/decisions.md#deletes).
     agent_id text references agents (agent_id) on delete set null,
     provider text not null,
     state text not null,
@@ -28,7 +28,7 @@ create table phone_numbers (
 create index phone_numbers_account on phone_numbers (account_id, created_at desc, phone_number desc);
 create index phone_numbers_agent on phone_numbers (agent_id);
 
--- caller context (api §6.6): one record per (business number, caller), erased with the number.
+-- caller context (docs/api.md#caller-context): one record per (business number, caller), erased with the number.
 create table callers (
     phone_number text not null references phone_numbers (phone_number) on delete cascade,
     caller_number text not null,
@@ -38,5 +38,5 @@ create table callers (
     primary key (phone_number, caller_number)
 );
 
--- the agent-level pre-call gate (api §7.2); not part of the agent's settings document.
+-- the agent-level pre-call gate (docs/api.md#pre-call-gate); not part of the agent's settings document.
 alter table agents add column precall_url text;

@@ -1,4 +1,4 @@
--- calls (api §4.1, decisions #2, #3). agent_id has no foreign key: past calls stay readable
+-- calls (docs/api.md#call-object; docs/decisions.md#call-object, #call-ids). agent_id has no foreign key: past calls stay readable
 -- after their agent is deleted. twilio_call_sid is unique so a retried voice webhook finds the
 -- call it already created.
 create table calls (

@@ -1,4 +1,4 @@
--- accounts own every resource; keys only authenticate (DECISIONS #11).
+-- accounts own every resource; keys only authenticate (docs/decisions.md#keys-and-accounts).
 -- timestamps are rfc 3339 utc text (sqlx's encoding of DateTime<Utc>), which sorts correctly.
 create table accounts (
     account_id text primary key,
@@ -12,7 +12,7 @@ create table accounts (
 );
 
 -- secret_hash verifies requests (sha-256 of a 256-bit secret); secret_sealed is the aead-encrypted
--- secret, needed to sign webhooks with the raw key_secret (engine §11.4).
+-- secret, needed to sign webhooks with the raw key_secret (docs/protocols.md#nixflex-signatures).
 create table api_keys (
     key_id text primary key,
     account_id text not null references accounts (account_id) on delete cascade,
@@ -49,7 +49,7 @@ create table rate_limits (
 );
 create index rate_limits_expiry on rate_limits (expires_at);
 
--- idempotency records (decisions #4): one per (scope, method, path, key). state is in_flight while
+-- idempotency records (docs/decisions.md#idempotency): one per (scope, method, path, key). state is in_flight while
 -- the first request runs (locked_until = its lease), then done with the stored response.
 create table idempotency_keys (
     scope text not null,
