@@ -69,20 +69,23 @@ impl Engine {
         .flatten()
         .ok_or(StreamRefused::NoStart)?;
         let setup = self.load_setup(&start).await?;
-        // The call connected: its `call.started` webhooks go out from the job queue (before any
-        // audio flows; the audio path itself never waits on the database).
+        // The call connected: its `call.started` webhooks go out from the job queue. Queued on
+        // its own task, so the greeting never waits for the database's writer.
         let started = nixflex_store::NewJob::call_follow_up(
             nixflex_store::CALL_STARTED,
             setup.call.call_id.as_str(),
             setup.call.account_id.as_str(),
             self.config().follow_up_max_attempts,
         );
-        match self.store().enqueue_job(&started).await {
-            Ok(_) => self.wake_follow_ups(),
-            Err(error) => {
-                tracing::warn!(message = "Could not queue the call.started webhooks.", error = %error);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            match engine.store().enqueue_job(&started).await {
+                Ok(_) => engine.wake_follow_ups(),
+                Err(error) => {
+                    tracing::warn!(message = "Could not queue the call.started webhooks.", error = %error);
+                }
             }
-        }
+        });
         let span = tracing::info_span!(
             "call",
             call_id = %setup.call.call_id,

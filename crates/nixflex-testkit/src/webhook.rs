@@ -19,6 +19,8 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
     /// The raw body, as signed.
     pub body: Vec<u8>,
+    /// The status the receiver answered.
+    pub status: u16,
 }
 
 impl Received {
@@ -58,10 +60,15 @@ async fn receive(
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
         .collect();
-    if let Ok(mut received) = shared.received.lock() {
-        received.push(Received { path: uri.path().to_owned(), headers, body: body.to_vec() });
-    }
     let status = shared.statuses.lock().ok().and_then(|mut s| s.pop_front()).unwrap_or(200);
+    if let Ok(mut received) = shared.received.lock() {
+        received.push(Received {
+            path: uri.path().to_owned(),
+            headers,
+            body: body.to_vec(),
+            status,
+        });
+    }
     StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
 }
 

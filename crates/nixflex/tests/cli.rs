@@ -838,7 +838,9 @@ async fn a_webhook_survives_kill_9_and_each_url_accepts_it_once() {
     }
     let received = receiver.received();
     assert!(received.len() > failed_before, "delivered after the restart");
-    let accepted: Vec<_> = received[failed_before..].iter().collect();
+    // A request the killed server had already sent may land late; what counts is what the
+    // receiver accepted.
+    let accepted: Vec<_> = received.iter().filter(|r| r.status == 200).collect();
     assert_eq!(accepted.len(), 1, "accepted exactly once");
     assert_eq!(accepted[0].json()["event"], "call.completed");
     assert_eq!(accepted[0].json()["call_id"], call.call_id.as_str());
