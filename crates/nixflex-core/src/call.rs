@@ -182,6 +182,16 @@ pub struct TurnLatency {
     pub total_ms: f64,
 }
 
+/// Where a call's recording is kept (docs/recordings.md#where-recordings-live).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecording {
+    /// `"<store>:<object path>"`: `local:` (the server's directory), `s3:` (the server's
+    /// bucket) or `byo:` (the account's own bucket).
+    pub location: String,
+    /// Length of the audio in seconds.
+    pub duration_s: Option<f64>,
+}
+
 /// A call as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallRecord {
@@ -217,8 +227,8 @@ pub struct CallRecord {
     pub turns: Vec<TurnLatency>,
     /// Mean of `turns[].total_ms`.
     pub avg_latency_ms: Option<f64>,
-    /// Recording location.
-    pub recording_url: Option<String>,
+    /// The stored recording, once there is one (docs/recordings.md).
+    pub recording: Option<StoredRecording>,
     /// Post-call summary.
     pub call_summary: Option<String>,
     /// `happy` | `neutral` | `frustrated`.

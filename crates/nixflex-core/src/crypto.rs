@@ -6,6 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -28,6 +29,8 @@ pub enum CryptoError {
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    /// The key of [`SecretBox::sign`]: derived from the master key, never the key itself.
+    signing: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -39,7 +42,25 @@ impl std::fmt::Debug for SecretBox {
 impl SecretBox {
     /// A box from a 32-byte key.
     pub fn new(key: &[u8; 32]) -> Self {
-        Self { cipher: XChaCha20Poly1305::new(key.into()) }
+        let mut derive = Sha256::new();
+        derive.update(b"nixflex signing key v1\0");
+        derive.update(key);
+        Self { cipher: XChaCha20Poly1305::new(key.into()), signing: derive.finalize().into() }
+    }
+
+    /// A tag over `message` that only the holder of the master key can make (HMAC-SHA256 under
+    /// a key derived from it), hex: signed, expiring URLs (docs/recordings.md#recording-urls).
+    pub fn sign(&self, message: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.signing)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(message.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `tag` is [`SecretBox::sign`] of `message` (constant time).
+    pub fn verify_signed(&self, message: &str, tag: &str) -> bool {
+        let expected = self.sign(message);
+        expected.len() == tag.len() && bool::from(expected.as_bytes().ct_eq(tag.as_bytes()))
     }
 
     /// Parses a master key given as 64 hex characters or as base64 of 32 bytes.
@@ -127,6 +148,12 @@ mod tests {
         assert_eq!(other.open(&sealed), Err(CryptoError::Unseal));
         assert_eq!(sbox.open("v1:AAAA"), Err(CryptoError::Unseal));
         assert_eq!(sbox.open("garbage"), Err(CryptoError::Unseal));
+
+        let tag = sbox.sign("call_1:1700000000");
+        assert!(sbox.verify_signed("call_1:1700000000", &tag));
+        assert!(!sbox.verify_signed("call_1:1700000001", &tag));
+        assert!(!other.verify_signed("call_1:1700000000", &tag), "another master key");
+        assert!(!sbox.verify_signed("call_1:1700000000", &tag[..10]));
     }
 
     #[test]

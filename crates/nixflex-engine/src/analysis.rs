@@ -385,7 +385,7 @@ mod tests {
                 .collect(),
             turns: Vec::new(),
             avg_latency_ms: None,
-            recording_url: None,
+            recording: None,
             call_summary: None,
             caller_sentiment: None,
             call_successful: None,

@@ -60,6 +60,8 @@ pub struct EngineConfig {
     pub follow_up_max_attempts: i64,
     /// Notified when a call's follow-ups were queued, so this node's job worker runs them now.
     pub follow_up_wake: Option<Arc<tokio::sync::Notify>>,
+    /// Where recordings go; `None` records nothing (docs/recordings.md).
+    pub recordings: Option<crate::recordings::Recordings>,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +75,7 @@ impl Default for EngineConfig {
             drain_timeout: Duration::from_secs(30),
             follow_up_max_attempts: 8,
             follow_up_wake: None,
+            recordings: None,
         }
     }
 }
@@ -312,6 +315,11 @@ impl Engine {
             account_id,
             self.inner.config.follow_up_max_attempts,
         )]
+    }
+
+    /// Where recordings go, when recording is set up.
+    pub fn recordings(&self) -> Option<&crate::recordings::Recordings> {
+        self.inner.config.recordings.as_ref()
     }
 
     /// Tells this node's job worker that follow-ups were queued.

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::analysis::{self, AnalysisError};
+use crate::recordings::Recordings;
 use crate::webhook::{self, Event};
 
 /// How long a receiver has to answer a webhook.
@@ -84,6 +85,7 @@ pub struct FollowUp {
     llm: Arc<dyn LlmProvider>,
     customer: CustomerHttp,
     secrets: SecretBox,
+    recordings: Option<Recordings>,
 }
 
 impl FollowUp {
@@ -94,7 +96,14 @@ impl FollowUp {
         customer: CustomerHttp,
         secrets: SecretBox,
     ) -> Self {
-        Self { store, llm, customer, secrets }
+        Self { store, llm, customer, secrets, recordings: None }
+    }
+
+    /// The same steps, with recordings (their links go into `call.completed`).
+    #[must_use]
+    pub fn with_recordings(mut self, recordings: Option<Recordings>) -> Self {
+        self.recordings = recordings;
+        self
     }
 
     /// The `call.ended` step for `call_id`. `last_attempt` says the queue will not retry: an
@@ -229,7 +238,15 @@ impl FollowUp {
         };
         let payload = match event {
             Event::CallStarted => webhook::started_payload(&call),
-            Event::CallCompleted | Event::Test => webhook::completed_payload(event, &call),
+            Event::CallCompleted | Event::Test => {
+                let recording_url = match (&self.recordings, &call.recording) {
+                    (Some(recordings), Some(_)) => {
+                        Some(recordings.url(&call.call_id, nixflex_store::now()))
+                    }
+                    _ => None,
+                };
+                webhook::completed_payload(event, &call, recording_url.as_deref())
+            }
         };
         let event_id = webhook::event_id(event, call.call_id.as_str());
         let secrets = self.account_secrets(&AccountId::from(job.account_id.as_str())).await?;

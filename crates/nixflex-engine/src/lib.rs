@@ -9,6 +9,7 @@ pub mod followup;
 pub mod media;
 pub mod playout;
 pub mod prompt;
+pub mod recordings;
 pub mod service;
 pub mod session;
 pub mod store;
@@ -19,6 +20,7 @@ pub mod webhook;
 
 pub use engine::{Engine, EngineConfig, Providers};
 pub use media::StreamRefused;
+pub use recordings::{Recordings, RecordingsConfig};
 pub use service::{Admission, BusyReason, InboundCall};
 pub use session::EndReason;
 pub use store::CallStore;

@@ -339,7 +339,7 @@ fn inbound_record(
         transcript: Vec::new(),
         turns: Vec::new(),
         avg_latency_ms: None,
-        recording_url: None,
+        recording: None,
         call_summary: None,
         caller_sentiment: None,
         call_successful: None,

@@ -77,8 +77,9 @@ pub fn started_payload(call: &CallRecord) -> Value {
 /// the transcript as text (`Agent:`/`Caller:` lines) and as the API's array
 /// (`transcript_object`), and the analysis under both the documented short names (`summary`,
 /// `sentiment`, `successful`, `extracted`) and the call object's names. Nothing internal (system
-/// prompt, key ids, tokens) is included.
-pub fn completed_payload(event: Event, call: &CallRecord) -> Value {
+/// prompt, key ids, tokens) is included. `recording_url` is the signed link to the recording,
+/// when there is one.
+pub fn completed_payload(event: Event, call: &CallRecord, recording_url: Option<&str>) -> Value {
     let mut payload = identity(event, call);
     let charged_minutes = call.duration_seconds.map(|s| {
         #[allow(clippy::cast_precision_loss)]
@@ -102,7 +103,8 @@ pub fn completed_payload(event: Event, call: &CallRecord) -> Value {
         ("caller_sentiment", json!(call.caller_sentiment)),
         ("call_successful", json!(call.call_successful)),
         ("extracted_data", json!(call.extracted_data)),
-        ("recording_url", json!(call.recording_url)),
+        ("recording_url", json!(recording_url)),
+        ("recording_duration_s", json!(call.recording.as_ref().and_then(|r| r.duration_s))),
         ("voicemail_detected", json!(call.voicemail_detected)),
         ("avg_latency_ms", json!(call.avg_latency_ms)),
     ];
@@ -148,7 +150,7 @@ mod tests {
             ],
             turns: Vec::new(),
             avg_latency_ms: Some(420.0),
-            recording_url: None,
+            recording: None,
             call_summary: Some("A greeting.".to_owned()),
             caller_sentiment: Some("neutral".to_owned()),
             call_successful: Some(true),
@@ -166,7 +168,7 @@ mod tests {
 
     #[test]
     fn the_completed_payload_is_flat_and_carries_both_transcript_shapes() {
-        let payload = completed_payload(Event::CallCompleted, &call());
+        let payload = completed_payload(Event::CallCompleted, &call(), None);
         assert_eq!(payload["event"], "call.completed");
         assert_eq!(payload["call_id"], "call_0123456789abcdef01234567");
         assert_eq!(payload["twilio_call_sid"], format!("CA{}", "1".repeat(32)));

@@ -74,7 +74,7 @@ fn call() -> CallRecord {
         ],
         turns: Vec::new(),
         avg_latency_ms: None,
-        recording_url: None,
+        recording: None,
         call_summary: None,
         caller_sentiment: None,
         call_successful: None,

@@ -137,7 +137,7 @@ async fn lab() -> Lab {
         ],
         turns: Vec::new(),
         avg_latency_ms: None,
-        recording_url: None,
+        recording: None,
         call_summary: None,
         caller_sentiment: None,
         call_successful: None,

@@ -222,7 +222,7 @@ async fn live_call(
         transcript: Vec::new(),
         turns: Vec::new(),
         avg_latency_ms: None,
-        recording_url: None,
+        recording: None,
         call_summary: None,
         caller_sentiment: None,
         call_successful: None,

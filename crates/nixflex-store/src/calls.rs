@@ -263,7 +263,13 @@ macro_rules! impl_calls {
                     transcript,
                     turns,
                     avg_latency_ms: row.try_get("avg_latency_ms")?,
-                    recording_url: row.try_get("recording_url")?,
+                    recording: row
+                        .try_get::<Option<String>, _>("recording_location")?
+                        .map(|location| Ok::<_, sqlx::Error>(nixflex_core::call::StoredRecording {
+                            location,
+                            duration_s: row.try_get("recording_duration_s")?,
+                        }))
+                        .transpose()?,
                     call_summary: row.try_get("call_summary")?,
                     caller_sentiment: row.try_get("caller_sentiment")?,
                     call_successful: row.try_get("call_successful")?,
@@ -285,10 +291,10 @@ macro_rules! impl_calls {
             {
                 sqlx::query(
                     "insert into calls (call_id, account_id, agent_id, direction, from_number, to_number, twilio_call_sid, call_status, \
-                     ended_reason, started_at, answered_at, ended_at, duration_seconds, transcript, turns, avg_latency_ms, recording_url, \
+                     ended_reason, started_at, answered_at, ended_at, duration_seconds, transcript, turns, avg_latency_ms, recording_location, \
                      call_summary, caller_sentiment, call_successful, extracted_data, voicemail_detected, campaign_id, metadata, cost_usd, \
-                     precall_reject_reason, stream_token_hash, heartbeat_at, created_at, updated_at) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
+                     precall_reject_reason, stream_token_hash, heartbeat_at, created_at, updated_at, recording_duration_s) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)",
                 )
                 .bind(call.call_id.as_str())
                 .bind(call.account_id.as_str())
@@ -306,7 +312,7 @@ macro_rules! impl_calls {
                 .bind(Json(&call.transcript))
                 .bind(Json(&call.turns))
                 .bind(call.avg_latency_ms)
-                .bind(&call.recording_url)
+                .bind(call.recording.as_ref().map(|r| r.location.as_str()))
                 .bind(&call.call_summary)
                 .bind(&call.caller_sentiment)
                 .bind(call.call_successful)
@@ -320,6 +326,7 @@ macro_rules! impl_calls {
                 .bind(call.created_at)
                 .bind(call.created_at)
                 .bind(call.updated_at)
+                .bind(call.recording.as_ref().and_then(|r| r.duration_s))
                 .execute(executor)
                 .await
                 .map_err(map_err)?;

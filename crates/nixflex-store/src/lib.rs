@@ -16,6 +16,7 @@ mod guards;
 mod jobs;
 mod numbers;
 mod postgres;
+mod recordings;
 mod sql;
 mod sqlite;
 pub mod testing;
@@ -31,6 +32,7 @@ pub use jobs::{
 pub use numbers::{CallerRecord, NumberRepo, NumberUrlSlot};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use recordings::{AccountStorage, ExpiredRecording, RecordingRepo};
 pub use webhooks::{WebhookDelivery, WebhookRepo};
 
 /// Errors of the storage layer.
@@ -78,6 +80,7 @@ pub trait Store:
     + GuardRepo
     + JobRepo
     + WebhookRepo
+    + RecordingRepo
     + Send
     + Sync
     + std::fmt::Debug

@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "calls", include_str!("../migrations/postgres/0003_calls.sql")),
     (4, "jobs", include_str!("../migrations/postgres/0004_jobs.sql")),
     (5, "webhooks", include_str!("../migrations/postgres/0005_webhooks.sql")),
+    (6, "recordings", include_str!("../migrations/postgres/0006_recordings.sql")),
 ];
 
 impl PgStore {
@@ -65,3 +66,4 @@ crate::calls::impl_calls!(PgStore, sqlx::Postgres, "postgres");
 crate::guards::impl_guards!(PgStore, sqlx::Postgres, "postgres");
 crate::jobs::impl_jobs!(PgStore, sqlx::Postgres, "postgres");
 crate::webhooks::impl_webhooks!(PgStore, sqlx::Postgres, "postgres");
+crate::recordings::impl_recordings!(PgStore, sqlx::Postgres, "postgres");

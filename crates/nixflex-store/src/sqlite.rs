@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "calls", include_str!("../migrations/sqlite/0003_calls.sql")),
     (4, "jobs", include_str!("../migrations/sqlite/0004_jobs.sql")),
     (5, "webhooks", include_str!("../migrations/sqlite/0005_webhooks.sql")),
+    (6, "recordings", include_str!("../migrations/sqlite/0006_recordings.sql")),
 ];
 
 impl SqliteStore {
@@ -102,3 +103,4 @@ crate::calls::impl_calls!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::guards::impl_guards!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::jobs::impl_jobs!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::webhooks::impl_webhooks!(SqliteStore, sqlx::Sqlite, "sqlite");
+crate::recordings::impl_recordings!(SqliteStore, sqlx::Sqlite, "sqlite");

@@ -728,7 +728,7 @@ fn call(account_id: &str, agent_id: &str, from: &str, to: &str) -> CallRecord {
         transcript: Vec::new(),
         turns: Vec::new(),
         avg_latency_ms: None,
-        recording_url: None,
+        recording: None,
         call_summary: None,
         caller_sentiment: None,
         call_successful: None,

@@ -62,6 +62,16 @@ pub enum TtsProvider {
     Openai,
 }
 
+/// Where the server keeps recordings (docs/recordings.md#where-recordings-live).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingStorage {
+    /// A directory on this server (`recordings_dir`).
+    Local,
+    /// An S3-compatible bucket (`recording_s3_*`).
+    S3,
+}
+
 /// The whole configuration. Every key can be set in `nixflex.toml` (same name), as
 /// `NIXFLEX_<KEY>` in the environment (provider keys also as their usual names, e.g.
 /// `ANTHROPIC_API_KEY`), and the common ones as flags.
@@ -145,6 +155,24 @@ pub struct Config {
     pub inworld_api_key: Option<SecretString>,
     /// Days recordings are kept (0 = forever).
     pub recording_retention_days: u32,
+    /// Where the server keeps recordings: `local` (a directory) or `s3` (a bucket).
+    pub recording_storage: RecordingStorage,
+    /// The directory of `local` recordings (default: `recordings` under `data_dir`).
+    pub recordings_dir: Option<PathBuf>,
+    /// The server's bucket (`recording_storage = "s3"`).
+    pub recording_s3_bucket: Option<String>,
+    /// Its S3-compatible endpoint (unset: Amazon S3).
+    pub recording_s3_endpoint: Option<String>,
+    /// Its signing region.
+    pub recording_s3_region: String,
+    /// Its access key id.
+    pub recording_s3_access_key: Option<String>,
+    /// Its secret access key.
+    pub recording_s3_secret_key: Option<SecretString>,
+    /// How long a signed `recording_url` works, in seconds.
+    pub recording_url_ttl_secs: u64,
+    /// Delete the carrier's copy once a `provider` recording is stored here (kept by default).
+    pub delete_carrier_recordings: bool,
     /// This node's name as a job lease owner (default: `node-<pid>-<random>`; unique per process).
     pub node_id: Option<String>,
     /// Background jobs run at once on this node (docs/jobs.md).
@@ -213,6 +241,15 @@ impl Default for Config {
             inworld_url: "https://api.inworld.ai".to_owned(),
             inworld_api_key: None,
             recording_retention_days: 90,
+            recording_storage: RecordingStorage::Local,
+            recordings_dir: None,
+            recording_s3_bucket: None,
+            recording_s3_endpoint: None,
+            recording_s3_region: "us-east-1".to_owned(),
+            recording_s3_access_key: None,
+            recording_s3_secret_key: None,
+            recording_url_ttl_secs: 86_400,
+            delete_carrier_recordings: false,
             node_id: None,
             jobs_concurrency: 8,
             jobs_poll_ms: 1000,
@@ -340,6 +377,7 @@ impl Config {
             bail!("request_timeout_ms must be at least 100");
         }
         self.validate_jobs()?;
+        self.validate_recordings()?;
         for (name, value) in [
             ("twilio_api_base", &self.twilio_api_base),
             ("anthropic_base_url", &self.anthropic_base_url),
@@ -390,6 +428,32 @@ impl Config {
             bail!("node_id must be 1-100 characters of letters, digits, `-`, `_`, `.` or `:`");
         }
         Ok(())
+    }
+
+    fn validate_recordings(&self) -> anyhow::Result<()> {
+        if self.recording_url_ttl_secs < 60 || self.recording_url_ttl_secs > 7 * 86_400 {
+            bail!("recording_url_ttl_secs must be between 60 and 604800 (7 days)");
+        }
+        if self.recording_storage == RecordingStorage::S3 {
+            for (name, set) in [
+                ("recording_s3_bucket", self.recording_s3_bucket.is_some()),
+                ("recording_s3_access_key", self.recording_s3_access_key.is_some()),
+                ("recording_s3_secret_key", self.recording_s3_secret_key.is_some()),
+            ] {
+                if !set {
+                    bail!("recording_storage = \"s3\" needs {name}");
+                }
+            }
+        }
+        if let Some(endpoint) = &self.recording_s3_endpoint {
+            url::Url::parse(endpoint).context("recording_s3_endpoint is not a valid URL")?;
+        }
+        Ok(())
+    }
+
+    /// The directory of `local` recordings.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.recordings_dir.clone().unwrap_or_else(|| self.data_dir.join("recordings"))
     }
 
     /// The job worker's settings.
@@ -487,6 +551,23 @@ impl Config {
             "inworld_api_key": secret(&self.inworld_api_key),
             "recording_retention_days": self.recording_retention_days,
         });
+        // The recording settings (a third object, for the same reason).
+        if let (Some(printed), Value::Object(recordings)) = (
+            printed.as_object_mut(),
+            json!({
+                "recording_storage": self.recording_storage,
+                "recordings_dir": self.recordings_dir().display().to_string(),
+                "recording_s3_bucket": self.recording_s3_bucket,
+                "recording_s3_endpoint": self.recording_s3_endpoint,
+                "recording_s3_region": self.recording_s3_region,
+                "recording_s3_access_key": self.recording_s3_access_key,
+                "recording_s3_secret_key": secret(&self.recording_s3_secret_key),
+                "recording_url_ttl_secs": self.recording_url_ttl_secs,
+                "delete_carrier_recordings": self.delete_carrier_recordings,
+            }),
+        ) {
+            printed.extend(recordings);
+        }
         // The job settings (a second object: one literal this long exceeds `json!`'s recursion).
         if let (Some(printed), Value::Object(jobs)) = (
             printed.as_object_mut(),

@@ -180,6 +180,70 @@ fn build_providers(config: &Config) -> anyhow::Result<nixflex_engine::Providers>
     Ok(nixflex_engine::Providers { llm, stt, tts, tts_kind: config.tts_kind() })
 }
 
+/// The recordings service: the server's store from the configuration (docs/recordings.md).
+fn build_recordings(
+    config: &Config,
+    store: &Arc<dyn nixflex_store::Store>,
+    secrets: &nixflex_core::crypto::SecretBox,
+) -> anyhow::Result<nixflex_engine::Recordings> {
+    use nixflex_engine::recordings::ServerStore;
+    use nixflex_providers::storage::{ObjectStorage, S3Config};
+    let (server, server_kind) = match config.recording_storage {
+        crate::config::RecordingStorage::Local => (
+            ObjectStorage::local(config.recordings_dir()).context("the recordings directory")?,
+            ServerStore::Local,
+        ),
+        crate::config::RecordingStorage::S3 => (
+            ObjectStorage::s3(&S3Config {
+                bucket: config.recording_s3_bucket.clone().unwrap_or_default(),
+                endpoint: config.recording_s3_endpoint.clone(),
+                region: config.recording_s3_region.clone(),
+                access_key: config.recording_s3_access_key.clone().unwrap_or_default(),
+                secret_key: config
+                    .recording_s3_secret_key
+                    .clone()
+                    .unwrap_or_else(|| secrecy::SecretString::from(String::new())),
+                allow_http: config
+                    .recording_s3_endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://")),
+            })
+            .context("the recordings bucket")?,
+            ServerStore::S3,
+        ),
+    };
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.listen));
+    Ok(nixflex_engine::Recordings::new(
+        nixflex_engine::RecordingsConfig {
+            server,
+            server_kind,
+            public_url,
+            url_ttl: Duration::from_secs(config.recording_url_ttl_secs),
+            retention: (config.recording_retention_days > 0).then(|| {
+                Duration::from_secs(u64::from(config.recording_retention_days) * 86_400)
+            }),
+            allow_http_buckets: config.allow_private_targets,
+        },
+        store.clone(),
+        secrets.clone(),
+    ))
+}
+
+/// Deletes recordings past their retention time (one batch per run; every node runs it, and
+/// two nodes sweeping at once delete nothing twice).
+async fn sweep_recordings(recordings: &nixflex_engine::Recordings) {
+    match recordings.sweep_expired(nixflex_store::now()).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(message = "Expired recordings deleted.", deleted),
+        Err(error) => {
+            tracing::warn!(message = "The recording retention sweep failed; it runs again later.", error = %error);
+        }
+    }
+}
+
 fn api_config(config: &Config) -> ApiConfig {
     ApiConfig {
         signup_open: config.signup == Signup::Open,
@@ -219,7 +283,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     )
     .context("building the Twilio client")?;
     let providers = build_providers(&config)?;
+    let recordings = build_recordings(&config, &store, &secrets)?;
     let engine_config = nixflex_engine::EngineConfig {
+        recordings: Some(recordings.clone()),
         default_max_concurrent_calls: config.max_concurrent_calls,
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         follow_up_max_attempts: config.jobs_max_attempts,
@@ -238,7 +304,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             providers.llm.clone(),
             customer.clone(),
             secrets.clone(),
-        ),
+        )
+        .with_recordings(Some(recordings.clone())),
         crate::followups::WebhookRetries {
             delays: config
                 .webhook_retry_delays_ms
@@ -282,6 +349,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                     () = token.cancelled() => break,
                     () = tokio::time::sleep(nixflex_api::middleware::PURGE_EVERY) => {
                         nixflex_api::middleware::purge_expired(&state).await;
+                        sweep_recordings(&recordings).await;
                     }
                 }
             }

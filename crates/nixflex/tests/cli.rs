@@ -771,7 +771,7 @@ async fn a_webhook_survives_kill_9_and_each_url_accepts_it_once() {
         transcript: Vec::new(),
         turns: Vec::new(),
         avg_latency_ms: None,
-        recording_url: None,
+        recording: None,
         call_summary: None,
         caller_sentiment: None,
         call_successful: None,

@@ -67,8 +67,13 @@ pub(crate) struct CallObject {
     /// What was said; `GET /v1/calls` leaves it out.
     #[serde(skip_serializing_if = "Option::is_none")]
     transcript: Option<Vec<TranscriptEntry>>,
-    /// Recording location.
+    /// A signed link to the recording (dual-channel WAV: caller left, agent right), valid for
+    /// 24 hours from this response by default; fetch the call again for a fresh one.
+    /// `GET /v1/calls/{call_id}/recording` serves it with the API key instead. `null` while
+    /// there is none.
     recording_url: Option<String>,
+    /// Length of the recording in seconds.
+    recording_duration_s: Option<f64>,
     /// Post-call summary.
     call_summary: Option<String>,
     /// happy, neutral or frustrated.
@@ -124,7 +129,12 @@ fn charged_minutes(call: &CallRecord) -> Option<f64> {
 }
 
 impl CallObject {
-    fn new(call: CallRecord, with_transcript: bool) -> Self {
+    fn new(call: CallRecord, with_transcript: bool, state: &AppState) -> Self {
+        let recording_url = match (&call.recording, state.engine().recordings()) {
+            (Some(_), Some(recordings)) => Some(recordings.url(&call.call_id, Utc::now())),
+            _ => None,
+        };
+        let recording_duration_s = call.recording.as_ref().and_then(|r| r.duration_s);
         let duration_ms = duration_ms(&call);
         let charged_minutes = charged_minutes(&call);
         Self {
@@ -147,7 +157,8 @@ impl CallObject {
             duration_ms,
             charged_minutes,
             transcript: with_transcript.then_some(call.transcript),
-            recording_url: call.recording_url,
+            recording_url,
+            recording_duration_s,
             call_summary: call.call_summary,
             caller_sentiment: call.caller_sentiment,
             call_successful: call.call_successful,
@@ -303,7 +314,7 @@ async fn list_calls(
     let (calls, count) =
         state.store().list_calls(&caller.account.account_id, &filter, page).await?;
     Ok(Json(CallList {
-        calls: calls.into_iter().map(|c| CallObject::new(c, false)).collect(),
+        calls: calls.into_iter().map(|c| CallObject::new(c, false, &state)).collect(),
         count,
         limit: page.limit,
         offset: page.offset,
@@ -343,7 +354,7 @@ async fn get_call(
 ) -> ApiResult<Json<CallObject>> {
     let call = find_call(&state, &caller.account.account_id, &call_id).await?;
     let deliveries = state.store().webhook_deliveries(&call.call_id).await?;
-    let mut object = CallObject::new(call, true);
+    let mut object = CallObject::new(call, true, &state);
     object.webhook_deliveries =
         Some(deliveries.into_iter().map(WebhookDeliveryObject::from).collect());
     Ok(Json(object))

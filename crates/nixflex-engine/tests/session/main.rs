@@ -223,7 +223,7 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         transcript: vec![],
         turns: vec![],
         avg_latency_ms: None,
-        recording_url: None,
+        recording: None,
         call_summary: None,
         caller_sentiment: None,
         call_successful: None,

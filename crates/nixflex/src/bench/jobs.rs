@@ -84,7 +84,7 @@ async fn seed_webhooks(
             transcript: Vec::new(),
             turns: Vec::new(),
             avg_latency_ms: None,
-            recording_url: None,
+            recording: None,
             call_summary: Some("A bench call.".to_owned()),
             caller_sentiment: None,
             call_successful: None,

@@ -52,7 +52,7 @@ fn record(key: &Key, i: i64, direction: Direction) -> CallRecord {
             total_ms: 463.5,
         }],
         avg_latency_ms: Some(463.5),
-        recording_url: None,
+        recording: None,
         call_summary: None,
         caller_sentiment: None,
         call_successful: None,

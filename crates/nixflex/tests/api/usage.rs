@@ -32,7 +32,7 @@ fn call(key: &Key, ago: Duration, connected: Option<i64>, direction: Direction) 
         transcript: Vec::new(),
         turns: Vec::new(),
         avg_latency_ms: None,
-        recording_url: None,
+        recording: None,
         call_summary: None,
         caller_sentiment: None,
         call_successful: None,
