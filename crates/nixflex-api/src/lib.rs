@@ -32,12 +32,14 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::integrations::router())
         .merge(routes::calls::router())
         .merge(routes::usage::router())
+        .merge(routes::recordings::router())
         .split_for_parts();
     openapi::set_document(openapi::document(generated));
 
     let max_body = state.config().max_body_bytes;
     api_router
         .merge(routes::pending::router())
+        .merge(routes::recordings::public_router())
         .merge(carrier::router(state.clone()))
         .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
         .layer(axum::middleware::from_fn(extract::check_uri))

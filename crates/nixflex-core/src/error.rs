@@ -175,6 +175,12 @@ error_codes! {
     RecipientUnsubscribed => ("recipient_unsubscribed", InvalidRequest, 400),
     /// Unknown message id, or another account's.
     MessageNotFound => ("message_not_found", NotFound, 404),
+    /// The call has no recording (recording was off, it is still being stored, or it was deleted).
+    RecordingNotFound => ("recording_not_found", NotFound, 404),
+    /// A recording link whose signature is wrong or whose time ran out.
+    RecordingLinkInvalid => ("recording_link_invalid", PermissionError, 403),
+    /// The bucket refused the test write, so its settings were not saved.
+    StorageVerificationFailed => ("storage_verification_failed", InvalidRequest, 400),
     /// The account's balance is exhausted.
     InsufficientBalance => ("insufficient_balance", PaymentRequired, 402),
     /// A carrier webhook without a valid `X-Twilio-Signature`.

@@ -18,6 +18,10 @@ use nixflex_providers::storage::{ObjectStorage, S3Config, StorageError};
 use nixflex_store::{AccountStorage, RecordingRepo, StoreError};
 use secrecy::SecretString;
 
+/// The job kind that deletes a recording file whose first deletion failed (payload:
+/// `account_id`, `location`).
+pub const RECORDING_DELETE: &str = "recording.delete";
+
 /// Recordings the retention sweep deletes per run.
 const SWEEP_BATCH: i64 = 200;
 
@@ -52,8 +56,9 @@ pub struct RecordingsConfig {
     pub url_ttl: Duration,
     /// Recordings are deleted this long after their call ended (`None`: kept).
     pub retention: Option<Duration>,
-    /// Accounts' buckets may use plain-http endpoints (local testing only).
-    pub allow_http_buckets: bool,
+    /// Accounts' buckets may use plain-http endpoints on private addresses (local testing
+    /// only); otherwise they must be https and resolve to public addresses.
+    pub allow_private_buckets: bool,
 }
 
 /// How a recording operation failed.
@@ -107,7 +112,11 @@ pub fn object_path(account_id: &AccountId, call_id: &CallId) -> String {
 
 impl Recordings {
     /// The service over this configuration, database and master key.
-    pub fn new(config: RecordingsConfig, store: Arc<dyn RecordingRepo>, secrets: SecretBox) -> Self {
+    pub fn new(
+        config: RecordingsConfig,
+        store: Arc<dyn RecordingRepo>,
+        secrets: SecretBox,
+    ) -> Self {
         Self { inner: Arc::new(Inner { config, store, secrets }) }
     }
 
@@ -134,7 +143,8 @@ impl Recordings {
             region: region.to_owned(),
             access_key: access_key.to_owned(),
             secret_key: SecretString::from(secret_key.to_owned()),
-            allow_http: self.inner.config.allow_http_buckets,
+            allow_http: self.inner.config.allow_private_buckets,
+            public_only: !self.inner.config.allow_private_buckets,
         })
     }
 
@@ -223,7 +233,11 @@ impl Recordings {
     ///
     /// # Errors
     /// [`RecordingError::NotFound`] when the file is gone; otherwise when its store fails.
-    pub async fn read(&self, account_id: &AccountId, location: &str) -> Result<Bytes, RecordingError> {
+    pub async fn read(
+        &self,
+        account_id: &AccountId,
+        location: &str,
+    ) -> Result<Bytes, RecordingError> {
         let (storage, path) = self.resolve(account_id, location).await?;
         Ok(storage.get(&path).await?)
     }
@@ -232,7 +246,11 @@ impl Recordings {
     ///
     /// # Errors
     /// When its store fails or can no longer be reached.
-    pub async fn delete(&self, account_id: &AccountId, location: &str) -> Result<(), RecordingError> {
+    pub async fn delete(
+        &self,
+        account_id: &AccountId,
+        location: &str,
+    ) -> Result<(), RecordingError> {
         let (storage, path) = self.resolve(account_id, location).await?;
         Ok(storage.delete(&path).await?)
     }
@@ -250,7 +268,13 @@ impl Recordings {
     }
 
     /// Whether a link's `expires` and `signature` are ours for this call and still valid.
-    pub fn check_url(&self, call_id: &str, expires: i64, signature: &str, now: DateTime<Utc>) -> bool {
+    pub fn check_url(
+        &self,
+        call_id: &str,
+        expires: i64,
+        signature: &str,
+        now: DateTime<Utc>,
+    ) -> bool {
         expires >= now.timestamp()
             && self.inner.secrets.verify_signed(&signed_message(call_id, expires), signature)
     }

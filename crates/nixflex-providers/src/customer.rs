@@ -14,7 +14,7 @@ use sha2::Sha256;
 
 /// Resolves host names and refuses any that resolve to a non-public address.
 #[derive(Debug, Clone, Copy)]
-struct PublicOnlyResolver;
+pub(crate) struct PublicOnlyResolver;
 
 impl Resolve for PublicOnlyResolver {
     fn resolve(&self, name: Name) -> Resolving {

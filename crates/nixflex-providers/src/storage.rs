@@ -68,6 +68,29 @@ pub struct S3Config {
     pub secret_key: SecretString,
     /// Allow a plain-http endpoint (local test servers only).
     pub allow_http: bool,
+    /// Connect only to public addresses, checked after DNS resolution (an account's own
+    /// bucket: its endpoint must not reach the server's private network).
+    pub public_only: bool,
+}
+
+/// Builds the S3 client's HTTP client with a resolver that refuses non-public addresses.
+#[derive(Debug)]
+struct PublicOnlyConnector;
+
+impl object_store::client::HttpConnector for PublicOnlyConnector {
+    fn connect(
+        &self,
+        _options: &ClientOptions,
+    ) -> object_store::Result<object_store::client::HttpClient> {
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(crate::customer::PublicOnlyResolver))
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| object_store::Error::Generic { store: "S3", source: Box::new(e) })?;
+        Ok(object_store::client::HttpClient::new(client))
+    }
 }
 
 /// A place to keep objects.
@@ -120,6 +143,9 @@ impl ObjectStorage {
             .with_client_options(options);
         if let Some(endpoint) = &config.endpoint {
             builder = builder.with_endpoint(endpoint);
+        }
+        if config.public_only {
+            builder = builder.with_http_connector(PublicOnlyConnector);
         }
         let store = builder.build().map_err(|e| StorageError::Config(one_line(&e.to_string())))?;
         let describe = format!(

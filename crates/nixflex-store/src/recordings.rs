@@ -31,7 +31,7 @@ pub struct AccountStorage {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A recording the retention sweep deletes.
+/// A stored recording and its call (what the retention sweep and deletions work on).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiredRecording {
     /// The call it belongs to.
@@ -68,6 +68,12 @@ pub trait RecordingRepo: Send + Sync {
         &self,
         before: DateTime<Utc>,
         limit: i64,
+    ) -> Result<Vec<ExpiredRecording>, StoreError>;
+
+    /// Every recording location of an account's calls (for deleting them all).
+    async fn account_recordings(
+        &self,
+        account_id: &AccountId,
     ) -> Result<Vec<ExpiredRecording>, StoreError>;
 
     /// An account's own bucket, if it set one.
@@ -147,6 +153,30 @@ macro_rules! impl_recordings {
                     )
                     .bind(before)
                     .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                    rows.iter()
+                        .map(|row| {
+                            Ok(ExpiredRecording {
+                                call_id: row.try_get::<String, _>("call_id")?.into(),
+                                account_id: row.try_get::<String, _>("account_id")?.into(),
+                                location: row.try_get("recording_location")?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                        .map_err(map_err)
+                }
+
+                async fn account_recordings(
+                    &self,
+                    account_id: &AccountId,
+                ) -> Result<Vec<ExpiredRecording>, StoreError> {
+                    let rows = sqlx::query(
+                        "select call_id, account_id, recording_location from calls \
+                         where account_id = $1 and recording_location is not null",
+                    )
+                    .bind(account_id.as_str())
                     .fetch_all(&self.pool)
                     .await
                     .map_err(map_err)?;

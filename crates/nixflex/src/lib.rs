@@ -6,4 +6,5 @@ pub mod config;
 pub mod followups;
 pub mod jobs;
 pub mod listener;
+pub mod recording_jobs;
 pub mod server;

@@ -181,10 +181,14 @@ fn build_providers(config: &Config) -> anyhow::Result<nixflex_engine::Providers>
 }
 
 /// The recordings service: the server's store from the configuration (docs/recordings.md).
-fn build_recordings(
+///
+/// # Errors
+/// When the directory cannot be created or the bucket settings are unusable.
+pub fn build_recordings(
     config: &Config,
     store: &Arc<dyn nixflex_store::Store>,
     secrets: &nixflex_core::crypto::SecretBox,
+    bound: SocketAddr,
 ) -> anyhow::Result<nixflex_engine::Recordings> {
     use nixflex_engine::recordings::ServerStore;
     use nixflex_providers::storage::{ObjectStorage, S3Config};
@@ -207,25 +211,23 @@ fn build_recordings(
                     .recording_s3_endpoint
                     .as_deref()
                     .is_some_and(|e| e.starts_with("http://")),
+                // The operator's own bucket may well be on the private network.
+                public_only: false,
             })
             .context("the recordings bucket")?,
             ServerStore::S3,
         ),
     };
-    let public_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", config.listen));
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
     Ok(nixflex_engine::Recordings::new(
         nixflex_engine::RecordingsConfig {
             server,
             server_kind,
             public_url,
             url_ttl: Duration::from_secs(config.recording_url_ttl_secs),
-            retention: (config.recording_retention_days > 0).then(|| {
-                Duration::from_secs(u64::from(config.recording_retention_days) * 86_400)
-            }),
-            allow_http_buckets: config.allow_private_targets,
+            retention: (config.recording_retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(config.recording_retention_days) * 86_400)),
+            allow_private_buckets: config.allow_private_targets,
         },
         store.clone(),
         secrets.clone(),
@@ -283,7 +285,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     )
     .context("building the Twilio client")?;
     let providers = build_providers(&config)?;
-    let recordings = build_recordings(&config, &store, &secrets)?;
+    // Bound early: without a public URL, recording links name the address actually bound.
+    let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let recordings = build_recordings(&config, &store, &secrets, addr)?;
     let engine_config = nixflex_engine::EngineConfig {
         recordings: Some(recordings.clone()),
         default_max_concurrent_calls: config.max_concurrent_calls,
@@ -315,6 +322,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             max_attempts: config.webhook_max_attempts,
         },
     );
+    crate::recording_jobs::register(&mut registry, recordings.clone());
     let worker = nixflex_jobs::Worker::new(
         store.clone(),
         registry,
@@ -334,10 +342,6 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let state =
         AppState::new(store, secrets, api_config(&config), twilio, engine.clone(), customer);
     let app = nixflex_api::app(state.clone());
-    let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let grace = Duration::from_millis(config.shutdown_grace_ms);
 

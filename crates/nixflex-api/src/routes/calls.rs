@@ -327,7 +327,11 @@ fn not_found(call_id: &str) -> ApiError {
 
 /// A call of the account named by our `call_…` id or by its Twilio call SID (webhook receivers
 /// and the docs' examples use the SID). Our ids and Twilio's SIDs never look alike.
-async fn find_call(state: &AppState, account_id: &AccountId, id: &str) -> ApiResult<CallRecord> {
+pub(crate) async fn find_call(
+    state: &AppState,
+    account_id: &AccountId,
+    id: &str,
+) -> ApiResult<CallRecord> {
     let call = if id.starts_with("call_") {
         state.store().get_call(account_id, &CallId::from(id)).await?
     } else {
@@ -417,6 +421,9 @@ async fn delete_call(
     Path(call_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let call = find_call(&state, &caller.account.account_id, &call_id).await?;
+    if let Some(recording) = &call.recording {
+        crate::routes::recordings::erase(&state, &call.account_id, &recording.location).await?;
+    }
     if !state.store().delete_call(&caller.account.account_id, &call.call_id).await? {
         return Err(not_found(&call_id));
     }
@@ -430,7 +437,7 @@ async fn delete_call(
     delete, path = "/v1/calls", tag = "calls",
     params(("confirm" = Option<bool>, Query, description = "Optional; `false` refuses the deletion")),
     responses(
-        (status = 200, description = "`{\"deleted\": true, \"calls_deleted\": n, \"recordings_deleted\": 0, \"sms_deleted\": 0, \"deleted_calls\": n, \"deleted_messages\": 0}` (recordings and SMS are counted once they exist)"),
+        (status = 200, description = "`{\"deleted\": true, \"calls_deleted\": n, \"recordings_deleted\": n, \"sms_deleted\": 0, \"deleted_calls\": n, \"deleted_messages\": 0}` (SMS are counted once they exist)"),
         (status = 400, description = "`invalid_request` (`confirm=false` or not a boolean)", body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
         (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`", body = ErrorEnvelope),
@@ -448,14 +455,19 @@ async fn delete_all_calls(
             "`confirm=false` refuses the deletion; omit it or send `confirm=true`.".to_owned(),
         ));
     }
-    let deleted = state.store().delete_all_calls(&caller.account.account_id).await?;
-    tracing::info!(message = "All calls deleted.", account_id = %caller.account.account_id, deleted);
-    // Recordings and SMS messages are not stored yet, so none are deleted; the keys are there
-    // for the SDK. `deleted_calls`/`deleted_messages` are the earlier names, kept for clients.
+    let account_id = &caller.account.account_id;
+    let recordings = state.store().account_recordings(account_id).await?;
+    for recording in &recordings {
+        crate::routes::recordings::erase(&state, account_id, &recording.location).await?;
+    }
+    let deleted = state.store().delete_all_calls(account_id).await?;
+    tracing::info!(message = "All calls deleted.", account_id = %account_id, deleted, recordings = recordings.len());
+    // SMS messages are not stored yet, so none are deleted; the key is there for the SDK.
+    // `deleted_calls`/`deleted_messages` are the earlier names, kept for clients.
     Ok(Json(json!({
         "deleted": true,
         "calls_deleted": deleted,
-        "recordings_deleted": 0,
+        "recordings_deleted": recordings.len(),
         "sms_deleted": 0,
         "deleted_calls": deleted,
         "deleted_messages": 0,

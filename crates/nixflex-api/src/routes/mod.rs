@@ -9,4 +9,5 @@ pub(crate) mod integrations;
 pub mod keys;
 pub(crate) mod numbers;
 pub(crate) mod pending;
+pub(crate) mod recordings;
 pub(crate) mod usage;

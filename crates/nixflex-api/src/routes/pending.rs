@@ -256,28 +256,6 @@ pub(crate) struct SmsCampaignInput {
     reply_window_hours: Option<Value>,
 }
 
-/// `PUT /v1/account/storage`: your own S3-compatible bucket for recordings.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct StorageInput {
-    /// Bucket name.
-    #[schema(value_type = String, min_length = 1)]
-    bucket: Option<String>,
-    /// Access key id.
-    #[schema(value_type = String, min_length = 1)]
-    access_key: Option<String>,
-    /// Secret key (never returned).
-    #[schema(value_type = String, min_length = 1)]
-    secret_key: Option<String>,
-    /// https endpoint; empty = Amazon S3.
-    #[schema(value_type = String, required = false)]
-    endpoint: Option<String>,
-    /// Region (default `auto`).
-    #[schema(value_type = String, required = false)]
-    region: Option<String>,
-}
-
 /// `PUT /v1/account/llm`: your own OpenAI-compatible LLM.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -321,12 +299,6 @@ pub(crate) struct SwitchInput {
 }
 
 pub(crate) const PENDING: &[PendingRoute] = &[
-    with(
-        p("PUT", "/v1/account/storage", "Bring-your-own recording storage", "account"),
-        body::<StorageInput>("Bucket and credentials"),
-    ),
-    p("GET", "/v1/account/storage", "Bring-your-own recording storage", "account"),
-    p("DELETE", "/v1/account/storage", "Bring-your-own recording storage", "account"),
     with(
         p("PUT", "/v1/account/llm", "Bring-your-own LLM", "account"),
         body::<ByoLlmInput>("Endpoint, model and key"),

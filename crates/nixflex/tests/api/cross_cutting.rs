@@ -154,7 +154,6 @@ async fn documented_but_unbuilt_routes_say_so(backend: Backend) {
     let key = app.signup().await;
     for (method, path) in [
         (Method::POST, "/v1/calls/outbound"),
-        (Method::GET, "/v1/account/storage"),
         (Method::POST, "/v1/sms"),
         (Method::PUT, "/v1/account/llm"),
     ] {

@@ -267,3 +267,44 @@ macro_rules! both {
     };
 }
 pub(crate) use both;
+
+/// The S3-compatible test server (`scripts/test` starts one and sets `NIXFLEX_TEST_S3_URL`).
+pub fn s3_url() -> String {
+    std::env::var("NIXFLEX_TEST_S3_URL")
+        .unwrap_or_else(|_| panic!("NIXFLEX_TEST_S3_URL is not set: run ./scripts/test"))
+}
+
+/// Creates a fresh bucket on the S3 test server and returns its name.
+pub async fn fresh_bucket() -> String {
+    init();
+    let name = format!("nixflex-test-{}", uuid::Uuid::new_v4().simple());
+    let created = reqwest::Client::new()
+        .put(format!("{}/{name}", s3_url()))
+        .send()
+        .await
+        .expect("the S3 test server answers");
+    assert!(created.status().is_success(), "creating bucket {name}: {}", created.status());
+    name
+}
+
+/// An object in a bucket of the S3 test server, or `None` when it does not exist (read with
+/// credentials: the server keeps objects private).
+pub async fn s3_object(bucket: &str, key: &str) -> Option<Vec<u8>> {
+    init();
+    let storage =
+        nixflex_providers::storage::ObjectStorage::s3(&nixflex_providers::storage::S3Config {
+            bucket: bucket.to_owned(),
+            endpoint: Some(s3_url()),
+            region: "us-east-1".to_owned(),
+            access_key: "reader".to_owned(),
+            secret_key: SecretString::from("reader".to_owned()),
+            allow_http: true,
+            public_only: false,
+        })
+        .unwrap();
+    match storage.get(key).await {
+        Ok(bytes) => Some(bytes.to_vec()),
+        Err(nixflex_providers::storage::StorageError::NotFound) => None,
+        Err(other) => panic!("S3 test server failed for {bucket}/{key}: {other}"),
+    }
+}

@@ -21,4 +21,5 @@ mod keys;
 mod numbers;
 mod openapi;
 mod rate_limits;
+mod recordings;
 mod usage;

@@ -30,6 +30,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("POST", "/v1/calls/outbound"),
     ("GET", "/v1/calls"),
     ("GET", "/v1/calls/{call_id}"),
+    ("GET", "/v1/calls/{call_id}/recording"),
     ("DELETE", "/v1/calls/{call_id}"),
     ("DELETE", "/v1/calls"),
     ("POST", "/v1/calls/batch"),
