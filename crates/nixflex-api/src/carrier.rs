@@ -316,11 +316,9 @@ async fn recording_status(
     State(state): State<AppState>,
     Extension(request): Extension<CarrierRequest>,
 ) -> Response {
-    let (Some(call_sid), Some(recording_sid), Some(status)) = (
-        request.param("CallSid"),
-        request.param("RecordingSid"),
-        request.param("RecordingStatus"),
-    ) else {
+    let (Some(call_sid), Some(recording_sid), Some(status)) =
+        (request.param("CallSid"), request.param("RecordingSid"), request.param("RecordingStatus"))
+    else {
         return twiml_response(twiml::empty());
     };
     let call = match request.own_call(&state, call_sid).await {

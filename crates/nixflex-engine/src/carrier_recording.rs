@@ -82,8 +82,12 @@ impl CarrierRecordings {
 
     /// The credentials of the number the call was on, if it is still imported by the call's
     /// account.
-    async fn credentials(&self, call: &CallRecord) -> Result<Option<TwilioCredentials>, FollowUpError> {
-        let number = self.store.find_active_number(&crate::followup::business_number(call).into()).await?;
+    async fn credentials(
+        &self,
+        call: &CallRecord,
+    ) -> Result<Option<TwilioCredentials>, FollowUpError> {
+        let number =
+            self.store.find_active_number(&crate::followup::business_number(call).into()).await?;
         let Some(number) = number.filter(|n| n.account_id == call.account_id) else {
             return Ok(None);
         };
@@ -109,7 +113,10 @@ impl CarrierRecordings {
         }
         let Some(credentials) = self.credentials(&call).await? else {
             tracing::warn!(message = "The call's number is no longer imported; its carrier recording cannot be fetched.", call_id = %call_id, recording_sid = %job.recording_sid);
-            self.recordings.forget_carrier_recording(&call_id, &job.recording_sid).await.map_err(storage_error)?;
+            self.recordings
+                .forget_carrier_recording(&call_id, &job.recording_sid)
+                .await
+                .map_err(storage_error)?;
             return Ok(());
         };
         if call.recording.is_none() {
@@ -124,7 +131,10 @@ impl CarrierRecordings {
                 .map_err(storage_error)?;
             tracing::info!(message = "Carrier recording stored.", call_id = %call_id, recording_sid = %job.recording_sid);
         }
-        self.recordings.forget_carrier_recording(&call_id, &job.recording_sid).await.map_err(storage_error)?;
+        self.recordings
+            .forget_carrier_recording(&call_id, &job.recording_sid)
+            .await
+            .map_err(storage_error)?;
         if self.delete_carrier_copy {
             match self.twilio.delete_recording(&credentials, &job.recording_sid).await {
                 Ok(()) | Err(TwilioError::NotFound { .. }) => {}

@@ -147,8 +147,8 @@ impl FollowUp {
             .map_err(|e| FollowUpError::Retryable(format!("recordings: {e}")))?;
         let Some(recording_sid) = pending else { return Ok(None) };
         let ended = call.ended_at.unwrap_or(call.updated_at);
-        let deadline =
-            ended + chrono::Duration::from_std(self.recording_wait).unwrap_or(chrono::Duration::MAX);
+        let wait = chrono::Duration::from_std(self.recording_wait).unwrap_or(chrono::Duration::MAX);
+        let deadline = ended.checked_add_signed(wait).unwrap_or(DateTime::<Utc>::MAX_UTC);
         let now = nixflex_store::now();
         if now >= deadline {
             tracing::warn!(message = "The carrier recording did not arrive in time; the call's webhooks go out without it.", call_id = %call.call_id, recording_sid = %recording_sid);

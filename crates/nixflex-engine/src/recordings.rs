@@ -13,9 +13,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use nixflex_core::agent::{AgentSettings, RecordingSource};
 use nixflex_core::call::StoredRecording;
-use nixflex_core::number::NumberSettings;
 use nixflex_core::crypto::SecretBox;
 use nixflex_core::ids::{AccountId, CallId};
+use nixflex_core::number::NumberSettings;
 use nixflex_providers::storage::{ObjectStorage, S3Config, StorageError};
 use nixflex_store::{AccountStorage, RecordingRepo, StoreError};
 use secrecy::SecretString;
@@ -154,7 +154,11 @@ impl Recordings {
         call_id: &CallId,
         recording_sid: &str,
     ) -> Result<bool, RecordingError> {
-        Ok(self.inner.store.set_carrier_recording(call_id, recording_sid, nixflex_store::now()).await?)
+        Ok(self
+            .inner
+            .store
+            .set_carrier_recording(call_id, recording_sid, nixflex_store::now())
+            .await?)
     }
 
     /// The call no longer waits for the carrier recording `recording_sid` (stored, or failed).
@@ -400,8 +404,10 @@ mod tests {
         assert!(!carrier_records(&agent_off, &inherit));
         let on = NumberSettings { record_call: Some(true), ..NumberSettings::default() };
         assert!(carrier_records(&agent_off, &on), "the number's setting overrides the agent's");
-        let agent_ours =
-            AgentSettings { recording_source: RecordingSource::Nixflex, ..AgentSettings::default() };
+        let agent_ours = AgentSettings {
+            recording_source: RecordingSource::Nixflex,
+            ..AgentSettings::default()
+        };
         let provider = NumberSettings {
             recording_source: Some(RecordingSource::Provider),
             ..NumberSettings::default()
