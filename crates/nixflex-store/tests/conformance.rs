@@ -8,7 +8,7 @@ use nixflex_core::agent::{Agent, AgentSettings};
 use nixflex_core::call::{
     CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TranscriptRole, TurnLatency,
 };
-use nixflex_core::ids::{self, AccountId, AgentId, CallId, E164};
+use nixflex_core::ids::{self, AccountId, AgentId, E164};
 use nixflex_core::number::{NumberSettings, PhoneNumber};
 use nixflex_store::testing::TempDirGuard;
 use nixflex_store::{
@@ -771,7 +771,7 @@ async fn carrier_recordings_are_noted_until_cleared((store, _g): Fixture) {
     assert!(!store.clear_carrier_recording(&c.call_id, "RE2", now()).await.unwrap(), "another SID");
     assert!(store.clear_carrier_recording(&c.call_id, "RE1", now()).await.unwrap());
     assert_eq!(store.carrier_recording(&c.call_id).await.unwrap(), None);
-    let gone: CallId = ids::new_call_id().into();
+    let gone = ids::new_call_id();
     assert!(!store.set_carrier_recording(&gone, "RE1", now()).await.unwrap());
     assert_eq!(store.carrier_recording(&gone).await.unwrap(), None);
 }

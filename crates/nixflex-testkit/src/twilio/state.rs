@@ -463,7 +463,7 @@ impl State {
                     recording.duration = Some(0);
                 }
             }
-            let wanted = recording.status_callback_events.iter().any(|e| *e == recording.status);
+            let wanted = recording.status_callback_events.contains(&recording.status);
             let token = self
                 .accounts
                 .iter()
