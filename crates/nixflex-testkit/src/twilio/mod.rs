@@ -327,6 +327,12 @@ impl TwilioEmulator {
         });
     }
 
+    /// While `lose` is set, recordings that finish capture nothing: they end `absent` (Twilio's
+    /// status when no audio was recorded), without media, and their callbacks say so.
+    pub fn lose_recordings(&self, lose: bool) {
+        self.shared.lock().lose_recordings = lose;
+    }
+
     /// Removes every injected failure.
     pub fn clear_failures(&self) {
         self.shared.lock().failures.clear();

@@ -401,6 +401,8 @@ pub(crate) struct State {
     pub(crate) recordings: Vec<RecordingState>,
     /// Taps of the live calls the caller emulator placed through this emulator, by call SID.
     pub(crate) taps: HashMap<String, Arc<Tap>>,
+    /// Recordings finished while set capture nothing (`absent`).
+    pub(crate) lose_recordings: bool,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) failures: Vec<FailureRule>,
     pub(crate) delays: Vec<DelayRule>,
@@ -452,7 +454,7 @@ impl State {
                 continue;
             }
             recording.date_updated = now;
-            match tape.filter(|tape| tape.samples() > 0) {
+            match tape.filter(|tape| tape.samples() > 0 && !self.lose_recordings) {
                 Some(tape) => {
                     recording.status = "completed".to_owned();
                     recording.duration = Some(tape.duration_secs());

@@ -43,10 +43,15 @@ async fn lab(
 /// Places a call that hears the greeting and hangs up, through an emulator attached to the
 /// lab's Twilio.
 async fn short_call(lab: &CallLab) -> CallRecording {
+    call_talking_for(lab, secs(0.6)).await
+}
+
+/// Like [`short_call`], the caller talking for `talk` after the greeting started.
+async fn call_talking_for(lab: &CallLab, talk: Duration) -> CallRecording {
     let caller = CallerEmulator::new().unwrap().with_network(&lab.twilio);
     let script = CallerScript::new()
         .wait_for_agent_speech(secs(10.0))
-        .say("Just checking, bye.", secs(0.6))
+        .say("Just checking, bye.", talk)
         .hang_up();
     let recording = caller.place_inbound_call(lab.place(), script).await;
     assert!(recording.errors().is_empty(), "{:?}", recording.errors());
@@ -134,6 +139,19 @@ async fn a_provider_recorded_call_is_stored_before_call_completed_goes_out(backe
         .join(format!("recordings/{}/{call_id}.wav", lab.key.account_id));
     let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(stored, made.wav.unwrap().to_vec(), "the carrier's WAV, byte for byte");
+    // Dual channel, time-aligned: the agent's greeting (second channel) starts before the caller
+    // speaks (first channel), who waited for it.
+    let header = nixflex_pipeline::audio::wav::parse_header(&stored).unwrap();
+    assert_eq!((header.format.channels, header.format.sample_rate), (2, 8000));
+    let frames: Vec<(i16, i16)> = stored[header.data_offset..]
+        .chunks_exact(4)
+        .map(|f| (i16::from_le_bytes([f[0], f[1]]), i16::from_le_bytes([f[2], f[3]])))
+        .collect();
+    let first_sound = |channel: fn(&(i16, i16)) -> i16| {
+        frames.iter().position(|f| channel(f).unsigned_abs() > 1000).expect("a channel with sound")
+    };
+    let (caller_starts, agent_starts) = (first_sound(|f| f.0), first_sound(|f| f.1));
+    assert!(agent_starts < caller_starts, "agent at {agent_starts}, caller at {caller_starts}");
     // Waiting did not spend the follow-up's attempts.
     let ended = lab.follow_up_ran(&call_id).await;
     assert_eq!(ended.attempts, 1);
@@ -157,6 +175,63 @@ async fn call_completed_waits_for_a_missing_recording_only_up_to_the_bound(backe
     let ended = lab.follow_up_ran(hook["call_id"].as_str().unwrap()).await;
     assert_eq!(ended.attempts, 1, "waiting spent no attempt");
     assert!(!lab.twilio.requests().iter().any(|r| r.path.ends_with(".wav") && r.status == 200));
+}
+
+async fn an_absent_recording_lets_call_completed_go_out_at_once(backend: Backend) {
+    let receiver = WebhookReceiver::start().await.unwrap();
+    let lab = lab(backend, &receiver, |c| c.recording_wait_secs = 60).await;
+    lab.twilio.lose_recordings(true);
+
+    let recording = short_call(&lab).await;
+    let hung_up = Instant::now();
+    let hook = completed_webhook(&receiver).await;
+
+    assert_eq!(recording_callbacks(&recording), [Some(200)]);
+    assert_eq!(carrier_recording(&lab, &recording.call_sid).status, "absent");
+    assert!(hung_up.elapsed() < Duration::from_secs(15), "it did not wait out the bound");
+    assert!(hook["recording_url"].is_null(), "{hook}");
+    assert!(jobs_of(&lab, "recording.fetch").await.is_empty(), "nothing to fetch");
+}
+
+async fn a_failed_start_is_retried_and_a_refused_one_leaves_the_call_unrecorded(backend: Backend) {
+    let receiver = WebhookReceiver::start().await.unwrap();
+    let lab = lab(backend, &receiver, |c| c.recording_wait_secs = 60).await;
+
+    // Twilio is briefly unavailable: the third attempt, 1.5 s later, starts the recording.
+    lab.twilio.fail_times("/Recordings.json", 2, 503, None);
+    let first = call_talking_for(&lab, secs(3.0)).await;
+    let hook = completed_webhook(&receiver).await;
+    assert!(hook["recording_url"].is_string(), "{hook}");
+    assert_eq!(carrier_recording(&lab, &first.call_sid).status, "completed");
+
+    // Twilio refuses: no retry, the call goes on, and call.completed does not wait.
+    lab.twilio.fail_always("/Recordings.json", 400, 21220);
+    let second = short_call(&lab).await;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(15);
+    let hook = loop {
+        let completed: Vec<Value> = receiver
+            .received()
+            .iter()
+            .map(|r| r.json())
+            .filter(|p| p["event"] == "call.completed")
+            .collect();
+        if completed.len() == 2 {
+            break completed[1].clone();
+        }
+        assert!(Instant::now() < deadline, "the second call.completed never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(hook["recording_url"].is_null(), "{hook}");
+    assert_eq!(second.agent_utterances().len(), 1, "the caller heard the greeting");
+    let attempts = |call_sid: &str| {
+        lab.twilio
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with(&format!("/Calls/{call_sid}/Recordings.json")))
+            .count()
+    };
+    assert_eq!((attempts(&first.call_sid), attempts(&second.call_sid)), (3, 1));
 }
 
 async fn a_repeated_recording_callback_stores_the_recording_once(backend: Backend) {
@@ -301,6 +376,8 @@ async fn recording_off_on_the_number_starts_no_carrier_recording(backend: Backen
 both!(
     a_provider_recorded_call_is_stored_before_call_completed_goes_out,
     call_completed_waits_for_a_missing_recording_only_up_to_the_bound,
+    an_absent_recording_lets_call_completed_go_out_at_once,
+    a_failed_start_is_retried_and_a_refused_one_leaves_the_call_unrecorded,
     a_repeated_recording_callback_stores_the_recording_once,
     deleting_carrier_recordings_removes_the_carriers_copy_once_stored,
     a_recording_callback_for_another_accounts_call_changes_nothing,
