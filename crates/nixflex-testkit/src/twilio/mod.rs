@@ -13,7 +13,8 @@
 //! - `Recordings` (`recordings.rs`): start on a live call (`POST …/Calls/{CA}/Recordings.json`,
 //!   201 `in-progress`, `channels` 2 for `dual`; 21220 when the call is not in progress), fetch,
 //!   list (per account, with the `CallSid` filter, and per call), delete (204), and the media at
-//!   `…/Recordings/{RE}.wav` (or without extension) once the recording is completed;
+//!   `…/Recordings/{RE}.wav` (or without extension) once the recording is completed (`.mp3` is
+//!   not emulated: 404);
 //! - Twilio's validation errors for missing parameters and 20404 for unknown resources.
 //!
 //! What it does not do: place calls, run TwiML, or send status callbacks by itself. Tests drive
