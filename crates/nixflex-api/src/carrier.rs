@@ -34,6 +34,7 @@ use nixflex_core::error::ErrorCode;
 use nixflex_core::ids::E164;
 use nixflex_core::number::PhoneNumber;
 use nixflex_core::phone;
+use nixflex_engine::carrier_recording::RecordingFetch;
 use nixflex_engine::{Admission, InboundCall};
 use nixflex_providers::twilio::{signature, twiml};
 use nixflex_store::{CallUpdate, StoreError};
@@ -80,6 +81,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/twilio/status", post(status))
         .route("/twilio/sms", post(sms))
         .route("/twilio/after-stream", post(after_stream))
+        .route("/twilio/recording-status", post(recording_status))
         .route_layer(axum::middleware::from_fn_with_state(state, verify_signature))
         // The media WebSocket is authenticated by the per-call token of its `start` message.
         .route("/twilio/stream", axum::routing::get(stream))
@@ -149,8 +151,10 @@ pub(crate) async fn verify_signature(
         }
     };
 
+    // `number` is ours: Twilio's recording status callback names no phone number, so its URL
+    // carries the business number (`Recordings::status_callback_url`).
     let mut candidates: Vec<String> = Vec::new();
-    for name in ["To", "Called", "From", "Caller"] {
+    for name in ["To", "Called", "From", "Caller", "number"] {
         if let Some(number) = lookup(name).as_deref().and_then(phone::parse_e164)
             && !candidates.contains(&number)
         {
@@ -301,6 +305,64 @@ async fn status(
 /// and writes nothing, so it has nothing to scope.
 async fn after_stream(Extension(_request): Extension<CarrierRequest>) -> Response {
     twiml_response(twiml::hangup())
+}
+
+/// `POST /twilio/recording-status`: the carrier's recording of a call changed status
+/// (docs/recordings.md#carrier-recordings). `completed` queues one `recording.fetch` job per call
+/// and recording SID (a retried callback queues nothing more); `absent` or `failed` means there is
+/// nothing to fetch, so the call's follow-up stops waiting for it. Only a call of the signing
+/// number is considered; any other `CallSid` changes nothing. Answered with an empty 200.
+async fn recording_status(
+    State(state): State<AppState>,
+    Extension(request): Extension<CarrierRequest>,
+) -> Response {
+    let (Some(call_sid), Some(recording_sid), Some(status)) =
+        (request.param("CallSid"), request.param("RecordingSid"), request.param("RecordingStatus"))
+    else {
+        return twiml_response(twiml::empty());
+    };
+    let call = match request.own_call(&state, call_sid).await {
+        Ok(Some(call)) => call,
+        Ok(None) => return twiml_response(twiml::empty()),
+        Err(error) => {
+            tracing::warn!(message = "Could not look up a call for its recording.", error = %error);
+            return ApiError::from(error).into_response();
+        }
+    };
+    let engine = state.engine();
+    match status {
+        "completed" => {
+            let fetch = RecordingFetch {
+                call_id: call.call_id.to_string(),
+                account_id: call.account_id.to_string(),
+                recording_sid: recording_sid.to_owned(),
+                duration_s: request.param("RecordingDuration").and_then(|d| d.parse().ok()),
+            };
+            let queued = match fetch.job(engine.config().follow_up_max_attempts) {
+                Ok(job) => state.store().enqueue_job(&job).await.map_err(ApiError::from),
+                Err(error) => {
+                    tracing::warn!(message = "Could not build the recording job.", error = %error);
+                    return twiml_response(twiml::empty());
+                }
+            };
+            match queued {
+                Ok(_) => engine.wake_follow_ups(),
+                // Twilio retries a callback that failed: the next try queues it.
+                Err(error) => return error.into_response(),
+            }
+        }
+        "absent" | "failed" => {
+            tracing::warn!(message = "The carrier reports no recording of the call; nothing is stored.", call_id = %call.call_id, recording_sid, recording_status = status, error_code = request.param("ErrorCode").unwrap_or(""));
+            if let Some(recordings) = engine.recordings()
+                && let Err(error) =
+                    recordings.forget_carrier_recording(&call.call_id, recording_sid).await
+            {
+                tracing::warn!(message = "Could not note that the recording failed.", error = %error);
+            }
+        }
+        _ => {}
+    }
+    twiml_response(twiml::empty())
 }
 
 /// `POST /twilio/sms`: an inbound text. Acknowledged without a reply until SMS lands; when it

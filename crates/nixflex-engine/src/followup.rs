@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use nixflex_core::call::CallRecord;
 use nixflex_core::crypto::SecretBox;
 use nixflex_core::ids::{self, AccountId, CallId};
@@ -29,6 +30,9 @@ use crate::analysis::{self, AnalysisError};
 use crate::recordings::Recordings;
 use crate::webhook::{self, Event};
 
+/// How often `call.ended` looks again for a carrier recording it waits for.
+const RECORDING_RECHECK: Duration = Duration::from_secs(1);
+
 /// How long a receiver has to answer a webhook.
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,6 +45,10 @@ pub enum FollowUpError {
     /// Will never succeed.
     #[error("{0}")]
     Permanent(String),
+    /// Too early: run the step again at this time (it waits for something, e.g. the carrier's
+    /// recording); not a failure.
+    #[error("not yet; run again at {0}")]
+    NotYet(DateTime<Utc>),
 }
 
 impl From<StoreError> for FollowUpError {
@@ -86,6 +94,8 @@ pub struct FollowUp {
     customer: CustomerHttp,
     secrets: SecretBox,
     recordings: Option<Recordings>,
+    /// How long `call.ended` waits for a carrier recording after the call ended.
+    recording_wait: Duration,
 }
 
 impl FollowUp {
@@ -96,7 +106,14 @@ impl FollowUp {
         customer: CustomerHttp,
         secrets: SecretBox,
     ) -> Self {
-        Self { store, llm, customer, secrets, recordings: None }
+        Self {
+            store,
+            llm,
+            customer,
+            secrets,
+            recordings: None,
+            recording_wait: Duration::from_secs(120),
+        }
     }
 
     /// The same steps, with recordings (their links go into `call.completed`).
@@ -106,12 +123,48 @@ impl FollowUp {
         self
     }
 
+    /// The same steps, waiting up to `wait` after a call ended for its carrier recording.
+    #[must_use]
+    pub fn with_recording_wait(mut self, wait: Duration) -> Self {
+        self.recording_wait = wait;
+        self
+    }
+
+    /// When the call still waits for its carrier recording (docs/recordings.md#carrier-recordings):
+    /// the time to look again, never past `recording_wait` after the call ended. `None` when
+    /// there is nothing to wait for, or the wait is over (then the webhooks go out without it).
+    async fn waits_for_recording(
+        &self,
+        call: &CallRecord,
+    ) -> Result<Option<DateTime<Utc>>, FollowUpError> {
+        let Some(recordings) = &self.recordings else { return Ok(None) };
+        if call.recording.is_some() {
+            return Ok(None);
+        }
+        let pending = recordings
+            .pending_carrier_recording(&call.call_id)
+            .await
+            .map_err(|e| FollowUpError::Retryable(format!("recordings: {e}")))?;
+        let Some(recording_sid) = pending else { return Ok(None) };
+        let ended = call.ended_at.unwrap_or(call.updated_at);
+        let wait = chrono::Duration::from_std(self.recording_wait).unwrap_or(chrono::Duration::MAX);
+        let deadline = ended.checked_add_signed(wait).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let now = nixflex_store::now();
+        if now >= deadline {
+            tracing::warn!(message = "The carrier recording did not arrive in time; the call's webhooks go out without it.", call_id = %call.call_id, recording_sid = %recording_sid);
+            return Ok(None);
+        }
+        let recheck = now + chrono::Duration::from_std(RECORDING_RECHECK).unwrap_or_default();
+        Ok(Some(recheck.min(deadline)))
+    }
+
     /// The `call.ended` step for `call_id`. `last_attempt` says the queue will not retry: an
     /// analysis that fails then is given up and the webhooks go out without it.
     ///
     /// # Errors
     /// [`FollowUpError::Retryable`] when storage or (before the last attempt) the LLM failed;
-    /// [`FollowUpError::Permanent`] never for a call that exists.
+    /// [`FollowUpError::Permanent`] never for a call that exists; [`FollowUpError::NotYet`] while
+    /// the call waits for its carrier recording (so `call.completed` carries it).
     pub async fn call_ended(
         &self,
         call_id: &CallId,
@@ -121,6 +174,9 @@ impl FollowUp {
             // Deleted before its follow-up ran: nothing to do.
             return Ok(Vec::new());
         };
+        if let Some(again) = self.waits_for_recording(&call).await? {
+            return Err(FollowUpError::NotYet(again));
+        }
         let agent = match &call.agent_id {
             Some(agent_id) => {
                 self.store.get_agent(&call.account_id, agent_id).await?.map(|(agent, _)| agent)
@@ -313,7 +369,7 @@ impl FollowUp {
 }
 
 /// The business side of a call: the number called (inbound) or calling (outbound).
-fn business_number(call: &CallRecord) -> String {
+pub(crate) fn business_number(call: &CallRecord) -> String {
     match call.direction {
         nixflex_core::call::Direction::Inbound => call.to_number.clone(),
         nixflex_core::call::Direction::Outbound => call.from_number.clone(),

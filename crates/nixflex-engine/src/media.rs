@@ -4,7 +4,7 @@
 use futures::{Sink, Stream, StreamExt};
 use nixflex_core::call::Direction;
 use nixflex_core::ids::{CallId, E164};
-use nixflex_providers::twilio::TwilioCredentials;
+use nixflex_providers::twilio::{CreateRecording, TwilioCredentials};
 use nixflex_store::CallUpdate;
 
 use tracing::Instrument as _;
@@ -13,6 +13,11 @@ use crate::engine::Engine;
 use crate::prompt::{HISTORY_CALLS, PastCall};
 use crate::session::{CallSetup, EndReason, Session};
 use crate::twilio_ws::{self, Inbound, StartInfo};
+
+/// Attempts at starting a carrier recording.
+const START_RECORDING_ATTEMPTS: u32 = 3;
+/// The wait before the second attempt; the third waits twice as long.
+const START_RECORDING_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Why a media stream was refused before the conversation started.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +91,7 @@ impl Engine {
                 }
             }
         });
+        self.start_carrier_recording(&setup);
         let span = tracing::info_span!(
             "call",
             call_id = %setup.call.call_id,
@@ -100,6 +106,48 @@ impl Engine {
         // The session's state is large: one heap allocation per call keeps the caller's future
         // small.
         Ok(self.track(Box::pin(run.instrument(span))).await)
+    }
+
+    /// Starts the carrier's dual-channel recording of a call that connected, when recording is
+    /// on with the source `provider`. Off the audio path: on its own task, a couple of attempts
+    /// for failures worth retrying; a failure is logged and the call goes on unrecorded.
+    fn start_carrier_recording(&self, setup: &CallSetup) {
+        let Some(recordings) = self.recordings().cloned() else { return };
+        if !crate::recordings::carrier_records(&setup.agent, &setup.number.settings) {
+            return;
+        }
+        let Some(call_sid) = setup.call.twilio_call_sid.clone() else { return };
+        let create = CreateRecording::dual_channel(
+            recordings.status_callback_url(setup.number.phone_number.as_str()),
+        );
+        let (engine, credentials) = (self.clone(), setup.credentials.clone());
+        let call_id = setup.call.call_id.clone();
+        let span = tracing::info_span!("carrier_recording", call_id = %call_id);
+        self.spawn_tracked(
+            async move {
+                let twilio = engine.twilio();
+                let mut attempt = 0;
+                let recording = loop {
+                    attempt += 1;
+                    match twilio.create_call_recording(&credentials, &call_sid, &create).await {
+                        Ok(recording) => break recording,
+                        Err(error) if error.is_retryable() && attempt < START_RECORDING_ATTEMPTS => {
+                            tracing::debug!(message = "Starting the carrier recording failed; retrying.", attempt, error = %error);
+                            tokio::time::sleep(START_RECORDING_BACKOFF * attempt).await;
+                        }
+                        Err(error) => {
+                            tracing::warn!(message = "The carrier recording could not be started; the call goes on unrecorded.", attempt, error = %error, twilio_code = error.twilio_code());
+                            return;
+                        }
+                    }
+                };
+                match recordings.note_carrier_recording(&call_id, &recording.sid).await {
+                    Ok(_) => tracing::info!(message = "Carrier recording started.", recording_sid = %recording.sid),
+                    Err(error) => tracing::warn!(message = "The carrier recording started but could not be noted; the call's follow-up will not wait for it.", recording_sid = %recording.sid, error = %error),
+                }
+            }
+            .instrument(span),
+        );
     }
 
     async fn load_setup(&self, start: &StartInfo) -> Result<CallSetup, StreamRefused> {

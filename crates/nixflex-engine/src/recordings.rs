@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use nixflex_core::agent::{AgentSettings, RecordingSource};
 use nixflex_core::call::StoredRecording;
 use nixflex_core::crypto::SecretBox;
 use nixflex_core::ids::{AccountId, CallId};
+use nixflex_core::number::NumberSettings;
 use nixflex_providers::storage::{ObjectStorage, S3Config, StorageError};
 use nixflex_store::{AccountStorage, RecordingRepo, StoreError};
 use secrecy::SecretString;
@@ -105,6 +107,15 @@ impl std::fmt::Debug for Recordings {
     }
 }
 
+/// Whether the carrier records a call of this agent on this number: recording is on (the
+/// number's `record_call` overrides the agent's; `null` inherits) and the effective
+/// `recording_source` (the number's, else the agent's) is `provider`.
+pub fn carrier_records(agent: &AgentSettings, number: &NumberSettings) -> bool {
+    let record = number.record_call.unwrap_or(agent.record_call);
+    let source = number.recording_source.unwrap_or(agent.recording_source);
+    record && source == RecordingSource::Provider
+}
+
 /// The object path of a call's recording.
 pub fn object_path(account_id: &AccountId, call_id: &CallId) -> String {
     format!("recordings/{account_id}/{call_id}.wav")
@@ -123,6 +134,63 @@ impl Recordings {
     /// The configuration.
     pub fn config(&self) -> &RecordingsConfig {
         &self.inner.config
+    }
+
+    /// Where the carrier sends the status of a recording of a call on `business_number`:
+    /// `<public base>/twilio/recording-status?number=<E.164>`. Twilio's recording callback names
+    /// no phone number, so the URL carries the number whose auth token signs it (the signature
+    /// covers the query, so it cannot be changed).
+    pub fn status_callback_url(&self, business_number: &str) -> String {
+        let number: String =
+            url::form_urlencoded::byte_serialize(business_number.as_bytes()).collect();
+        format!(
+            "{}/twilio/recording-status?number={number}",
+            self.inner.config.public_url.trim_end_matches('/')
+        )
+    }
+
+    /// Notes that the carrier is recording the call as `recording_sid`: until it is stored or
+    /// reported failed, the call's follow-up waits for it (docs/recordings.md#carrier-recordings).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn note_carrier_recording(
+        &self,
+        call_id: &CallId,
+        recording_sid: &str,
+    ) -> Result<bool, RecordingError> {
+        Ok(self
+            .inner
+            .store
+            .set_carrier_recording(call_id, recording_sid, nixflex_store::now())
+            .await?)
+    }
+
+    /// The call no longer waits for the carrier recording `recording_sid` (stored, or failed).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn forget_carrier_recording(
+        &self,
+        call_id: &CallId,
+        recording_sid: &str,
+    ) -> Result<bool, RecordingError> {
+        Ok(self
+            .inner
+            .store
+            .clear_carrier_recording(call_id, recording_sid, nixflex_store::now())
+            .await?)
+    }
+
+    /// The carrier recording the call still waits for, if any.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn pending_carrier_recording(
+        &self,
+        call_id: &CallId,
+    ) -> Result<Option<String>, RecordingError> {
+        Ok(self.inner.store.carrier_recording(call_id).await?)
     }
 
     /// A client for an account's bucket with these settings (the secret in clear).
@@ -320,4 +388,36 @@ impl Recordings {
 
 fn signed_message(call_id: &str, expires: i64) -> String {
     format!("recording:{call_id}:{expires}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_carrier_records_when_recording_is_on_and_the_source_is_provider() {
+        let agent = AgentSettings::default();
+        let inherit = NumberSettings::default();
+        assert!(carrier_records(&agent, &inherit), "the defaults: on, provider");
+        let off = NumberSettings { record_call: Some(false), ..NumberSettings::default() };
+        assert!(!carrier_records(&agent, &off), "the number turns it off");
+        let ours = NumberSettings {
+            recording_source: Some(RecordingSource::Nixflex),
+            ..NumberSettings::default()
+        };
+        assert!(!carrier_records(&agent, &ours), "the engine records instead");
+        let agent_off = AgentSettings { record_call: false, ..AgentSettings::default() };
+        assert!(!carrier_records(&agent_off, &inherit));
+        let on = NumberSettings { record_call: Some(true), ..NumberSettings::default() };
+        assert!(carrier_records(&agent_off, &on), "the number's setting overrides the agent's");
+        let agent_ours = AgentSettings {
+            recording_source: RecordingSource::Nixflex,
+            ..AgentSettings::default()
+        };
+        let provider = NumberSettings {
+            recording_source: Some(RecordingSource::Provider),
+            ..NumberSettings::default()
+        };
+        assert!(carrier_records(&agent_ours, &provider));
+    }
 }

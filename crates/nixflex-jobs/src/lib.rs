@@ -40,6 +40,10 @@ pub enum JobError {
     /// Will never succeed (a malformed payload): the job is dead at once.
     #[error("{0}")]
     Permanent(String),
+    /// Not a failure: too early, the job waits for something else. It is queued again for this
+    /// time and the attempt is not counted (the handler bounds how long it keeps waiting).
+    #[error("not yet; runs again at {0}")]
+    RunAgainAt(DateTime<Utc>),
 }
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
@@ -397,9 +401,13 @@ impl Worker {
                 self.store.fail_job(&lease, error, Some(after(now, delay)), now).await
             }
             Err(JobError::Permanent(error)) => self.store.fail_job(&lease, error, None, now).await,
+            Err(JobError::RunAgainAt(at)) => self.store.defer_job(&lease, *at, now).await,
         };
         match (&outcome, recorded) {
             (Ok(()), Ok(true)) => tracing::debug!(message = "Job done.", attempt),
+            (Err(JobError::RunAgainAt(at)), Ok(true)) => {
+                tracing::debug!(message = "Job deferred; the attempt does not count.", run_at = %at);
+            }
             (Err(error), Ok(true)) => {
                 let dead = matches!(error, JobError::Permanent(_)) || attempt >= job.max_attempts;
                 if dead {

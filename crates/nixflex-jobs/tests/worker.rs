@@ -143,6 +143,45 @@ async fn failures_back_off_then_succeed_or_die((store, _g): Fixture) {
     assert_eq!(dead.len(), 4);
 }
 
+async fn a_job_that_is_not_due_yet_runs_again_later_without_spending_attempts(
+    (store, _g): Fixture,
+) {
+    // Says "not yet" five times (more than its 2 attempts), then succeeds.
+    let runs: Runs = Arc::default();
+    let mut registry = Registry::new();
+    let seen = runs.clone();
+    registry.register("t.wait", move |job| {
+        let seen = seen.clone();
+        async move {
+            let n = {
+                let mut seen = seen.lock().unwrap();
+                let n = seen.entry(job.job_id).or_default();
+                *n += 1;
+                *n
+            };
+            if n <= 5 {
+                let again = nixflex_store::now() + chrono::Duration::milliseconds(30);
+                Err(JobError::RunAgainAt(again))
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(store.clone(), registry, config("w")).spawn(shutdown.clone());
+    let waiting = NewJob::new("t.wait", "1", json!({}), 2);
+    store.enqueue_job(&waiting).await.unwrap();
+    eventually("the waiting job done", || async {
+        state_of(&store, &waiting.job_id).await == JobState::Done
+    })
+    .await;
+    shutdown.cancel();
+    worker.await.unwrap();
+    let done = store.get_job(&waiting.job_id).await.unwrap().unwrap();
+    assert_eq!(runs.lock().unwrap()[&waiting.job_id], 6);
+    assert_eq!((done.attempts, done.last_error), (1, None), "only the real run counted");
+}
+
 async fn a_long_job_keeps_its_lease((store, _g): Fixture) {
     let runs: Runs = Arc::default();
     let mut registry = counting(&runs);
@@ -322,6 +361,7 @@ macro_rules! suite {
 suite!(
     two_workers_run_every_job_once,
     failures_back_off_then_succeed_or_die,
+    a_job_that_is_not_due_yet_runs_again_later_without_spending_attempts,
     a_long_job_keeps_its_lease,
     the_sweeper_ends_a_dead_nodes_calls_and_runs_their_follow_up,
     done_jobs_are_purged_by_the_worker_after_their_retention,

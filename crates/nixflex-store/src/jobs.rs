@@ -199,6 +199,16 @@ pub trait JobRepo: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Puts a leased job back in the queue until `run_at` without counting the attempt: the
+    /// handler found it is too early (it waits for something else), not that it failed. False if
+    /// the lease was lost.
+    async fn defer_job(
+        &self,
+        lease: &Lease,
+        run_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
     /// Extends a lease (long jobs); false if it was lost.
     async fn extend_lease(
         &self,
@@ -396,6 +406,28 @@ macro_rules! impl_jobs {
                     .bind(lease.attempt)
                     .bind(error)
                     .bind(retry_at)
+                    .bind(now)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(map_err)?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn defer_job(
+                    &self,
+                    lease: &Lease,
+                    run_at: DateTime<Utc>,
+                    now: DateTime<Utc>,
+                ) -> Result<bool, StoreError> {
+                    let done = sqlx::query(
+                        "update jobs set state = 'queued', run_at = $4, attempts = attempts - 1, \
+                         lease_expires_at = null, updated_at = $5 \
+                         where job_id = $1 and state = 'running' and lease_owner = $2 and attempts = $3",
+                    )
+                    .bind(&lease.job_id)
+                    .bind(&lease.owner)
+                    .bind(lease.attempt)
+                    .bind(run_at)
                     .bind(now)
                     .execute(&self.writer)
                     .await

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "jobs", include_str!("../migrations/postgres/0004_jobs.sql")),
     (5, "webhooks", include_str!("../migrations/postgres/0005_webhooks.sql")),
     (6, "recordings", include_str!("../migrations/postgres/0006_recordings.sql")),
+    (7, "carrier_recordings", include_str!("../migrations/postgres/0007_carrier_recordings.sql")),
 ];
 
 impl PgStore {

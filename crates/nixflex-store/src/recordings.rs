@@ -63,6 +63,27 @@ pub trait RecordingRepo: Send + Sync {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Notes that the carrier is recording the call as `recording_sid` (docs/recordings.md#carrier-recordings).
+    /// False when the call no longer exists.
+    async fn set_carrier_recording(
+        &self,
+        call_id: &CallId,
+        recording_sid: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Forgets the carrier recording `recording_sid` of the call (it is stored, or failed).
+    /// False when the call is gone or notes another (or no) carrier recording.
+    async fn clear_carrier_recording(
+        &self,
+        call_id: &CallId,
+        recording_sid: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// The carrier recording the call still waits for, if any.
+    async fn carrier_recording(&self, call_id: &CallId) -> Result<Option<String>, StoreError>;
+
     /// Up to `limit` recordings of calls that ended before `before`, oldest first.
     async fn expired_recordings(
         &self,
@@ -140,6 +161,55 @@ macro_rules! impl_recordings {
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() > 0)
+                }
+
+                async fn set_carrier_recording(
+                    &self,
+                    call_id: &CallId,
+                    recording_sid: &str,
+                    at: DateTime<Utc>,
+                ) -> Result<bool, StoreError> {
+                    let done = sqlx::query(
+                        "update calls set carrier_recording_sid = $2, updated_at = $3 where call_id = $1",
+                    )
+                    .bind(call_id.as_str())
+                    .bind(recording_sid)
+                    .bind(at)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(map_err)?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn clear_carrier_recording(
+                    &self,
+                    call_id: &CallId,
+                    recording_sid: &str,
+                    at: DateTime<Utc>,
+                ) -> Result<bool, StoreError> {
+                    let done = sqlx::query(
+                        "update calls set carrier_recording_sid = null, updated_at = $3 \
+                         where call_id = $1 and carrier_recording_sid = $2",
+                    )
+                    .bind(call_id.as_str())
+                    .bind(recording_sid)
+                    .bind(at)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(map_err)?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn carrier_recording(&self, call_id: &CallId) -> Result<Option<String>, StoreError> {
+                    let row = sqlx::query("select carrier_recording_sid from calls where call_id = $1")
+                        .bind(call_id.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    row.map(|row| row.try_get::<Option<String>, _>("carrier_recording_sid"))
+                        .transpose()
+                        .map(Option::flatten)
+                        .map_err(map_err)
                 }
 
                 async fn expired_recordings(

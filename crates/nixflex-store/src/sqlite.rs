@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "jobs", include_str!("../migrations/sqlite/0004_jobs.sql")),
     (5, "webhooks", include_str!("../migrations/sqlite/0005_webhooks.sql")),
     (6, "recordings", include_str!("../migrations/sqlite/0006_recordings.sql")),
+    (7, "carrier_recordings", include_str!("../migrations/sqlite/0007_carrier_recordings.sql")),
 ];
 
 impl SqliteStore {

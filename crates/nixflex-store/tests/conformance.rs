@@ -744,6 +744,38 @@ fn call(account_id: &str, agent_id: &str, from: &str, to: &str) -> CallRecord {
     }
 }
 
+async fn a_deferred_job_waits_without_spending_an_attempt((store, _g): Fixture) {
+    let j = job("t.defer", "d", 1);
+    store.enqueue_job(&j).await.unwrap();
+    let t = now();
+    let claimed = store.claim_jobs("n", 1, t + Duration::seconds(30), t).await.unwrap();
+    let later = t + Duration::seconds(5);
+    assert!(store.defer_job(&claimed[0].lease(), later, t).await.unwrap());
+    assert!(!store.defer_job(&claimed[0].lease(), later, t).await.unwrap(), "the lease is gone");
+    let queued = store.get_job(&j.job_id).await.unwrap().unwrap();
+    assert_eq!((queued.state, queued.attempts, queued.run_at), (JobState::Queued, 0, later));
+    assert!(store.claim_jobs("n", 1, t + Duration::seconds(30), t).await.unwrap().is_empty());
+    // Its one attempt is still there to fail (or succeed) with.
+    let again = store.claim_jobs("n", 1, later + Duration::seconds(30), later).await.unwrap();
+    assert_eq!(again[0].attempts, 1);
+    assert!(store.complete_job(&again[0].lease(), later).await.unwrap());
+}
+
+async fn carrier_recordings_are_noted_until_cleared((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let c = call(&acct.account_id, "agent_x", "+447386172392", "+14155552671");
+    store.insert_call(&c).await.unwrap();
+    assert_eq!(store.carrier_recording(&c.call_id).await.unwrap(), None);
+    assert!(store.set_carrier_recording(&c.call_id, "RE1", now()).await.unwrap());
+    assert_eq!(store.carrier_recording(&c.call_id).await.unwrap().as_deref(), Some("RE1"));
+    assert!(!store.clear_carrier_recording(&c.call_id, "RE2", now()).await.unwrap(), "another SID");
+    assert!(store.clear_carrier_recording(&c.call_id, "RE1", now()).await.unwrap());
+    assert_eq!(store.carrier_recording(&c.call_id).await.unwrap(), None);
+    let gone = ids::new_call_id();
+    assert!(!store.set_carrier_recording(&gone, "RE1", now()).await.unwrap());
+    assert_eq!(store.carrier_recording(&gone).await.unwrap(), None);
+}
+
 async fn calls_are_admitted_up_to_the_cap((store, _g): Fixture) {
     let (acct, _) = new_account(&*store).await;
     let alive_after = now() - Duration::minutes(2);
@@ -1433,4 +1465,6 @@ suite!(
     done_jobs_are_purged_after_their_retention,
     a_call_ends_with_its_follow_ups_in_one_transaction,
     stale_calls_are_swept_once_with_their_follow_up,
+    a_deferred_job_waits_without_spending_an_attempt,
+    carrier_recordings_are_noted_until_cleared,
 );

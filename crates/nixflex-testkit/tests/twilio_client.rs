@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use nixflex_providers::twilio::{
-    CallStatus, CallStatusEvent, CallTarget, CreateCall, CreateMessage, IncomingPhoneNumberFilter,
-    IncomingPhoneNumberUpdate, MachineDetection, MessageStatus, TwilioClient, TwilioClientConfig,
-    TwilioCredentials, TwilioError, UpdateCall,
+    CallStatus, CallStatusEvent, CallTarget, CreateCall, CreateMessage, CreateRecording,
+    IncomingPhoneNumberFilter, IncomingPhoneNumberUpdate, MachineDetection, MessageStatus,
+    TwilioClient, TwilioClientConfig, TwilioCredentials, TwilioError, UpdateCall,
 };
 use nixflex_testkit::twilio::{EmulatedAccount, TwilioEmulator};
 
@@ -466,4 +466,67 @@ async fn sids_that_would_change_the_path_are_refused_before_sending() {
 
     assert!(matches!(error, TwilioError::InvalidRequest(_)), "{error:?}");
     assert!(h.emulator.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_dual_channel_recording_of_a_live_call_is_downloaded_then_deleted() {
+    let h = harness().await;
+    let call_sid = h.emulator.add_live_call(&h.account.sid, "+15557654321", NUMBER);
+
+    let create = CreateRecording::dual_channel("https://engine.example/twilio/recording-status");
+    let recording =
+        h.client.create_call_recording(&h.credentials, &call_sid, &create).await.unwrap();
+
+    assert_eq!(recording.status, "in-progress");
+    assert_eq!(recording.channels, Some(2));
+    assert_eq!(recording.call_sid.as_deref(), Some(call_sid.as_str()));
+    assert_eq!(recording.source.as_deref(), Some("StartCallRecordingAPI"));
+    let sent = h.emulator.recording(&recording.sid).unwrap();
+    assert_eq!(
+        sent.create_params,
+        [
+            ("RecordingChannels", "dual"),
+            ("RecordingTrack", "both"),
+            ("RecordingStatusCallback", "https://engine.example/twilio/recording-status"),
+            ("RecordingStatusCallbackEvent", "completed"),
+            ("RecordingStatusCallbackEvent", "absent"),
+            ("RecordingStatusCallbackMethod", "POST"),
+            ("Trim", "do-not-trim"),
+        ]
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+    );
+    // Not completed yet: no media.
+    let early = h.client.download_recording_wav(&h.credentials, &recording.sid).await;
+    assert!(matches!(early, Err(TwilioError::NotFound { code: Some(20404), .. })), "{early:?}");
+
+    // The callback's URL does not resolve; the recording completes all the same.
+    h.emulator.end_call(&call_sid, &[0x10; 8000], &[0x90; 8000]).await;
+    let wav = h.client.download_recording_wav(&h.credentials, &recording.sid).await.unwrap();
+    assert_eq!(&wav[..4], b"RIFF");
+    assert_eq!(wav.len(), 44 + 8000 * 4);
+
+    h.client.delete_recording(&h.credentials, &recording.sid).await.unwrap();
+    assert!(h.emulator.recording(&recording.sid).is_none());
+    let again = h.client.delete_recording(&h.credentials, &recording.sid).await;
+    assert!(matches!(again, Err(TwilioError::NotFound { code: Some(20404), .. })), "{again:?}");
+}
+
+#[tokio::test]
+async fn recording_a_call_that_is_not_in_progress_maps_to_upstream_21220() {
+    let h = harness().await;
+    h.emulator.add_number(&h.account.sid, NUMBER);
+    let queued = h.client.create_call(&h.credentials, &outbound_call()).await.unwrap();
+
+    let create = CreateRecording::dual_channel("https://engine.example/twilio/recording-status");
+    let refused = h.client.create_call_recording(&h.credentials, &queued.sid, &create).await;
+    let unknown = h
+        .client
+        .create_call_recording(&h.credentials, &format!("CA{}", "0".repeat(32)), &create)
+        .await;
+
+    assert!(
+        matches!(refused, Err(TwilioError::Upstream { status: 400, code: Some(21220), .. })),
+        "{refused:?}"
+    );
+    assert!(matches!(unknown, Err(TwilioError::NotFound { code: Some(20404), .. })), "{unknown:?}");
 }

@@ -52,6 +52,11 @@ async fn official_twilio_python_library_agrees_with_emulator_signatures_and_twim
     );
     let json_signature = signature::compute_signature(&account.auth_token, &json_url, &[]);
 
+    let live_call_sid = emulator.add_live_call(&account.sid, "+15550001111", NUMBER);
+    // Receives the recording's status callback once the call ends.
+    let receiver = nixflex_testkit::webhook::WebhookReceiver::start().await.unwrap();
+    let recording_callback = receiver.url("/recording-status");
+
     // Act: run the script while the emulator serves it.
     let interpreter = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let mut command = Command::new(&interpreter);
@@ -63,6 +68,8 @@ async fn official_twilio_python_library_agrees_with_emulator_signatures_and_twim
         .env("TWILIO_NUMBER", NUMBER)
         .env("TWILIO_NUMBER_SID", &number_sid)
         .env("TWILIO_EXTRA_NUMBERS", EXTRA_NUMBERS.to_string())
+        .env("TWILIO_LIVE_CALL_SID", &live_call_sid)
+        .env("RECORDING_STATUS_CALLBACK", &recording_callback)
         .env("NIXFLEX_SIGNED_URL", signed_url)
         .env("NIXFLEX_SIGNED_PARAMS", serde_json::to_string(&signed_params).unwrap())
         .env("NIXFLEX_SIGNATURE", &form_signature)
@@ -118,6 +125,58 @@ async fn official_twilio_python_library_agrees_with_emulator_signatures_and_twim
     let all_carried_credentials =
         emulator.requests().iter().all(|request| request.auth_user.is_some());
     assert!(all_carried_credentials, "every library request carried Basic credentials");
+
+    // Assert: the recording the library started is completed when the call ends, with a
+    // dual-channel WAV behind Basic auth and a signed status callback.
+    let recording_sid = report["recording_sid"].as_str().unwrap();
+    let recording = emulator.recording(recording_sid).unwrap();
+    assert_eq!(
+        recording.create_params.iter().filter(|(n, _)| n == "RecordingStatusCallbackEvent").count(),
+        2
+    );
+    let (caller_audio, agent_audio) = (vec![0x10_u8; 16_000], vec![0x90_u8; 8_000]);
+    let answers = emulator.end_call(&live_call_sid, &caller_audio, &agent_audio).await;
+    assert_eq!(answers, [Ok(200)]);
+    let recording = emulator.recording(recording_sid).unwrap();
+    assert_eq!((recording.status.as_str(), recording.duration), ("completed", Some(2)));
+    let media_url = format!("{}{}.wav", emulator.base_url(), recording.media_path());
+    let http = reqwest::Client::new();
+    let media = http
+        .get(&media_url)
+        .basic_auth(&account.sid, Some(&account.auth_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(media.status(), 200);
+    assert_eq!(media.headers()["content-type"], "audio/x-wav");
+    let wav = media.bytes().await.unwrap();
+    let header = nixflex_pipeline::audio::wav::parse_header(&wav).unwrap();
+    assert_eq!((header.format.channels, header.format.sample_rate), (2, 8000));
+    assert_eq!(header.data_len, Some(16_000 * 4));
+    assert_eq!(http.get(&media_url).send().await.unwrap().status(), 401);
+    let callbacks = receiver.received();
+    assert_eq!(callbacks.len(), 1);
+    let form: BTreeMap<String, String> =
+        url::form_urlencoded::parse(&callbacks[0].body).into_owned().collect();
+    assert_eq!(form["RecordingStatus"], "completed");
+    assert_eq!(form["RecordingSid"], recording_sid);
+    assert_eq!(form["CallSid"], live_call_sid);
+    assert_eq!(form["RecordingChannels"], "2");
+    assert_eq!(form["RecordingDuration"], "2");
+    assert_eq!(form["RecordingSource"], "StartCallRecordingAPI");
+    assert_eq!(
+        form["RecordingUrl"],
+        format!("https://api.twilio.com{}", recording.media_path()),
+        "without extension"
+    );
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(&callbacks[0].body).into_owned().collect();
+    assert!(signature::validate_form(
+        &account.auth_token,
+        &recording_callback,
+        &params,
+        callbacks[0].header("x-twilio-signature").unwrap(),
+    ));
 
     // Assert: signatures computed by RequestValidator validate with nixflex_providers.
     let python_signature = &report["python_signature"];

@@ -173,6 +173,9 @@ pub struct Config {
     pub recording_url_ttl_secs: u64,
     /// Delete the carrier's copy once a `provider` recording is stored here (kept by default).
     pub delete_carrier_recordings: bool,
+    /// How long a carrier-recorded call's `call.completed` waits for its recording, in seconds
+    /// (docs/recordings.md#carrier-recordings); then it goes out without it.
+    pub recording_wait_secs: u64,
     /// This node's name as a job lease owner (default: `node-<pid>-<random>`; unique per process).
     pub node_id: Option<String>,
     /// Background jobs run at once on this node (docs/jobs.md).
@@ -250,6 +253,7 @@ impl Default for Config {
             recording_s3_secret_key: None,
             recording_url_ttl_secs: 86_400,
             delete_carrier_recordings: false,
+            recording_wait_secs: 120,
             node_id: None,
             jobs_concurrency: 8,
             jobs_poll_ms: 1000,
@@ -433,6 +437,9 @@ impl Config {
     fn validate_recordings(&self) -> anyhow::Result<()> {
         if self.recording_url_ttl_secs < 60 || self.recording_url_ttl_secs > 7 * 86_400 {
             bail!("recording_url_ttl_secs must be between 60 and 604800 (7 days)");
+        }
+        if self.recording_wait_secs > 86_400 {
+            bail!("recording_wait_secs must be at most 86400 (a day)");
         }
         if self.recording_storage == RecordingStorage::S3 {
             for (name, set) in [

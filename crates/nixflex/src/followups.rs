@@ -6,12 +6,17 @@
 //!   idempotency key names the event, the call and the URL), so a re-run never doubles a delivery.
 //! - `call.started` (queued when the media stream starts): one `webhook.deliver` job per URL for
 //!   the `call.started` event.
+//! - `recording.fetch` (queued by the carrier's recording status callback): download the
+//!   carrier's recording, store it, and delete the carrier's copy when configured to
+//!   (docs/recordings.md#carrier-recordings). A `call.ended` whose call waits for that recording
+//!   is run again later without spending an attempt, up to `recording_wait_secs`.
 //! - `webhook.deliver`: one attempt per run, retried on its own schedule (30 s, 2 min, 10 min,
 //!   1 h, then every 6 h, by default) until it is delivered or its attempts run out (about a day).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use nixflex_engine::carrier_recording::{CarrierRecordings, RECORDING_FETCH, RecordingFetch};
 use nixflex_engine::followup::{FollowUp, FollowUpError, WebhookJob};
 use nixflex_jobs::{JobError, Registry};
 use nixflex_store::{CALL_ENDED, CALL_STARTED, NewJob, Store};
@@ -32,6 +37,7 @@ fn job_error(error: FollowUpError) -> JobError {
     match error {
         FollowUpError::Retryable(why) => JobError::Retryable(why),
         FollowUpError::Permanent(why) => JobError::Permanent(why),
+        FollowUpError::NotYet(at) => JobError::RunAgainAt(at),
     }
 }
 
@@ -89,6 +95,18 @@ pub fn register(
             let delivery: WebhookJob = serde_json::from_value(job.payload.clone())
                 .map_err(|e| JobError::Permanent(format!("payload: {e}")))?;
             steps.deliver(&delivery, job.attempts).await.map_err(job_error)
+        }
+    });
+}
+
+/// Registers `recording.fetch` (docs/recordings.md#carrier-recordings).
+pub fn register_recordings(registry: &mut Registry, carrier: CarrierRecordings) {
+    registry.register(RECORDING_FETCH, move |job| {
+        let carrier = carrier.clone();
+        async move {
+            let fetch: RecordingFetch = serde_json::from_value(job.payload.clone())
+                .map_err(|e| JobError::Permanent(format!("payload: {e}")))?;
+            carrier.fetch(&fetch).await.map_err(job_error)
         }
     });
 }

@@ -312,7 +312,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             customer.clone(),
             secrets.clone(),
         )
-        .with_recordings(Some(recordings.clone())),
+        .with_recordings(Some(recordings.clone()))
+        .with_recording_wait(Duration::from_secs(config.recording_wait_secs)),
         crate::followups::WebhookRetries {
             delays: config
                 .webhook_retry_delays_ms
@@ -323,6 +324,16 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         },
     );
     crate::recording_jobs::register(&mut registry, recordings.clone());
+    crate::followups::register_recordings(
+        &mut registry,
+        nixflex_engine::carrier_recording::CarrierRecordings::new(
+            store.clone(),
+            secrets.clone(),
+            twilio.clone(),
+            recordings.clone(),
+            config.delete_carrier_recordings,
+        ),
+    );
     let worker = nixflex_jobs::Worker::new(
         store.clone(),
         registry,

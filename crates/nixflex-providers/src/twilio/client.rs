@@ -20,8 +20,9 @@ use serde::de::DeserializeOwned;
 
 use crate::twilio::error::{TwilioError, TwilioErrorBody, is_rate_limited};
 use crate::twilio::resources::{
-    Call, CreateCall, CreateMessage, IncomingPhoneNumber, IncomingPhoneNumberFilter,
-    IncomingPhoneNumberPage, IncomingPhoneNumberUpdate, Message, UpdateCall,
+    Call, CreateCall, CreateMessage, CreateRecording, IncomingPhoneNumber,
+    IncomingPhoneNumberFilter, IncomingPhoneNumberPage, IncomingPhoneNumberUpdate, Message,
+    Recording, UpdateCall,
 };
 
 /// Twilio's production API host.
@@ -296,6 +297,63 @@ impl TwilioClient {
         self.send_json(credentials, Method::GET, &url, None).await
     }
 
+    /// `POST …/Calls/{CA}/Recordings.json`: starts recording a live call (e.g.
+    /// [`CreateRecording::dual_channel`]).
+    ///
+    /// # Errors
+    ///
+    /// [`TwilioError::NotFound`] for an unknown call; [`TwilioError::Upstream`] with code 21220
+    /// when the call is not in progress; or any other [`TwilioError`].
+    pub async fn create_call_recording(
+        &self,
+        credentials: &TwilioCredentials,
+        call_sid: &str,
+        create: &CreateRecording,
+    ) -> Result<Recording, TwilioError> {
+        let account_sid = checked_sid(&credentials.account_sid, "account SID")?;
+        let call_sid = checked_sid(call_sid, "call SID")?;
+        let url = format!(
+            "{}{API_PREFIX}/Accounts/{account_sid}/Calls/{call_sid}/Recordings.json",
+            self.base_url
+        );
+        self.send_json(credentials, Method::POST, &url, Some(&create.to_form())).await
+    }
+
+    /// `GET …/Recordings/{RE}.wav`: a recording's audio as WAV.
+    ///
+    /// # Errors
+    ///
+    /// [`TwilioError::NotFound`] for an unknown (or deleted) recording, or any other
+    /// [`TwilioError`].
+    pub async fn download_recording_wav(
+        &self,
+        credentials: &TwilioCredentials,
+        recording_sid: &str,
+    ) -> Result<bytes::Bytes, TwilioError> {
+        let account_sid = checked_sid(&credentials.account_sid, "account SID")?;
+        let recording_sid = checked_sid(recording_sid, "recording SID")?;
+        let url = format!(
+            "{}{API_PREFIX}/Accounts/{account_sid}/Recordings/{recording_sid}.wav",
+            self.base_url
+        );
+        self.send(credentials, Method::GET, &url, None, "audio/x-wav").await
+    }
+
+    /// `DELETE …/Recordings/{RE}.json`: deletes a recording (its audio included).
+    ///
+    /// # Errors
+    ///
+    /// [`TwilioError::NotFound`] for an unknown (or already deleted) recording, or any other
+    /// [`TwilioError`].
+    pub async fn delete_recording(
+        &self,
+        credentials: &TwilioCredentials,
+        recording_sid: &str,
+    ) -> Result<(), TwilioError> {
+        let url = self.resource_url(credentials, "Recordings", recording_sid)?;
+        self.send(credentials, Method::DELETE, &url, None, "application/json").await.map(|_| ())
+    }
+
     fn collection_url(
         &self,
         credentials: &TwilioCredentials,
@@ -324,6 +382,19 @@ impl TwilioClient {
         url: &str,
         form: Option<&[(&'static str, String)]>,
     ) -> Result<T, TwilioError> {
+        let body = self.send(credentials, method, url, form, "application/json").await?;
+        serde_json::from_slice(&body).map_err(TwilioError::Decode)
+    }
+
+    /// Sends one request (with retries); returns a success answer's body.
+    async fn send(
+        &self,
+        credentials: &TwilioCredentials,
+        method: Method,
+        url: &str,
+        form: Option<&[(&'static str, String)]>,
+        accept: &'static str,
+    ) -> Result<bytes::Bytes, TwilioError> {
         let path = log_path(url, &self.base_url);
         let max_attempts = self.config.max_retries.saturating_add(1);
         let mut attempt: u32 = 0;
@@ -333,7 +404,7 @@ impl TwilioClient {
                 .http
                 .request(method.clone(), url)
                 .basic_auth(&credentials.account_sid, Some(&credentials.auth_token))
-                .header(ACCEPT, "application/json");
+                .header(ACCEPT, accept);
             if let Some(form) = form {
                 request = request.form(form);
             }
@@ -363,7 +434,7 @@ impl TwilioClient {
                 Err(error) => return Err(TwilioError::Transport(error)),
             };
             if status.is_success() {
-                return serde_json::from_slice(&body).map_err(TwilioError::Decode);
+                return Ok(body);
             }
             let code = TwilioErrorBody::parse(&body).code;
             if is_rate_limited(status.as_u16(), code) && attempt < max_attempts {

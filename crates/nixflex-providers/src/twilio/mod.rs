@@ -19,6 +19,6 @@ pub use client::{DEFAULT_BASE_URL, TwilioClient, TwilioClientConfig, TwilioCrede
 pub use error::{CODE_AUTHENTICATE, CODE_NOT_FOUND, CODE_TOO_MANY_REQUESTS, TwilioError};
 pub use resources::{
     Call, CallStatus, CallStatusEvent, CallTarget, CallUpdateStatus, CreateCall, CreateMessage,
-    IncomingPhoneNumber, IncomingPhoneNumberFilter, IncomingPhoneNumberUpdate, MachineDetection,
-    Message, MessageStatus, PhoneNumberCapabilities, UpdateCall,
+    CreateRecording, IncomingPhoneNumber, IncomingPhoneNumberFilter, IncomingPhoneNumberUpdate,
+    MachineDetection, Message, MessageStatus, PhoneNumberCapabilities, Recording, UpdateCall,
 };

@@ -700,6 +700,86 @@ impl CreateMessage {
     }
 }
 
+/// One `Recording` resource (`…/Recordings/{RE}.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct Recording {
+    /// `RE…` SID.
+    pub sid: String,
+    /// `AC…` SID of the owning account.
+    pub account_sid: String,
+    /// The recorded call.
+    #[serde(default)]
+    pub call_sid: Option<String>,
+    /// `in-progress`, `paused`, `stopped`, `processing`, `completed`, `absent`, `deleted`.
+    pub status: String,
+    /// 1 or 2.
+    #[serde(default)]
+    pub channels: Option<u8>,
+    /// `StartCallRecordingAPI`, `DialVerb`, `OutboundAPI`, …
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Whole seconds as a string (`-1` while in progress).
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// RFC 2822 start time.
+    #[serde(default)]
+    pub start_time: Option<String>,
+    /// Path of this resource, relative to the API host.
+    #[serde(default)]
+    pub uri: Option<String>,
+}
+
+/// Parameters of `POST …/Calls/{CA}/Recordings.json`: start recording a live call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CreateRecording {
+    /// `RecordingChannels`: `mono` or `dual` (Twilio's default is `mono`).
+    pub channels: Option<String>,
+    /// `RecordingTrack`: `inbound`, `outbound` or `both` (the default).
+    pub track: Option<String>,
+    /// `RecordingStatusCallback`.
+    pub status_callback: Option<String>,
+    /// `RecordingStatusCallbackEvent`s (`in-progress`, `completed`, `absent`).
+    pub status_callback_events: Vec<String>,
+    /// `RecordingStatusCallbackMethod`.
+    pub status_callback_method: Option<String>,
+    /// `Trim`: `trim-silence` or `do-not-trim`.
+    pub trim: Option<String>,
+}
+
+impl CreateRecording {
+    /// A dual-channel recording of both tracks, untrimmed, whose `completed` and `absent`
+    /// statuses are POSTed to `status_callback`.
+    pub fn dual_channel(status_callback: impl Into<String>) -> Self {
+        Self {
+            channels: Some("dual".to_owned()),
+            track: Some("both".to_owned()),
+            status_callback: Some(status_callback.into()),
+            status_callback_events: vec!["completed".to_owned(), "absent".to_owned()],
+            status_callback_method: Some("POST".to_owned()),
+            trim: Some("do-not-trim".to_owned()),
+        }
+    }
+
+    pub(crate) fn to_form(&self) -> Vec<(&'static str, String)> {
+        let mut form = Vec::new();
+        push_opt(&mut form, "RecordingChannels", self.channels.as_deref());
+        push_opt(&mut form, "RecordingTrack", self.track.as_deref());
+        push_opt(&mut form, "RecordingStatusCallback", self.status_callback.as_deref());
+        for event in &self.status_callback_events {
+            form.push(("RecordingStatusCallbackEvent", event.clone()));
+        }
+        push_opt(
+            &mut form,
+            "RecordingStatusCallbackMethod",
+            self.status_callback_method.as_deref(),
+        );
+        push_opt(&mut form, "Trim", self.trim.as_deref());
+        form
+    }
+}
+
 fn push_opt(form: &mut Vec<(&'static str, String)>, name: &'static str, value: Option<&str>) {
     if let Some(value) = value {
         form.push((name, value.to_owned()));

@@ -51,7 +51,9 @@ pub use self::stream::{
 use self::stream::{CallClock, SessionSetup};
 pub use self::twiml::{Twiml, TwimlError, TwimlVerb, parse_twiml};
 use self::webhook::{CallParties, WebhookMethod, WebhookSender, resolve_url};
-use crate::twilio::{EmulatedAccount, NumberState, new_sid};
+use crate::twilio::recordings::Tap;
+use crate::twilio::server::Shared;
+use crate::twilio::{CallState, EmulatedAccount, NumberState, TwilioEmulator, new_sid};
 
 /// Twilio's error code when a webhook cannot be fetched (network error or non-2xx answer).
 pub const CODE_HTTP_RETRIEVAL_FAILURE: u32 = 11200;
@@ -174,6 +176,8 @@ impl std::error::Error for CallerError {}
 pub struct CallerEmulator {
     http: reqwest::Client,
     config: Arc<CallerConfig>,
+    /// The REST emulator the calls are known to, when attached ([`CallerEmulator::with_network`]).
+    network: Option<Arc<Shared>>,
 }
 
 /// A call running on its own task. Dropping the handle leaves the call running to its end.
@@ -228,7 +232,19 @@ impl CallerEmulator {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|error| CallerError::HttpClient(error.to_string()))?;
-        Ok(Self { http, config: Arc::new(config) })
+        Ok(Self { http, config: Arc::new(config), network: None })
+    }
+
+    /// Attaches the REST emulator `twilio`, as one Twilio: each call placed from now on is an
+    /// `inbound` call there while it lasts (`ringing`, `in-progress` once its TwiML runs, then
+    /// final), so the REST API can fetch, hang up and record it. A recording started on it
+    /// captures both sides from then on; when the call ends the recording is completed with a
+    /// dual-channel WAV and its signed status callback is sent (recorded as
+    /// [`WebhookPurpose::RecordingStatus`]).
+    #[must_use]
+    pub fn with_network(mut self, twilio: &TwilioEmulator) -> Self {
+        self.network = Some(twilio.shared());
+        self
     }
 
     /// The configuration.
@@ -283,6 +299,31 @@ impl CallerEmulator {
     ) -> CallRecording {
         let clock = CallClock::start();
         let mut recording = CallRecording::new(call_sid.clone());
+        let tap = self.network.as_ref().map(|network| {
+            let now = chrono::Utc::now();
+            let mut state = network.lock();
+            let phone_number_sid = state
+                .numbers
+                .iter()
+                .find(|n| n.account_sid == call.account_sid && n.phone_number == call.to)
+                .map(|n| n.sid.clone());
+            state.add_live_call(CallState {
+                sid: call_sid.clone(),
+                account_sid: call.account_sid.clone(),
+                to: call.to.clone(),
+                from: call.from.clone(),
+                status: "ringing".to_owned(),
+                direction: "inbound".to_owned(),
+                phone_number_sid,
+                create_params: Vec::new(),
+                updates: Vec::new(),
+                url: Some(call.voice_url.clone()),
+                twiml: None,
+                date_created: now,
+                date_updated: now,
+                end_time: None,
+            })
+        });
         let parties = CallParties {
             call_sid,
             account_sid: call.account_sid.clone(),
@@ -301,11 +342,31 @@ impl CallerEmulator {
             },
             script: &script,
             hang_up: &hang_up,
+            network: self.network.as_deref(),
+            tap: tap.as_deref(),
         };
         let outcome = run.answer(&call, &mut recording).await;
         recording.outcome = outcome;
+        let tape = recording.tape.take();
+        let recording_callbacks = match &self.network {
+            Some(network) => {
+                let mut state = network.lock();
+                state
+                    .set_live_call_status(&parties.call_sid, final_call_status(&recording.outcome));
+                state.end_live_call(&parties.call_sid, tape.as_ref())
+            }
+            None => Vec::new(),
+        };
+        drop(tape);
         if let Some(status_callback) = &call.status_callback {
             run.send_status_callback(status_callback, &mut recording).await;
+        }
+        for callback in recording_callbacks {
+            let sender = WebhookSender { auth_token: callback.auth_token, ..run.sender.clone() };
+            let method = WebhookMethod::from_attribute(Some(&callback.method));
+            let answer = sender.deliver(method, &callback.url, &callback.params).await;
+            let purpose = WebhookPurpose::RecordingStatus;
+            record_delivery(&mut recording, clock.now(), purpose, &callback.url, answer);
         }
         recording.duration = clock.now();
         // Background deliveries (stream status) are recorded when they finish.
@@ -322,6 +383,10 @@ struct CallRun<'a> {
     sender: WebhookSender,
     script: &'a CallerScript,
     hang_up: &'a Notify,
+    /// The attached REST emulator, if any.
+    network: Option<&'a Shared>,
+    /// This call's tap in the REST emulator, if attached.
+    tap: Option<&'a Tap>,
 }
 
 impl CallRun<'_> {
@@ -332,6 +397,10 @@ impl CallRun<'_> {
             Err(outcome) => return outcome,
         };
         recording.twiml = Some(twiml.clone());
+        if let Some(network) = self.network {
+            // Twilio answers the call to run its TwiML.
+            network.lock().set_live_call_status(&self.parties.call_sid, "in-progress");
+        }
         let mut outcome = None;
         for verb in twiml.verbs {
             let now = self.clock.now();
@@ -494,6 +563,7 @@ impl CallRun<'_> {
             close_timeout: self.config.close_timeout,
             keep_agent_audio: self.config.keep_agent_audio,
             hang_up: self.hang_up,
+            tap: self.tap,
         };
         let ended_by = stream::run_session(socket, &setup, recording).await;
         if let Some(started) = started {
@@ -560,12 +630,7 @@ impl CallRun<'_> {
 
     /// Sends the call's final status to its status callback.
     async fn send_status_callback(&self, url: &str, recording: &mut CallRecording) {
-        let call_status = match &recording.outcome {
-            CallOutcome::Rejected { reason } if reason == "busy" => "busy",
-            CallOutcome::Rejected { .. } => "no-answer",
-            CallOutcome::Failed { .. } => "failed",
-            CallOutcome::Hungup | CallOutcome::Completed { .. } => "completed",
-        };
+        let call_status = final_call_status(&recording.outcome);
         let mut params = self.parties.standard_params(call_status);
         params.extend([
             ("CallDuration".to_owned(), self.clock.now().as_secs().to_string()),
@@ -576,6 +641,16 @@ impl CallRun<'_> {
         let answer = self.sender.deliver(WebhookMethod::Post, url, &params).await;
         let purpose = WebhookPurpose::StatusCallback;
         record_delivery(recording, self.clock.now(), purpose, url, answer);
+    }
+}
+
+/// The call's final `CallStatus` for how it ended.
+fn final_call_status(outcome: &CallOutcome) -> &'static str {
+    match outcome {
+        CallOutcome::Rejected { reason } if reason == "busy" => "busy",
+        CallOutcome::Rejected { .. } => "no-answer",
+        CallOutcome::Failed { .. } => "failed",
+        CallOutcome::Hungup | CallOutcome::Completed { .. } => "completed",
     }
 }
 

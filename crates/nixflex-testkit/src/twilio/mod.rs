@@ -10,10 +10,18 @@
 //! - `Calls`: create (status `queued`, every parameter recorded, repeated ones included), fetch,
 //!   list, update (`Status=completed|canceled`, `Url`, `Twiml`);
 //! - `Messages`: create (status `queued`), fetch, list;
+//! - `Recordings` (`recordings.rs`): start on a live call (`POST …/Calls/{CA}/Recordings.json`,
+//!   201 `in-progress`, `channels` 2 for `dual`; 21220 when the call is not in progress), fetch,
+//!   list (per account, with the `CallSid` filter, and per call), delete (204), and the media at
+//!   `…/Recordings/{RE}.wav` (or without extension) once the recording is completed (`.mp3` is
+//!   not emulated: 404);
 //! - Twilio's validation errors for missing parameters and 20404 for unknown resources.
 //!
 //! What it does not do: place calls, run TwiML, or send status callbacks by itself. Tests drive
 //! call progress with [`TwilioEmulator::set_call_status`] and [`TwilioEmulator::send_webhook`].
+//! The caller emulator does that part: calls it places while attached to this emulator
+//! ([`caller::CallerEmulator::with_network`]) are `inbound` calls here while they last, can be
+//! recorded, and end with their recordings' WAV and signed recording status callbacks.
 //!
 //! Test controls: the request log ([`TwilioEmulator::requests`]), failure injection
 //! ([`TwilioEmulator::fail_next`], [`TwilioEmulator::fail_times`],
@@ -21,6 +29,7 @@
 //! the stored numbers, calls and messages.
 
 pub mod caller;
+mod recordings;
 mod server;
 mod state;
 
@@ -34,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use self::recordings::{RecordingState, SOURCE_START_CALL_RECORDING_API};
 use self::server::Shared;
 pub use self::state::{CallState, EmulatedAccount, MessageState, NumberState, RecordedRequest};
 use self::state::{DelayRule, FailureRule, NumberState as StoredNumber};
@@ -170,6 +180,76 @@ impl TwilioEmulator {
         self.shared.lock().calls.clone()
     }
 
+    /// The recording with SID `recording_sid` (`None` once deleted).
+    pub fn recording(&self, recording_sid: &str) -> Option<RecordingState> {
+        self.shared.lock().recordings.iter().find(|r| r.sid == recording_sid).cloned()
+    }
+
+    /// Every recording not deleted, oldest first.
+    pub fn recordings(&self) -> Vec<RecordingState> {
+        self.shared.lock().recordings.clone()
+    }
+
+    /// Adds an `inbound` call from `from` to `to` that is `in-progress` now, as if the network
+    /// had connected it (for REST-only tests; the caller emulator does this by itself when
+    /// attached). Returns its `CA…` SID. End it with [`TwilioEmulator::end_call`].
+    pub fn add_live_call(&self, account_sid: &str, from: &str, to: &str) -> String {
+        let sid = new_sid("CA");
+        let now = chrono::Utc::now();
+        let mut state = self.shared.lock();
+        let phone_number_sid = state
+            .numbers
+            .iter()
+            .find(|n| n.account_sid == account_sid && n.phone_number == to)
+            .map(|n| n.sid.clone());
+        state.add_live_call(CallState {
+            sid: sid.clone(),
+            account_sid: account_sid.to_owned(),
+            to: to.to_owned(),
+            from: from.to_owned(),
+            status: "in-progress".to_owned(),
+            direction: "inbound".to_owned(),
+            phone_number_sid,
+            create_params: Vec::new(),
+            updates: Vec::new(),
+            url: None,
+            twiml: None,
+            date_created: now,
+            date_updated: now,
+            end_time: None,
+        });
+        sid
+    }
+
+    /// Ends a call added by [`TwilioEmulator::add_live_call`]: its recordings in progress are
+    /// completed from the given μ-law audio (8 kHz; caller and agent side) and their status
+    /// callbacks are sent, signed. Returns each callback's HTTP status (`Err` when it could not
+    /// be delivered).
+    pub async fn end_call(
+        &self,
+        call_sid: &str,
+        caller_mulaw: &[u8],
+        agent_mulaw: &[u8],
+    ) -> Vec<Result<u16, String>> {
+        let tape = recordings::Tape { caller: caller_mulaw.to_vec(), agent: agent_mulaw.to_vec() };
+        let callbacks = self.shared.lock().end_live_call(call_sid, Some(&tape));
+        let mut answers = Vec::with_capacity(callbacks.len());
+        for callback in callbacks {
+            let answer = self
+                .send_webhook(&callback.url, &callback.auth_token, &callback.params)
+                .await
+                .map(|response| response.status().as_u16())
+                .map_err(|error| error.to_string());
+            answers.push(answer);
+        }
+        answers
+    }
+
+    /// The state shared with the caller emulator attached to this emulator.
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
     /// Moves a call to `status` (e.g. `ringing`, `in-progress`, `no-answer`) as the network
     /// would. Returns false for an unknown SID.
     pub fn set_call_status(&self, call_sid: &str, status: &str) -> bool {
@@ -246,6 +326,12 @@ impl TwilioEmulator {
             status,
             code: twilio_code.into(),
         });
+    }
+
+    /// While `lose` is set, recordings that finish capture nothing: they end `absent` (Twilio's
+    /// status when no audio was recorded), without media, and their callbacks say so.
+    pub fn lose_recordings(&self, lose: bool) {
+        self.shared.lock().lose_recordings = lose;
     }
 
     /// Removes every injected failure.

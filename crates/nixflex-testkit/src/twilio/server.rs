@@ -7,7 +7,8 @@
 //! 20003 "Authenticate" (401), 20404 "The requested resource … was not found" (404),
 //! 20004 "Method not allowed" (405), 21201 / 21213 / 21205 for calls without `To` / `From` /
 //! `Url`, 21604 / 21603 / 21602 for messages without `To` / `From` / `Body`, 21220 "Call is not
-//! in-progress. Cannot redirect." for updates of an ended call.
+//! in-progress. Cannot redirect." for updates of an ended call (and for a recording started on a
+//! call that is not in progress).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -19,6 +20,7 @@ use base64::Engine as _;
 use chrono::Utc;
 use serde_json::{Value, json};
 
+use crate::twilio::recordings::{RecordingState, SOURCE_START_CALL_RECORDING_API};
 use crate::twilio::state::{
     API_PREFIX, CallState, MessageState, RecordedRequest, State, is_final_call_status,
     phone_number_matches, values_of,
@@ -47,15 +49,24 @@ struct Incoming {
     auth: Option<(String, String)>,
 }
 
-/// What a route answers: status and JSON body (`None` for 204).
+/// What a route answers: status and JSON body (`None` for 204), or a media file.
 struct Answer {
     status: StatusCode,
     body: Option<Value>,
+    media: Option<(&'static str, Bytes)>,
 }
 
 impl Answer {
     fn json(status: StatusCode, body: Value) -> Self {
-        Self { status, body: Some(body) }
+        Self { status, body: Some(body), media: None }
+    }
+
+    fn no_content() -> Self {
+        Self { status: StatusCode::NO_CONTENT, body: None, media: None }
+    }
+
+    fn media(content_type: &'static str, bytes: Bytes) -> Self {
+        Self { status: StatusCode::OK, body: None, media: Some((content_type, bytes)) }
     }
 
     fn error(status: StatusCode, code: Option<u32>, message: &str) -> Self {
@@ -126,9 +137,12 @@ pub(crate) async fn handle(
     });
     drop(state);
 
-    match answer.body {
-        Some(body) => (answer.status, axum::Json(body)).into_response(),
-        None => answer.status.into_response(),
+    match (answer.body, answer.media) {
+        (Some(body), _) => (answer.status, axum::Json(body)).into_response(),
+        (None, Some((content_type, bytes))) => {
+            (answer.status, [(header::CONTENT_TYPE, content_type)], bytes).into_response()
+        }
+        (None, None) => answer.status.into_response(),
     }
 }
 
@@ -225,6 +239,45 @@ fn route_account(
                 Method::GET => Answer::json(StatusCode::OK, state.calls[index].to_json()),
                 Method::POST => update_call(&mut state.calls[index], incoming),
                 _ => Answer::method_not_allowed(),
+            }
+        }
+        ["Calls", call_sid, "Recordings.json"] => match *method {
+            Method::POST => create_recording(state, incoming, account_sid, call_sid),
+            Method::GET => {
+                let recordings = recordings_json(state, account_sid, Some(call_sid));
+                list_page(incoming, "recordings", recordings)
+            }
+            _ => Answer::method_not_allowed(),
+        },
+        ["Calls", call_sid, "Recordings", sid_json] => {
+            let found = sid_json.strip_suffix(".json").and_then(|sid| {
+                state.recordings.iter().position(|r| {
+                    r.sid == sid && r.account_sid == account_sid && r.call_sid == *call_sid
+                })
+            });
+            recording_resource(state, incoming, found)
+        }
+        ["Recordings.json"] => match *method {
+            Method::GET => {
+                let call_sid = values_of(&incoming.query, "CallSid").first().copied();
+                let recordings = recordings_json(state, account_sid, call_sid);
+                list_page(incoming, "recordings", recordings)
+            }
+            _ => Answer::method_not_allowed(),
+        },
+        ["Recordings", name] => {
+            let (sid, extension) = name.split_once('.').unwrap_or((name, ""));
+            let found =
+                state.recordings.iter().position(|r| r.sid == sid && r.account_sid == account_sid);
+            match extension {
+                "json" => recording_resource(state, incoming, found),
+                // The media: WAV with or without the extension (MP3 is not emulated).
+                "wav" | "" => match (found.and_then(|i| state.recordings[i].wav.clone()), method) {
+                    (Some(wav), &Method::GET) => Answer::media("audio/x-wav", wav),
+                    (Some(_), _) => Answer::method_not_allowed(),
+                    (None, _) => Answer::not_found(&incoming.path),
+                },
+                _ => Answer::not_found(&incoming.path),
             }
         }
         ["Messages.json"] => match *method {
@@ -403,6 +456,103 @@ fn update_call(call: &mut CallState, incoming: &Incoming) -> Answer {
         }
     }
     Answer::json(StatusCode::OK, call.to_json())
+}
+
+/// The account's recordings, newest first, optionally of one call only.
+fn recordings_json(state: &State, account_sid: &str, call_sid: Option<&str>) -> Vec<Value> {
+    state
+        .recordings
+        .iter()
+        .rev()
+        .filter(|r| r.account_sid == account_sid && call_sid.is_none_or(|sid| r.call_sid == sid))
+        .map(RecordingState::to_json)
+        .collect()
+}
+
+/// `GET` (fetch) or `DELETE` (204) of one recording; `found` is its index.
+fn recording_resource(state: &mut State, incoming: &Incoming, found: Option<usize>) -> Answer {
+    let Some(index) = found else {
+        return Answer::not_found(&incoming.path);
+    };
+    match incoming.method {
+        Method::GET => Answer::json(StatusCode::OK, state.recordings[index].to_json()),
+        Method::DELETE => {
+            state.recordings.remove(index);
+            Answer::no_content()
+        }
+        _ => Answer::method_not_allowed(),
+    }
+}
+
+/// `POST …/Calls/{CA}/Recordings.json`: starts recording a live call
+/// (https://www.twilio.com/docs/voice/api/recording#create-a-recording-resource). Defaults as
+/// Twilio's: `mono`, track `both`, callback event `completed`, callback method `POST`. An unknown
+/// call is 20404; a call that is not in progress is refused with 21220.
+fn create_recording(
+    state: &mut State,
+    incoming: &Incoming,
+    account_sid: &str,
+    call_sid: &str,
+) -> Answer {
+    let form = &incoming.form;
+    let first = |name: &str| values_of(form, name).first().map(|value| (*value).to_owned());
+    let Some(call) =
+        state.calls.iter().find(|call| call.sid == call_sid && call.account_sid == account_sid)
+    else {
+        return Answer::not_found(&incoming.path);
+    };
+    if call.status != "in-progress" {
+        return Answer::bad_request(21220, "Call is not in-progress. Cannot start recording.");
+    }
+    let channels = match first("RecordingChannels").as_deref() {
+        None | Some("mono") => 1,
+        Some("dual") => 2,
+        Some(_) => {
+            return Answer::error(
+                StatusCode::BAD_REQUEST,
+                None,
+                "Invalid value for RecordingChannels",
+            );
+        }
+    };
+    let track = first("RecordingTrack").unwrap_or_else(|| "both".to_owned());
+    if !matches!(track.as_str(), "inbound" | "outbound" | "both") {
+        return Answer::error(StatusCode::BAD_REQUEST, None, "Invalid value for RecordingTrack");
+    }
+    // Repeated parameters or one space-separated value, as the docs show both.
+    let mut events: Vec<String> = values_of(form, "RecordingStatusCallbackEvent")
+        .iter()
+        .flat_map(|value| value.split_whitespace())
+        .map(str::to_owned)
+        .collect();
+    if events.is_empty() {
+        events.push("completed".to_owned());
+    }
+    let now = Utc::now();
+    let recording = RecordingState {
+        sid: crate::twilio::new_sid("RE"),
+        account_sid: account_sid.to_owned(),
+        call_sid: call_sid.to_owned(),
+        status: "in-progress".to_owned(),
+        channels,
+        track,
+        source: SOURCE_START_CALL_RECORDING_API.to_owned(),
+        status_callback: first("RecordingStatusCallback").filter(|url| !url.is_empty()),
+        status_callback_method: first("RecordingStatusCallbackMethod")
+            .map_or_else(|| "POST".to_owned(), |method| method.to_ascii_uppercase()),
+        status_callback_events: events,
+        create_params: form.clone(),
+        date_created: now,
+        date_updated: now,
+        duration: None,
+        wav: None,
+    };
+    if let Some(tap) = state.taps.get(call_sid) {
+        tap.start_recording();
+    }
+    let body = recording.to_json();
+    state.recordings.push(recording);
+    Answer::json(StatusCode::CREATED, body)
 }
 
 fn create_message(state: &mut State, incoming: &Incoming, account_sid: &str) -> Answer {

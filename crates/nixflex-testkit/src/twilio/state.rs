@@ -6,10 +6,14 @@
 //! `test_call.py`, `test_message.py`), and a real `Messages.json` answer quoted in public code.
 //! Everything here is synchronous and runs under the emulator's mutex: no I/O, no `.await`.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+
+use crate::twilio::recordings::{RecordingCallback, RecordingState, Tap, Tape, callback_params};
 
 /// Path prefix of Twilio's REST API v2010.
 pub(crate) const API_PREFIX: &str = "/2010-04-01";
@@ -394,6 +398,11 @@ pub(crate) struct State {
     pub(crate) numbers: Vec<NumberState>,
     pub(crate) calls: Vec<CallState>,
     pub(crate) messages: Vec<MessageState>,
+    pub(crate) recordings: Vec<RecordingState>,
+    /// Taps of the live calls the caller emulator placed through this emulator, by call SID.
+    pub(crate) taps: HashMap<String, Arc<Tap>>,
+    /// Recordings finished while set capture nothing (`absent`).
+    pub(crate) lose_recordings: bool,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) failures: Vec<FailureRule>,
     pub(crate) delays: Vec<DelayRule>,
@@ -402,6 +411,78 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn account(&self, sid: &str) -> Option<&EmulatedAccount> {
         self.accounts.iter().find(|account| account.sid == sid)
+    }
+
+    /// Adds a call the caller emulator is placing (direction `inbound`) and returns the tap its
+    /// media loop watches.
+    pub(crate) fn add_live_call(&mut self, call: CallState) -> Arc<Tap> {
+        let tap = Arc::new(Tap::default());
+        self.taps.insert(call.sid.clone(), Arc::clone(&tap));
+        self.calls.retain(|known| known.sid != call.sid);
+        self.calls.push(call);
+        tap
+    }
+
+    /// Moves a live call to `status` (unless it already ended).
+    pub(crate) fn set_live_call_status(&mut self, call_sid: &str, status: &str) {
+        if let Some(call) = self.calls.iter_mut().find(|call| call.sid == call_sid)
+            && !call.is_final()
+        {
+            let now = Utc::now();
+            call.status = status.to_owned();
+            call.date_updated = now;
+            if call.is_final() {
+                call.end_time = Some(now);
+            }
+        }
+    }
+
+    /// A live call ended: it is `completed` (if nothing ended it before), and each of its
+    /// recordings in progress is finished from `tape` — `completed` with its WAV, or `absent`
+    /// when no audio was captured. Returns the status callbacks to send.
+    pub(crate) fn end_live_call(
+        &mut self,
+        call_sid: &str,
+        tape: Option<&Tape>,
+    ) -> Vec<RecordingCallback> {
+        self.set_live_call_status(call_sid, "completed");
+        self.taps.remove(call_sid);
+        let now = Utc::now();
+        let mut callbacks = Vec::new();
+        for recording in &mut self.recordings {
+            if recording.call_sid != call_sid || recording.status != "in-progress" {
+                continue;
+            }
+            recording.date_updated = now;
+            match tape.filter(|tape| tape.samples() > 0 && !self.lose_recordings) {
+                Some(tape) => {
+                    recording.status = "completed".to_owned();
+                    recording.duration = Some(tape.duration_secs());
+                    recording.wav = Some(tape.to_wav(recording.channels));
+                }
+                None => {
+                    recording.status = "absent".to_owned();
+                    recording.duration = Some(0);
+                }
+            }
+            let wanted = recording.status_callback_events.contains(&recording.status);
+            let token = self
+                .accounts
+                .iter()
+                .find(|account| account.sid == recording.account_sid)
+                .map(|account| account.auth_token.clone());
+            if let (Some(url), Some(auth_token), true) =
+                (recording.status_callback.clone(), token, wanted)
+            {
+                callbacks.push(RecordingCallback {
+                    url,
+                    method: recording.status_callback_method.clone(),
+                    auth_token,
+                    params: callback_params(recording),
+                });
+            }
+        }
+        callbacks
     }
 
     /// Takes the first failure rule matching `path`, consuming one use of a counted rule.

@@ -9,6 +9,8 @@ passes, through the environment:
   TWILIO_NUMBER              an E.164 number of that account
   TWILIO_NUMBER_SID          its PN... SID
   TWILIO_EXTRA_NUMBERS       how many other numbers the account has
+  TWILIO_LIVE_CALL_SID       an inbound call of that account that is in progress
+  RECORDING_STATUS_CALLBACK  the RecordingStatusCallback to give the recording it starts
   NIXFLEX_SIGNED_URL         a webhook URL ...
   NIXFLEX_SIGNED_PARAMS      ... its form params, JSON [[name, value], ...] (names may repeat) ...
   NIXFLEX_SIGNATURE          ... and the signature nixflex_providers computed for them
@@ -169,6 +171,40 @@ def main():
     expect(message.status == "queued", f"new message status {message.status}")
     expect(client.messages(message.sid).fetch().body == "Hello from the official library", "body")
 
+    # Recordings: start a dual-channel recording on the live call, fetch and list it, start and
+    # delete a second one; starting one on an ended call is refused.
+    live_sid = env["TWILIO_LIVE_CALL_SID"]
+    recording = client.calls(live_sid).recordings.create(
+        recording_channels="dual",
+        recording_status_callback=env["RECORDING_STATUS_CALLBACK"],
+        recording_status_callback_event=["completed", "absent"],
+        recording_status_callback_method="POST",
+        recording_track="both",
+        trim="do-not-trim",
+    )
+    expect(recording.sid.startswith("RE") and len(recording.sid) == 34, f"bad sid {recording.sid}")
+    expect(recording.status == "in-progress", f"new recording status {recording.status}")
+    expect(recording.channels == 2, f"dual recording channels {recording.channels!r}")
+    expect(recording.source == "StartCallRecordingAPI", f"recording source {recording.source}")
+    expect(recording.call_sid == live_sid, "recording call_sid")
+    expect(recording.track == "both", f"recording track {recording.track}")
+    expect(isinstance(recording.start_time, datetime.datetime), "recording start_time")
+    fetched_recording = client.recordings(recording.sid).fetch()
+    expect(fetched_recording.call_sid == live_sid, "fetched recording call_sid")
+    expect(fetched_recording.status == "in-progress", "fetched recording status")
+    listed = [r.sid for r in client.recordings.list(call_sid=live_sid)]
+    expect(listed == [recording.sid], f"recordings of the call: {listed}")
+    expect(
+        [r.sid for r in client.calls(live_sid).recordings.list()] == [recording.sid],
+        "the call's recordings subresource",
+    )
+    second = client.calls(live_sid).recordings.create()
+    expect(second.channels == 1, f"default channels {second.channels!r}")
+    expect(client.recordings(second.sid).delete() is True, "delete returned False")
+    expect_rest_error(lambda: client.recordings(second.sid).fetch(), 404, 20404)
+    expect_rest_error(lambda: client.calls(call.sid).recordings.create(), 400, 21220)
+    expect_rest_error(lambda: client.recordings("RE" + "0" * 32).fetch(), 404, 20404)
+
     # Errors as TwilioRestException with Twilio's codes.
     bad_client = Client(account_sid, "0" * 32, http_client=EmulatorHttpClient(base_url))
     expect_rest_error(lambda: bad_client.incoming_phone_numbers(number_sid).fetch(), 401, 20003)
@@ -264,6 +300,7 @@ def main():
                 },
                 "call_sid": call.sid,
                 "message_sid": message.sid,
+                "recording_sid": recording.sid,
             }
         )
     )

@@ -10,6 +10,7 @@ mod auth;
 mod callers;
 mod calls;
 mod carrier;
+mod carrier_recordings;
 mod connections;
 mod cross_cutting;
 mod engine;

@@ -118,6 +118,18 @@ impl Playback {
         frames: &mut [AgentFrame],
         echoed: &mut Vec<String>,
     ) -> usize {
+        self.tick_into(now, frames, echoed, None)
+    }
+
+    /// [`Playback::tick`], appending the bytes started to `played` when given (a recording's
+    /// agent track).
+    pub(crate) fn tick_into(
+        &mut self,
+        now: Duration,
+        frames: &mut [AgentFrame],
+        echoed: &mut Vec<String>,
+        played: Option<&mut Vec<u8>>,
+    ) -> usize {
         self.completed = self.started;
         while let Some(chunk) = self.chunks.front() {
             if chunk.end > self.completed {
@@ -138,7 +150,12 @@ impl Playback {
         }
 
         let n_bytes = self.audio.len().min(MULAW_FRAME_BYTES);
-        self.audio.drain(..n_bytes);
+        match played {
+            Some(played) => played.extend(self.audio.drain(..n_bytes)),
+            None => {
+                self.audio.drain(..n_bytes);
+            }
+        }
         self.started += n_bytes as u64;
         for chunk in &mut self.chunks {
             if chunk.start >= self.started {

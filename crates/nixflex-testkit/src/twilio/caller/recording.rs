@@ -9,6 +9,7 @@ use std::time::Duration;
 use nixflex_pipeline::audio::{TELEPHONY_SAMPLE_RATE, mulaw};
 
 use crate::twilio::caller::twiml::Twiml;
+use crate::twilio::recordings::Tape;
 
 /// Agent audio separated by more than this much silence counts as two utterances, and a
 /// playback pause longer than this is the end of an utterance rather than an underrun.
@@ -42,6 +43,8 @@ pub enum WebhookPurpose {
     StatusCallback,
     /// The `<Stream statusCallback>` URL.
     StreamStatus,
+    /// A recording's `RecordingStatusCallback` (emulator attached to the REST emulator).
+    RecordingStatus,
 }
 
 /// Who ended a call that reached its media stream.
@@ -268,6 +271,8 @@ pub struct CallRecording {
     pub(crate) outbound_deviations: Vec<Duration>,
     pub(crate) inbound_gaps: Vec<InboundGap>,
     pub(crate) agent_audio: Vec<u8>,
+    /// The call's recording tape while the call's end is processed (taken out at once).
+    pub(crate) tape: Option<Tape>,
 }
 
 impl CallRecording {
@@ -285,6 +290,7 @@ impl CallRecording {
             outbound_deviations: Vec::new(),
             inbound_gaps: Vec::new(),
             agent_audio: Vec::new(),
+            tape: None,
         }
     }
 

@@ -43,6 +43,7 @@ use crate::twilio::caller::recording::{AgentFrame, CallEventKind, CallRecording,
 use crate::twilio::caller::script::{
     CallerScript, FRAME_DURATION, ScriptRunner, TickPlan, speech_frame,
 };
+use crate::twilio::recordings::{Tap, Tape};
 
 /// Twilio's warning for a binary message on the stream.
 pub const CODE_MALFORMED_MESSAGE: u32 = 31950;
@@ -145,6 +146,8 @@ pub(crate) struct SessionSetup<'a> {
     /// Notified (by [`crate::twilio::caller::InboundCall::hang_up`]) to make the caller hang
     /// up now; a notification stored before the stream starts hangs up at its first turn.
     pub(crate) hang_up: &'a Notify,
+    /// The call's tap in the REST emulator: once a recording starts, both sides are taped.
+    pub(crate) tap: Option<&'a Tap>,
 }
 
 /// Runs the stream on an open socket until the caller hangs up or the server closes it.
@@ -165,9 +168,11 @@ pub(crate) async fn run_session(
         echoed: Vec::new(),
         decoded: Vec::with_capacity(4 * MULAW_FRAME_BYTES),
         speech: [MULAW_SILENCE; MULAW_FRAME_BYTES],
+        tape: None,
     };
     let ended_by = session.run(&mut incoming).await;
     session.recording.inbound_gaps = session.playback.take_gaps();
+    session.recording.tape = session.tape.take();
     ended_by
 }
 
@@ -197,6 +202,8 @@ struct MediaSession<'a, 'r> {
     decoded: Vec<u8>,
     /// Reused buffer for the caller's speech frame.
     speech: [u8; MULAW_FRAME_BYTES],
+    /// Both sides of the call since a recording started (see [`Tap`]).
+    tape: Option<Tape>,
 }
 
 impl MediaSession<'_, '_> {
@@ -324,7 +331,26 @@ impl MediaSession<'_, '_> {
         // the caller's decisions and events use the actual time.
         let media_time = self.setup.clock.at(deadline);
         let now = self.setup.clock.now();
-        self.playback.tick(media_time, &mut self.recording.agent_frames, &mut self.echoed);
+        if self.tape.is_none() && self.setup.tap.is_some_and(Tap::is_recording) {
+            self.tape = Some(Tape::default());
+        }
+        let frames = &mut self.recording.agent_frames;
+        match self.tape.as_mut() {
+            Some(tape) => {
+                let played = self.playback.tick_into(
+                    media_time,
+                    frames,
+                    &mut self.echoed,
+                    Some(&mut tape.agent),
+                );
+                // Silence where less than a frame played, so both tracks stay on the tick grid.
+                let padded = tape.agent.len() + (MULAW_FRAME_BYTES - played);
+                tape.agent.resize(padded, MULAW_SILENCE);
+            }
+            None => {
+                self.playback.tick(media_time, frames, &mut self.echoed);
+            }
+        }
         self.echo_marks(false).await?;
         let view = self.playback.view(now);
         let (speech_offset, dtmf) =
@@ -349,6 +375,9 @@ impl MediaSession<'_, '_> {
             }
             None => &SILENT_FRAME,
         };
+        if let Some(tape) = self.tape.as_mut() {
+            tape.caller.extend_from_slice(payload);
+        }
         self.chunk += 1;
         self.sequence += 1;
         let message = media_message(self.sequence, self.setup.stream_sid, self.chunk, payload);
