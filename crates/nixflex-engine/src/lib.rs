@@ -3,6 +3,7 @@
 //! The audio path never waits on the database.
 
 pub mod analysis;
+pub mod capture;
 pub mod chunker;
 pub mod engine;
 pub mod followup;

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use nixflex_core::agent::{AgentSettings, RecordingSource};
 use nixflex_core::call::StoredRecording;
 use nixflex_core::crypto::SecretBox;
 use nixflex_core::ids::{AccountId, CallId};
+use nixflex_core::number::NumberSettings;
 use nixflex_providers::storage::{ObjectStorage, S3Config, StorageError};
 use nixflex_store::{AccountStorage, RecordingRepo, StoreError};
 use secrecy::SecretString;
@@ -98,6 +100,15 @@ impl std::fmt::Debug for Recordings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recordings").field("server", &self.inner.config.server).finish()
     }
+}
+
+/// Who records a call with these settings, if anyone: recording needs the agent's
+/// `record_call` on and the number not turning it off (`record_call: false`; `null` and `true`
+/// leave the agent's choice); the source is the number's `recording_source` if set, else the
+/// agent's.
+pub fn recording_source(agent: &AgentSettings, number: &NumberSettings) -> Option<RecordingSource> {
+    (agent.record_call && number.record_call != Some(false))
+        .then(|| number.recording_source.unwrap_or(agent.recording_source))
 }
 
 /// The object path of a call's recording.
@@ -296,4 +307,36 @@ impl Recordings {
 
 fn signed_message(call_id: &str, expires: i64) -> String {
     format!("recording:{call_id}:{expires}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_number_can_turn_recording_off_or_change_its_source_but_not_turn_it_on() {
+        let agent = |record_call, recording_source| AgentSettings {
+            record_call,
+            recording_source,
+            ..AgentSettings::default()
+        };
+        let number = |record_call, recording_source| NumberSettings {
+            record_call,
+            recording_source,
+            ..NumberSettings::default()
+        };
+        use RecordingSource::{Nixflex, Provider};
+        let cases = [
+            (agent(true, Provider), number(None, None), Some(Provider)),
+            (agent(true, Nixflex), number(None, None), Some(Nixflex)),
+            (agent(true, Provider), number(None, Some(Nixflex)), Some(Nixflex)),
+            (agent(true, Nixflex), number(Some(true), Some(Provider)), Some(Provider)),
+            (agent(true, Nixflex), number(Some(false), None), None),
+            (agent(false, Nixflex), number(None, None), None),
+            (agent(false, Nixflex), number(Some(true), Some(Nixflex)), None),
+        ];
+        for (agent, number, expected) in cases {
+            assert_eq!(recording_source(&agent, &number), expected, "{number:?}");
+        }
+    }
 }
