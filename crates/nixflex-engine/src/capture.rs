@@ -148,7 +148,8 @@ impl CallCapture {
         let error = |e: hound::Error| EncodeError(e.to_string());
         let mut out = Cursor::new(Vec::with_capacity(44 + frames * 4));
         let mut writer = hound::WavWriter::new(&mut out, spec).map_err(error)?;
-        let track = |track: &[u8], i: usize| mulaw::decode(track.get(i).copied().unwrap_or(MULAW_SILENCE));
+        let track =
+            |track: &[u8], i: usize| mulaw::decode(track.get(i).copied().unwrap_or(MULAW_SILENCE));
         let mut start = 0;
         while start < frames {
             let end = (start + ENCODE_CHUNK).min(frames);

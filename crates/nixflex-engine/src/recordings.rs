@@ -118,7 +118,11 @@ pub fn object_path(account_id: &AccountId, call_id: &CallId) -> String {
 
 impl Recordings {
     /// The service over this configuration, database and master key.
-    pub fn new(config: RecordingsConfig, store: Arc<dyn RecordingRepo>, secrets: SecretBox) -> Self {
+    pub fn new(
+        config: RecordingsConfig,
+        store: Arc<dyn RecordingRepo>,
+        secrets: SecretBox,
+    ) -> Self {
         Self { inner: Arc::new(Inner { config, store, secrets }) }
     }
 
@@ -234,7 +238,11 @@ impl Recordings {
     ///
     /// # Errors
     /// [`RecordingError::NotFound`] when the file is gone; otherwise when its store fails.
-    pub async fn read(&self, account_id: &AccountId, location: &str) -> Result<Bytes, RecordingError> {
+    pub async fn read(
+        &self,
+        account_id: &AccountId,
+        location: &str,
+    ) -> Result<Bytes, RecordingError> {
         let (storage, path) = self.resolve(account_id, location).await?;
         Ok(storage.get(&path).await?)
     }
@@ -243,7 +251,11 @@ impl Recordings {
     ///
     /// # Errors
     /// When its store fails or can no longer be reached.
-    pub async fn delete(&self, account_id: &AccountId, location: &str) -> Result<(), RecordingError> {
+    pub async fn delete(
+        &self,
+        account_id: &AccountId,
+        location: &str,
+    ) -> Result<(), RecordingError> {
         let (storage, path) = self.resolve(account_id, location).await?;
         Ok(storage.delete(&path).await?)
     }
@@ -261,7 +273,13 @@ impl Recordings {
     }
 
     /// Whether a link's `expires` and `signature` are ours for this call and still valid.
-    pub fn check_url(&self, call_id: &str, expires: i64, signature: &str, now: DateTime<Utc>) -> bool {
+    pub fn check_url(
+        &self,
+        call_id: &str,
+        expires: i64,
+        signature: &str,
+        now: DateTime<Utc>,
+    ) -> bool {
         expires >= now.timestamp()
             && self.inner.secrets.verify_signed(&signed_message(call_id, expires), signature)
     }

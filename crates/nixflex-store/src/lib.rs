@@ -31,8 +31,8 @@ pub use jobs::{
 };
 pub use numbers::{CallerRecord, NumberRepo, NumberUrlSlot};
 pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
 pub use recordings::{AccountStorage, ExpiredRecording, RecordingRepo};
+pub use sqlite::SqliteStore;
 pub use webhooks::{WebhookDelivery, WebhookRepo};
 
 /// Errors of the storage layer.

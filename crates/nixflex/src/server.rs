@@ -212,19 +212,16 @@ fn build_recordings(
             ServerStore::S3,
         ),
     };
-    let public_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", config.listen));
+    let public_url =
+        config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
     Ok(nixflex_engine::Recordings::new(
         nixflex_engine::RecordingsConfig {
             server,
             server_kind,
             public_url,
             url_ttl: Duration::from_secs(config.recording_url_ttl_secs),
-            retention: (config.recording_retention_days > 0).then(|| {
-                Duration::from_secs(u64::from(config.recording_retention_days) * 86_400)
-            }),
+            retention: (config.recording_retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(config.recording_retention_days) * 86_400)),
             allow_http_buckets: config.allow_private_targets,
         },
         store.clone(),

@@ -555,7 +555,10 @@ where
                 }
             };
             let duration_s = wav.duration_s;
-            match recordings.save(&account_id, &call_id, Bytes::from(wav.wav), Some(duration_s)).await {
+            match recordings
+                .save(&account_id, &call_id, Bytes::from(wav.wav), Some(duration_s))
+                .await
+            {
                 Ok(stored) => tracing::info!(
                     message = "Call recording stored.",
                     location = %stored.location,
@@ -567,7 +570,9 @@ where
             }
         };
         if tokio::time::timeout(RECORDING_SAVE_TIMEOUT, save).await.is_err() {
-            tracing::error!(message = "Storing the call's recording timed out; the call ends without it.");
+            tracing::error!(
+                message = "Storing the call's recording timed out; the call ends without it."
+            );
         }
     }
 

@@ -79,7 +79,8 @@ where
                     let message = twilio_ws::media(&self.stream_sid, frame);
                     let plays_at = self.pacer.on_sent(now);
                     if let Some(capture) = self.capture.as_mut() {
-                        let plays_at = plays_at.saturating_duration_since(self.setup.stream_started);
+                        let plays_at =
+                            plays_at.saturating_duration_since(self.setup.stream_started);
                         capture.agent_frame(plays_at, frame);
                     }
                     if self.timing.first_frame.is_none()

@@ -691,8 +691,7 @@ impl Wav {
 const SLACK: Duration = Duration::from_millis(100);
 
 #[tokio::test]
-async fn the_engines_recording_holds_both_sides_on_one_clock_and_drops_audio_cut_by_a_barge_in()
-{
+async fn the_engines_recording_holds_both_sides_on_one_clock_and_drops_audio_cut_by_a_barge_in() {
     const GREETING: &str = "Welcome to the bakery, we have a lot of bread to tell you about today.";
     let options = LabOptions { recordings: true, ..LabOptions::default() };
     let mut lab = lab_with(
@@ -747,13 +746,8 @@ async fn the_engines_recording_holds_both_sides_on_one_clock_and_drops_audio_cut
         "the recording was on the call when its final update queued the follow-up"
     );
     let file = lab.recordings_dir.as_ref().unwrap().path().join("recordings/acct_1/call_1.wav");
-    let bytes = lab
-        .engine
-        .recordings()
-        .unwrap()
-        .read(&call.account_id, &stored.location)
-        .await
-        .unwrap();
+    let bytes =
+        lab.engine.recordings().unwrap().read(&call.account_id, &stored.location).await.unwrap();
     assert_eq!(bytes, std::fs::read(file).unwrap());
     let wav = Wav::parse(&bytes);
     assert!((stored.duration_s.unwrap() - wav.duration.as_secs_f64()).abs() < 1e-9);
@@ -770,7 +764,11 @@ async fn the_engines_recording_holds_both_sides_on_one_clock_and_drops_audio_cut
     assert!(
         Wav::silent(&wav.agent, clear + Duration::from_millis(20), reply_from - SLACK),
         "the agent channel is silent from the clear to the next turn: {:?}",
-        Wav::windows(&wav.agent, clear - Duration::from_millis(40), clear + Duration::from_millis(100))
+        Wav::windows(
+            &wav.agent,
+            clear - Duration::from_millis(40),
+            clear + Duration::from_millis(100)
+        )
     );
     assert!(Wav::sounds(&wav.agent, reply_from + SLACK, reply_to - SLACK));
     assert!(Wav::silent(&wav.agent, reply_to + SLACK, wav.duration));
@@ -795,31 +793,42 @@ fn recorded_files(lab: &Lab) -> usize {
 
 fn walk(dir: &std::path::Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .map(|e| e.unwrap().path())
-        .map(|p| if p.is_dir() { walk(&p) } else { 1 })
-        .sum()
+    entries.map(|e| e.unwrap().path()).map(|p| if p.is_dir() { walk(&p) } else { 1 }).sum()
 }
 
 #[tokio::test]
 async fn the_engine_records_nothing_when_recording_is_off_or_left_to_the_carrier() {
     let cases = [
-        (json!({"welcome_message": "Hi.", "recording_source": "nixflex", "record_call": false}), NumberSettings::default(), "the agent does not record"),
+        (
+            json!({"welcome_message": "Hi.", "recording_source": "nixflex", "record_call": false}),
+            NumberSettings::default(),
+            "the agent does not record",
+        ),
         (
             json!({"welcome_message": "Hi.", "recording_source": "nixflex"}),
             NumberSettings { record_call: Some(false), ..NumberSettings::default() },
             "the number turns recording off",
         ),
-        (json!({"welcome_message": "Hi."}), NumberSettings::default(), "the carrier records (the default source)"),
+        (
+            json!({"welcome_message": "Hi."}),
+            NumberSettings::default(),
+            "the carrier records (the default source)",
+        ),
         (
             json!({"welcome_message": "Hi.", "recording_source": "nixflex"}),
-            NumberSettings { recording_source: Some(nixflex_core::agent::RecordingSource::Provider), ..NumberSettings::default() },
+            NumberSettings {
+                recording_source: Some(nixflex_core::agent::RecordingSource::Provider),
+                ..NumberSettings::default()
+            },
             "the number leaves recording to the carrier",
         ),
         // The control: the same call is recorded when the engine is the source.
         (
             json!({"welcome_message": "Hi."}),
-            NumberSettings { recording_source: Some(nixflex_core::agent::RecordingSource::Nixflex), ..NumberSettings::default() },
+            NumberSettings {
+                recording_source: Some(nixflex_core::agent::RecordingSource::Nixflex),
+                ..NumberSettings::default()
+            },
             "recorded",
         ),
     ];

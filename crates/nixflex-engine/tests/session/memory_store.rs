@@ -6,11 +6,11 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use nixflex_core::agent::Agent;
+use nixflex_core::call::StoredRecording;
 use nixflex_core::call::{CallRecord, CallStatus};
 use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
 use nixflex_core::number::PhoneNumber;
 use nixflex_engine::CallStore;
-use nixflex_core::call::StoredRecording;
 use nixflex_store::{
     Account, AccountStorage, Admission, ApiKey, CallUpdate, CallerRecord, ExpiredRecording, NewJob,
     Page, RecordingRepo, StoreError,
@@ -188,12 +188,8 @@ impl CallStore for MemoryStore {
         if !self.update_call(call_id, update, at).await? {
             return Ok(false);
         }
-        let recorded = self
-            .calls
-            .lock()
-            .unwrap()
-            .get(call_id.as_str())
-            .is_some_and(|c| c.recording.is_some());
+        let recorded =
+            self.calls.lock().unwrap().get(call_id.as_str()).is_some_and(|c| c.recording.is_some());
         self.recording_at_finish.lock().unwrap().push(recorded);
         let mut queued = self.follow_ups.lock().unwrap();
         for job in follow_ups {

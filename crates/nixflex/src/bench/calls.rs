@@ -528,7 +528,8 @@ async fn provision(
         "response_eagerness": plan.eagerness.as_millis(),
         "interruption_sensitivity": 0,
     });
-    if let (Some(body), Value::Object(fields)) = (body.as_object_mut(), plan.recording.agent_fields())
+    if let (Some(body), Value::Object(fields)) =
+        (body.as_object_mut(), plan.recording.agent_fields())
     {
         body.extend(fields);
     }

@@ -729,36 +729,39 @@ async fn the_engine_records_a_call_itself_as_a_dual_channel_wav(backend: Backend
     );
     assert!((f64::from(reader.duration()) / 8000.0 - duration).abs() < 1e-6);
     let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
-    let channel = |offset: usize| -> Vec<i16> { samples.iter().skip(offset).step_by(2).copied().collect() };
+    let channel =
+        |offset: usize| -> Vec<i16> { samples.iter().skip(offset).step_by(2).copied().collect() };
     let (caller, agent) = (channel(0), channel(1));
 
     // The recording's clock starts with the stream; the emulator's with the voice webhook.
-    let stream_at = recording
-        .first_event(|k| matches!(k, CallEventKind::StreamConnected { .. }))
-        .unwrap();
+    let stream_at =
+        recording.first_event(|k| matches!(k, CallEventKind::StreamConnected { .. })).unwrap();
     let loud = |track: &[i16], from: Duration, to: Duration| {
         // The middle of a span, leaving the clocks' difference and set-up jitter aside.
         let slack = Duration::from_millis(200);
-        let index = |t: Duration| usize::try_from((t.saturating_sub(stream_at)).as_millis()).unwrap() * 8;
+        let index =
+            |t: Duration| usize::try_from((t.saturating_sub(stream_at)).as_millis()).unwrap() * 8;
         let (first, last) = (index(from + slack), index(to.saturating_sub(slack)).min(track.len()));
         assert!(first + 800 <= last, "a span too short to check: {from:?}..{to:?}");
         track[first..last].chunks(800).all(|window| rms(window) > 100.0)
     };
-    let spoke_from = recording
-        .first_event(|k| matches!(k, CallEventKind::CallerSpeechStarted { .. }))
-        .unwrap();
-    let spoke_to = recording
-        .first_event(|k| matches!(k, CallEventKind::CallerSpeechEnded { .. }))
-        .unwrap();
+    let spoke_from =
+        recording.first_event(|k| matches!(k, CallEventKind::CallerSpeechStarted { .. })).unwrap();
+    let spoke_to =
+        recording.first_event(|k| matches!(k, CallEventKind::CallerSpeechEnded { .. })).unwrap();
     assert!(loud(&caller, spoke_from, spoke_to), "the caller's speech is on the left channel");
     let utterances = recording.agent_utterances();
     assert_eq!(utterances.len(), 2, "greeting and answer");
     for utterance in &utterances {
-        assert!(loud(&agent, utterance.start, utterance.end), "the agent is on the right: {utterance:?}");
+        assert!(
+            loud(&agent, utterance.start, utterance.end),
+            "the agent is on the right: {utterance:?}"
+        );
     }
     // Each side is silent while only the other speaks.
     let quiet = |track: &[i16], from: Duration, to: Duration| {
-        let index = |t: Duration| usize::try_from((t.saturating_sub(stream_at)).as_millis()).unwrap() * 8;
+        let index =
+            |t: Duration| usize::try_from((t.saturating_sub(stream_at)).as_millis()).unwrap() * 8;
         track[index(from)..index(to).min(track.len())].iter().all(|&s| s == 0)
     };
     let slack = Duration::from_millis(200);
