@@ -73,7 +73,8 @@ impl Engine {
         .ok()
         .flatten()
         .ok_or(StreamRefused::NoStart)?;
-        let setup = self.load_setup(&start).await?;
+        let stream_started = tokio::time::Instant::now();
+        let setup = self.load_setup(&start, stream_started).await?;
         // The call connected: its `call.started` webhooks go out from the job queue. Queued on
         // its own task, so the greeting never waits for the database's writer.
         let started = nixflex_store::NewJob::call_follow_up(
@@ -150,7 +151,11 @@ impl Engine {
         );
     }
 
-    async fn load_setup(&self, start: &StartInfo) -> Result<CallSetup, StreamRefused> {
+    async fn load_setup(
+        &self,
+        start: &StartInfo,
+        stream_started: tokio::time::Instant,
+    ) -> Result<CallSetup, StreamRefused> {
         let param =
             |name: &str| start.custom_parameters.get(name).and_then(|v| v.as_str()).unwrap_or("");
         let call_id = param("call_id");
@@ -218,6 +223,7 @@ impl Engine {
             credentials,
             history,
             caller_context,
+            stream_started,
         })
     }
 }

@@ -355,13 +355,15 @@ impl<T: TimePoint> Pacer<T> {
         self.play_time_of_next().minus(self.lead)
     }
 
-    /// Records that a frame was sent at `at`.
-    pub fn on_sent(&mut self, at: T) {
+    /// Records that a frame was sent at `at`; returns when it plays (its point on the grid).
+    pub fn on_sent(&mut self, at: T) -> T {
         if self.play_time_of_next() < at {
             self.anchor = at;
             self.sent = 0;
         }
+        let plays_at = self.play_time_of_next();
         self.sent = self.sent.saturating_add(1);
+        plays_at
     }
 
     /// How much audio is buffered at Twilio at `at`, by this pacer's account (sent audio
@@ -634,6 +636,17 @@ mod tests {
         // The queue ran dry; audio resumes at 500 ms: no catch-up burst beyond the lead.
         assert_eq!(sends(&mut pacer, &[500, 510, 520], 10), [500, 500, 500, 500, 520]);
         assert!(pacer.buffered(ms(520)) <= Pacer::<Duration>::DEFAULT_LEAD + FRAME_DURATION);
+    }
+
+    #[test]
+    fn pacer_reports_each_frames_play_time_on_its_grid() {
+        let mut pacer = Pacer::new(ms(1000));
+        // The lead goes out at once but plays on the grid.
+        let played: Vec<Duration> = (0..4).map(|_| pacer.on_sent(ms(1000))).collect();
+        assert_eq!(played, [ms(1000), ms(1020), ms(1040), ms(1060)]);
+        // After an underrun the grid restarts at the late send.
+        assert_eq!(pacer.on_sent(ms(1500)), ms(1500));
+        assert_eq!(pacer.on_sent(ms(1500)), ms(1520));
     }
 
     #[test]

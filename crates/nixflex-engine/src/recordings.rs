@@ -107,13 +107,19 @@ impl std::fmt::Debug for Recordings {
     }
 }
 
-/// Whether the carrier records a call of this agent on this number: recording is on (the
-/// number's `record_call` overrides the agent's; `null` inherits) and the effective
-/// `recording_source` (the number's, else the agent's) is `provider`.
+/// Who records a call with these settings, if anyone: recording is on when the number's
+/// `record_call` says so, or (`null`) the agent's does; the source is the number's
+/// `recording_source` if set, else the agent's.
+pub fn recording_source(agent: &AgentSettings, number: &NumberSettings) -> Option<RecordingSource> {
+    number
+        .record_call
+        .unwrap_or(agent.record_call)
+        .then(|| number.recording_source.unwrap_or(agent.recording_source))
+}
+
+/// Whether the carrier records a call of this agent on this number (the source is `provider`).
 pub fn carrier_records(agent: &AgentSettings, number: &NumberSettings) -> bool {
-    let record = number.record_call.unwrap_or(agent.record_call);
-    let source = number.recording_source.unwrap_or(agent.recording_source);
-    record && source == RecordingSource::Provider
+    recording_source(agent, number) == Some(RecordingSource::Provider)
 }
 
 /// The object path of a call's recording.
@@ -419,5 +425,33 @@ mod tests {
             ..NumberSettings::default()
         };
         assert!(carrier_records(&agent_ours, &provider));
+    }
+
+    #[test]
+    fn the_numbers_settings_override_the_agents() {
+        let agent = |record_call, recording_source| AgentSettings {
+            record_call,
+            recording_source,
+            ..AgentSettings::default()
+        };
+        let number = |record_call, recording_source| NumberSettings {
+            record_call,
+            recording_source,
+            ..NumberSettings::default()
+        };
+        use RecordingSource::{Nixflex, Provider};
+        let cases = [
+            (agent(true, Provider), number(None, None), Some(Provider)),
+            (agent(true, Nixflex), number(None, None), Some(Nixflex)),
+            (agent(true, Provider), number(None, Some(Nixflex)), Some(Nixflex)),
+            (agent(true, Nixflex), number(Some(true), Some(Provider)), Some(Provider)),
+            (agent(true, Nixflex), number(Some(false), None), None),
+            (agent(false, Nixflex), number(None, None), None),
+            (agent(false, Nixflex), number(Some(true), Some(Nixflex)), Some(Nixflex)),
+            (agent(false, Provider), number(Some(true), None), Some(Provider)),
+        ];
+        for (agent, number, expected) in cases {
+            assert_eq!(recording_source(&agent, &number), expected, "{number:?}");
+        }
     }
 }

@@ -16,8 +16,9 @@ pub enum Inbound {
     Start(StartInfo),
     /// Caller audio: μ-law bytes were decoded into the buffer given to [`decode`].
     Media {
-        /// Milliseconds since the stream started, per Twilio.
-        timestamp_ms: u64,
+        /// Milliseconds since the stream started, per Twilio (`None` when the message had no
+        /// readable `timestamp`).
+        timestamp_ms: Option<u64>,
     },
     /// A keypad digit.
     Dtmf {
@@ -142,7 +143,7 @@ pub fn decode(text: &str, audio: &mut Vec<u8>) -> Result<Inbound, DecodeError> {
             }
             audio.clear();
             B64.decode_vec(media.payload, audio).map_err(|e| DecodeError(e.to_string()))?;
-            let timestamp_ms = media.timestamp.and_then(|t| t.parse().ok()).unwrap_or(0);
+            let timestamp_ms = media.timestamp.and_then(|t| t.parse().ok());
             Ok(Inbound::Media { timestamp_ms })
         }
         "dtmf" => {
@@ -210,8 +211,10 @@ mod tests {
             &mut audio,
         )
         .unwrap();
-        assert_eq!(media, Inbound::Media { timestamp_ms: 40 });
+        assert_eq!(media, Inbound::Media { timestamp_ms: Some(40) });
         assert_eq!(audio, vec![0xFF, 0xFF, 0x00]);
+        let untimed = r#"{"event":"media","streamSid":"MZ1","media":{"payload":"//8A"}}"#;
+        assert_eq!(decode(untimed, &mut audio).unwrap(), Inbound::Media { timestamp_ms: None });
         assert_eq!(decode(r#"{"event":"dtmf","streamSid":"MZ1","dtmf":{"track":"inbound_track","digit":"7"}}"#, &mut audio).unwrap(), Inbound::Dtmf { digit: '7' });
         assert_eq!(
             decode(r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"1-2"}}"#, &mut audio)

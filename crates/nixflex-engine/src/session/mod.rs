@@ -31,7 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use nixflex_core::agent::AgentSettings;
+use nixflex_core::agent::{AgentSettings, RecordingSource};
 use nixflex_core::call::{
     CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TurnLatency,
 };
@@ -48,6 +48,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
+use crate::capture::CallCapture;
 use crate::engine::{Engine, Recorder};
 use crate::playout::{Pacer, Playout};
 use crate::prompt::{self, Channel, PastCall, PromptContext};
@@ -61,6 +62,12 @@ use turn::{ActiveTurn, TurnEvent, TurnTiming};
 const FRAME: Duration = Duration::from_millis(20);
 /// Inter-digit timeout that ends a DTMF entry without `#`.
 const DTMF_GAP: Duration = Duration::from_millis(1500);
+/// How long encoding and storing the engine's own recording may hold up the call's final
+/// update.
+const RECORDING_SAVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Audio the engine's own recording keeps beyond the agent's duration limit: the closing
+/// goodbye's grace and the stream's set-up.
+const RECORDING_MARGIN: Duration = Duration::from_secs(60);
 
 /// Why a call ended (`ended_reason`, docs/engine.md#ended-reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +116,9 @@ pub(crate) struct CallSetup {
     pub(crate) credentials: TwilioCredentials,
     pub(crate) history: Vec<PastCall>,
     pub(crate) caller_context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// When the stream's `start` message arrived: the zero of the engine's own recording, the
+    /// clock Twilio's media timestamps count from.
+    pub(crate) stream_started: Instant,
 }
 
 impl CallSetup {
@@ -173,6 +183,8 @@ pub(crate) struct Session<W> {
     shutting_down: bool,
     last_heartbeat: Instant,
     audio_buf: Vec<u8>,
+    /// The engine's own recording, when this call is recorded by the engine.
+    capture: Option<CallCapture>,
 }
 
 impl<W> Session<W>
@@ -217,6 +229,13 @@ where
         let (turn_tx, turn_rx) = mpsc::unbounded_channel();
         #[allow(clippy::cast_possible_truncation)]
         let speaking_rate = speaking_rate as f32;
+        let capture = (engine.recordings().is_some()
+            && crate::recordings::recording_source(agent, number)
+                == Some(RecordingSource::Nixflex))
+        .then(|| {
+            let limit = Duration::from_secs(u64::from(agent.max_call_duration_seconds));
+            CallCapture::new(limit + RECORDING_MARGIN)
+        });
         Self {
             engine,
             setup,
@@ -258,6 +277,7 @@ where
             shutting_down: false,
             last_heartbeat: started,
             audio_buf: Vec::with_capacity(320),
+            capture,
         }
     }
 
@@ -267,6 +287,11 @@ where
 
     fn ms(&self, at: Instant) -> u64 {
         u64::try_from(self.offset(at).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// `at` on the clock of the engine's own recording (time since the stream started).
+    fn stream_offset(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.setup.stream_started)
     }
 }
 
@@ -357,7 +382,13 @@ where
         let mut audio = std::mem::take(&mut self.audio_buf);
         let decoded = twilio_ws::decode(text, &mut audio);
         match decoded {
-            Ok(Inbound::Media { .. }) => self.on_caller_audio(&audio).await,
+            Ok(Inbound::Media { timestamp_ms }) => {
+                let arrived = self.stream_offset(Instant::now());
+                if let Some(capture) = self.capture.as_mut() {
+                    capture.caller_frame(timestamp_ms.map(Duration::from_millis), arrived, &audio);
+                }
+                self.on_caller_audio(&audio).await;
+            }
             Ok(Inbound::Mark { name }) => self.playout.on_mark(&name),
             Ok(Inbound::Dtmf { digit }) => self.on_dtmf(digit),
             Ok(Inbound::Stop) => self.ended = Some(EndReason::CallerHangup),
@@ -501,6 +532,50 @@ where
         });
     }
 
+    /// Encodes the engine's own recording (on a blocking thread: the caller is gone, but the
+    /// runtime still carries other calls) and stores it. Bounded by a timeout; a failure is
+    /// logged and the call ends without a recording.
+    async fn save_recording(&self, capture: CallCapture) {
+        let Some(recordings) = self.engine.recordings().cloned() else { return };
+        if capture.is_empty() {
+            return;
+        }
+        let account_id = self.setup.call.account_id.clone();
+        let call_id = self.setup.call.call_id.clone();
+        let save = async move {
+            let wav = match tokio::task::spawn_blocking(move || capture.to_wav()).await {
+                Ok(Ok(wav)) => wav,
+                Ok(Err(error)) => {
+                    tracing::error!(message = "The call's recording could not be encoded.", error = %error);
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(message = "Encoding the call's recording failed.", error = %error);
+                    return;
+                }
+            };
+            let duration_s = wav.duration_s;
+            match recordings
+                .save(&account_id, &call_id, Bytes::from(wav.wav), Some(duration_s))
+                .await
+            {
+                Ok(stored) => tracing::info!(
+                    message = "Call recording stored.",
+                    location = %stored.location,
+                    duration_s
+                ),
+                Err(error) => {
+                    tracing::error!(message = "The call's recording could not be stored.", error = %error);
+                }
+            }
+        };
+        if tokio::time::timeout(RECORDING_SAVE_TIMEOUT, save).await.is_err() {
+            tracing::error!(
+                message = "Storing the call's recording timed out; the call ends without it."
+            );
+        }
+    }
+
     async fn finish(mut self, reason: EndReason) -> EndReason {
         self.cancel_turn();
         if let Some(input) = self.stt_input.take() {
@@ -522,6 +597,12 @@ where
         let _ = self.writer.close().await;
         let ended_at = nixflex_store::now();
         let duration = i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX);
+        // Before the final update, which queues the follow-up: the analysis and the
+        // `call.completed` webhook then find the recording on the call.
+        if let Some(mut capture) = self.capture.take() {
+            capture.end(self.stream_offset(Instant::now()));
+            self.save_recording(capture).await;
+        }
         self.recorder.record_end(CallUpdate {
             call_status: Some(CallStatus::Completed),
             ended_reason: Some(reason.into()),

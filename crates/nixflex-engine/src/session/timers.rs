@@ -77,7 +77,12 @@ where
             match self.playout.next_frame() {
                 Some(Frame::Audio(frame)) => {
                     let message = twilio_ws::media(&self.stream_sid, frame);
-                    self.pacer.on_sent(now);
+                    let plays_at = self.pacer.on_sent(now);
+                    if let Some(capture) = self.capture.as_mut() {
+                        let plays_at =
+                            plays_at.saturating_duration_since(self.setup.stream_started);
+                        capture.agent_frame(plays_at, frame);
+                    }
                     if self.timing.first_frame.is_none()
                         && self.active.as_ref().is_some_and(|t| t.kind.answers_caller())
                     {

@@ -376,6 +376,12 @@ where
         let clear = twilio_ws::clear(&self.stream_sid);
         self.send(clear).await;
         let interrupted = self.playout.clear();
+        // What was sent ahead of its play time is dropped by the clear: the caller never heard
+        // it, so the engine's own recording does not keep it either.
+        let cleared_at = self.stream_offset(Instant::now());
+        if let Some(capture) = self.capture.as_mut() {
+            capture.cut_agent(cleared_at);
+        }
         self.end_after_playout = None;
         if let Some(active) = self.active.take() {
             active.task.abort();

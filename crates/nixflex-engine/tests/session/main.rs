@@ -131,6 +131,8 @@ struct Lab {
     from_server: futures::channel::mpsc::UnboundedReceiver<String>,
     session: tokio::task::JoinHandle<Option<nixflex_engine::EndReason>>,
     seq: u64,
+    /// Where the engine's recordings go, when it has a recordings service.
+    recordings_dir: Option<tempfile::TempDir>,
     /// Frame `n` is sent at `clock + n × 20 ms` (an absolute grid: timer rounding never drifts).
     clock: Instant,
 }
@@ -148,6 +150,10 @@ struct LabOptions {
     twilio_base: String,
     /// The engine's drain time.
     drain_timeout: Duration,
+    /// Give the engine a recordings service over a temporary directory.
+    recordings: bool,
+    /// The number's settings.
+    number_settings: NumberSettings,
 }
 
 impl Default for LabOptions {
@@ -157,6 +163,8 @@ impl Default for LabOptions {
             record_has_sid: true,
             twilio_base: "http://127.0.0.1:9".into(),
             drain_timeout: Duration::from_secs(30),
+            recordings: false,
+            number_settings: NumberSettings::default(),
         }
     }
 }
@@ -198,7 +206,7 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         inbound_enabled: true,
         outbound_enabled: true,
         sms_reply_enabled: true,
-        settings: NumberSettings::default(),
+        settings: options.number_settings.clone(),
         webhook_url: None,
         webhook2_url: None,
         precall_url: None,
@@ -255,9 +263,25 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
     .unwrap();
     let customer = nixflex_providers::customer::CustomerHttp::new(true).unwrap();
     let follow_up_wake = Arc::new(tokio::sync::Notify::new());
+    let recordings_dir = options.recordings.then(|| tempfile::tempdir().unwrap());
+    let recordings = recordings_dir.as_ref().map(|dir| {
+        nixflex_engine::Recordings::new(
+            nixflex_engine::RecordingsConfig {
+                server: nixflex_providers::storage::ObjectStorage::local(dir.path()).unwrap(),
+                server_kind: nixflex_engine::recordings::ServerStore::Local,
+                public_url: "http://127.0.0.1:9".into(),
+                url_ttl: Duration::from_secs(3600),
+                retention: None,
+                allow_private_buckets: false,
+            },
+            memory.clone(),
+            secrets.clone(),
+        )
+    });
     let config = EngineConfig {
         drain_timeout: options.drain_timeout,
         follow_up_wake: Some(follow_up_wake.clone()),
+        recordings,
         ..EngineConfig::default()
     };
     let engine = Engine::new(store.clone(), secrets, twilio, providers, customer, config);
@@ -277,6 +301,7 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         from_server,
         session,
         seq: 0,
+        recordings_dir,
         clock: Instant::now(),
     };
     lab.send(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}));
@@ -618,4 +643,202 @@ async fn actions_the_server_cannot_carry_out_are_not_offered_and_their_use_is_re
         asked.contains("transfer you asked for was NOT made") && asked.ends_with("Hello?"),
         "{asked}"
     );
+}
+
+/// The engine's own recording read back: per-channel loudness of each 20 ms window.
+struct Wav {
+    caller: Vec<f64>,
+    agent: Vec<f64>,
+    duration: Duration,
+}
+
+impl Wav {
+    fn parse(bytes: &[u8]) -> Self {
+        let mut reader = hound::WavReader::new(std::io::Cursor::new(bytes)).unwrap();
+        let spec = reader.spec();
+        assert_eq!(
+            (spec.channels, spec.sample_rate, spec.bits_per_sample, spec.sample_format),
+            (2, 8000, 16, hound::SampleFormat::Int),
+            "a dual-channel 16-bit PCM WAV at 8 kHz"
+        );
+        let duration = Duration::from_micros(u64::from(reader.duration()) * 125);
+        let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+        let channel = |offset: usize| -> Vec<f64> {
+            let channel: Vec<i16> = samples.iter().skip(offset).step_by(2).copied().collect();
+            channel.chunks(160).map(tone::rms).collect()
+        };
+        Self { caller: channel(0), agent: channel(1), duration }
+    }
+
+    /// The 20 ms windows that lie wholly within `from..to`.
+    fn windows(track: &[f64], from: Duration, to: Duration) -> &[f64] {
+        let first = usize::try_from(from.as_millis().div_ceil(20)).unwrap();
+        let last = usize::try_from(to.as_millis() / 20).unwrap().min(track.len());
+        &track[first.min(last)..last]
+    }
+
+    fn sounds(track: &[f64], from: Duration, to: Duration) -> bool {
+        let windows = Self::windows(track, from, to);
+        !windows.is_empty() && windows.iter().all(|&rms| rms > 1000.0)
+    }
+
+    fn silent(track: &[f64], from: Duration, to: Duration) -> bool {
+        Self::windows(track, from, to).iter().all(|&rms| rms < 1.0)
+    }
+}
+
+/// Allowed error when comparing the recording with what the caller side saw.
+const SLACK: Duration = Duration::from_millis(100);
+
+#[tokio::test]
+async fn the_engines_recording_holds_both_sides_on_one_clock_and_drops_audio_cut_by_a_barge_in() {
+    const GREETING: &str = "Welcome to the bakery, we have a lot of bread to tell you about today.";
+    let options = LabOptions { recordings: true, ..LabOptions::default() };
+    let mut lab = lab_with(
+        json!({"welcome_message": GREETING, "interruption_sensitivity": 100,
+               "recording_source": "nixflex", "silence_hangup_seconds": 45}),
+        options,
+    )
+    .await;
+    lab.llm.replies.lock().unwrap().push_back("We have rye today.".to_owned());
+    let start = lab.clock;
+    let mut out = Vec::new();
+    // Twilio's timestamps of the frames that carried the caller's speech.
+    let mut spoken = Vec::new();
+    let speech = Duration::from_millis(1000)..Duration::from_millis(1600);
+    while start.elapsed() < Duration::from_millis(2600) {
+        let next_frame_at = Duration::from_millis(20 * lab.seq);
+        let speaking = speech.contains(&next_frame_at);
+        if speaking {
+            spoken.push(Duration::from_millis(20 * (lab.seq + 1)));
+        }
+        lab.frame(speaking).await;
+        lab.drain(&mut out);
+    }
+    lab.stt.say("Do you have rye?").await;
+    while start.elapsed() < Duration::from_millis(5000) {
+        lab.frame(false).await;
+        lab.drain(&mut out);
+    }
+    lab.send(json!({"event": "stop", "sequenceNumber": "999", "streamSid": "MZ1", "stop": {"accountSid": "AC", "callSid": "CA"}}));
+    let hung_up = start.elapsed();
+    assert_eq!(lab.session.await.unwrap().map(|r| r.as_str()), Some("caller_hangup"));
+
+    // What the caller side saw, on the same clock (the stream started with the lab's clock).
+    let at = |t: Instant| t.duration_since(start);
+    // The server answers while processing a frame; the lab reads it when the next one is due.
+    let clear = at(out.iter().find(|(_, e, _)| e == "clear").expect("a barge-in").0)
+        - Duration::from_millis(20);
+    let media: Vec<Duration> =
+        out.iter().filter(|(_, e, _)| e == "media").map(|(t, _, _)| at(*t)).collect();
+    let greeting_from = media[0];
+    let reply: Vec<Duration> = media.iter().copied().filter(|t| *t > clear).collect();
+    let (reply_from, reply_to) = (reply[0], *reply.last().unwrap());
+    let (speech_from, speech_to) = (spoken[0], *spoken.last().unwrap() + Duration::from_millis(20));
+    assert!(clear > speech_from && clear < speech_to, "the barge-in came while the caller spoke");
+
+    let call = lab.store.find_call(&lab.call_id.as_str().into()).await.unwrap().unwrap();
+    let stored = call.recording.clone().expect("the call has its recording");
+    assert_eq!(stored.location, "local:recordings/acct_1/call_1.wav");
+    assert_eq!(
+        *lab.memory.recording_at_finish.lock().unwrap(),
+        [true],
+        "the recording was on the call when its final update queued the follow-up"
+    );
+    let file = lab.recordings_dir.as_ref().unwrap().path().join("recordings/acct_1/call_1.wav");
+    let bytes =
+        lab.engine.recordings().unwrap().read(&call.account_id, &stored.location).await.unwrap();
+    assert_eq!(bytes, std::fs::read(file).unwrap());
+    let wav = Wav::parse(&bytes);
+    assert!((stored.duration_s.unwrap() - wav.duration.as_secs_f64()).abs() < 1e-9);
+    assert!(wav.duration.abs_diff(hung_up) <= SLACK, "{:?} vs {hung_up:?}", wav.duration);
+
+    // The caller's channel: silent, their speech where they spoke it, silent again.
+    assert!(Wav::silent(&wav.caller, Duration::ZERO, speech_from.saturating_sub(SLACK)));
+    assert!(Wav::sounds(&wav.caller, speech_from + SLACK, speech_to - SLACK));
+    assert!(Wav::silent(&wav.caller, speech_to + SLACK, wav.duration));
+    // The agent's channel: the greeting until the clear, nothing of what was queued past it
+    // (the pacer sends 60 ms ahead), silence until the reply, the reply, silence.
+    assert!(Wav::silent(&wav.agent, Duration::ZERO, greeting_from.saturating_sub(SLACK)));
+    assert!(Wav::sounds(&wav.agent, greeting_from + SLACK, clear - SLACK));
+    assert!(
+        Wav::silent(&wav.agent, clear + Duration::from_millis(20), reply_from - SLACK),
+        "the agent channel is silent from the clear to the next turn: {:?}",
+        Wav::windows(
+            &wav.agent,
+            clear - Duration::from_millis(40),
+            clear + Duration::from_millis(100)
+        )
+    );
+    assert!(Wav::sounds(&wav.agent, reply_from + SLACK, reply_to - SLACK));
+    assert!(Wav::silent(&wav.agent, reply_to + SLACK, wav.duration));
+}
+
+/// A short call with some caller speech, then the caller hangs up; returns the lab.
+async fn short_call(agent: serde_json::Value, number_settings: NumberSettings) -> Lab {
+    let options = LabOptions { recordings: true, number_settings, ..LabOptions::default() };
+    let mut lab = lab_with(agent, options).await;
+    for n in 0..60 {
+        lab.frame((20..40).contains(&n)).await;
+    }
+    lab.send(json!({"event": "stop", "sequenceNumber": "999", "streamSid": "MZ1", "stop": {"accountSid": "AC", "callSid": "CA"}}));
+    (&mut lab.session).await.unwrap();
+    lab
+}
+
+fn recorded_files(lab: &Lab) -> usize {
+    let dir = lab.recordings_dir.as_ref().unwrap().path().join("recordings");
+    walk(&dir)
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries.map(|e| e.unwrap().path()).map(|p| if p.is_dir() { walk(&p) } else { 1 }).sum()
+}
+
+#[tokio::test]
+async fn the_engine_records_nothing_when_recording_is_off_or_left_to_the_carrier() {
+    let cases = [
+        (
+            json!({"welcome_message": "Hi.", "recording_source": "nixflex", "record_call": false}),
+            NumberSettings::default(),
+            "the agent does not record",
+        ),
+        (
+            json!({"welcome_message": "Hi.", "recording_source": "nixflex"}),
+            NumberSettings { record_call: Some(false), ..NumberSettings::default() },
+            "the number turns recording off",
+        ),
+        (
+            json!({"welcome_message": "Hi."}),
+            NumberSettings::default(),
+            "the carrier records (the default source)",
+        ),
+        (
+            json!({"welcome_message": "Hi.", "recording_source": "nixflex"}),
+            NumberSettings {
+                recording_source: Some(nixflex_core::agent::RecordingSource::Provider),
+                ..NumberSettings::default()
+            },
+            "the number leaves recording to the carrier",
+        ),
+        // The control: the same call is recorded when the engine is the source.
+        (
+            json!({"welcome_message": "Hi."}),
+            NumberSettings {
+                recording_source: Some(nixflex_core::agent::RecordingSource::Nixflex),
+                ..NumberSettings::default()
+            },
+            "recorded",
+        ),
+    ];
+    for (agent, number, case) in cases {
+        let lab = short_call(agent, number).await;
+        // The next lab pauses the clock afresh.
+        tokio::time::resume();
+        let call = lab.store.find_call(&lab.call_id.as_str().into()).await.unwrap().unwrap();
+        let recorded = case == "recorded";
+        assert_eq!(call.recording.is_some(), recorded, "{case}");
+        assert_eq!(recorded_files(&lab), usize::from(recorded), "{case}");
+    }
 }

@@ -6,12 +6,14 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use nixflex_core::agent::Agent;
+use nixflex_core::call::StoredRecording;
 use nixflex_core::call::{CallRecord, CallStatus};
 use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
 use nixflex_core::number::PhoneNumber;
 use nixflex_engine::CallStore;
 use nixflex_store::{
-    Account, Admission, ApiKey, CallUpdate, CallerRecord, NewJob, Page, StoreError,
+    Account, AccountStorage, Admission, ApiKey, CallUpdate, CallerRecord, ExpiredRecording, NewJob,
+    Page, RecordingRepo, StoreError,
 };
 
 /// Calls, numbers and agents in memory. Accounts and keys are not kept: accounts have no limit
@@ -24,6 +26,8 @@ pub struct MemoryStore {
     /// Jobs queued: `call.started` at stream start, follow-ups with calls' final updates (once
     /// per idempotency key).
     pub follow_ups: Mutex<Vec<NewJob>>,
+    /// For each final update: whether the call already had its recording then.
+    pub recording_at_finish: Mutex<Vec<bool>>,
 }
 
 #[async_trait::async_trait]
@@ -184,6 +188,9 @@ impl CallStore for MemoryStore {
         if !self.update_call(call_id, update, at).await? {
             return Ok(false);
         }
+        let recorded =
+            self.calls.lock().unwrap().get(call_id.as_str()).is_some_and(|c| c.recording.is_some());
+        self.recording_at_finish.lock().unwrap().push(recorded);
         let mut queued = self.follow_ups.lock().unwrap();
         for job in follow_ups {
             if !queued.iter().any(|q| q.idempotency_key == job.idempotency_key) {
@@ -211,5 +218,90 @@ impl CallStore for MemoryStore {
         _limit: i64,
     ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
         Ok(Vec::new())
+    }
+}
+
+/// Recording locations on the calls in memory; no account has its own bucket.
+#[async_trait::async_trait]
+impl RecordingRepo for MemoryStore {
+    async fn set_call_recording(
+        &self,
+        call_id: &CallId,
+        recording: &StoredRecording,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut calls = self.calls.lock().unwrap();
+        let Some(call) = calls.get_mut(call_id.as_str()) else { return Ok(false) };
+        call.recording = Some(recording.clone());
+        call.updated_at = at;
+        Ok(true)
+    }
+
+    async fn clear_call_recording(
+        &self,
+        call_id: &CallId,
+        location: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut calls = self.calls.lock().unwrap();
+        let Some(call) = calls.get_mut(call_id.as_str()) else { return Ok(false) };
+        if call.recording.as_ref().is_none_or(|r| r.location != location) {
+            return Ok(false);
+        }
+        call.recording = None;
+        call.updated_at = at;
+        Ok(true)
+    }
+
+    async fn set_carrier_recording(
+        &self,
+        _call_id: &CallId,
+        _recording_sid: &str,
+        _at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn clear_carrier_recording(
+        &self,
+        _call_id: &CallId,
+        _recording_sid: &str,
+        _at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn carrier_recording(&self, _call_id: &CallId) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+
+    async fn account_recordings(
+        &self,
+        _account_id: &AccountId,
+    ) -> Result<Vec<ExpiredRecording>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn expired_recordings(
+        &self,
+        _before: DateTime<Utc>,
+        _limit: i64,
+    ) -> Result<Vec<ExpiredRecording>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn account_storage(
+        &self,
+        _account_id: &AccountId,
+    ) -> Result<Option<AccountStorage>, StoreError> {
+        Ok(None)
+    }
+
+    async fn put_account_storage(&self, _storage: &AccountStorage) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn delete_account_storage(&self, _account_id: &AccountId) -> Result<bool, StoreError> {
+        Ok(false)
     }
 }

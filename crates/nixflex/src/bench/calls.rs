@@ -95,6 +95,32 @@ pub struct CallsBenchArgs {
     /// Stop a sweep once more than this fraction of a run's calls failed.
     #[arg(long, default_value_t = 0.5)]
     pub stop_failure_ratio: f64,
+    /// How the benchmark's agent records its calls: `off` (`record_call: false`), `provider`
+    /// (the agent's defaults: the carrier records) or `nixflex` (the engine records each call
+    /// itself and stores a WAV in the server's recordings directory).
+    #[arg(long, value_enum, default_value_t = BenchRecording::Provider)]
+    pub recording: BenchRecording,
+}
+
+/// `--recording`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchRecording {
+    /// `record_call: false`.
+    Off,
+    /// `record_call: true`, `recording_source: provider` (the agent defaults).
+    Provider,
+    /// `record_call: true`, `recording_source: nixflex`.
+    Nixflex,
+}
+
+impl BenchRecording {
+    fn agent_fields(self) -> Value {
+        match self {
+            Self::Off => json!({"record_call": false}),
+            Self::Provider => json!({"record_call": true, "recording_source": "provider"}),
+            Self::Nixflex => json!({"record_call": true, "recording_source": "nixflex"}),
+        }
+    }
 }
 
 /// Runs the benchmark and prints the report.
@@ -138,6 +164,7 @@ struct Plan {
     eagerness: Duration,
     say: Duration,
     ramp: Duration,
+    recording: BenchRecording,
 }
 
 impl Plan {
@@ -149,6 +176,7 @@ impl Plan {
             eagerness: Duration::from_millis(u64::from(args.eagerness_ms)),
             say: Duration::from_millis(args.say_ms),
             ramp: Duration::from_millis(args.ramp_ms),
+            recording: args.recording,
         }
     }
 
@@ -323,6 +351,27 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// WAV files under the server's recordings directory and their total size.
+    fn recording_files(&self) -> (usize, u64) {
+        fn walk(dir: &std::path::Path, found: &mut (usize, u64)) {
+            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, found);
+                } else if let Ok(meta) = entry.metadata() {
+                    found.0 += 1;
+                    found.1 += meta.len();
+                }
+            }
+        }
+        let mut found = (0, 0);
+        if let Some(dir) = &self.data_dir {
+            walk(&dir.path().join("recordings"), &mut found);
+        }
+        found
+    }
+
     async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -473,13 +522,19 @@ async fn provision(
         bail!("the sign-up answer has no key: {signup}");
     };
     let bearer = format!("Bearer {key_id}:{secret}");
+    let mut body = json!({
+        "name": "Bench agent",
+        "welcome_message": GREETING,
+        "response_eagerness": plan.eagerness.as_millis(),
+        "interruption_sensitivity": 0,
+    });
+    if let (Some(body), Value::Object(fields)) =
+        (body.as_object_mut(), plan.recording.agent_fields())
+    {
+        body.extend(fields);
+    }
     let agent: Value = checked(
-        http.post(format!("{base}/v1/agents")).header("authorization", &bearer).json(&json!({
-            "name": "Bench agent",
-            "welcome_message": GREETING,
-            "response_eagerness": plan.eagerness.as_millis(),
-            "interruption_sensitivity": 0,
-        })),
+        http.post(format!("{base}/v1/agents")).header("authorization", &bearer).json(&body),
         "creating the agent",
     )
     .await?;
@@ -716,6 +771,10 @@ struct RunReport {
     log_problems: usize,
     log_examples: Vec<String>,
     kept: Option<PathBuf>,
+    /// Call records with a recording.
+    recorded: usize,
+    /// WAV files in the server's recordings directory, and their bytes.
+    recording_files: (usize, u64),
 }
 
 const SERVER_FIELDS: [&str; 6] = [
@@ -759,6 +818,7 @@ async fn run_once(args: &CallsBenchArgs, n: usize, clk_tck: f64) -> anyhow::Resu
 
     let records = fetch_call_records(&http, &server.base, &setup.bearer, n).await?;
     let (log_problems, log_examples) = server.log_problems(5);
+    let recording_files = server.recording_files();
     let kept = server.data_dir.is_none().then(|| server.log_path.clone());
     drop(server);
     drop(emulators);
@@ -798,6 +858,8 @@ async fn run_once(args: &CallsBenchArgs, n: usize, clk_tck: f64) -> anyhow::Resu
         log_problems,
         log_examples,
         kept,
+        recorded: 0,
+        recording_files,
     };
     for call in &placed {
         report.add_call(call);
@@ -946,6 +1008,9 @@ impl RunReport {
     }
 
     fn add_record(&mut self, record: &Value) {
+        if record["recording_duration_s"].is_number() {
+            self.recorded += 1;
+        }
         let reason = record["ended_reason"].as_str().unwrap_or("(not ended)").to_owned();
         *self.server_reasons.entry(reason).or_default() += 1;
         for turn in record["latency"].as_array().into_iter().flatten() {
@@ -980,14 +1045,15 @@ impl RunReport {
         let n = self.n as f64;
         println!(
             "\n=== nixflex bench calls: N={} calls x {} turns | LLM TTFB {} ms, TTS TTFB {} ms, \
-             response_eagerness {} ms, caller speech {} ms, ramp {} ms ===",
+             response_eagerness {} ms, caller speech {} ms, ramp {} ms, recording {:?} ===",
             self.n,
             plan.turns,
             plan.llm_ttfb.as_millis(),
             plan.tts_ttfb.as_millis(),
             plan.eagerness.as_millis(),
             plan.say.as_millis(),
-            plan.ramp.as_millis()
+            plan.ramp.as_millis(),
+            plan.recording
         );
         println!(
             "calls: {} placed, {} completed as scripted, {} failed {:?}; peak concurrent {}; wall {:.1} s",
@@ -1057,6 +1123,14 @@ impl RunReport {
             self.machine_cpu_s,
             self.wall.as_secs_f64() * cores as f64,
             (self.machine_cpu_s - self.server_cpu_s - self.bench_cpu_s).max(0.0)
+        );
+        println!(
+            "recording: {:?}; {} call records with a recording; {} files, {:.1} MiB in the \
+             server's recordings directory",
+            plan.recording,
+            self.recorded,
+            self.recording_files.0,
+            self.recording_files.1 as f64 / 1024.0 / 1024.0
         );
         println!("server log: {} warning/error lines", self.log_problems);
         for line in &self.log_examples {

@@ -689,9 +689,90 @@ async fn a_finished_call_is_analysed_and_its_webhook_delivered(backend: Backend)
     assert_eq!((&attempts[2]["attempt"], &attempts[2]["delivered"]), (&json!(2), &json!(true)));
 }
 
+/// With `recording_source: "nixflex"` the engine records the call itself: the call has a
+/// recording in the server's directory, a dual-channel WAV with the caller's speech on the left
+/// and the agent's on the right where the caller spoke and heard them.
+async fn the_engine_records_a_call_itself_as_a_dual_channel_wav(backend: Backend) {
+    use nixflex_pipeline::audio::tone::rms;
+    use nixflex_testkit::twilio::caller::CallEventKind;
+    let lab = CallLab::start(
+        backend,
+        json!({"name": "Bella", "welcome_message": "Hello, Bella's Bakery!", "recording_source": "nixflex"}),
+    )
+    .await;
+    lab.stt.push_utterance("Do you have rye bread?");
+    lab.llm.push_reply(Reply::text("Yes, we have rye bread. Goodbye! [END_CALL]"));
+    let script = CallerScript::new()
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(0.6), secs(15.0))
+        .say("Do you have rye bread?", secs(1.5))
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(6.0), secs(20.0));
+    let recording = lab.caller.place_inbound_call(lab.place(), script).await;
+    assert!(recording.errors().is_empty(), "{:?}", recording.errors());
+    let call = lab.finished_call().await;
+    let call_id = call["call_id"].as_str().unwrap();
+    let duration = call["recording_duration_s"].as_f64().expect("the call has a recording");
+    assert!(call["recording_url"].is_string(), "{call}");
+
+    let store = nixflex_store::open(&lab.app.config.effective_database_url(), 2).await.unwrap();
+    let record = store.find_call(&call_id.into()).await.unwrap().unwrap();
+    let location = record.recording.expect("a recording location").location;
+    let path = format!("recordings/{}/{call_id}.wav", lab.key.account_id);
+    assert_eq!(location, format!("local:{path}"));
+    let bytes = std::fs::read(lab.app.config.recordings_dir().join(&path)).unwrap();
+    let mut reader = hound::WavReader::new(std::io::Cursor::new(bytes)).unwrap();
+    let spec = reader.spec();
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample, spec.sample_format),
+        (2, 8000, 16, hound::SampleFormat::Int)
+    );
+    assert!((f64::from(reader.duration()) / 8000.0 - duration).abs() < 1e-6);
+    let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+    let channel =
+        |offset: usize| -> Vec<i16> { samples.iter().skip(offset).step_by(2).copied().collect() };
+    let (caller, agent) = (channel(0), channel(1));
+
+    // The recording's clock starts with the stream; the emulator's with the voice webhook.
+    let stream_at =
+        recording.first_event(|k| matches!(k, CallEventKind::StreamConnected { .. })).unwrap();
+    let loud = |track: &[i16], from: Duration, to: Duration| {
+        // The middle of a span, leaving the clocks' difference and set-up jitter aside.
+        let slack = Duration::from_millis(200);
+        let index =
+            |t: Duration| usize::try_from((t.saturating_sub(stream_at)).as_millis()).unwrap() * 8;
+        let (first, last) = (index(from + slack), index(to.saturating_sub(slack)).min(track.len()));
+        assert!(first + 800 <= last, "a span too short to check: {from:?}..{to:?}");
+        track[first..last].chunks(800).all(|window| rms(window) > 100.0)
+    };
+    let spoke_from =
+        recording.first_event(|k| matches!(k, CallEventKind::CallerSpeechStarted { .. })).unwrap();
+    let spoke_to =
+        recording.first_event(|k| matches!(k, CallEventKind::CallerSpeechEnded { .. })).unwrap();
+    assert!(loud(&caller, spoke_from, spoke_to), "the caller's speech is on the left channel");
+    let utterances = recording.agent_utterances();
+    assert_eq!(utterances.len(), 2, "greeting and answer");
+    for utterance in &utterances {
+        assert!(
+            loud(&agent, utterance.start, utterance.end),
+            "the agent is on the right: {utterance:?}"
+        );
+    }
+    // Each side is silent while only the other speaks.
+    let quiet = |track: &[i16], from: Duration, to: Duration| {
+        let index =
+            |t: Duration| usize::try_from((t.saturating_sub(stream_at)).as_millis()).unwrap() * 8;
+        track[index(from)..index(to).min(track.len())].iter().all(|&s| s == 0)
+    };
+    let slack = Duration::from_millis(200);
+    assert!(quiet(&caller, utterances[0].start + slack, utterances[0].end - slack));
+    assert!(quiet(&agent, spoke_from + slack, spoke_to - slack));
+}
+
 on_backend!(
     sqlite,
     Sqlite,
+    the_engine_records_a_call_itself_as_a_dual_channel_wav,
     a_caller_talks_with_the_agent_until_it_ends_the_call,
     barge_in_clears_the_agent_and_keeps_only_what_was_heard,
     silence_is_reprompted_then_the_call_ends,
@@ -706,6 +787,7 @@ on_backend!(
 on_backend!(
     postgres,
     Postgres,
+    the_engine_records_a_call_itself_as_a_dual_channel_wav,
     a_caller_talks_with_the_agent_until_it_ends_the_call,
     unanswerable_calls_hear_busy,
     a_retried_voice_webhook_gets_a_token_that_works,
