@@ -21,6 +21,8 @@ pub struct Received {
     pub body: Vec<u8>,
     /// The status the receiver answered.
     pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -67,6 +69,7 @@ async fn receive(
             headers,
             body: body.to_vec(),
             status,
+            at: std::time::Instant::now(),
         });
     }
     StatusCode::from_u16(status).unwrap_or(StatusCode::OK)

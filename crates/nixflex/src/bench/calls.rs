@@ -40,6 +40,7 @@ use nixflex_testkit::twilio::caller::{
     CallEventKind, CallOutcome, CallRecording, CallerConfig, CallerEmulator, CallerScript, EndedBy,
     PlaceCall, UTTERANCE_GAP,
 };
+use nixflex_testkit::webhook::{Received, WebhookReceiver};
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -215,10 +216,24 @@ fn turn_label(turn: usize) -> String {
     format!("turn {turn}")
 }
 
-/// The LLM's answer: a two-sentence reply, and the goodbye with `[END_CALL]` once the caller
-/// has spoken `turns` times (counted as the user messages that are not engine notes like
+/// The LLM's answer: the analysis when asked for it, else a two-sentence reply, and the goodbye
+/// with `[END_CALL]` once the caller has spoken `turns` times (counted as the user messages that are not engine notes like
 /// `[The call connected.]`).
 fn reply_for(body: &Value, turns: usize) -> Reply {
+    // The post-call analysis asks for one forced tool call.
+    if body["tool_choice"]["name"] == "record_call_analysis" {
+        return Reply::tool_call(
+            "record_call_analysis",
+            json!({
+                "call_summary": "The caller asked three questions and the agent answered them.",
+                "caller_sentiment": "neutral",
+                "call_successful": true,
+                "extracted_data": {},
+                "caller_name": null,
+                "call_reason": "questions",
+            }),
+        );
+    }
     let caller_turns = body["messages"].as_array().map_or(0, |messages| {
         messages
             .iter()
@@ -510,6 +525,7 @@ async fn provision(
     base: &str,
     emulators: &Emulators,
     plan: Plan,
+    webhook_url: &str,
 ) -> anyhow::Result<Setup> {
     let signup: Value = checked(
         http.post(format!("{base}/v1/keys"))
@@ -527,6 +543,7 @@ async fn provision(
         "welcome_message": GREETING,
         "response_eagerness": plan.eagerness.as_millis(),
         "interruption_sensitivity": 0,
+        "webhook_url": webhook_url,
     });
     if let (Some(body), Value::Object(fields)) =
         (body.as_object_mut(), plan.recording.agent_fields())
@@ -582,7 +599,7 @@ async fn place_calls(
     template: &PlaceCall,
     plan: Plan,
     n: usize,
-) -> Vec<Placed> {
+) -> (Vec<Placed>, std::time::Instant) {
     let script = plan.script();
     let origin = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(n);
@@ -613,7 +630,7 @@ async fn place_calls(
             }
         });
     }
-    placed
+    (placed, origin.into_std())
 }
 
 /// Every call record of the account, with transcript and latency, once all `n` have ended (or
@@ -775,6 +792,12 @@ struct RunReport {
     recorded: usize,
     /// WAV files in the server's recordings directory, and their bytes.
     recording_files: (usize, u64),
+    /// Hang-up (the caller's stream closed) → the `call.completed` webhook received.
+    hangup_to_webhook: Dist,
+    /// Calls whose `call.completed` never arrived.
+    webhooks_missing: usize,
+    /// `call.completed` deliveries for the same call beyond the first.
+    webhooks_doubled: usize,
 }
 
 const SERVER_FIELDS: [&str; 6] = [
@@ -795,7 +818,8 @@ async fn run_once(args: &CallsBenchArgs, n: usize, clk_tck: f64) -> anyhow::Resu
         .context("building the HTTP client")?;
     let mut server = ServerProcess::spawn(args, &emulators, n)?;
     server.wait_ready(&http).await?;
-    let setup = provision(&http, &server.base, &emulators, plan).await?;
+    let receiver = WebhookReceiver::start().await.context("starting the webhook receiver")?;
+    let setup = provision(&http, &server.base, &emulators, plan, &receiver.url("/hook")).await?;
     let caller = CallerEmulator::with_config(CallerConfig {
         keep_agent_audio: false,
         max_call_duration: plan.max_call(),
@@ -810,13 +834,14 @@ async fn run_once(args: &CallsBenchArgs, n: usize, clk_tck: f64) -> anyhow::Resu
     let bench_before = proc_sample("self").unwrap_or_default();
     let machine_before = machine_busy_ticks().unwrap_or(0);
     let started = Instant::now();
-    let placed = place_calls(&caller, &setup.place, plan, n).await;
+    let (placed, origin) = place_calls(&caller, &setup.place, plan, n).await;
     let wall = started.elapsed();
     let after = proc_sample(&pid).unwrap_or_default();
     let bench_after = proc_sample("self").unwrap_or_default();
     let machine_after = machine_busy_ticks().unwrap_or(0);
 
     let records = fetch_call_records(&http, &server.base, &setup.bearer, n).await?;
+    let delivered = completed_deliveries(&receiver, records.len()).await;
     let (log_problems, log_examples) = server.log_problems(5);
     let recording_files = server.recording_files();
     let kept = server.data_dir.is_none().then(|| server.log_path.clone());
@@ -860,14 +885,34 @@ async fn run_once(args: &CallsBenchArgs, n: usize, clk_tck: f64) -> anyhow::Resu
         kept,
         recorded: 0,
         recording_files,
+        hangup_to_webhook: Dist::new(),
+        webhooks_missing: 0,
+        webhooks_doubled: 0,
     };
     for call in &placed {
         report.add_call(call);
     }
+    report.add_deliveries(&placed, origin, &delivered);
     for record in &records {
         report.add_record(record);
     }
     Ok(report)
+}
+
+/// The `call.completed` webhooks received, once there is one per call record (or after 60 s).
+async fn completed_deliveries(receiver: &WebhookReceiver, calls: usize) -> Vec<Received> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let completed: Vec<Received> = receiver
+            .received()
+            .into_iter()
+            .filter(|r| r.status < 300 && r.json()["event"] == "call.completed")
+            .collect();
+        if completed.len() >= calls || Instant::now() >= deadline {
+            return completed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The most calls in progress at once, from each call's start and length.
@@ -1007,6 +1052,32 @@ impl RunReport {
         }
     }
 
+    /// Pairs each call's hang-up with its `call.completed` delivery (by the Twilio call SID).
+    fn add_deliveries(
+        &mut self,
+        placed: &[Placed],
+        origin: std::time::Instant,
+        delivered: &[Received],
+    ) {
+        let mut by_sid: BTreeMap<String, Vec<std::time::Instant>> = BTreeMap::new();
+        for delivery in delivered {
+            if let Some(sid) = delivery.json()["twilio_call_sid"].as_str() {
+                by_sid.entry(sid.to_owned()).or_default().push(delivery.at);
+            }
+        }
+        for call in placed {
+            let Some(recording) = &call.recording else { continue };
+            let hung_up = origin + call.started + recording.duration;
+            match by_sid.get(&recording.call_sid).map(Vec::as_slice) {
+                Some([first, rest @ ..]) => {
+                    self.hangup_to_webhook.record(first.saturating_duration_since(hung_up));
+                    self.webhooks_doubled += rest.len();
+                }
+                _ => self.webhooks_missing += 1,
+            }
+        }
+    }
+
     fn add_record(&mut self, record: &Value) {
         if record["recording_duration_s"].is_number() {
             self.recorded += 1;
@@ -1131,6 +1202,13 @@ impl RunReport {
             self.recorded,
             self.recording_files.0,
             self.recording_files.1 as f64 / 1024.0 / 1024.0
+        );
+        println!(
+            "hang-up -> call.completed received (analysis with the emulated LLM, then the signed \
+             delivery): {}; {} missing, {} doubled",
+            self.hangup_to_webhook.line(),
+            self.webhooks_missing,
+            self.webhooks_doubled
         );
         println!("server log: {} warning/error lines", self.log_problems);
         for line in &self.log_examples {
