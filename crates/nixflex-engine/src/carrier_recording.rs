@@ -138,7 +138,14 @@ impl CarrierRecordings {
         if self.delete_carrier_copy {
             match self.twilio.delete_recording(&credentials, &job.recording_sid).await {
                 Ok(()) | Err(TwilioError::NotFound { .. }) => {}
-                Err(error) => return Err(twilio_error("deleting the carrier's copy", &error)),
+                Err(error) if error.is_retryable() => {
+                    return Err(twilio_error("deleting the carrier's copy", &error));
+                }
+                // The recording is stored: a refusal (e.g. the credentials were revoked) leaves
+                // the carrier's copy in place rather than killing a job whose work is done.
+                Err(error) => {
+                    tracing::warn!(message = "The carrier refused to delete its copy of the recording; it stays there.", call_id = %call_id, recording_sid = %job.recording_sid, error = %error);
+                }
             }
         }
         Ok(())
