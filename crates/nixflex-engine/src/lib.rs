@@ -18,6 +18,7 @@ pub mod store;
 pub mod tags;
 pub mod twilio_ws;
 pub mod vad;
+pub mod voicemail;
 pub mod webhook;
 
 pub use engine::{Engine, EngineConfig, Providers};
