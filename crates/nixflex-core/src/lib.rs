@@ -13,3 +13,4 @@ pub mod ids;
 pub mod number;
 pub mod phone;
 pub mod validate;
+pub mod window;
