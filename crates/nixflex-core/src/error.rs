@@ -10,7 +10,7 @@ pub enum ErrorType {
     AuthenticationError,
     /// 403: authenticated, but not allowed.
     PermissionError,
-    /// 400 (and 405/413/415): malformed or missing parameters.
+    /// 400 (and 405/413/414/415/416): malformed or missing parameters.
     InvalidRequest,
     /// 402: balance exhausted.
     PaymentRequired,
@@ -177,6 +177,8 @@ error_codes! {
     MessageNotFound => ("message_not_found", NotFound, 404),
     /// The call has no recording (recording was off, it is still being stored, or it was deleted).
     RecordingNotFound => ("recording_not_found", NotFound, 404),
+    /// A `Range` header that selects no byte of the recording.
+    RangeNotSatisfiable => ("range_not_satisfiable", InvalidRequest, 416),
     /// A recording link whose signature is wrong or whose time ran out.
     RecordingLinkInvalid => ("recording_link_invalid", PermissionError, 403),
     /// The bucket refused the test write, so its settings were not saved.
@@ -257,7 +259,7 @@ mod tests {
             let expected: &[u16] = match code.error_type() {
                 ErrorType::AuthenticationError => &[401],
                 ErrorType::PermissionError => &[403],
-                ErrorType::InvalidRequest => &[400, 405, 413, 414, 415],
+                ErrorType::InvalidRequest => &[400, 405, 413, 414, 415, 416],
                 ErrorType::PaymentRequired => &[402],
                 ErrorType::NotFound => &[404],
                 ErrorType::Conflict => &[409],

@@ -16,7 +16,7 @@ use nixflex_core::call::StoredRecording;
 use nixflex_core::crypto::SecretBox;
 use nixflex_core::ids::{AccountId, CallId};
 use nixflex_core::number::NumberSettings;
-use nixflex_providers::storage::{ObjectStorage, S3Config, StorageError};
+use nixflex_providers::storage::{ByteRange, ObjectStorage, ObjectStream, S3Config, StorageError};
 use nixflex_store::{AccountStorage, RecordingRepo, StoreError};
 use secrecy::SecretString;
 
@@ -72,6 +72,12 @@ pub enum RecordingError {
     /// It is in the account's bucket, and the account removed its bucket settings.
     #[error("the recording is in the account's own bucket, which is no longer configured")]
     BucketRemoved,
+    /// The requested byte range is outside the recording.
+    #[error("the range is outside the recording's {size} bytes")]
+    RangeNotSatisfiable {
+        /// The recording's size in bytes.
+        size: u64,
+    },
     /// The object store failed.
     #[error("recording storage: {0}")]
     Storage(String),
@@ -84,6 +90,7 @@ impl From<StorageError> for RecordingError {
     fn from(error: StorageError) -> Self {
         match error {
             StorageError::NotFound => Self::NotFound,
+            StorageError::RangeNotSatisfiable { size } => Self::RangeNotSatisfiable { size },
             other => Self::Storage(other.to_string()),
         }
     }
@@ -314,6 +321,21 @@ impl Recordings {
     ) -> Result<Bytes, RecordingError> {
         let (storage, path) = self.resolve(account_id, location).await?;
         Ok(storage.get(&path).await?)
+    }
+
+    /// Streams a recording, or the byte range asked for, without holding it in memory.
+    ///
+    /// # Errors
+    /// [`RecordingError::NotFound`], [`RecordingError::RangeNotSatisfiable`], or the store's
+    /// failure.
+    pub async fn open(
+        &self,
+        account_id: &AccountId,
+        location: &str,
+        range: Option<ByteRange>,
+    ) -> Result<ObjectStream, RecordingError> {
+        let (storage, path) = self.resolve(account_id, location).await?;
+        Ok(storage.stream(&path, range).await?)
     }
 
     /// Deletes a recording's file (a file already gone counts as deleted).

@@ -28,6 +28,56 @@ pub enum StorageError {
     /// The store refused or failed (credentials, network, server error).
     #[error("{0}")]
     Failed(String),
+    /// The requested byte range is outside the object.
+    #[error("the range is outside the object's {size} bytes")]
+    RangeNotSatisfiable {
+        /// The object's size.
+        size: u64,
+    },
+}
+
+/// A byte range of an object (`Range: bytes=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `start-end`, both inclusive.
+    Bounded(u64, u64),
+    /// `start-`: to the end.
+    From(u64),
+    /// `-n`: the last `n` bytes.
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// The half-open range this selects of an object of `size` bytes, or `None` when it selects
+    /// nothing (RFC 9110: unsatisfiable).
+    pub fn resolve(self, size: u64) -> Option<std::ops::Range<u64>> {
+        let range = match self {
+            Self::Bounded(start, end) if start <= end => start..end.saturating_add(1).min(size),
+            Self::Bounded(..) => return None,
+            Self::From(start) => start..size,
+            Self::Suffix(n) => size.saturating_sub(n)..size,
+        };
+        (range.start < range.end).then_some(range)
+    }
+}
+
+/// An object being read: its size, the range being sent, and the bytes as a stream.
+pub struct ObjectStream {
+    /// The whole object's size.
+    pub size: u64,
+    /// The bytes the stream holds.
+    pub range: std::ops::Range<u64>,
+    /// The bytes.
+    pub stream: futures::stream::BoxStream<'static, Result<Bytes, StorageError>>,
+}
+
+impl std::fmt::Debug for ObjectStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStream")
+            .field("size", &self.size)
+            .field("range", &self.range)
+            .finish()
+    }
 }
 
 impl From<object_store::Error> for StorageError {
@@ -175,6 +225,33 @@ impl ObjectStorage {
         Ok(self.inner.get(&path).await?.bytes().await?)
     }
 
+    /// Streams an object, or the part `range` selects, without holding it in memory.
+    ///
+    /// # Errors
+    /// [`StorageError::NotFound`]; [`StorageError::RangeNotSatisfiable`] when `range` selects
+    /// nothing; otherwise when the store fails.
+    pub async fn stream(
+        &self,
+        path: &str,
+        range: Option<ByteRange>,
+    ) -> Result<ObjectStream, StorageError> {
+        use futures::StreamExt as _;
+        let path = object_path(path)?;
+        let size = self.inner.head(&path).await?.size;
+        let wanted = match range {
+            None => 0..size,
+            Some(range) => range.resolve(size).ok_or(StorageError::RangeNotSatisfiable { size })?,
+        };
+        let options = object_store::GetOptions {
+            range: (wanted != (0..size)).then(|| object_store::GetRange::Bounded(wanted.clone())),
+            ..object_store::GetOptions::default()
+        };
+        let result = self.inner.get_opts(&path, options).await?;
+        let range = result.range.clone();
+        let stream = result.into_stream().map(|chunk| chunk.map_err(StorageError::from)).boxed();
+        Ok(ObjectStream { size, range, stream })
+    }
+
     /// Deletes an object; deleting one that does not exist succeeds.
     ///
     /// # Errors
@@ -227,6 +304,39 @@ mod tests {
         assert!(matches!(storage.get("acc_1/call_1.wav").await, Err(StorageError::NotFound)));
         storage.delete("acc_1/call_1.wav").await.unwrap();
         storage.verify("probe/check.txt").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn objects_stream_whole_or_by_range() {
+        use futures::TryStreamExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let storage = ObjectStorage::local(dir.path()).unwrap();
+        storage.put("a/b.wav", Bytes::from_static(b"0123456789")).await.unwrap();
+        let read = |range| {
+            let storage = storage.clone();
+            async move {
+                let object = storage.stream("a/b.wav", range).await?;
+                let bytes: Vec<Bytes> = object.stream.try_collect().await?;
+                Ok::<_, StorageError>((object.size, object.range, bytes.concat()))
+            }
+        };
+        assert_eq!(read(None).await.unwrap(), (10, 0..10, b"0123456789".to_vec()));
+        assert_eq!(
+            read(Some(ByteRange::Bounded(2, 4))).await.unwrap(),
+            (10, 2..5, b"234".to_vec())
+        );
+        assert_eq!(read(Some(ByteRange::From(7))).await.unwrap(), (10, 7..10, b"789".to_vec()));
+        assert_eq!(read(Some(ByteRange::Suffix(2))).await.unwrap(), (10, 8..10, b"89".to_vec()));
+        assert_eq!(read(Some(ByteRange::Bounded(8, 100))).await.unwrap().2, b"89".to_vec());
+        assert!(matches!(
+            read(Some(ByteRange::From(10))).await,
+            Err(StorageError::RangeNotSatisfiable { size: 10 })
+        ));
+        assert!(matches!(
+            read(Some(ByteRange::Bounded(5, 4))).await,
+            Err(StorageError::RangeNotSatisfiable { .. })
+        ));
+        assert!(matches!(storage.stream("a/none.wav", None).await, Err(StorageError::NotFound)));
     }
 
     #[test]

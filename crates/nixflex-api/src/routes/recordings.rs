@@ -5,13 +5,14 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use nixflex_core::error::ErrorCode;
 use nixflex_core::ids::{AccountId, CallId};
 use nixflex_core::validate::{ValidationError, outbound_url};
 use nixflex_engine::recordings::RecordingError;
+use nixflex_providers::storage::ByteRange;
 use nixflex_store::AccountStorage;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -59,23 +60,72 @@ fn storage_failed(error: &RecordingError) -> ApiError {
     )
 }
 
+/// The single byte range of a `Range: bytes=…` header. Anything else (several ranges, other
+/// units, malformed) is ignored and the whole file is sent, as RFC 9110 allows.
+fn byte_range(headers: &HeaderMap) -> Option<ByteRange> {
+    let value = headers.get(header::RANGE)?.to_str().ok()?.trim();
+    let spec = value.strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let (start, end) = (start.trim(), end.trim());
+    match (start.is_empty(), end.is_empty()) {
+        (false, false) => Some(ByteRange::Bounded(start.parse().ok()?, end.parse().ok()?)),
+        (false, true) => Some(ByteRange::From(start.parse().ok()?)),
+        (true, false) => Some(ByteRange::Suffix(end.parse().ok()?)),
+        (true, true) => None,
+    }
+}
+
+/// Streams the recording (or the byte range asked for), never holding a whole file in memory.
 async fn serve(
     state: &AppState,
     account_id: &AccountId,
     call_id: &CallId,
     location: &str,
+    headers: &HeaderMap,
 ) -> ApiResult<Response> {
-    let audio = match recordings(state)?.read(account_id, location).await {
-        Ok(audio) => audio,
+    let range = byte_range(headers);
+    let object = match recordings(state)?.open(account_id, location, range).await {
+        Ok(object) => object,
         Err(RecordingError::NotFound | RecordingError::BucketRemoved) => {
             return Err(no_recording(call_id.as_str()));
         }
+        Err(RecordingError::RangeNotSatisfiable { size }) => {
+            return Err(ApiError::new(
+                ErrorCode::RangeNotSatisfiable,
+                format!("The requested range is outside the recording's {size} bytes."),
+            )
+            .header(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}"))
+                    .unwrap_or(HeaderValue::from_static("bytes */0")),
+            ));
+        }
         Err(error) => return Err(storage_failed(&error)),
     };
-    let mut response = Body::from(audio).into_response();
+    let partial = range.is_some();
+    let length = object.range.end - object.range.start;
+    let mut response = Body::from_stream(object.stream).into_response();
+    if partial {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    if partial
+        && let Ok(value) = HeaderValue::from_str(&format!(
+            "bytes {}-{}/{}",
+            object.range.start,
+            object.range.end.saturating_sub(1),
+            object.size
+        ))
+    {
+        headers.insert(header::CONTENT_RANGE, value);
+    }
     if let Ok(value) = HeaderValue::from_str(&format!("inline; filename=\"{call_id}.wav\"")) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
@@ -88,7 +138,9 @@ async fn serve(
     get, path = "/v1/calls/{call_id}/recording", tag = "calls",
     params(("call_id" = String, Path, description = "The call id (`call_…`) or its Twilio call SID (`CA…`)")),
     responses(
-        (status = 200, description = "The recording (`audio/wav`)", content_type = "audio/wav", body = Vec<u8>),
+        (status = 200, description = "The recording (`audio/wav`); `Range: bytes=…` (one range) is honoured with 206", content_type = "audio/wav", body = Vec<u8>),
+        (status = 206, description = "The requested byte range", content_type = "audio/wav", body = Vec<u8>),
+        (status = 416, description = "`range_not_satisfiable`", body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
         (status = 404, description = "`call_not_found`, `recording_not_found`", body = ErrorEnvelope),
         (status = 429, description = "`rate_limit_exceeded`", body = ErrorEnvelope),
@@ -99,12 +151,13 @@ async fn get_recording(
     State(state): State<AppState>,
     caller: Caller,
     Path(call_id): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     let call = find_call(&state, &caller.account.account_id, &call_id).await?;
     let Some(recording) = &call.recording else {
         return Err(no_recording(&call_id));
     };
-    serve(&state, &call.account_id, &call.call_id, &recording.location).await
+    serve(&state, &call.account_id, &call.call_id, &recording.location, &headers).await
 }
 
 /// The signature of a recording link.
@@ -118,6 +171,7 @@ async fn get_signed_recording(
     State(state): State<AppState>,
     Path(file): Path<String>,
     Query(link): Query<LinkQuery>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     let invalid = || {
         ApiError::new(
@@ -138,7 +192,7 @@ async fn get_signed_recording(
     let Some(recording) = &call.recording else {
         return Err(no_recording(call_id.as_str()));
     };
-    serve(&state, &call.account_id, &call.call_id, &recording.location).await
+    serve(&state, &call.account_id, &call.call_id, &recording.location, &headers).await
 }
 
 /// Deletes a recording's file. If its store fails, the deletion is queued as a durable job that

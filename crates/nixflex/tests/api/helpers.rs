@@ -223,7 +223,7 @@ pub async fn expect_error(response: Response, status: u16, code: &str) -> Value 
     let error = body["error"].clone();
     assert_eq!(error["code"], code, "body: {text}");
     let expected_type = match status {
-        400 | 405 | 413 | 414 | 415 => "invalid_request",
+        400 | 405 | 413 | 414 | 415 | 416 => "invalid_request",
         401 => "authentication_error",
         402 => "payment_required",
         403 => "permission_error",

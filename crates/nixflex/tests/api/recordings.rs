@@ -121,6 +121,24 @@ async fn recording_links_download_and_expire(backend: Backend) {
     expect_error(app.client.get(&unsigned).send().await.unwrap(), 403, "recording_link_invalid")
         .await;
 
+    // Players seek with one byte range; several ranges get the whole file; a range past the end
+    // is refused with the file's size.
+    let whole = audio(&call);
+    let partial = app.client.get(&url).header("range", "bytes=4-7").send().await.unwrap();
+    assert_eq!(partial.status(), 206);
+    assert_eq!(partial.headers()["content-range"], format!("bytes 4-7/{}", whole.len()).as_str());
+    assert_eq!(partial.headers()["accept-ranges"], "bytes");
+    assert_eq!(partial.bytes().await.unwrap(), whole.slice(4..8));
+    let tail = app.client.get(&url).header("range", "bytes=-5").send().await.unwrap();
+    assert_eq!(tail.status(), 206);
+    assert_eq!(tail.bytes().await.unwrap(), whole.slice(whole.len() - 5..));
+    let several = app.client.get(&url).header("range", "bytes=0-1,4-5").send().await.unwrap();
+    assert_eq!(several.status(), 200);
+    assert_eq!(several.bytes().await.unwrap(), whole);
+    let beyond = app.client.get(&url).header("range", "bytes=100000-").send().await.unwrap();
+    assert_eq!(beyond.headers()["content-range"], format!("bytes */{}", whole.len()).as_str());
+    expect_error(beyond, 416, "range_not_satisfiable").await;
+
     // With the key: the owner gets it; another account does not see the call.
     let path = format!("/v1/calls/{}/recording", call.call_id);
     let owned = app.get(&key, &path).await;
