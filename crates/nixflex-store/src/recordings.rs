@@ -123,6 +123,22 @@ macro_rules! impl_recordings {
             use crate::sql::map_err;
             use crate::{AccountStorage, ExpiredRecording, StoreError};
 
+            /// Rows of `call_id, account_id, recording_location`.
+            fn stored_recordings(
+                rows: &[<$db as sqlx::Database>::Row],
+            ) -> Result<Vec<ExpiredRecording>, StoreError> {
+                rows.iter()
+                    .map(|row| {
+                        Ok(ExpiredRecording {
+                            call_id: row.try_get::<String, _>("call_id")?.into(),
+                            account_id: row.try_get::<String, _>("account_id")?.into(),
+                            location: row.try_get("recording_location")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(map_err)
+            }
+
             #[async_trait]
             impl crate::RecordingRepo for $store {
                 async fn set_call_recording(
@@ -226,16 +242,7 @@ macro_rules! impl_recordings {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(map_err)?;
-                    rows.iter()
-                        .map(|row| {
-                            Ok(ExpiredRecording {
-                                call_id: row.try_get::<String, _>("call_id")?.into(),
-                                account_id: row.try_get::<String, _>("account_id")?.into(),
-                                location: row.try_get("recording_location")?,
-                            })
-                        })
-                        .collect::<Result<Vec<_>, sqlx::Error>>()
-                        .map_err(map_err)
+                    stored_recordings(&rows)
                 }
 
                 async fn account_recordings(
@@ -250,16 +257,7 @@ macro_rules! impl_recordings {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(map_err)?;
-                    rows.iter()
-                        .map(|row| {
-                            Ok(ExpiredRecording {
-                                call_id: row.try_get::<String, _>("call_id")?.into(),
-                                account_id: row.try_get::<String, _>("account_id")?.into(),
-                                location: row.try_get("recording_location")?,
-                            })
-                        })
-                        .collect::<Result<Vec<_>, sqlx::Error>>()
-                        .map_err(map_err)
+                    stored_recordings(&rows)
                 }
 
                 async fn account_storage(
