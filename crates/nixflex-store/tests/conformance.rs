@@ -737,6 +737,7 @@ fn call(account_id: &str, agent_id: &str, from: &str, to: &str) -> CallRecord {
         campaign_id: None,
         metadata: Some(json!({"crm": 7})),
         cost_usd: None,
+        function_calls: Vec::new(),
         precall_reject_reason: None,
         stream_token_hash: Some("h".repeat(64)),
         created_at: at,

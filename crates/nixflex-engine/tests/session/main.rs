@@ -240,6 +240,7 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         campaign_id: None,
         metadata: None,
         cost_usd: None,
+        function_calls: Vec::new(),
         precall_reject_reason: None,
         stream_token_hash: Some(hash_secret("stream-token")),
         created_at: now,

@@ -165,6 +165,9 @@ impl CallStore for MemoryStore {
         if let Some(t) = &update.turns {
             call.turns.clone_from(t);
         }
+        if let Some(f) = &update.function_calls {
+            call.function_calls.clone_from(f);
+        }
         if let Some(a) = update.avg_latency_ms {
             call.avg_latency_ms = Some(a);
         }
