@@ -826,7 +826,7 @@ async fn a_custom_function_is_called_during_a_call_and_logged_on_it(backend: Bac
         nixflex_providers::customer::signature_header(
             timestamp,
             &received[0].body,
-            &[lab.key.secret.clone()]
+            std::slice::from_ref(&lab.key.secret)
         )
     );
 
