@@ -36,7 +36,6 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What a turn needs to run the agent's functions: their definitions, the secrets that sign the
 /// requests, the template variables sent with each, and the call's clock.
-#[derive(Debug)]
 pub(crate) struct FunctionKit {
     /// The agent's functions.
     pub(crate) functions: Vec<FunctionDef>,
@@ -48,6 +47,16 @@ pub(crate) struct FunctionKit {
     pub(crate) call_started: Instant,
     /// The client for customer endpoints.
     pub(crate) http: CustomerHttp,
+}
+
+impl std::fmt::Debug for FunctionKit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secrets.
+        f.debug_struct("FunctionKit")
+            .field("functions", &self.functions.iter().map(|f| &f.name).collect::<Vec<_>>())
+            .field("secrets", &self.secrets.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The tools an agent's functions offer the model (name, description, parameter schema as
@@ -255,7 +264,7 @@ mod tests {
     async fn an_unknown_function_is_an_error_result_without_a_request() {
         let kit = FunctionKit {
             functions: Vec::new(),
-            secrets: Vec::new(),
+            secrets: vec!["nxfs_very_secret".to_owned()],
             variables: BTreeMap::new(),
             call_started: Instant::now(),
             http: CustomerHttp::new(false).unwrap(),
@@ -264,5 +273,6 @@ mod tests {
         assert_eq!(outcome.log.status, FunctionCallStatus::Error);
         assert_eq!(outcome.log.arguments, json!({"a": 1}));
         assert!(outcome.is_error && outcome.content.contains("no function named"));
+        assert!(!format!("{kit:?}").contains("very_secret"));
     }
 }
