@@ -152,6 +152,40 @@ api_enum! {
     }
 }
 
+api_enum! {
+    /// How one custom-function invocation ended (docs/engine.md#custom-functions).
+    FunctionCallStatus {
+        /// The endpoint answered with a 2xx status.
+        Ok => "ok",
+        /// The endpoint answered with another status, the request failed, or the model called a
+        /// function the agent does not have.
+        Error => "error",
+        /// No answer within the 3 s limit.
+        Timeout => "timeout",
+        /// The URL breaks the outbound-URL rules (https only; no loopback, private, link-local or
+        /// metadata address, checked again after DNS): nothing was sent.
+        Refused => "refused",
+    }
+}
+
+/// One custom-function invocation during a call, as logged on the call record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FunctionCallLog {
+    /// The function's name (as the model called it).
+    pub name: String,
+    /// The arguments the model gave.
+    #[schema(value_type = Object)]
+    pub arguments: Value,
+    /// How it ended.
+    pub status: FunctionCallStatus,
+    /// The endpoint's HTTP status, when it answered.
+    pub http_status: Option<u16>,
+    /// From sending the request to its outcome, in milliseconds.
+    pub latency_ms: u64,
+    /// When it was called: milliseconds since the call was answered.
+    pub at_ms: u64,
+}
+
 /// One line of the transcript.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TranscriptEntry {
@@ -225,6 +259,8 @@ pub struct CallRecord {
     pub transcript: Vec<TranscriptEntry>,
     /// Per-turn latency.
     pub turns: Vec<TurnLatency>,
+    /// Every custom-function invocation, in call order.
+    pub function_calls: Vec<FunctionCallLog>,
     /// Mean of `turns[].total_ms`.
     pub avg_latency_ms: Option<f64>,
     /// The stored recording, once there is one (docs/recordings.md).

@@ -394,6 +394,7 @@ mod tests {
             campaign_id: None,
             metadata: None,
             cost_usd: None,
+            function_calls: Vec::new(),
             precall_reject_reason: None,
             stream_token_hash: None,
             created_at: now,

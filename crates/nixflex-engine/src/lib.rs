@@ -8,6 +8,7 @@ pub mod carrier_recording;
 pub mod chunker;
 pub mod engine;
 pub mod followup;
+mod functions;
 pub mod media;
 pub mod playout;
 pub mod prompt;

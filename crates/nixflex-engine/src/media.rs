@@ -201,6 +201,18 @@ impl Engine {
             .collect();
         let caller_context =
             store.get_caller(&business_number, &caller_number).await?.map(|c| c.context);
+        // Requests to custom functions are signed like webhooks, with the account's active keys.
+        let function_secrets = if agent.settings.functions.is_empty() {
+            Vec::new()
+        } else {
+            let (keys, _) = store
+                .list_keys(&call.account_id, nixflex_store::Page { limit: 100, offset: 0 })
+                .await?;
+            keys.iter()
+                .filter(|key| key.revoked_at.is_none())
+                .filter_map(|key| self.secrets().open(&key.secret_sealed).ok())
+                .collect()
+        };
         if call.twilio_call_sid.is_none() && !start.call_sid.is_empty() {
             store
                 .update_call(
@@ -223,6 +235,7 @@ impl Engine {
             credentials,
             history,
             caller_context,
+            function_secrets,
             stream_started,
         })
     }

@@ -57,6 +57,9 @@ pub struct ToolsEnabled {
     pub transfer: bool,
     /// `[SEND_SMS: …]`.
     pub send_sms: bool,
+    /// The agent has custom functions (offered as tools, not tags; the prompt only says how to
+    /// use them).
+    pub functions: bool,
 }
 
 impl ToolsEnabled {
@@ -68,6 +71,7 @@ impl ToolsEnabled {
             end_call: agent.func_end_call,
             transfer: agent.func_cold_transfer || agent.transfer_number.is_some(),
             send_sms: agent.incall_sms_enabled,
+            functions: !agent.functions.is_empty(),
         }
     }
 }
@@ -477,6 +481,10 @@ pub fn build_system_prompt(cx: &PromptContext<'_>) -> String {
             Channel::Voice => actions_section(cx),
             Channel::Sms => None,
         },
+        match cx.channel {
+            Channel::Voice => functions_section(cx),
+            Channel::Sms => None,
+        },
     ];
     sections.into_iter().flatten().collect::<Vec<_>>().join("\n\n")
 }
@@ -749,6 +757,20 @@ fn actions_section(cx: &PromptContext<'_>) -> Option<String> {
     Some(out)
 }
 
+/// How to use custom functions, only for agents that have some: the functions themselves reach
+/// the model as tools with their own descriptions, never as text here.
+fn functions_section(cx: &PromptContext<'_>) -> Option<String> {
+    cx.tools_enabled.functions.then(|| {
+        "## FUNCTIONS\nYou have functions (tools) that look things up or act in the business's \
+         systems. Call one when the caller needs what it does, with the details the caller gave; \
+         ask for anything missing first. You may say a very short line such as \"Let me check.\" \
+         before calling. Never invent a function's result. If a function fails or does not \
+         answer, tell the caller briefly that you cannot do it right now and offer another way \
+         to help."
+            .to_owned()
+    })
+}
+
 fn sms_rules_section(cx: &PromptContext<'_>) -> String {
     let code = cx.agent.language.trim();
     let language = if code.eq_ignore_ascii_case("multi") || code.is_empty() {
@@ -816,7 +838,12 @@ mod tests {
                 caller_context: Some(&self.caller_context),
                 call_purpose: None,
                 dynamic_vars: &self.dynamic_vars,
-                tools_enabled: ToolsEnabled { end_call: true, transfer: true, send_sms: true },
+                tools_enabled: ToolsEnabled {
+                    end_call: true,
+                    transfer: true,
+                    send_sms: true,
+                    functions: false,
+                },
             }
         }
     }
@@ -1104,12 +1131,14 @@ mod tests {
     fn action_instructions_cover_only_the_enabled_tags() {
         let mut fixture = Fixture::new();
         let mut cx = fixture.cx(may_25());
-        cx.tools_enabled = ToolsEnabled { end_call: true, transfer: false, send_sms: false };
+        cx.tools_enabled =
+            ToolsEnabled { end_call: true, transfer: false, send_sms: false, functions: false };
         let prompt = build_system_prompt(&cx);
         assert!(prompt.contains("say a short goodbye and then write [END_CALL]"));
         assert!(!prompt.contains("[TRANSFER:") && !prompt.contains("[SEND_SMS:"));
 
-        cx.tools_enabled = ToolsEnabled { end_call: false, transfer: true, send_sms: true };
+        cx.tools_enabled =
+            ToolsEnabled { end_call: false, transfer: true, send_sms: true, functions: false };
         let prompt = build_system_prompt(&cx);
         assert!(!prompt.contains("[END_CALL]"));
         assert!(prompt.contains("[TRANSFER:+14155550123]"));
@@ -1195,14 +1224,14 @@ mod tests {
         let mut agent = AgentSettings::default();
         assert_eq!(
             ToolsEnabled::for_agent(&agent),
-            ToolsEnabled { end_call: true, transfer: false, send_sms: false }
+            ToolsEnabled { end_call: true, transfer: false, send_sms: false, functions: false }
         );
         agent.transfer_number = Some("+447446466000".to_owned());
         agent.incall_sms_enabled = true;
         agent.func_end_call = false;
         assert_eq!(
             ToolsEnabled::for_agent(&agent),
-            ToolsEnabled { end_call: false, transfer: true, send_sms: true }
+            ToolsEnabled { end_call: false, transfer: true, send_sms: true, functions: false }
         );
         agent.transfer_number = None;
         assert!(!ToolsEnabled::for_agent(&agent).transfer);

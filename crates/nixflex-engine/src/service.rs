@@ -348,6 +348,7 @@ fn inbound_record(
         campaign_id: None,
         metadata: None,
         cost_usd: None,
+        function_calls: Vec::new(),
         precall_reject_reason: None,
         stream_token_hash: None,
         created_at: now,

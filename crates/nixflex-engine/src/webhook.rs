@@ -107,6 +107,7 @@ pub fn completed_payload(event: Event, call: &CallRecord, recording_url: Option<
         ("recording_duration_s", json!(call.recording.as_ref().and_then(|r| r.duration_s))),
         ("voicemail_detected", json!(call.voicemail_detected)),
         ("avg_latency_ms", json!(call.avg_latency_ms)),
+        ("function_calls", json!(call.function_calls)),
     ];
     for (key, value) in fields {
         payload.insert(key.to_owned(), value);
@@ -159,6 +160,7 @@ mod tests {
             campaign_id: None,
             metadata: None,
             cost_usd: None,
+            function_calls: Vec::new(),
             precall_reject_reason: None,
             stream_token_hash: Some("secret-hash".to_owned()),
             created_at: at,

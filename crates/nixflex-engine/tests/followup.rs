@@ -146,6 +146,7 @@ async fn lab() -> Lab {
         campaign_id: None,
         metadata: Some(json!({"crm_id": 7})),
         cost_usd: None,
+        function_calls: Vec::new(),
         precall_reject_reason: None,
         stream_token_hash: None,
         created_at: now,

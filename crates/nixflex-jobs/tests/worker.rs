@@ -270,6 +270,7 @@ async fn live_call(
         campaign_id: None,
         metadata: None,
         cost_usd: None,
+        function_calls: Vec::new(),
         precall_reject_reason: None,
         stream_token_hash: None,
         created_at: at,

@@ -12,6 +12,12 @@ use nixflex_core::validate::{is_public_ip, outbound_url};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use sha2::Sha256;
 
+/// A host name that resolves only to non-public addresses: the request is refused before any
+/// connection is made.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} does not resolve to a public address")]
+pub struct NotPublic(String);
+
 /// Resolves host names and refuses any that resolve to a non-public address.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PublicOnlyResolver;
@@ -25,7 +31,7 @@ impl Resolve for PublicOnlyResolver {
             let public: Vec<SocketAddr> =
                 addrs.into_iter().filter(|a| is_public_ip(a.ip())).collect();
             if public.is_empty() {
-                return Err(format!("{host} does not resolve to a public address").into());
+                return Err(Box::new(NotPublic(host)) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(public.into_iter()) as Addrs)
         })
@@ -50,12 +56,38 @@ pub enum CustomerHttpError {
     Request(#[from] reqwest::Error),
 }
 
+impl CustomerHttpError {
+    /// Whether the target was refused by the outbound-URL rules (statically, or because its name
+    /// resolved to a non-public address), as opposed to a request that was tried and failed.
+    pub fn is_refused(&self) -> bool {
+        match self {
+            Self::Forbidden(_) => true,
+            Self::Request(error) => {
+                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+                while let Some(current) = source {
+                    if current.is::<NotPublic>() {
+                        return true;
+                    }
+                    source = current.source();
+                }
+                false
+            }
+        }
+    }
+
+    /// Whether the request timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Request(error) if error.is_timeout())
+    }
+}
+
 impl CustomerHttp {
     /// A client; with `allow_private`, http and private addresses are allowed (local testing).
     ///
     /// # Errors
     /// When the TLS stack cannot be built.
     pub fn new(allow_private: bool) -> Result<Self, reqwest::Error> {
+        crate::llm::http::ensure_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .user_agent("Nixflex-VoiceEngine/1.0")
             .connect_timeout(Duration::from_secs(5))
@@ -141,5 +173,21 @@ mod tests {
         );
         let two = signature_header(1, b"{}", &["a".to_owned(), "b".to_owned()]);
         assert_eq!(two.matches("v1=").count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_a_private_address_is_refused_not_failed() {
+        let http = CustomerHttp::new(false).unwrap();
+        // Straight to the client: the static URL check would already refuse `localhost`; this
+        // exercises the check after DNS, which catches names pointed at internal addresses.
+        let error = http.client.post("https://localhost:9/").send().await.unwrap_err();
+        let error = CustomerHttpError::Request(error);
+        assert!(error.is_refused(), "{error:?}");
+        assert!(!error.is_timeout());
+        let refused = http
+            .post_signed("http://127.0.0.1:9/", &serde_json::json!({}), &[], Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(refused.is_refused());
     }
 }

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use nixflex_core::call::{
-    CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TurnLatency,
+    CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, TranscriptEntry, TurnLatency,
 };
 use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
 use serde_json::{Map, Value};
@@ -57,6 +57,8 @@ pub struct CallUpdate {
     pub transcript: Option<Vec<TranscriptEntry>>,
     /// Latency so far.
     pub turns: Option<Vec<TurnLatency>>,
+    /// Custom-function invocations so far.
+    pub function_calls: Option<Vec<FunctionCallLog>>,
     /// Mean latency.
     pub avg_latency_ms: Option<f64>,
     /// Media session liveness.
@@ -215,7 +217,7 @@ macro_rules! impl_calls {
             use async_trait::async_trait;
             use chrono::{DateTime, Utc};
 
-            use nixflex_core::call::{CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TurnLatency};
+            use nixflex_core::call::{CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, TranscriptEntry, TurnLatency};
 
             fn decode_error(column: &str, raw: &str) -> sqlx::Error {
                 sqlx::Error::Decode(format!("unknown {column} `{raw}` in the calls table").into())
@@ -238,6 +240,7 @@ macro_rules! impl_calls {
                 let direction: String = row.try_get("direction")?;
                 let Json(transcript): Json<Vec<TranscriptEntry>> = row.try_get("transcript")?;
                 let Json(turns): Json<Vec<TurnLatency>> = row.try_get("turns")?;
+                let Json(function_calls): Json<Vec<FunctionCallLog>> = row.try_get("function_calls")?;
                 let Json(extracted_data): Json<Map<String, Value>> = row.try_get("extracted_data")?;
                 let metadata: Option<Json<Value>> = row.try_get("metadata")?;
                 Ok(CallRecord {
@@ -262,6 +265,7 @@ macro_rules! impl_calls {
                     duration_seconds: row.try_get("duration_seconds")?,
                     transcript,
                     turns,
+                    function_calls,
                     avg_latency_ms: row.try_get("avg_latency_ms")?,
                     recording: row
                         .try_get::<Option<String>, _>("recording_location")?
@@ -293,8 +297,8 @@ macro_rules! impl_calls {
                     "insert into calls (call_id, account_id, agent_id, direction, from_number, to_number, twilio_call_sid, call_status, \
                      ended_reason, started_at, answered_at, ended_at, duration_seconds, transcript, turns, avg_latency_ms, recording_location, \
                      call_summary, caller_sentiment, call_successful, extracted_data, voicemail_detected, campaign_id, metadata, cost_usd, \
-                     precall_reject_reason, stream_token_hash, heartbeat_at, created_at, updated_at, recording_duration_s) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)",
+                     precall_reject_reason, stream_token_hash, heartbeat_at, created_at, updated_at, recording_duration_s, function_calls) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
                 )
                 .bind(call.call_id.as_str())
                 .bind(call.account_id.as_str())
@@ -327,6 +331,7 @@ macro_rules! impl_calls {
                 .bind(call.created_at)
                 .bind(call.updated_at)
                 .bind(call.recording.as_ref().and_then(|r| r.duration_s))
+                .bind(Json(&call.function_calls))
                 .execute(executor)
                 .await
                 .map_err(map_err)?;
@@ -346,7 +351,8 @@ macro_rules! impl_calls {
                      duration_seconds = coalesce($6, duration_seconds), transcript = coalesce($7, transcript), turns = coalesce($8, turns), \
                      avg_latency_ms = coalesce($9, avg_latency_ms), heartbeat_at = coalesce($10, heartbeat_at), \
                      twilio_call_sid = coalesce(twilio_call_sid, $11), updated_at = $12, \
-                     stream_token_hash = coalesce($13, stream_token_hash) \
+                     stream_token_hash = coalesce($13, stream_token_hash), \
+                     function_calls = coalesce($14, function_calls) \
                      where call_id = $1",
                         CallStatus::sql_list(CallStatus::FINAL)
                     )
@@ -365,6 +371,7 @@ macro_rules! impl_calls {
                 .bind(&update.twilio_call_sid)
                 .bind(at)
                 .bind(&update.stream_token_hash)
+                .bind(update.function_calls.as_ref().map(Json))
                 .execute(executor)
                 .await
                 .map_err(map_err)?;

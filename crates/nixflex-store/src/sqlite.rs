@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "webhooks", include_str!("../migrations/sqlite/0005_webhooks.sql")),
     (6, "recordings", include_str!("../migrations/sqlite/0006_recordings.sql")),
     (7, "carrier_recordings", include_str!("../migrations/sqlite/0007_carrier_recordings.sql")),
+    (9, "function_calls", include_str!("../migrations/sqlite/0009_function_calls.sql")),
 ];
 
 impl SqliteStore {

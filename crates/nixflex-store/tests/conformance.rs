@@ -737,6 +737,7 @@ fn call(account_id: &str, agent_id: &str, from: &str, to: &str) -> CallRecord {
         campaign_id: None,
         metadata: Some(json!({"crm": 7})),
         cost_usd: None,
+        function_calls: Vec::new(),
         precall_reject_reason: None,
         stream_token_hash: Some("h".repeat(64)),
         created_at: at,
@@ -840,6 +841,15 @@ async fn call_updates_keep_first_outcomes((store, _g): Fixture) {
         timestamp_ms: 120,
     }];
     let turns = vec![TurnLatency { turn: 1, total_ms: 312.5, ..TurnLatency::default() }];
+    let function_calls = vec![nixflex_core::call::FunctionCallLog {
+        name: "check_stock".to_owned(),
+        arguments: json!({"item": "croissant"}),
+        status: nixflex_core::call::FunctionCallStatus::Timeout,
+        http_status: None,
+        latency_ms: 3001,
+        at_ms: 4200,
+    }];
+    assert!(c.function_calls.is_empty());
     let ended = now();
     let first = CallUpdate {
         call_status: Some(CallStatus::Completed),
@@ -848,6 +858,7 @@ async fn call_updates_keep_first_outcomes((store, _g): Fixture) {
         duration_seconds: Some(42),
         transcript: Some(transcript.clone()),
         turns: Some(turns.clone()),
+        function_calls: Some(function_calls.clone()),
         avg_latency_ms: Some(312.5),
         ..CallUpdate::default()
     };
@@ -872,6 +883,7 @@ async fn call_updates_keep_first_outcomes((store, _g): Fixture) {
         (stored.transcript, stored.turns, stored.duration_seconds),
         (transcript, turns, Some(42))
     );
+    assert_eq!(stored.function_calls, function_calls, "later updates without them keep them");
     assert_eq!(stored.metadata, Some(json!({"crm": 7})));
     assert!(!store.update_call(&"call_missing".into(), &first, now()).await.unwrap());
 }

@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod deepgram;
+pub mod function;
 pub mod inworld;
 pub mod openai;
 pub mod twilio;

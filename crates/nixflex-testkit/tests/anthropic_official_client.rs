@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use nixflex_testkit::anthropic::python::{require_module, run_script};
-use nixflex_testkit::anthropic::{AnthropicEmulator, Fault, Reply};
+use nixflex_testkit::anthropic::{AnthropicEmulator, Fault, Reply, ReplyBlock};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,6 +28,22 @@ async fn the_official_anthropic_sdk_streams_text_tool_use_and_errors_from_the_em
         Fault::MidStreamError { after_deltas: 1, error_type: "overloaded_error".to_owned() },
     );
 
+    emulator.push_reply(Reply {
+        blocks: vec![
+            ReplyBlock::Text("Let me look.".to_owned()),
+            ReplyBlock::ToolUse {
+                name: "get_weather".to_owned(),
+                input: json!({"location": "Paris"}),
+            },
+            ReplyBlock::ToolUse {
+                name: "get_weather".to_owned(),
+                input: json!({"location": "Rome"}),
+            },
+        ],
+        stop_reason: None,
+    });
+    emulator.push_reply(Reply::text("Sunny in both."));
+
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/anthropic_official_client.py");
     let output = run_script(
@@ -41,7 +57,7 @@ async fn the_official_anthropic_sdk_streams_text_tool_use_and_errors_from_the_em
 
     // The SDK authenticates with a Bearer token and its own anthropic-version (docs/protocols.md#anthropic-messages-streaming).
     let requests = emulator.requests();
-    assert_eq!(requests.len(), 6);
+    assert_eq!(requests.len(), 9);
     let first = &requests[0];
     assert!(
         first.header("x-api-key").is_some()

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use nixflex_testkit::anthropic::python::{require_module, run_script};
-use nixflex_testkit::openai::{Fault, OpenAiEmulator, Reply};
+use nixflex_testkit::openai::{Fault, OpenAiEmulator, Reply, ReplyBlock};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,6 +17,17 @@ async fn the_official_openai_sdk_streams_chat_tool_calls_and_speech_from_the_emu
     emulator.push_reply(Reply::tool_call("lookup_order", json!({"order_id": "A-1001"})));
     emulator.push_reply(Reply::text("Not streamed."));
     emulator.push_fault(Fault::Status(429));
+    // Requests 5 and 6 (speech) take their script entries too, and ignore the replies.
+    emulator.push_reply(Reply::text(""));
+    emulator.push_reply(Reply::text(""));
+    emulator.push_reply(Reply {
+        blocks: vec![
+            ReplyBlock::ToolUse { name: "lookup_order".into(), input: json!({"order_id": "A-1"}) },
+            ReplyBlock::ToolUse { name: "lookup_order".into(), input: json!({"order_id": "A-2"}) },
+        ],
+        stop_reason: None,
+    });
+    emulator.push_reply(Reply::text("Both orders shipped."));
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/openai_official_client.py");
     let output = run_script(
@@ -29,7 +40,7 @@ async fn the_official_openai_sdk_streams_chat_tool_calls_and_speech_from_the_emu
     assert!(output.stdout.contains("OK openai"), "{output:?}");
 
     let requests = emulator.requests();
-    assert_eq!(requests.len(), 6);
+    assert_eq!(requests.len(), 9);
     assert_eq!(requests[0].header("authorization"), Some("Bearer sk-test"));
     assert_eq!(requests[4].path, "/v1/audio/speech");
 }

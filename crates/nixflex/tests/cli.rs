@@ -780,6 +780,7 @@ async fn a_webhook_survives_kill_9_and_each_url_accepts_it_once() {
         campaign_id: None,
         metadata: None,
         cost_usd: None,
+        function_calls: Vec::new(),
         precall_reject_reason: None,
         stream_token_hash: None,
         created_at: now,

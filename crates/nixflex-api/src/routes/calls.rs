@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, NaiveDate, Utc};
 use nixflex_core::call::{
-    CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TurnLatency,
+    CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, TranscriptEntry, TurnLatency,
 };
 use nixflex_core::error::ErrorCode;
 use nixflex_core::ids::{AccountId, CallId};
@@ -101,6 +101,8 @@ pub(crate) struct CallObject {
     latency: Vec<TurnLatency>,
     /// Why the pre-call gate rejected the call.
     precall_reject_reason: Option<String>,
+    /// Every custom-function invocation during the call, in order (docs/api.md#function-calls).
+    function_calls: Vec<FunctionCallLog>,
     /// Every attempt to deliver a webhook about this call, oldest first (`GET /v1/calls/{id}`
     /// only; lists leave it out).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,6 +176,7 @@ impl CallObject {
             avg_latency_ms: call.avg_latency_ms,
             latency: call.turns,
             precall_reject_reason: call.precall_reject_reason,
+            function_calls: call.function_calls,
             webhook_deliveries: None,
             created_at: call.created_at,
             updated_at: call.updated_at,

@@ -1,7 +1,9 @@
-//! What the agent asks for during a call — end the call, transfer it, text the caller, call a
-//! function — as one [`Command`] type with one handler ([`Session::on_command`]). Turn tasks
-//! turn action tags and tool calls into commands; the actor handles them in order with the
-//! agent's speech. New actions plug in here without touching the actor loop.
+//! What the agent asks for during a call with action tags — end the call, transfer it, text the
+//! caller — as one [`Command`] type with one handler ([`Session::on_command`]). Turn tasks turn
+//! action tags into commands; the actor handles them in order with the agent's speech. New
+//! actions plug in here without touching the actor loop. Custom functions are not tags: they
+//! are offered as LLM tools and run inside the turn (`crate::functions`), because their result
+//! must come back to the model before it goes on.
 //!
 //! What the prompt advertises follows what this handler can do ([`tools_enabled`]): an action
 //! the server cannot carry out is never offered to the model, so callers are not told "I've sent
@@ -30,13 +32,6 @@ pub(crate) enum Command {
         /// The message.
         text: String,
     },
-    /// A custom function the model called.
-    Function {
-        /// The function's name.
-        name: String,
-        /// Its arguments (JSON text).
-        arguments_json: String,
-    },
     /// A tag the engine recognises but does nothing with (`[WAIT:]`, malformed tags).
     Ignored {
         /// The tag's kind, for the log.
@@ -62,7 +57,6 @@ impl Command {
             Self::EndCall => "end_call",
             Self::Transfer { .. } => "transfer",
             Self::SendSms { .. } => "send_sms",
-            Self::Function { .. } => "function",
             Self::Ignored { kind } => kind,
         }
     }
@@ -82,6 +76,7 @@ pub(crate) fn tools_enabled(agent: &AgentSettings) -> ToolsEnabled {
         end_call: configured.end_call,
         transfer: configured.transfer && CAN_TRANSFER,
         send_sms: configured.send_sms && CAN_SEND_SMS,
+        functions: configured.functions,
     }
 }
 
@@ -101,9 +96,7 @@ where
             Command::Ignored { kind } => {
                 tracing::info!(message = "Action tag ignored.", action = kind);
             }
-            unavailable @ (Command::Transfer { .. }
-            | Command::SendSms { .. }
-            | Command::Function { .. }) => {
+            unavailable @ (Command::Transfer { .. } | Command::SendSms { .. }) => {
                 let kind = unavailable.kind();
                 tracing::info!(
                     message = "The agent asked for an action this server cannot carry out yet.",
@@ -116,7 +109,7 @@ where
                     Command::SendSms { .. } => {
                         "[System note: the text message you asked for was NOT sent; texting is not available on this line. Do not tell the caller a message was sent.]"
                     }
-                    _ => "[System note: the function you called is not available; it did nothing.]",
+                    _ => "[System note: the action you asked for was NOT carried out.]",
                 };
                 self.action_notes.push(note);
             }

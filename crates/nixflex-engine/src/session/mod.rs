@@ -33,7 +33,7 @@ use chrono::Utc;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use nixflex_core::agent::{AgentSettings, RecordingSource};
 use nixflex_core::call::{
-    CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TurnLatency,
+    CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, TranscriptEntry, TurnLatency,
 };
 use nixflex_core::catalog;
 use nixflex_core::ids::AgentId;
@@ -50,6 +50,7 @@ use tracing::Instrument as _;
 
 use crate::capture::CallCapture;
 use crate::engine::{Engine, Recorder};
+use crate::functions::{FUNCTION_TIMEOUT, FunctionKit};
 use crate::playout::{Pacer, Playout};
 use crate::prompt::{self, Channel, PastCall, PromptContext};
 use crate::twilio_ws::{self, Inbound};
@@ -116,6 +117,9 @@ pub(crate) struct CallSetup {
     pub(crate) credentials: TwilioCredentials,
     pub(crate) history: Vec<PastCall>,
     pub(crate) caller_context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The secrets that sign requests to the agent's custom functions (the account's active
+    /// keys; empty when the agent has no functions).
+    pub(crate) function_secrets: Vec<String>,
     /// When the stream's `start` message arrived: the zero of the engine's own recording, the
     /// clock Twilio's media timestamps count from.
     pub(crate) stream_started: Instant,
@@ -131,6 +135,30 @@ impl CallSetup {
 
     fn number_settings(&self) -> &NumberSettings {
         &self.number.settings
+    }
+
+    /// What the prompt and the functions' variables are built from, as of `now`.
+    fn prompt_context<'a>(
+        &'a self,
+        no_vars: &'a BTreeMap<String, String>,
+        now: chrono::DateTime<Utc>,
+    ) -> PromptContext<'a> {
+        PromptContext {
+            agent: &self.agent,
+            number: Some(self.number_settings()),
+            channel: Channel::Voice,
+            direction: self.call.direction,
+            caller_phone: self.caller_number(),
+            business_phone: &self.number.phone_number,
+            call_id: &self.call.call_id,
+            agent_id: &self.agent_id,
+            now,
+            history: &self.history,
+            caller_context: self.caller_context.as_ref(),
+            call_purpose: None,
+            dynamic_vars: no_vars,
+            tools_enabled: tools_enabled(&self.agent),
+        }
     }
 }
 
@@ -167,6 +195,10 @@ pub(crate) struct Session<W> {
     turn_rx: mpsc::UnboundedReceiver<TurnEvent>,
     timing: TurnTiming,
     pending_caller_text: Option<String>,
+    /// Custom-function invocations so far (logged on the call).
+    function_calls: Vec<FunctionCallLog>,
+    /// Invocations started and not yet logged (they may outlive their turn).
+    functions_pending: usize,
     /// Notes for the model about actions that were not carried out (see `actions`).
     action_notes: Vec<&'static str>,
     dtmf: String,
@@ -202,22 +234,8 @@ where
             .map_or_else(|| voice_id.clone(), |v| v.provider_voice_id.to_owned());
         let speaking_rate = number.speaking_rate.or(agent.speaking_rate).unwrap_or(1.0);
         let empty_vars = BTreeMap::new();
-        let system_prompt = prompt::build_system_prompt(&PromptContext {
-            agent,
-            number: Some(number),
-            channel: Channel::Voice,
-            direction: setup.call.direction,
-            caller_phone: setup.caller_number(),
-            business_phone: &setup.number.phone_number,
-            call_id: &setup.call.call_id,
-            agent_id: &setup.agent_id,
-            now: Utc::now(),
-            history: &setup.history,
-            caller_context: setup.caller_context.as_ref(),
-            call_purpose: None,
-            dynamic_vars: &empty_vars,
-            tools_enabled: tools_enabled(agent),
-        });
+        let system_prompt =
+            prompt::build_system_prompt(&setup.prompt_context(&empty_vars, Utc::now()));
         let vad_config = VadConfig::default();
         let turns = TurnDetector::new(
             Duration::from_millis(u64::from(agent.response_eagerness)),
@@ -264,6 +282,8 @@ where
             turn_rx,
             timing: TurnTiming::default(),
             pending_caller_text: None,
+            function_calls: Vec::new(),
+            functions_pending: 0,
             action_notes: Vec::new(),
             dtmf: String::new(),
             dtmf_deadline: None,
@@ -287,6 +307,18 @@ where
 
     fn ms(&self, at: Instant) -> u64 {
         u64::try_from(self.offset(at).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// What a turn needs to run the agent's functions, with the variables as of now.
+    fn function_kit(&self) -> FunctionKit {
+        let no_vars = BTreeMap::new();
+        FunctionKit {
+            functions: self.setup.agent.functions.clone(),
+            secrets: self.setup.function_secrets.clone(),
+            variables: prompt::template_variables(&self.setup.prompt_context(&no_vars, Utc::now())),
+            call_started: self.started,
+            http: self.engine.customer().clone(),
+        }
     }
 
     /// `at` on the clock of the engine's own recording (time since the stream started).
@@ -526,6 +558,7 @@ where
         self.recorder.record(CallUpdate {
             transcript: Some(self.transcript.clone()),
             turns: Some(self.latencies.clone()),
+            function_calls: Some(self.function_calls.clone()),
             avg_latency_ms: self.avg_latency(),
             heartbeat_at: Some(nixflex_store::now()),
             ..CallUpdate::default()
@@ -576,6 +609,31 @@ where
         }
     }
 
+    /// Waits (bounded by the functions' own limit) for invocations still running when the call
+    /// ended, so each is logged on the call.
+    async fn await_functions(&mut self) {
+        let deadline = Instant::now() + FUNCTION_TIMEOUT + Duration::from_secs(1);
+        let is_function = |event: &TurnEvent| {
+            matches!(event, TurnEvent::FunctionStarted | TurnEvent::FunctionDone { .. })
+        };
+        loop {
+            // Starts already queued count before deciding there is nothing to wait for.
+            while let Ok(event) = self.turn_rx.try_recv() {
+                if is_function(&event) {
+                    self.on_turn_event(event);
+                }
+            }
+            if self.functions_pending == 0 {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, self.turn_rx.recv()).await {
+                Ok(Some(event)) if is_function(&event) => self.on_turn_event(event),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
     async fn finish(mut self, reason: EndReason) -> EndReason {
         self.cancel_turn();
         if let Some(input) = self.stt_input.take() {
@@ -596,6 +654,7 @@ where
         }
         let _ = self.writer.close().await;
         let ended_at = nixflex_store::now();
+        self.await_functions().await;
         let duration = i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX);
         // Before the final update, which queues the follow-up: the analysis and the
         // `call.completed` webhook then find the recording on the call.
@@ -610,6 +669,7 @@ where
             duration_seconds: Some(duration),
             transcript: Some(self.transcript.clone()),
             turns: Some(self.latencies.clone()),
+            function_calls: Some(self.function_calls.clone()),
             avg_latency_ms: self.avg_latency(),
             ..CallUpdate::default()
         });

@@ -3,14 +3,17 @@
 //! action tags → sentences → TTS, streamed back as [`TurnEvent`]s), what the actor does with
 //! each event, barge-in, and what a failed turn leads to.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Sink, StreamExt};
 use nixflex_core::agent::ResponseLength;
-use nixflex_core::call::{Direction, TranscriptEntry, TranscriptRole, TurnLatency};
+use nixflex_core::call::{
+    Direction, FunctionCallLog, TranscriptEntry, TranscriptRole, TurnLatency,
+};
 use nixflex_pipeline::ProviderError;
-use nixflex_pipeline::llm::{LlmEvent, LlmMessage, LlmRequest};
+use nixflex_pipeline::llm::{ContentPart, LlmEvent, LlmMessage, LlmRequest, Role};
 use nixflex_pipeline::tts::TtsRequest;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -21,6 +24,7 @@ use super::actions::Command;
 use super::{EndReason, Session};
 use crate::chunker::SentenceChunker;
 use crate::engine::Engine;
+use crate::functions::{self, FunctionKit};
 use crate::playout::Pacer;
 use crate::prompt;
 use crate::tags::{Segment, TagParser};
@@ -99,7 +103,8 @@ pub(super) enum AfterFailure {
 }
 
 /// Events from a turn task to the session. Every event carries its turn id, so events of a
-/// cancelled turn are recognised and dropped.
+/// cancelled turn are recognised and dropped — except the two about function invocations, which
+/// outlive a cancelled turn (an invocation is logged even when a barge-in dropped its turn).
 #[derive(Debug)]
 pub(super) enum TurnEvent {
     /// The LLM sent its first token.
@@ -110,11 +115,16 @@ pub(super) enum TurnEvent {
     Audio { turn: u64, audio: Bytes, first_of_turn: bool, at: Instant },
     /// The current sentence's audio is complete.
     SentenceEnd { turn: u64, text: String },
-    /// Something the agent asked for (an action tag or a function call), in order with the
-    /// text.
+    /// Something the agent asked for (an action tag), in order with the text.
     Command { turn: u64, command: Command },
-    /// The turn produced everything; `text` is the full reply (tags removed).
-    Done { turn: u64, text: String },
+    /// A custom function is being called (on its own task).
+    FunctionStarted,
+    /// A custom function call ended; its log entry for the call record.
+    FunctionDone { log: FunctionCallLog },
+    /// The turn produced everything; `text` is the reply after its last function round (tags
+    /// removed) and `exchange` the function calls and results before it, in order, for the
+    /// history.
+    Done { turn: u64, text: String, exchange: Vec<LlmMessage> },
     /// The turn failed.
     Failed { turn: u64, error: ProviderError, stage: Stage },
 }
@@ -213,6 +223,7 @@ where
     }
 
     pub(super) fn llm_request(&self, mut messages: Vec<LlmMessage>) -> LlmRequest {
+        // Functions are offered as tools, never as text tags.
         let agent = &self.setup.agent;
         // Chat APIs expect the user to speak first; the agent's greeting came first on the phone.
         if messages.first().is_some_and(|m| m.role == nixflex_pipeline::llm::Role::Assistant) {
@@ -224,6 +235,7 @@ where
         let temperature = agent.temperature as f32;
         request.temperature = Some(temperature);
         request.max_tokens = max_tokens(agent.response_length);
+        request.tools = functions::tool_specs(&agent.functions);
         request
     }
 
@@ -268,9 +280,16 @@ where
         let rate = self.speaking_rate;
         let language =
             (self.setup.agent.language != "multi").then(|| self.setup.agent.language.clone());
+        let functions = match &source {
+            TurnSource::Llm(_) if !self.setup.agent.functions.is_empty() => {
+                Some(Arc::new(self.function_kit()))
+            }
+            _ => None,
+        };
         let task = tokio::spawn(
             async move {
-                let run = run_turn(id, source, engine, voice, rate, language, tx.clone());
+                let voice = Voice { name: voice, rate, language };
+                let run = run_turn(id, source, engine, voice, functions, tx.clone());
                 if tokio::time::timeout(TURN_TIMEOUT, run).await.is_err() {
                     let _ = tx.send(TurnEvent::Failed {
                         turn: id,
@@ -299,6 +318,19 @@ where
 
     pub(super) fn on_turn_event(&mut self, event: TurnEvent) {
         let current = self.active.as_ref().map(|t| t.id);
+        match event {
+            TurnEvent::FunctionStarted => {
+                self.functions_pending += 1;
+                return;
+            }
+            TurnEvent::FunctionDone { log } => {
+                self.functions_pending = self.functions_pending.saturating_sub(1);
+                self.function_calls.push(log);
+                self.persist_progress();
+                return;
+            }
+            _ => {}
+        }
         let turn = match &event {
             TurnEvent::FirstToken { turn, .. }
             | TurnEvent::FirstSentence { turn, .. }
@@ -307,6 +339,7 @@ where
             | TurnEvent::Command { turn, .. }
             | TurnEvent::Done { turn, .. }
             | TurnEvent::Failed { turn, .. } => *turn,
+            TurnEvent::FunctionStarted | TurnEvent::FunctionDone { .. } => return,
         };
         if current != Some(turn) {
             return; // a cancelled turn
@@ -350,15 +383,19 @@ where
                 }
             }
             TurnEvent::Command { command, .. } => self.on_command(command),
-            TurnEvent::Done { text, .. } => {
+            TurnEvent::Done { text, exchange, .. } => {
                 if let Some(active) = self.active.as_mut() {
                     active.done = true;
-                    if active.kind.in_history() && !text.trim().is_empty() {
-                        self.history.push(LlmMessage::assistant(text));
+                    if active.kind.in_history() {
+                        self.history.extend(exchange);
+                        if !text.trim().is_empty() {
+                            self.history.push(LlmMessage::assistant(text));
+                        }
                     }
                 }
                 self.persist_progress();
             }
+            TurnEvent::FunctionStarted | TurnEvent::FunctionDone { .. } => {}
             TurnEvent::Failed { error, stage, .. } => {
                 let Some(active) = self.active.as_mut() else { return };
                 active.done = true;
@@ -446,14 +483,32 @@ where
     }
 }
 
-/// Produces one agent turn: text → sentences → speech, streamed to the session.
+/// The voice a turn speaks with.
+pub(super) struct Voice {
+    /// The provider's voice id.
+    pub(super) name: String,
+    /// Speaking rate.
+    pub(super) rate: f32,
+    /// The language to speak, unless the agent is multilingual.
+    pub(super) language: Option<String>,
+}
+
+/// A tool call of the model's response, as received.
+struct ToolCall {
+    id: String,
+    name: String,
+    arguments_json: String,
+}
+
+/// Produces one agent turn: text → sentences → speech, streamed to the session. With
+/// `functions`, the model's tool calls are run (docs/engine.md#custom-functions) and the turn
+/// continues with their results, for at most [`functions::MAX_TOOL_ROUNDS`] rounds.
 pub(super) async fn run_turn(
     turn: u64,
     source: TurnSource,
     engine: Engine,
-    voice: String,
-    rate: f32,
-    language: Option<String>,
+    voice: Voice,
+    functions: Option<Arc<FunctionKit>>,
     tx: mpsc::UnboundedSender<TurnEvent>,
 ) {
     let (sentence_tx, mut sentence_rx) = mpsc::unbounded_channel::<String>();
@@ -463,9 +518,9 @@ pub(super) async fn run_turn(
     let speaker = async move {
         let mut first = true;
         while let Some(sentence) = sentence_rx.recv().await {
-            let mut request = TtsRequest::new(sentence.clone(), voice.clone());
-            request.speaking_rate = rate;
-            request.language.clone_from(&language);
+            let mut request = TtsRequest::new(sentence.clone(), voice.name.clone());
+            request.speaking_rate = voice.rate;
+            request.language.clone_from(&voice.language);
             let mut stream = match tts.synthesize(request).await {
                 Ok(stream) => stream,
                 Err(error) => {
@@ -496,94 +551,220 @@ pub(super) async fn run_turn(
         true
     };
     let writer = async {
-        let mut full = String::new();
-        match source {
+        let mut exchange = Vec::new();
+        let text = match source {
             TurnSource::Text(text) => {
                 let _ = tx.send(TurnEvent::FirstSentence { turn, at: Instant::now() });
                 let _ = sentence_tx.send(text.clone());
-                full = text;
+                text
             }
-            TurnSource::Llm(request) => {
-                let mut stream = match engine.providers().llm.stream(request).await {
-                    Ok(stream) => stream,
-                    Err(error) => {
-                        let _ = tx.send(TurnEvent::Failed { turn, error, stage: Stage::Llm });
-                        return None;
-                    }
+            TurnSource::Llm(mut request) => {
+                let mut speech = Speech {
+                    turn,
+                    tx: &tx,
+                    sentence_tx: &sentence_tx,
+                    chunker: SentenceChunker::new(40),
+                    first_token: true,
+                    first_sentence: true,
                 };
-                let mut tags = TagParser::new();
-                let mut chunker = SentenceChunker::new(40);
-                let mut first_token = true;
-                let mut first_sentence = true;
-                let emit = |segments: Vec<Segment>,
-                            chunker: &mut SentenceChunker,
-                            full: &mut String,
-                            first_sentence: &mut bool| {
-                    for segment in segments {
-                        match segment {
-                            Segment::Text(text) => {
-                                full.push_str(&text);
-                                for sentence in chunker.push(&text) {
-                                    if *first_sentence {
-                                        *first_sentence = false;
-                                        let _ = tx.send(TurnEvent::FirstSentence {
-                                            turn,
-                                            at: Instant::now(),
-                                        });
-                                    }
-                                    let _ = sentence_tx.send(sentence);
-                                }
-                            }
-                            Segment::Action(action) => {
-                                // Flush what was said before the tag, so actions keep their order.
-                                if let Some(rest) = chunker.finish() {
-                                    let _ = sentence_tx.send(rest);
-                                }
-                                let _ = tx.send(TurnEvent::Command {
-                                    turn,
-                                    command: Command::from_tag(action),
-                                });
-                            }
-                        }
-                    }
-                };
-                while let Some(event) = stream.next().await {
-                    match event {
-                        Ok(LlmEvent::TextDelta(delta)) => {
-                            if first_token {
-                                first_token = false;
-                                let _ = tx.send(TurnEvent::FirstToken { turn, at: Instant::now() });
-                            }
-                            let segments = tags.push(&delta);
-                            emit(segments, &mut chunker, &mut full, &mut first_sentence);
-                        }
-                        Ok(LlmEvent::ToolCall { name, arguments_json, .. }) => {
-                            let command = Command::Function { name, arguments_json };
-                            let _ = tx.send(TurnEvent::Command { turn, command });
-                        }
-                        Ok(LlmEvent::Done { .. }) => break,
+                let mut rounds = 0;
+                loop {
+                    let (text, calls) = match speech.one_response(&engine, request.clone()).await {
+                        Ok(response) => response,
                         Err(error) => {
                             let _ = tx.send(TurnEvent::Failed { turn, error, stage: Stage::Llm });
                             return None;
                         }
+                    };
+                    let kit = match &functions {
+                        Some(kit) if !calls.is_empty() && rounds < functions::MAX_TOOL_ROUNDS => {
+                            kit.clone()
+                        }
+                        _ => {
+                            if !calls.is_empty() {
+                                tracing::warn!(
+                                    message = "Function calls not run: none offered, or the turn's rounds are used up.",
+                                    calls = calls.len()
+                                );
+                            }
+                            speech.flush();
+                            break text;
+                        }
+                    };
+                    rounds += 1;
+                    // What the model said before calling is spoken now, while the call runs.
+                    speech.flush();
+                    let (assistant, results) =
+                        speech.run_calls(&kit, calls, round_id(turn, rounds)).await;
+                    let mut content = Vec::new();
+                    if !text.trim().is_empty() {
+                        content.push(ContentPart::Text(text.trim().to_owned()));
+                    }
+                    content.extend(assistant);
+                    let messages = [
+                        LlmMessage { role: Role::Assistant, content },
+                        LlmMessage { role: Role::User, content: results },
+                    ];
+                    request.messages.extend(messages.iter().cloned());
+                    exchange.extend(messages);
+                }
+            }
+        };
+        drop(sentence_tx);
+        Some((text, exchange))
+    };
+    let (spoken, written) = tokio::join!(speaker, writer);
+    if spoken && let Some((text, exchange)) = written {
+        let _ = tx.send(TurnEvent::Done { turn, text: text.trim().to_owned(), exchange });
+    }
+}
+
+/// A prefix for tool-call ids the provider left empty (some OpenAI-compatible servers do).
+fn round_id(turn: u64, round: usize) -> String {
+    format!("call_t{turn}r{round}_")
+}
+
+/// The text side of an LLM turn: tags and sentences out of the model's deltas, in order, to
+/// the speaker.
+struct Speech<'a> {
+    turn: u64,
+    tx: &'a mpsc::UnboundedSender<TurnEvent>,
+    sentence_tx: &'a mpsc::UnboundedSender<String>,
+    chunker: SentenceChunker,
+    first_token: bool,
+    first_sentence: bool,
+}
+
+impl Speech<'_> {
+    fn sentence(&mut self, sentence: String) {
+        if self.first_sentence {
+            self.first_sentence = false;
+            let _ = self.tx.send(TurnEvent::FirstSentence { turn: self.turn, at: Instant::now() });
+        }
+        let _ = self.sentence_tx.send(sentence);
+    }
+
+    /// Speaks what the chunker holds back (the end of a reply, or the words before a tag or a
+    /// function call).
+    fn flush(&mut self) {
+        if let Some(rest) = self.chunker.finish() {
+            self.sentence(rest);
+        }
+    }
+
+    fn emit(&mut self, segments: Vec<Segment>, text: &mut String) {
+        for segment in segments {
+            match segment {
+                Segment::Text(piece) => {
+                    text.push_str(&piece);
+                    for sentence in self.chunker.push(&piece) {
+                        self.sentence(sentence);
                     }
                 }
-                let segments = tags.finish();
-                emit(segments, &mut chunker, &mut full, &mut first_sentence);
-                if let Some(rest) = chunker.finish() {
-                    if first_sentence {
-                        let _ = tx.send(TurnEvent::FirstSentence { turn, at: Instant::now() });
+                Segment::Action(action) => {
+                    // Flush what was said before the tag, so actions keep their order.
+                    if let Some(rest) = self.chunker.finish() {
+                        let _ = self.sentence_tx.send(rest);
                     }
-                    let _ = sentence_tx.send(rest);
+                    let _ = self.tx.send(TurnEvent::Command {
+                        turn: self.turn,
+                        command: Command::from_tag(action),
+                    });
                 }
             }
         }
-        drop(sentence_tx);
-        Some(full)
-    };
-    let (spoken, written) = tokio::join!(speaker, writer);
-    if spoken && let Some(text) = written {
-        let _ = tx.send(TurnEvent::Done { turn, text: text.trim().to_owned() });
+    }
+
+    /// Streams one model response: its text goes to the speaker as it comes; returns the text
+    /// (tags removed) and the tool calls.
+    async fn one_response(
+        &mut self,
+        engine: &Engine,
+        request: LlmRequest,
+    ) -> Result<(String, Vec<ToolCall>), ProviderError> {
+        let mut stream = engine.providers().llm.stream(request).await?;
+        let mut tags = TagParser::new();
+        let mut text = String::new();
+        let mut calls = Vec::new();
+        while let Some(event) = stream.next().await {
+            match event? {
+                LlmEvent::TextDelta(delta) => {
+                    if self.first_token {
+                        self.first_token = false;
+                        let _ = self
+                            .tx
+                            .send(TurnEvent::FirstToken { turn: self.turn, at: Instant::now() });
+                    }
+                    let segments = tags.push(&delta);
+                    self.emit(segments, &mut text);
+                }
+                LlmEvent::ToolCall { id, name, arguments_json } => {
+                    calls.push(ToolCall { id, name, arguments_json });
+                }
+                LlmEvent::Done { .. } => break,
+            }
+        }
+        let segments = tags.finish();
+        self.emit(segments, &mut text);
+        Ok((text, calls))
+    }
+
+    /// Runs one round of tool calls concurrently, each on its own task (logged even if this
+    /// turn is cancelled); says [`functions::FILLER_LINE`] once if they take longer than
+    /// [`functions::FILLER_AFTER`]. Returns the assistant's tool-use parts and the results.
+    async fn run_calls(
+        &mut self,
+        kit: &Arc<FunctionKit>,
+        calls: Vec<ToolCall>,
+        id_prefix: String,
+    ) -> (Vec<ContentPart>, Vec<ContentPart>) {
+        let mut uses = Vec::with_capacity(calls.len());
+        let mut pending = Vec::with_capacity(calls.len());
+        for (index, call) in calls.into_iter().enumerate() {
+            let id = if call.id.is_empty() { format!("{id_prefix}{index}") } else { call.id };
+            let input = serde_json::from_str(&call.arguments_json)
+                .unwrap_or_else(|_| serde_json::Value::Object(serde_json::Map::new()));
+            uses.push(ContentPart::ToolUse { id: id.clone(), name: call.name.clone(), input });
+            let _ = self.tx.send(TurnEvent::FunctionStarted);
+            let log_tx = self.tx.clone();
+            let receiver = functions::spawn_invocation(
+                kit.clone(),
+                call.name,
+                call.arguments_json,
+                move |outcome| {
+                    let _ = log_tx.send(TurnEvent::FunctionDone { log: outcome.log.clone() });
+                },
+            );
+            pending.push((id, receiver));
+        }
+        let (ids, receivers): (Vec<String>, Vec<_>) = pending.into_iter().unzip();
+        let all = futures::future::join_all(receivers);
+        tokio::pin!(all);
+        let outcomes = tokio::select! {
+            outcomes = &mut all => outcomes,
+            () = tokio::time::sleep(functions::FILLER_AFTER) => {
+                self.sentence(functions::FILLER_LINE.to_owned());
+                all.await
+            }
+        };
+        let results = ids
+            .into_iter()
+            .zip(outcomes)
+            .map(|(tool_use_id, outcome)| match outcome {
+                Ok(outcome) => ContentPart::ToolResult {
+                    tool_use_id,
+                    content: outcome.content,
+                    is_error: outcome.is_error,
+                },
+                // The invocation task ended without an answer (it cannot panic by design).
+                Err(_) => ContentPart::ToolResult {
+                    tool_use_id,
+                    content: "The function did not run. Its result is not available.".to_owned(),
+                    is_error: true,
+                },
+            })
+            .collect();
+        (uses, results)
     }
 }
 

@@ -26,6 +26,7 @@ use nixflex_pipeline::stt::{
 use nixflex_pipeline::tts::{PcmLayout, TtsProvider, TtsRequest, TtsStream};
 use nixflex_providers::twilio::{TwilioClient, TwilioClientConfig};
 
+mod functions;
 mod memory_store;
 use memory_store::MemoryStore;
 use serde_json::{Map, json};
@@ -34,6 +35,8 @@ use tokio::time::Instant;
 #[derive(Debug, Default)]
 struct FakeLlm {
     replies: Mutex<VecDeque<String>>,
+    /// Scripted event streams; used before `replies` while there are any.
+    scripts: Mutex<VecDeque<Vec<LlmEvent>>>,
     requests: Mutex<Vec<LlmRequest>>,
 }
 
@@ -45,6 +48,9 @@ impl LlmProvider for FakeLlm {
 
     async fn stream(&self, request: LlmRequest) -> Result<LlmStream, ProviderError> {
         self.requests.lock().unwrap().push(request);
+        if let Some(events) = self.scripts.lock().unwrap().pop_front() {
+            return Ok(LlmStream::new(futures::stream::iter(events.into_iter().map(Ok))));
+        }
         let reply = self.replies.lock().unwrap().pop_front().unwrap_or_else(|| "Okay.".to_owned());
         let events = vec![
             Ok(LlmEvent::TextDelta(reply)),
@@ -139,6 +145,8 @@ struct Lab {
 
 const CALLER: &str = "+447386172392";
 const NUMBER: &str = "+14155552671";
+/// The secret of the account's one key (it signs requests to custom functions).
+const KEY_SECRET: &str = "nxf_sk_session_test_secret";
 
 /// How a lab differs from the default one.
 struct LabOptions {
@@ -154,6 +162,8 @@ struct LabOptions {
     recordings: bool,
     /// The number's settings.
     number_settings: NumberSettings,
+    /// Let customer endpoints (custom functions) be http and private addresses.
+    allow_private_targets: bool,
 }
 
 impl Default for LabOptions {
@@ -165,6 +175,7 @@ impl Default for LabOptions {
             drain_timeout: Duration::from_secs(30),
             recordings: false,
             number_settings: NumberSettings::default(),
+            allow_private_targets: true,
         }
     }
 }
@@ -195,6 +206,16 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         updated_at: now,
     };
     memory.agents.lock().unwrap().insert("agent_1".into(), agent);
+    memory.keys.lock().unwrap().push(nixflex_store::ApiKey {
+        key_id: "nxf_1".into(),
+        account_id: "acct_1".into(),
+        name: None,
+        secret_hash: hash_secret(KEY_SECRET),
+        secret_sealed: secrets.seal(KEY_SECRET),
+        created_at: now,
+        rotated_at: None,
+        revoked_at: None,
+    });
     let number = PhoneNumber {
         phone_number: NUMBER.into(),
         account_id: "acct_1".into(),
@@ -240,6 +261,7 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         campaign_id: None,
         metadata: None,
         cost_usd: None,
+        function_calls: Vec::new(),
         precall_reject_reason: None,
         stream_token_hash: Some(hash_secret("stream-token")),
         created_at: now,
@@ -261,7 +283,8 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         ..TwilioClientConfig::default()
     })
     .unwrap();
-    let customer = nixflex_providers::customer::CustomerHttp::new(true).unwrap();
+    let customer =
+        nixflex_providers::customer::CustomerHttp::new(options.allow_private_targets).unwrap();
     let follow_up_wake = Arc::new(tokio::sync::Notify::new());
     let recordings_dir = options.recordings.then(|| tempfile::tempdir().unwrap());
     let recordings = recordings_dir.as_ref().map(|dir| {

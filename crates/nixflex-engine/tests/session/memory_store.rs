@@ -16,13 +16,15 @@ use nixflex_store::{
     Page, RecordingRepo, StoreError,
 };
 
-/// Calls, numbers and agents in memory. Accounts and keys are not kept: accounts have no limit
-/// overrides (the engine's default cap applies) and no keys (the pre-call gate is unsigned).
+/// Calls, numbers, agents and keys in memory. Accounts are not kept: accounts have no limit
+/// overrides (the engine's default cap applies).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     pub calls: Mutex<HashMap<String, CallRecord>>,
     pub numbers: Mutex<HashMap<String, PhoneNumber>>,
     pub agents: Mutex<HashMap<String, Agent>>,
+    /// The account's keys (their secrets sign requests to custom functions).
+    pub keys: Mutex<Vec<ApiKey>>,
     /// Jobs queued: `call.started` at stream start, follow-ups with calls' final updates (once
     /// per idempotency key).
     pub follow_ups: Mutex<Vec<NewJob>>,
@@ -41,7 +43,9 @@ impl CallStore for MemoryStore {
         _account_id: &AccountId,
         _page: Page,
     ) -> Result<(Vec<ApiKey>, i64), StoreError> {
-        Ok((Vec::new(), 0))
+        let keys = self.keys.lock().unwrap().clone();
+        let count = i64::try_from(keys.len()).unwrap();
+        Ok((keys, count))
     }
 
     async fn get_agent(
@@ -164,6 +168,9 @@ impl CallStore for MemoryStore {
         }
         if let Some(t) = &update.turns {
             call.turns.clone_from(t);
+        }
+        if let Some(f) = &update.function_calls {
+            call.function_calls.clone_from(f);
         }
         if let Some(a) = update.avg_latency_ms {
             call.avg_latency_ms = Some(a);

@@ -467,6 +467,51 @@ mod tests {
     }
 
     #[test]
+    fn text_then_two_tool_calls_with_json_split_anywhere_come_out_in_order() {
+        let mut parser = AnthropicParser::default();
+        let delta = |index: u32, piece: &str| {
+            let data = json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": piece}});
+            ("content_block_delta", data.to_string())
+        };
+        let mut events: Vec<(&str, String)> = vec![
+            ("message_start", r#"{"type":"message_start","message":{"usage":{"input_tokens":5,"output_tokens":1}}}"#.to_owned()),
+            ("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.to_owned()),
+            ("content_block_delta", r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Let me check."}}"#.to_owned()),
+            ("content_block_stop", r#"{"type":"content_block_stop","index":0}"#.to_owned()),
+            ("content_block_start", r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_a","name":"stock","input":{}}}"#.to_owned()),
+        ];
+        // Split inside a key and inside an escaped quote, with non-ASCII text.
+        for piece in ["{\"it", "em\": \"pain au \\\"choc", "olat\\\" \u{e9}", "clair\"}"] {
+            events.push(delta(1, piece));
+        }
+        events
+            .push(("content_block_stop", r#"{"type":"content_block_stop","index":1}"#.to_owned()));
+        events.push(("content_block_start", r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_b","name":"hours","input":{}}}"#.to_owned()));
+        events
+            .push(("content_block_stop", r#"{"type":"content_block_stop","index":2}"#.to_owned()));
+        events.push(("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":30}}"#.to_owned()));
+        events.push(("message_stop", r#"{"type":"message_stop"}"#.to_owned()));
+        let borrowed: Vec<(&str, &str)> = events.iter().map(|(e, d)| (*e, d.as_str())).collect();
+        let out = feed(&mut parser, &borrowed);
+        assert_eq!(out[0], LlmEvent::TextDelta("Let me check.".to_owned()));
+        let LlmEvent::ToolCall { id, name, arguments_json } = &out[1] else { panic!("{out:?}") };
+        assert_eq!((id.as_str(), name.as_str()), ("toolu_a", "stock"));
+        let arguments: Value = serde_json::from_str(arguments_json).unwrap();
+        assert_eq!(arguments, json!({"item": "pain au \"chocolat\" \u{e9}clair"}));
+        assert_eq!(
+            out[2],
+            LlmEvent::ToolCall {
+                id: "toolu_b".to_owned(),
+                name: "hours".to_owned(),
+                arguments_json: "{}".to_owned()
+            },
+            "a tool call without input deltas has empty arguments"
+        );
+        assert!(matches!(&out[3], LlmEvent::Done { stop_reason: StopReason::ToolUse, .. }));
+    }
+
+    #[test]
     fn unknown_events_and_thinking_deltas_are_ignored() {
         let mut parser = AnthropicParser::default();
         let events = feed(

@@ -383,6 +383,36 @@ mod tests {
     }
 
     #[test]
+    fn text_then_a_tool_call_whose_arguments_arrive_a_character_at_a_time() {
+        let mut parser = OpenAiParser::default();
+        let arguments = r#"{"item":"pain au \"chocolat\"","count":2}"#;
+        let mut chunks = vec![
+            json!({"choices":[{"index":0,"delta":{"role":"assistant","content":"Let me check."},"finish_reason":null}]}).to_string(),
+            json!({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"stock","arguments":""}}]},"finish_reason":null}]}).to_string(),
+        ];
+        for piece in arguments.chars() {
+            chunks.push(json!({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":piece.to_string()}}]},"finish_reason":null}]}).to_string());
+        }
+        chunks.push(
+            json!({"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}).to_string(),
+        );
+        chunks.push("[DONE]".to_owned());
+        let borrowed: Vec<&str> = chunks.iter().map(String::as_str).collect();
+        let events = feed(&mut parser, &borrowed);
+        assert_eq!(events[0], LlmEvent::TextDelta("Let me check.".to_owned()));
+        assert_eq!(
+            events[1],
+            LlmEvent::ToolCall {
+                id: "call_1".to_owned(),
+                name: "stock".to_owned(),
+                arguments_json: arguments.to_owned(),
+            }
+        );
+        assert!(matches!(&events[2], LlmEvent::Done { stop_reason: StopReason::ToolUse, .. }));
+        assert_eq!(events.len(), 3, "each call is handed out once: {events:?}");
+    }
+
+    #[test]
     fn tool_call_fragments_are_joined_by_index() {
         let mut parser = OpenAiParser::default();
         let events = feed(

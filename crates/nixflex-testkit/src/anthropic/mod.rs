@@ -6,6 +6,11 @@
 //! bodies and statuses. Accepts `x-api-key` or `Authorization: Bearer` (the official Python
 //! SDK sends the latter) and any `anthropic-version`.
 //!
+//! Tool use is checked as the API checks it ([`check_tool_pairing`]): each `tool_use` block
+//! needs a `tool_result` in the next (user) message, each `tool_result` a `tool_use` in the
+//! message before, and a request carrying either must define `tools`; otherwise a 400
+//! `invalid_request_error`.
+//!
 //! Replies are scripted: a queue of [`Reply`]s, then an optional responder function of the
 //! request, then a default echo of the last user text. Latency ([`Timing`]) and failures
 //! ([`Fault`]) are configurable at any time. Every request is recorded for assertions.
@@ -334,6 +339,67 @@ fn last_user_text(body: &Value) -> String {
     }
 }
 
+/// The `type: kind` blocks of a message's content (`field` of each, e.g. their ids).
+fn block_ids(message: &Value, kind: &str, field: &str) -> Vec<String> {
+    message
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|block| block.get("type").and_then(Value::as_str) == Some(kind))
+        .map(|block| block.get(field).and_then(Value::as_str).unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The Messages API's rules for tool use in the history, with its error messages: every
+/// `tool_use` is answered by a `tool_result` in the next message (a user message), every
+/// `tool_result` answers a `tool_use` of the message before, and requests with either define
+/// `tools`.
+///
+/// # Errors
+/// The API's message for the first rule broken.
+pub fn check_tool_pairing(request: &Value) -> Result<(), String> {
+    let messages = request.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let mut any = false;
+    for (index, message) in messages.iter().enumerate() {
+        let uses = block_ids(message, "tool_use", "id");
+        let results = block_ids(message, "tool_result", "tool_use_id");
+        any |= !uses.is_empty() || !results.is_empty();
+        if !results.is_empty() {
+            let previous_uses = index
+                .checked_sub(1)
+                .map(|i| block_ids(&messages[i], "tool_use", "id"))
+                .unwrap_or_default();
+            if let Some(unexpected) = results.iter().find(|id| !previous_uses.contains(id)) {
+                return Err(format!(
+                    "messages.{index}.content: unexpected `tool_use_id` found in `tool_result` blocks: {unexpected}. Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+                ));
+            }
+        }
+        if !uses.is_empty() {
+            let answered = messages
+                .get(index + 1)
+                .filter(|next| next.get("role").and_then(Value::as_str) == Some("user"))
+                .map(|next| block_ids(next, "tool_result", "tool_use_id"))
+                .unwrap_or_default();
+            let missing: Vec<&str> =
+                uses.iter().filter(|id| !answered.contains(id)).map(String::as_str).collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "messages.{}: `tool_use` ids were found without `tool_result` blocks immediately after: {}. Each `tool_use` block must have a corresponding `tool_result` block in the next message.",
+                    index + 1,
+                    missing.join(", ")
+                ));
+            }
+        }
+    }
+    if any && request.get("tools").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+        return Err("Requests which include `tool_use` or `tool_result` blocks must define tools."
+            .to_owned());
+    }
+    Ok(())
+}
+
 /// A rough token count (about four characters per token), at least 1.
 fn estimate_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4).max(1)
@@ -390,6 +456,9 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         }
         if request.get("messages").and_then(Value::as_array).is_none_or(Vec::is_empty) {
             return error_response(400, "messages: at least one message is required");
+        }
+        if let Err(message) = check_tool_pairing(&request) {
+            return error_response(400, &message);
         }
         let reply = match scripted_reply {
             Some(reply) => reply,
@@ -596,6 +665,23 @@ mod tests {
         let pieces = split_words(text);
         assert_eq!(pieces, vec!["Hello", " there,", "  how", " are", " you?"]);
         assert_eq!(pieces.concat(), text);
+    }
+
+    #[test]
+    fn tool_results_must_answer_the_tool_uses_of_the_message_before() {
+        let tools = json!([{"name": "f", "input_schema": {"type": "object"}}]);
+        let use_f = json!({"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]});
+        let result = |id: &str| json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "ok"}]});
+        let request = |messages: Value| json!({"messages": messages, "tools": tools});
+        let hello = json!({"role": "user", "content": "hi"});
+        assert_eq!(check_tool_pairing(&request(json!([hello, use_f, result("t1")]))), Ok(()));
+        let missing = check_tool_pairing(&request(json!([hello, use_f, hello]))).unwrap_err();
+        assert!(missing.contains("without `tool_result`") && missing.contains("t1"), "{missing}");
+        let stray = check_tool_pairing(&request(json!([hello, result("t9")]))).unwrap_err();
+        assert!(stray.contains("unexpected `tool_use_id`"), "{stray}");
+        let no_tools =
+            check_tool_pairing(&json!({"messages": [hello, use_f, result("t1")]})).unwrap_err();
+        assert!(no_tools.contains("must define tools"), "{no_tools}");
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! Chat chunks follow the documented `chat.completion.chunk` shape: a first chunk with the
 //! role, content deltas, tool-call fragments keyed by `index`, a chunk with `finish_reason`,
 //! the `choices: []` usage chunk when `stream_options.include_usage` is set, then
-//! `data: [DONE]`. Errors use OpenAI's `{"error":{message,type,param,code}}` shape.
+//! `data: [DONE]`. Errors use OpenAI's `{"error":{message,type,param,code}}` shape. Tool
+//! results are checked as the API checks them ([`check_tool_messages`]): an assistant message
+//! with `tool_calls` must be followed by one `tool` message per call id, and a `tool` message
+//! must answer such a call; otherwise a 400.
 //!
 //! Speech answers `pcm` (raw 24 kHz 16-bit little-endian mono) or `wav` with a deterministic
 //! tone ([`nixflex_pipeline::audio::tone::text_tone`]) lasting `ms_per_char` per character of
@@ -295,6 +298,61 @@ fn body_from_channel(receiver: mpsc::Receiver<Result<Bytes, std::io::Error>>) ->
     }))
 }
 
+/// The Chat Completions rules for tool results, with the API's error messages: an assistant
+/// message with `tool_calls` is followed by `tool` messages answering each call id, and every
+/// `tool` message answers a call of the assistant message before the run of `tool` messages.
+///
+/// # Errors
+/// The API's message for the first rule broken.
+pub fn check_tool_messages(request: &Value) -> Result<(), String> {
+    let messages = request.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    fn role(message: &Value) -> &str {
+        message.get("role").and_then(Value::as_str).unwrap_or("")
+    }
+    let mut open: Option<Vec<String>> = None;
+    for message in messages {
+        if role(message) == "tool" {
+            let id = message.get("tool_call_id").and_then(Value::as_str).unwrap_or_default();
+            match open.as_mut() {
+                Some(ids) if ids.iter().any(|open_id| open_id == id) => {
+                    ids.retain(|open_id| open_id != id)
+                }
+                _ => {
+                    return Err("Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.".to_owned());
+                }
+            }
+            continue;
+        }
+        if let Some(ids) = open.take()
+            && !ids.is_empty()
+        {
+            return Err(format!(
+                "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. The following tool_call_ids did not have response messages: {}",
+                ids.join(", ")
+            ));
+        }
+        if role(message) == "assistant" {
+            let ids: Vec<String> = message
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|call| call.get("id").and_then(Value::as_str).map(str::to_owned))
+                .collect();
+            if !ids.is_empty() {
+                open = Some(ids);
+            }
+        }
+    }
+    match open {
+        Some(ids) if !ids.is_empty() => Err(format!(
+            "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. The following tool_call_ids did not have response messages: {}",
+            ids.join(", ")
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn last_user_text(request: &Value) -> String {
     request
         .get("messages")
@@ -394,6 +452,9 @@ async fn chat_completions(
             None,
             Some("messages"),
         );
+    }
+    if let Err(message) = check_tool_messages(&request) {
+        return error_response(400, &message, "invalid_request_error", None, Some("messages"));
     }
     let reply = {
         let script = shared.script();
@@ -636,4 +697,37 @@ async fn speech(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         .header(header::CONTENT_TYPE, content_type)
         .body(body_from_channel(receiver))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_messages_must_answer_each_call_of_the_assistant_message_before() {
+        let calls = json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+            {"id": "call_b", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+        ]});
+        let tool = |id: &str| json!({"role": "tool", "tool_call_id": id, "content": "ok"});
+        let user = json!({"role": "user", "content": "hi"});
+        let request = |messages: Value| json!({"messages": messages});
+        assert_eq!(
+            check_tool_messages(&request(json!([
+                user,
+                calls,
+                tool("call_b"),
+                tool("call_a"),
+                user
+            ]))),
+            Ok(())
+        );
+        let missing =
+            check_tool_messages(&request(json!([user, calls, tool("call_a"), user]))).unwrap_err();
+        assert!(missing.ends_with("did not have response messages: call_b"), "{missing}");
+        let at_end = check_tool_messages(&request(json!([user, calls]))).unwrap_err();
+        assert!(at_end.contains("call_a, call_b"), "{at_end}");
+        let stray = check_tool_messages(&request(json!([user, tool("call_z")]))).unwrap_err();
+        assert!(stray.contains("must be a response to a preceeding message"), "{stray}");
+    }
 }

@@ -8,10 +8,15 @@ this order, and passes the base URL in NIXFLEX_ANTHROPIC_URL:
   4. text "Not streamed."              (non-streamed request)
   5. HTTP 429                          (RateLimitError expected)
   6. overloaded_error after 1 delta    (error event mid-stream)
+  7. text "Let me look." then tool calls get_weather Paris and get_weather Rome (streamed)
+  8. text "Sunny in both."             (after the two tool_result blocks, streamed)
+  9. (no reply used) a tool_use left without its tool_result: 400
 """
 
 import os
 import sys
+
+import json
 
 import anthropic
 
@@ -84,5 +89,35 @@ try:
     check(False, "the mid-stream error was not raised")
 except anthropic.APIStatusError as error:
     check("overloaded_error" in str(error), f"error {error}")
+
+# 7. Text then two tool calls in one streamed response; raw events carry input_json_delta pieces.
+events = list(client.messages.create(model=MODEL, max_tokens=256, messages=messages, tools=tools, stream=True))
+starts = [e.content_block for e in events if e.type == "content_block_start"]
+check([b.type for b in starts] == ["text", "tool_use", "tool_use"], f"blocks {starts}")
+pieces = {}
+for event in events:
+    if event.type == "content_block_delta" and event.delta.type == "input_json_delta":
+        pieces.setdefault(event.index, []).append(event.delta.partial_json)
+check(all(len(p) > 1 for p in pieces.values()), f"tool input arrives in pieces {pieces}")
+inputs = [json.loads("".join(pieces[i])) for i in sorted(pieces)]
+check(inputs == [{"location": "Paris"}, {"location": "Rome"}], f"inputs {inputs}")
+check(events[-2].delta.stop_reason == "tool_use", "stop reason tool_use")
+assistant = {"role": "assistant", "content": [
+    {"type": "text", "text": "Let me look."},
+    *({"type": "tool_use", "id": b.id, "name": b.name, "input": inputs[i]} for i, b in enumerate(starts[1:])),
+]}
+results = [{"type": "tool_result", "tool_use_id": b.id, "content": "sunny"} for b in starts[1:]]
+
+# 8. The tool results go back in the next user message; the model answers.
+with client.messages.stream(model=MODEL, max_tokens=256, tools=tools, messages=messages + [assistant, {"role": "user", "content": results}]) as stream:
+    answer = "".join(stream.text_stream)
+check(answer == "Sunny in both.", f"answer after tool results {answer!r}")
+
+# 9. A tool_use without its tool_result is refused as the API refuses it.
+try:
+    client.messages.create(model=MODEL, max_tokens=64, tools=tools, messages=messages + [assistant, {"role": "user", "content": results[:1]}])
+    check(False, "a missing tool_result was not refused")
+except anthropic.BadRequestError as error:
+    check(error.status_code == 400 and starts[2].id in str(error), f"error {error}")
 
 print("OK anthropic", anthropic.__version__)

@@ -8,6 +8,9 @@ the base URL (with /v1) in NIXFLEX_OPENAI_URL:
   4. HTTP 429                                   (RateLimitError expected)
   5. speech, pcm, "Hello there." -> 12 chars x 60 ms of 24 kHz s16le
   6. speech, mp3                                (400 in OpenAI's error shape)
+  7. chat: two streamed tool calls lookup_order A-1 and A-2 in one response
+  8. chat text "Both orders shipped."           (after the two tool results, streamed)
+  9. (no reply used) a tool call left without its result: 400
 """
 
 import os
@@ -83,5 +86,35 @@ try:
     check(False, "mp3 was not refused")
 except openai.BadRequestError as error:
     check(error.status_code == 400 and error.param == "response_format", f"error {error}")
+
+# 7. Two tool calls in one streamed response, then their results sent back as `tool` messages.
+calls = {}
+for chunk in client.chat.completions.create(model=MODEL, messages=messages, tools=tools, stream=True):
+    for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+        entry = calls.setdefault(call.index, {"id": None, "name": "", "arguments": ""})
+        entry["id"] = call.id or entry["id"]
+        if call.function and call.function.name:
+            entry["name"] += call.function.name
+        if call.function and call.function.arguments:
+            entry["arguments"] += call.function.arguments
+check(sorted(calls) == [0, 1], f"two calls {calls}")
+check([json.loads(calls[i]["arguments"]) for i in (0, 1)] == [{"order_id": "A-1"}, {"order_id": "A-2"}], f"arguments {calls}")
+check(calls[0]["id"] != calls[1]["id"], "distinct ids")
+assistant = {"role": "assistant", "content": None, "tool_calls": [
+    {"id": calls[i]["id"], "type": "function", "function": {"name": calls[i]["name"], "arguments": calls[i]["arguments"]}} for i in (0, 1)
+]}
+results = [{"role": "tool", "tool_call_id": calls[i]["id"], "content": "shipped"} for i in (0, 1)]
+
+# 8. The next request carries the tool results; the model answers in text.
+chunks = list(client.chat.completions.create(model=MODEL, messages=messages + [assistant] + results, tools=tools, stream=True))
+text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+check(text == "Both orders shipped.", f"answer after tool results {text!r}")
+
+# 9. A tool call without its result is refused as the API refuses it.
+try:
+    client.chat.completions.create(model=MODEL, messages=messages + [assistant] + results[:1], tools=tools)
+    check(False, "a missing tool result was not refused")
+except openai.BadRequestError as error:
+    check(error.status_code == 400 and calls[1]["id"] in str(error), f"error {error}")
 
 print("OK openai", openai.__version__)

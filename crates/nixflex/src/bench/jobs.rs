@@ -93,6 +93,7 @@ async fn seed_webhooks(
             campaign_id: None,
             metadata: None,
             cost_usd: None,
+            function_calls: Vec::new(),
             precall_reject_reason: None,
             stream_token_hash: None,
             created_at: now,

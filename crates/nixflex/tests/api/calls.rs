@@ -61,6 +61,7 @@ fn record(key: &Key, i: i64, direction: Direction) -> CallRecord {
         campaign_id: (i == 3).then(|| "camp_0123456789abcdef".to_owned()),
         metadata: None,
         cost_usd: None,
+        function_calls: Vec::new(),
         precall_reject_reason: None,
         stream_token_hash: None,
         created_at: at,

@@ -769,6 +769,112 @@ async fn the_engine_records_a_call_itself_as_a_dual_channel_wav(backend: Backend
     assert!(quiet(&agent, spoke_from + slack, spoke_to - slack));
 }
 
+/// A custom function over the real server: the model's streamed tool call is POSTed (signed) to
+/// the customer's endpoint, its answer comes back to the model in the same turn and is spoken,
+/// and the invocation is on the call (`function_calls`) and in the `call.completed` webhook.
+async fn a_custom_function_is_called_during_a_call_and_logged_on_it(backend: Backend) {
+    use nixflex_testkit::function::{Answer, FunctionEndpoint};
+    let endpoint = FunctionEndpoint::start().await.unwrap();
+    endpoint.push(Answer::result(json!({"croissants": 12})));
+    let receiver = nixflex_testkit::webhook::WebhookReceiver::start().await.unwrap();
+    let lab = CallLab::start(
+        backend,
+        json!({"name": "Bella", "welcome_message": "Hello, Bella's Bakery!",
+               "webhook_url": receiver.url("/crm"),
+               "functions": [{"name": "check_stock", "description": "How many of an item are left today",
+                              "url": endpoint.url("/stock"),
+                              "parameters": {"type": "object", "properties": {"item": {"type": "string"}}}}]}),
+    )
+    .await;
+    lab.stt.push_utterance("Any croissants left?");
+    lab.llm.push_reply(Reply::text_then_tool_call(
+        "Let me check.",
+        "check_stock",
+        json!({"item": "croissant"}),
+    ));
+    lab.llm.push_reply(Reply::text("We have twelve croissants left. Goodbye! [END_CALL]"));
+    lab.llm.push_reply(Reply::tool_call(
+        nixflex_engine::analysis::TOOL_NAME,
+        json!({"call_summary": "Asked about croissants.", "caller_sentiment": "happy",
+               "call_successful": true, "extracted_data": {}}),
+    ));
+    let script = CallerScript::new()
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(0.6), secs(15.0))
+        .say("Any croissants left?", secs(1.2))
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(6.0), secs(20.0));
+    let recording = lab.caller.place_inbound_call(lab.place(), script).await;
+    assert!(recording.errors().is_empty(), "{:?}", recording.errors());
+    let call = lab.finished_call().await;
+    let call_id = call["call_id"].as_str().unwrap().to_owned();
+    assert_eq!(call["ended_reason"], "completed");
+
+    // The endpoint got the documented body, signed with the account's key.
+    let received = endpoint.received();
+    assert_eq!(received.len(), 1);
+    let body = received[0].json();
+    assert_eq!(body["name"], "check_stock");
+    assert_eq!(body["args"], json!({"item": "croissant"}));
+    assert_eq!(body["variables"]["call_id"], call_id.as_str());
+    assert_eq!(body["variables"]["caller_phone"], CALLER);
+    let signature = received[0].header("x-nixflex-signature").unwrap();
+    let timestamp: i64 =
+        signature.split(',').next().unwrap().trim_start_matches("t=").parse().unwrap();
+    assert_eq!(
+        signature,
+        nixflex_providers::customer::signature_header(
+            timestamp,
+            &received[0].body,
+            std::slice::from_ref(&lab.key.secret)
+        )
+    );
+
+    // The model was offered the tool and given its result, then its answer was spoken.
+    let requests = lab.llm.requests();
+    assert_eq!(requests[0].body["tools"][0]["name"], "check_stock");
+    let follow_up = &requests[1].body;
+    let messages = follow_up["messages"].as_array().unwrap();
+    let n = messages.len();
+    assert_eq!(messages[n - 2]["content"][1]["type"], "tool_use");
+    assert_eq!(messages[n - 1]["content"][0]["type"], "tool_result");
+    assert_eq!(messages[n - 1]["content"][0]["content"], r#"{"croissants":12}"#);
+    let said: Vec<&str> = call["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["role"] == "agent")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        said.iter().any(|s| s.contains("Let me check.") && s.contains("twelve croissants")),
+        "{said:?}"
+    );
+
+    let logged = call["function_calls"].as_array().unwrap();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0]["name"], "check_stock");
+    assert_eq!(logged[0]["arguments"], json!({"item": "croissant"}));
+    assert_eq!(logged[0]["status"], "ok");
+    assert_eq!(logged[0]["http_status"], 200);
+    assert!(logged[0]["latency_ms"].is_u64() && logged[0]["at_ms"].as_u64().unwrap() > 0);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let completed = loop {
+        if let Some(event) = receiver
+            .received()
+            .into_iter()
+            .map(|r| r.json())
+            .find(|p| p["event"] == "call.completed")
+        {
+            break event;
+        }
+        assert!(Instant::now() < deadline, "call.completed missing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(completed["function_calls"], call["function_calls"]);
+}
+
 on_backend!(
     sqlite,
     Sqlite,
@@ -783,6 +889,7 @@ on_backend!(
     a_stream_without_the_calls_token_is_refused,
     a_retried_voice_webhook_gets_a_token_that_works,
     a_finished_call_is_analysed_and_its_webhook_delivered,
+    a_custom_function_is_called_during_a_call_and_logged_on_it,
 );
 on_backend!(
     postgres,
@@ -792,4 +899,5 @@ on_backend!(
     unanswerable_calls_hear_busy,
     a_retried_voice_webhook_gets_a_token_that_works,
     a_finished_call_is_analysed_and_its_webhook_delivered,
+    a_custom_function_is_called_during_a_call_and_logged_on_it,
 );

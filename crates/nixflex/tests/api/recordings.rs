@@ -45,6 +45,7 @@ fn ended_call(key: &Key, age: Duration) -> CallRecord {
         campaign_id: None,
         metadata: None,
         cost_usd: None,
+        function_calls: Vec::new(),
         precall_reject_reason: None,
         stream_token_hash: None,
         created_at: at,

@@ -41,6 +41,7 @@ fn call(key: &Key, ago: Duration, connected: Option<i64>, direction: Direction) 
         campaign_id: None,
         metadata: None,
         cost_usd: None,
+        function_calls: Vec::new(),
         precall_reject_reason: None,
         stream_token_hash: None,
         created_at: at,
