@@ -349,6 +349,8 @@ fn inbound_record(
         metadata: None,
         cost_usd: None,
         precall_reject_reason: None,
+        amd_result: None,
+        carrier_details: None,
         stream_token_hash: None,
         created_at: now,
         updated_at: now,

@@ -160,6 +160,8 @@ mod tests {
             metadata: None,
             cost_usd: None,
             precall_reject_reason: None,
+            amd_result: None,
+            carrier_details: None,
             stream_token_hash: Some("secret-hash".to_owned()),
             created_at: at,
             updated_at: at,

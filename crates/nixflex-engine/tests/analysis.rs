@@ -84,6 +84,8 @@ fn call() -> CallRecord {
         metadata: None,
         cost_usd: None,
         precall_reject_reason: None,
+        amd_result: None,
+        carrier_details: None,
         stream_token_hash: None,
         created_at: now,
         updated_at: now,

@@ -147,6 +147,8 @@ async fn lab() -> Lab {
         metadata: Some(json!({"crm_id": 7})),
         cost_usd: None,
         precall_reject_reason: None,
+        amd_result: None,
+        carrier_details: None,
         stream_token_hash: None,
         created_at: now,
         updated_at: now,

@@ -271,6 +271,8 @@ async fn live_call(
         metadata: None,
         cost_usd: None,
         precall_reject_reason: None,
+        amd_result: None,
+        carrier_details: None,
         stream_token_hash: None,
         created_at: at,
         updated_at: at,

@@ -781,6 +781,8 @@ async fn a_webhook_survives_kill_9_and_each_url_accepts_it_once() {
         metadata: None,
         cost_usd: None,
         precall_reject_reason: None,
+        amd_result: None,
+        carrier_details: None,
         stream_token_hash: None,
         created_at: now,
         updated_at: now,

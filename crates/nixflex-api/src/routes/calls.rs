@@ -101,6 +101,15 @@ pub(crate) struct CallObject {
     latency: Vec<TurnLatency>,
     /// Why the pre-call gate rejected the call.
     precall_reject_reason: Option<String>,
+    /// The carrier's answering-machine verdict on an outbound call (agents with
+    /// `amd_enabled`): `human`, `machine_start`, `machine_end_beep`, `machine_end_silence`,
+    /// `machine_end_other`, `fax` or `unknown`.
+    amd_result: Option<String>,
+    /// Why an outbound call ended without a conversation, as the carrier (or the queue) said:
+    /// `carrier_status` and `sip_response_code` from Twilio's final status, `twilio_error`
+    /// (`code`, `message`) when Twilio refused the dial, or `reason: "queue_timeout"`.
+    #[schema(value_type = Option<Object>)]
+    carrier_details: Option<Value>,
     /// Every attempt to deliver a webhook about this call, oldest first (`GET /v1/calls/{id}`
     /// only; lists leave it out).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,6 +183,8 @@ impl CallObject {
             avg_latency_ms: call.avg_latency_ms,
             latency: call.turns,
             precall_reject_reason: call.precall_reject_reason,
+            amd_result: call.amd_result,
+            carrier_details: call.carrier_details,
             webhook_deliveries: None,
             created_at: call.created_at,
             updated_at: call.updated_at,

@@ -116,6 +116,8 @@ pub(crate) struct CallSetup {
     pub(crate) credentials: TwilioCredentials,
     pub(crate) history: Vec<PastCall>,
     pub(crate) caller_context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// An outbound call's purpose and variables (none for inbound calls).
+    pub(crate) purpose: Option<crate::outbound::CallPurpose>,
     /// When the stream's `start` message arrived: the zero of the engine's own recording, the
     /// clock Twilio's media timestamps count from.
     pub(crate) stream_started: Instant,
@@ -214,8 +216,8 @@ where
             now: Utc::now(),
             history: &setup.history,
             caller_context: setup.caller_context.as_ref(),
-            call_purpose: None,
-            dynamic_vars: &empty_vars,
+            call_purpose: setup.purpose.as_ref().map(|p| p.prompt.as_str()),
+            dynamic_vars: setup.purpose.as_ref().map_or(&empty_vars, |p| &p.dynamic_vars),
             tools_enabled: tools_enabled(agent),
         });
         let vad_config = VadConfig::default();

@@ -241,6 +241,8 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         metadata: None,
         cost_usd: None,
         precall_reject_reason: None,
+        amd_result: None,
+        carrier_details: None,
         stream_token_hash: Some(hash_secret("stream-token")),
         created_at: now,
         updated_at: now,

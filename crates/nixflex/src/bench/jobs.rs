@@ -94,6 +94,8 @@ async fn seed_webhooks(
             metadata: None,
             cost_usd: None,
             precall_reject_reason: None,
+            amd_result: None,
+            carrier_details: None,
             stream_token_hash: None,
             created_at: now,
             updated_at: now,

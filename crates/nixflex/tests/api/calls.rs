@@ -62,6 +62,8 @@ fn record(key: &Key, i: i64, direction: Direction) -> CallRecord {
         metadata: None,
         cost_usd: None,
         precall_reject_reason: None,
+        amd_result: None,
+        carrier_details: None,
         stream_token_hash: None,
         created_at: at,
         updated_at: at,

@@ -46,6 +46,8 @@ fn ended_call(key: &Key, age: Duration) -> CallRecord {
         metadata: None,
         cost_usd: None,
         precall_reject_reason: None,
+        amd_result: None,
+        carrier_details: None,
         stream_token_hash: None,
         created_at: at,
         updated_at: at,
