@@ -583,3 +583,185 @@ both!(
     a_call_queued_too_long_ends_failed,
     the_list_filters_outbound_calls,
 );
+
+mod end_to_end {
+    //! Outbound calls placed through the Twilio emulator's scripted callees: the phone network
+    //! answers (or not) and sends Twilio's callbacks; Deepgram, Anthropic and Inworld are
+    //! emulated.
+
+    use std::time::Duration;
+
+    use nixflex_testkit::anthropic::Reply;
+    use nixflex_testkit::twilio::Callee;
+    use nixflex_testkit::twilio::caller::{CallOutcome, CallerScript, EndedBy};
+    use serde_json::{Value, json};
+
+    use crate::engine::CallLab;
+    use crate::helpers::{Backend, both};
+
+    const CALLEE: &str = "+447386172392";
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    async fn place(lab: &CallLab, to: &str) -> String {
+        let response = lab
+            .app
+            .post(
+                &lab.key,
+                "/v1/calls/outbound",
+                json!({"agent_id": lab.agent_id, "to_number": to,
+                       "prompt": "Remind {first_name} about the dentist appointment on Tuesday.",
+                       "dynamic_vars": {"first_name": "Sam"}, "metadata": {"lead": 7}}),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        let created: Value = response.json().await.unwrap();
+        created["call_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn ended(lab: &CallLab, call_id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let call: Value =
+                lab.app.get(&lab.key, &format!("/v1/calls/{call_id}")).await.json().await.unwrap();
+            if call["ended_at"].is_string() && call["ended_reason"].is_string() {
+                return call;
+            }
+            assert!(std::time::Instant::now() < deadline, "never ended: {call}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn sid_of(lab: &CallLab, call_id: &str) -> String {
+        lab.twilio
+            .calls()
+            .into_iter()
+            .find(|c| c.create_param_values("Url").first().is_some_and(|u| u.contains(call_id)))
+            .map(|c| c.sid)
+            .expect("dialled")
+    }
+
+    /// A person answers; the agent, told the purpose and its variables, talks with them and
+    /// ends the call; the call is an outbound call that ended `completed`, and its purpose is
+    /// erased once its follow-up has run.
+    async fn a_human_answered_outbound_call_runs_a_conversation(backend: Backend) {
+        let lab = CallLab::start(backend, json!({"name": "Ava", "response_eagerness": 200})).await;
+        lab.stt.push_utterance("Hello, who is this?");
+        lab.llm.push_reply(Reply::text(
+            "Hi Sam, this is Ava from the dental practice, reminding you of your appointment on Tuesday. Goodbye! [END_CALL]",
+        ));
+        lab.llm.push_reply(Reply::tool_call(
+            nixflex_engine::analysis::TOOL_NAME,
+            json!({"call_summary": "Reminded Sam of Tuesday's appointment.", "caller_sentiment": "neutral",
+                   "call_successful": true, "extracted_data": {}}),
+        ));
+        lab.twilio.add_callee(
+            CALLEE,
+            Callee::human(
+                CallerScript::new()
+                    .silence(secs(0.3))
+                    .say("Hello, who is this?", secs(1.0))
+                    .wait_for_agent_speech(secs(10.0))
+                    .wait_for_agent_silence(secs(3.0), secs(20.0)),
+            ),
+        );
+        let call_id = place(&lab, CALLEE).await;
+        let call = ended(&lab, &call_id).await;
+        let sid = sid_of(&lab, &call_id);
+        let run = lab.twilio.callee_run(&sid, Duration::from_secs(20)).await.expect("callee ran");
+        let recording = run.recording.expect("answered");
+        assert_eq!(
+            recording.outcome,
+            CallOutcome::Completed { ended_by: EndedBy::Server },
+            "{:?}",
+            recording.events
+        );
+        assert!(recording.errors().is_empty(), "{:?}", recording.errors());
+        assert_eq!(call["direction"], "outbound");
+        assert_eq!(call["call_status"], "completed");
+        assert_eq!(call["ended_reason"], "completed");
+        assert_eq!(call["twilio_call_sid"], sid.as_str());
+        assert_eq!(
+            (call["from_number"].as_str(), call["to_number"].as_str()),
+            (Some(NUMBER), Some(CALLEE))
+        );
+        let transcript = call["transcript"].to_string();
+        assert!(
+            transcript.contains("Hello, who is this?") && transcript.contains("Tuesday"),
+            "{transcript}"
+        );
+        // The purpose, with its variable substituted, reached the model.
+        let system = lab.llm.requests()[0].body["system"].to_string();
+        assert!(
+            system.contains("Remind Sam about the dentist appointment on Tuesday."),
+            "{system}"
+        );
+        // After the follow-up, the sealed purpose is gone.
+        lab.follow_up_ran(&call_id).await;
+        let store = nixflex_store::open(&lab.app.config.effective_database_url(), 2).await.unwrap();
+        let details = store.get_outbound(&call_id.as_str().into()).await.unwrap().unwrap();
+        assert!(details.purpose_sealed.is_none(), "the purpose is erased after the follow-up");
+    }
+
+    /// An answering machine with the agent's AMD on: Twilio's AMD verdict is stored on the call.
+    async fn a_voicemail_callee_gets_its_amd_result_stored(backend: Backend) {
+        let lab = CallLab::start(backend, json!({"name": "Ava", "amd_enabled": true})).await;
+        lab.stt.push_utterance("Hi, you've reached Sam. Please leave a message after the tone.");
+        lab.llm.push_reply(Reply::text("Hi Sam, please call the practice back. [END_CALL]"));
+        lab.twilio.add_callee(
+            CALLEE,
+            Callee::Voicemail {
+                ring_for: secs(0.1),
+                greeting: "Hi, you've reached Sam. Please leave a message after the tone."
+                    .to_owned(),
+                greeting_length: secs(1.5),
+                silence: secs(1.0),
+            },
+        );
+        let call_id = place(&lab, CALLEE).await;
+        let call = ended(&lab, &call_id).await;
+        let sid = sid_of(&lab, &call_id);
+        lab.twilio.callee_run(&sid, Duration::from_secs(20)).await.expect("callee ran");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let call = loop {
+            let now: Value =
+                lab.app.get(&lab.key, &format!("/v1/calls/{call_id}")).await.json().await.unwrap();
+            if now["amd_result"].is_string() {
+                break now;
+            }
+            assert!(std::time::Instant::now() < deadline, "no AMD result: {now} (ended: {call})");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        assert_eq!(call["amd_result"], "machine_start", "MachineDetection=Enable answers early");
+        assert_eq!(call["direction"], "outbound");
+    }
+
+    /// Callees that never answer: the emulator's callbacks end each call with its outcome.
+    async fn scripted_unanswered_callees_end_with_their_outcome(backend: Backend) {
+        let lab = CallLab::start(backend, json!({"name": "Ava"})).await;
+        for (to, callee, outcome, sip) in [
+            ("+447386172301", Callee::Busy, "busy", 486),
+            ("+447386172302", Callee::NoAnswer { ring_for: secs(0.2) }, "no-answer", 487),
+            ("+447386172303", Callee::Failed, "failed", 404),
+        ] {
+            lab.twilio.add_callee(to, callee);
+            let call_id = place(&lab, to).await;
+            let call = ended(&lab, &call_id).await;
+            assert_eq!(call["call_status"], outcome, "{call}");
+            assert_eq!(call["ended_reason"], outcome, "{call}");
+            assert_eq!(call["carrier_details"]["sip_response_code"], sip, "{call}");
+            assert_eq!(call["answered_at"], Value::Null);
+            lab.follow_up_ran(&call_id).await;
+        }
+    }
+
+    const NUMBER: &str = "+14155552671";
+
+    both!(
+        a_human_answered_outbound_call_runs_a_conversation,
+        a_voicemail_callee_gets_its_amd_result_stored,
+        scripted_unanswered_callees_end_with_their_outcome,
+    );
+}
