@@ -229,10 +229,16 @@ impl Engine {
         let now = nixflex_store::now();
         let alive_after = now
             - chrono::Duration::from_std(self.config().heartbeat_stale_after).unwrap_or_default();
-        let claimed = store
-            .claim_queued_calls(account_id, cap, alive_after, now, DIAL_BATCH)
-            .await
-            .map_err(retryable)?;
+        // A draining node starts no new calls; the other nodes (or this one after its restart)
+        // dial them.
+        let claimed = if self.is_draining() {
+            Vec::new()
+        } else {
+            store
+                .claim_queued_calls(account_id, cap, alive_after, now, DIAL_BATCH)
+                .await
+                .map_err(retryable)?
+        };
         for call in claimed {
             self.dial(call).await;
         }
@@ -513,3 +519,46 @@ fn classify(error: &TwilioError) -> DialFailure {
 
 /// How long a dial job waits between looks at its queued call.
 pub const DEFAULT_DIAL_RECHECK: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_definite_refusal_ends_a_call_and_only_a_definite_not_now_redials() {
+        let refused = TwilioError::Upstream {
+            status: 400,
+            code: Some(21211),
+            message: "The 'To' number is not a valid phone number.".to_owned(),
+            more_info: None,
+        };
+        match classify(&refused) {
+            DialFailure::Refused(details) => {
+                assert_eq!(details["twilio_error"]["code"], 21211);
+                assert_eq!(details["twilio_error"]["http_status"], 400);
+            }
+            _ => panic!("a 4xx is a refusal"),
+        }
+        let down = TwilioError::Upstream {
+            status: 503,
+            code: None,
+            message: String::new(),
+            more_info: None,
+        };
+        assert!(matches!(classify(&down), DialFailure::Transient(_)));
+        let limited =
+            TwilioError::RateLimited { code: Some(20429), attempts: 3, retry_after: None };
+        assert!(matches!(classify(&limited), DialFailure::Transient(_)));
+        // A timed-out POST may have placed the call: never dialled again.
+        assert!(matches!(classify(&TwilioError::Timeout), DialFailure::Unknown(_)));
+    }
+
+    #[test]
+    fn callback_urls_name_the_call() {
+        let id = CallId::from("call_0123456789abcdef01234567");
+        assert_eq!(
+            callback_url("https://x.example", "/twilio/status", &id),
+            "https://x.example/twilio/status?call_id=call_0123456789abcdef01234567"
+        );
+    }
+}
