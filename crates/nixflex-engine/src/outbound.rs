@@ -245,8 +245,16 @@ impl Engine {
         let Some(call) = store.find_call(call_id).await.map_err(retryable)? else {
             return Ok(()); // deleted while queued
         };
+        let recheck =
+            Utc::now() + chrono::Duration::from_std(self.config().dial_recheck).unwrap_or_default();
         if call.call_status != CallStatus::Queued {
-            return Ok(());
+            // Done once the dial's outcome is known: the carrier has it, or it ended. A call
+            // claimed but without a SID may still be put back in the queue (Twilio said "not
+            // now" to whichever job dialled it), and then this job must be there to dial it.
+            if call.twilio_call_sid.is_some() || call.ended_at.is_some() {
+                return Ok(());
+            }
+            return Err(FollowUpError::NotYet(recheck));
         }
         let limit = chrono::Duration::from_std(self.config().outbound_queue_timeout)
             .unwrap_or(chrono::Duration::MAX);
@@ -277,10 +285,7 @@ impl Engine {
             }
             return Ok(());
         }
-        let again = (Utc::now()
-            + chrono::Duration::from_std(self.config().dial_recheck).unwrap_or_default())
-        .min(give_up_at);
-        Err(FollowUpError::NotYet(again))
+        Err(FollowUpError::NotYet(recheck.min(give_up_at)))
     }
 
     /// Asks Twilio to place a claimed call. A refusal ends the call `failed` with Twilio's

@@ -298,6 +298,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         follow_up_max_attempts: config.jobs_max_attempts,
         public_url: config.public_url.clone(),
         outbound_queue_timeout: Duration::from_secs(config.outbound_queue_timeout_secs),
+        dial_recheck: Duration::from_millis(config.outbound_dial_recheck_ms),
         ..nixflex_engine::EngineConfig::default()
     };
     // Every node runs a job worker; it also sweeps the calls of nodes that stopped

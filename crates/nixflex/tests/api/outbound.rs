@@ -438,7 +438,13 @@ async fn a_refused_dial_ends_the_call_failed_with_twilios_error(backend: Backend
 /// Cap 1: the second call waits `queued` until the first ends, then is dialled; the oldest
 /// queued call goes first.
 async fn over_the_cap_calls_wait_in_order_until_a_slot_frees(backend: Backend) {
-    let lab = lab(backend, json!({"name": "Caller"}), |c| c.max_concurrent_calls = 1).await;
+    // The dial jobs' own re-check is a minute away: a prompt dial can only come from the
+    // call's end making them due.
+    let lab = lab(backend, json!({"name": "Caller"}), |c| {
+        c.max_concurrent_calls = 1;
+        c.outbound_dial_recheck_ms = 60_000;
+    })
+    .await;
     let first = lab.place("+447386172301").await;
     let second = lab.place("+447386172302").await;
     let third = lab.place("+447386172303").await;
@@ -449,8 +455,8 @@ async fn over_the_cap_calls_wait_in_order_until_a_slot_frees(backend: Backend) {
     assert_eq!(lab.dials().len(), 1);
     assert_eq!(lab.call(&id(&second)).await["call_status"], "queued");
     assert_eq!(lab.call(&id(&third)).await["call_status"], "queued");
-    // The first ends: the oldest waiting call is dialled promptly (before the dial jobs' own
-    // re-check, which is seconds away).
+    // The first ends: the oldest waiting call is dialled promptly (not at the dial jobs' own
+    // re-check, a minute away).
     let ended_at = Instant::now();
     lab.status(&dial, "no-answer", &[]).await;
     let next = lab.dial_of(&id(&second)).await;
@@ -460,6 +466,28 @@ async fn over_the_cap_calls_wait_in_order_until_a_slot_frees(backend: Backend) {
     lab.status(&next, "busy", &[]).await;
     lab.dial_of(&id(&third)).await;
     assert_eq!(lab.dials().len(), 3);
+}
+
+/// Twilio answering 5xx did not place the call: it goes back to the queue and is dialled again
+/// (once it succeeds, once only).
+async fn a_transient_twilio_error_redials_later(backend: Backend) {
+    let lab = lab(backend, json!({"name": "Caller"}), |c| c.outbound_dial_recheck_ms = 200).await;
+    lab.twilio.fail_next("/Calls.json", 503, None);
+    let created = lab.place(CALLEE).await;
+    let call_id = created["call_id"].as_str().unwrap();
+    let dial = lab.dial_of(call_id).await;
+    let call = lab.call_until(call_id, "the SID", |c| c["twilio_call_sid"].is_string()).await;
+    assert_eq!(call["twilio_call_sid"], dial.sid.as_str());
+    assert_eq!(call["call_status"], "initiated");
+    let creates = lab
+        .twilio
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/Calls.json"))
+        .count();
+    assert_eq!(creates, 2, "refused once, then placed");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(lab.dials().len(), 1);
 }
 
 /// The queue is in the database: a call queued before a restart is dialled after it.
@@ -578,6 +606,7 @@ both!(
     unanswered_calls_end_with_the_carriers_outcome,
     a_refused_dial_ends_the_call_failed_with_twilios_error,
     over_the_cap_calls_wait_in_order_until_a_slot_frees,
+    a_transient_twilio_error_redials_later,
     queued_calls_survive_a_restart,
     two_nodes_dial_each_queued_call_once,
     a_call_queued_too_long_ends_failed,
