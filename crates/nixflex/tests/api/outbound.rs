@@ -262,8 +262,12 @@ async fn a_call_is_queued_then_dialled_with_callbacks_and_amd(backend: Backend) 
     assert_eq!(call["call_status"], "initiated");
     assert_eq!(call["metadata"], json!({"crm_id": "lead-42"}));
     assert_eq!(call["campaign_id"], "spring-push");
-    // The purpose is never shown.
+    // The purpose is never shown, and is stored only sealed.
     assert!(!call.to_string().contains("dentist"), "{call}");
+    let store = nixflex_store::open(&lab.app.config.effective_database_url(), 2).await.unwrap();
+    let details = store.get_outbound(&call_id.into()).await.unwrap().unwrap();
+    let sealed = details.purpose_sealed.expect("kept until the follow-up");
+    assert!(!sealed.contains("dentist") && !sealed.contains("Sam"), "sealed: {sealed}");
 
     // Ringing, then the carrier's AMD verdict is stored on the call.
     lab.status(&dial, "ringing", &[]).await;
