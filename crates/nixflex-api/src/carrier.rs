@@ -29,9 +29,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
 use futures::{SinkExt, StreamExt};
-use nixflex_core::call::{CallRecord, CallStatus};
+use nixflex_core::call::{CallRecord, CallStatus, Direction, EndedReason};
 use nixflex_core::error::ErrorCode;
-use nixflex_core::ids::E164;
+use nixflex_core::ids::{CallId, E164};
 use nixflex_core::number::PhoneNumber;
 use nixflex_core::phone;
 use nixflex_engine::carrier_recording::RecordingFetch;
@@ -73,6 +73,50 @@ impl CarrierRequest {
             .get_call_by_sid(&self.number.account_id, call_sid, Some(&self.number.phone_number))
             .await
     }
+
+    /// The outbound call named by our `call_id` in the callback URL (the URLs we give Twilio
+    /// when dialling carry it), if it is a call of this account placed from this number and
+    /// its carrier SID, when known, is `call_sid`. This finds a call whose SID is not stored
+    /// yet: Twilio's first callbacks can arrive before its answer to the dial.
+    async fn own_outbound_call(
+        &self,
+        state: &AppState,
+        call_id: Option<&str>,
+        call_sid: Option<&str>,
+    ) -> Result<Option<CallRecord>, StoreError> {
+        let Some(call_id) = call_id else { return Ok(None) };
+        let call = state.store().get_call(&self.number.account_id, &CallId::from(call_id)).await?;
+        Ok(call.filter(|call| {
+            call.direction == Direction::Outbound
+                && call.from_number == self.number.phone_number.as_str()
+                && match (&call.twilio_call_sid, call_sid) {
+                    (Some(known), Some(given)) => known == given,
+                    _ => true,
+                }
+        }))
+    }
+
+    /// The call a status or AMD callback is about: by its SID, else by our call id.
+    async fn callback_call(
+        &self,
+        state: &AppState,
+        call_id: Option<&str>,
+        call_sid: &str,
+    ) -> Result<Option<CallRecord>, StoreError> {
+        match self.own_call(state, call_sid).await? {
+            Some(call) => Ok(Some(call)),
+            None => self.own_outbound_call(state, call_id, Some(call_sid)).await,
+        }
+    }
+}
+
+/// The `call_id` query parameter of the callback URLs of outbound calls.
+fn query_call_id(uri: &axum::http::Uri) -> Option<String> {
+    form_pairs(uri.query()?.as_bytes())
+        .into_iter()
+        .rev()
+        .find(|(k, _)| k == "call_id")
+        .map(|(_, v)| v)
 }
 
 pub(crate) fn router(state: AppState) -> Router<AppState> {
@@ -82,6 +126,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/twilio/sms", post(sms))
         .route("/twilio/after-stream", post(after_stream))
         .route("/twilio/recording-status", post(recording_status))
+        .route("/twilio/amd", post(amd))
         .route_layer(axum::middleware::from_fn_with_state(state, verify_signature))
         // The media WebSocket is authenticated by the per-call token of its `start` message.
         .route("/twilio/stream", axum::routing::get(stream))
@@ -220,8 +265,30 @@ fn busy() -> Response {
 async fn voice(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Extension(request): Extension<CarrierRequest>,
 ) -> Response {
+    // An outbound call of ours was answered: the answer URL we gave Twilio names the call.
+    if let Some(call_id) = query_call_id(&uri) {
+        let call = match request
+            .own_outbound_call(&state, Some(&call_id), request.param("CallSid"))
+            .await
+        {
+            Ok(Some(call)) => call,
+            Ok(None) => return twiml_response(twiml::hangup()),
+            Err(error) => {
+                tracing::warn!(message = "Could not look up an answered outbound call.", error = %error);
+                return ApiError::from(error).into_response();
+            }
+        };
+        return match state.engine().answer_outbound(&call, request.param("CallSid")).await {
+            Admission::Connect { call_id, token } => {
+                connect_twiml(&state, &headers, &call_id, &token)
+            }
+            // `<Reject>` is only for incoming calls; an answered outbound call is hung up.
+            Admission::Busy { .. } => twiml_response(twiml::hangup()),
+        };
+    }
     let call = InboundCall {
         number: &request.number,
         from: request.param("From").unwrap_or_default(),
@@ -252,6 +319,7 @@ fn connect_twiml(state: &AppState, headers: &HeaderMap, call_id: &str, token: &s
 /// updated; any other `CallSid` gets the same empty answer as an unknown one.
 async fn status(
     State(state): State<AppState>,
+    uri: axum::http::Uri,
     Extension(request): Extension<CarrierRequest>,
 ) -> Response {
     let (Some(call_sid), Some(call_status)) =
@@ -262,7 +330,8 @@ async fn status(
     let Some(call_status) = CallStatus::parse(call_status) else {
         return twiml_response(twiml::empty());
     };
-    let call = match request.own_call(&state, call_sid).await {
+    let call_id = query_call_id(&uri);
+    let call = match request.callback_call(&state, call_id.as_deref(), call_sid).await {
         Ok(Some(call)) => call,
         Ok(None) => return twiml_response(twiml::empty()),
         Err(error) => {
@@ -271,12 +340,25 @@ async fn status(
         }
     };
     let final_status = call_status.is_final();
-    let update = CallUpdate {
+    let mut update = CallUpdate {
         call_status: Some(call_status),
         ended_at: final_status.then(nixflex_store::now),
         duration_seconds: request.param("CallDuration").and_then(|d| d.parse().ok()),
+        twilio_call_sid: Some(call_sid.to_owned()),
         ..CallUpdate::default()
     };
+    if call.direction == Direction::Outbound && call.answered_at.is_none() {
+        if final_status {
+            // An outbound call that never had a conversation ends with the carrier's outcome
+            // (docs/engine.md#ended-reasons), and what the carrier said about it.
+            update.ended_reason = carrier_outcome(call_status);
+            update.duration_seconds = update.duration_seconds.or(Some(0));
+            update.carrier_details = Some(carrier_details(&request, call_status));
+        } else {
+            // Ringing counts against the cap like a live call: keep it fresh.
+            update.heartbeat_at = Some(nixflex_store::now());
+        }
+    }
     // A call that never had a media session (its session sets `answered_at` when it starts)
     // ends here, so its follow-ups are queued here, in the same transaction. A call with a
     // session gets them from the session's final write (or from the sweeper if its node died).
@@ -297,6 +379,86 @@ async fn status(
     if let Err(error) = written {
         tracing::warn!(message = "Could not apply a call status.", error = %error);
     }
+    twiml_response(twiml::empty())
+}
+
+/// The `ended_reason` of an outbound call the carrier ended before any conversation.
+fn carrier_outcome(status: CallStatus) -> Option<EndedReason> {
+    match status {
+        CallStatus::Busy => Some(EndedReason::Busy),
+        CallStatus::NoAnswer => Some(EndedReason::NoAnswer),
+        CallStatus::Failed => Some(EndedReason::Failed),
+        CallStatus::Canceled => Some(EndedReason::Canceled),
+        _ => None,
+    }
+}
+
+/// What Twilio's final status callback said about an unanswered call (the fields it sends
+/// that explain an outcome), kept on the call as `carrier_details`.
+fn carrier_details(request: &CarrierRequest, status: CallStatus) -> serde_json::Value {
+    let mut details = serde_json::Map::new();
+    details.insert("carrier_status".to_owned(), status.as_str().into());
+    for (param, key) in [
+        ("SipResponseCode", "sip_response_code"),
+        ("ErrorCode", "error_code"),
+        ("ErrorMessage", "error_message"),
+        ("AnsweredBy", "answered_by"),
+    ] {
+        if let Some(value) = request.param(param).filter(|v| !v.is_empty()) {
+            let value = value.parse::<i64>().map_or_else(|_| value.into(), Into::into);
+            details.insert(key.to_owned(), value);
+        }
+    }
+    serde_json::Value::Object(details)
+}
+
+/// `POST /twilio/amd`: Twilio's asynchronous answering-machine verdict on an outbound call
+/// (`AnsweredBy`: `human`, `machine_start`, `machine_end_beep`, …), stored as the call's
+/// `amd_result`. Acting on it (voicemail handling) is separate. Only a call of the signing
+/// number is touched.
+async fn amd(
+    State(state): State<AppState>,
+    uri: axum::http::Uri,
+    Extension(request): Extension<CarrierRequest>,
+) -> Response {
+    let (Some(call_sid), Some(answered_by)) =
+        (request.param("CallSid"), request.param("AnsweredBy"))
+    else {
+        return twiml_response(twiml::empty());
+    };
+    const KNOWN: &[&str] = &[
+        "human",
+        "machine_start",
+        "machine_end_beep",
+        "machine_end_silence",
+        "machine_end_other",
+        "fax",
+        "unknown",
+    ];
+    if !KNOWN.contains(&answered_by) {
+        return twiml_response(twiml::empty());
+    }
+    let call_id = query_call_id(&uri);
+    let call = match request.callback_call(&state, call_id.as_deref(), call_sid).await {
+        Ok(Some(call)) => call,
+        Ok(None) => return twiml_response(twiml::empty()),
+        Err(error) => {
+            tracing::warn!(message = "Could not look up a call for its AMD result.", error = %error);
+            return ApiError::from(error).into_response();
+        }
+    };
+    let update = CallUpdate {
+        amd_result: Some(answered_by.to_owned()),
+        twilio_call_sid: Some(call_sid.to_owned()),
+        ..CallUpdate::default()
+    };
+    if let Err(error) =
+        state.store().update_call(&call.call_id, &update, nixflex_store::now()).await
+    {
+        tracing::warn!(message = "Could not store an AMD result.", error = %error);
+        return ApiError::from(error).into_response();
+    }
+    tracing::info!(message = "Answering-machine detection result stored.", call_id = %call.call_id, answered_by);
     twiml_response(twiml::empty())
 }
 

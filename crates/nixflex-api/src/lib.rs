@@ -31,6 +31,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::callers::router())
         .merge(routes::integrations::router())
         .merge(routes::calls::router())
+        .merge(routes::outbound::router())
         .merge(routes::usage::router())
         .merge(routes::recordings::router())
         .split_for_parts();

@@ -283,6 +283,14 @@ pub struct CallRecord {
     pub cost_usd: Option<f64>,
     /// Why the pre-call gate rejected it.
     pub precall_reject_reason: Option<String>,
+    /// The carrier's answering-machine verdict (outbound with `amd_enabled`): `human`,
+    /// `machine_start`, `machine_end_beep`, `machine_end_silence`, `machine_end_other`, `fax`
+    /// or `unknown`.
+    pub amd_result: Option<String>,
+    /// What the carrier (or the queue) said about a call that ended without a conversation:
+    /// e.g. `{"twilio_error": {"code": 21211, "message": "…"}}` or `{"carrier_status": "busy",
+    /// "sip_response_code": 486}`.
+    pub carrier_details: Option<Value>,
     /// SHA-256 of the media-stream token.
     pub stream_token_hash: Option<String>,
     /// Created.

@@ -396,6 +396,8 @@ mod tests {
             cost_usd: None,
             function_calls: Vec::new(),
             precall_reject_reason: None,
+            amd_result: None,
+            carrier_details: None,
             stream_token_hash: None,
             created_at: now,
             updated_at: now,

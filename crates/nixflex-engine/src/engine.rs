@@ -62,6 +62,13 @@ pub struct EngineConfig {
     pub follow_up_wake: Option<Arc<tokio::sync::Notify>>,
     /// Where recordings go; `None` records nothing (docs/recordings.md).
     pub recordings: Option<crate::recordings::Recordings>,
+    /// The server's public base URL (the carrier's callbacks of outbound calls go there);
+    /// `None`: outbound calls cannot be placed.
+    pub public_url: Option<String>,
+    /// An outbound call queued longer than this for a free slot ends `failed`.
+    pub outbound_queue_timeout: Duration,
+    /// How often a queued call's dial job looks again when nothing made it due earlier.
+    pub dial_recheck: Duration,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +83,9 @@ impl Default for EngineConfig {
             follow_up_max_attempts: 8,
             follow_up_wake: None,
             recordings: None,
+            public_url: None,
+            outbound_queue_timeout: Duration::from_secs(3600),
+            dial_recheck: crate::outbound::DEFAULT_DIAL_RECHECK,
         }
     }
 }

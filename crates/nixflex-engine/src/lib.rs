@@ -10,6 +10,7 @@ pub mod engine;
 pub mod followup;
 mod functions;
 pub mod media;
+pub mod outbound;
 pub mod playout;
 pub mod prompt;
 pub mod recordings;
@@ -24,6 +25,7 @@ pub mod webhook;
 
 pub use engine::{Engine, EngineConfig, Providers};
 pub use media::StreamRefused;
+pub use outbound::{CallPurpose, OutboundRefused, OutboundRequest};
 pub use recordings::{Recordings, RecordingsConfig};
 pub use service::{Admission, BusyReason, InboundCall};
 pub use session::EndReason;

@@ -227,7 +227,12 @@ impl Engine {
             // The session hangs up at the carrier by this SID: keep the record it holds current.
             call.twilio_call_sid = Some(start.call_sid.clone());
         }
+        let purpose = match call.direction {
+            Direction::Outbound => self.call_purpose(&call.call_id).await,
+            Direction::Inbound => None,
+        };
         Ok(CallSetup {
+            purpose,
             call,
             agent: agent.settings,
             agent_id,

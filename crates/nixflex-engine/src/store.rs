@@ -13,8 +13,13 @@ use nixflex_core::call::CallRecord;
 use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
 use nixflex_core::number::PhoneNumber;
 use nixflex_store::{
-    Account, Admission, ApiKey, CallUpdate, CallerRecord, NewJob, Page, Store, StoreError,
+    Account, Admission, ApiKey, CallUpdate, CallerRecord, NewJob, OutboundDetails, Page, Store,
+    StoreError,
 };
+
+fn unsupported() -> StoreError {
+    StoreError::Other(anyhow::anyhow!("this store does not hold outbound calls"))
+}
 
 /// The storage a call uses. Each method behaves as the store method of the same name.
 #[async_trait]
@@ -108,6 +113,62 @@ pub trait CallStore: Send + Sync + std::fmt::Debug {
         caller_number: &str,
         limit: i64,
     ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError>;
+
+    /// The account's active numbers of one agent, newest first (outbound caller-ID choice).
+    async fn agent_numbers(
+        &self,
+        _account_id: &AccountId,
+        _agent_id: &AgentId,
+    ) -> Result<Vec<PhoneNumber>, StoreError> {
+        Err(unsupported())
+    }
+
+    /// Inserts a queued outbound call, its details and its dial job together.
+    async fn queue_outbound_call(
+        &self,
+        _call: &CallRecord,
+        _details: &OutboundDetails,
+        _dial_job: &NewJob,
+    ) -> Result<(), StoreError> {
+        Err(unsupported())
+    }
+
+    /// An outbound call's details (its sealed purpose, voicemail overrides).
+    async fn get_outbound(&self, _call_id: &CallId) -> Result<Option<OutboundDetails>, StoreError> {
+        Ok(None)
+    }
+
+    /// Takes the account's oldest queued calls while it is under `cap` (see the store).
+    async fn claim_queued_calls(
+        &self,
+        _account_id: &AccountId,
+        _cap: i64,
+        _alive_after: DateTime<Utc>,
+        _now: DateTime<Utc>,
+        _limit: i64,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        Err(unsupported())
+    }
+
+    /// Puts a claimed call the carrier did not place back in the queue.
+    async fn requeue_call(
+        &self,
+        _call_id: &CallId,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Err(unsupported())
+    }
+
+    /// Ends a call that is still queued, with its follow-ups.
+    async fn end_queued_call(
+        &self,
+        _call_id: &CallId,
+        _update: &CallUpdate,
+        _at: DateTime<Utc>,
+        _follow_ups: &[NewJob],
+    ) -> Result<bool, StoreError> {
+        Err(unsupported())
+    }
 }
 
 /// The whole store serves as a call's store.
@@ -214,5 +275,62 @@ impl<S: Store + ?Sized> CallStore for Arc<S> {
         limit: i64,
     ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
         (**self).call_history(account_id, agent_id, business_number, caller_number, limit).await
+    }
+
+    async fn agent_numbers(
+        &self,
+        account_id: &AccountId,
+        agent_id: &AgentId,
+    ) -> Result<Vec<PhoneNumber>, StoreError> {
+        let mut all = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = Page { limit: 100, offset };
+            let (numbers, total) = (**self).list_numbers(account_id, Some(agent_id), page).await?;
+            let got = i64::try_from(numbers.len()).unwrap_or(i64::MAX);
+            all.extend(numbers);
+            offset += got;
+            if got == 0 || offset >= total {
+                return Ok(all);
+            }
+        }
+    }
+
+    async fn queue_outbound_call(
+        &self,
+        call: &CallRecord,
+        details: &OutboundDetails,
+        dial_job: &NewJob,
+    ) -> Result<(), StoreError> {
+        (**self).queue_outbound_call(call, details, dial_job).await
+    }
+
+    async fn get_outbound(&self, call_id: &CallId) -> Result<Option<OutboundDetails>, StoreError> {
+        (**self).get_outbound(call_id).await
+    }
+
+    async fn claim_queued_calls(
+        &self,
+        account_id: &AccountId,
+        cap: i64,
+        alive_after: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        (**self).claim_queued_calls(account_id, cap, alive_after, now, limit).await
+    }
+
+    async fn requeue_call(&self, call_id: &CallId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        (**self).requeue_call(call_id, now).await
+    }
+
+    async fn end_queued_call(
+        &self,
+        call_id: &CallId,
+        update: &CallUpdate,
+        at: DateTime<Utc>,
+        follow_ups: &[NewJob],
+    ) -> Result<bool, StoreError> {
+        (**self).end_queued_call(call_id, update, at, follow_ups).await
     }
 }

@@ -162,6 +162,8 @@ mod tests {
             cost_usd: None,
             function_calls: Vec::new(),
             precall_reject_reason: None,
+            amd_result: None,
+            carrier_details: None,
             stream_token_hash: Some("secret-hash".to_owned()),
             created_at: at,
             updated_at: at,

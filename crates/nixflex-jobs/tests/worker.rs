@@ -272,6 +272,8 @@ async fn live_call(
         cost_usd: None,
         function_calls: Vec::new(),
         precall_reject_reason: None,
+        amd_result: None,
+        carrier_details: None,
         stream_token_hash: None,
         created_at: at,
         updated_at: at,

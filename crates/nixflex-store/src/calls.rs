@@ -67,6 +67,10 @@ pub struct CallUpdate {
     pub twilio_call_sid: Option<String>,
     /// A new media-stream token hash (replaces the old one).
     pub stream_token_hash: Option<String>,
+    /// The carrier's answering-machine verdict (replaces the old one).
+    pub amd_result: Option<String>,
+    /// What the carrier said about how the call ended (first writer wins).
+    pub carrier_details: Option<Value>,
 }
 
 /// Whether an inbound call may start.
@@ -236,7 +240,7 @@ macro_rules! impl_calls {
 
             type DbRow = <$db as sqlx::Database>::Row;
 
-            fn call_from_row(row: &DbRow) -> Result<CallRecord, sqlx::Error> {
+            pub(super) fn call_from_row(row: &DbRow) -> Result<CallRecord, sqlx::Error> {
                 let direction: String = row.try_get("direction")?;
                 let Json(transcript): Json<Vec<TranscriptEntry>> = row.try_get("transcript")?;
                 let Json(turns): Json<Vec<TurnLatency>> = row.try_get("turns")?;
@@ -283,13 +287,15 @@ macro_rules! impl_calls {
                     metadata: metadata.map(|Json(v)| v),
                     cost_usd: row.try_get("cost_usd")?,
                     precall_reject_reason: row.try_get("precall_reject_reason")?,
+                    amd_result: row.try_get("amd_result")?,
+                    carrier_details: row.try_get::<Option<Json<Value>>, _>("carrier_details")?.map(|Json(v)| v),
                     stream_token_hash: row.try_get("stream_token_hash")?,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
                 })
             }
 
-            async fn insert_call_in<'e, E>(executor: E, call: &CallRecord) -> Result<(), StoreError>
+            pub(super) async fn insert_call_in<'e, E>(executor: E, call: &CallRecord) -> Result<(), StoreError>
             where
                 E: sqlx::Executor<'e, Database = $db>,
             {
@@ -297,8 +303,8 @@ macro_rules! impl_calls {
                     "insert into calls (call_id, account_id, agent_id, direction, from_number, to_number, twilio_call_sid, call_status, \
                      ended_reason, started_at, answered_at, ended_at, duration_seconds, transcript, turns, avg_latency_ms, recording_location, \
                      call_summary, caller_sentiment, call_successful, extracted_data, voicemail_detected, campaign_id, metadata, cost_usd, \
-                     precall_reject_reason, stream_token_hash, heartbeat_at, created_at, updated_at, recording_duration_s, function_calls) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
+                     precall_reject_reason, stream_token_hash, heartbeat_at, created_at, updated_at, recording_duration_s, function_calls, amd_result, carrier_details) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)",
                 )
                 .bind(call.call_id.as_str())
                 .bind(call.account_id.as_str())
@@ -332,6 +338,8 @@ macro_rules! impl_calls {
                 .bind(call.updated_at)
                 .bind(call.recording.as_ref().and_then(|r| r.duration_s))
                 .bind(Json(&call.function_calls))
+                .bind(&call.amd_result)
+                .bind(call.carrier_details.as_ref().map(Json))
                 .execute(executor)
                 .await
                 .map_err(map_err)?;
@@ -352,7 +360,8 @@ macro_rules! impl_calls {
                      avg_latency_ms = coalesce($9, avg_latency_ms), heartbeat_at = coalesce($10, heartbeat_at), \
                      twilio_call_sid = coalesce(twilio_call_sid, $11), updated_at = $12, \
                      stream_token_hash = coalesce($13, stream_token_hash), \
-                     function_calls = coalesce($14, function_calls) \
+                     function_calls = coalesce($14, function_calls), amd_result = coalesce($15, amd_result), \
+                     carrier_details = coalesce(carrier_details, $16) \
                      where call_id = $1",
                         CallStatus::sql_list(CallStatus::FINAL)
                     )
@@ -372,6 +381,8 @@ macro_rules! impl_calls {
                 .bind(at)
                 .bind(&update.stream_token_hash)
                 .bind(update.function_calls.as_ref().map(Json))
+                .bind(&update.amd_result)
+                .bind(update.carrier_details.as_ref().map(Json))
                 .execute(executor)
                 .await
                 .map_err(map_err)?;
@@ -507,6 +518,17 @@ macro_rules! impl_calls {
                     for job in follow_ups {
                         super::jobs_sql::insert_job_in(&mut *tx, job, at).await?;
                     }
+                    // A slot may have freed: the account's queued outbound calls are looked at
+                    // now rather than at their next re-check (docs/engine.md#capacity-queue).
+                    sqlx::query(
+                        "update jobs set run_at = $2 where state = 'queued' and kind = 'call.dial' and run_at > $2 \
+                         and idempotency_key like 'call.dial:' || (select account_id from calls where call_id = $1) || ':%'",
+                    )
+                    .bind(call_id.as_str())
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
                     tx.commit().await.map_err(map_err)?;
                     Ok(true)
                 }

@@ -15,6 +15,7 @@ mod calls;
 mod guards;
 mod jobs;
 mod numbers;
+mod outbound;
 mod postgres;
 mod recordings;
 mod sql;
@@ -30,6 +31,7 @@ pub use jobs::{
     CALL_ENDED, CALL_STARTED, Job, JobCounts, JobFilter, JobRepo, JobState, Lease, NewJob,
 };
 pub use numbers::{CallerRecord, NumberRepo, NumberUrlSlot};
+pub use outbound::{CALL_DIAL, OutboundDetails, OutboundRepo, dial_job};
 pub use postgres::PgStore;
 pub use recordings::{AccountStorage, ExpiredRecording, RecordingRepo};
 pub use sqlite::SqliteStore;
@@ -81,6 +83,7 @@ pub trait Store:
     + JobRepo
     + WebhookRepo
     + RecordingRepo
+    + OutboundRepo
     + Send
     + Sync
     + std::fmt::Debug

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "webhooks", include_str!("../migrations/postgres/0005_webhooks.sql")),
     (6, "recordings", include_str!("../migrations/postgres/0006_recordings.sql")),
     (7, "carrier_recordings", include_str!("../migrations/postgres/0007_carrier_recordings.sql")),
+    (8, "outbound", include_str!("../migrations/postgres/0008_outbound.sql")),
     (9, "function_calls", include_str!("../migrations/postgres/0009_function_calls.sql")),
 ];
 
@@ -69,3 +70,4 @@ crate::guards::impl_guards!(PgStore, sqlx::Postgres, "postgres");
 crate::jobs::impl_jobs!(PgStore, sqlx::Postgres, "postgres");
 crate::webhooks::impl_webhooks!(PgStore, sqlx::Postgres, "postgres");
 crate::recordings::impl_recordings!(PgStore, sqlx::Postgres, "postgres");
+crate::outbound::impl_outbound!(PgStore, sqlx::Postgres, "postgres");

@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "webhooks", include_str!("../migrations/sqlite/0005_webhooks.sql")),
     (6, "recordings", include_str!("../migrations/sqlite/0006_recordings.sql")),
     (7, "carrier_recordings", include_str!("../migrations/sqlite/0007_carrier_recordings.sql")),
+    (8, "outbound", include_str!("../migrations/sqlite/0008_outbound.sql")),
     (9, "function_calls", include_str!("../migrations/sqlite/0009_function_calls.sql")),
 ];
 
@@ -106,3 +107,4 @@ crate::guards::impl_guards!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::jobs::impl_jobs!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::webhooks::impl_webhooks!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::recordings::impl_recordings!(SqliteStore, sqlx::Sqlite, "sqlite");
+crate::outbound::impl_outbound!(SqliteStore, sqlx::Sqlite, "sqlite");

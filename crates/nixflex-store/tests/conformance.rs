@@ -739,6 +739,8 @@ fn call(account_id: &str, agent_id: &str, from: &str, to: &str) -> CallRecord {
         cost_usd: None,
         function_calls: Vec::new(),
         precall_reject_reason: None,
+        amd_result: None,
+        carrier_details: None,
         stream_token_hash: Some("h".repeat(64)),
         created_at: at,
         updated_at: at,

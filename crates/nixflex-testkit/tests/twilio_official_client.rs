@@ -20,6 +20,7 @@ use serde_json::Value;
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/twilio_official_client.py");
 const NUMBER: &str = "+15551230001";
 const EXTRA_NUMBERS: usize = 2;
+const BUSY_CALLEE: &str = "+15557650486";
 
 fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
     items.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
@@ -56,6 +57,10 @@ async fn official_twilio_python_library_agrees_with_emulator_signatures_and_twim
     // Receives the recording's status callback once the call ends.
     let receiver = nixflex_testkit::webhook::WebhookReceiver::start().await.unwrap();
     let recording_callback = receiver.url("/recording-status");
+    // A busy callee, and a receiver for its call's status callbacks.
+    emulator.add_callee(BUSY_CALLEE, nixflex_testkit::twilio::Callee::Busy);
+    let statuses = nixflex_testkit::webhook::WebhookReceiver::start().await.unwrap();
+    let status_callback = statuses.url("/call-status");
 
     // Act: run the script while the emulator serves it.
     let interpreter = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
@@ -70,6 +75,8 @@ async fn official_twilio_python_library_agrees_with_emulator_signatures_and_twim
         .env("TWILIO_EXTRA_NUMBERS", EXTRA_NUMBERS.to_string())
         .env("TWILIO_LIVE_CALL_SID", &live_call_sid)
         .env("RECORDING_STATUS_CALLBACK", &recording_callback)
+        .env("TWILIO_BUSY_CALLEE", BUSY_CALLEE)
+        .env("CALL_STATUS_CALLBACK", &status_callback)
         .env("NIXFLEX_SIGNED_URL", signed_url)
         .env("NIXFLEX_SIGNED_PARAMS", serde_json::to_string(&signed_params).unwrap())
         .env("NIXFLEX_SIGNATURE", &form_signature)
@@ -120,6 +127,34 @@ async fn official_twilio_python_library_agrees_with_emulator_signatures_and_twim
     );
     assert_eq!(call.create_param_values("MachineDetection"), ["Enable"]);
     assert_eq!(call.create_param_values("Timeout"), ["30"]);
+    // The busy call's progress reached its status callback, signed, in Twilio's order.
+    let busy_sid = report["busy_call_sid"].as_str().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while statuses.received().len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", statuses.received());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let progress: Vec<BTreeMap<String, String>> = statuses
+        .received()
+        .iter()
+        .map(|received| {
+            let params: Vec<(String, String)> =
+                url::form_urlencoded::parse(&received.body).into_owned().collect();
+            assert!(signature::validate_form(
+                &account.auth_token,
+                &status_callback,
+                &params,
+                received.header("x-twilio-signature").unwrap(),
+            ));
+            params.into_iter().collect()
+        })
+        .collect();
+    let seen: Vec<(&str, &str)> =
+        progress.iter().map(|p| (p["CallStatus"].as_str(), p["SequenceNumber"].as_str())).collect();
+    assert_eq!(seen, [("initiated", "0"), ("ringing", "1"), ("busy", "2")]);
+    assert!(progress.iter().all(|p| p["CallSid"] == busy_sid && p["Direction"] == "outbound-api"));
+    assert_eq!(progress[2]["SipResponseCode"], "486");
+    assert_eq!(progress[2]["CallDuration"], "0");
     let message = emulator.message(report["message_sid"].as_str().unwrap()).unwrap();
     assert_eq!(message.body, "Hello from the official library");
     let all_carried_credentials =

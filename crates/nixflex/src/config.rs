@@ -176,6 +176,12 @@ pub struct Config {
     /// How long a carrier-recorded call's `call.completed` waits for its recording, in seconds
     /// (docs/recordings.md#carrier-recordings); then it goes out without it.
     pub recording_wait_secs: u64,
+    /// An outbound call queued this long for a free slot under the account's concurrent-call
+    /// cap ends `failed` (docs/engine.md#capacity-queue), in seconds.
+    pub outbound_queue_timeout_secs: u64,
+    /// How often a queued outbound call's dial job looks again when no call of its account
+    /// ended in between, in milliseconds.
+    pub outbound_dial_recheck_ms: u64,
     /// This node's name as a job lease owner (default: `node-<pid>-<random>`; unique per process).
     pub node_id: Option<String>,
     /// Background jobs run at once on this node (docs/jobs.md).
@@ -254,6 +260,8 @@ impl Default for Config {
             recording_url_ttl_secs: 86_400,
             delete_carrier_recordings: false,
             recording_wait_secs: 120,
+            outbound_queue_timeout_secs: 3600,
+            outbound_dial_recheck_ms: 5000,
             node_id: None,
             jobs_concurrency: 8,
             jobs_poll_ms: 1000,
@@ -441,6 +449,12 @@ impl Config {
         if self.recording_wait_secs > 86_400 {
             bail!("recording_wait_secs must be at most 86400 (a day)");
         }
+        if self.outbound_queue_timeout_secs == 0 || self.outbound_queue_timeout_secs > 7 * 86_400 {
+            bail!("outbound_queue_timeout_secs must be between 1 and 604800 (7 days)");
+        }
+        if !(100..=600_000).contains(&self.outbound_dial_recheck_ms) {
+            bail!("outbound_dial_recheck_ms must be between 100 and 600000 (10 minutes)");
+        }
         if self.recording_storage == RecordingStorage::S3 {
             for (name, set) in [
                 ("recording_s3_bucket", self.recording_s3_bucket.is_some()),
@@ -532,6 +546,8 @@ impl Config {
             "rate_limit_writes_per_minute": self.rate_limit_writes_per_minute,
             "rate_limit_anonymous_per_minute": self.rate_limit_anonymous_per_minute,
             "max_concurrent_calls": self.max_concurrent_calls,
+            "outbound_queue_timeout_secs": self.outbound_queue_timeout_secs,
+            "outbound_dial_recheck_ms": self.outbound_dial_recheck_ms,
             "price_per_minute_usd": self.price_per_minute_usd,
             "trust_forwarded_for": self.trust_forwarded_for,
             "max_body_bytes": self.max_body_bytes,

@@ -10,16 +10,19 @@
 //!   carrier's recording, store it, and delete the carrier's copy when configured to
 //!   (docs/recordings.md#carrier-recordings). A `call.ended` whose call waits for that recording
 //!   is run again later without spending an attempt, up to `recording_wait_secs`.
+//! - `call.dial` (queued with an outbound call): the capacity queue's dial step
+//!   (docs/engine.md#capacity-queue).
 //! - `webhook.deliver`: one attempt per run, retried on its own schedule (30 s, 2 min, 10 min,
 //!   1 h, then every 6 h, by default) until it is delivered or its attempts run out (about a day).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use nixflex_engine::Engine;
 use nixflex_engine::carrier_recording::{CarrierRecordings, RECORDING_FETCH, RecordingFetch};
 use nixflex_engine::followup::{FollowUp, FollowUpError, WebhookJob};
 use nixflex_jobs::{JobError, Registry};
-use nixflex_store::{CALL_ENDED, CALL_STARTED, NewJob, Store};
+use nixflex_store::{CALL_DIAL, CALL_ENDED, CALL_STARTED, NewJob, Store};
 
 /// The job kind of one webhook delivery.
 pub const WEBHOOK_DELIVER: &str = "webhook.deliver";
@@ -85,7 +88,15 @@ pub fn register(
                     steps.call_ended(&call_id.into(), last_attempt).await
                 }
                 .map_err(job_error)?;
-                queue_deliveries(&*store, deliveries, max_attempts).await
+                queue_deliveries(&*store, deliveries, max_attempts).await?;
+                if job.kind == CALL_ENDED {
+                    // An outbound call's purpose is kept only until its follow-up has run
+                    // (docs/decisions.md#outbound-purpose).
+                    store.erase_call_purpose(&call_id.into()).await.map_err(|e| {
+                        JobError::Retryable(format!("erasing the call purpose: {e}"))
+                    })?;
+                }
+                Ok(())
             }
         });
     }
@@ -95,6 +106,29 @@ pub fn register(
             let delivery: WebhookJob = serde_json::from_value(job.payload.clone())
                 .map_err(|e| JobError::Permanent(format!("payload: {e}")))?;
             steps.deliver(&delivery, job.attempts).await.map_err(job_error)
+        }
+    });
+}
+
+/// Registers `call.dial`, the capacity queue's dial step (docs/engine.md#capacity-queue): the
+/// engine dials the account's oldest queued calls while it is under its cap; the job of a call
+/// still waiting runs again later without spending an attempt.
+pub fn register_dial(registry: &mut Registry, engine: Arc<OnceLock<Engine>>) {
+    registry.register(CALL_DIAL, move |job| {
+        let engine = engine.clone();
+        async move {
+            let field = |name: &str| {
+                job.payload
+                    .get(name)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| JobError::Permanent(format!("payload has no `{name}`")))
+            };
+            let (call_id, account_id) = (field("call_id")?, field("account_id")?);
+            let Some(engine) = engine.get() else {
+                return Err(JobError::Retryable("the engine is not started yet".to_owned()));
+            };
+            engine.dial_queued(&call_id.into(), &account_id.into()).await.map_err(job_error)
         }
     });
 }

@@ -296,6 +296,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         default_max_concurrent_calls: config.max_concurrent_calls,
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         follow_up_max_attempts: config.jobs_max_attempts,
+        public_url: config.public_url.clone(),
+        outbound_queue_timeout: Duration::from_secs(config.outbound_queue_timeout_secs),
+        dial_recheck: Duration::from_millis(config.outbound_dial_recheck_ms),
         ..nixflex_engine::EngineConfig::default()
     };
     // Every node runs a job worker; it also sweeps the calls of nodes that stopped
@@ -324,6 +327,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         },
     );
     crate::recording_jobs::register(&mut registry, recordings.clone());
+    // The dial job needs the engine, which needs the worker's wake-up: set once built.
+    let dial_engine = Arc::new(std::sync::OnceLock::new());
+    crate::followups::register_dial(&mut registry, dial_engine.clone());
     crate::followups::register_recordings(
         &mut registry,
         nixflex_engine::carrier_recording::CarrierRecordings::new(
@@ -350,6 +356,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             ..engine_config
         },
     );
+    let _ = dial_engine.set(engine.clone());
     let state =
         AppState::new(store, secrets, api_config(&config), twilio, engine.clone(), customer);
     let app = nixflex_api::app(state.clone());

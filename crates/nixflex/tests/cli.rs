@@ -782,6 +782,8 @@ async fn a_webhook_survives_kill_9_and_each_url_accepts_it_once() {
         cost_usd: None,
         function_calls: Vec::new(),
         precall_reject_reason: None,
+        amd_result: None,
+        carrier_details: None,
         stream_token_hash: None,
         created_at: now,
         updated_at: now,

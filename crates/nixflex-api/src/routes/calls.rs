@@ -103,6 +103,15 @@ pub(crate) struct CallObject {
     precall_reject_reason: Option<String>,
     /// Every custom-function invocation during the call, in order (docs/api.md#function-calls).
     function_calls: Vec<FunctionCallLog>,
+    /// The carrier's answering-machine verdict on an outbound call (agents with
+    /// `amd_enabled`): `human`, `machine_start`, `machine_end_beep`, `machine_end_silence`,
+    /// `machine_end_other`, `fax` or `unknown`.
+    amd_result: Option<String>,
+    /// Why an outbound call ended without a conversation, as the carrier (or the queue) said:
+    /// `carrier_status` and `sip_response_code` from Twilio's final status, `twilio_error`
+    /// (`code`, `message`) when Twilio refused the dial, or `reason: "queue_timeout"`.
+    #[schema(value_type = Option<Object>)]
+    carrier_details: Option<Value>,
     /// Every attempt to deliver a webhook about this call, oldest first (`GET /v1/calls/{id}`
     /// only; lists leave it out).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,6 +186,8 @@ impl CallObject {
             latency: call.turns,
             precall_reject_reason: call.precall_reject_reason,
             function_calls: call.function_calls,
+            amd_result: call.amd_result,
+            carrier_details: call.carrier_details,
             webhook_deliveries: None,
             created_at: call.created_at,
             updated_at: call.updated_at,

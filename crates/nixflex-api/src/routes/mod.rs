@@ -8,6 +8,7 @@ pub(crate) mod health;
 pub(crate) mod integrations;
 pub mod keys;
 pub(crate) mod numbers;
+pub(crate) mod outbound;
 pub(crate) mod pending;
 pub(crate) mod recordings;
 pub(crate) mod usage;

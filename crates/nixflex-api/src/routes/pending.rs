@@ -71,40 +71,6 @@ const fn with(route: PendingRoute, body: Option<PendingBody>) -> PendingRoute {
     PendingRoute { body, ..route }
 }
 
-/// `POST /v1/calls/outbound`: place one outbound call.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct OutboundCallInput {
-    /// Your agent.
-    #[schema(value_type = String, pattern = "^agent_[0-9a-f]{16}$")]
-    agent_id: Option<String>,
-    /// E.164 number to call.
-    #[schema(value_type = String, pattern = r"^\+[1-9][0-9]{6,14}$")]
-    to_number: Option<String>,
-    /// The purpose of this call (not stored).
-    #[schema(value_type = String, min_length = 1, max_length = 16000)]
-    prompt: Option<String>,
-    /// Substituted into the prompt as `{key}`.
-    #[schema(required = false)]
-    dynamic_vars: Option<BTreeMap<String, String>>,
-    /// One of the agent's outbound-enabled numbers (default: the first).
-    #[schema(value_type = String, required = false, pattern = r"^\+[1-9][0-9]{6,14}$")]
-    from_number: Option<String>,
-    /// Tags the call to a batch campaign.
-    #[schema(value_type = String, required = false)]
-    campaign_id: Option<String>,
-    /// Echoed on the call record and webhook.
-    #[schema(value_type = Object, required = false)]
-    metadata: Option<Map<String, Value>>,
-    /// Override of the agent's voicemail message.
-    #[schema(value_type = String, required = false, max_length = 2000)]
-    voicemail_message: Option<String>,
-    /// What to do on voicemail.
-    #[schema(value_type = String, required = false, pattern = "^(hangup|leave_message|ignore)$")]
-    voicemail_action: Option<String>,
-}
-
 /// One recipient of a batch campaign.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -311,10 +277,6 @@ pub(crate) const PENDING: &[PendingRoute] = &[
     ),
     p("GET", "/v1/account/tts", "Bring-your-own TTS", "account"),
     p("DELETE", "/v1/account/tts", "Bring-your-own TTS", "account"),
-    with(
-        p("POST", "/v1/calls/outbound", "Outbound calls", "calls"),
-        body::<OutboundCallInput>("The call to place"),
-    ),
     with(
         p("POST", "/v1/calls/batch", "Batch call campaigns", "campaigns"),
         body::<BatchCampaignInput>("The campaign"),

@@ -120,6 +120,8 @@ pub(crate) struct CallSetup {
     /// The secrets that sign requests to the agent's custom functions (the account's active
     /// keys; empty when the agent has no functions).
     pub(crate) function_secrets: Vec<String>,
+    /// An outbound call's purpose and variables (none for inbound calls).
+    pub(crate) purpose: Option<crate::outbound::CallPurpose>,
     /// When the stream's `start` message arrived: the zero of the engine's own recording, the
     /// clock Twilio's media timestamps count from.
     pub(crate) stream_started: Instant,
@@ -155,8 +157,8 @@ impl CallSetup {
             now,
             history: &self.history,
             caller_context: self.caller_context.as_ref(),
-            call_purpose: None,
-            dynamic_vars: no_vars,
+            call_purpose: self.purpose.as_ref().map(|p| p.prompt.as_str()),
+            dynamic_vars: self.purpose.as_ref().map_or(no_vars, |p| &p.dynamic_vars),
             tools_enabled: tools_enabled(&self.agent),
         }
     }

@@ -263,6 +263,8 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         cost_usd: None,
         function_calls: Vec::new(),
         precall_reject_reason: None,
+        amd_result: None,
+        carrier_details: None,
         stream_token_hash: Some(hash_secret("stream-token")),
         created_at: now,
         updated_at: now,

@@ -247,6 +247,12 @@ impl CallerEmulator {
         self
     }
 
+    /// [`CallerEmulator::with_network`] from inside the REST emulator (its scripted callees).
+    pub(crate) fn with_shared(mut self, shared: Arc<Shared>) -> Self {
+        self.network = Some(shared);
+        self
+    }
+
     /// The configuration.
     pub fn config(&self) -> &CallerConfig {
         &self.config
@@ -255,7 +261,21 @@ impl CallerEmulator {
     /// Places the call and runs it to its end on the current task.
     pub async fn place_inbound_call(&self, call: PlaceCall, script: CallerScript) -> CallRecording {
         let call_sid = call.call_sid.clone().unwrap_or_else(|| new_sid("CA"));
-        self.run_call(call, call_sid, script, Arc::new(Notify::new())).await
+        self.run_call(call, call_sid, script, Arc::new(Notify::new()), false).await
+    }
+
+    /// Plays the callee of an outbound call Twilio placed through the Calls API and the callee
+    /// answered: the answer URL (`call.voice_url`) is requested as Twilio does for such a call
+    /// (`Direction: outbound-api`, `CallStatus: in-progress`, `From` our caller ID, `To` the
+    /// callee), and its TwiML runs as for an incoming call, the callee speaking `script`. The
+    /// REST emulator's call is not touched (its owner drives its status).
+    pub async fn answer_outbound_call(
+        &self,
+        call: PlaceCall,
+        script: CallerScript,
+    ) -> CallRecording {
+        let call_sid = call.call_sid.clone().unwrap_or_else(|| new_sid("CA"));
+        self.run_call(call, call_sid, script, Arc::new(Notify::new()), true).await
     }
 
     /// Places the call on a new task and returns at once.
@@ -266,7 +286,7 @@ impl CallerEmulator {
         let task = tokio::spawn({
             let call_sid = call_sid.clone();
             let hang_up = Arc::clone(&hang_up);
-            async move { emulator.run_call(call, call_sid, script, hang_up).await }
+            async move { emulator.run_call(call, call_sid, script, hang_up, false).await }
         });
         InboundCall { call_sid, hang_up, task }
     }
@@ -296,32 +316,41 @@ impl CallerEmulator {
         call_sid: String,
         script: CallerScript,
         hang_up: Arc<Notify>,
+        outbound: bool,
     ) -> CallRecording {
         let clock = CallClock::start();
         let mut recording = CallRecording::new(call_sid.clone());
-        let tap = self.network.as_ref().map(|network| {
-            let now = chrono::Utc::now();
-            let mut state = network.lock();
-            let phone_number_sid = state
-                .numbers
-                .iter()
-                .find(|n| n.account_sid == call.account_sid && n.phone_number == call.to)
-                .map(|n| n.sid.clone());
-            state.add_live_call(CallState {
-                sid: call_sid.clone(),
-                account_sid: call.account_sid.clone(),
-                to: call.to.clone(),
-                from: call.from.clone(),
-                status: "ringing".to_owned(),
-                direction: "inbound".to_owned(),
-                phone_number_sid,
-                create_params: Vec::new(),
-                updates: Vec::new(),
-                url: Some(call.voice_url.clone()),
-                twiml: None,
-                date_created: now,
-                date_updated: now,
-                end_time: None,
+        // An answered outbound call already exists in the REST emulator: it is tapped as it is.
+        let tap = self
+            .network
+            .as_ref()
+            .filter(|_| outbound)
+            .map(|network| network.lock().tap_call(&call_sid));
+        let tap = tap.or_else(|| {
+            self.network.as_ref().filter(|_| !outbound).map(|network| {
+                let now = chrono::Utc::now();
+                let mut state = network.lock();
+                let phone_number_sid = state
+                    .numbers
+                    .iter()
+                    .find(|n| n.account_sid == call.account_sid && n.phone_number == call.to)
+                    .map(|n| n.sid.clone());
+                state.add_live_call(CallState {
+                    sid: call_sid.clone(),
+                    account_sid: call.account_sid.clone(),
+                    to: call.to.clone(),
+                    from: call.from.clone(),
+                    status: "ringing".to_owned(),
+                    direction: "inbound".to_owned(),
+                    phone_number_sid,
+                    create_params: Vec::new(),
+                    updates: Vec::new(),
+                    url: Some(call.voice_url.clone()),
+                    twiml: None,
+                    date_created: now,
+                    date_updated: now,
+                    end_time: None,
+                })
             })
         });
         let parties = CallParties {
@@ -330,6 +359,7 @@ impl CallerEmulator {
             from: call.from.clone(),
             to: call.to.clone(),
             extra_params: call.extra_params.clone(),
+            outbound,
         };
         let run = CallRun {
             config: &self.config,
@@ -455,7 +485,8 @@ impl CallRun<'_> {
         call: &PlaceCall,
         recording: &mut CallRecording,
     ) -> Result<(String, Twiml), CallOutcome> {
-        let params = self.parties.standard_params("ringing");
+        let status = if self.parties.outbound { "in-progress" } else { "ringing" };
+        let params = self.parties.standard_params(status);
         let mut answered = self
             .fetch(WebhookPurpose::Voice, &call.voice_url, WebhookMethod::Post, &params, recording)
             .await

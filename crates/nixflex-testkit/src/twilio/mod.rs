@@ -17,8 +17,11 @@
 //!   not emulated: 404);
 //! - Twilio's validation errors for missing parameters and 20404 for unknown resources.
 //!
-//! What it does not do: place calls, run TwiML, or send status callbacks by itself. Tests drive
-//! call progress with [`TwilioEmulator::set_call_status`] and [`TwilioEmulator::send_webhook`].
+//! Outbound calls to a number with a scripted callee ([`TwilioEmulator::add_callee`],
+//! [`callee::Callee`]: a human, a voicemail, busy, no answer, failed) are played to their end:
+//! status callbacks in Twilio's order, the async AMD result, and, when answered, the answer URL's
+//! TwiML with its media stream. Other calls are not placed: tests drive their progress with
+//! [`TwilioEmulator::set_call_status`] and [`TwilioEmulator::send_webhook`].
 //! The caller emulator does that part: calls it places while attached to this emulator
 //! ([`caller::CallerEmulator::with_network`]) are `inbound` calls here while they last, can be
 //! recorded, and end with their recordings' WAV and signed recording status callbacks.
@@ -28,6 +31,7 @@
 //! [`TwilioEmulator::fail_always`]) and delays ([`TwilioEmulator::delay_next`]), and getters for
 //! the stored numbers, calls and messages.
 
+pub mod callee;
 pub mod caller;
 mod recordings;
 mod server;
@@ -43,6 +47,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use self::callee::{Callee, CalleeRun};
 pub use self::recordings::{RecordingState, SOURCE_START_CALL_RECORDING_API};
 use self::server::Shared;
 pub use self::state::{CallState, EmulatedAccount, MessageState, NumberState, RecordedRequest};
@@ -55,7 +60,7 @@ pub const SIGNATURE_HEADER: &str = "X-Twilio-Signature";
 pub const IDEMPOTENCY_TOKEN_HEADER: &str = "I-Twilio-Idempotency-Token";
 
 /// `User-Agent` of Twilio's webhook requests.
-const WEBHOOK_USER_AGENT: &str = "TwilioProxy/1.1";
+pub(crate) const WEBHOOK_USER_AGENT: &str = "TwilioProxy/1.1";
 
 /// A running emulator on `127.0.0.1` and an ephemeral port. Dropping it stops the server
 /// (connections in flight finish first); [`TwilioEmulator::shutdown`] waits for that.
@@ -350,6 +355,28 @@ impl TwilioEmulator {
         });
     }
 
+    /// Scripts the callee at `to`: every outbound call created to that number from now on
+    /// plays `callee` (see [`callee`]).
+    pub fn add_callee(&self, to: &str, callee: Callee) {
+        self.shared.lock().callees.insert(to.to_owned(), callee);
+    }
+
+    /// The finished run of the scripted callee of call `call_sid`, waiting up to `timeout`.
+    pub async fn callee_run(&self, call_sid: &str, timeout: Duration) -> Option<CalleeRun> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(run) =
+                self.shared.callee_runs.lock().await.iter().find(|r| r.call_sid == call_sid)
+            {
+                return Some(run.clone());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// POSTs `params` to `url` as Twilio delivers a webhook: form-encoded, signed with
     /// `auth_token` in `X-Twilio-Signature`, with a fresh `I-Twilio-Idempotency-Token`.
     ///
@@ -418,7 +445,7 @@ pub(crate) fn new_sid(prefix: &str) -> String {
 }
 
 /// A random token in UUID form, like the ones Twilio sends.
-fn new_idempotency_token() -> String {
+pub(crate) fn new_idempotency_token() -> String {
     let hex = hex::encode(rand::random::<[u8; 16]>());
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }

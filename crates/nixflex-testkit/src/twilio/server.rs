@@ -30,6 +30,8 @@ use crate::twilio::state::{
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// Finished callees of outbound calls (`callee.rs`).
+    pub(crate) callee_runs: crate::twilio::callee::CalleeRuns,
 }
 
 impl Shared {
@@ -135,7 +137,15 @@ pub(crate) async fn handle(
         authenticated,
         status: answer.status.as_u16(),
     });
+    let dials = std::mem::take(&mut state.pending_dials);
     drop(state);
+    for dial in dials {
+        tokio::spawn(crate::twilio::callee::run(
+            Arc::clone(&shared),
+            dial,
+            Arc::clone(&shared.callee_runs),
+        ));
+    }
 
     match (answer.body, answer.media) {
         (Some(body), _) => (answer.status, axum::Json(body)).into_response(),
@@ -415,6 +425,15 @@ fn create_call(state: &mut State, incoming: &Incoming, account_sid: &str) -> Ans
         end_time: None,
     };
     let body = call.to_json();
+    if let Some(callee) = state.callees.get(&call.to).cloned()
+        && let Some(auth_token) = state.account(account_sid).map(|a| a.auth_token.clone())
+    {
+        state.pending_dials.push(crate::twilio::callee::Dial {
+            call: call.clone(),
+            callee,
+            auth_token,
+        });
+    }
     state.calls.push(call);
     Answer::json(StatusCode::CREATED, body)
 }

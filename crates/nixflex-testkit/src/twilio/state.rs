@@ -406,6 +406,10 @@ pub(crate) struct State {
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) failures: Vec<FailureRule>,
     pub(crate) delays: Vec<DelayRule>,
+    /// Scripted callees of outbound calls, by the number called.
+    pub(crate) callees: HashMap<String, crate::twilio::callee::Callee>,
+    /// Calls just created whose callee is scripted; the handler starts them.
+    pub(crate) pending_dials: Vec<crate::twilio::callee::Dial>,
 }
 
 impl State {
@@ -420,6 +424,14 @@ impl State {
         self.taps.insert(call.sid.clone(), Arc::clone(&tap));
         self.calls.retain(|known| known.sid != call.sid);
         self.calls.push(call);
+        tap
+    }
+
+    /// Taps a call that already exists (an answered outbound call), so recordings started on it
+    /// capture its audio; returns the tap.
+    pub(crate) fn tap_call(&mut self, call_sid: &str) -> Arc<Tap> {
+        let tap = Arc::new(Tap::default());
+        self.taps.insert(call_sid.to_owned(), Arc::clone(&tap));
         tap
     }
 

@@ -11,6 +11,8 @@ passes, through the environment:
   TWILIO_EXTRA_NUMBERS       how many other numbers the account has
   TWILIO_LIVE_CALL_SID       an inbound call of that account that is in progress
   RECORDING_STATUS_CALLBACK  the RecordingStatusCallback to give the recording it starts
+  TWILIO_BUSY_CALLEE         a number whose scripted callee is busy
+  CALL_STATUS_CALLBACK       the StatusCallback to give the call to it
   NIXFLEX_SIGNED_URL         a webhook URL ...
   NIXFLEX_SIGNED_PARAMS      ... its form params, JSON [[name, value], ...] (names may repeat) ...
   NIXFLEX_SIGNATURE          ... and the signature nixflex_providers computed for them
@@ -28,6 +30,7 @@ import datetime
 import json
 import os
 import sys
+import time
 
 try:
     from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -159,6 +162,23 @@ def main():
     ended = client.calls(call.sid).update(status="completed")
     expect(ended.status == "completed", f"hung-up call status {ended.status}")
     expect(client.calls(call.sid).fetch().status == "completed", "fetched call status")
+
+    # A call to a busy callee: Twilio's progress ends in `busy`, seen through fetch.
+    busy = client.calls.create(
+        to=env["TWILIO_BUSY_CALLEE"],
+        from_=number,
+        url="https://engine.example/twilio/voice?call_id=call_1",
+        status_callback=env["CALL_STATUS_CALLBACK"],
+        status_callback_event=["initiated", "ringing", "answered", "completed"],
+    )
+    expect(busy.status == "queued", f"new call status {busy.status}")
+    deadline = time.monotonic() + 10
+    fetched_busy = client.calls(busy.sid).fetch()
+    while fetched_busy.status != "busy":
+        expect(time.monotonic() < deadline, f"the busy call is {fetched_busy.status}")
+        time.sleep(0.05)
+        fetched_busy = client.calls(busy.sid).fetch()
+    expect(fetched_busy.direction == "outbound-api", "busy call direction")
 
     # Messages: create and fetch.
     message = client.messages.create(
@@ -299,6 +319,7 @@ def main():
                     "empty": VoiceResponse().to_xml(),
                 },
                 "call_sid": call.sid,
+                "busy_call_sid": busy.sid,
                 "message_sid": message.sid,
                 "recording_sid": recording.sid,
             }

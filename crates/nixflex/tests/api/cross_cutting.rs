@@ -153,7 +153,7 @@ async fn documented_but_unbuilt_routes_say_so(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = app.signup().await;
     for (method, path) in [
-        (Method::POST, "/v1/calls/outbound"),
+        (Method::POST, "/v1/calls/batch"),
         (Method::POST, "/v1/sms"),
         (Method::PUT, "/v1/account/llm"),
     ] {

@@ -47,6 +47,8 @@ fn ended_call(key: &Key, age: Duration) -> CallRecord {
         cost_usd: None,
         function_calls: Vec::new(),
         precall_reject_reason: None,
+        amd_result: None,
+        carrier_details: None,
         stream_token_hash: None,
         created_at: at,
         updated_at: at,

@@ -43,6 +43,8 @@ fn call(key: &Key, ago: Duration, connected: Option<i64>, direction: Direction) 
         cost_usd: None,
         function_calls: Vec::new(),
         precall_reject_reason: None,
+        amd_result: None,
+        carrier_details: None,
         stream_token_hash: None,
         created_at: at,
         updated_at: at,

@@ -28,6 +28,9 @@ pub(crate) struct CallParties {
     pub(crate) to: String,
     /// Added to every voice-call request after the standard parameters.
     pub(crate) extra_params: Vec<(String, String)>,
+    /// A call placed through the Calls API (`Direction: outbound-api`) that the callee
+    /// answered, rather than an incoming call.
+    pub(crate) outbound: bool,
 }
 
 impl CallParties {
@@ -41,7 +44,7 @@ impl CallParties {
             ("To", self.to.as_str()),
             ("CallStatus", call_status),
             ("ApiVersion", API_VERSION),
-            ("Direction", "inbound"),
+            ("Direction", if self.outbound { "outbound-api" } else { "inbound" }),
             ("Caller", self.from.as_str()),
             ("Called", self.to.as_str()),
         ]
@@ -199,6 +202,7 @@ mod tests {
             from: "+15550001111".to_owned(),
             to: "+15550002222".to_owned(),
             extra_params: vec![("FromCountry".to_owned(), "US".to_owned())],
+            outbound: false,
         };
 
         let params = parties.standard_params("ringing");
