@@ -33,6 +33,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::calls::router())
         .merge(routes::usage::router())
         .merge(routes::recordings::router())
+        .merge(routes::sms::router())
         .split_for_parts();
     openapi::set_document(openapi::document(generated));
 

@@ -12,4 +12,5 @@ pub mod error;
 pub mod ids;
 pub mod number;
 pub mod phone;
+pub mod sms;
 pub mod validate;

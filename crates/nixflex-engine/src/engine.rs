@@ -62,6 +62,8 @@ pub struct EngineConfig {
     pub follow_up_wake: Option<Arc<tokio::sync::Notify>>,
     /// Where recordings go; `None` records nothing (docs/recordings.md).
     pub recordings: Option<crate::recordings::Recordings>,
+    /// The SMS service (docs/sms.md); `None` on servers without one (engine tests).
+    pub sms: Option<crate::sms::Sms>,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +78,7 @@ impl Default for EngineConfig {
             follow_up_max_attempts: 8,
             follow_up_wake: None,
             recordings: None,
+            sms: None,
         }
     }
 }
@@ -320,6 +323,11 @@ impl Engine {
     /// Where recordings go, when recording is set up.
     pub fn recordings(&self) -> Option<&crate::recordings::Recordings> {
         self.inner.config.recordings.as_ref()
+    }
+
+    /// The SMS service, when the server has one.
+    pub fn sms(&self) -> Option<&crate::sms::Sms> {
+        self.inner.config.sms.as_ref()
     }
 
     /// Tells this node's job worker that follow-ups were queued.

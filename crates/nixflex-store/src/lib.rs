@@ -17,6 +17,7 @@ mod jobs;
 mod numbers;
 mod postgres;
 mod recordings;
+mod sms;
 mod sql;
 mod sqlite;
 pub mod testing;
@@ -32,6 +33,7 @@ pub use jobs::{
 pub use numbers::{CallerRecord, NumberRepo, NumberUrlSlot};
 pub use postgres::PgStore;
 pub use recordings::{AccountStorage, ExpiredRecording, RecordingRepo};
+pub use sms::{SmsFilter, SmsRepo};
 pub use sqlite::SqliteStore;
 pub use webhooks::{WebhookDelivery, WebhookRepo};
 
@@ -81,6 +83,7 @@ pub trait Store:
     + JobRepo
     + WebhookRepo
     + RecordingRepo
+    + SmsRepo
     + Send
     + Sync
     + std::fmt::Debug

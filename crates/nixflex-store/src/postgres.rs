@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "webhooks", include_str!("../migrations/postgres/0005_webhooks.sql")),
     (6, "recordings", include_str!("../migrations/postgres/0006_recordings.sql")),
     (7, "carrier_recordings", include_str!("../migrations/postgres/0007_carrier_recordings.sql")),
+    (10, "sms", include_str!("../migrations/postgres/0010_sms.sql")),
 ];
 
 impl PgStore {
@@ -68,3 +69,4 @@ crate::guards::impl_guards!(PgStore, sqlx::Postgres, "postgres");
 crate::jobs::impl_jobs!(PgStore, sqlx::Postgres, "postgres");
 crate::webhooks::impl_webhooks!(PgStore, sqlx::Postgres, "postgres");
 crate::recordings::impl_recordings!(PgStore, sqlx::Postgres, "postgres");
+crate::sms::impl_sms!(PgStore, sqlx::Postgres, "postgres");

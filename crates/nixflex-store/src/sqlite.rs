@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "webhooks", include_str!("../migrations/sqlite/0005_webhooks.sql")),
     (6, "recordings", include_str!("../migrations/sqlite/0006_recordings.sql")),
     (7, "carrier_recordings", include_str!("../migrations/sqlite/0007_carrier_recordings.sql")),
+    (10, "sms", include_str!("../migrations/sqlite/0010_sms.sql")),
 ];
 
 impl SqliteStore {
@@ -105,3 +106,4 @@ crate::guards::impl_guards!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::jobs::impl_jobs!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::webhooks::impl_webhooks!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::recordings::impl_recordings!(SqliteStore, sqlx::Sqlite, "sqlite");
+crate::sms::impl_sms!(SqliteStore, sqlx::Sqlite, "sqlite");

@@ -110,3 +110,15 @@ pub fn register_recordings(registry: &mut Registry, carrier: CarrierRecordings) 
         }
     });
 }
+
+/// Registers `sms.reply` (docs/sms.md#inbound-texts): the agent's answer to one inbound text.
+pub fn register_sms(registry: &mut Registry, sms: nixflex_engine::sms::Sms) {
+    registry.register(nixflex_engine::sms::SMS_REPLY, move |job| {
+        let sms = sms.clone();
+        async move {
+            let reply: nixflex_engine::sms::ReplyJob = serde_json::from_value(job.payload.clone())
+                .map_err(|e| JobError::Permanent(format!("payload: {e}")))?;
+            sms.reply(&reply).await.map_err(job_error)
+        }
+    });
+}

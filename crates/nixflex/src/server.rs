@@ -334,6 +334,17 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             config.delete_carrier_recordings,
         ),
     );
+    let sms = nixflex_engine::sms::Sms::new(
+        store.clone(),
+        secrets.clone(),
+        twilio.clone(),
+        providers.llm.clone(),
+        nixflex_engine::sms::SmsConfig {
+            public_url: config.public_url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
+            max_attempts: config.jobs_max_attempts,
+        },
+    );
+    crate::followups::register_sms(&mut registry, sms.clone());
     let worker = nixflex_jobs::Worker::new(
         store.clone(),
         registry,
@@ -347,6 +358,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         customer.clone(),
         nixflex_engine::EngineConfig {
             follow_up_wake: Some(worker.wake().notifier()),
+            sms: Some(sms),
             ..engine_config
         },
     );

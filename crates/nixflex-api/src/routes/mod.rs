@@ -10,4 +10,5 @@ pub mod keys;
 pub(crate) mod numbers;
 pub(crate) mod pending;
 pub(crate) mod recordings;
+pub(crate) mod sms;
 pub(crate) mod usage;

@@ -273,7 +273,11 @@ pub(crate) async fn owned_number(
 }
 
 /// 404 `agent_not_found`, or 403 `agent_not_owned` when it exists in another account.
-async fn check_agent(state: &AppState, caller: &Caller, agent_id: &str) -> ApiResult<()> {
+pub(crate) async fn check_agent(
+    state: &AppState,
+    caller: &Caller,
+    agent_id: &str,
+) -> ApiResult<()> {
     if state
         .store()
         .get_agent(&caller.account.account_id, &AgentId::from(agent_id))

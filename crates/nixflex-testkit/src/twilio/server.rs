@@ -587,6 +587,9 @@ fn create_message(state: &mut State, incoming: &Incoming, account_sid: &str) -> 
         status: status.to_owned(),
         create_params: form.clone(),
         date_created: Utc::now(),
+        status_callback: first("StatusCallback").filter(|url| !url.is_empty()),
+        error_code: None,
+        direction: "outbound-api".to_owned(),
     };
     let json = message.to_json();
     state.messages.push(message);

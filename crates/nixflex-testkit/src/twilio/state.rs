@@ -295,6 +295,13 @@ pub struct MessageState {
     pub create_params: Vec<(String, String)>,
     /// Creation time.
     pub date_created: DateTime<Utc>,
+    /// `StatusCallback` of the create request, if any.
+    pub status_callback: Option<String>,
+    /// Twilio's error code once the message failed or was undelivered.
+    pub error_code: Option<u32>,
+    /// `outbound-api` for created messages, `inbound` for texts the emulator delivered to a
+    /// number.
+    pub direction: String,
 }
 
 impl MessageState {
@@ -320,11 +327,11 @@ impl MessageState {
             "status": self.status,
             "num_segments": num_segments.to_string(),
             "num_media": num_media.to_string(),
-            "direction": "outbound-api",
+            "direction": self.direction,
             "api_version": "2010-04-01",
             "price": null,
             "price_unit": "USD",
-            "error_code": null,
+            "error_code": self.error_code,
             "error_message": null,
             "uri": self.uri(),
             "subresource_uris": {

@@ -23,4 +23,5 @@ mod numbers;
 mod openapi;
 mod rate_limits;
 mod recordings;
+mod sms;
 mod usage;
