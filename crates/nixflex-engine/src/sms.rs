@@ -377,35 +377,18 @@ impl Sms {
                 nixflex_store::now(),
             )
             .await?;
-        if changed && error_code == Some(i64::from(TWILIO_UNSUBSCRIBED)) {
-            if let Some(message) = self.find_by_sid(account_id, twilio_sid).await? {
-                self.inner
-                    .store
-                    .set_sms_opt_out(
-                        account_id,
-                        &message.customer_number,
-                        true,
-                        nixflex_store::now(),
-                    )
-                    .await?;
-            }
+        // Undelivered because the recipient opted out at the carrier: remember it for every path.
+        if changed
+            && error_code == Some(i64::from(TWILIO_UNSUBSCRIBED))
+            && let Some(message) =
+                self.inner.store.get_sms_by_twilio_sid(account_id, twilio_sid).await?
+        {
+            self.inner
+                .store
+                .set_sms_opt_out(account_id, &message.customer_number, true, nixflex_store::now())
+                .await?;
         }
         Ok(changed)
-    }
-
-    async fn find_by_sid(
-        &self,
-        account_id: &AccountId,
-        twilio_sid: &str,
-    ) -> Result<Option<SmsMessage>, StoreError> {
-        let filter = nixflex_store::SmsFilter::default();
-        // Rare path (21610 on delivery): a scan of the newest messages is enough.
-        let (messages, _) = self
-            .inner
-            .store
-            .list_sms(account_id, &filter, nixflex_store::Page { limit: 100, offset: 0 })
-            .await?;
-        Ok(messages.into_iter().find(|m| m.twilio_sid.as_deref() == Some(twilio_sid)))
     }
 
     /// One run of `sms.reply` (see the module docs).

@@ -55,6 +55,13 @@ pub trait SmsRepo: Send + Sync {
     /// A message of any account (for jobs, which carry the account in their payload).
     async fn find_sms(&self, message_id: &str) -> Result<Option<SmsMessage>, StoreError>;
 
+    /// The account's message with this Twilio SID.
+    async fn get_sms_by_twilio_sid(
+        &self,
+        account_id: &AccountId,
+        twilio_sid: &str,
+    ) -> Result<Option<SmsMessage>, StoreError>;
+
     /// The message written under `send_key`.
     async fn get_sms_by_send_key(&self, send_key: &str) -> Result<Option<SmsMessage>, StoreError>;
 
@@ -253,6 +260,16 @@ macro_rules! impl_sms {
                 async fn find_sms(&self, message_id: &str) -> Result<Option<SmsMessage>, StoreError> {
                     let row = sqlx::query("select * from sms_messages where message_id = $1")
                         .bind(message_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    row.map(|row| sms_from_row(&row)).transpose().map_err(map_err)
+                }
+
+                async fn get_sms_by_twilio_sid(&self, account_id: &AccountId, twilio_sid: &str) -> Result<Option<SmsMessage>, StoreError> {
+                    let row = sqlx::query("select * from sms_messages where twilio_sid = $1 and account_id = $2")
+                        .bind(twilio_sid)
+                        .bind(account_id.as_str())
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(map_err)?;

@@ -326,7 +326,7 @@ impl TwilioEmulator {
                 ("To".to_owned(), message.to.clone()),
                 ("MessageSid".to_owned(), message.sid.clone()),
                 ("AccountSid".to_owned(), message.account_sid.clone()),
-                ("From".to_owned(), message.from.clone()),
+                ("From".to_owned(), message.from),
                 ("ApiVersion".to_owned(), "2010-04-01".to_owned()),
             ];
             if let Some(code) = error_code {

@@ -168,9 +168,35 @@ async fn sms_send_logs_and_follows_status_callbacks(backend: Backend) {
         (Some("undelivered"), Some(30007))
     );
 
+    // Failed at delivery because the recipient opted out at the carrier (21610): later sends to
+    // them are refused without asking Twilio.
+    let third: Value = lab
+        .send(json!({"agent_id": lab.agent_id, "to": "+447700900456", "message": "Hi"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let third_sid = third["twilio_sid"].as_str().unwrap().to_owned();
+    assert_eq!(
+        lab.twilio.deliver_message(&third_sid, MessageOutcome::Failed(21610)).await,
+        vec![Ok(200)]
+    );
+    let third = lab.message(third["message_id"].as_str().unwrap()).await;
+    assert_eq!(
+        (third["status"].as_str(), third["error_code"].as_i64()),
+        (Some("failed"), Some(21610))
+    );
+    expect_error(
+        lab.send(json!({"agent_id": lab.agent_id, "to": "+447700900456", "message": "Again"}))
+            .await,
+        400,
+        "recipient_unsubscribed",
+    )
+    .await;
+
     // The log, with its filters.
     let list: Value = lab.app.get(&lab.key, "/v1/sms").await.json().await.unwrap();
-    assert_eq!(list["count"], 2);
+    assert_eq!(list["count"], 3);
     let list: Value = lab
         .app
         .get(&lab.key, &format!("/v1/sms?to=%2B{}", &CUSTOMER[1..]))
@@ -190,7 +216,7 @@ async fn sms_send_logs_and_follows_status_callbacks(backend: Backend) {
         .json()
         .await
         .unwrap();
-    assert_eq!((list["count"].as_i64(), list["messages"].as_array().unwrap().len()), (Some(2), 1));
+    assert_eq!((list["count"].as_i64(), list["messages"].as_array().unwrap().len()), (Some(3), 1));
     expect_error(lab.app.get(&lab.key, "/v1/sms?direction=sideways").await, 400, "invalid_request")
         .await;
 
