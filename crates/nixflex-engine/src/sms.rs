@@ -10,6 +10,8 @@
 //!   sender out, START-like ones opt back in (neither reaches the LLM); anything else queues one
 //!   `sms.reply` job in the same transaction (the caller wakes the job worker), so Twilio's
 //!   webhook is answered at once and a slow LLM never holds it.
+//! - [`Sms::post_call`] is the `sms.post_call` job the call's follow-up queues: the agent's
+//!   post-call template, once per call.
 //! - [`Sms::reply`] is that job: HELP gets the fixed help text; otherwise, when the number and
 //!   the agent have replies on, the agent answers with its prompt on the SMS channel, the caller's
 //!   history and context and the last messages of the thread.
@@ -18,7 +20,8 @@ use std::sync::Arc;
 
 use chrono::Duration as ChronoDuration;
 use futures::StreamExt as _;
-use nixflex_core::call::Direction;
+use nixflex_core::agent::Agent;
+use nixflex_core::call::{CallRecord, Direction};
 use nixflex_core::crypto::SecretBox;
 use nixflex_core::ids::{AccountId, AgentId, E164};
 use nixflex_core::number::PhoneNumber;
@@ -37,6 +40,9 @@ use crate::prompt::{self, Channel, HISTORY_CALLS, PastCall, PromptContext, Tools
 
 /// The job kind that answers one inbound text.
 pub const SMS_REPLY: &str = "sms.reply";
+
+/// The job kind that sends one call's post-call text.
+pub const SMS_POST_CALL: &str = "sms.post_call";
 
 /// How many messages of the thread the reply prompt carries (docs/decisions.md#history).
 pub const THREAD_MESSAGES: i64 = 10;
@@ -104,6 +110,55 @@ pub struct Outgoing {
 pub struct ReplyJob {
     /// The inbound message.
     pub message_id: String,
+}
+
+/// The payload of an `sms.post_call` job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostCallJob {
+    /// The call.
+    pub call_id: String,
+}
+
+/// Whether a call gets the agent's post-call text: the agent has it on with a non-blank
+/// template, and the call was answered by the engine and did not reach a voicemail.
+pub fn wants_post_call_text(call: &CallRecord, agent: &Agent) -> bool {
+    agent.settings.post_call_sms_enabled
+        && agent.settings.post_call_sms_template.as_deref().is_some_and(|t| !t.trim().is_empty())
+        && call.answered_at.is_some()
+        && !call.voicemail_detected
+}
+
+/// The post-call template rendered (docs/sms.md#post-call-texts): `{caller_name}`,
+/// `{business_name}` and `{agent_name}` (the agent's name), `{call_summary}`, `{caller_phone}`,
+/// `{business_phone}`, `{call_id}` and every extracted field by name; known names without a value
+/// render empty, unknown ones stay literal.
+pub fn render_post_call(
+    template: &str,
+    call: &CallRecord,
+    agent: &Agent,
+    caller_name: Option<&str>,
+) -> String {
+    let (business, customer) = match call.direction {
+        Direction::Inbound => (&call.to_number, &call.from_number),
+        Direction::Outbound => (&call.from_number, &call.to_number),
+    };
+    let mut vars = std::collections::BTreeMap::new();
+    for (name, value) in &call.extracted_data {
+        let text = match value {
+            serde_json::Value::Null => String::new(),
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        vars.insert(name.clone(), text);
+    }
+    vars.insert("caller_name".to_owned(), caller_name.unwrap_or_default().to_owned());
+    vars.insert("business_name".to_owned(), agent.settings.name.clone());
+    vars.insert("agent_name".to_owned(), agent.settings.name.clone());
+    vars.insert("call_summary".to_owned(), call.call_summary.clone().unwrap_or_default());
+    vars.insert("caller_phone".to_owned(), customer.clone());
+    vars.insert("business_phone".to_owned(), business.clone());
+    vars.insert("call_id".to_owned(), call.call_id.to_string());
+    prompt::substitute_single_braces(template, &vars).trim().chars().take(MAX_SMS_CHARS).collect()
 }
 
 /// Settings of the SMS service.
@@ -391,6 +446,97 @@ impl Sms {
         Ok(changed)
     }
 
+    /// The call's `sms.post_call` job, when it gets a text ([`wants_post_call_text`]); keyed by
+    /// the call.
+    ///
+    /// # Errors
+    /// [`FollowUpError::Permanent`] when the payload cannot be built.
+    pub fn post_call_job(
+        &self,
+        call: &CallRecord,
+        agent: &Agent,
+    ) -> Result<Option<NewJob>, FollowUpError> {
+        if !wants_post_call_text(call, agent) {
+            return Ok(None);
+        }
+        let payload = serde_json::to_value(PostCallJob { call_id: call.call_id.to_string() })
+            .map_err(|e| FollowUpError::Permanent(format!("payload: {e}")))?;
+        Ok(Some(NewJob::new(
+            SMS_POST_CALL,
+            call.call_id.as_str(),
+            payload,
+            self.inner.config.max_attempts,
+        )))
+    }
+
+    /// One run of `sms.post_call`: the agent's template rendered with the call's values, sent
+    /// from the call's business number to the other party, once per call (send key
+    /// `post_call:{call id}`).
+    ///
+    /// # Errors
+    /// [`FollowUpError::Retryable`] when Twilio or the database failed in a way worth retrying;
+    /// [`FollowUpError::Permanent`] when it will never work.
+    pub async fn post_call(&self, job: &PostCallJob) -> Result<(), FollowUpError> {
+        let store = &self.inner.store;
+        let Some(call) =
+            store.find_call(&job.call_id.as_str().into()).await.map_err(store_error)?
+        else {
+            return Ok(());
+        };
+        let Some(agent_id) = &call.agent_id else { return Ok(()) };
+        let Some((agent, _)) =
+            store.get_agent(&call.account_id, agent_id).await.map_err(store_error)?
+        else {
+            return Ok(());
+        };
+        if !wants_post_call_text(&call, &agent) {
+            return Ok(());
+        }
+        let (business, customer) = match call.direction {
+            Direction::Inbound => (call.to_number.clone(), call.from_number.clone()),
+            Direction::Outbound => (call.from_number.clone(), call.to_number.clone()),
+        };
+        let number = store
+            .find_active_number(&E164::from(business.as_str()))
+            .await
+            .map_err(store_error)?
+            .filter(|n| n.account_id == call.account_id);
+        let Some(number) = number else {
+            tracing::info!(message = "No post-call text: the call's number is no longer imported.", call_id = %call.call_id);
+            return Ok(());
+        };
+        let caller_name = store
+            .get_caller(&number.phone_number, &customer)
+            .await
+            .map_err(store_error)?
+            .and_then(|c| c.context.get("name").and_then(|n| n.as_str()).map(str::to_owned));
+        let template = agent.settings.post_call_sms_template.clone().unwrap_or_default();
+        let body = render_post_call(&template, &call, &agent, caller_name.as_deref());
+        if body.is_empty() {
+            return Ok(());
+        }
+        let out = Outgoing {
+            from: number,
+            agent_id: Some(agent_id.clone()),
+            to: customer,
+            body,
+            reply_context: None,
+            metadata: None,
+            source: SmsSource::PostCall,
+            send_key: Some(format!("post_call:{}", call.call_id)),
+        };
+        match self.send(out).await {
+            Ok(_) | Err(SendError::Unsubscribed) => Ok(()),
+            Err(SendError::Provider { error, .. }) if error.is_retryable() => {
+                Err(FollowUpError::Retryable(format!("sending the post-call text: {error}")))
+            }
+            Err(SendError::Store(error)) => Err(store_error(error)),
+            Err(error) => {
+                Err(FollowUpError::Permanent(format!("sending the post-call text: {error}")))
+            }
+        }
+    }
+
     /// One run of `sms.reply` (see the module docs).
     ///
     /// # Errors
@@ -609,6 +755,90 @@ impl Logged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call_and_agent() -> (CallRecord, Agent) {
+        let now = chrono::Utc::now();
+        let call = CallRecord {
+            call_id: "call_000000000000000000000001".into(),
+            account_id: "acct_0000000000000001".into(),
+            agent_id: Some("agent_0000000000000001".into()),
+            direction: Direction::Outbound,
+            from_number: "+14155552671".to_owned(),
+            to_number: "+447386172392".to_owned(),
+            twilio_call_sid: None,
+            call_status: nixflex_core::call::CallStatus::Completed,
+            ended_reason: None,
+            started_at: now,
+            answered_at: Some(now),
+            ended_at: Some(now),
+            duration_seconds: Some(30),
+            transcript: Vec::new(),
+            turns: Vec::new(),
+            avg_latency_ms: None,
+            recording: None,
+            call_summary: Some("Booked a cleaning.".to_owned()),
+            caller_sentiment: None,
+            call_successful: None,
+            extracted_data: serde_json::json!({"slot": "Friday 3pm", "party": 2, "note": null})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            voicemail_detected: false,
+            campaign_id: None,
+            metadata: None,
+            cost_usd: None,
+            precall_reject_reason: None,
+            stream_token_hash: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut settings = nixflex_core::agent::AgentSettings::default();
+        settings.name = "Bright Smiles".to_owned();
+        settings.post_call_sms_enabled = true;
+        settings.post_call_sms_template = Some("Hi {caller_name}".to_owned());
+        let agent = Agent {
+            agent_id: "agent_0000000000000001".into(),
+            account_id: "acct_0000000000000001".into(),
+            api_key_id: "nxf_0".into(),
+            settings,
+            created_at: now,
+            updated_at: now,
+        };
+        (call, agent)
+    }
+
+    #[test]
+    fn post_call_template_renders_call_and_analysis_values() {
+        let (call, agent) = call_and_agent();
+        let text = render_post_call(
+            "Hi {caller_name}, {business_name} here ({agent_name}). {call_summary} See you {slot} x{party}{note}. Call {business_phone}. {other}",
+            &call,
+            &agent,
+            None,
+        );
+        assert_eq!(
+            text,
+            "Hi , Bright Smiles here (Bright Smiles). Booked a cleaning. See you Friday 3pm x2. Call +14155552671. {other}"
+        );
+        assert_eq!(render_post_call("Hi {caller_name}", &call, &agent, Some("Sam")), "Hi Sam");
+    }
+
+    #[test]
+    fn post_call_texts_need_an_answered_call_without_voicemail() {
+        let (mut call, mut agent) = call_and_agent();
+        assert!(wants_post_call_text(&call, &agent));
+        call.voicemail_detected = true;
+        assert!(!wants_post_call_text(&call, &agent));
+        call.voicemail_detected = false;
+        call.answered_at = None;
+        assert!(!wants_post_call_text(&call, &agent));
+        call.answered_at = Some(chrono::Utc::now());
+        agent.settings.post_call_sms_template = Some("  ".to_owned());
+        assert!(!wants_post_call_text(&call, &agent));
+        agent.settings.post_call_sms_template = Some("Hi".to_owned());
+        agent.settings.post_call_sms_enabled = false;
+        assert!(!wants_post_call_text(&call, &agent));
+    }
 
     #[test]
     fn replies_lose_emoji_and_markdown_and_fit_one_message() {

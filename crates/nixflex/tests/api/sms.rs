@@ -345,7 +345,7 @@ async fn sms_help_gets_the_fixed_text(backend: Backend) {
 }
 
 /// A past call between the customer and the agent on the number, with its summary.
-async fn yesterdays_call(lab: &SmsLab) {
+async fn yesterdays_call(lab: &SmsLab) -> String {
     let store = nixflex_store::open(&lab.app.config.effective_database_url(), 2).await.unwrap();
     let yesterday = Utc::now() - chrono::Duration::days(1);
     let call = CallRecord {
@@ -389,6 +389,7 @@ async fn yesterdays_call(lab: &SmsLab) {
         extracted_data: serde_json::Map::new(),
     };
     assert!(store.record_analysis(&call.call_id, &analysis).await.unwrap());
+    call.call_id.to_string()
 }
 
 async fn sms_reply_remembers_yesterdays_call(backend: Backend) {
@@ -513,6 +514,78 @@ async fn sms_replies_off_logs_without_answering(backend: Backend) {
     assert_eq!(list["messages"][0]["message"], "Anyone there?");
 }
 
+async fn sms_post_call_text_is_sent_once_per_call(backend: Backend) {
+    use nixflex_store::{CALL_ENDED, JobFilter, JobState, NewJob, Page};
+    let template = "Thanks {caller_name}! {call_summary} Reply here with questions. - {business_name} {unknown}";
+    let lab = SmsLab::start(
+        backend,
+        json!({"name": "Bright Smiles", "post_call_sms_enabled": true, "post_call_sms_template": template}),
+    )
+    .await;
+    let call_id = yesterdays_call(&lab).await;
+    let store = nixflex_store::open(&lab.app.config.effective_database_url(), 2).await.unwrap();
+    let mut name = serde_json::Map::new();
+    name.insert("name".to_owned(), json!("Sam"));
+    store
+        .upsert_callers(&NUMBER.into(), &[(CUSTOMER.to_owned(), name)], nixflex_store::now())
+        .await
+        .unwrap();
+    // The call's follow-up runs, then runs again (a re-delivered job): one text.
+    for key in ["first", "again"] {
+        let mut job = NewJob::new(CALL_ENDED, &call_id, json!({"call_id": call_id}), 3);
+        job.idempotency_key = format!("{CALL_ENDED}:{call_id}:{key}");
+        assert!(store.enqueue_job(&job).await.unwrap());
+    }
+    let sent = lab.wait_for_sent(1).await;
+    assert_eq!(
+        sent[0],
+        "Thanks Sam! Caller asked to move their dentist appointment to Friday at 3pm. Reply here with questions. - Bright Smiles {unknown}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let filter = JobFilter { state: None, kind: None };
+        let jobs = store.list_jobs(&filter, Page { limit: 100, offset: 0 }).await.unwrap();
+        let settled = jobs
+            .iter()
+            .filter(|j| j.kind == CALL_ENDED || j.kind == "sms.post_call")
+            .all(|j| j.state == JobState::Done);
+        if settled && jobs.iter().filter(|j| j.kind == CALL_ENDED).count() == 2 {
+            assert_eq!(jobs.iter().filter(|j| j.kind == "sms.post_call").count(), 1, "{jobs:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "follow-ups never settled: {jobs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lab.sent_to_customer().len(), 1);
+    let list: Value = lab.app.get(&lab.key, "/v1/sms").await.json().await.unwrap();
+    assert_eq!(list["messages"][0]["source"], "post_call");
+}
+
+async fn sms_delete_all_erases_the_accounts_log(backend: Backend) {
+    let lab = SmsLab::start(backend, json!({"enable_sms_reply": false})).await;
+    for to in ["+447700900001", "+447700900002"] {
+        let response = lab.send(json!({"agent_id": lab.agent_id, "to": to, "message": "Hi"})).await;
+        assert_eq!(response.status(), 201);
+    }
+    lab.inbound("STOP").await;
+    let response = lab.app.delete(&lab.key, "/v1/calls").await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (body["sms_deleted"].as_i64(), body["deleted_messages"].as_i64()),
+        (Some(3), Some(3)),
+        "{body}"
+    );
+    let list: Value = lab.app.get(&lab.key, "/v1/sms").await.json().await.unwrap();
+    assert_eq!(list["count"], 0);
+    // The opt-out outlives the log.
+    expect_error(
+        lab.send(json!({"agent_id": lab.agent_id, "to": CUSTOMER, "message": "Hi"})).await,
+        400,
+        "recipient_unsubscribed",
+    )
+    .await;
+}
+
 both!(
     sms_send_logs_and_follows_status_callbacks,
     sms_send_refusals_map_to_clear_codes,
@@ -522,4 +595,6 @@ both!(
     sms_retried_webhook_is_logged_and_answered_once,
     sms_llm_failure_is_retried_without_doubling_the_reply,
     sms_replies_off_logs_without_answering,
+    sms_post_call_text_is_sent_once_per_call,
+    sms_delete_all_erases_the_accounts_log,
 );
