@@ -792,10 +792,12 @@ mod tests {
             created_at: now,
             updated_at: now,
         };
-        let mut settings = nixflex_core::agent::AgentSettings::default();
-        settings.name = "Bright Smiles".to_owned();
-        settings.post_call_sms_enabled = true;
-        settings.post_call_sms_template = Some("Hi {caller_name}".to_owned());
+        let settings = nixflex_core::agent::AgentSettings {
+            name: "Bright Smiles".to_owned(),
+            post_call_sms_enabled: true,
+            post_call_sms_template: Some("Hi {caller_name}".to_owned()),
+            ..Default::default()
+        };
         let agent = Agent {
             agent_id: "agent_0000000000000001".into(),
             account_id: "acct_0000000000000001".into(),
