@@ -415,10 +415,16 @@ async fn sms_status(
     };
     let error_code = request.param("ErrorCode").and_then(|c| c.trim().parse::<i64>().ok());
     let error_message = request.param("ErrorMessage");
-    match sms
-        .apply_status(&request.number.account_id, message_sid, status, error_code, error_message)
-        .await
-    {
+    let callback = nixflex_engine::sms::StatusCallback {
+        account_id: &request.number.account_id,
+        twilio_sid: message_sid,
+        status,
+        error_code,
+        error_message,
+        from: request.param("From"),
+        to: request.param("To"),
+    };
+    match sms.apply_status(&callback).await {
         Ok(_) => twiml_response(twiml::empty()),
         Err(error) => {
             tracing::warn!(message = "Could not apply a message status; Twilio will retry.", error = %error);

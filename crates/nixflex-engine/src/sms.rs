@@ -161,6 +161,25 @@ pub fn render_post_call(
     prompt::substitute_single_braces(template, &vars).trim().chars().take(MAX_SMS_CHARS).collect()
 }
 
+/// A status callback of a text we sent, as `/twilio/sms-status` received it.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusCallback<'a> {
+    /// The signing number's account.
+    pub account_id: &'a AccountId,
+    /// `MessageSid`.
+    pub twilio_sid: &'a str,
+    /// `MessageStatus` (Twilio's value).
+    pub status: &'a str,
+    /// `ErrorCode`.
+    pub error_code: Option<i64>,
+    /// `ErrorMessage`.
+    pub error_message: Option<&'a str>,
+    /// `From`: our number.
+    pub from: Option<&'a str>,
+    /// `To`: the recipient.
+    pub to: Option<&'a str>,
+}
+
 /// Settings of the SMS service.
 #[derive(Debug, Clone)]
 pub struct SmsConfig {
@@ -406,24 +425,18 @@ impl Sms {
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn apply_status(
-        &self,
-        account_id: &AccountId,
-        twilio_sid: &str,
-        status: &str,
-        error_code: Option<i64>,
-        error_message: Option<&str>,
-    ) -> Result<bool, StoreError> {
+    pub async fn apply_status(&self, callback: &StatusCallback<'_>) -> Result<bool, StoreError> {
+        let StatusCallback { account_id, twilio_sid, status, error_code, error_message, from, to } =
+            *callback;
         let Some(status) = SmsStatus::from_twilio(status) else { return Ok(false) };
         if status == SmsStatus::Received {
             return Ok(false);
         }
         let error_code =
             error_code.filter(|_| matches!(status, SmsStatus::Undelivered | SmsStatus::Failed));
-        let changed = self
-            .inner
-            .store
-            .update_sms_status(
+        let store = &self.inner.store;
+        let update = || {
+            store.update_sms_status(
                 account_id,
                 twilio_sid,
                 status,
@@ -431,7 +444,17 @@ impl Sms {
                 error_message,
                 nixflex_store::now(),
             )
-            .await?;
+        };
+        let mut changed = update().await?;
+        // A callback may overtake Twilio's answer to the send (the SID is not stored yet): it
+        // belongs to the newest pending text between the same two numbers.
+        if !changed
+            && let (Some(from), Some(to)) = (from, to)
+            && store.get_sms_by_twilio_sid(account_id, twilio_sid).await?.is_none()
+            && store.adopt_sms_sid(account_id, from, to, twilio_sid).await?
+        {
+            changed = update().await?;
+        }
         // Undelivered because the recipient opted out at the carrier: remember it for every path.
         if changed
             && error_code == Some(i64::from(TWILIO_UNSUBSCRIBED))

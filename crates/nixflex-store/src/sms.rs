@@ -96,6 +96,17 @@ pub trait SmsRepo: Send + Sync {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Gives `twilio_sid` to the newest outbound message between the two numbers that is still
+    /// `pending` without a SID: a status callback that overtook the answer to its send. False
+    /// when there is none (or the SID is taken).
+    async fn adopt_sms_sid(
+        &self,
+        account_id: &AccountId,
+        business_number: &str,
+        customer_number: &str,
+        twilio_sid: &str,
+    ) -> Result<bool, StoreError>;
+
     /// The account's messages, newest first, with the total.
     async fn list_sms(
         &self,
@@ -357,6 +368,33 @@ macro_rules! impl_sms {
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
+                }
+
+                async fn adopt_sms_sid(
+                    &self,
+                    account_id: &AccountId,
+                    business_number: &str,
+                    customer_number: &str,
+                    twilio_sid: &str,
+                ) -> Result<bool, StoreError> {
+                    let done = sqlx::query(
+                        "update sms_messages set twilio_sid = $4 where message_id = (select message_id from sms_messages \
+                         where account_id = $1 and business_number = $2 and customer_number = $3 and direction = 'outbound' \
+                         and twilio_sid is null and status = 'pending' order by created_at desc, message_id desc limit 1)",
+                    )
+                    .bind(account_id.as_str())
+                    .bind(business_number)
+                    .bind(customer_number)
+                    .bind(twilio_sid)
+                    .execute(&self.writer)
+                    .await;
+                    match done {
+                        Ok(done) => Ok(done.rows_affected() == 1),
+                        Err(error) => match map_err(error) {
+                            StoreError::Conflict { .. } => Ok(false),
+                            other => Err(other),
+                        },
+                    }
                 }
 
                 async fn list_sms(

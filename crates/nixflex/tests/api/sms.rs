@@ -586,6 +586,74 @@ async fn sms_delete_all_erases_the_accounts_log(backend: Backend) {
     .await;
 }
 
+/// Twilio's first status callback can overtake its answer to the send: the callback then finds
+/// no message with its SID, and belongs to the newest pending text between the same numbers.
+async fn sms_status_callback_that_overtakes_the_send_is_kept(backend: Backend) {
+    use nixflex_core::sms::{SmsMessage, SmsSource, SmsStatus};
+    let lab = SmsLab::start(backend, json!({})).await;
+    let store = nixflex_store::open(&lab.app.config.effective_database_url(), 2).await.unwrap();
+    let at = nixflex_store::now();
+    let in_flight = SmsMessage {
+        message_id: nixflex_core::ids::new_message_id(),
+        account_id: lab.key.account_id.as_str().into(),
+        agent_id: Some(lab.agent_id.as_str().into()),
+        direction: Direction::Outbound,
+        business_number: NUMBER.to_owned(),
+        customer_number: CUSTOMER.to_owned(),
+        body: "Hi".to_owned(),
+        status: SmsStatus::Pending,
+        twilio_sid: None,
+        segments: 1,
+        error_code: None,
+        error_message: None,
+        reply_context: None,
+        source: SmsSource::Api,
+        send_key: None,
+        metadata: None,
+        created_at: at,
+        updated_at: at,
+    };
+    assert!(store.insert_sms(&in_flight).await.unwrap());
+    let sid = format!("SM{}", "4".repeat(32));
+    let url = format!("{}/twilio/sms-status", lab.app.config.public_url.as_deref().unwrap());
+    let callback = |status: &str| -> Vec<(String, String)> {
+        [
+            ("MessageSid", sid.clone()),
+            ("MessageStatus", status.to_owned()),
+            ("AccountSid", lab.number.sid.clone()),
+            ("From", NUMBER.to_owned()),
+            ("To", CUSTOMER.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    };
+    let response =
+        lab.twilio.send_webhook(&url, &lab.number.token, &callback("sent")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let message = lab.message(&in_flight.message_id).await;
+    assert_eq!(
+        (message["status"].as_str(), message["twilio_sid"].as_str()),
+        (Some("sent"), Some(sid.as_str()))
+    );
+    // The send's answer, arriving late, does not move it back.
+    store
+        .mark_sms_handed(&in_flight.message_id, &sid, SmsStatus::Queued, nixflex_store::now())
+        .await
+        .unwrap();
+    assert_eq!(lab.message(&in_flight.message_id).await["status"], "sent");
+    // A callback for a SID nobody sent changes nothing.
+    let stray: Vec<(String, String)> = callback("delivered")
+        .into_iter()
+        .map(|(k, v)| if k == "MessageSid" { (k, format!("SM{}", "5".repeat(32))) } else { (k, v) })
+        .collect();
+    assert_eq!(
+        lab.twilio.send_webhook(&url, &lab.number.token, &stray).await.unwrap().status(),
+        200
+    );
+    assert_eq!(lab.message(&in_flight.message_id).await["status"], "sent");
+}
+
 both!(
     sms_send_logs_and_follows_status_callbacks,
     sms_send_refusals_map_to_clear_codes,
@@ -597,4 +665,5 @@ both!(
     sms_replies_off_logs_without_answering,
     sms_post_call_text_is_sent_once_per_call,
     sms_delete_all_erases_the_accounts_log,
+    sms_status_callback_that_overtakes_the_send_is_kept,
 );
