@@ -19,7 +19,9 @@
 //!   not emulated: 404);
 //! - Twilio's validation errors for missing parameters and 20404 for unknown resources.
 //!
-//! What it does not do: place calls, run TwiML, or send status callbacks by itself. Tests drive
+//! What it does not do: place calls, run TwiML, or send call status callbacks by itself (message
+//! status callbacks it sends by itself for scripted outcomes,
+//! [`TwilioEmulator::script_message_outcomes`]). Tests drive
 //! call progress with [`TwilioEmulator::set_call_status`] and [`TwilioEmulator::send_webhook`].
 //! The caller emulator does that part: calls it places while attached to this emulator
 //! ([`caller::CallerEmulator::with_network`]) are `inbound` calls here while they last, can be
@@ -304,63 +306,31 @@ impl TwilioEmulator {
         status: &str,
         error_code: Option<u32>,
     ) -> Result<u16, String> {
-        let (callback, token, params) = {
-            let mut state = self.shared.lock();
-            let Some(message) = state.messages.iter_mut().find(|m| m.sid == message_sid) else {
-                return Err(format!("no message {message_sid}"));
-            };
-            message.status = status.to_owned();
-            message.error_code = error_code;
-            let message = message.clone();
-            let Some(callback) = message.status_callback.clone() else {
-                return Err(format!("message {message_sid} has no StatusCallback"));
-            };
-            let token = state
-                .account(&message.account_sid)
-                .map(|account| account.auth_token.clone())
-                .ok_or_else(|| "the message's account is gone".to_owned())?;
-            let mut params: Vec<(String, String)> = vec![
-                ("SmsSid".to_owned(), message.sid.clone()),
-                ("SmsStatus".to_owned(), status.to_owned()),
-                ("MessageStatus".to_owned(), status.to_owned()),
-                ("To".to_owned(), message.to.clone()),
-                ("MessageSid".to_owned(), message.sid.clone()),
-                ("AccountSid".to_owned(), message.account_sid.clone()),
-                ("From".to_owned(), message.from),
-                ("ApiVersion".to_owned(), "2010-04-01".to_owned()),
-            ];
-            if let Some(code) = error_code {
-                params.push(("ErrorCode".to_owned(), code.to_string()));
-            }
-            (callback, token, params)
-        };
-        self.send_webhook(&callback, &token, &params)
-            .await
-            .map(|response| response.status().as_u16())
-            .map_err(|error| error.to_string())
+        send_status(&self.shared, &self.webhook_client, message_sid, status, error_code).await
     }
 
     /// Plays a created message's delivery as Twilio reports it: `sent`, then `delivered` (no
-    /// `error_code`) or `undelivered`/`failed` with `error_code`; one signed status callback
-    /// each, in that order. Returns each callback's HTTP status.
+    /// `error_code`) or `undelivered` with `error_code`; `failed` alone. One signed status
+    /// callback each, in that order. Returns each callback's HTTP status.
     pub async fn deliver_message(
         &self,
         message_sid: &str,
         outcome: MessageOutcome,
     ) -> Vec<Result<u16, String>> {
-        let mut answers = Vec::new();
-        let (last, code) = match outcome {
-            MessageOutcome::Delivered => ("delivered", None),
-            MessageOutcome::Undelivered(code) => ("undelivered", Some(code)),
-            MessageOutcome::Failed(code) => {
-                // A message that fails never reaches `sent`.
-                answers.push(self.send_message_status(message_sid, "failed", Some(code)).await);
-                return answers;
-            }
-        };
-        answers.push(self.send_message_status(message_sid, "sent", None).await);
-        answers.push(self.send_message_status(message_sid, last, code).await);
-        answers
+        play_delivery(&self.shared, &self.webhook_client, message_sid, outcome).await
+    }
+
+    /// Scripts how the deliveries of the next created messages (those with a `StatusCallback`)
+    /// end, in order: the emulator then sends their status callbacks by itself, shortly after
+    /// answering each create request, as Twilio does.
+    pub fn script_message_outcomes(&self, outcomes: &[MessageOutcome]) {
+        self.shared.lock().message_outcomes.extend(outcomes.iter().copied());
+    }
+
+    /// How created messages' deliveries end once the scripted outcomes are used up (`None`:
+    /// they stay `queued` until the test moves them).
+    pub fn set_default_message_outcome(&self, outcome: Option<MessageOutcome>) {
+        self.shared.lock().default_message_outcome = outcome;
     }
 
     /// Delivers an inbound text from `from` to the number `to` (E.164), as Twilio does: the
@@ -530,16 +500,7 @@ impl TwilioEmulator {
         params: &[(String, String)],
         idempotency_token: &str,
     ) -> Result<reqwest::Response, reqwest::Error> {
-        let signature =
-            nixflex_providers::twilio::signature::compute_signature(auth_token, url, params);
-        self.webhook_client
-            .post(url)
-            .header(reqwest::header::USER_AGENT, WEBHOOK_USER_AGENT)
-            .header(SIGNATURE_HEADER, signature)
-            .header(IDEMPOTENCY_TOKEN_HEADER, idempotency_token)
-            .form(params)
-            .send()
-            .await
+        post_signed(&self.webhook_client, url, auth_token, params, idempotency_token).await
     }
 
     /// Stops accepting connections and waits (up to 5 s) for connections in flight to finish.
@@ -561,6 +522,95 @@ impl Drop for TwilioEmulator {
             let _ = shutdown_tx.send(());
         }
     }
+}
+
+/// How long after answering a create request the emulator starts a scripted delivery.
+pub(crate) const DELIVERY_DELAY: Duration = Duration::from_millis(20);
+
+/// Sets a message's status and sends its signed status callback.
+async fn send_status(
+    shared: &Shared,
+    client: &reqwest::Client,
+    message_sid: &str,
+    status: &str,
+    error_code: Option<u32>,
+) -> Result<u16, String> {
+    let (callback, token, params) = {
+        let mut state = shared.lock();
+        let Some(message) = state.messages.iter_mut().find(|m| m.sid == message_sid) else {
+            return Err(format!("no message {message_sid}"));
+        };
+        message.status = status.to_owned();
+        message.error_code = error_code;
+        let message = message.clone();
+        let Some(callback) = message.status_callback.clone() else {
+            return Err(format!("message {message_sid} has no StatusCallback"));
+        };
+        let token = state
+            .account(&message.account_sid)
+            .map(|account| account.auth_token.clone())
+            .ok_or_else(|| "the message's account is gone".to_owned())?;
+        let mut params: Vec<(String, String)> = vec![
+            ("SmsSid".to_owned(), message.sid.clone()),
+            ("SmsStatus".to_owned(), status.to_owned()),
+            ("MessageStatus".to_owned(), status.to_owned()),
+            ("To".to_owned(), message.to.clone()),
+            ("MessageSid".to_owned(), message.sid.clone()),
+            ("AccountSid".to_owned(), message.account_sid.clone()),
+            ("From".to_owned(), message.from),
+            ("ApiVersion".to_owned(), "2010-04-01".to_owned()),
+        ];
+        if let Some(code) = error_code {
+            params.push(("ErrorCode".to_owned(), code.to_string()));
+        }
+        (callback, token, params)
+    };
+    post_signed(client, &callback, &token, &params, &new_idempotency_token())
+        .await
+        .map(|response| response.status().as_u16())
+        .map_err(|error| error.to_string())
+}
+
+/// Plays a delivery's status callbacks in Twilio's order (see
+/// [`TwilioEmulator::deliver_message`]).
+pub(crate) async fn play_delivery(
+    shared: &Shared,
+    client: &reqwest::Client,
+    message_sid: &str,
+    outcome: MessageOutcome,
+) -> Vec<Result<u16, String>> {
+    let (last, code) = match outcome {
+        MessageOutcome::Delivered => ("delivered", None),
+        MessageOutcome::Undelivered(code) => ("undelivered", Some(code)),
+        // A message that fails never reaches `sent`.
+        MessageOutcome::Failed(code) => {
+            return vec![send_status(shared, client, message_sid, "failed", Some(code)).await];
+        }
+    };
+    vec![
+        send_status(shared, client, message_sid, "sent", None).await,
+        send_status(shared, client, message_sid, last, code).await,
+    ]
+}
+
+/// POSTs a form as Twilio delivers a webhook: signed with `auth_token`, with an idempotency token.
+async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    auth_token: &str,
+    params: &[(String, String)],
+    idempotency_token: &str,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let signature =
+        nixflex_providers::twilio::signature::compute_signature(auth_token, url, params);
+    client
+        .post(url)
+        .header(reqwest::header::USER_AGENT, WEBHOOK_USER_AGENT)
+        .header(SIGNATURE_HEADER, signature)
+        .header(IDEMPOTENCY_TOKEN_HEADER, idempotency_token)
+        .form(params)
+        .send()
+        .await
 }
 
 /// A Twilio SID: two-letter prefix and 32 random lowercase hex digits.

@@ -135,7 +135,17 @@ pub(crate) async fn handle(
         authenticated,
         status: answer.status.as_u16(),
     });
+    let deliveries = std::mem::take(&mut state.due_deliveries);
     drop(state);
+    // Twilio reports a message's progress after answering its create request.
+    for (sid, outcome) in deliveries {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            tokio::time::sleep(crate::twilio::DELIVERY_DELAY).await;
+            let client = reqwest::Client::new();
+            let _ = crate::twilio::play_delivery(&shared, &client, &sid, outcome).await;
+        });
+    }
 
     match (answer.body, answer.media) {
         (Some(body), _) => (answer.status, axum::Json(body)).into_response(),
@@ -592,6 +602,11 @@ fn create_message(state: &mut State, incoming: &Incoming, account_sid: &str) -> 
         direction: "outbound-api".to_owned(),
     };
     let json = message.to_json();
+    if message.status_callback.is_some()
+        && let Some(outcome) = state.message_outcomes.pop_front().or(state.default_message_outcome)
+    {
+        state.due_deliveries.push((message.sid.clone(), outcome));
+    }
     state.messages.push(message);
     Answer::json(StatusCode::CREATED, json)
 }

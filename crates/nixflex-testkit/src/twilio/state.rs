@@ -411,6 +411,12 @@ pub(crate) struct State {
     /// Recordings finished while set capture nothing (`absent`).
     pub(crate) lose_recordings: bool,
     pub(crate) requests: Vec<RecordedRequest>,
+    /// How the next created messages' deliveries end, in order.
+    pub(crate) message_outcomes: std::collections::VecDeque<crate::twilio::MessageOutcome>,
+    /// How created messages' deliveries end when no scripted outcome is left.
+    pub(crate) default_message_outcome: Option<crate::twilio::MessageOutcome>,
+    /// Deliveries to play once the current request has been answered.
+    pub(crate) due_deliveries: Vec<(String, crate::twilio::MessageOutcome)>,
     pub(crate) failures: Vec<FailureRule>,
     pub(crate) delays: Vec<DelayRule>,
 }

@@ -654,6 +654,35 @@ async fn sms_status_callback_that_overtakes_the_send_is_kept(backend: Backend) {
     assert_eq!(lab.message(&in_flight.message_id).await["status"], "sent");
 }
 
+/// The emulator plays scripted deliveries by itself, as Twilio does after answering the send.
+async fn sms_scripted_deliveries_reach_the_log(backend: Backend) {
+    let lab = SmsLab::start(backend, json!({})).await;
+    lab.twilio
+        .script_message_outcomes(&[MessageOutcome::Undelivered(30007), MessageOutcome::Delivered]);
+    let mut ids = Vec::new();
+    for to in ["+447700900101", "+447700900102"] {
+        let sent: Value = lab
+            .send(json!({"agent_id": lab.agent_id, "to": to, "message": "Hi"}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        ids.push(sent["message_id"].as_str().unwrap().to_owned());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let first = lab.message(&ids[0]).await;
+        let second = lab.message(&ids[1]).await;
+        if first["status"] == "undelivered" && second["status"] == "delivered" {
+            assert_eq!(first["error_code"], 30007);
+            assert!(second["error_code"].is_null());
+            break;
+        }
+        assert!(Instant::now() < deadline, "deliveries never arrived: {first} {second}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 both!(
     sms_send_logs_and_follows_status_callbacks,
     sms_send_refusals_map_to_clear_codes,
@@ -666,4 +695,5 @@ both!(
     sms_post_call_text_is_sent_once_per_call,
     sms_delete_all_erases_the_accounts_log,
     sms_status_callback_that_overtakes_the_send_is_kept,
+    sms_scripted_deliveries_reach_the_log,
 );
