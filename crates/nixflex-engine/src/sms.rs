@@ -732,13 +732,19 @@ fn thread_messages(thread: &[SmsMessage]) -> Vec<LlmMessage> {
             Direction::Inbound => Role::User,
             Direction::Outbound => Role::Assistant,
         };
+        // A picture or file without text (MMS) still needs words for the model.
+        let body = if message.body.trim().is_empty() {
+            "(sent a picture or file without text)"
+        } else {
+            message.body.as_str()
+        };
         match messages.last_mut() {
             Some(last) if last.role == role => {
-                let joined = format!("{}\n{}", last.text(), message.body);
+                let joined = format!("{}\n{body}", last.text());
                 *last = LlmMessage { role, content: vec![ContentPart::Text(joined)] };
             }
             _ => messages
-                .push(LlmMessage { role, content: vec![ContentPart::Text(message.body.clone())] }),
+                .push(LlmMessage { role, content: vec![ContentPart::Text(body.to_owned())] }),
         }
     }
     if messages.first().is_some_and(|m| m.role == Role::Assistant) {
@@ -863,6 +869,53 @@ mod tests {
         agent.settings.post_call_sms_template = Some("Hi".to_owned());
         agent.settings.post_call_sms_enabled = false;
         assert!(!wants_post_call_text(&call, &agent));
+    }
+
+    fn text(direction: Direction, body: &str) -> SmsMessage {
+        let now = chrono::Utc::now();
+        SmsMessage {
+            message_id: "sms_0".to_owned(),
+            account_id: "acct_0".into(),
+            agent_id: None,
+            direction,
+            business_number: "+14155552671".to_owned(),
+            customer_number: "+447386172392".to_owned(),
+            body: body.to_owned(),
+            status: SmsStatus::Received,
+            twilio_sid: None,
+            segments: 1,
+            error_code: None,
+            error_message: None,
+            reply_context: None,
+            source: SmsSource::Inbound,
+            send_key: None,
+            metadata: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn threads_become_alternating_turns_that_start_with_the_customer() {
+        let thread = [
+            text(Direction::Outbound, "Your order shipped."),
+            text(Direction::Inbound, "Thanks"),
+            text(Direction::Inbound, ""),
+            text(Direction::Outbound, "Got it."),
+            text(Direction::Inbound, "When will it arrive?"),
+        ];
+        let turns: Vec<(Role, String)> =
+            thread_messages(&thread).iter().map(|m| (m.role, m.text())).collect();
+        assert_eq!(
+            turns,
+            vec![
+                (Role::User, "(The business texted first.)".to_owned()),
+                (Role::Assistant, "Your order shipped.".to_owned()),
+                (Role::User, "Thanks\n(sent a picture or file without text)".to_owned()),
+                (Role::Assistant, "Got it.".to_owned()),
+                (Role::User, "When will it arrive?".to_owned()),
+            ]
+        );
     }
 
     #[test]
