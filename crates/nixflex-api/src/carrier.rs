@@ -14,7 +14,7 @@
 //! Whether an inbound call is answered is decided by the engine's call service
 //! (`Engine::admit_inbound`); this module only speaks HTTP and TwiML. Answered calls get a
 //! bidirectional media stream to `/twilio/stream`, whose `start` message must carry the call's
-//! one-time token; texts are acknowledged without a reply until SMS lands.
+//! one-time token. Texts are logged and answered by the SMS service (`nixflex_engine::sms`).
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -124,6 +124,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/twilio/voice", post(voice))
         .route("/twilio/status", post(status))
         .route("/twilio/sms", post(sms))
+        .route("/twilio/sms-status", post(sms_status))
         .route("/twilio/after-stream", post(after_stream))
         .route("/twilio/recording-status", post(recording_status))
         .route("/twilio/amd", post(amd))
@@ -527,10 +528,71 @@ async fn recording_status(
     twiml_response(twiml::empty())
 }
 
-/// `POST /twilio/sms`: an inbound text. Acknowledged without a reply until SMS lands; when it
-/// does, the message belongs to the signing number ([`CarrierRequest::number`]).
-async fn sms(_request: Extension<CarrierRequest>) -> Response {
-    twiml_response(twiml::empty())
+/// `POST /twilio/sms`: an inbound text to the signing number (docs/sms.md#inbound-texts). It is
+/// logged once per `MessageSid` and, unless it is an opt-out keyword, one `sms.reply` job is
+/// queued with it; the webhook answers an empty `<Response/>` at once and the reply goes out
+/// through the Messages API, so a slow LLM never holds Twilio's request. A database failure
+/// answers 503, so Twilio retries (the retry finds the message it already logged).
+async fn sms(
+    State(state): State<AppState>,
+    Extension(request): Extension<CarrierRequest>,
+) -> Response {
+    let (Some(message_sid), Some(from)) = (
+        request.param("MessageSid").or_else(|| request.param("SmsSid")),
+        request.param("From").and_then(phone::parse_e164),
+    ) else {
+        return twiml_response(twiml::empty());
+    };
+    let Some(sms) = state.engine().sms() else {
+        return twiml_response(twiml::empty());
+    };
+    let body = request.param("Body").unwrap_or_default();
+    match sms.receive(&request.number, message_sid, &from, body).await {
+        Ok(_) => {
+            state.engine().wake_follow_ups();
+            twiml_response(twiml::empty())
+        }
+        Err(error) => {
+            tracing::warn!(message = "Could not log an inbound text; Twilio will retry.", error = %error);
+            ApiError::from(error).into_response()
+        }
+    }
+}
+
+/// `POST /twilio/sms-status`: a status callback of a text we sent (docs/sms.md#statuses). Only
+/// a message of the signing number's account changes, and only forwards: a late `sent` after
+/// `delivered` changes nothing.
+async fn sms_status(
+    State(state): State<AppState>,
+    Extension(request): Extension<CarrierRequest>,
+) -> Response {
+    let (Some(message_sid), Some(status)) = (
+        request.param("MessageSid").or_else(|| request.param("SmsSid")),
+        request.param("MessageStatus").or_else(|| request.param("SmsStatus")),
+    ) else {
+        return twiml_response(twiml::empty());
+    };
+    let Some(sms) = state.engine().sms() else {
+        return twiml_response(twiml::empty());
+    };
+    let error_code = request.param("ErrorCode").and_then(|c| c.trim().parse::<i64>().ok());
+    let error_message = request.param("ErrorMessage");
+    let callback = nixflex_engine::sms::StatusCallback {
+        account_id: &request.number.account_id,
+        twilio_sid: message_sid,
+        status,
+        error_code,
+        error_message,
+        from: request.param("From"),
+        to: request.param("To"),
+    };
+    match sms.apply_status(&callback).await {
+        Ok(_) => twiml_response(twiml::empty()),
+        Err(error) => {
+            tracing::warn!(message = "Could not apply a message status; Twilio will retry.", error = %error);
+            ApiError::from(error).into_response()
+        }
+    }
 }
 
 /// The close code and reason (at most 123 bytes) for a refused media stream: 1008 (policy

@@ -34,6 +34,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::outbound::router())
         .merge(routes::usage::router())
         .merge(routes::recordings::router())
+        .merge(routes::sms::router())
         .split_for_parts();
     openapi::set_document(openapi::document(generated));
 

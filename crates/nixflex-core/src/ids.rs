@@ -148,6 +148,16 @@ pub fn new_call_id() -> CallId {
 }
 
 /// `whd_` + 24 hex: one webhook delivery attempt.
+/// A new SMS message id: `sms_` + 24 hex (docs/decisions.md#campaign-and-message-ids).
+pub fn new_message_id() -> String {
+    format!("sms_{}", random_hex(12))
+}
+
+/// Whether `s` looks like a message id (`sms_` + 24 lowercase hex).
+pub fn is_message_id(s: &str) -> bool {
+    s.strip_prefix("sms_").is_some_and(|rest| rest.len() == 24 && is_lower_hex(rest))
+}
+
 pub fn new_delivery_id() -> String {
     format!("whd_{}", random_hex(12))
 }

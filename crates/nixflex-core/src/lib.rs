@@ -12,5 +12,6 @@ pub mod error;
 pub mod ids;
 pub mod number;
 pub mod phone;
+pub mod sms;
 pub mod validate;
 pub mod window;

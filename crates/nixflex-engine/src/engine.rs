@@ -69,6 +69,8 @@ pub struct EngineConfig {
     pub outbound_queue_timeout: Duration,
     /// How often a queued call's dial job looks again when nothing made it due earlier.
     pub dial_recheck: Duration,
+    /// The SMS service (docs/sms.md); `None` on servers without one (engine tests).
+    pub sms: Option<crate::sms::Sms>,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +88,7 @@ impl Default for EngineConfig {
             public_url: None,
             outbound_queue_timeout: Duration::from_secs(3600),
             dial_recheck: crate::outbound::DEFAULT_DIAL_RECHECK,
+            sms: None,
         }
     }
 }
@@ -330,6 +333,11 @@ impl Engine {
     /// Where recordings go, when recording is set up.
     pub fn recordings(&self) -> Option<&crate::recordings::Recordings> {
         self.inner.config.recordings.as_ref()
+    }
+
+    /// The SMS service, when the server has one.
+    pub fn sms(&self) -> Option<&crate::sms::Sms> {
+        self.inner.config.sms.as_ref()
     }
 
     /// Tells this node's job worker that follow-ups were queued.

@@ -5,6 +5,8 @@
 //!    what the caller wanted on their caller-context record, and name the webhook deliveries to
 //!    queue — one per distinct target. A provider failure is retried by the queue; on the last
 //!    attempt the call goes on without analysis, so the webhook is never held up by the LLM.
+//!    When the agent has post-call texts on, it also queues the call's `sms.post_call` job
+//!    (docs/sms.md#post-call-texts).
 //! 2. [`FollowUp::deliver`]: one attempt at one webhook delivery, signed with the account's key
 //!    secrets, 10 s timeout, the SSRF rule checked on the resolved address, and every attempt
 //!    recorded on the call. Network errors, timeouts, 429 and 5xx are worth retrying; a refused
@@ -96,6 +98,8 @@ pub struct FollowUp {
     recordings: Option<Recordings>,
     /// How long `call.ended` waits for a carrier recording after the call ended.
     recording_wait: Duration,
+    /// Queues the post-call text (docs/sms.md#post-call-texts); `None` sends none.
+    sms: Option<crate::sms::Sms>,
 }
 
 impl FollowUp {
@@ -113,7 +117,15 @@ impl FollowUp {
             secrets,
             recordings: None,
             recording_wait: Duration::from_secs(120),
+            sms: None,
         }
+    }
+
+    /// The same steps, queueing the post-call text through this SMS service.
+    #[must_use]
+    pub fn with_sms(mut self, sms: Option<crate::sms::Sms>) -> Self {
+        self.sms = sms;
+        self
     }
 
     /// The same steps, with recordings (their links go into `call.completed`).
@@ -199,6 +211,13 @@ impl FollowUp {
                     tracing::warn!(message = "Post-call analysis gave up; webhooks go out without it.", call_id = %call.call_id, error = %error);
                 }
             }
+        }
+        // After the analysis (the template may use the summary), before the webhooks; keyed by
+        // the call, so a re-run queues nothing more.
+        if let (Some(sms), Some(agent)) = (&self.sms, &agent)
+            && let Some(job) = sms.post_call_job(&call, agent)?
+        {
+            self.store.enqueue_job(&job).await?;
         }
         self.deliveries(&call, agent.as_ref(), Event::CallCompleted).await
     }

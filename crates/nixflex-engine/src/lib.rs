@@ -16,6 +16,7 @@ pub mod prompt;
 pub mod recordings;
 pub mod service;
 pub mod session;
+pub mod sms;
 pub mod store;
 pub mod tags;
 pub mod twilio_ws;

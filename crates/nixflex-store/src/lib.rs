@@ -18,6 +18,7 @@ mod numbers;
 mod outbound;
 mod postgres;
 mod recordings;
+mod sms;
 mod sql;
 mod sqlite;
 pub mod testing;
@@ -34,6 +35,7 @@ pub use numbers::{CallerRecord, NumberRepo, NumberUrlSlot};
 pub use outbound::{CALL_DIAL, OutboundDetails, OutboundRepo, dial_job};
 pub use postgres::PgStore;
 pub use recordings::{AccountStorage, ExpiredRecording, RecordingRepo};
+pub use sms::{SmsFilter, SmsRepo};
 pub use sqlite::SqliteStore;
 pub use webhooks::{WebhookDelivery, WebhookRepo};
 
@@ -84,6 +86,7 @@ pub trait Store:
     + WebhookRepo
     + RecordingRepo
     + OutboundRepo
+    + SmsRepo
     + Send
     + Sync
     + std::fmt::Debug

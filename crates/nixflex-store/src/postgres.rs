@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "carrier_recordings", include_str!("../migrations/postgres/0007_carrier_recordings.sql")),
     (8, "outbound", include_str!("../migrations/postgres/0008_outbound.sql")),
     (9, "function_calls", include_str!("../migrations/postgres/0009_function_calls.sql")),
+    (10, "sms", include_str!("../migrations/postgres/0010_sms.sql")),
 ];
 
 impl PgStore {
@@ -71,3 +72,4 @@ crate::jobs::impl_jobs!(PgStore, sqlx::Postgres, "postgres");
 crate::webhooks::impl_webhooks!(PgStore, sqlx::Postgres, "postgres");
 crate::recordings::impl_recordings!(PgStore, sqlx::Postgres, "postgres");
 crate::outbound::impl_outbound!(PgStore, sqlx::Postgres, "postgres");
+crate::sms::impl_sms!(PgStore, sqlx::Postgres, "postgres");

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "carrier_recordings", include_str!("../migrations/sqlite/0007_carrier_recordings.sql")),
     (8, "outbound", include_str!("../migrations/sqlite/0008_outbound.sql")),
     (9, "function_calls", include_str!("../migrations/sqlite/0009_function_calls.sql")),
+    (10, "sms", include_str!("../migrations/sqlite/0010_sms.sql")),
 ];
 
 impl SqliteStore {
@@ -108,3 +109,4 @@ crate::jobs::impl_jobs!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::webhooks::impl_webhooks!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::recordings::impl_recordings!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::outbound::impl_outbound!(SqliteStore, sqlx::Sqlite, "sqlite");
+crate::sms::impl_sms!(SqliteStore, sqlx::Sqlite, "sqlite");

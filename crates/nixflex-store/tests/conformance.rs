@@ -10,11 +10,12 @@ use nixflex_core::call::{
 };
 use nixflex_core::ids::{self, AccountId, AgentId, E164};
 use nixflex_core::number::{NumberSettings, PhoneNumber};
+use nixflex_core::sms::{SmsMessage, SmsSource, SmsStatus};
 use nixflex_store::testing::TempDirGuard;
 use nixflex_store::{
     Account, Admission, ApiKey, CALL_ENDED, CallFilter, CallUpdate, IdempotencyBegin,
     IdempotencyScope, JobCounts, JobFilter, JobState, NewJob, NumberUrlSlot, Page, RevokeOutcome,
-    Store, StoreError, StoredResponse, now,
+    SmsFilter, Store, StoreError, StoredResponse, now,
 };
 use serde_json::{Map, Value, json};
 
@@ -1420,6 +1421,150 @@ async fn stale_calls_are_swept_once_with_their_follow_up((store, _g): Fixture) {
     assert_eq!(store.find_call(&fresh.call_id).await.unwrap().unwrap().ended_reason, None);
 }
 
+fn sms(account_id: &str, direction: Direction, customer: &str, body: &str) -> SmsMessage {
+    let at = now();
+    SmsMessage {
+        message_id: ids::new_message_id(),
+        account_id: account_id.into(),
+        agent_id: None,
+        direction,
+        business_number: "+14155552671".to_owned(),
+        customer_number: customer.to_owned(),
+        body: body.to_owned(),
+        status: if direction == Direction::Inbound {
+            SmsStatus::Received
+        } else {
+            SmsStatus::Pending
+        },
+        twilio_sid: None,
+        segments: 1,
+        error_code: None,
+        error_message: None,
+        reply_context: None,
+        source: if direction == Direction::Inbound { SmsSource::Inbound } else { SmsSource::Api },
+        send_key: None,
+        metadata: Some(json!({"k": 1})),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+async fn sms_statuses_only_move_forward((store, _g): Fixture) {
+    let (account, _) = new_account(&*store).await;
+    let id = &account.account_id;
+    let message = sms(id.as_str(), Direction::Outbound, "+447700900001", "Hi");
+    assert!(store.insert_sms(&message).await.unwrap());
+    assert!(
+        store.mark_sms_handed(&message.message_id, "SM1", SmsStatus::Queued, now()).await.unwrap()
+    );
+    let update = |status| store.update_sms_status(id, "SM1", status, None, None, now());
+    assert!(update(SmsStatus::Sent).await.unwrap());
+    assert!(update(SmsStatus::Delivered).await.unwrap());
+    assert!(!update(SmsStatus::Sent).await.unwrap(), "late callbacks change nothing");
+    assert!(!update(SmsStatus::Undelivered).await.unwrap(), "the first final status stays");
+    // Another account's SID is as good as unknown.
+    let (other, _) = new_account(&*store).await;
+    assert!(
+        !store
+            .update_sms_status(&other.account_id, "SM1", SmsStatus::Failed, Some(1), None, now())
+            .await
+            .unwrap()
+    );
+    let stored = store.get_sms(id, &message.message_id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.twilio_sid.as_deref()), (SmsStatus::Delivered, Some("SM1")));
+    assert_eq!(stored.metadata, Some(json!({"k": 1})));
+    assert!(store.get_sms(&other.account_id, &message.message_id).await.unwrap().is_none());
+    // A callback that beats the create answer is not undone by it.
+    let early = sms(id.as_str(), Direction::Outbound, "+447700900002", "Hi");
+    store.insert_sms(&early).await.unwrap();
+    store.mark_sms_handed(&early.message_id, "SM2", SmsStatus::Queued, now()).await.unwrap();
+    assert!(
+        store
+            .update_sms_status(id, "SM2", SmsStatus::Undelivered, Some(30007), None, now())
+            .await
+            .unwrap()
+    );
+    store.mark_sms_handed(&early.message_id, "SM2", SmsStatus::Queued, now()).await.unwrap();
+    let early = store.get_sms_by_twilio_sid(id, "SM2").await.unwrap().unwrap();
+    assert_eq!((early.status, early.error_code), (SmsStatus::Undelivered, Some(30007)));
+    // A refused send is failed and stays so.
+    let refused = sms(id.as_str(), Direction::Outbound, "+447700900003", "Hi");
+    store.insert_sms(&refused).await.unwrap();
+    assert!(
+        store
+            .mark_sms_failed(&refused.message_id, Some(21211), Some("bad To"), now())
+            .await
+            .unwrap()
+    );
+    assert!(!store.mark_sms_failed(&refused.message_id, Some(1), None, now()).await.unwrap());
+}
+
+async fn sms_sends_and_inbound_texts_are_written_once((store, _g): Fixture) {
+    let (account, _) = new_account(&*store).await;
+    let id = &account.account_id;
+    let keyed = SmsMessage {
+        send_key: Some("reply:x".to_owned()),
+        ..sms(id.as_str(), Direction::Outbound, "+447700900001", "A")
+    };
+    assert!(store.insert_sms(&keyed).await.unwrap());
+    let again = SmsMessage { message_id: ids::new_message_id(), ..keyed.clone() };
+    assert!(!store.insert_sms(&again).await.unwrap(), "one message per send key");
+    assert_eq!(
+        store.get_sms_by_send_key("reply:x").await.unwrap().unwrap().message_id,
+        keyed.message_id
+    );
+    // An inbound text and its job, once per Twilio SID, whatever the retries.
+    let inbound = SmsMessage {
+        twilio_sid: Some("SMin".to_owned()),
+        created_at: keyed.created_at + Duration::milliseconds(1),
+        ..sms(id.as_str(), Direction::Inbound, "+447700900001", "Hello")
+    };
+    let reply_job = NewJob::new("sms.reply", "SMin", json!({"message_id": inbound.message_id}), 3);
+    let (first, new) = store.record_inbound_sms(&inbound, Some(&reply_job)).await.unwrap();
+    assert!(new);
+    let retry = SmsMessage { message_id: ids::new_message_id(), ..inbound.clone() };
+    let retry_job = NewJob::new("sms.reply", "SMin", json!({"message_id": retry.message_id}), 3);
+    let (second, new) = store.record_inbound_sms(&retry, Some(&retry_job)).await.unwrap();
+    assert!(!new);
+    assert_eq!(first.message_id, second.message_id);
+    assert_eq!(store.job_counts().await.unwrap().queued, 1);
+    assert!(store.get_job(&retry_job.job_id).await.unwrap().is_none());
+    // The thread, newest first, and the log's filters.
+    let thread = store.sms_thread(id, "+14155552671", "+447700900001", 10).await.unwrap();
+    assert_eq!(thread.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), vec!["Hello", "A"]);
+    let filter = SmsFilter { direction: Some(Direction::Inbound), ..SmsFilter::default() };
+    let (inbound_only, count) =
+        store.list_sms(id, &filter, Page { limit: 10, offset: 0 }).await.unwrap();
+    assert_eq!((count, inbound_only[0].body.as_str()), (1, "Hello"));
+    let filter =
+        SmsFilter { from_number: Some("+447700900001".to_owned()), ..SmsFilter::default() };
+    assert_eq!(store.list_sms(id, &filter, Page { limit: 10, offset: 0 }).await.unwrap().1, 1);
+    let filter = SmsFilter { to: Some("+447700900001".to_owned()), ..SmsFilter::default() };
+    assert_eq!(store.list_sms(id, &filter, Page { limit: 10, offset: 0 }).await.unwrap().1, 1);
+    let filter = SmsFilter {
+        customer_number: Some("+447700900001".to_owned()),
+        since: Some(now() - Duration::hours(1)),
+        ..SmsFilter::default()
+    };
+    assert_eq!(store.list_sms(id, &filter, Page { limit: 10, offset: 0 }).await.unwrap().1, 2);
+    let filter = SmsFilter { until: Some(now() - Duration::hours(1)), ..SmsFilter::default() };
+    assert_eq!(store.list_sms(id, &filter, Page { limit: 10, offset: 0 }).await.unwrap().1, 0);
+    assert_eq!(store.delete_all_sms(id).await.unwrap(), 2);
+}
+
+async fn sms_opt_outs_are_per_account((store, _g): Fixture) {
+    let (account, _) = new_account(&*store).await;
+    let (other, _) = new_account(&*store).await;
+    let phone = "+447700900009";
+    assert!(!store.is_sms_opted_out(&account.account_id, phone).await.unwrap());
+    store.set_sms_opt_out(&account.account_id, phone, true, now()).await.unwrap();
+    store.set_sms_opt_out(&account.account_id, phone, true, now()).await.unwrap();
+    assert!(store.is_sms_opted_out(&account.account_id, phone).await.unwrap());
+    assert!(!store.is_sms_opted_out(&other.account_id, phone).await.unwrap());
+    store.set_sms_opt_out(&account.account_id, phone, false, now()).await.unwrap();
+    assert!(!store.is_sms_opted_out(&account.account_id, phone).await.unwrap());
+}
+
 macro_rules! suite {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -1481,4 +1626,7 @@ suite!(
     stale_calls_are_swept_once_with_their_follow_up,
     a_deferred_job_waits_without_spending_an_attempt,
     carrier_recordings_are_noted_until_cleared,
+    sms_statuses_only_move_forward,
+    sms_sends_and_inbound_texts_are_written_once,
+    sms_opt_outs_are_per_account,
 );

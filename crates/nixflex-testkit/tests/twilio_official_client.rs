@@ -283,3 +283,130 @@ async fn official_twilio_python_library_agrees_with_emulator_signatures_and_twim
     ]);
     assert_eq!(ours, python_twiml);
 }
+
+const SMS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/twilio_official_sms.py");
+
+/// Messages with scripted delivery outcomes, their status callbacks (in Twilio's order, signed)
+/// and an inbound-text webhook, checked with the official library: it reads each message's status,
+/// error code and direction, and its `RequestValidator` accepts every signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_twilio_library_reads_message_statuses_and_validates_sms_webhooks() {
+    let emulator = TwilioEmulator::start().await.expect("emulator starts");
+    let account = emulator.add_account();
+    let number_sid = emulator.add_number(&account.sid, NUMBER);
+    let receiver = nixflex_testkit::webhook::WebhookReceiver::start().await.unwrap();
+    assert!(emulator.configure_number(&number_sid, &[("SmsUrl", &receiver.url("/sms"))]));
+    let client = nixflex_providers::twilio::TwilioClient::new(
+        nixflex_providers::twilio::TwilioClientConfig {
+            base_url: emulator.base_url().to_owned(),
+            ..nixflex_providers::twilio::TwilioClientConfig::default()
+        },
+    )
+    .unwrap();
+    let credentials =
+        nixflex_providers::twilio::TwilioCredentials::new(&account.sid, &account.auth_token);
+    let mut sids = Vec::new();
+    for to in ["+15557650001", "+15557650002", "+15557650003"] {
+        let mut create =
+            nixflex_providers::twilio::CreateMessage::new(to, NUMBER, "Your order shipped.");
+        create.status_callback = Some(receiver.url("/sms-status"));
+        sids.push(client.create_message(&credentials, &create).await.unwrap().sid);
+    }
+    use nixflex_testkit::twilio::MessageOutcome;
+    assert_eq!(
+        emulator.deliver_message(&sids[0], MessageOutcome::Delivered).await,
+        [Ok(200), Ok(200)]
+    );
+    assert_eq!(
+        emulator.deliver_message(&sids[1], MessageOutcome::Undelivered(30007)).await,
+        [Ok(200), Ok(200)]
+    );
+    assert_eq!(emulator.deliver_message(&sids[2], MessageOutcome::Failed(30034)).await, [Ok(200)]);
+    let (inbound_sid, status) =
+        emulator.send_inbound_sms("+15557650009", NUMBER, "STOP", None).await.unwrap();
+    assert_eq!(status, 200);
+
+    // Twilio's order and parameters.
+    let received = receiver.received();
+    let form = |i: usize| -> BTreeMap<String, String> {
+        url::form_urlencoded::parse(&received[i].body).into_owned().collect()
+    };
+    let statuses: Vec<(String, String)> =
+        (0..5).map(|i| (form(i)["MessageSid"].clone(), form(i)["MessageStatus"].clone())).collect();
+    assert_eq!(
+        statuses,
+        [
+            (sids[0].clone(), "sent".to_owned()),
+            (sids[0].clone(), "delivered".to_owned()),
+            (sids[1].clone(), "sent".to_owned()),
+            (sids[1].clone(), "undelivered".to_owned()),
+            (sids[2].clone(), "failed".to_owned()),
+        ]
+    );
+    assert_eq!(form(3)["ErrorCode"], "30007");
+    assert_eq!(form(4)["ErrorCode"], "30034");
+    assert!(!form(1).contains_key("ErrorCode"));
+    assert_eq!(
+        (form(0)["From"].as_str(), form(0)["AccountSid"].as_str()),
+        (NUMBER, account.sid.as_str())
+    );
+    let inbound = form(5);
+    assert_eq!(received[5].path, "/sms");
+    assert_eq!(
+        (inbound["MessageSid"].as_str(), inbound["Body"].as_str()),
+        (inbound_sid.as_str(), "STOP")
+    );
+    assert_eq!((inbound["From"].as_str(), inbound["To"].as_str()), ("+15557650009", NUMBER));
+
+    let webhooks: Vec<Value> = received
+        .iter()
+        .map(|hook| {
+            let params: Vec<(String, String)> =
+                url::form_urlencoded::parse(&hook.body).into_owned().collect();
+            serde_json::json!({
+                "url": receiver.url(&hook.path),
+                "params": params,
+                "signature": hook.header("x-twilio-signature").unwrap(),
+            })
+        })
+        .collect();
+    let expected = serde_json::json!({
+        sids[0].clone(): {"status": "delivered", "error_code": null, "direction": "outbound-api"},
+        sids[1].clone(): {"status": "undelivered", "error_code": 30007, "direction": "outbound-api"},
+        sids[2].clone(): {"status": "failed", "error_code": 30034, "direction": "outbound-api"},
+        inbound_sid.clone(): {"status": "received", "error_code": null, "direction": "inbound"},
+    });
+    let interpreter = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let mut command = Command::new(&interpreter);
+    command
+        .arg(SMS_SCRIPT)
+        .env("TWILIO_EMULATOR_BASE_URL", emulator.base_url())
+        .env("TWILIO_ACCOUNT_SID", &account.sid)
+        .env("TWILIO_AUTH_TOKEN", &account.auth_token)
+        .env("SMS_EXPECTED", expected.to_string())
+        .env("SMS_WEBHOOKS", serde_json::to_string(&webhooks).unwrap());
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || command.output()),
+    )
+    .await
+    .expect("the Python script finished within 120 s")
+    .expect("the blocking task ran")
+    .unwrap_or_else(|error| panic!("could not run `{interpreter} {SMS_SCRIPT}`: {error}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(
+        output.status.code(),
+        Some(3),
+        "the PyPI package `twilio` is not installed:\n{stderr}"
+    );
+    assert!(
+        output.status.success(),
+        "the official Twilio library disagreed with the emulator:\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        (report["checked_messages"].as_u64(), report["checked_webhooks"].as_u64()),
+        (Some(4), Some(6))
+    );
+}

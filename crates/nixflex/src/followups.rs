@@ -144,3 +144,26 @@ pub fn register_recordings(registry: &mut Registry, carrier: CarrierRecordings) 
         }
     });
 }
+
+/// Registers `sms.reply` (docs/sms.md#inbound-texts), the agent's answer to one inbound text,
+/// and `sms.post_call` (docs/sms.md#post-call-texts), one call's post-call text.
+pub fn register_sms(registry: &mut Registry, sms: nixflex_engine::sms::Sms) {
+    let post_call = sms.clone();
+    registry.register(nixflex_engine::sms::SMS_POST_CALL, move |job| {
+        let sms = post_call.clone();
+        async move {
+            let post_call: nixflex_engine::sms::PostCallJob =
+                serde_json::from_value(job.payload.clone())
+                    .map_err(|e| JobError::Permanent(format!("payload: {e}")))?;
+            sms.post_call(&post_call).await.map_err(job_error)
+        }
+    });
+    registry.register(nixflex_engine::sms::SMS_REPLY, move |job| {
+        let sms = sms.clone();
+        async move {
+            let reply: nixflex_engine::sms::ReplyJob = serde_json::from_value(job.payload.clone())
+                .map_err(|e| JobError::Permanent(format!("payload: {e}")))?;
+            sms.reply(&reply).await.map_err(job_error)
+        }
+    });
+}

@@ -123,6 +123,8 @@ enum BenchCommand {
     Calls(nixflex::bench::calls::CallsBenchArgs),
     /// Background jobs claimed and completed per second, with 1 or more worker nodes.
     Jobs(nixflex::bench::jobs::JobsBenchArgs),
+    /// Inbound texts answered by the agent: reply latency and none lost or doubled.
+    Sms(nixflex::bench::sms::SmsBenchArgs),
 }
 
 fn parse_signup(raw: &str) -> Result<Signup, String> {
@@ -255,6 +257,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
             init_tracing(&config);
             nixflex::bench::jobs::run(args).await
+        }
+        Command::Bench { command: BenchCommand::Sms(args) } => {
+            let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
+            init_tracing(&config);
+            nixflex::bench::sms::run(args).await
         }
         Command::Bench { command: BenchCommand::Calls(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;

@@ -306,6 +306,16 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let customer = nixflex_api::outbound::CustomerHttp::new(config.allow_private_targets)
         .context("building the HTTP client for customer endpoints")?;
     let mut registry = nixflex_jobs::Registry::with_builtins();
+    let sms = nixflex_engine::sms::Sms::new(
+        store.clone(),
+        secrets.clone(),
+        twilio.clone(),
+        providers.llm.clone(),
+        nixflex_engine::sms::SmsConfig {
+            public_url: config.public_url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
+            max_attempts: config.jobs_max_attempts,
+        },
+    );
     crate::followups::register(
         &mut registry,
         store.clone(),
@@ -316,7 +326,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             secrets.clone(),
         )
         .with_recordings(Some(recordings.clone()))
-        .with_recording_wait(Duration::from_secs(config.recording_wait_secs)),
+        .with_recording_wait(Duration::from_secs(config.recording_wait_secs))
+        .with_sms(Some(sms.clone())),
         crate::followups::WebhookRetries {
             delays: config
                 .webhook_retry_delays_ms
@@ -340,6 +351,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             config.delete_carrier_recordings,
         ),
     );
+    crate::followups::register_sms(&mut registry, sms.clone());
     let worker = nixflex_jobs::Worker::new(
         store.clone(),
         registry,
@@ -353,6 +365,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         customer.clone(),
         nixflex_engine::EngineConfig {
             follow_up_wake: Some(worker.wake().notifier()),
+            sms: Some(sms),
             ..engine_config
         },
     );

@@ -451,7 +451,7 @@ async fn delete_call(
     delete, path = "/v1/calls", tag = "calls",
     params(("confirm" = Option<bool>, Query, description = "Optional; `false` refuses the deletion")),
     responses(
-        (status = 200, description = "`{\"deleted\": true, \"calls_deleted\": n, \"recordings_deleted\": n, \"sms_deleted\": 0, \"deleted_calls\": n, \"deleted_messages\": 0}` (SMS are counted once they exist)"),
+        (status = 200, description = "`{\"deleted\": true, \"calls_deleted\": n, \"recordings_deleted\": n, \"sms_deleted\": n, \"deleted_calls\": n, \"deleted_messages\": n}` (the SMS log is erased too)"),
         (status = 400, description = "`invalid_request` (`confirm=false` or not a boolean)", body = ErrorEnvelope),
         (status = 401, description = "`invalid_api_key`, `key_secret_required`", body = ErrorEnvelope),
         (status = 409, description = "`idempotency_key_reused`, `idempotency_request_in_flight`", body = ErrorEnvelope),
@@ -475,15 +475,15 @@ async fn delete_all_calls(
         crate::routes::recordings::erase(&state, account_id, &recording.location).await?;
     }
     let deleted = state.store().delete_all_calls(account_id).await?;
-    tracing::info!(message = "All calls deleted.", account_id = %account_id, deleted, recordings = recordings.len());
-    // SMS messages are not stored yet, so none are deleted; the key is there for the SDK.
+    let sms_deleted = state.store().delete_all_sms(account_id).await?;
+    tracing::info!(message = "All calls and messages deleted.", account_id = %account_id, deleted, recordings = recordings.len(), sms_deleted);
     // `deleted_calls`/`deleted_messages` are the earlier names, kept for clients.
     Ok(Json(json!({
         "deleted": true,
         "calls_deleted": deleted,
         "recordings_deleted": recordings.len(),
-        "sms_deleted": 0,
+        "sms_deleted": sms_deleted,
         "deleted_calls": deleted,
-        "deleted_messages": 0,
+        "deleted_messages": sms_deleted,
     })))
 }

@@ -11,4 +11,5 @@ pub(crate) mod numbers;
 pub(crate) mod outbound;
 pub(crate) mod pending;
 pub(crate) mod recordings;
+pub(crate) mod sms;
 pub(crate) mod usage;

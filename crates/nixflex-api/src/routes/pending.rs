@@ -143,36 +143,6 @@ pub(crate) struct BatchCampaignInput {
     scheduled_at: Option<Value>,
 }
 
-/// `POST /v1/sms`: send one SMS.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct SmsInput {
-    /// The agent whose prompt answers replies.
-    #[schema(value_type = String, pattern = "^agent_[0-9a-f]{16}$")]
-    agent_id: Option<String>,
-    /// E.164 recipient.
-    #[schema(value_type = String, pattern = r"^\+[1-9][0-9]{6,14}$")]
-    to: Option<String>,
-    /// The text (hard cap 1600: `message_too_long`).
-    #[schema(value_type = String, min_length = 1, max_length = 1600)]
-    message: Option<String>,
-    /// Your number to send from (default: the agent's first SMS-capable number).
-    #[schema(value_type = String, required = false, pattern = r"^\+[1-9][0-9]{6,14}$")]
-    from_number: Option<String>,
-    /// `{"reply_context": "…"}` (≤ 2,000 characters) used when the recipient replies.
-    #[schema(value_type = Object, required = false)]
-    context: Option<Map<String, Value>>,
-    #[schema(ignore)]
-    to_number: Option<Value>,
-    #[schema(ignore)]
-    body: Option<Value>,
-    #[schema(ignore)]
-    context_prompt: Option<Value>,
-    #[schema(ignore)]
-    metadata: Option<Value>,
-}
-
 /// One recipient of an SMS campaign.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -313,12 +283,6 @@ pub(crate) const PENDING: &[PendingRoute] = &[
         body::<SwitchInput>("`{\"enabled\": bool}`"),
     ),
     p("GET", "/v1/integrations/web-calls/number/{phone_number}", "Web calls", "integrations"),
-    with(p("POST", "/v1/sms", "Sending SMS", "sms"), body::<SmsInput>("The message")),
-    query(
-        p("GET", "/v1/sms", "SMS message log", "sms"),
-        &["limit", "offset", "to", "from_number", "agent_id", "direction"],
-    ),
-    p("GET", "/v1/sms/{message_id}", "SMS messages", "sms"),
     with(
         p("POST", "/v1/sms/campaigns", "SMS campaigns", "sms"),
         body::<SmsCampaignInput>("The campaign"),

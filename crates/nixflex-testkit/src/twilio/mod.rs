@@ -9,7 +9,9 @@
 //!   paging fields), fetch, update of the webhook fields;
 //! - `Calls`: create (status `queued`, every parameter recorded, repeated ones included), fetch,
 //!   list, update (`Status=completed|canceled`, `Url`, `Twiml`);
-//! - `Messages`: create (status `queued`), fetch, list;
+//! - `Messages`: create (status `queued`), fetch, list; status callbacks in Twilio's order with
+//!   scripted outcomes and error codes ([`TwilioEmulator::deliver_message`]), and inbound texts
+//!   delivered to a number's `SmsUrl`, signed ([`TwilioEmulator::send_inbound_sms`]);
 //! - `Recordings` (`recordings.rs`): start on a live call (`POST …/Calls/{CA}/Recordings.json`,
 //!   201 `in-progress`, `channels` 2 for `dual`; 21220 when the call is not in progress), fetch,
 //!   list (per account, with the `CallSid` filter, and per call), delete (204), and the media at
@@ -21,7 +23,8 @@
 //! [`callee::Callee`]: a human, a voicemail, busy, no answer, failed) are played to their end:
 //! status callbacks in Twilio's order, the async AMD result, and, when answered, the answer URL's
 //! TwiML with its media stream. Other calls are not placed: tests drive their progress with
-//! [`TwilioEmulator::set_call_status`] and [`TwilioEmulator::send_webhook`].
+//! [`TwilioEmulator::set_call_status`] and [`TwilioEmulator::send_webhook`]. Message status
+//! callbacks it sends by itself for scripted outcomes ([`TwilioEmulator::script_message_outcomes`]).
 //! The caller emulator does that part: calls it places while attached to this emulator
 //! ([`caller::CallerEmulator::with_network`]) are `inbound` calls here while they last, can be
 //! recorded, and end with their recordings' WAV and signed recording status callbacks.
@@ -52,6 +55,19 @@ pub use self::recordings::{RecordingState, SOURCE_START_CALL_RECORDING_API};
 use self::server::Shared;
 pub use self::state::{CallState, EmulatedAccount, MessageState, NumberState, RecordedRequest};
 use self::state::{DelayRule, FailureRule, NumberState as StoredNumber};
+
+/// How a created message's delivery ends ([`TwilioEmulator::deliver_message`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageOutcome {
+    /// `sent` → `delivered`.
+    Delivered,
+    /// `sent` → `undelivered` with Twilio's error code (e.g. 30007 carrier filtering, 30003
+    /// unreachable handset).
+    Undelivered(u32),
+    /// `failed` with Twilio's error code (e.g. 30034 unregistered A2P sender, 21610
+    /// unsubscribed).
+    Failed(u32),
+}
 
 /// Header carrying Twilio's webhook signature.
 pub const SIGNATURE_HEADER: &str = "X-Twilio-Signature";
@@ -283,6 +299,110 @@ impl TwilioEmulator {
         self.shared.lock().messages.clone()
     }
 
+    /// Moves a created message to `status` (with Twilio's `error_code` for `undelivered` or
+    /// `failed`, e.g. 30007 carrier filtering, 30034 unregistered A2P sender, 21610 unsubscribed)
+    /// and sends its status callback, signed with the account's token, as Twilio does. Returns
+    /// the callback's HTTP status; `Err` when the message is unknown, has no callback or the
+    /// callback could not be delivered.
+    pub async fn send_message_status(
+        &self,
+        message_sid: &str,
+        status: &str,
+        error_code: Option<u32>,
+    ) -> Result<u16, String> {
+        send_status(&self.shared, &self.webhook_client, message_sid, status, error_code).await
+    }
+
+    /// Plays a created message's delivery as Twilio reports it: `sent`, then `delivered` (no
+    /// `error_code`) or `undelivered` with `error_code`; `failed` alone. One signed status
+    /// callback each, in that order. Returns each callback's HTTP status.
+    pub async fn deliver_message(
+        &self,
+        message_sid: &str,
+        outcome: MessageOutcome,
+    ) -> Vec<Result<u16, String>> {
+        play_delivery(&self.shared, &self.webhook_client, message_sid, outcome).await
+    }
+
+    /// Scripts how the deliveries of the next created messages (those with a `StatusCallback`)
+    /// end, in order: the emulator then sends their status callbacks by itself, shortly after
+    /// answering each create request, as Twilio does.
+    pub fn script_message_outcomes(&self, outcomes: &[MessageOutcome]) {
+        self.shared.lock().message_outcomes.extend(outcomes.iter().copied());
+    }
+
+    /// How created messages' deliveries end once the scripted outcomes are used up (`None`:
+    /// they stay `queued` until the test moves them).
+    pub fn set_default_message_outcome(&self, outcome: Option<MessageOutcome>) {
+        self.shared.lock().default_message_outcome = outcome;
+    }
+
+    /// Delivers an inbound text from `from` to the number `to` (E.164), as Twilio does: the
+    /// number's `SmsUrl` (or `url`, when given) receives the incoming-message webhook, signed
+    /// with the owning account's token. The message is kept (direction `inbound`, status
+    /// `received`). Returns its `SM…` SID and the webhook's HTTP status.
+    ///
+    /// # Errors
+    /// When the number is not in the emulator, has no SMS URL, or the webhook could not be sent.
+    pub async fn send_inbound_sms(
+        &self,
+        from: &str,
+        to: &str,
+        body: &str,
+        url: Option<&str>,
+    ) -> Result<(String, u16), String> {
+        let sid = new_sid("SM");
+        let (url, token, params) = {
+            let mut state = self.shared.lock();
+            let Some(number) = state.numbers.iter().find(|n| n.phone_number == to).cloned() else {
+                return Err(format!("no number {to}"));
+            };
+            let url = url.map(str::to_owned).unwrap_or_else(|| number.sms_url.clone());
+            if url.is_empty() {
+                return Err(format!("{to} has no SmsUrl"));
+            }
+            let token = state
+                .account(&number.account_sid)
+                .map(|account| account.auth_token.clone())
+                .ok_or_else(|| "the number's account is gone".to_owned())?;
+            state.messages.push(MessageState {
+                sid: sid.clone(),
+                account_sid: number.account_sid.clone(),
+                to: to.to_owned(),
+                from: from.to_owned(),
+                body: body.to_owned(),
+                messaging_service_sid: None,
+                status: "received".to_owned(),
+                create_params: Vec::new(),
+                date_created: chrono::Utc::now(),
+                status_callback: None,
+                error_code: None,
+                direction: "inbound".to_owned(),
+            });
+            let params: Vec<(String, String)> = [
+                ("ToCountry", "US"),
+                ("SmsMessageSid", sid.as_str()),
+                ("NumMedia", "0"),
+                ("SmsSid", sid.as_str()),
+                ("SmsStatus", "received"),
+                ("Body", body),
+                ("To", to),
+                ("NumSegments", "1"),
+                ("MessageSid", sid.as_str()),
+                ("AccountSid", number.account_sid.as_str()),
+                ("From", from),
+                ("ApiVersion", "2010-04-01"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+            (url, token, params)
+        };
+        let response =
+            self.send_webhook(&url, &token, &params).await.map_err(|error| error.to_string())?;
+        Ok((sid, response.status().as_u16()))
+    }
+
     /// Every request received so far, oldest first (failed and unauthenticated ones included).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
@@ -406,16 +526,7 @@ impl TwilioEmulator {
         params: &[(String, String)],
         idempotency_token: &str,
     ) -> Result<reqwest::Response, reqwest::Error> {
-        let signature =
-            nixflex_providers::twilio::signature::compute_signature(auth_token, url, params);
-        self.webhook_client
-            .post(url)
-            .header(reqwest::header::USER_AGENT, WEBHOOK_USER_AGENT)
-            .header(SIGNATURE_HEADER, signature)
-            .header(IDEMPOTENCY_TOKEN_HEADER, idempotency_token)
-            .form(params)
-            .send()
-            .await
+        post_signed(&self.webhook_client, url, auth_token, params, idempotency_token).await
     }
 
     /// Stops accepting connections and waits (up to 5 s) for connections in flight to finish.
@@ -437,6 +548,95 @@ impl Drop for TwilioEmulator {
             let _ = shutdown_tx.send(());
         }
     }
+}
+
+/// How long after answering a create request the emulator starts a scripted delivery.
+pub(crate) const DELIVERY_DELAY: Duration = Duration::from_millis(20);
+
+/// Sets a message's status and sends its signed status callback.
+async fn send_status(
+    shared: &Shared,
+    client: &reqwest::Client,
+    message_sid: &str,
+    status: &str,
+    error_code: Option<u32>,
+) -> Result<u16, String> {
+    let (callback, token, params) = {
+        let mut state = shared.lock();
+        let Some(message) = state.messages.iter_mut().find(|m| m.sid == message_sid) else {
+            return Err(format!("no message {message_sid}"));
+        };
+        message.status = status.to_owned();
+        message.error_code = error_code;
+        let message = message.clone();
+        let Some(callback) = message.status_callback.clone() else {
+            return Err(format!("message {message_sid} has no StatusCallback"));
+        };
+        let token = state
+            .account(&message.account_sid)
+            .map(|account| account.auth_token.clone())
+            .ok_or_else(|| "the message's account is gone".to_owned())?;
+        let mut params: Vec<(String, String)> = vec![
+            ("SmsSid".to_owned(), message.sid.clone()),
+            ("SmsStatus".to_owned(), status.to_owned()),
+            ("MessageStatus".to_owned(), status.to_owned()),
+            ("To".to_owned(), message.to.clone()),
+            ("MessageSid".to_owned(), message.sid.clone()),
+            ("AccountSid".to_owned(), message.account_sid.clone()),
+            ("From".to_owned(), message.from),
+            ("ApiVersion".to_owned(), "2010-04-01".to_owned()),
+        ];
+        if let Some(code) = error_code {
+            params.push(("ErrorCode".to_owned(), code.to_string()));
+        }
+        (callback, token, params)
+    };
+    post_signed(client, &callback, &token, &params, &new_idempotency_token())
+        .await
+        .map(|response| response.status().as_u16())
+        .map_err(|error| error.to_string())
+}
+
+/// Plays a delivery's status callbacks in Twilio's order (see
+/// [`TwilioEmulator::deliver_message`]).
+pub(crate) async fn play_delivery(
+    shared: &Shared,
+    client: &reqwest::Client,
+    message_sid: &str,
+    outcome: MessageOutcome,
+) -> Vec<Result<u16, String>> {
+    let (last, code) = match outcome {
+        MessageOutcome::Delivered => ("delivered", None),
+        MessageOutcome::Undelivered(code) => ("undelivered", Some(code)),
+        // A message that fails never reaches `sent`.
+        MessageOutcome::Failed(code) => {
+            return vec![send_status(shared, client, message_sid, "failed", Some(code)).await];
+        }
+    };
+    vec![
+        send_status(shared, client, message_sid, "sent", None).await,
+        send_status(shared, client, message_sid, last, code).await,
+    ]
+}
+
+/// POSTs a form as Twilio delivers a webhook: signed with `auth_token`, with an idempotency token.
+async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    auth_token: &str,
+    params: &[(String, String)],
+    idempotency_token: &str,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let signature =
+        nixflex_providers::twilio::signature::compute_signature(auth_token, url, params);
+    client
+        .post(url)
+        .header(reqwest::header::USER_AGENT, WEBHOOK_USER_AGENT)
+        .header(SIGNATURE_HEADER, signature)
+        .header(IDEMPOTENCY_TOKEN_HEADER, idempotency_token)
+        .form(params)
+        .send()
+        .await
 }
 
 /// A Twilio SID: two-letter prefix and 32 random lowercase hex digits.

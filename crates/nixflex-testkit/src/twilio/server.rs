@@ -138,6 +138,7 @@ pub(crate) async fn handle(
         status: answer.status.as_u16(),
     });
     let dials = std::mem::take(&mut state.pending_dials);
+    let deliveries = std::mem::take(&mut state.due_deliveries);
     drop(state);
     for dial in dials {
         tokio::spawn(crate::twilio::callee::run(
@@ -145,6 +146,15 @@ pub(crate) async fn handle(
             dial,
             Arc::clone(&shared.callee_runs),
         ));
+    }
+    // Twilio reports a message's progress after answering its create request.
+    for (sid, outcome) in deliveries {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            tokio::time::sleep(crate::twilio::DELIVERY_DELAY).await;
+            let client = reqwest::Client::new();
+            let _ = crate::twilio::play_delivery(&shared, &client, &sid, outcome).await;
+        });
     }
 
     match (answer.body, answer.media) {
@@ -606,8 +616,16 @@ fn create_message(state: &mut State, incoming: &Incoming, account_sid: &str) -> 
         status: status.to_owned(),
         create_params: form.clone(),
         date_created: Utc::now(),
+        status_callback: first("StatusCallback").filter(|url| !url.is_empty()),
+        error_code: None,
+        direction: "outbound-api".to_owned(),
     };
     let json = message.to_json();
+    if message.status_callback.is_some()
+        && let Some(outcome) = state.message_outcomes.pop_front().or(state.default_message_outcome)
+    {
+        state.due_deliveries.push((message.sid.clone(), outcome));
+    }
     state.messages.push(message);
     Answer::json(StatusCode::CREATED, json)
 }

@@ -295,6 +295,13 @@ pub struct MessageState {
     pub create_params: Vec<(String, String)>,
     /// Creation time.
     pub date_created: DateTime<Utc>,
+    /// `StatusCallback` of the create request, if any.
+    pub status_callback: Option<String>,
+    /// Twilio's error code once the message failed or was undelivered.
+    pub error_code: Option<u32>,
+    /// `outbound-api` for created messages, `inbound` for texts the emulator delivered to a
+    /// number.
+    pub direction: String,
 }
 
 impl MessageState {
@@ -320,11 +327,11 @@ impl MessageState {
             "status": self.status,
             "num_segments": num_segments.to_string(),
             "num_media": num_media.to_string(),
-            "direction": "outbound-api",
+            "direction": self.direction,
             "api_version": "2010-04-01",
             "price": null,
             "price_unit": "USD",
-            "error_code": null,
+            "error_code": self.error_code,
             "error_message": null,
             "uri": self.uri(),
             "subresource_uris": {
@@ -404,6 +411,12 @@ pub(crate) struct State {
     /// Recordings finished while set capture nothing (`absent`).
     pub(crate) lose_recordings: bool,
     pub(crate) requests: Vec<RecordedRequest>,
+    /// How the next created messages' deliveries end, in order.
+    pub(crate) message_outcomes: std::collections::VecDeque<crate::twilio::MessageOutcome>,
+    /// How created messages' deliveries end when no scripted outcome is left.
+    pub(crate) default_message_outcome: Option<crate::twilio::MessageOutcome>,
+    /// Deliveries to play once the current request has been answered.
+    pub(crate) due_deliveries: Vec<(String, crate::twilio::MessageOutcome)>,
     pub(crate) failures: Vec<FailureRule>,
     pub(crate) delays: Vec<DelayRule>,
     /// Scripted callees of outbound calls, by the number called.

@@ -3,3 +3,4 @@
 pub mod api;
 pub mod calls;
 pub mod jobs;
+pub mod sms;
