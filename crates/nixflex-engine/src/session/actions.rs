@@ -12,6 +12,7 @@
 
 use futures::Sink;
 use nixflex_core::agent::AgentSettings;
+use tracing::Instrument as _;
 
 use super::{EndReason, Session};
 use crate::prompt::ToolsEnabled;
@@ -62,11 +63,13 @@ impl Command {
     }
 }
 
-/// What this server can carry out during a call. Transfers and in-call texts are not built yet
-/// (they come with outbound calling); when they are, flip these and the prompt advertises each
-/// action to agents configured for it.
+/// What this server can carry out during a call. Transfers are not built yet; when they are,
+/// flip this and the prompt advertises them to agents configured for them.
 const CAN_TRANSFER: bool = false;
-const CAN_SEND_SMS: bool = false;
+/// In-call texts go through the SMS service (docs/sms.md#in-call-texts).
+const CAN_SEND_SMS: bool = true;
+/// The longest text (Twilio's limit).
+const MAX_SMS_CHARS: usize = 1600;
 
 /// The action tags the prompt offers an agent: those its settings allow *and* this server can
 /// carry out.
@@ -96,6 +99,11 @@ where
             Command::Ignored { kind } => {
                 tracing::info!(message = "Action tag ignored.", action = kind);
             }
+            Command::SendSms { text }
+                if tools_enabled(&self.setup.agent).send_sms && self.engine.sms().is_some() =>
+            {
+                self.send_sms(text);
+            }
             unavailable @ (Command::Transfer { .. } | Command::SendSms { .. }) => {
                 let kind = unavailable.kind();
                 tracing::info!(
@@ -114,6 +122,41 @@ where
                 self.action_notes.push(note);
             }
         }
+    }
+
+    /// `[SEND_SMS: …]`: texts the caller from the call's number, off the audio path, once per
+    /// tag (its send key names the call and the tag's order), through the one sending path that
+    /// checks the account's opt-out list. The outcome is in the SMS log; the call goes on.
+    fn send_sms(&mut self, text: String) {
+        let Some(sms) = self.engine.sms().cloned() else { return };
+        self.texts_sent += 1;
+        let body: String = text.trim().chars().take(MAX_SMS_CHARS).collect();
+        if body.is_empty() {
+            return;
+        }
+        let out = crate::sms::Outgoing {
+            from: self.setup.number.clone(),
+            agent_id: Some(self.setup.agent_id.clone()),
+            to: self.setup.caller_number().to_owned(),
+            body,
+            reply_context: None,
+            metadata: None,
+            source: nixflex_core::sms::SmsSource::InCall,
+            send_key: Some(format!("in_call:{}:{}", self.setup.call.call_id, self.texts_sent)),
+        };
+        self.engine.spawn_tracked(
+            async move {
+                match sms.send(out).await {
+                    Ok(message) => {
+                        tracing::info!(message = "In-call text sent.", message_id = %message.message_id);
+                    }
+                    Err(error) => {
+                        tracing::warn!(message = "In-call text not sent.", error = %error);
+                    }
+                }
+            }
+            .in_current_span(),
+        );
     }
 
     /// The notes about unavailable actions since the last caller turn, joined (and cleared).
@@ -142,7 +185,9 @@ mod tests {
         let tools = tools_enabled(&agent);
         assert!(tools.end_call);
         assert!(!tools.transfer, "transfers are not built yet");
-        assert!(!tools.send_sms, "in-call texts are not built yet");
+        assert!(tools.send_sms, "in-call texts, for agents that enable them");
+        agent.incall_sms_enabled = false;
+        assert!(!tools_enabled(&agent).send_sms);
         agent.func_end_call = false;
         assert!(!tools_enabled(&agent).end_call);
     }

@@ -203,6 +203,8 @@ pub(crate) struct Session<W> {
     functions_pending: usize,
     /// Notes for the model about actions that were not carried out (see `actions`).
     action_notes: Vec<&'static str>,
+    /// `[SEND_SMS:]` tags handled so far (each text's send key counts them).
+    texts_sent: u32,
     dtmf: String,
     dtmf_deadline: Option<Instant>,
     // Silence and limits.
@@ -287,6 +289,7 @@ where
             function_calls: Vec::new(),
             functions_pending: 0,
             action_notes: Vec::new(),
+            texts_sent: 0,
             dtmf: String::new(),
             dtmf_deadline: None,
             silence_since: None,

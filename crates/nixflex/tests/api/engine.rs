@@ -875,6 +875,65 @@ async fn a_custom_function_is_called_during_a_call_and_logged_on_it(backend: Bac
     assert_eq!(completed["function_calls"], call["function_calls"]);
 }
 
+/// `[SEND_SMS: …]` texts the caller from the call's number (docs/sms.md#in-call-texts); a caller
+/// who opted out gets nothing.
+async fn an_in_call_text_reaches_the_caller_unless_they_opted_out(backend: Backend) {
+    for opted_out in [false, true] {
+        let lab = CallLab::start(
+            backend,
+            json!({"welcome_message": "Hello!", "incall_sms_enabled": true, "response_eagerness": 200}),
+        )
+        .await;
+        if opted_out {
+            let secrets = nixflex::server::load_master_key(&lab.app.config).unwrap();
+            let store = nixflex::server::open_store(&lab.app.config, &secrets).await.unwrap();
+            store
+                .set_sms_opt_out(
+                    &lab.key.account_id.as_str().into(),
+                    CALLER,
+                    true,
+                    nixflex_store::now(),
+                )
+                .await
+                .unwrap();
+        }
+        lab.stt.push_utterance("Can you text me the address?");
+        lab.llm.push_reply(Reply::text(
+            "Sure, I've sent it. [SEND_SMS: Bella's Bakery, 1 High Street] Goodbye! [END_CALL]",
+        ));
+        let script = CallerScript::new()
+            .wait_for_agent_speech(secs(10.0))
+            .wait_for_agent_silence(secs(0.6), secs(15.0))
+            .say("Can you text me the address?", secs(1.2));
+        let recording = lab.caller.place_inbound_call(lab.place(), script).await;
+        assert_eq!(recording.outcome, CallOutcome::Completed { ended_by: EndedBy::Server });
+        lab.finished_call().await;
+        // The prompt offered the action.
+        let system = lab.llm.requests()[0].body["system"].to_string();
+        assert!(system.contains("SEND_SMS"), "{system}");
+        // The text is sent off the audio path; wait for it (or for long enough that it would be).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let sent = loop {
+            let sent: Vec<_> =
+                lab.twilio.messages().into_iter().filter(|m| m.to == CALLER).collect();
+            if !sent.is_empty() || Instant::now() > deadline {
+                break sent;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if opted_out {
+            assert!(sent.is_empty(), "an opted-out caller is never texted: {sent:?}");
+        } else {
+            assert_eq!(sent.len(), 1, "{sent:?}");
+            assert_eq!(sent[0].body, "Bella's Bakery, 1 High Street");
+            assert_eq!(sent[0].from, NUMBER);
+            let log: Value =
+                lab.app.get(&lab.key, "/v1/sms?direction=outbound").await.json().await.unwrap();
+            assert_eq!(log["count"], json!(1), "{log}");
+        }
+    }
+}
+
 on_backend!(
     sqlite,
     Sqlite,
@@ -890,6 +949,7 @@ on_backend!(
     a_retried_voice_webhook_gets_a_token_that_works,
     a_finished_call_is_analysed_and_its_webhook_delivered,
     a_custom_function_is_called_during_a_call_and_logged_on_it,
+    an_in_call_text_reaches_the_caller_unless_they_opted_out,
 );
 on_backend!(
     postgres,
@@ -900,4 +960,5 @@ on_backend!(
     a_retried_voice_webhook_gets_a_token_that_works,
     a_finished_call_is_analysed_and_its_webhook_delivered,
     a_custom_function_is_called_during_a_call_and_logged_on_it,
+    an_in_call_text_reaches_the_caller_unless_they_opted_out,
 );
