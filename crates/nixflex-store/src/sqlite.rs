@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "carrier_recordings", include_str!("../migrations/sqlite/0007_carrier_recordings.sql")),
     (8, "outbound", include_str!("../migrations/sqlite/0008_outbound.sql")),
     (9, "function_calls", include_str!("../migrations/sqlite/0009_function_calls.sql")),
+    (11, "voicemail_method", include_str!("../migrations/sqlite/0011_voicemail_method.sql")),
 ];
 
 impl SqliteStore {

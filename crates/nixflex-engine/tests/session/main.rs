@@ -264,6 +264,7 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         function_calls: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
+        voicemail_detection_method: None,
         carrier_details: None,
         stream_token_hash: Some(hash_secret("stream-token")),
         created_at: now,
