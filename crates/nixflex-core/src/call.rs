@@ -287,6 +287,9 @@ pub struct CallRecord {
     /// `machine_start`, `machine_end_beep`, `machine_end_silence`, `machine_end_other`, `fax`
     /// or `unknown`.
     pub amd_result: Option<String>,
+    /// Which detector found the voicemail (`voicemail_detected`): `amd` (the carrier's
+    /// answering-machine detection) or `transcript` (the engine's phrase matcher).
+    pub voicemail_detection_method: Option<String>,
     /// What the carrier (or the queue) said about a call that ended without a conversation:
     /// e.g. `{"twilio_error": {"code": 21211, "message": "…"}}` or `{"carrier_status": "busy",
     /// "sip_response_code": 486}`.

@@ -227,12 +227,19 @@ impl Engine {
             // The session hangs up at the carrier by this SID: keep the record it holds current.
             call.twilio_call_sid = Some(start.call_sid.clone());
         }
-        let purpose = match call.direction {
-            Direction::Outbound => self.call_purpose(&call.call_id).await,
-            Direction::Inbound => None,
+        let (purpose, action, message) = match call.direction {
+            Direction::Outbound => self.call_plan(&call.call_id).await,
+            Direction::Inbound => (None, None, None),
         };
+        let voicemail_action = crate::session::VoicemailAction::resolve(
+            call.direction,
+            &number.settings,
+            action.as_deref(),
+            message.as_deref(),
+        );
         Ok(CallSetup {
             purpose,
+            voicemail_action,
             call,
             agent: agent.settings,
             agent_id,

@@ -157,6 +157,7 @@ impl Engine {
             cost_usd: None,
             precall_reject_reason: None,
             amd_result: None,
+            voicemail_detection_method: None,
             carrier_details: None,
             function_calls: Vec::new(),
             stream_token_hash: None,
@@ -477,11 +478,20 @@ impl Engine {
     }
 
     /// The purpose of an outbound call, while it is kept.
-    pub(crate) async fn call_purpose(&self, call_id: &CallId) -> Option<CallPurpose> {
-        let details = self.store().get_outbound(call_id).await.ok().flatten()?;
-        let sealed = details.purpose_sealed?;
-        let opened = self.secrets().open(&sealed).ok()?;
-        serde_json::from_str(&opened).ok()
+    /// An outbound call's purpose (opened) and its request's `voicemail_action` and
+    /// `voicemail_message` overrides.
+    pub(crate) async fn call_plan(
+        &self,
+        call_id: &CallId,
+    ) -> (Option<CallPurpose>, Option<String>, Option<String>) {
+        let Some(details) = self.store().get_outbound(call_id).await.ok().flatten() else {
+            return (None, None, None);
+        };
+        let purpose = details
+            .purpose_sealed
+            .and_then(|sealed| self.secrets().open(&sealed).ok())
+            .and_then(|opened| serde_json::from_str(&opened).ok());
+        (purpose, details.voicemail_action, details.voicemail_message)
     }
 }
 

@@ -163,6 +163,7 @@ mod tests {
             function_calls: Vec::new(),
             precall_reject_reason: None,
             amd_result: None,
+            voicemail_detection_method: None,
             carrier_details: None,
             stream_token_hash: Some("secret-hash".to_owned()),
             created_at: at,

@@ -273,6 +273,7 @@ async fn live_call(
         function_calls: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
+        voicemail_detection_method: None,
         carrier_details: None,
         stream_token_hash: None,
         created_at: at,

@@ -71,6 +71,10 @@ pub struct CallUpdate {
     pub amd_result: Option<String>,
     /// What the carrier said about how the call ended (first writer wins).
     pub carrier_details: Option<Value>,
+    /// Voicemail was reached (replaces the old value).
+    pub voicemail_detected: Option<bool>,
+    /// Which detector found the voicemail: `amd` or `transcript` (replaces the old one).
+    pub voicemail_detection_method: Option<String>,
 }
 
 /// Whether an inbound call may start.
@@ -288,6 +292,7 @@ macro_rules! impl_calls {
                     cost_usd: row.try_get("cost_usd")?,
                     precall_reject_reason: row.try_get("precall_reject_reason")?,
                     amd_result: row.try_get("amd_result")?,
+                    voicemail_detection_method: row.try_get("voicemail_detection_method")?,
                     carrier_details: row.try_get::<Option<Json<Value>>, _>("carrier_details")?.map(|Json(v)| v),
                     stream_token_hash: row.try_get("stream_token_hash")?,
                     created_at: row.try_get("created_at")?,
@@ -303,8 +308,9 @@ macro_rules! impl_calls {
                     "insert into calls (call_id, account_id, agent_id, direction, from_number, to_number, twilio_call_sid, call_status, \
                      ended_reason, started_at, answered_at, ended_at, duration_seconds, transcript, turns, avg_latency_ms, recording_location, \
                      call_summary, caller_sentiment, call_successful, extracted_data, voicemail_detected, campaign_id, metadata, cost_usd, \
-                     precall_reject_reason, stream_token_hash, heartbeat_at, created_at, updated_at, recording_duration_s, function_calls, amd_result, carrier_details) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)",
+                     precall_reject_reason, stream_token_hash, heartbeat_at, created_at, updated_at, recording_duration_s, function_calls, amd_result, carrier_details, \
+                     voicemail_detection_method) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)",
                 )
                 .bind(call.call_id.as_str())
                 .bind(call.account_id.as_str())
@@ -340,6 +346,7 @@ macro_rules! impl_calls {
                 .bind(Json(&call.function_calls))
                 .bind(&call.amd_result)
                 .bind(call.carrier_details.as_ref().map(Json))
+                .bind(&call.voicemail_detection_method)
                 .execute(executor)
                 .await
                 .map_err(map_err)?;
@@ -361,7 +368,9 @@ macro_rules! impl_calls {
                      twilio_call_sid = coalesce(twilio_call_sid, $11), updated_at = $12, \
                      stream_token_hash = coalesce($13, stream_token_hash), \
                      function_calls = coalesce($14, function_calls), amd_result = coalesce($15, amd_result), \
-                     carrier_details = coalesce(carrier_details, $16) \
+                     carrier_details = coalesce(carrier_details, $16), \
+                     voicemail_detected = coalesce($17, voicemail_detected), \
+                     voicemail_detection_method = coalesce($18, voicemail_detection_method) \
                      where call_id = $1",
                         CallStatus::sql_list(CallStatus::FINAL)
                     )
@@ -383,6 +392,8 @@ macro_rules! impl_calls {
                 .bind(update.function_calls.as_ref().map(Json))
                 .bind(&update.amd_result)
                 .bind(update.carrier_details.as_ref().map(Json))
+                .bind(update.voicemail_detected)
+                .bind(&update.voicemail_detection_method)
                 .execute(executor)
                 .await
                 .map_err(map_err)?;

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "outbound", include_str!("../migrations/postgres/0008_outbound.sql")),
     (9, "function_calls", include_str!("../migrations/postgres/0009_function_calls.sql")),
     (10, "sms", include_str!("../migrations/postgres/0010_sms.sql")),
+    (11, "voicemail_method", include_str!("../migrations/postgres/0011_voicemail_method.sql")),
 ];
 
 impl PgStore {

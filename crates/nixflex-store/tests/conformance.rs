@@ -741,6 +741,7 @@ fn call(account_id: &str, agent_id: &str, from: &str, to: &str) -> CallRecord {
         function_calls: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
+        voicemail_detection_method: None,
         carrier_details: None,
         stream_token_hash: Some("h".repeat(64)),
         created_at: at,

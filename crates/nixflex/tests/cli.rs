@@ -783,6 +783,7 @@ async fn a_webhook_survives_kill_9_and_each_url_accepts_it_once() {
         function_calls: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
+        voicemail_detection_method: None,
         carrier_details: None,
         stream_token_hash: None,
         created_at: now,

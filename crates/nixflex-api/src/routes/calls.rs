@@ -107,6 +107,9 @@ pub(crate) struct CallObject {
     /// `amd_enabled`): `human`, `machine_start`, `machine_end_beep`, `machine_end_silence`,
     /// `machine_end_other`, `fax` or `unknown`.
     amd_result: Option<String>,
+    /// Which detector found the voicemail when `voicemail_detected` is true: `amd` (the
+    /// carrier's answering-machine detection) or `transcript` (the engine's phrase matcher).
+    voicemail_detection_method: Option<String>,
     /// Why an outbound call ended without a conversation, as the carrier (or the queue) said:
     /// `carrier_status` and `sip_response_code` from Twilio's final status, `twilio_error`
     /// (`code`, `message`) when Twilio refused the dial, or `reason: "queue_timeout"`.
@@ -187,6 +190,7 @@ impl CallObject {
             precall_reject_reason: call.precall_reject_reason,
             function_calls: call.function_calls,
             amd_result: call.amd_result,
+            voicemail_detection_method: call.voicemail_detection_method,
             carrier_details: call.carrier_details,
             webhook_deliveries: None,
             created_at: call.created_at,

@@ -22,6 +22,7 @@
 //! Barge-in sends `clear`, drops the turn and keeps in the history only what the caller heard.
 
 mod actions;
+mod answering;
 mod timers;
 mod turn;
 
@@ -57,6 +58,7 @@ use crate::twilio_ws::{self, Inbound};
 use crate::vad::{BargeIn, TurnDetector, Vad, VadConfig, VadEvent};
 
 pub(crate) use actions::tools_enabled;
+pub(crate) use answering::VoicemailAction;
 use turn::{ActiveTurn, TurnEvent, TurnTiming};
 
 /// Length of one media frame.
@@ -86,6 +88,8 @@ pub enum EndReason {
     /// The server was shutting down and the drain time ran out: the agent said a short goodbye
     /// and the call was ended (docs/engine.md#shutdown-drain).
     ServerShutdown,
+    /// A voicemail system answered (docs/engine.md#voicemail).
+    Voicemail,
 }
 
 impl EndReason {
@@ -104,6 +108,7 @@ impl From<EndReason> for EndedReason {
             EndReason::MaxDuration => Self::MaxDuration,
             EndReason::Error => Self::Error,
             EndReason::ServerShutdown => Self::ServerShutdown,
+            EndReason::Voicemail => Self::Voicemail,
         }
     }
 }
@@ -122,6 +127,8 @@ pub(crate) struct CallSetup {
     pub(crate) function_secrets: Vec<String>,
     /// An outbound call's purpose and variables (none for inbound calls).
     pub(crate) purpose: Option<crate::outbound::CallPurpose>,
+    /// What the call does if a voicemail system answers.
+    pub(crate) voicemail_action: VoicemailAction,
     /// When the stream's `start` message arrived: the zero of the engine's own recording, the
     /// clock Twilio's media timestamps count from.
     pub(crate) stream_started: Instant,
@@ -221,6 +228,8 @@ pub(crate) struct Session<W> {
     audio_buf: Vec<u8>,
     /// The engine's own recording, when this call is recorded by the engine.
     capture: Option<CallCapture>,
+    /// The outbound opener and voicemail detection.
+    answering: answering::Answering,
 }
 
 impl<W> Session<W>
@@ -258,7 +267,14 @@ where
             let limit = Duration::from_secs(u64::from(agent.max_call_duration_seconds));
             CallCapture::new(limit + RECORDING_MARGIN)
         });
+        let answering = answering::Answering::new(
+            setup.call.direction,
+            agent,
+            setup.voicemail_action.clone(),
+            started,
+        );
         Self {
+            answering,
             engine,
             setup,
             writer,
@@ -439,6 +455,7 @@ where
 
     async fn on_caller_audio(&mut self, audio: &[u8]) {
         let now = Instant::now();
+        self.voicemail_audio(audio, now);
         if let Some(input) = &self.stt_input {
             let _ = input.push_audio(Bytes::copy_from_slice(audio));
         }
@@ -507,6 +524,7 @@ where
                     self.last_final_at = Some(now);
                     self.turns.on_final_transcript(&text, at);
                     self.timing.final_transcript = Some(now);
+                    self.voicemail_heard(&text, now).await;
                 }
             }
             Some(SttEvent::SpeechStarted | SttEvent::Interim { .. } | SttEvent::UtteranceEnd) => {}
@@ -676,6 +694,11 @@ where
             turns: Some(self.latencies.clone()),
             function_calls: Some(self.function_calls.clone()),
             avg_latency_ms: self.avg_latency(),
+            voicemail_detected: self.answering.detected.map(|_| true),
+            voicemail_detection_method: self
+                .answering
+                .detected
+                .map(|method| method.as_str().to_owned()),
             ..CallUpdate::default()
         });
         tracing::info!(

@@ -42,9 +42,10 @@ where
         consider(self.turns.next_deadline().map(|d| self.started + d));
         // Deadlines that act only in a given state are only timers in that state; a past
         // deadline that cannot act would make the loop spin.
-        if self.idle() {
+        if self.idle() && !self.answering.holds_line() {
             consider(self.silence_deadline());
         }
+        consider(self.answering.deadline());
         consider(self.dtmf_deadline);
         if !self.goodbye_started {
             consider(Some(self.max_duration_at));
@@ -98,6 +99,10 @@ where
                 None => break,
             }
         }
+        self.on_answering_tick(now).await;
+        if self.ended.is_some() {
+            return;
+        }
         // The caller's turn ended.
         if let Some(turn_end) = self.turns.poll(self.offset(now)) {
             self.on_caller_turn(turn_end.text, self.started + turn_end.speech_ended_at, now);
@@ -119,6 +124,7 @@ where
                 return;
             }
             if self.silence_since.is_none()
+                && !self.answering.holds_line()
                 && !self.vad.is_speaking()
                 && self.turns.pending_text().is_empty()
             {
@@ -127,6 +133,7 @@ where
         }
         if let Some(since) = self.silence_since
             && idle
+            && !self.answering.holds_line()
         {
             let (reprompt, hangup) = self.silence_period();
             if now >= since + hangup {

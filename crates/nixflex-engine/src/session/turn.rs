@@ -201,10 +201,14 @@ where
         });
         // Notes about actions that could not be carried out ride along with the caller's words,
         // so the model does not carry on as if they had happened.
-        let for_llm = match self.take_action_notes() {
+        let mut for_llm = match self.take_action_notes() {
             Some(notes) => format!("{notes}\n{text}"),
             None => text.clone(),
         };
+        // An outbound callee's first words: the agent answers with its opener.
+        if let Some(note) = self.take_opener_note() {
+            for_llm = format!("{note}\n{for_llm}");
+        }
         self.history.push(LlmMessage::user(for_llm));
         self.pending_caller_text = Some(text);
         self.timing = TurnTiming {
@@ -241,7 +245,11 @@ where
 
     pub(super) fn start_greeting(&mut self, now: Instant) {
         let agent = &self.setup.agent;
-        if self.setup.call.direction == Direction::Outbound || !agent.ai_speaks_first {
+        if self.setup.call.direction == Direction::Outbound {
+            self.await_pickup(now);
+            return;
+        }
+        if !agent.ai_speaks_first {
             self.silence_since = Some(now);
             return;
         }

@@ -264,6 +264,7 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         function_calls: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
+        voicemail_detection_method: None,
         carrier_details: None,
         stream_token_hash: Some(hash_secret("stream-token")),
         created_at: now,
@@ -637,7 +638,7 @@ async fn a_drain_lets_the_call_go_on_then_ends_it_with_a_goodbye_and_refuses_new
 #[tokio::test]
 async fn actions_the_server_cannot_carry_out_are_not_offered_and_their_use_is_reported_to_the_model()
  {
-    let mut lab = lab(json!({"welcome_message": "Hi.", "transfer_number": "+447446466000", "incall_sms_enabled": true})).await;
+    let mut lab = lab(json!({"welcome_message": "Hi.", "transfer_number": "+447446466000"})).await;
     lab.llm
         .replies
         .lock()
@@ -662,7 +663,7 @@ async fn actions_the_server_cannot_carry_out_are_not_offered_and_their_use_is_re
     assert_eq!(requests.len(), 2);
     let system = requests[0].system.as_deref().unwrap();
     assert!(system.contains("[END_CALL]"), "{system}");
-    assert!(!system.contains("[TRANSFER") && !system.contains("[SEND_SMS"), "{system}");
+    assert!(!system.contains("[TRANSFER"), "{system}");
     let asked = requests[1].messages.last().unwrap().text();
     assert!(
         asked.contains("transfer you asked for was NOT made") && asked.ends_with("Hello?"),

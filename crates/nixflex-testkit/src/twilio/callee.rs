@@ -16,7 +16,7 @@
 //!   (`DetectMessageEnd`, after the greeting), with `MachineDetectionDuration` in ms;
 //! - when answered, the answer `Url` is requested and its TwiML run by the caller emulator's
 //!   machinery ([`CallerEmulator::answer_outbound_call`]): a human plays its [`CallerScript`], a
-//!   voicemail plays its greeting, a beep, then silence.
+//!   voicemail plays its greeting, a beep (a 1 kHz tone of 300 ms), then silence.
 //!
 //! The call's status in the REST emulator follows (`queued` → `ringing` → `in-progress` →
 //! final); a hang-up through the REST API (`Status=completed`) ends it with that status.
@@ -267,10 +267,11 @@ pub(crate) async fn run(shared: Arc<Shared>, dial: Dial, runs: CalleeRuns) {
             } else {
                 ("machine_start", 1500)
             };
-            // The beep is a short burst of "speech" after the greeting.
+            // The beep: a 1 kHz tone for 300 ms after the greeting; then silence, during which
+            // the recording keeps what the other side says (a message left after the beep).
             let script = CallerScript::new()
                 .say(&greeting, greeting_length)
-                .say("beep", Duration::from_millis(400))
+                .tone(1000, Duration::from_millis(300))
                 .silence(silence)
                 .hang_up();
             let recording = answer(&shared, &mut callbacks, script, answered_by, after_ms).await;

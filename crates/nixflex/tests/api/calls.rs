@@ -64,6 +64,7 @@ fn record(key: &Key, i: i64, direction: Direction) -> CallRecord {
         function_calls: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
+        voicemail_detection_method: None,
         carrier_details: None,
         stream_token_hash: None,
         created_at: at,

@@ -626,7 +626,7 @@ mod end_to_end {
 
     use nixflex_testkit::anthropic::Reply;
     use nixflex_testkit::twilio::Callee;
-    use nixflex_testkit::twilio::caller::{CallOutcome, CallerScript, EndedBy};
+    use nixflex_testkit::twilio::caller::{CallEventKind, CallOutcome, CallerScript, EndedBy};
     use serde_json::{Value, json};
 
     use crate::engine::CallLab;
@@ -725,6 +725,14 @@ mod end_to_end {
             transcript.contains("Hello, who is this?") && transcript.contains("Tuesday"),
             "{transcript}"
         );
+        // The callee spoke first: the instruction to open rode along with their words.
+        let first = lab.llm.requests()[0].body["messages"].to_string();
+        assert!(
+            first.contains("Introduce yourself") && first.contains("Hello, who is this?"),
+            "{first}"
+        );
+        assert_eq!(call["voicemail_detected"], false);
+        assert_eq!(call["voicemail_detection_method"], Value::Null);
         // The purpose, with its variable substituted, reached the model.
         let system = lab.llm.requests()[0].body["system"].to_string();
         assert!(
@@ -771,6 +779,202 @@ mod end_to_end {
         assert_eq!(call["direction"], "outbound");
     }
 
+    async fn place_with(lab: &CallLab, to: &str, extra: Value) -> String {
+        let mut body = json!({"agent_id": lab.agent_id, "to_number": to,
+                              "prompt": "Remind {first_name} about the dentist appointment on Tuesday.",
+                              "dynamic_vars": {"first_name": "Sam"}});
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let response = lab.app.post(&lab.key, "/v1/calls/outbound", body).await;
+        assert_eq!(response.status(), 201);
+        let created: Value = response.json().await.unwrap();
+        created["call_id"].as_str().unwrap().to_owned()
+    }
+
+    const GREETING: &str = "Hi, you've reached Sam. Please leave a message after the tone.";
+
+    fn voicemail(greeting_length: f64, silence: f64) -> Callee {
+        Callee::Voicemail {
+            ring_for: secs(0.1),
+            greeting: GREETING.to_owned(),
+            greeting_length: secs(greeting_length),
+            silence: secs(silence),
+        }
+    }
+
+    /// A callee who says nothing: the agent waits `pickup_delay`, then speaks the opener the
+    /// model writes from the purpose.
+    async fn a_silent_callee_hears_the_opener_after_the_pickup_delay(backend: Backend) {
+        let lab = CallLab::start(backend, json!({"name": "Ava", "pickup_delay": 5})).await;
+        lab.llm.push_reply(Reply::text(
+            "Hi Sam, this is Ava from the dental practice about Tuesday's appointment. Goodbye! [END_CALL]",
+        ));
+        lab.twilio.add_callee(
+            CALLEE,
+            Callee::human(
+                CallerScript::new()
+                    .wait_for_agent_speech(secs(15.0))
+                    .wait_for_agent_silence(secs(3.0), secs(20.0)),
+            ),
+        );
+        let call_id = place(&lab, CALLEE).await;
+        let call = ended(&lab, &call_id).await;
+        assert_eq!(call["ended_reason"], "completed", "{call}");
+        let sid = sid_of(&lab, &call_id);
+        let recording = lab
+            .twilio
+            .callee_run(&sid, Duration::from_secs(20))
+            .await
+            .expect("callee ran")
+            .recording
+            .expect("answered");
+        let connected = recording
+            .events
+            .iter()
+            .find(|e| matches!(e.kind, CallEventKind::StreamConnected { .. }))
+            .expect("stream connected")
+            .at;
+        let first_audio = recording.agent_frames.first().expect("the agent spoke").received_at;
+        assert!(
+            first_audio >= connected + secs(4.8),
+            "the agent waited for the callee: connected {connected:?}, spoke {first_audio:?}"
+        );
+        let request = lab.llm.requests()[0].body["messages"].to_string();
+        assert!(request.contains("Introduce yourself"), "{request}");
+        assert!(call["transcript"].to_string().contains("Tuesday's appointment"), "{call}");
+    }
+
+    /// A voicemail greeting recognised by the phrase matcher: the call hangs up at once, as
+    /// `voicemail`, detected from the transcript, and nothing was said.
+    async fn a_voicemail_greeting_hangs_up_detected_by_the_transcript(backend: Backend) {
+        let lab = CallLab::start(backend, json!({"name": "Ava"})).await;
+        lab.stt.push_utterance(GREETING);
+        lab.twilio.add_callee(CALLEE, voicemail(1.5, 10.0));
+        let call_id = place(&lab, CALLEE).await;
+        let call = ended(&lab, &call_id).await;
+        assert_eq!(call["ended_reason"], "voicemail", "{call}");
+        assert_eq!(call["call_status"], "completed", "{call}");
+        assert_eq!(call["voicemail_detected"], true, "{call}");
+        assert_eq!(call["voicemail_detection_method"], "transcript", "{call}");
+        let sid = sid_of(&lab, &call_id);
+        let run = lab.twilio.callee_run(&sid, Duration::from_secs(20)).await.expect("callee ran");
+        let recording = run.recording.expect("answered");
+        assert_eq!(recording.outcome, CallOutcome::Completed { ended_by: EndedBy::Server });
+        assert!(recording.agent_frames.is_empty(), "nothing is said to a machine");
+        // Hung up before the beep and the silence after it.
+        assert!(recording.duration < secs(8.0), "{:?}", recording.duration);
+        let voicemails = lab.app.get(&lab.key, "/v1/calls?voicemail_detected=true").await;
+        let voicemails: Value = voicemails.json().await.unwrap();
+        assert_eq!(voicemails["calls"][0]["call_id"], call_id.as_str(), "{voicemails}");
+    }
+
+    /// With `amd_enabled`, Twilio's machine verdict ends the call before any phrase is heard.
+    async fn a_machine_verdict_from_amd_hangs_up(backend: Backend) {
+        let lab = CallLab::start(backend, json!({"name": "Ava", "amd_enabled": true})).await;
+        // No transcript: only AMD can tell (its verdict comes 1.5 s after the answer).
+        lab.twilio.add_callee(CALLEE, voicemail(8.0, 5.0));
+        let call_id = place(&lab, CALLEE).await;
+        let call = ended(&lab, &call_id).await;
+        assert_eq!(call["ended_reason"], "voicemail", "{call}");
+        assert_eq!(call["voicemail_detected"], true, "{call}");
+        assert_eq!(call["voicemail_detection_method"], "amd", "{call}");
+        assert_eq!(call["amd_result"], "machine_start", "{call}");
+        let sid = sid_of(&lab, &call_id);
+        let run = lab.twilio.callee_run(&sid, Duration::from_secs(20)).await.expect("callee ran");
+        let recording = run.recording.expect("answered");
+        assert!(
+            recording.duration < secs(7.0),
+            "hung up during the greeting: {:?}",
+            recording.duration
+        );
+    }
+
+    /// `leave_message`: the agent waits for the beep, then speaks the message verbatim, then
+    /// hangs up.
+    async fn a_message_is_left_after_the_beep(backend: Backend) {
+        let lab = CallLab::start(backend, json!({"name": "Ava"})).await;
+        let message = "Hi Sam, this is Ava from the dental practice. Please call us back.";
+        lab.stt.push_utterance(GREETING);
+        lab.twilio.add_callee(CALLEE, voicemail(1.5, 12.0));
+        let call_id = place_with(
+            &lab,
+            CALLEE,
+            json!({"voicemail_action": "leave_message", "voicemail_message": message}),
+        )
+        .await;
+        let call = ended(&lab, &call_id).await;
+        assert_eq!(call["ended_reason"], "voicemail", "{call}");
+        assert_eq!(call["voicemail_detected"], true, "{call}");
+        assert_eq!(call["voicemail_detection_method"], "transcript", "{call}");
+        assert!(call["transcript"].to_string().contains(message), "{call}");
+        let sid = sid_of(&lab, &call_id);
+        let run = lab.twilio.callee_run(&sid, Duration::from_secs(30)).await.expect("callee ran");
+        let recording = run.recording.expect("answered");
+        assert_eq!(recording.outcome, CallOutcome::Completed { ended_by: EndedBy::Server });
+        let beep_ended = recording
+            .events
+            .iter()
+            .find(|e| {
+                matches!(&e.kind, CallEventKind::CallerSpeechEnded { label } if label == "tone")
+            })
+            .expect("the beep played")
+            .at;
+        assert!(!recording.agent_frames.is_empty(), "the message was spoken");
+        assert!(
+            recording.agent_frames.iter().all(|f| f.received_at >= beep_ended && !f.cleared),
+            "the message came after the beep ({beep_ended:?}): {:?}",
+            recording.agent_frames.first()
+        );
+        // The message is spoken verbatim, without the model.
+        assert!(lab.llm.requests().is_empty());
+    }
+
+    /// `ignore`: the voicemail is noted but the conversation goes on as with a person.
+    async fn ignore_carries_on_after_a_voicemail(backend: Backend) {
+        let lab = CallLab::start(backend, json!({"name": "Ava"})).await;
+        lab.stt.push_utterance(GREETING);
+        lab.llm.push_reply(Reply::text("Hi Sam, please call the practice back. [END_CALL]"));
+        lab.twilio.add_callee(CALLEE, voicemail(1.5, 10.0));
+        let call_id = place_with(&lab, CALLEE, json!({"voicemail_action": "ignore"})).await;
+        let call = ended(&lab, &call_id).await;
+        assert_eq!(call["ended_reason"], "completed", "{call}");
+        assert_eq!(call["voicemail_detected"], true, "{call}");
+        assert_eq!(call["voicemail_detection_method"], "transcript", "{call}");
+        assert!(call["transcript"].to_string().contains("call the practice back"), "{call}");
+    }
+
+    /// An inbound call that reaches a voicemail system (a call forwarded to one, a machine
+    /// calling back) hangs up cleanly as `voicemail`, without answering the greeting.
+    async fn an_inbound_call_from_a_voicemail_system_hangs_up(backend: Backend) {
+        let lab = CallLab::start(
+            backend,
+            json!({"name": "Bella", "welcome_message": "Hello, Bella's Bakery!"}),
+        )
+        .await;
+        lab.stt.push_utterance(GREETING);
+        let script = CallerScript::new()
+            .wait_for_agent_speech(secs(10.0))
+            .wait_for_agent_silence(secs(0.6), secs(15.0))
+            .say(GREETING, secs(1.5))
+            .silence(secs(10.0));
+        let recording = lab.caller.place_inbound_call(lab.place(), script).await;
+        assert_eq!(
+            recording.outcome,
+            CallOutcome::Completed { ended_by: EndedBy::Server },
+            "{:?}",
+            recording.events
+        );
+        assert!(recording.duration < secs(10.0), "{:?}", recording.duration);
+        assert_eq!(recording.agent_utterances().len(), 1, "the greeting only");
+        let call = lab.finished_call().await;
+        assert_eq!(call["direction"], "inbound");
+        assert_eq!(call["ended_reason"], "voicemail", "{call}");
+        assert_eq!(call["voicemail_detected"], true, "{call}");
+        assert_eq!(call["voicemail_detection_method"], "transcript", "{call}");
+        assert!(lab.llm.requests().is_empty(), "the greeting is not answered");
+    }
+
     /// Callees that never answer: the emulator's callbacks end each call with its outcome.
     async fn scripted_unanswered_callees_end_with_their_outcome(backend: Backend) {
         let lab = CallLab::start(backend, json!({"name": "Ava"})).await;
@@ -796,5 +1000,11 @@ mod end_to_end {
         a_human_answered_outbound_call_runs_a_conversation,
         a_voicemail_callee_gets_its_amd_result_stored,
         scripted_unanswered_callees_end_with_their_outcome,
+        a_silent_callee_hears_the_opener_after_the_pickup_delay,
+        a_voicemail_greeting_hangs_up_detected_by_the_transcript,
+        a_machine_verdict_from_amd_hangs_up,
+        a_message_is_left_after_the_beep,
+        ignore_carries_on_after_a_voicemail,
+        an_inbound_call_from_a_voicemail_system_hangs_up,
     );
 }

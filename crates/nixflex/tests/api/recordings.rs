@@ -48,6 +48,7 @@ fn ended_call(key: &Key, age: Duration) -> CallRecord {
         function_calls: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
+        voicemail_detection_method: None,
         carrier_details: None,
         stream_token_hash: None,
         created_at: at,

@@ -44,6 +44,7 @@ fn call(key: &Key, ago: Duration, connected: Option<i64>, direction: Direction) 
         function_calls: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
+        voicemail_detection_method: None,
         carrier_details: None,
         stream_token_hash: None,
         created_at: at,

@@ -29,6 +29,14 @@ pub enum CallerStep {
     },
     /// Send silence for the duration (rounded up to whole frames).
     Silence(Duration),
+    /// Play a pure tone (an answering machine's beep) for `duration` (rounded up to whole
+    /// frames), recorded in the timeline like an utterance labelled `tone`.
+    Tone {
+        /// The tone's frequency.
+        frequency_hz: u32,
+        /// How long it plays.
+        duration: Duration,
+    },
     /// Send silence until agent audio arrives (or is already playing); give up after `timeout`
     /// (recorded as [`CallEventKind::StepTimedOut`]) and go on with the next step.
     WaitForAgentSpeech {
@@ -100,6 +108,12 @@ impl CallerScript {
         self.step(CallerStep::Silence(duration))
     }
 
+    /// Appends [`CallerStep::Tone`].
+    #[must_use]
+    pub fn tone(self, frequency_hz: u32, duration: Duration) -> Self {
+        self.step(CallerStep::Tone { frequency_hz, duration })
+    }
+
     /// Appends [`CallerStep::WaitForAgentSpeech`].
     #[must_use]
     pub fn wait_for_agent_speech(self, timeout: Duration) -> Self {
@@ -160,12 +174,15 @@ pub(crate) enum TickPlan {
         speech_offset: Option<usize>,
         /// A digit to send as a `dtmf` message.
         dtmf: Option<char>,
+        /// A pure tone of this frequency instead of the speech signal (`speech_offset` then
+        /// counts samples of the tone).
+        tone_hz: Option<u32>,
     },
     /// Hang up now (no frame).
     HangUp,
 }
 
-const SILENT_FRAME: TickPlan = TickPlan::Frame { speech_offset: None, dtmf: None };
+const SILENT_FRAME: TickPlan = TickPlan::Frame { speech_offset: None, dtmf: None, tone_hz: None };
 
 #[derive(Debug, Clone, Copy)]
 enum State {
@@ -175,6 +192,7 @@ enum State {
         step: usize,
         frames_left: u32,
         offset: usize,
+        tone_hz: Option<u32>,
     },
     Silent {
         step: usize,
@@ -228,6 +246,12 @@ impl ScriptRunner {
                         CallerStep::Say { text, duration } => {
                             self.state = speaking(index, text, *duration, false, now, events);
                         }
+                        CallerStep::Tone { frequency_hz, duration } => {
+                            self.state = speaking(index, "tone", *duration, false, now, events);
+                            if let State::Speaking { tone_hz, .. } = &mut self.state {
+                                *tone_hz = Some(*frequency_hz);
+                            }
+                        }
                         CallerStep::Silence(duration) => {
                             self.state =
                                 State::Silent { step: index, frames_left: frames_in(*duration) };
@@ -259,7 +283,11 @@ impl ScriptRunner {
                                 CallEventKind::DtmfSent { digit: *digit },
                             ));
                             self.state = State::Start(index + 1);
-                            return TickPlan::Frame { speech_offset: None, dtmf: Some(*digit) };
+                            return TickPlan::Frame {
+                                speech_offset: None,
+                                dtmf: Some(*digit),
+                                tone_hz: None,
+                            };
                         }
                         CallerStep::HangUp => {
                             // Stay on this step: a hang-up is final.
@@ -267,7 +295,7 @@ impl ScriptRunner {
                         }
                     }
                 }
-                State::Speaking { step, frames_left, offset } => {
+                State::Speaking { step, frames_left, offset, tone_hz } => {
                     let frames_left = frames_left.saturating_sub(1);
                     if frames_left == 0 {
                         let label = self.label_of(step);
@@ -275,10 +303,14 @@ impl ScriptRunner {
                             .push(CallEvent::new(now, CallEventKind::CallerSpeechEnded { label }));
                         self.state = State::Start(step + 1);
                     } else {
-                        let next_offset = (offset + MULAW_FRAME_BYTES) % SPEECH_PERIOD;
-                        self.state = State::Speaking { step, frames_left, offset: next_offset };
+                        let next_offset = match tone_hz {
+                            Some(_) => offset + MULAW_FRAME_BYTES,
+                            None => (offset + MULAW_FRAME_BYTES) % SPEECH_PERIOD,
+                        };
+                        self.state =
+                            State::Speaking { step, frames_left, offset: next_offset, tone_hz };
                     }
-                    return TickPlan::Frame { speech_offset: Some(offset), dtmf: None };
+                    return TickPlan::Frame { speech_offset: Some(offset), dtmf: None, tone_hz };
                 }
                 State::Silent { step, frames_left } => {
                     if frames_left == 0 {
@@ -345,6 +377,7 @@ impl ScriptRunner {
     fn label_of(&self, step: usize) -> String {
         match self.steps.get(step) {
             Some(CallerStep::Say { text, .. } | CallerStep::BargeIn { text, .. }) => text.clone(),
+            Some(CallerStep::Tone { .. }) => "tone".to_owned(),
             _ => String::new(),
         }
     }
@@ -361,7 +394,7 @@ fn speaking(
 ) -> State {
     let label = text.to_owned();
     events.push(CallEvent::new(now, CallEventKind::CallerSpeechStarted { label, barge_in }));
-    State::Speaking { step, frames_left: frames_in(duration).max(1), offset: 0 }
+    State::Speaking { step, frames_left: frames_in(duration).max(1), offset: 0, tone_hz: None }
 }
 
 /// Whole frames needed to cover `duration` (rounded up).
@@ -403,6 +436,21 @@ pub(crate) fn speech_signal() -> &'static [u8; SPEECH_PERIOD] {
         }
         signal
     })
+}
+
+/// Writes 160 samples of a pure tone at `frequency_hz` (about −12 dBFS), starting at sample
+/// `offset`, μ-law encoded, into `frame`.
+pub(crate) fn tone_frame(frequency_hz: u32, offset: usize, frame: &mut [u8; MULAW_FRAME_BYTES]) {
+    use std::f64::consts::TAU;
+    for (index, code) in frame.iter_mut().enumerate() {
+        #[allow(clippy::cast_precision_loss)]
+        let time = (offset + index) as f64 / 8000.0;
+        let sample = (8000.0 * (TAU * f64::from(frequency_hz) * time).sin()).round();
+        // Within ±8000, so within the i16 range.
+        #[allow(clippy::cast_possible_truncation)]
+        let sample = sample as i16;
+        *code = mulaw::encode(sample);
+    }
 }
 
 /// Writes the 160-byte speech frame starting at `offset` of the looped signal into `frame`.
@@ -471,7 +519,10 @@ mod tests {
 
         let (plans, events) = run(&mut runner, 8, &AgentView::default());
 
-        assert_eq!(plans[5], TickPlan::Frame { speech_offset: None, dtmf: Some('5') });
+        assert_eq!(
+            plans[5],
+            TickPlan::Frame { speech_offset: None, dtmf: Some('5'), tone_hz: None }
+        );
         assert_eq!(plans[6], TickPlan::HangUp);
         assert_eq!(events[0].kind, CallEventKind::StepTimedOut { step: 0 });
         assert_eq!(events[0].at, ms(100));
@@ -516,7 +567,7 @@ mod tests {
         assert_eq!(runner.plan_tick(ms(0), &audible(180), &mut events), SILENT_FRAME);
         let plan = runner.plan_tick(ms(20), &audible(200), &mut events);
 
-        assert_eq!(plan, TickPlan::Frame { speech_offset: Some(0), dtmf: None });
+        assert_eq!(plan, TickPlan::Frame { speech_offset: Some(0), dtmf: None, tone_hz: None });
         assert_eq!(
             events[0].kind,
             CallEventKind::CallerSpeechStarted { label: "stop".to_owned(), barge_in: true }

@@ -41,7 +41,7 @@ use crate::twilio::SIGNATURE_HEADER;
 use crate::twilio::caller::playback::Playback;
 use crate::twilio::caller::recording::{AgentFrame, CallEventKind, CallRecording, EndedBy};
 use crate::twilio::caller::script::{
-    CallerScript, FRAME_DURATION, ScriptRunner, TickPlan, speech_frame,
+    CallerScript, FRAME_DURATION, ScriptRunner, TickPlan, speech_frame, tone_frame,
 };
 use crate::twilio::recordings::{Tap, Tape};
 
@@ -353,10 +353,10 @@ impl MediaSession<'_, '_> {
         }
         self.echo_marks(false).await?;
         let view = self.playback.view(now);
-        let (speech_offset, dtmf) =
+        let (speech_offset, dtmf, tone_hz) =
             match self.runner.plan_tick(now, &view, &mut self.recording.events) {
                 TickPlan::HangUp => return Ok(TickOutcome::HangUp),
-                TickPlan::Frame { speech_offset, dtmf } => (speech_offset, dtmf),
+                TickPlan::Frame { speech_offset, dtmf, tone_hz } => (speech_offset, dtmf, tone_hz),
             };
         if let Some(digit) = dtmf {
             let sequence = self.next_sequence();
@@ -368,12 +368,16 @@ impl MediaSession<'_, '_> {
             });
             self.send(message.to_string()).await?;
         }
-        let payload: &[u8] = match speech_offset {
-            Some(offset) => {
+        let payload: &[u8] = match (speech_offset, tone_hz) {
+            (Some(offset), Some(frequency_hz)) => {
+                tone_frame(frequency_hz, offset, &mut self.speech);
+                &self.speech
+            }
+            (Some(offset), None) => {
                 speech_frame(offset, &mut self.speech);
                 &self.speech
             }
-            None => &SILENT_FRAME,
+            (None, _) => &SILENT_FRAME,
         };
         if let Some(tape) = self.tape.as_mut() {
             tape.caller.extend_from_slice(payload);
