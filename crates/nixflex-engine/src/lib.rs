@@ -18,6 +18,7 @@ pub mod service;
 pub mod session;
 pub mod store;
 pub mod tags;
+pub mod transfer;
 pub mod twilio_ws;
 pub mod vad;
 pub mod voicemail;

@@ -62,10 +62,10 @@ impl Command {
     }
 }
 
-/// What this server can carry out during a call. Transfers and in-call texts are not built yet
-/// (they come with outbound calling); when they are, flip these and the prompt advertises each
-/// action to agents configured for it.
-const CAN_TRANSFER: bool = false;
+/// What this server can carry out during a call. In-call texts are not built yet; when they are,
+/// flip this and the prompt advertises the action to agents configured for it. Transfers are
+/// offered to agents with a `transfer_number` or `func_cold_transfer` (`ToolsEnabled::for_agent`).
+const CAN_TRANSFER: bool = true;
 const CAN_SEND_SMS: bool = false;
 
 /// The action tags the prompt offers an agent: those its settings allow *and* this server can
@@ -96,22 +96,16 @@ where
             Command::Ignored { kind } => {
                 tracing::info!(message = "Action tag ignored.", action = kind);
             }
-            unavailable @ (Command::Transfer { .. } | Command::SendSms { .. }) => {
+            Command::Transfer { number } => self.request_transfer(number),
+            unavailable @ Command::SendSms { .. } => {
                 let kind = unavailable.kind();
                 tracing::info!(
                     message = "The agent asked for an action this server cannot carry out yet.",
                     action = kind
                 );
-                let note = match unavailable {
-                    Command::Transfer { .. } => {
-                        "[System note: the transfer you asked for was NOT made; transfers are not available on this line. Do not tell the caller they are being transferred.]"
-                    }
-                    Command::SendSms { .. } => {
-                        "[System note: the text message you asked for was NOT sent; texting is not available on this line. Do not tell the caller a message was sent.]"
-                    }
-                    _ => "[System note: the action you asked for was NOT carried out.]",
-                };
-                self.action_notes.push(note);
+                self.action_notes.push(
+                    "[System note: the text message you asked for was NOT sent; texting is not available on this line. Do not tell the caller a message was sent.]",
+                );
             }
         }
     }
@@ -141,10 +135,12 @@ mod tests {
         };
         let tools = tools_enabled(&agent);
         assert!(tools.end_call);
-        assert!(!tools.transfer, "transfers are not built yet");
+        assert!(tools.transfer, "an agent with a transfer number is offered transfers");
         assert!(!tools.send_sms, "in-call texts are not built yet");
         agent.func_end_call = false;
         assert!(!tools_enabled(&agent).end_call);
+        let without = AgentSettings::default();
+        assert!(!tools_enabled(&without).transfer, "no number, no transfer offered");
     }
 
     #[test]

@@ -24,4 +24,5 @@ mod openapi;
 mod outbound;
 mod rate_limits;
 mod recordings;
+mod transfers;
 mod usage;

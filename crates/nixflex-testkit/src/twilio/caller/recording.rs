@@ -45,6 +45,12 @@ pub enum WebhookPurpose {
     StreamStatus,
     /// A recording's `RecordingStatusCallback` (emulator attached to the REST emulator).
     RecordingStatus,
+    /// The `<Dial action>` URL, after the dial ended.
+    DialAction,
+    /// The `<Number url>` URL, when the dialled party answered.
+    DialNumberUrl,
+    /// The `Url` a REST update redirected the live call to.
+    Redirect,
 }
 
 /// Who ended a call that reached its media stream.
@@ -75,6 +81,16 @@ pub enum CallEventKind {
         /// The text.
         text: String,
     },
+    /// A `<Dial>` ended: `status` is the `DialCallStatus` Twilio reports.
+    Dialed {
+        /// The number dialled.
+        number: String,
+        /// `completed`, `busy`, `no-answer` or `failed`.
+        status: String,
+    },
+    /// A REST update replaced the call's TwiML while its stream ran; the stream ended and the new
+    /// document runs.
+    Redirected,
     /// A verb the emulator does not run was skipped.
     TwimlVerbSkipped {
         /// The element name.

@@ -82,11 +82,32 @@ pub enum TwimlVerb {
         /// `<Connect method>` for the action request (Twilio's default is `POST`).
         method: Option<String>,
     },
+    /// `<Dial action method timeout callerId><Number url>number</Number></Dial>` (or the number
+    /// as the `<Dial>`'s own text).
+    Dial(Dial),
     /// Any other verb, or a `<Connect>` around something else than `<Stream>`.
     Other {
         /// The element name.
         name: String,
     },
+}
+
+/// A `<Dial>` to one phone number (https://www.twilio.com/docs/voice/twiml/dial).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dial {
+    /// The number dialled.
+    pub number: String,
+    /// `action`: requested when the dial ends, with `DialCallStatus`; its TwiML replaces the
+    /// document.
+    pub action: Option<String>,
+    /// `method` for `action` (Twilio's default is `POST`).
+    pub method: Option<String>,
+    /// `timeout` in seconds (Twilio's default is 30).
+    pub timeout_seconds: u32,
+    /// `callerId`.
+    pub caller_id: Option<String>,
+    /// `<Number url>`: requested on the called party's leg when it answers.
+    pub number_url: Option<String>,
 }
 
 /// Why a document is not TwiML Twilio could run (Twilio's error 12100, "Document parse
@@ -156,6 +177,24 @@ fn verb_of(element: &Element) -> Result<TwimlVerb, TwimlError> {
             },
             None => TwimlVerb::Other { name: element.name.clone() },
         },
+        "Dial" => {
+            let number = element.children.iter().find(|child| child.name == "Number");
+            let text = number.map_or(element.text.as_str(), |n| n.text.as_str()).trim();
+            if text.is_empty() {
+                return Err(TwimlError::new("<Dial> has no number"));
+            }
+            TwimlVerb::Dial(Dial {
+                number: text.to_owned(),
+                action: element.attribute("action"),
+                method: element.attribute("method"),
+                timeout_seconds: element
+                    .attribute("timeout")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(30),
+                caller_id: element.attribute("callerId"),
+                number_url: number.and_then(|n| n.attribute("url")),
+            })
+        }
         other => TwimlVerb::Other { name: other.to_owned() },
     };
     Ok(verb)
