@@ -217,11 +217,12 @@ async fn transfer_falls_back(backend: Backend, callee: Callee, reason: &str) {
 async fn an_unanswered_transfer_to_a_tagged_number_returns_the_caller_to_the_agent(
     backend: Backend,
 ) {
-    transfer_falls_back(backend, Callee::NoAnswer { ring_for: secs(0.2) }, "no answer").await;
+    Box::pin(transfer_falls_back(backend, Callee::NoAnswer { ring_for: secs(0.2) }, "no answer"))
+        .await;
 }
 
 async fn a_busy_transfer_returns_the_caller_to_the_agent(backend: Backend) {
-    transfer_falls_back(backend, Callee::Busy, "the line was busy").await;
+    Box::pin(transfer_falls_back(backend, Callee::Busy, "the line was busy")).await;
 }
 
 /// An outbound call is transferred like an inbound one.

@@ -402,6 +402,30 @@ mod tests {
     }
 
     #[test]
+    fn a_dial_keeps_its_number_action_timeout_caller_id_and_number_url() {
+        let twiml = parse_twiml(
+            r#"<Response><Dial action="/t?a=1&amp;b=2" timeout="10" callerId="+1555"><Number url="/ans">+1666</Number></Dial></Response>"#,
+        )
+        .unwrap();
+        assert_eq!(
+            twiml.verbs,
+            [TwimlVerb::Dial(Dial {
+                number: "+1666".to_owned(),
+                action: Some("/t?a=1&b=2".to_owned()),
+                method: None,
+                timeout_seconds: 10,
+                caller_id: Some("+1555".to_owned()),
+                number_url: Some("/ans".to_owned()),
+            })]
+        );
+        let bare = parse_twiml("<Response><Dial> +1777 </Dial></Response>").unwrap();
+        assert!(
+            matches!(&bare.verbs[0], TwimlVerb::Dial(d) if d.number == "+1777" && d.timeout_seconds == 30)
+        );
+        assert!(parse_twiml("<Response><Dial></Dial></Response>").is_err());
+    }
+
+    #[test]
     fn character_references_and_cdata_are_resolved_in_text() {
         let parsed =
             parse_twiml("<Response><Say>caf&#233; &#x41;<![CDATA[<b>]]></Say></Response>").unwrap();
