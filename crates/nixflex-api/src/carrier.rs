@@ -132,6 +132,8 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route_layer(axum::middleware::from_fn_with_state(state, verify_signature))
         // The media WebSocket is authenticated by the per-call token of its `start` message.
         .route("/twilio/stream", axum::routing::get(stream))
+        // Twilio fetches `<Play>` audio unsigned: the URL carries a one-time token.
+        .route("/twilio/whisper", axum::routing::get(whisper))
 }
 
 fn twiml_response(body: String) -> Response {
@@ -383,7 +385,17 @@ async fn transfer(
                 tracing::warn!(message = "Could not record a transfer.", error = %error);
                 return ApiError::from(error).into_response();
             }
-            if answered { twiml_response(twiml::empty()) } else { twiml_response(twiml::hangup()) }
+            match (answered, query_param("whisper")) {
+                // A warm transfer: the destination hears the whisper, then the caller joins.
+                (true, Some(token)) => {
+                    let base = public_base(&state, &headers);
+                    let url =
+                        nixflex_engine::transfer::whisper_url(&base, call.call_id.as_str(), &token);
+                    twiml_response(twiml::Response::new().play(&url).to_xml())
+                }
+                (true, None) => twiml_response(twiml::empty()),
+                (false, _) => twiml_response(twiml::hangup()),
+            }
         }
         Some(DialOutcome::NotConnected(status)) => {
             tracing::info!(message = "Transfer not connected; the caller returns to the agent.", call_id = %call.call_id, dial_call_status = status.as_str());
@@ -556,6 +568,38 @@ async fn amd(
     }
     tracing::info!(message = "Answering-machine detection result stored.", call_id = %call.call_id, answered_by);
     twiml_response(twiml::empty())
+}
+
+/// `GET /twilio/whisper?call_id=…&token=…`: the audio of a warm transfer's whisper (WAV), which
+/// Twilio plays to the destination before connecting the caller. Authenticated by the one-time
+/// token the transfer put in the URL; anything else is 404 `not_found`, a provider failure 502.
+async fn whisper(State(state): State<AppState>, uri: axum::http::Uri) -> Response {
+    let query: Vec<(String, String)> =
+        uri.query().map(|q| form_pairs(q.as_bytes())).unwrap_or_default();
+    let param = |name: &str| {
+        query.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
+    };
+    match state.engine().whisper_audio(param("call_id"), param("token")).await {
+        Ok(wav) => {
+            let mut response = wav.into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
+            response
+        }
+        Err(nixflex_engine::transfer::WhisperError::NotFound) => {
+            ApiError::new(ErrorCode::CallNotFound, "No live call with this whisper token.")
+                .into_response()
+        }
+        Err(nixflex_engine::transfer::WhisperError::Store(error)) => {
+            ApiError::from(error).into_response()
+        }
+        Err(error @ nixflex_engine::transfer::WhisperError::Provider(_)) => {
+            tracing::warn!(message = "The whisper of a warm transfer could not be made.", error = %error);
+            ApiError::new(ErrorCode::ProviderError, "The whisper could not be made.")
+                .into_response()
+        }
+    }
 }
 
 /// `POST /twilio/after-stream`: the media stream closed; hang up (the safety net of the

@@ -26,6 +26,8 @@ pub(crate) enum Command {
     Transfer {
         /// The destination.
         number: Option<String>,
+        /// The legacy `[TRANSFER:+E164:warm]` form.
+        warm: bool,
     },
     /// `[SEND_SMS: …]`: text the caller.
     SendSms {
@@ -44,7 +46,7 @@ impl Command {
     pub(crate) fn from_tag(action: Action) -> Self {
         match action {
             Action::EndCall => Self::EndCall,
-            Action::Transfer { number, .. } => Self::Transfer { number },
+            Action::Transfer { number, warm } => Self::Transfer { number, warm },
             Action::SendSms { text } => Self::SendSms { text },
             other @ (Action::Wait { .. } | Action::Malformed { .. }) => {
                 Self::Ignored { kind: other.kind() }
@@ -96,7 +98,7 @@ where
             Command::Ignored { kind } => {
                 tracing::info!(message = "Action tag ignored.", action = kind);
             }
-            Command::Transfer { number } => self.request_transfer(number),
+            Command::Transfer { number, warm } => self.request_transfer(number, warm),
             unavailable @ Command::SendSms { .. } => {
                 let kind = unavailable.kind();
                 tracing::info!(
@@ -148,7 +150,7 @@ mod tests {
         assert_eq!(Command::from_tag(Action::EndCall), Command::EndCall);
         assert_eq!(
             Command::from_tag(Action::Transfer { number: Some("+1".into()), warm: false }),
-            Command::Transfer { number: Some("+1".into()) }
+            Command::Transfer { number: Some("+1".into()), warm: false }
         );
         assert_eq!(
             Command::from_tag(Action::SendSms { text: "hi".into() }),

@@ -220,7 +220,7 @@ pub(crate) struct Session<W> {
     goodbye_started: bool,
     end_after_playout: Option<EndReason>,
     /// The destination of a transfer waiting for the hand-off line to play.
-    transfer_to: Option<String>,
+    transfer_to: Option<transfer::PendingTransfer>,
     hard_deadline: Option<Instant>,
     ended: Option<EndReason>,
     /// The engine's drain time ran out and the goodbye was started.

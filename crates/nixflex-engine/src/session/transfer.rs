@@ -12,9 +12,23 @@ use nixflex_pipeline::llm::LlmMessage;
 use nixflex_providers::twilio::UpdateCall;
 use tokio::time::Instant;
 
+use nixflex_core::agent::TransferType;
+use nixflex_core::crypto::hash_secret;
+use nixflex_core::ids;
+use nixflex_store::CallUpdate;
+
 use super::turn::{TurnKind, TurnSource};
 use super::{EndReason, Session};
 use crate::transfer::{self, NotConnected, Resume};
+
+/// A transfer waiting for the hand-off line to play.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PendingTransfer {
+    /// The E.164 destination.
+    number: String,
+    /// Whether the destination hears a whisper before the caller joins.
+    warm: bool,
+}
 
 impl<W> Session<W>
 where
@@ -22,7 +36,7 @@ where
 {
     /// `[TRANSFER:]` / `[TRANSFER:+…]`: once the hand-off line has played, hand the call over.
     /// Without a valid destination nothing happens and the model is told so.
-    pub(super) fn request_transfer(&mut self, number: Option<String>) {
+    pub(super) fn request_transfer(&mut self, number: Option<String>, warm_tag: bool) {
         let number = number
             .or_else(|| self.setup.agent.transfer_number.clone())
             .and_then(|n| phone::parse_e164(&n));
@@ -37,7 +51,8 @@ where
             return;
         }
         tracing::info!(message = "Transfer requested; it starts after the hand-off line.", number = %number);
-        self.transfer_to = Some(number);
+        let warm = warm_tag || self.setup.agent.transfer_type == TransferType::Warm;
+        self.transfer_to = Some(PendingTransfer { number, warm });
         self.end_after_playout = Some(EndReason::Transferred);
     }
 
@@ -45,16 +60,18 @@ where
     /// took it (the session then lets go of the call); false when it could not be placed, in
     /// which case the agent is told and the conversation goes on.
     pub(super) async fn hand_off(&mut self) -> bool {
-        let Some(number) = self.transfer_to.take() else { return false };
+        let Some(PendingTransfer { number, warm }) = self.transfer_to.take() else { return false };
         let base = self.engine.config().public_url.clone();
         let call_sid = self.setup.call.twilio_call_sid.clone();
         let redirected = match (base, call_sid) {
             (Some(base), Some(call_sid)) => {
+                let whisper = if warm { self.whisper_token().await } else { None };
                 let twiml = transfer::dial_twiml(
                     &base,
                     self.setup.call.call_id.as_str(),
                     &number,
                     self.setup.number.phone_number.as_str(),
+                    whisper.as_deref(),
                 );
                 match self
                     .engine
@@ -85,6 +102,28 @@ where
         let resume = Resume { status: NotConnected::Failed, number };
         self.speak_after_note(resume.note());
         false
+    }
+
+    /// A one-time token for the whisper audio of a warm transfer, its hash stored on the call
+    /// before the carrier can ask for it (it replaces the stream token, which is spent). `None`
+    /// when it cannot be stored: the transfer is then made cold.
+    async fn whisper_token(&self) -> Option<String> {
+        let token = ids::new_key_secret();
+        let update =
+            CallUpdate { stream_token_hash: Some(hash_secret(&token)), ..CallUpdate::default() };
+        match self
+            .engine
+            .store()
+            .update_call(&self.setup.call.call_id, &update, nixflex_store::now())
+            .await
+        {
+            Ok(true) => Some(token),
+            Ok(false) => None,
+            Err(error) => {
+                tracing::warn!(message = "Could not prepare the whisper; transferring cold.", error = %error);
+                None
+            }
+        }
     }
 
     /// A call back from a failed transfer: the conversation so far (from the call record) is

@@ -174,6 +174,13 @@ impl Response {
         self
     }
 
+    /// Appends `<Play>url</Play>`.
+    #[must_use]
+    pub fn play(mut self, url: &str) -> Self {
+        self.verbs.push(Element::new("Play").text(url));
+        self
+    }
+
     /// Renders the document, XML declaration included.
     pub fn to_xml(&self) -> String {
         let mut response = Element::new("Response");
@@ -416,6 +423,14 @@ mod tests {
         assert_eq!(
             dial_number("+1666", &options),
             r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial><Number url="https://x/answered?a=1&amp;b=2">+1666</Number></Dial></Response>"#
+        );
+    }
+
+    #[test]
+    fn play_escapes_its_url() {
+        assert_eq!(
+            Response::new().play("https://x/w?a=1&b=2").to_xml(),
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Play>https://x/w?a=1&amp;b=2</Play></Response>"#
         );
     }
 

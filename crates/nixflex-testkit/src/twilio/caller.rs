@@ -452,6 +452,7 @@ impl CallRun<'_> {
                 }
                 TwimlVerb::Pause { .. } => skip(recording, now, "Pause"),
                 TwimlVerb::Redirect { .. } => skip(recording, now, "Redirect"),
+                TwimlVerb::Play { .. } => skip(recording, now, "Play"),
                 TwimlVerb::Other { name } => skip(recording, now, &name),
                 TwimlVerb::Dial(dial) => {
                     if let Some((url, next)) = self.dial(&document_url, &dial, recording).await {
@@ -807,7 +808,7 @@ impl CallRun<'_> {
                         .into_iter()
                         .map(|(k, v)| (k.to_owned(), v.to_owned()))
                         .collect();
-                        let _ = self
+                        let answer = self
                             .fetch(
                                 WebhookPurpose::DialNumberUrl,
                                 &url,
@@ -816,6 +817,24 @@ impl CallRun<'_> {
                                 recording,
                             )
                             .await;
+                        // The called party hears the `<Play>`s (a whisper) before the caller joins.
+                        let plays: Vec<String> = answer
+                            .ok()
+                            .and_then(|body| self.parse_or_record(&body, recording))
+                            .map(|twiml| {
+                                twiml
+                                    .verbs
+                                    .into_iter()
+                                    .filter_map(|verb| match verb {
+                                        TwimlVerb::Play { url } => Some(url),
+                                        _ => None,
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        for play in plays {
+                            self.play_to_callee(&url, &play, recording).await;
+                        }
                     }
                     tokio::time::sleep(DIAL_TALK).await;
                     talked = DIAL_TALK;
@@ -848,6 +867,20 @@ impl CallRun<'_> {
         let body =
             self.fetch(WebhookPurpose::DialAction, &url, method, &params, recording).await.ok()?;
         self.parse_or_record(&body, recording).map(|twiml| (url, twiml))
+    }
+
+    /// Fetches a `<Play>` URL (Twilio's GET, unsigned) and records what came back.
+    async fn play_to_callee(&self, document_url: &str, play: &str, recording: &mut CallRecording) {
+        let Some(url) = resolve_url(document_url, play, false) else { return };
+        let answer = self.sender.http.get(&url).timeout(self.sender.timeout).send().await;
+        let (status, bytes) = match answer {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (Some(status), response.bytes().await.map_or(0, |b| b.len()))
+            }
+            Err(_) => (None, 0),
+        };
+        recording.push(self.clock.now(), CallEventKind::PlayedToCallee { url, status, bytes });
     }
 
     /// Sends the call's final status to its status callback.

@@ -313,7 +313,95 @@ async fn a_transfer_callback_for_another_call_changes_nothing(backend: Backend) 
     assert_eq!(after["ended_reason"], "caller_hangup");
 }
 
+fn whisper_plays(recording: &CallRecording) -> Vec<(String, Option<u16>, usize)> {
+    recording
+        .events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            CallEventKind::PlayedToCallee { url, status, bytes } => {
+                Some((url.clone(), *status, *bytes))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn spoken(lab: &CallLab) -> String {
+    lab._tts.requests().iter().map(|r| r.body.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+/// A warm transfer with the agent's `transfer_whisper`: when the desk answers it hears the
+/// whisper in the agent's voice (audio from the server, synthesised by the agent's TTS), then
+/// the caller joins and the call ends `transferred`. The whisper's URL works once the call is
+/// live only.
+async fn a_warm_transfer_whispers_the_agents_briefing_to_the_destination(backend: Backend) {
+    let lab = CallLab::start(
+        backend,
+        json!({"welcome_message": "Hello, Bella's Bakery!", "response_eagerness": 200,
+               "transfer_number": DESK, "transfer_type": "warm",
+               "transfer_whisper": "A caller wants a refund for order 1234."}),
+    )
+    .await;
+    lab.twilio.add_callee(DESK, Callee::human(CallerScript::new()));
+    lab.stt.push_utterance("Can I speak to a person?");
+    lab.llm.push_reply(Reply::text("Of course, putting you through now. [TRANSFER:]"));
+    let caller = CallerEmulator::new().unwrap().with_network(&lab.twilio);
+    let recording = caller.place_inbound_call(lab.place(), asks_for_a_person()).await;
+    assert!(recording.errors().is_empty(), "{:?}", recording.errors());
+    assert_eq!(dialed(&recording), [(DESK.to_owned(), "completed".to_owned())]);
+    let plays = whisper_plays(&recording);
+    assert_eq!(plays.len(), 1, "{:?}", recording.events);
+    let (url, status, bytes) = &plays[0];
+    assert_eq!(*status, Some(200));
+    assert!(*bytes > 44 + 1600, "a WAV with audio: {bytes} bytes");
+    assert!(spoken(&lab).contains("A caller wants a refund for order 1234."));
+    let call = lab.finished_call().await;
+    assert_eq!(call["ended_reason"], "transferred");
+    // Spent: the call has ended.
+    let again = reqwest::get(url).await.unwrap();
+    assert_eq!(again.status(), 404);
+    let guessed = reqwest::get(format!(
+        "{}/twilio/whisper?call_id={}&token=guess",
+        lab.app.base,
+        call["call_id"].as_str().unwrap()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(guessed.status(), 404);
+}
+
+/// Without `transfer_whisper`, the model writes the briefing from the conversation.
+async fn a_warm_transfer_without_a_whisper_has_the_model_write_one(backend: Backend) {
+    let lab = CallLab::start(
+        backend,
+        json!({"welcome_message": "Hello, Bella's Bakery!", "response_eagerness": 200,
+               "transfer_number": DESK, "transfer_type": "warm"}),
+    )
+    .await;
+    lab.twilio.add_callee(DESK, Callee::human(CallerScript::new()));
+    lab.stt.push_utterance("Can I speak to a person?");
+    lab.llm.push_reply(Reply::text("Of course, putting you through now. [TRANSFER:]"));
+    lab.llm.push_reply(Reply::text("The caller would like to speak to a person."));
+    let caller = CallerEmulator::new().unwrap().with_network(&lab.twilio);
+    let recording = caller.place_inbound_call(lab.place(), asks_for_a_person()).await;
+    assert!(recording.errors().is_empty(), "{:?}", recording.errors());
+    let plays = whisper_plays(&recording);
+    assert_eq!(plays.len(), 1);
+    assert_eq!(plays[0].1, Some(200));
+    let requests = lab.llm.requests();
+    let briefing = requests[1].body.to_string();
+    assert!(
+        briefing.contains("briefing a colleague")
+            && briefing.contains("Caller: Can I speak to a person?"),
+        "{briefing}"
+    );
+    assert!(spoken(&lab).contains("The caller would like to speak to a person."));
+    assert_eq!(lab.finished_call().await["ended_reason"], "transferred");
+}
+
 both!(
+    a_warm_transfer_whispers_the_agents_briefing_to_the_destination,
+    a_warm_transfer_without_a_whisper_has_the_model_write_one,
     an_answered_cold_transfer_ends_the_call_transferred,
     an_unanswered_transfer_to_a_tagged_number_returns_the_caller_to_the_agent,
     a_busy_transfer_returns_the_caller_to_the_agent,

@@ -88,6 +88,16 @@ pub enum CallEventKind {
         /// `completed`, `busy`, `no-answer` or `failed`.
         status: String,
     },
+    /// A `<Play>` of the `<Number url>` TwiML was fetched and played to the dialled party (a
+    /// warm transfer's whisper): `status` is the HTTP status, `bytes` the audio's length.
+    PlayedToCallee {
+        /// The audio URL.
+        url: String,
+        /// The HTTP status, `None` when no response came.
+        status: Option<u16>,
+        /// The response body's length.
+        bytes: usize,
+    },
     /// A REST update replaced the call's TwiML while its stream ran; the stream ended and the new
     /// document runs.
     Redirected,

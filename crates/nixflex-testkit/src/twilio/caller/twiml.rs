@@ -82,6 +82,11 @@ pub enum TwimlVerb {
         /// `<Connect method>` for the action request (Twilio's default is `POST`).
         method: Option<String>,
     },
+    /// `<Play>url</Play>`.
+    Play {
+        /// The URL, as written.
+        url: String,
+    },
     /// `<Dial action method timeout callerId><Number url>number</Number></Dial>` (or the number
     /// as the `<Dial>`'s own text).
     Dial(Dial),
@@ -177,6 +182,7 @@ fn verb_of(element: &Element) -> Result<TwimlVerb, TwimlError> {
             },
             None => TwimlVerb::Other { name: element.name.clone() },
         },
+        "Play" => TwimlVerb::Play { url: element.text.trim().to_owned() },
         "Dial" => {
             let number = element.children.iter().find(|child| child.name == "Number");
             let text = number.map_or(element.text.as_str(), |n| n.text.as_str()).trim();
