@@ -266,7 +266,7 @@ impl Engine {
                     match event? {
                         LlmEvent::TextDelta(delta) => text.push_str(&delta),
                         LlmEvent::Done { .. } => break,
-                        _ => {}
+                        LlmEvent::ToolCall { .. } => {}
                     }
                 }
                 // Tags are never spoken, here either.
