@@ -132,7 +132,8 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route_layer(axum::middleware::from_fn_with_state(state, verify_signature))
         // The media WebSocket is authenticated by the per-call token of its `start` message.
         .route("/twilio/stream", axum::routing::get(stream))
-        // Twilio fetches `<Play>` audio unsigned: the URL carries a one-time token.
+        // Twilio's `<Play>` fetch is not a webhook we can count on being signed: the URL carries a
+        // one-time token.
         .route("/twilio/whisper", axum::routing::get(whisper))
 }
 

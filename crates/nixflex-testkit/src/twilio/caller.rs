@@ -869,7 +869,7 @@ impl CallRun<'_> {
         self.parse_or_record(&body, recording).map(|twiml| (url, twiml))
     }
 
-    /// Fetches a `<Play>` URL (Twilio's GET, unsigned) and records what came back.
+    /// Fetches a `<Play>` URL (a plain GET) and records what came back.
     async fn play_to_callee(&self, document_url: &str, play: &str, recording: &mut CallRecording) {
         let Some(url) = resolve_url(document_url, play, false) else { return };
         let answer = self.sender.http.get(&url).timeout(self.sender.timeout).send().await;
