@@ -35,6 +35,7 @@ use nixflex_core::ids::{CallId, E164};
 use nixflex_core::number::PhoneNumber;
 use nixflex_core::phone;
 use nixflex_engine::carrier_recording::RecordingFetch;
+use nixflex_engine::transfer::{DialOutcome, RESUME_NUMBER_PARAM, RESUME_PARAM};
 use nixflex_engine::{Admission, InboundCall};
 use nixflex_providers::twilio::{signature, twiml};
 use nixflex_store::{CallUpdate, StoreError};
@@ -128,9 +129,13 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/twilio/after-stream", post(after_stream))
         .route("/twilio/recording-status", post(recording_status))
         .route("/twilio/amd", post(amd))
+        .route("/twilio/transfer", post(transfer))
         .route_layer(axum::middleware::from_fn_with_state(state, verify_signature))
         // The media WebSocket is authenticated by the per-call token of its `start` message.
         .route("/twilio/stream", axum::routing::get(stream))
+        // Twilio's `<Play>` fetch is not a webhook we can count on being signed: the URL carries a
+        // one-time token.
+        .route("/twilio/whisper", axum::routing::get(whisper))
 }
 
 fn twiml_response(body: String) -> Response {
@@ -302,17 +307,115 @@ async fn voice(
 }
 
 fn connect_twiml(state: &AppState, headers: &HeaderMap, call_id: &str, token: &str) -> Response {
+    connect_twiml_with(state, headers, call_id, token, Vec::new())
+}
+
+fn connect_twiml_with(
+    state: &AppState,
+    headers: &HeaderMap,
+    call_id: &str,
+    token: &str,
+    more: Vec<(String, String)>,
+) -> Response {
     let base = public_base(state, headers);
+    let mut parameters =
+        vec![("call_id".to_owned(), call_id.to_owned()), ("token".to_owned(), token.to_owned())];
+    parameters.extend(more);
     let stream = twiml::ConnectStream {
         action: Some(format!("{base}/twilio/after-stream")),
         url: format!("{}/twilio/stream", ws_url(&base)),
-        parameters: vec![
-            ("call_id".to_owned(), call_id.to_owned()),
-            ("token".to_owned(), token.to_owned()),
-        ],
+        parameters,
         ..twiml::ConnectStream::default()
     };
     twiml_response(twiml::connect_stream(&stream))
+}
+
+/// `POST /twilio/transfer?call_id=…&number=…[&event=answered]`: the carrier reports on a
+/// transfer (docs/carrier-webhooks.md#transfer). With `event=answered` it is the `<Number url>`
+/// request made when the destination answers: the call ends `transferred` and the empty answer
+/// lets Twilio connect the two. Otherwise it is the `<Dial action>` request after the dial:
+/// `DialCallStatus` `completed`/`answered` ends the call `transferred` (if the answer did not
+/// already) and hangs up; `busy`/`no-answer`/`failed`/`canceled` returns the caller to the
+/// agent on a new media stream. Only a call of the signing number whose carrier SID is the
+/// request's `CallSid` (or, on the called party's leg, `ParentCallSid`) is touched; anything
+/// else is answered with a hang-up and changes nothing.
+async fn transfer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Extension(request): Extension<CarrierRequest>,
+) -> Response {
+    let query: Vec<(String, String)> =
+        uri.query().map(|q| form_pairs(q.as_bytes())).unwrap_or_default();
+    let query_param =
+        |name: &str| query.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let answered = query_param("event").as_deref() == Some("answered");
+    let Some(call_id) = query_param("call_id") else {
+        return twiml_response(twiml::hangup());
+    };
+    let number = query_param("number").and_then(|n| phone::parse_e164(&n)).unwrap_or_default();
+    let call =
+        match state.store().get_call(&request.number.account_id, &CallId::from(call_id)).await {
+            Ok(call) => call,
+            Err(error) => {
+                tracing::warn!(message = "Could not look up a transferred call.", error = %error);
+                return ApiError::from(error).into_response();
+            }
+        };
+    let sids = [request.param("CallSid"), request.param("ParentCallSid")];
+    let call = call.filter(|call| {
+        let business = match call.direction {
+            Direction::Inbound => &call.to_number,
+            Direction::Outbound => &call.from_number,
+        };
+        business == request.number.phone_number.as_str()
+            && call.twilio_call_sid.as_deref().is_some_and(|sid| sids.contains(&Some(sid)))
+    });
+    let Some(call) = call else {
+        tracing::warn!(message = "Transfer callback for a call this number does not have.");
+        return twiml_response(twiml::hangup());
+    };
+    let engine = state.engine();
+    let outcome = if answered {
+        None
+    } else {
+        Some(DialOutcome::parse(request.param("DialCallStatus").unwrap_or("failed")))
+    };
+    match outcome {
+        None | Some(DialOutcome::Connected) => {
+            if let Err(error) = engine.transfer_connected(&call).await {
+                tracing::warn!(message = "Could not record a transfer.", error = %error);
+                return ApiError::from(error).into_response();
+            }
+            match (answered, query_param("whisper")) {
+                // A warm transfer: the destination hears the whisper, then the caller joins.
+                (true, Some(token)) => {
+                    let base = public_base(&state, &headers);
+                    let url =
+                        nixflex_engine::transfer::whisper_url(&base, call.call_id.as_str(), &token);
+                    twiml_response(twiml::Response::new().play(&url).to_xml())
+                }
+                (true, None) => twiml_response(twiml::empty()),
+                (false, _) => twiml_response(twiml::hangup()),
+            }
+        }
+        Some(DialOutcome::NotConnected(status)) => {
+            tracing::info!(message = "Transfer not connected; the caller returns to the agent.", call_id = %call.call_id, dial_call_status = status.as_str());
+            match engine.transfer_failed(&call).await {
+                Admission::Connect { call_id, token } => connect_twiml_with(
+                    &state,
+                    &headers,
+                    &call_id,
+                    &token,
+                    vec![
+                        (RESUME_PARAM.to_owned(), status.as_str().to_owned()),
+                        (RESUME_NUMBER_PARAM.to_owned(), number),
+                    ],
+                ),
+                Admission::Busy { .. } => twiml_response(twiml::hangup()),
+            }
+        }
+    }
 }
 
 /// `POST /twilio/status`: call progress from Twilio. Final statuses end the call record
@@ -341,10 +444,16 @@ async fn status(
         }
     };
     let final_status = call_status.is_final();
+    // A transferred call's duration is the AI's part (billing stops at the hand-off), not the
+    // carrier's whole call.
+    let transferred = call.ended_reason == Some(EndedReason::Transferred);
     let mut update = CallUpdate {
         call_status: Some(call_status),
         ended_at: final_status.then(nixflex_store::now),
-        duration_seconds: request.param("CallDuration").and_then(|d| d.parse().ok()),
+        duration_seconds: request
+            .param("CallDuration")
+            .and_then(|d| d.parse().ok())
+            .filter(|_| !transferred),
         twilio_call_sid: Some(call_sid.to_owned()),
         ..CallUpdate::default()
     };
@@ -461,6 +570,38 @@ async fn amd(
     }
     tracing::info!(message = "Answering-machine detection result stored.", call_id = %call.call_id, answered_by);
     twiml_response(twiml::empty())
+}
+
+/// `GET /twilio/whisper?call_id=…&token=…`: the audio of a warm transfer's whisper (WAV), which
+/// Twilio plays to the destination before connecting the caller. Authenticated by the one-time
+/// token the transfer put in the URL; anything else is 404 `not_found`, a provider failure 502.
+async fn whisper(State(state): State<AppState>, uri: axum::http::Uri) -> Response {
+    let query: Vec<(String, String)> =
+        uri.query().map(|q| form_pairs(q.as_bytes())).unwrap_or_default();
+    let param = |name: &str| {
+        query.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
+    };
+    match state.engine().whisper_audio(param("call_id"), param("token")).await {
+        Ok(wav) => {
+            let mut response = wav.into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
+            response
+        }
+        Err(nixflex_engine::transfer::WhisperError::NotFound) => {
+            ApiError::new(ErrorCode::CallNotFound, "No live call with this whisper token.")
+                .into_response()
+        }
+        Err(nixflex_engine::transfer::WhisperError::Store(error)) => {
+            ApiError::from(error).into_response()
+        }
+        Err(error @ nixflex_engine::transfer::WhisperError::Provider(_)) => {
+            tracing::warn!(message = "The whisper of a warm transfer could not be made.", error = %error);
+            ApiError::new(ErrorCode::ProviderError, "The whisper could not be made.")
+                .into_response()
+        }
+    }
 }
 
 /// `POST /twilio/after-stream`: the media stream closed; hang up (the safety net of the

@@ -19,6 +19,7 @@ pub mod session;
 pub mod sms;
 pub mod store;
 pub mod tags;
+pub mod transfer;
 pub mod twilio_ws;
 pub mod vad;
 pub mod voicemail;

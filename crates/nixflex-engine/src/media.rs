@@ -12,6 +12,7 @@ use tracing::Instrument as _;
 use crate::engine::Engine;
 use crate::prompt::{HISTORY_CALLS, PastCall};
 use crate::session::{CallSetup, EndReason, Session};
+use crate::transfer::{NotConnected, RESUME_NUMBER_PARAM, RESUME_PARAM, Resume};
 use crate::twilio_ws::{self, Inbound, StartInfo};
 
 /// Attempts at starting a carrier recording.
@@ -75,8 +76,29 @@ impl Engine {
         .ok_or(StreamRefused::NoStart)?;
         let stream_started = tokio::time::Instant::now();
         let setup = self.load_setup(&start, stream_started).await?;
-        // The call connected: its `call.started` webhooks go out from the job queue. Queued on
-        // its own task, so the greeting never waits for the database's writer.
+        if setup.resume.is_none() {
+            self.call_connected(&setup);
+        }
+        let span = tracing::info_span!(
+            "call",
+            call_id = %setup.call.call_id,
+            account_id = %setup.call.account_id
+        );
+        let _live = self.session_started();
+        let run = async move {
+            tracing::info!(message = "Media stream started.");
+            let session = Session::new(self.clone(), setup, writer, start.stream_sid);
+            session.run(reader).await
+        };
+        // The session's state is large: one heap allocation per call keeps the caller's future
+        // small.
+        Ok(self.track(Box::pin(run.instrument(span))).await)
+    }
+
+    /// The call connected (its first stream; a call back from a failed transfer has connected
+    /// before): its `call.started` webhooks go out from the job queue, queued on their own task
+    /// so the greeting never waits for the database's writer, and the carrier's recording starts.
+    fn call_connected(&self, setup: &CallSetup) {
         let started = nixflex_store::NewJob::call_follow_up(
             nixflex_store::CALL_STARTED,
             setup.call.call_id.as_str(),
@@ -92,21 +114,7 @@ impl Engine {
                 }
             }
         });
-        self.start_carrier_recording(&setup);
-        let span = tracing::info_span!(
-            "call",
-            call_id = %setup.call.call_id,
-            account_id = %setup.call.account_id
-        );
-        let _live = self.session_started();
-        let run = async move {
-            tracing::info!(message = "Media stream started.");
-            let session = Session::new(self.clone(), setup, writer, start.stream_sid);
-            session.run(reader).await
-        };
-        // The session's state is large: one heap allocation per call keeps the caller's future
-        // small.
-        Ok(self.track(Box::pin(run.instrument(span))).await)
+        self.start_carrier_recording(setup);
     }
 
     /// Starts the carrier's dual-channel recording of a call that connected, when recording is
@@ -237,7 +245,17 @@ impl Engine {
             action.as_deref(),
             message.as_deref(),
         );
+        // Only a call that had a conversation can come back from a transfer; the token proves
+        // the parameters are the ones our answer to the transfer's callback gave the carrier.
+        let resume = start
+            .custom_parameters
+            .get(RESUME_PARAM)
+            .and_then(|v| v.as_str())
+            .and_then(NotConnected::parse)
+            .filter(|_| call.answered_at.is_some())
+            .map(|status| Resume { status, number: param(RESUME_NUMBER_PARAM).to_owned() });
         Ok(CallSetup {
+            resume,
             purpose,
             voicemail_action,
             call,

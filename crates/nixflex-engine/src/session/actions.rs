@@ -27,6 +27,8 @@ pub(crate) enum Command {
     Transfer {
         /// The destination.
         number: Option<String>,
+        /// The legacy `[TRANSFER:+E164:warm]` form.
+        warm: bool,
     },
     /// `[SEND_SMS: …]`: text the caller.
     SendSms {
@@ -45,7 +47,7 @@ impl Command {
     pub(crate) fn from_tag(action: Action) -> Self {
         match action {
             Action::EndCall => Self::EndCall,
-            Action::Transfer { number, .. } => Self::Transfer { number },
+            Action::Transfer { number, warm } => Self::Transfer { number, warm },
             Action::SendSms { text } => Self::SendSms { text },
             other @ (Action::Wait { .. } | Action::Malformed { .. }) => {
                 Self::Ignored { kind: other.kind() }
@@ -63,10 +65,10 @@ impl Command {
     }
 }
 
-/// What this server can carry out during a call. Transfers are not built yet; when they are,
-/// flip this and the prompt advertises them to agents configured for them.
-const CAN_TRANSFER: bool = false;
-/// In-call texts go through the SMS service (docs/sms.md#in-call-texts).
+/// What this server can carry out during a call. Transfers are offered to agents with a
+/// `transfer_number` or `func_cold_transfer` (`ToolsEnabled::for_agent`); in-call texts go
+/// through the SMS service (docs/sms.md#in-call-texts).
+const CAN_TRANSFER: bool = true;
 const CAN_SEND_SMS: bool = true;
 /// The longest text (Twilio's limit).
 const MAX_SMS_CHARS: usize = 1600;
@@ -104,22 +106,16 @@ where
             {
                 self.send_sms(text);
             }
-            unavailable @ (Command::Transfer { .. } | Command::SendSms { .. }) => {
+            Command::Transfer { number, warm } => self.request_transfer(number, warm),
+            unavailable @ Command::SendSms { .. } => {
                 let kind = unavailable.kind();
                 tracing::info!(
                     message = "The agent asked for an action this server cannot carry out yet.",
                     action = kind
                 );
-                let note = match unavailable {
-                    Command::Transfer { .. } => {
-                        "[System note: the transfer you asked for was NOT made; transfers are not available on this line. Do not tell the caller they are being transferred.]"
-                    }
-                    Command::SendSms { .. } => {
-                        "[System note: the text message you asked for was NOT sent; texting is not available on this line. Do not tell the caller a message was sent.]"
-                    }
-                    _ => "[System note: the action you asked for was NOT carried out.]",
-                };
-                self.action_notes.push(note);
+                self.action_notes.push(
+                    "[System note: the text message you asked for was NOT sent; texting is not available on this line. Do not tell the caller a message was sent.]",
+                );
             }
         }
     }
@@ -184,12 +180,14 @@ mod tests {
         };
         let tools = tools_enabled(&agent);
         assert!(tools.end_call);
-        assert!(!tools.transfer, "transfers are not built yet");
+        assert!(tools.transfer, "an agent with a transfer number is offered transfers");
         assert!(tools.send_sms, "in-call texts, for agents that enable them");
         agent.incall_sms_enabled = false;
         assert!(!tools_enabled(&agent).send_sms);
         agent.func_end_call = false;
         assert!(!tools_enabled(&agent).end_call);
+        let without = AgentSettings::default();
+        assert!(!tools_enabled(&without).transfer, "no number, no transfer offered");
     }
 
     #[test]
@@ -197,7 +195,7 @@ mod tests {
         assert_eq!(Command::from_tag(Action::EndCall), Command::EndCall);
         assert_eq!(
             Command::from_tag(Action::Transfer { number: Some("+1".into()), warm: false }),
-            Command::Transfer { number: Some("+1".into()) }
+            Command::Transfer { number: Some("+1".into()), warm: false }
         );
         assert_eq!(
             Command::from_tag(Action::SendSms { text: "hi".into() }),

@@ -17,13 +17,15 @@
 //! - [`timers`]: the loop's single deadline and what each deadline does (frames, silence
 //!   re-prompts, the duration limit, the heartbeat, the drain's goodbye);
 //! - [`actions`]: the one command path for what the agent asks for (end the call, transfer,
-//!   text, functions).
+//!   text, functions);
+//! - [`transfer`]: handing the call over to a person, and resuming it when nobody answered.
 //!
 //! Barge-in sends `clear`, drops the turn and keeps in the history only what the caller heard.
 
 mod actions;
 mod answering;
 mod timers;
+mod transfer;
 mod turn;
 
 use std::collections::BTreeMap;
@@ -90,6 +92,9 @@ pub enum EndReason {
     ServerShutdown,
     /// A voicemail system answered (docs/engine.md#voicemail).
     Voicemail,
+    /// The session handed the call over to the carrier for a transfer (docs/engine.md#transfers):
+    /// the call goes on without it and its end is decided by the transfer's outcome.
+    Transferred,
 }
 
 impl EndReason {
@@ -109,6 +114,7 @@ impl From<EndReason> for EndedReason {
             EndReason::Error => Self::Error,
             EndReason::ServerShutdown => Self::ServerShutdown,
             EndReason::Voicemail => Self::Voicemail,
+            EndReason::Transferred => Self::Transferred,
         }
     }
 }
@@ -132,6 +138,8 @@ pub(crate) struct CallSetup {
     /// When the stream's `start` message arrived: the zero of the engine's own recording, the
     /// clock Twilio's media timestamps count from.
     pub(crate) stream_started: Instant,
+    /// Set when this stream returns the call from a failed transfer.
+    pub(crate) resume: Option<crate::transfer::Resume>,
 }
 
 impl CallSetup {
@@ -220,6 +228,8 @@ pub(crate) struct Session<W> {
     max_duration_at: Instant,
     goodbye_started: bool,
     end_after_playout: Option<EndReason>,
+    /// The destination of a transfer waiting for the hand-off line to play.
+    transfer_to: Option<transfer::PendingTransfer>,
     hard_deadline: Option<Instant>,
     ended: Option<EndReason>,
     /// The engine's drain time ran out and the goodbye was started.
@@ -313,6 +323,7 @@ where
             max_duration_at,
             goodbye_started: false,
             end_after_playout: None,
+            transfer_to: None,
             hard_deadline: None,
             ended: None,
             shutting_down: false,
@@ -372,6 +383,7 @@ where
         R: Stream<Item = Result<T, E>> + Unpin + Send,
         T: std::ops::Deref<Target = str>,
     {
+        self.restore_from_record();
         let now = Instant::now();
         self.recorder.record(CallUpdate {
             call_status: Some(CallStatus::InProgress),
@@ -389,11 +401,16 @@ where
                 tracing::error!(message = "Speech recognition unavailable at call start.", error = %error);
             }
         }
-        self.start_greeting(now);
+        if !self.resume_after_transfer(now) {
+            self.start_greeting(now);
+        }
         // Cancelled when the server's drain time runs out: the call then says goodbye and ends.
         let end_calls = self.engine.end_calls_signal();
         loop {
             if let Some(reason) = self.ended {
+                if reason == EndReason::Transferred && !self.hand_off().await {
+                    continue;
+                }
                 return self.finish(reason).await;
             }
             let deadline = self.next_deadline();
@@ -662,7 +679,7 @@ where
         if let Some(input) = self.stt_input.take() {
             let _ = input.close().await;
         }
-        if reason != EndReason::CallerHangup {
+        if !matches!(reason, EndReason::CallerHangup | EndReason::Transferred) {
             // Layer 1: the carrier ends the call; layer 2: closing the stream makes Twilio ask
             // the after-stream URL, which answers with a hang-up.
             let engine = self.engine.clone();
@@ -684,6 +701,21 @@ where
         if let Some(mut capture) = self.capture.take() {
             capture.end(self.stream_offset(Instant::now()));
             self.save_recording(capture).await;
+        }
+        if reason == EndReason::Transferred {
+            // The call goes on at the carrier; what it cost the AI ends here.
+            self.recorder.record(CallUpdate {
+                duration_seconds: Some(duration),
+                transcript: Some(self.transcript.clone()),
+                turns: Some(self.latencies.clone()),
+                function_calls: Some(self.function_calls.clone()),
+                avg_latency_ms: self.avg_latency(),
+                heartbeat_at: Some(nixflex_store::now()),
+                ..CallUpdate::default()
+            });
+            tracing::info!(message = "Call handed over for a transfer.");
+            self.recorder.finish().await;
+            return reason;
         }
         self.recorder.record_end(CallUpdate {
             call_status: Some(CallStatus::Completed),

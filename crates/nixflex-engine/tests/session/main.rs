@@ -643,13 +643,13 @@ async fn actions_the_server_cannot_carry_out_are_not_offered_and_their_use_is_re
         .replies
         .lock()
         .unwrap()
-        .extend(["One moment. [TRANSFER:]".to_owned(), "Sorry, I cannot.".to_owned()]);
+        .extend(["Sure. [SEND_SMS: We open at nine.]".to_owned(), "Sorry, I cannot.".to_owned()]);
     let mut out = Vec::new();
     for _ in 0..10 {
         lab.frame(false).await;
         lab.drain(&mut out);
     }
-    lab.stt.say("Can I talk to a person?").await;
+    lab.stt.say("Can you text me the hours?").await;
     for _ in 0..150 {
         lab.frame(false).await;
         lab.drain(&mut out);
@@ -663,12 +663,42 @@ async fn actions_the_server_cannot_carry_out_are_not_offered_and_their_use_is_re
     assert_eq!(requests.len(), 2);
     let system = requests[0].system.as_deref().unwrap();
     assert!(system.contains("[END_CALL]"), "{system}");
-    assert!(!system.contains("[TRANSFER"), "{system}");
+    assert!(system.contains("[TRANSFER"), "an agent with a transfer number is offered transfers");
+    assert!(!system.contains("[SEND_SMS"), "{system}");
     let asked = requests[1].messages.last().unwrap().text();
     assert!(
-        asked.contains("transfer you asked for was NOT made") && asked.ends_with("Hello?"),
+        asked.contains("text message you asked for was NOT sent") && asked.ends_with("Hello?"),
         "{asked}"
     );
+}
+
+/// A transfer the carrier cannot be asked to make (here: no public URL for its callbacks) does
+/// not strand the caller: after the hand-off line, the model is told it failed and speaks again.
+#[tokio::test]
+async fn a_transfer_that_cannot_be_placed_is_reported_to_the_model_which_speaks_again() {
+    let mut lab = lab(json!({"welcome_message": "Hi.", "transfer_number": "+447446466000"})).await;
+    lab.llm.replies.lock().unwrap().extend([
+        "One moment. [TRANSFER:]".to_owned(),
+        "Sorry, nobody is available right now.".to_owned(),
+    ]);
+    let mut out = Vec::new();
+    for _ in 0..10 {
+        lab.frame(false).await;
+        lab.drain(&mut out);
+    }
+    lab.stt.say("Can I talk to a person?").await;
+    for _ in 0..300 {
+        lab.frame(false).await;
+        lab.drain(&mut out);
+    }
+    let requests = lab.llm.requests.lock().unwrap();
+    assert_eq!(requests.len(), 2, "the model was asked again after the failed hand-off");
+    let asked = requests[1].messages.last().unwrap().text();
+    assert_eq!(
+        asked,
+        "[The transfer to +447446466000 failed: the call could not be connected. Tell the caller and continue.]"
+    );
+    assert!(requests[1].messages.iter().any(|m| m.text() == "One moment."));
 }
 
 /// The engine's own recording read back: per-channel loudness of each 20 ms window.

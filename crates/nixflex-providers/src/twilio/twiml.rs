@@ -77,6 +77,9 @@ pub struct DialOptions {
     pub timeout: Option<Duration>,
     /// `timeLimit`: maximum call length, whole seconds.
     pub time_limit: Option<Duration>,
+    /// `<Number url>`: TwiML for the called party once it answers, before the two are
+    /// connected (Twilio requests it on the called party's leg).
+    pub number_url: Option<String>,
 }
 
 /// A TwiML `<Response>` under construction. Verbs appear in the order they are added.
@@ -164,8 +167,17 @@ impl Response {
         if let Some(time_limit) = options.time_limit {
             dial.attr("timeLimit", &time_limit.as_secs().to_string());
         }
-        dial.children.push(Element::new("Number").text(number));
+        let mut called = Element::new("Number");
+        called.attr_opt("url", options.number_url.as_deref());
+        dial.children.push(called.text(number));
         self.verbs.push(dial);
+        self
+    }
+
+    /// Appends `<Play>url</Play>`.
+    #[must_use]
+    pub fn play(mut self, url: &str) -> Self {
+        self.verbs.push(Element::new("Play").text(url));
         self
     }
 
@@ -399,6 +411,26 @@ mod tests {
         assert_eq!(
             dial_number("+1666", &options),
             r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial action="https://x" callerId="+1555" timeout="20"><Number>+1666</Number></Dial></Response>"#
+        );
+    }
+
+    #[test]
+    fn dial_number_carries_the_called_partys_url_on_the_number() {
+        let options = DialOptions {
+            number_url: Some("https://x/answered?a=1&b=2".to_owned()),
+            ..DialOptions::default()
+        };
+        assert_eq!(
+            dial_number("+1666", &options),
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial><Number url="https://x/answered?a=1&amp;b=2">+1666</Number></Dial></Response>"#
+        );
+    }
+
+    #[test]
+    fn play_escapes_its_url() {
+        assert_eq!(
+            Response::new().play("https://x/w?a=1&b=2").to_xml(),
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Play>https://x/w?a=1&amp;b=2</Play></Response>"#
         );
     }
 

@@ -49,10 +49,11 @@ pub use self::stream::{
     CODE_TLS_ERROR,
 };
 use self::stream::{CallClock, SessionSetup};
-pub use self::twiml::{Twiml, TwimlError, TwimlVerb, parse_twiml};
+pub use self::twiml::{Dial, Twiml, TwimlError, TwimlVerb, parse_twiml};
 use self::webhook::{CallParties, WebhookMethod, WebhookSender, resolve_url};
 use crate::twilio::recordings::Tap;
 use crate::twilio::server::Shared;
+use crate::twilio::state::values_of;
 use crate::twilio::{CallState, EmulatedAccount, NumberState, TwilioEmulator, new_sid};
 
 /// Twilio's error code when a webhook cannot be fetched (network error or non-2xx answer).
@@ -432,7 +433,13 @@ impl CallRun<'_> {
             network.lock().set_live_call_status(&self.parties.call_sid, "in-progress");
         }
         let mut outcome = None;
-        for verb in twiml.verbs {
+        let mut document_url = document_url;
+        let mut verbs: std::collections::VecDeque<TwimlVerb> = twiml.verbs.into();
+        // Each media stream of the call plays the next script (a call can come back to a
+        // stream after a redirect, e.g. from a failed transfer).
+        let silent = CallerScript::new();
+        let mut script = Some(self.script);
+        while let Some(verb) = verbs.pop_front() {
             let now = self.clock.now();
             match verb {
                 TwimlVerb::Say { text, .. } => {
@@ -445,9 +452,20 @@ impl CallRun<'_> {
                 }
                 TwimlVerb::Pause { .. } => skip(recording, now, "Pause"),
                 TwimlVerb::Redirect { .. } => skip(recording, now, "Redirect"),
+                TwimlVerb::Play { .. } => skip(recording, now, "Play"),
                 TwimlVerb::Other { name } => skip(recording, now, &name),
+                TwimlVerb::Dial(dial) => {
+                    if let Some((url, next)) = self.dial(&document_url, &dial, recording).await {
+                        document_url = url;
+                        verbs = next.verbs.into();
+                    }
+                }
                 TwimlVerb::ConnectStream { stream, method } => {
-                    let ended = self.connect_stream(&document_url, &stream, recording).await;
+                    let updates_before = self.update_count();
+                    let this_script = script.unwrap_or(&silent);
+                    script = this_script.next_stream();
+                    let ended =
+                        self.connect_stream(&document_url, &stream, this_script, recording).await;
                     let ended_by = match ended {
                         Ok(ended_by) => ended_by,
                         Err(failed) => {
@@ -456,6 +474,21 @@ impl CallRun<'_> {
                         }
                     };
                     outcome = Some(CallOutcome::Completed { ended_by });
+                    // A REST update with `Twiml` or `Url` replaced the document: Twilio ended the
+                    // stream and runs the new TwiML; the `<Connect action>` is not requested.
+                    if ended_by == EndedBy::Server
+                        && let Some(redirect) = self.redirect_since(updates_before)
+                    {
+                        recording.push(self.clock.now(), CallEventKind::Redirected);
+                        match self.follow_redirect(&document_url, redirect, recording).await {
+                            Some((url, next)) => {
+                                document_url = url;
+                                verbs = next.verbs.into();
+                                continue;
+                            }
+                            None => break,
+                        }
+                    }
                     if let Some(action) = &stream.action {
                         let method = WebhookMethod::from_attribute(method.as_deref());
                         self.request_after_stream_twiml(
@@ -554,6 +587,7 @@ impl CallRun<'_> {
         &self,
         document_url: &str,
         stream: &ConnectStream,
+        script: &CallerScript,
         recording: &mut CallRecording,
     ) -> Result<EndedBy, CallOutcome> {
         let stream_sid = new_sid("MZ");
@@ -588,7 +622,7 @@ impl CallRun<'_> {
             account_sid: &self.parties.account_sid,
             call_sid: &self.parties.call_sid,
             parameters: &stream.parameters,
-            script: self.script,
+            script,
             step_timeout: self.config.step_timeout,
             max_call_duration: self.config.max_call_duration,
             close_timeout: self.config.close_timeout,
@@ -659,6 +693,196 @@ impl CallRun<'_> {
         }
     }
 
+    /// How many REST updates the call has had so far (none without the REST emulator).
+    fn update_count(&self) -> usize {
+        self.network.map_or(0, |network| {
+            let state = network.lock();
+            state
+                .calls
+                .iter()
+                .find(|call| call.sid == self.parties.call_sid)
+                .map_or(0, |call| call.updates.len())
+        })
+    }
+
+    /// The last REST update after the first `since` that redirected the call (`Twiml` or `Url`
+    /// without a final `Status`).
+    fn redirect_since(&self, since: usize) -> Option<Redirect> {
+        let network = self.network?;
+        let state = network.lock();
+        let call = state.calls.iter().find(|call| call.sid == self.parties.call_sid)?;
+        call.updates.iter().skip(since).rev().find_map(|form| {
+            let first = |name: &str| {
+                values_of(form, name).first().map(|v| (*v).to_owned()).filter(|v| !v.is_empty())
+            };
+            if first("Status").is_some() {
+                return None;
+            }
+            match (first("Twiml"), first("Url")) {
+                (Some(twiml), _) => Some(Redirect::Twiml(twiml)),
+                (None, Some(url)) => Some(Redirect::Url { url, method: first("Method") }),
+                (None, None) => None,
+            }
+        })
+    }
+
+    /// Runs a redirect: the new document and the URL relative URLs in it resolve against.
+    async fn follow_redirect(
+        &self,
+        document_url: &str,
+        redirect: Redirect,
+        recording: &mut CallRecording,
+    ) -> Option<(String, Twiml)> {
+        let (url, body) = match redirect {
+            Redirect::Twiml(twiml) => (document_url.to_owned(), twiml),
+            Redirect::Url { url, method } => {
+                let params = self.parties.standard_params("in-progress");
+                let method = WebhookMethod::from_attribute(method.as_deref());
+                let body = self
+                    .fetch(WebhookPurpose::Redirect, &url, method, &params, recording)
+                    .await
+                    .ok()?;
+                (url, body)
+            }
+        };
+        self.parse_or_record(&body, recording).map(|twiml| (url, twiml))
+    }
+
+    fn parse_or_record(&self, body: &str, recording: &mut CallRecording) -> Option<Twiml> {
+        match parse_twiml(body) {
+            Ok(twiml) => Some(twiml),
+            Err(error) => {
+                let code = Some(CODE_DOCUMENT_PARSE_FAILURE);
+                recording.push(
+                    self.clock.now(),
+                    CallEventKind::Error { code, message: error.to_string() },
+                );
+                None
+            }
+        }
+    }
+
+    /// Runs a `<Dial>` to one number, as Twilio would
+    /// (https://www.twilio.com/docs/voice/twiml/dial): the scripted callee at that number (see
+    /// [`crate::twilio::callee::Callee`]; an unscripted number fails) answers, is busy, or
+    /// rings past `timeout`. When it answers, the `<Number url>` is requested on its leg, then
+    /// the two talk for a moment ([`DIAL_TALK`]) and the callee hangs up. The `action` URL then
+    /// gets `DialCallStatus`, `DialCallSid` and `DialCallDuration`, and its TwiML replaces the
+    /// document (returned with its URL); without `action` the document goes on.
+    async fn dial(
+        &self,
+        document_url: &str,
+        dial: &Dial,
+        recording: &mut CallRecording,
+    ) -> Option<(String, Twiml)> {
+        use crate::twilio::callee::Callee;
+        let callee =
+            self.network.and_then(|network| network.lock().callees.get(&dial.number).cloned());
+        let timeout = Duration::from_secs(u64::from(dial.timeout_seconds));
+        let dial_sid = new_sid("CA");
+        let rang_then = |ring_for: Duration| async move {
+            tokio::time::sleep(ring_for.min(timeout)).await;
+            ring_for < timeout
+        };
+        let mut talked = Duration::ZERO;
+        let status = match callee {
+            Some(Callee::Human { ring_for, .. } | Callee::Voicemail { ring_for, .. }) => {
+                if rang_then(ring_for).await {
+                    if let Some(number_url) = &dial.number_url
+                        && let Some(url) = resolve_url(document_url, number_url, false)
+                    {
+                        let from =
+                            dial.caller_id.clone().unwrap_or_else(|| self.parties.from.clone());
+                        let params: Vec<(String, String)> = [
+                            ("CallSid", dial_sid.as_str()),
+                            ("ParentCallSid", self.parties.call_sid.as_str()),
+                            ("AccountSid", self.parties.account_sid.as_str()),
+                            ("From", from.as_str()),
+                            ("To", dial.number.as_str()),
+                            ("Caller", from.as_str()),
+                            ("Called", dial.number.as_str()),
+                            ("CallStatus", "in-progress"),
+                            ("Direction", "outbound-dial"),
+                            ("ApiVersion", "2010-04-01"),
+                        ]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect();
+                        let answer = self
+                            .fetch(
+                                WebhookPurpose::DialNumberUrl,
+                                &url,
+                                WebhookMethod::Post,
+                                &params,
+                                recording,
+                            )
+                            .await;
+                        // The called party hears the `<Play>`s (a whisper) before the caller joins.
+                        let plays: Vec<String> = answer
+                            .ok()
+                            .and_then(|body| self.parse_or_record(&body, recording))
+                            .map(|twiml| {
+                                twiml
+                                    .verbs
+                                    .into_iter()
+                                    .filter_map(|verb| match verb {
+                                        TwimlVerb::Play { url } => Some(url),
+                                        _ => None,
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        for play in plays {
+                            self.play_to_callee(&url, &play, recording).await;
+                        }
+                    }
+                    tokio::time::sleep(DIAL_TALK).await;
+                    talked = DIAL_TALK;
+                    "completed"
+                } else {
+                    "no-answer"
+                }
+            }
+            Some(Callee::NoAnswer { ring_for }) => {
+                rang_then(ring_for).await;
+                "no-answer"
+            }
+            Some(Callee::Busy) => "busy",
+            Some(Callee::Failed) | None => "failed",
+        };
+        recording.push(
+            self.clock.now(),
+            CallEventKind::Dialed { number: dial.number.clone(), status: status.to_owned() },
+        );
+        let action = dial.action.as_deref()?;
+        let url = resolve_url(document_url, action, false)?;
+        let mut params = self.parties.standard_params("in-progress");
+        params.extend([
+            ("DialCallStatus".to_owned(), status.to_owned()),
+            ("DialCallSid".to_owned(), dial_sid),
+            ("DialCallDuration".to_owned(), talked.as_secs().to_string()),
+            ("DialBridged".to_owned(), (status == "completed").to_string()),
+        ]);
+        let method = WebhookMethod::from_attribute(dial.method.as_deref());
+        let body =
+            self.fetch(WebhookPurpose::DialAction, &url, method, &params, recording).await.ok()?;
+        self.parse_or_record(&body, recording).map(|twiml| (url, twiml))
+    }
+
+    /// Fetches a `<Play>` URL (a plain GET) and records what came back.
+    async fn play_to_callee(&self, document_url: &str, play: &str, recording: &mut CallRecording) {
+        let Some(url) = resolve_url(document_url, play, false) else { return };
+        let answer = self.sender.http.get(&url).timeout(self.sender.timeout).send().await;
+        let (status, bytes) = match answer {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (Some(status), response.bytes().await.map_or(0, |b| b.len()))
+            }
+            Err(_) => (None, 0),
+        };
+        recording.push(self.clock.now(), CallEventKind::PlayedToCallee { url, status, bytes });
+    }
+
     /// Sends the call's final status to its status callback.
     async fn send_status_callback(&self, url: &str, recording: &mut CallRecording) {
         let call_status = final_call_status(&recording.outcome);
@@ -673,6 +897,17 @@ impl CallRun<'_> {
         let purpose = WebhookPurpose::StatusCallback;
         record_delivery(recording, self.clock.now(), purpose, url, answer);
     }
+}
+
+/// How long an answered `<Dial>` leg talks before the called party hangs up.
+pub const DIAL_TALK: Duration = Duration::from_millis(300);
+
+/// A REST update that replaced a live call's TwiML.
+enum Redirect {
+    /// `Twiml`.
+    Twiml(String),
+    /// `Url` (and `Method`).
+    Url { url: String, method: Option<String> },
 }
 
 /// The call's final `CallStatus` for how it ended.

@@ -25,4 +25,5 @@ mod outbound;
 mod rate_limits;
 mod recordings;
 mod sms;
+mod transfers;
 mod usage;

@@ -45,6 +45,12 @@ pub enum WebhookPurpose {
     StreamStatus,
     /// A recording's `RecordingStatusCallback` (emulator attached to the REST emulator).
     RecordingStatus,
+    /// The `<Dial action>` URL, after the dial ended.
+    DialAction,
+    /// The `<Number url>` URL, when the dialled party answered.
+    DialNumberUrl,
+    /// The `Url` a REST update redirected the live call to.
+    Redirect,
 }
 
 /// Who ended a call that reached its media stream.
@@ -75,6 +81,26 @@ pub enum CallEventKind {
         /// The text.
         text: String,
     },
+    /// A `<Dial>` ended: `status` is the `DialCallStatus` Twilio reports.
+    Dialed {
+        /// The number dialled.
+        number: String,
+        /// `completed`, `busy`, `no-answer` or `failed`.
+        status: String,
+    },
+    /// A `<Play>` of the `<Number url>` TwiML was fetched and played to the dialled party (a
+    /// warm transfer's whisper): `status` is the HTTP status, `bytes` the audio's length.
+    PlayedToCallee {
+        /// The audio URL.
+        url: String,
+        /// The HTTP status, `None` when no response came.
+        status: Option<u16>,
+        /// The response body's length.
+        bytes: usize,
+    },
+    /// A REST update replaced the call's TwiML while its stream ran; the stream ended and the new
+    /// document runs.
+    Redirected,
     /// A verb the emulator does not run was skipped.
     TwimlVerbSkipped {
         /// The element name.

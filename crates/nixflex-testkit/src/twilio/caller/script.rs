@@ -76,6 +76,9 @@ pub enum CallerStep {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallerScript {
     steps: Vec<CallerStep>,
+    /// What the caller does on the call's next media stream (after a redirect brought the call
+    /// back to a stream, e.g. from a failed transfer); `None`: listen silently.
+    next_stream: Option<Box<CallerScript>>,
 }
 
 impl CallerScript {
@@ -87,6 +90,19 @@ impl CallerScript {
     /// The steps, in order.
     pub fn steps(&self) -> &[CallerStep] {
         &self.steps
+    }
+
+    /// Plays `script` on the call's next media stream (this script's own next streams are
+    /// replaced).
+    #[must_use]
+    pub fn on_next_stream(mut self, script: CallerScript) -> Self {
+        self.next_stream = Some(Box::new(script));
+        self
+    }
+
+    /// The script of the call's next media stream, if one was given.
+    pub fn next_stream(&self) -> Option<&CallerScript> {
+        self.next_stream.as_deref()
     }
 
     /// Appends a step.
@@ -147,7 +163,7 @@ impl CallerScript {
 
 impl From<Vec<CallerStep>> for CallerScript {
     fn from(steps: Vec<CallerStep>) -> Self {
-        Self { steps }
+        Self { steps, next_stream: None }
     }
 }
 

@@ -82,11 +82,37 @@ pub enum TwimlVerb {
         /// `<Connect method>` for the action request (Twilio's default is `POST`).
         method: Option<String>,
     },
+    /// `<Play>url</Play>`.
+    Play {
+        /// The URL, as written.
+        url: String,
+    },
+    /// `<Dial action method timeout callerId><Number url>number</Number></Dial>` (or the number
+    /// as the `<Dial>`'s own text).
+    Dial(Dial),
     /// Any other verb, or a `<Connect>` around something else than `<Stream>`.
     Other {
         /// The element name.
         name: String,
     },
+}
+
+/// A `<Dial>` to one phone number (https://www.twilio.com/docs/voice/twiml/dial).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dial {
+    /// The number dialled.
+    pub number: String,
+    /// `action`: requested when the dial ends, with `DialCallStatus`; its TwiML replaces the
+    /// document.
+    pub action: Option<String>,
+    /// `method` for `action` (Twilio's default is `POST`).
+    pub method: Option<String>,
+    /// `timeout` in seconds (Twilio's default is 30).
+    pub timeout_seconds: u32,
+    /// `callerId`.
+    pub caller_id: Option<String>,
+    /// `<Number url>`: requested on the called party's leg when it answers.
+    pub number_url: Option<String>,
 }
 
 /// Why a document is not TwiML Twilio could run (Twilio's error 12100, "Document parse
@@ -156,6 +182,25 @@ fn verb_of(element: &Element) -> Result<TwimlVerb, TwimlError> {
             },
             None => TwimlVerb::Other { name: element.name.clone() },
         },
+        "Play" => TwimlVerb::Play { url: element.text.trim().to_owned() },
+        "Dial" => {
+            let number = element.children.iter().find(|child| child.name == "Number");
+            let text = number.map_or(element.text.as_str(), |n| n.text.as_str()).trim();
+            if text.is_empty() {
+                return Err(TwimlError::new("<Dial> has no number"));
+            }
+            TwimlVerb::Dial(Dial {
+                number: text.to_owned(),
+                action: element.attribute("action"),
+                method: element.attribute("method"),
+                timeout_seconds: element
+                    .attribute("timeout")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(30),
+                caller_id: element.attribute("callerId"),
+                number_url: number.and_then(|n| n.attribute("url")),
+            })
+        }
         other => TwimlVerb::Other { name: other.to_owned() },
     };
     Ok(verb)
@@ -360,6 +405,30 @@ mod tests {
                 TwimlVerb::Hangup,
             ]
         );
+    }
+
+    #[test]
+    fn a_dial_keeps_its_number_action_timeout_caller_id_and_number_url() {
+        let twiml = parse_twiml(
+            r#"<Response><Dial action="/t?a=1&amp;b=2" timeout="10" callerId="+1555"><Number url="/ans">+1666</Number></Dial></Response>"#,
+        )
+        .unwrap();
+        assert_eq!(
+            twiml.verbs,
+            [TwimlVerb::Dial(Dial {
+                number: "+1666".to_owned(),
+                action: Some("/t?a=1&b=2".to_owned()),
+                method: None,
+                timeout_seconds: 10,
+                caller_id: Some("+1555".to_owned()),
+                number_url: Some("/ans".to_owned()),
+            })]
+        );
+        let bare = parse_twiml("<Response><Dial> +1777 </Dial></Response>").unwrap();
+        assert!(
+            matches!(&bare.verbs[0], TwimlVerb::Dial(d) if d.number == "+1777" && d.timeout_seconds == 30)
+        );
+        assert!(parse_twiml("<Response><Dial></Dial></Response>").is_err());
     }
 
     #[test]
