@@ -331,7 +331,7 @@ fn connect_twiml_with(
 }
 
 /// `POST /twilio/transfer?call_id=…&number=…[&event=answered]`: the carrier reports on a
-/// transfer (docs/carrier-webhooks.md#transfer). With `event=answered` it is the `<Number url>`
+/// transfer (docs/carrier-webhooks.md#the-endpoints). With `event=answered` it is the `<Number url>`
 /// request made when the destination answers: the call ends `transferred` and the empty answer
 /// lets Twilio connect the two. Otherwise it is the `<Dial action>` request after the dial:
 /// `DialCallStatus` `completed`/`answered` ends the call `transferred` (if the answer did not

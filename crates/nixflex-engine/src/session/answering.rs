@@ -1,5 +1,5 @@
 //! The start of a call that the agent does not open with a greeting, and answering machines
-//! (docs/engine.md#outbound-conversation, docs/engine.md#voicemail).
+//! (docs/engine.md#greeting, docs/engine.md#voicemail).
 //!
 //! - **Opener.** An outbound call waits for the callee's first words for up to the agent's
 //!   `pickup_delay`; the agent then speaks an opener the LLM writes from the call's purpose
