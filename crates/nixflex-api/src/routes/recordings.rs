@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use nixflex_core::error::ErrorCode;
 use nixflex_core::ids::{AccountId, CallId};
-use nixflex_core::validate::{ValidationError, outbound_url};
+use nixflex_core::validate::{ValidationError, check_len, outbound_url};
 use nixflex_engine::recordings::RecordingError;
 use nixflex_providers::storage::ByteRange;
 use nixflex_store::AccountStorage;
@@ -286,13 +286,7 @@ fn required(value: Option<&str>, name: &str, max: usize) -> ApiResult<String> {
     if value.is_empty() {
         return Err(ValidationError::missing(name).into());
     }
-    if value.chars().count() > max {
-        return Err(ValidationError::invalid(
-            name,
-            format!("`{name}` is longer than {max} characters"),
-        )
-        .into());
-    }
+    check_len(name, value, max, ErrorCode::InvalidRequest)?;
     Ok(value.to_owned())
 }
 
@@ -343,13 +337,7 @@ async fn put_storage(
     let secret_key = required(input.secret_key.as_deref(), "secret_key", 256)?;
     let endpoint = optional(input.endpoint.as_deref());
     if let Some(endpoint) = &endpoint {
-        if endpoint.len() > 2048 {
-            return Err(ValidationError::invalid(
-                "endpoint",
-                "`endpoint` is longer than 2048 characters",
-            )
-            .into());
-        }
+        check_len("endpoint", endpoint, 2048, ErrorCode::InvalidRequest)?;
         outbound_url("endpoint", endpoint, state.config().allow_private_targets)?;
     }
     let region = optional(input.region.as_deref()).unwrap_or_else(|| "auto".to_owned());
