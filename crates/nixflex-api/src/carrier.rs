@@ -35,7 +35,9 @@ use nixflex_core::ids::{CallId, E164};
 use nixflex_core::number::PhoneNumber;
 use nixflex_core::phone;
 use nixflex_engine::carrier_recording::RecordingFetch;
-use nixflex_engine::transfer::{DialOutcome, RESUME_NUMBER_PARAM, RESUME_PARAM};
+use nixflex_engine::transfer::{
+    DialOutcome, NotConnected, RESUME_NUMBER_PARAM, RESUME_PARAM, WarmEvent,
+};
 use nixflex_engine::{Admission, InboundCall};
 use nixflex_providers::twilio::{signature, twiml};
 use nixflex_store::{CallUpdate, StoreError};
@@ -317,6 +319,17 @@ fn connect_twiml_with(
     token: &str,
     more: Vec<(String, String)>,
 ) -> Response {
+    twiml_response(connect_xml(state, headers, call_id, token, more))
+}
+
+/// `<Connect><Stream>` to our media endpoint with the call id, its one-time token and `more`.
+fn connect_xml(
+    state: &AppState,
+    headers: &HeaderMap,
+    call_id: &str,
+    token: &str,
+    more: Vec<(String, String)>,
+) -> String {
     let base = public_base(state, headers);
     let mut parameters =
         vec![("call_id".to_owned(), call_id.to_owned()), ("token".to_owned(), token.to_owned())];
@@ -327,7 +340,7 @@ fn connect_twiml_with(
         parameters,
         ..twiml::ConnectStream::default()
     };
-    twiml_response(twiml::connect_stream(&stream))
+    twiml::connect_stream(&stream)
 }
 
 /// `POST /twilio/transfer?call_id=…&number=…[&event=answered]`: the carrier reports on a
@@ -349,10 +362,16 @@ async fn transfer(
         uri.query().map(|q| form_pairs(q.as_bytes())).unwrap_or_default();
     let query_param =
         |name: &str| query.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let answered = query_param("event").as_deref() == Some("answered");
+    let event = query_param("event");
+    let answered = event.as_deref() == Some("answered");
     let Some(call_id) = query_param("call_id") else {
         return twiml_response(twiml::hangup());
     };
+    if let Some(warm) = event.as_deref().and_then(WarmEvent::parse) {
+        let number = query_param("number").and_then(|n| phone::parse_e164(&n)).unwrap_or_default();
+        let callback = WarmCallback { call_id, number, event: warm, token: query_param("token") };
+        return warm_transfer(&state, &headers, &request, callback).await;
+    }
     let number = query_param("number").and_then(|n| phone::parse_e164(&n)).unwrap_or_default();
     let call =
         match state.store().get_call(&request.number.account_id, &CallId::from(call_id)).await {
@@ -387,17 +406,7 @@ async fn transfer(
                 tracing::warn!(message = "Could not record a transfer.", error = %error);
                 return ApiError::from(error).into_response();
             }
-            match (answered, query_param("whisper")) {
-                // A warm transfer: the destination hears the whisper, then the caller joins.
-                (true, Some(token)) => {
-                    let base = public_base(&state, &headers);
-                    let url =
-                        nixflex_engine::transfer::whisper_url(&base, call.call_id.as_str(), &token);
-                    twiml_response(twiml::Response::new().play(&url).to_xml())
-                }
-                (true, None) => twiml_response(twiml::empty()),
-                (false, _) => twiml_response(twiml::hangup()),
-            }
+            if answered { twiml_response(twiml::empty()) } else { twiml_response(twiml::hangup()) }
         }
         Some(DialOutcome::NotConnected(status)) => {
             tracing::info!(message = "Transfer not connected; the caller returns to the agent.", call_id = %call.call_id, dial_call_status = status.as_str());
@@ -414,6 +423,118 @@ async fn transfer(
                 ),
                 Admission::Busy { .. } => twiml_response(twiml::hangup()),
             }
+        }
+    }
+}
+
+/// The query of a warm transfer's callback.
+struct WarmCallback {
+    call_id: String,
+    number: String,
+    event: WarmEvent,
+    token: Option<String>,
+}
+
+/// The callbacks of a warm transfer (docs/engine.md#transfers): `warm-answered` (the
+/// destination leg's answer URL: the call ends `transferred`, the destination hears the whisper
+/// and enters the conference), `warm-status` (its final status: when nobody answered, the
+/// caller's live call is redirected back to the agent) and `warm-held` (the caller's
+/// `<Dial action>` after the conference: hang up). The destination leg's requests carry its own
+/// SID, so they are matched by the one-time token instead; the caller's by its SID.
+async fn warm_transfer(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: &CarrierRequest,
+    callback: WarmCallback,
+) -> Response {
+    let WarmCallback { call_id, number, event, token } = callback;
+    let call =
+        match state.store().get_call(&request.number.account_id, &CallId::from(call_id)).await {
+            Ok(call) => call,
+            Err(error) => {
+                tracing::warn!(message = "Could not look up a transferred call.", error = %error);
+                return ApiError::from(error).into_response();
+            }
+        };
+    let call = call.filter(|call| {
+        let business = match call.direction {
+            Direction::Inbound => &call.to_number,
+            Direction::Outbound => &call.from_number,
+        };
+        business == request.number.phone_number.as_str()
+    });
+    let Some(call) = call else {
+        tracing::warn!(message = "Warm transfer callback for a call this number does not have.");
+        return twiml_response(twiml::hangup());
+    };
+    let engine = state.engine();
+    let live_with_token = call.ended_at.is_none()
+        && token
+            .as_deref()
+            .is_some_and(|token| nixflex_engine::Engine::token_matches(&call, token));
+    match event {
+        WarmEvent::HoldEnded => twiml_response(twiml::hangup()),
+        WarmEvent::Answered => {
+            let Some(token) = token.filter(|_| live_with_token) else {
+                // The caller hung up on hold, or the token is not this call's.
+                return twiml_response(twiml::hangup());
+            };
+            if let Err(error) = engine.transfer_connected(&call).await {
+                tracing::warn!(message = "Could not record a transfer.", error = %error);
+                return ApiError::from(error).into_response();
+            }
+            let base = public_base(state, headers);
+            twiml_response(nixflex_engine::transfer::destination_twiml(
+                &base,
+                call.call_id.as_str(),
+                &token,
+            ))
+        }
+        WarmEvent::Status => {
+            let status = request.param("CallStatus").unwrap_or_default();
+            let Some(not_connected) = NotConnected::parse(status) else {
+                // `completed` after the conference, or a progress event.
+                return twiml_response(twiml::empty());
+            };
+            let Some(caller_sid) = call.twilio_call_sid.clone().filter(|_| live_with_token) else {
+                return twiml_response(twiml::empty());
+            };
+            tracing::info!(message = "Warm transfer not answered; the caller returns to the agent.", call_id = %call.call_id, call_status = status);
+            let Admission::Connect { call_id, token } = engine.transfer_failed(&call).await else {
+                return twiml_response(twiml::empty());
+            };
+            let xml = connect_xml(
+                state,
+                headers,
+                &call_id,
+                &token,
+                vec![
+                    (RESUME_PARAM.to_owned(), not_connected.as_str().to_owned()),
+                    (RESUME_NUMBER_PARAM.to_owned(), number),
+                ],
+            );
+            let credentials = match state.secrets().open(&request.number.twilio_auth_token_sealed) {
+                Ok(auth_token) => nixflex_providers::twilio::TwilioCredentials::new(
+                    request.number.twilio_account_sid.clone(),
+                    auth_token,
+                ),
+                Err(_) => {
+                    tracing::error!(message = "The number's auth token cannot be unsealed; the caller stays on hold.", call_id = %call.call_id);
+                    return twiml_response(twiml::empty());
+                }
+            };
+            if let Err(error) = engine
+                .twilio()
+                .update_call(
+                    &credentials,
+                    &caller_sid,
+                    &nixflex_providers::twilio::UpdateCall::twiml(xml),
+                )
+                .await
+            {
+                tracing::warn!(message = "Could not return the caller from a warm transfer.", call_id = %call.call_id, error = %error);
+            }
+            twiml_response(twiml::empty())
         }
     }
 }

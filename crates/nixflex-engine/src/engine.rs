@@ -300,7 +300,7 @@ impl Engine {
     }
 
     /// Whether `token` is the media-stream secret of `call` (constant time).
-    pub(crate) fn token_matches(call: &CallRecord, token: &str) -> bool {
+    pub fn token_matches(call: &CallRecord, token: &str) -> bool {
         call.stream_token_hash
             .as_deref()
             .is_some_and(|stored| hash_secret(token).as_bytes().ct_eq(stored.as_bytes()).into())

@@ -9,23 +9,39 @@
 //! 2. The destination answers: Twilio requests the `<Number url>` ([`TransferEvent::Answered`])
 //!    before connecting the two, and the call ends `transferred` ([`Engine::transfer_connected`]).
 //!    The `action` request after the bridged call (`DialCallStatus=completed`) finds it ended.
-//!    A warm transfer (`transfer_type: warm`, or the legacy `[TRANSFER:+E164:warm]`) answers that
-//!    request with `<Play>` of [`Engine::whisper_audio`]: the destination hears a private
-//!    briefing in the agent's voice (`transfer_whisper`, or a summary the model writes from the
-//!    transcript) while the caller still hears ringing (on hold), then the two are connected.
 //! 3. Nobody answers (`busy`, `no-answer`, `failed`, `canceled`): the `action` request answers
 //!    `<Connect><Stream>` with a new one-time token ([`Engine::transfer_failed`]) and the
 //!    parameters of [`Resume`]. The new stream may reach any node: that node loads the call from
 //!    the database (the transcript, function calls and talk time the first session persisted),
 //!    rebuilds the conversation from it and lets the agent tell the caller, with a note saying
 //!    why the transfer failed.
+//!
+//! A warm transfer (`transfer_type: warm`, or the legacy `[TRANSFER:+E164:warm]`) goes through a
+//! conference named after the call ([`conference_name`]), as Twilio recommends for warm
+//! hand-offs ([`Engine::start_warm_transfer`]):
+//! 1. The destination is called with the Calls API (10 s answer timeout, the business number as
+//!    caller ID); its answer URL and status callback carry a one-time token.
+//! 2. The caller's live call is redirected to [`hold_twiml`]: a conference they wait in on hold
+//!    (`startConferenceOnEnter="false"`). The session lets go of the call as for a cold transfer.
+//! 3. The destination answers: its answer URL ([`WarmEvent::Answered`]) ends the call
+//!    `transferred` and answers [`destination_twiml`]: `<Play>` of [`Engine::whisper_audio`] — a
+//!    private briefing in the agent's voice (`transfer_whisper`, or a summary the model writes
+//!    from the transcript) — then the conference, which starts when they enter: the caller is
+//!    taken off hold and the two talk. Whoever leaves first ends it; the caller's `<Dial action>`
+//!    then answers `<Hangup/>`.
+//! 4. Nobody answers: the destination leg's final status ([`WarmEvent::Status`]) redirects the
+//!    caller's live call (REST) to a new `<Connect><Stream>`, exactly as step 3 of a cold
+//!    transfer, and the agent tells the caller.
 
 use std::time::Duration;
 
 use nixflex_core::call::{CallRecord, CallStatus, EndedReason};
 use nixflex_core::crypto::hash_secret;
 use nixflex_core::ids;
-use nixflex_providers::twilio::twiml::{self, DialOptions};
+use nixflex_providers::twilio::twiml::{self, ConferenceOptions, DialOptions};
+use nixflex_providers::twilio::{
+    CallTarget, CreateCall, TwilioCredentials, TwilioError, UpdateCall,
+};
 use nixflex_store::CallUpdate;
 
 use crate::engine::Engine;
@@ -137,24 +153,125 @@ impl Resume {
 }
 
 /// The callback URL of a transfer: `/twilio/transfer` with the call id and the number, plus
-/// `event=answered` for the `<Number url>` (and, for a warm transfer, the whisper's one-time
-/// token).
-pub fn callback_url(
-    base: &str,
-    call_id: &str,
-    number: &str,
-    answered: bool,
-    whisper_token: Option<&str>,
-) -> String {
+/// `event=answered` for the `<Number url>` of a cold transfer.
+pub fn callback_url(base: &str, call_id: &str, number: &str, answered: bool) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("call_id", call_id).append_pair("number", number);
     if answered {
         query.append_pair("event", "answered");
-        if let Some(token) = whisper_token {
-            query.append_pair("whisper", token);
-        }
     }
     format!("{}/twilio/transfer?{}", base.trim_end_matches('/'), query.finish())
+}
+
+/// What a warm transfer's callbacks report (the `event` of [`warm_url`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmEvent {
+    /// `warm-answered`: the destination leg's answer URL.
+    Answered,
+    /// `warm-status`: the destination leg's final status.
+    Status,
+    /// `warm-held`: the caller's `<Dial action>`, once they left the conference.
+    HoldEnded,
+}
+
+impl WarmEvent {
+    /// The `event` query value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Answered => "warm-answered",
+            Self::Status => "warm-status",
+            Self::HoldEnded => "warm-held",
+        }
+    }
+
+    /// Parses the `event` query value.
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::Answered, Self::Status, Self::HoldEnded].into_iter().find(|e| e.as_str() == value)
+    }
+}
+
+/// A warm transfer's callback URL: `/twilio/transfer` with the call id, the number, the event
+/// and (on the destination leg, whose requests carry another call's SID) the one-time token.
+pub fn warm_url(
+    base: &str,
+    call_id: &str,
+    number: &str,
+    event: WarmEvent,
+    token: Option<&str>,
+) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("call_id", call_id)
+        .append_pair("number", number)
+        .append_pair("event", event.as_str());
+    if let Some(token) = token {
+        query.append_pair("token", token);
+    }
+    format!("{}/twilio/transfer?{}", base.trim_end_matches('/'), query.finish())
+}
+
+/// The conference a warm transfer meets in: one per call.
+pub fn conference_name(call_id: &str) -> String {
+    format!("nixflex-transfer-{call_id}")
+}
+
+/// The caller's side of a warm transfer: on hold in the call's conference until the
+/// destination enters; when they leave, the `<Dial action>` ([`WarmEvent::HoldEnded`]) hangs up.
+pub fn hold_twiml(base: &str, call_id: &str, number: &str) -> String {
+    let options = ConferenceOptions {
+        action: Some(warm_url(base, call_id, number, WarmEvent::HoldEnded, None)),
+        method: Some("POST".to_owned()),
+        start_on_enter: Some(false),
+        end_on_exit: Some(true),
+        beep: Some(false),
+        wait_url: None,
+    };
+    twiml::Response::new().dial_conference(&conference_name(call_id), &options).to_xml()
+}
+
+/// The destination's side of a warm transfer once they answer: the whisper, then the
+/// conference, which starts as they enter and ends when they leave.
+pub fn destination_twiml(base: &str, call_id: &str, whisper_token: &str) -> String {
+    let options = ConferenceOptions {
+        start_on_enter: Some(true),
+        end_on_exit: Some(true),
+        beep: Some(false),
+        ..ConferenceOptions::default()
+    };
+    twiml::Response::new()
+        .play(&whisper_url(base, call_id, whisper_token))
+        .dial_conference(&conference_name(call_id), &options)
+        .to_xml()
+}
+
+/// Why a warm transfer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WarmTransferError {
+    /// The destination could not be called.
+    #[error("the destination could not be called: {0}")]
+    Dial(TwilioError),
+    /// The caller could not be put on hold (the destination's call was cancelled).
+    #[error("the caller could not be put on hold: {0}")]
+    Hold(TwilioError),
+}
+
+/// A warm transfer to start.
+#[derive(Debug, Clone, Copy)]
+pub struct WarmTransfer<'a> {
+    /// The server's public URL.
+    pub base: &'a str,
+    /// The account's Twilio credentials (of the business number).
+    pub credentials: &'a TwilioCredentials,
+    /// Our call id.
+    pub call_id: &'a str,
+    /// The caller's live call at the carrier.
+    pub call_sid: &'a str,
+    /// The destination (E.164).
+    pub number: &'a str,
+    /// The business number, shown to the destination.
+    pub business_number: &'a str,
+    /// The one-time token of the destination leg's callbacks and the whisper.
+    pub token: &'a str,
 }
 
 /// The URL of a warm transfer's whisper audio (`GET`, authenticated by the one-time token).
@@ -164,22 +281,15 @@ pub fn whisper_url(base: &str, call_id: &str, token: &str) -> String {
     format!("{}/twilio/whisper?{}", base.trim_end_matches('/'), query.finish())
 }
 
-/// The TwiML that hands the call to `number`: ring it for at most
-/// [`TRANSFER_ANSWER_TIMEOUT`], showing the business number, and report back. With a whisper
-/// token the transfer is warm.
-pub fn dial_twiml(
-    base: &str,
-    call_id: &str,
-    number: &str,
-    business_number: &str,
-    whisper_token: Option<&str>,
-) -> String {
+/// The TwiML of a cold transfer to `number`: ring it for at most [`TRANSFER_ANSWER_TIMEOUT`],
+/// showing the business number, and report back.
+pub fn dial_twiml(base: &str, call_id: &str, number: &str, business_number: &str) -> String {
     let options = DialOptions {
-        action: Some(callback_url(base, call_id, number, false, None)),
+        action: Some(callback_url(base, call_id, number, false)),
         method: Some("POST".to_owned()),
         caller_id: Some(business_number.to_owned()),
         timeout: Some(TRANSFER_ANSWER_TIMEOUT),
-        number_url: Some(callback_url(base, call_id, number, true, whisper_token)),
+        number_url: Some(callback_url(base, call_id, number, true)),
         ..DialOptions::default()
     };
     twiml::dial_number(number, &options)
@@ -206,6 +316,55 @@ const WHISPER_INSTRUCTIONS: &str = "You are briefing a colleague who is about to
 const WHISPER_MAX_TOKENS: u32 = 120;
 
 impl Engine {
+    /// Starts a warm transfer: calls the destination (answer URL and final status on
+    /// `/twilio/transfer` with the one-time token), then redirects the caller's live call into
+    /// the conference on hold. When the caller cannot be put on hold the destination's call is
+    /// cancelled, so nobody is called for nothing.
+    ///
+    /// # Errors
+    /// [`WarmTransferError`] when either carrier request failed; the caller is then still with
+    /// the agent.
+    pub async fn start_warm_transfer(
+        &self,
+        transfer: &WarmTransfer<'_>,
+    ) -> Result<(), WarmTransferError> {
+        let url = |event| {
+            warm_url(transfer.base, transfer.call_id, transfer.number, event, Some(transfer.token))
+        };
+        let mut create = CreateCall::new(
+            transfer.number.to_owned(),
+            transfer.business_number.to_owned(),
+            CallTarget::Url(url(WarmEvent::Answered)),
+        );
+        create.method = Some("POST".to_owned());
+        // The final status is always sent; no progress events are needed.
+        create.status_callback = Some(url(WarmEvent::Status));
+        create.status_callback_method = Some("POST".to_owned());
+        create.timeout = Some(TRANSFER_ANSWER_TIMEOUT);
+        let leg = self
+            .twilio()
+            .create_call(transfer.credentials, &create)
+            .await
+            .map_err(WarmTransferError::Dial)?;
+        let hold = hold_twiml(transfer.base, transfer.call_id, transfer.number);
+        if let Err(error) = self
+            .twilio()
+            .update_call(transfer.credentials, transfer.call_sid, &UpdateCall::twiml(hold))
+            .await
+        {
+            if let Err(cancel) = self
+                .twilio()
+                .update_call(transfer.credentials, &leg.sid, &UpdateCall::cancel())
+                .await
+            {
+                tracing::warn!(message = "Could not cancel the destination's call of a failed warm transfer.", error = %cancel);
+            }
+            return Err(WarmTransferError::Hold(error));
+        }
+        tracing::info!(message = "Warm transfer: destination called, caller on hold.", call_id = transfer.call_id, destination_call_sid = %leg.sid);
+        Ok(())
+    }
+
     /// The audio of a warm transfer's whisper, as a WAV file (16-bit PCM, 8 kHz mono) in the
     /// voice of the call's agent: the agent's `transfer_whisper`, or a one- or two-sentence
     /// briefing the model writes from the call's transcript.
@@ -384,8 +543,7 @@ mod tests {
 
     #[test]
     fn the_dial_rings_ten_seconds_shows_the_business_number_and_reports_back() {
-        let twiml =
-            dial_twiml("https://n.example/", "call_1", "+447700900123", "+14155552671", None);
+        let twiml = dial_twiml("https://n.example/", "call_1", "+447700900123", "+14155552671");
         assert!(twiml.contains(r#"timeout="10""#), "{twiml}");
         assert!(twiml.contains(r#"callerId="+14155552671""#), "{twiml}");
         assert!(
@@ -393,9 +551,32 @@ mod tests {
             "{twiml}"
         );
         assert!(twiml.contains("&amp;event=answered\">+447700900123</Number>"), "{twiml}");
-        let warm =
-            dial_twiml("https://n.example", "call_1", "+447700900123", "+14155552671", Some("t1"));
-        assert!(warm.contains("&amp;event=answered&amp;whisper=t1\">"), "{warm}");
+    }
+
+    #[test]
+    fn a_warm_transfer_holds_the_caller_and_the_destination_starts_the_conference() {
+        let hold = hold_twiml("https://n.example/", "call_1", "+447700900123");
+        assert!(
+            hold.contains(r#"<Conference beep="false" endConferenceOnExit="true" startConferenceOnEnter="false">nixflex-transfer-call_1</Conference>"#),
+            "{hold}"
+        );
+        assert!(hold.contains("&amp;event=warm-held\" method=\"POST\""), "{hold}");
+        assert!(!hold.contains("token="), "the caller's leg needs no token: {hold}");
+        let join = destination_twiml("https://n.example", "call_1", "t1");
+        assert!(
+            join.contains("<Play>https://n.example/twilio/whisper?call_id=call_1&amp;token=t1</Play><Dial><Conference beep=\"false\" endConferenceOnExit=\"true\" startConferenceOnEnter=\"true\">nixflex-transfer-call_1</Conference></Dial>"),
+            "{join}"
+        );
+        let status =
+            warm_url("https://n.example", "call_1", "+447700900123", WarmEvent::Status, Some("t1"));
+        assert_eq!(
+            status,
+            "https://n.example/twilio/transfer?call_id=call_1&number=%2B447700900123&event=warm-status&token=t1"
+        );
+        for event in [WarmEvent::Answered, WarmEvent::Status, WarmEvent::HoldEnded] {
+            assert_eq!(WarmEvent::parse(event.as_str()), Some(event));
+        }
+        assert_eq!(WarmEvent::parse("answered"), None);
     }
 
     #[test]

@@ -56,34 +56,21 @@ where
         self.end_after_playout = Some(EndReason::Transferred);
     }
 
-    /// Redirects the live call to the `<Dial>` of the pending transfer. True when the carrier
-    /// took it (the session then lets go of the call); false when it could not be placed, in
-    /// which case the agent is told and the conversation goes on.
+    /// Hands the call over for the pending transfer: a cold transfer redirects the live call to
+    /// a `<Dial>`; a warm one calls the destination and puts the caller on hold in a conference
+    /// (`crate::transfer`). True when the carrier took it (the session then lets go of the
+    /// call); false when it could not be placed, in which case the agent is told and the
+    /// conversation goes on.
     pub(super) async fn hand_off(&mut self) -> bool {
         let Some(PendingTransfer { number, warm }) = self.transfer_to.take() else { return false };
         let base = self.engine.config().public_url.clone();
         let call_sid = self.setup.call.twilio_call_sid.clone();
-        let redirected = match (base, call_sid) {
+        let handed = match (base, call_sid) {
             (Some(base), Some(call_sid)) => {
-                let whisper = if warm { self.whisper_token().await } else { None };
-                let twiml = transfer::dial_twiml(
-                    &base,
-                    self.setup.call.call_id.as_str(),
-                    &number,
-                    self.setup.number.phone_number.as_str(),
-                    whisper.as_deref(),
-                );
-                match self
-                    .engine
-                    .twilio()
-                    .update_call(&self.setup.credentials, &call_sid, &UpdateCall::twiml(twiml))
-                    .await
-                {
-                    Ok(_) => true,
-                    Err(error) => {
-                        tracing::warn!(message = "The carrier refused the transfer.", error = %error, twilio_code = error.twilio_code());
-                        false
-                    }
+                let token = if warm { self.whisper_token().await } else { None };
+                match token {
+                    Some(token) => self.hand_off_warm(&base, &call_sid, &number, &token).await,
+                    None => self.hand_off_cold(&base, &call_sid, &number).await,
                 }
             }
             _ => {
@@ -93,8 +80,8 @@ where
                 false
             }
         };
-        if redirected {
-            tracing::info!(message = "Call handed over to the carrier for the transfer.", number = %number);
+        if handed {
+            tracing::info!(message = "Call handed over to the carrier for the transfer.", number = %number, warm);
             return true;
         }
         self.ended = None;
@@ -104,9 +91,49 @@ where
         false
     }
 
-    /// A one-time token for the whisper audio of a warm transfer, its hash stored on the call
-    /// before the carrier can ask for it (it replaces the stream token, which is spent). `None`
-    /// when it cannot be stored: the transfer is then made cold.
+    async fn hand_off_cold(&self, base: &str, call_sid: &str, number: &str) -> bool {
+        let twiml = transfer::dial_twiml(
+            base,
+            self.setup.call.call_id.as_str(),
+            number,
+            self.setup.number.phone_number.as_str(),
+        );
+        match self
+            .engine
+            .twilio()
+            .update_call(&self.setup.credentials, call_sid, &UpdateCall::twiml(twiml))
+            .await
+        {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(message = "The carrier refused the transfer.", error = %error, twilio_code = error.twilio_code());
+                false
+            }
+        }
+    }
+
+    async fn hand_off_warm(&self, base: &str, call_sid: &str, number: &str, token: &str) -> bool {
+        let warm = transfer::WarmTransfer {
+            base,
+            credentials: &self.setup.credentials,
+            call_id: self.setup.call.call_id.as_str(),
+            call_sid,
+            number,
+            business_number: self.setup.number.phone_number.as_str(),
+            token,
+        };
+        match self.engine.start_warm_transfer(&warm).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(message = "The warm transfer could not start.", error = %error);
+                false
+            }
+        }
+    }
+
+    /// The one-time token of a warm transfer (the destination leg's callbacks and the whisper
+    /// audio), its hash stored on the call before the carrier can use it (it replaces the stream
+    /// token, which is spent). `None` when it cannot be stored: the transfer is then made cold.
     async fn whisper_token(&self) -> Option<String> {
         let token = ids::new_key_secret();
         let update =

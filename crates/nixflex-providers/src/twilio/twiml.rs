@@ -82,6 +82,26 @@ pub struct DialOptions {
     pub number_url: Option<String>,
 }
 
+/// Options of `<Dial>` around a `<Conference>` (https://www.twilio.com/docs/voice/twiml/conference).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConferenceOptions {
+    /// `<Dial action>`: requested when this participant leaves the conference.
+    pub action: Option<String>,
+    /// `<Dial method>` for `action`.
+    pub method: Option<String>,
+    /// `startConferenceOnEnter` (Twilio's default is true): false makes this participant wait
+    /// on hold (`waitUrl`) until one with true joins.
+    pub start_on_enter: Option<bool>,
+    /// `endConferenceOnExit` (default false): the conference ends for everyone when this
+    /// participant leaves.
+    pub end_on_exit: Option<bool>,
+    /// `beep` (default true): the tone when someone joins or leaves.
+    pub beep: Option<bool>,
+    /// `waitUrl`: what waiting participants hear (Twilio's default is hold music; empty
+    /// means silence).
+    pub wait_url: Option<String>,
+}
+
 /// A TwiML `<Response>` under construction. Verbs appear in the order they are added.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Response {
@@ -170,6 +190,23 @@ impl Response {
         let mut called = Element::new("Number");
         called.attr_opt("url", options.number_url.as_deref());
         dial.children.push(called.text(number));
+        self.verbs.push(dial);
+        self
+    }
+
+    /// Appends `<Dial …><Conference …>name</Conference></Dial>`.
+    #[must_use]
+    pub fn dial_conference(mut self, name: &str, options: &ConferenceOptions) -> Self {
+        let flag = |value: bool| if value { "true" } else { "false" };
+        let mut dial = Element::new("Dial");
+        dial.attr_opt("action", options.action.as_deref());
+        dial.attr_opt("method", options.method.as_deref());
+        let mut room = Element::new("Conference");
+        room.attr_opt("startConferenceOnEnter", options.start_on_enter.map(flag));
+        room.attr_opt("endConferenceOnExit", options.end_on_exit.map(flag));
+        room.attr_opt("beep", options.beep.map(flag));
+        room.attr_opt("waitUrl", options.wait_url.as_deref());
+        dial.children.push(room.text(name));
         self.verbs.push(dial);
         self
     }
@@ -364,6 +401,32 @@ mod tests {
         assert_eq!(
             Response::new().say_with("Hi", &options).to_xml(),
             r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say language="en-US" voice="Polly.Joanna">Hi</Say></Response>"#
+        );
+    }
+
+    #[test]
+    fn dial_conference_matches_the_helper_library() {
+        let hold = ConferenceOptions {
+            action: Some("https://a/t?x=1&y=2".to_owned()),
+            method: Some("POST".to_owned()),
+            start_on_enter: Some(false),
+            end_on_exit: Some(true),
+            beep: Some(false),
+            wait_url: None,
+        };
+        assert_eq!(
+            Response::new().dial_conference("nixflex-transfer-call_1", &hold).to_xml(),
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial action="https://a/t?x=1&amp;y=2" method="POST"><Conference beep="false" endConferenceOnExit="true" startConferenceOnEnter="false">nixflex-transfer-call_1</Conference></Dial></Response>"#
+        );
+        let join = ConferenceOptions {
+            start_on_enter: Some(true),
+            end_on_exit: Some(true),
+            beep: Some(false),
+            ..ConferenceOptions::default()
+        };
+        assert_eq!(
+            Response::new().play("https://a/w").dial_conference("room", &join).to_xml(),
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Play>https://a/w</Play><Dial><Conference beep="false" endConferenceOnExit="true" startConferenceOnEnter="true">room</Conference></Dial></Response>"#
         );
     }
 

@@ -56,7 +56,8 @@ pub enum Callee {
     },
     /// The line is busy (SIP 486).
     Busy,
-    /// It rings for `ring_for`, then nobody answers (SIP 487).
+    /// It rings for `ring_for` (at most the create's `Timeout`), then nobody answers (SIP 487).
+    /// A person or voicemail whose `ring_for` reaches the `Timeout` is not answered either.
     NoAnswer {
         /// Ringing time.
         ring_for: Duration,
@@ -87,6 +88,12 @@ impl Callee {
 pub struct CalleeRun {
     /// The call's SID.
     pub call_sid: String,
+    /// The number dialled (`To`).
+    pub to: String,
+    /// When the emulator accepted the `POST …/Calls.json` that created the call.
+    pub dialled_at: std::time::Instant,
+    /// When the callee answered (the media side's clock starts about then).
+    pub answered_at: Option<std::time::Instant>,
     /// The final status sent.
     pub final_status: String,
     /// The media side, when the call was answered.
@@ -102,6 +109,8 @@ pub(crate) struct Dial {
     pub(crate) call: CallState,
     pub(crate) callee: Callee,
     pub(crate) auth_token: String,
+    /// When the create request was accepted.
+    pub(crate) dialled_at: std::time::Instant,
 }
 
 struct Callbacks<'a> {
@@ -213,7 +222,7 @@ impl Callbacks<'_> {
 
 /// Plays the callee of one dialled call to its end.
 pub(crate) async fn run(shared: Arc<Shared>, dial: Dial, runs: CalleeRuns) {
-    let Dial { call, callee, auth_token } = dial;
+    let Dial { call, callee, auth_token, dialled_at } = dial;
     let set_status = |status: &str| {
         let mut state = shared.lock();
         if let Some(stored) = state.calls.iter_mut().find(|c| c.sid == call.sid)
@@ -236,6 +245,20 @@ pub(crate) async fn run(shared: Arc<Shared>, dial: Dial, runs: CalleeRuns) {
     callbacks.status("ringing", &[]).await;
     let unanswered =
         |sip: u16| vec![("CallDuration", "0".to_owned()), ("SipResponseCode", sip.to_string())];
+    // `Timeout`: how long Twilio lets the call ring before giving up (default 60 s).
+    let timeout = callbacks
+        .first("Timeout")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(Duration::from_secs(60), Duration::from_secs);
+    let callee = match callee {
+        Callee::Human { ring_for, .. } | Callee::Voicemail { ring_for, .. }
+            if ring_for >= timeout =>
+        {
+            Callee::NoAnswer { ring_for }
+        }
+        other => other,
+    };
+    let mut answered_at = None;
     let (final_status, recording) = match callee {
         Callee::Busy => {
             set_status("busy");
@@ -248,13 +271,14 @@ pub(crate) async fn run(shared: Arc<Shared>, dial: Dial, runs: CalleeRuns) {
             ("failed", None)
         }
         Callee::NoAnswer { ring_for } => {
-            tokio::time::sleep(ring_for).await;
+            tokio::time::sleep(ring_for.min(timeout)).await;
             set_status("no-answer");
             callbacks.status("no-answer", &unanswered(487)).await;
             ("no-answer", None)
         }
         Callee::Human { ring_for, script } => {
             tokio::time::sleep(ring_for).await;
+            answered_at = Some(std::time::Instant::now());
             let recording = answer(&shared, &mut callbacks, script, "human", 1800).await;
             ("completed", recording)
         }
@@ -274,12 +298,16 @@ pub(crate) async fn run(shared: Arc<Shared>, dial: Dial, runs: CalleeRuns) {
                 .tone(1000, Duration::from_millis(300))
                 .silence(silence)
                 .hang_up();
+            answered_at = Some(std::time::Instant::now());
             let recording = answer(&shared, &mut callbacks, script, answered_by, after_ms).await;
             ("completed", recording)
         }
     };
     runs.lock().await.push(CalleeRun {
         call_sid: call.sid.clone(),
+        to: call.to.clone(),
+        dialled_at,
+        answered_at,
         final_status: final_status.to_owned(),
         recording,
     });

@@ -49,7 +49,7 @@ pub use self::stream::{
     CODE_TLS_ERROR,
 };
 use self::stream::{CallClock, SessionSetup};
-pub use self::twiml::{Dial, Twiml, TwimlError, TwimlVerb, parse_twiml};
+pub use self::twiml::{Conference, Dial, Twiml, TwimlError, TwimlVerb, parse_twiml};
 use self::webhook::{CallParties, WebhookMethod, WebhookSender, resolve_url};
 use crate::twilio::recordings::Tap;
 use crate::twilio::server::Shared;
@@ -452,7 +452,9 @@ impl CallRun<'_> {
                 }
                 TwimlVerb::Pause { .. } => skip(recording, now, "Pause"),
                 TwimlVerb::Redirect { .. } => skip(recording, now, "Redirect"),
-                TwimlVerb::Play { .. } => skip(recording, now, "Play"),
+                TwimlVerb::Play { url } => {
+                    self.play_to_callee(&document_url, &url, recording).await
+                }
                 TwimlVerb::Other { name } => skip(recording, now, &name),
                 TwimlVerb::Dial(dial) => {
                     if let Some((url, next)) = self.dial(&document_url, &dial, recording).await {
@@ -776,6 +778,9 @@ impl CallRun<'_> {
         recording: &mut CallRecording,
     ) -> Option<(String, Twiml)> {
         use crate::twilio::callee::Callee;
+        if let Some(room) = &dial.conference {
+            return self.conference(document_url, dial, room, recording).await;
+        }
         let callee =
             self.network.and_then(|network| network.lock().callees.get(&dial.number).cloned());
         let timeout = Duration::from_secs(u64::from(dial.timeout_seconds));
@@ -867,6 +872,112 @@ impl CallRun<'_> {
         let body =
             self.fetch(WebhookPurpose::DialAction, &url, method, &params, recording).await.ok()?;
         self.parse_or_record(&body, recording).map(|twiml| (url, twiml))
+    }
+
+    /// Runs a `<Dial><Conference>` (https://www.twilio.com/docs/voice/twiml/conference) in the
+    /// REST emulator's room of that name: the call enters (on hold while the conference has not
+    /// started), talks once the conference has started and someone else is in it, and leaves
+    /// when the conference ends (a participant with `endConferenceOnExit` left), when a REST
+    /// update redirects or ends the call, or — for a participant that starts *and* ends the
+    /// conference, as a transfer's destination does — after talking for [`DIAL_TALK`]. Leaving
+    /// with `endConferenceOnExit` ends the conference for everyone. Then the `<Dial action>` is
+    /// requested (unless the call was redirected or ended) and its TwiML replaces the document.
+    async fn conference(
+        &self,
+        document_url: &str,
+        dial: &Dial,
+        room: &Conference,
+        recording: &mut CallRecording,
+    ) -> Option<(String, Twiml)> {
+        use crate::twilio::state::ConferenceRoom;
+        let Some(network) = self.network else {
+            skip(recording, self.clock.now(), "Conference");
+            return None;
+        };
+        let sid = self.parties.call_sid.clone();
+        let updates_before = self.update_count();
+        let on_hold = {
+            let mut state = network.lock();
+            let entry = state.conferences.entry(room.name.clone()).or_default();
+            if entry.ended {
+                // A new conference under the same name.
+                *entry = ConferenceRoom::default();
+            }
+            entry.participants.push(sid.clone());
+            entry.started |= room.start_on_enter;
+            !entry.started
+        };
+        let name = room.name.clone();
+        recording.push(
+            self.clock.now(),
+            CallEventKind::ConferenceEntered { name: name.clone(), on_hold },
+        );
+        let deadline = self.clock.now() + self.config.max_call_duration;
+        let mut talking_since: Option<Duration> = None;
+        let why = loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = self.clock.now();
+            if self.update_count() > updates_before {
+                if self.redirect_since(updates_before).is_some() {
+                    break "redirected";
+                }
+                if network.lock().calls.iter().any(|call| call.sid == sid && call.is_final()) {
+                    break "ended";
+                }
+            }
+            let (started, others, ended) = {
+                let state = network.lock();
+                state.conferences.get(&name).map_or((false, 0, true), |r| {
+                    (r.started, r.participants.iter().filter(|p| **p != sid).count(), r.ended)
+                })
+            };
+            if ended {
+                break "conference-ended";
+            }
+            if started && others > 0 && talking_since.is_none() {
+                talking_since = Some(now);
+                recording.push(now, CallEventKind::ConferenceTalking { name: name.clone() });
+            }
+            if room.start_on_enter
+                && room.end_on_exit
+                && talking_since.is_some_and(|since| now.saturating_sub(since) >= DIAL_TALK)
+            {
+                break "talked";
+            }
+            if now >= deadline {
+                break "timeout";
+            }
+        };
+        {
+            let mut state = network.lock();
+            if let Some(entry) = state.conferences.get_mut(&name) {
+                entry.participants.retain(|p| *p != sid);
+                if room.end_on_exit && entry.started {
+                    entry.ended = true;
+                }
+            }
+        }
+        recording
+            .push(self.clock.now(), CallEventKind::ConferenceLeft { name, why: why.to_owned() });
+        match why {
+            "redirected" => {
+                let redirect = self.redirect_since(updates_before)?;
+                recording.push(self.clock.now(), CallEventKind::Redirected);
+                self.follow_redirect(document_url, redirect, recording).await
+            }
+            "ended" => Some((document_url.to_owned(), Twiml { verbs: vec![TwimlVerb::Hangup] })),
+            _ => {
+                let action = dial.action.as_deref()?;
+                let url = resolve_url(document_url, action, false)?;
+                let params = self.parties.standard_params("in-progress");
+                let method = WebhookMethod::from_attribute(dial.method.as_deref());
+                let body = self
+                    .fetch(WebhookPurpose::DialAction, &url, method, &params, recording)
+                    .await
+                    .ok()?;
+                self.parse_or_record(&body, recording).map(|twiml| (url, twiml))
+            }
+        }
     }
 
     /// Fetches a `<Play>` URL (a plain GET) and records what came back.

@@ -497,6 +497,11 @@ impl TwilioEmulator {
         }
     }
 
+    /// Every finished run of a scripted callee so far, in the order they finished.
+    pub async fn callee_runs(&self) -> Vec<CalleeRun> {
+        self.shared.callee_runs.lock().await.clone()
+    }
+
     /// POSTs `params` to `url` as Twilio delivers a webhook: form-encoded, signed with
     /// `auth_token` in `X-Twilio-Signature`, with a fresh `I-Twilio-Idempotency-Token`.
     ///

@@ -442,6 +442,7 @@ fn create_call(state: &mut State, incoming: &Incoming, account_sid: &str) -> Ans
             call: call.clone(),
             callee,
             auth_token,
+            dialled_at: std::time::Instant::now(),
         });
     }
     state.calls.push(call);

@@ -423,6 +423,19 @@ pub(crate) struct State {
     pub(crate) callees: HashMap<String, crate::twilio::callee::Callee>,
     /// Calls just created whose callee is scripted; the handler starts them.
     pub(crate) pending_dials: Vec<crate::twilio::callee::Dial>,
+    /// Conference rooms by name (`<Dial><Conference>`).
+    pub(crate) conferences: HashMap<String, ConferenceRoom>,
+}
+
+/// A conference room: who is in it, whether it has started (a participant with
+/// `startConferenceOnEnter` entered) and whether it has ended (one with `endConferenceOnExit`
+/// left).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConferenceRoom {
+    /// Call SIDs of the participants in the room now.
+    pub(crate) participants: Vec<String>,
+    pub(crate) started: bool,
+    pub(crate) ended: bool,
 }
 
 impl State {

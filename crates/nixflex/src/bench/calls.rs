@@ -20,6 +20,13 @@
 //!   (gaps inside agent utterances);
 //! - the server process's CPU seconds and peak RSS (from `/proc`).
 //!
+//! With `--outbound` the calls go the other way: each is placed with `POST /v1/calls/outbound`,
+//! waits in the capacity queue for its `call.dial` job, is created at the Twilio emulator and
+//! answered there by a scripted callee (the caller emulator on the callee's side), who says
+//! hello first; the agent's opener is the reply to that hello. Added figures: queue → dial (the
+//! API request sent → the emulator accepted the `Calls.json` create) and answer → first word
+//! (the callee's media stream open → the agent's first frame received).
+//!
 //! Numbers go in notes and docs, never into timed tests.
 
 use std::collections::BTreeMap;
@@ -35,11 +42,11 @@ use hdrhistogram::Histogram;
 use nixflex_testkit::anthropic::{AnthropicEmulator, Reply, Timing};
 use nixflex_testkit::deepgram::DeepgramEmulator;
 use nixflex_testkit::inworld::InworldEmulator;
-use nixflex_testkit::twilio::TwilioEmulator;
 use nixflex_testkit::twilio::caller::{
     CallEventKind, CallOutcome, CallRecording, CallerConfig, CallerEmulator, CallerScript, EndedBy,
     PlaceCall, UTTERANCE_GAP,
 };
+use nixflex_testkit::twilio::{Callee, CalleeRun, TwilioEmulator};
 use nixflex_testkit::webhook::{Received, WebhookReceiver};
 use serde_json::{Value, json};
 
@@ -53,6 +60,10 @@ const GREETING: &str = "Hello, thanks for calling the bench line.";
 const REPLY: &str = "Got it, thank you. Is there anything else I can do?";
 /// The agent's reply to the last caller turn.
 const GOODBYE: &str = "You're welcome. Goodbye! [END_CALL]";
+/// How the Deepgram emulator transcribes every caller utterance (followed by a number).
+const UTTERANCE_PREFIX: &str = "This is caller utterance number";
+/// What an outbound call is for (`prompt`).
+const PURPOSE: &str = "Remind the customer of their appointment tomorrow at 10 a.m.";
 /// One μ-law media frame: 20 ms at 8 kHz.
 const FRAME_BYTES: usize = 160;
 const FRAME: Duration = Duration::from_millis(20);
@@ -101,6 +112,10 @@ pub struct CallsBenchArgs {
     /// itself and stores a WAV in the server's recordings directory).
     #[arg(long, value_enum, default_value_t = BenchRecording::Provider)]
     pub recording: BenchRecording,
+    /// Place outbound calls (`POST /v1/calls/outbound`, dialled through the capacity queue and
+    /// answered by scripted callees) instead of receiving inbound ones.
+    #[arg(long)]
+    pub outbound: bool,
 }
 
 /// `--recording`.
@@ -166,6 +181,7 @@ struct Plan {
     say: Duration,
     ramp: Duration,
     recording: BenchRecording,
+    outbound: bool,
 }
 
 impl Plan {
@@ -178,6 +194,7 @@ impl Plan {
             say: Duration::from_millis(args.say_ms),
             ramp: Duration::from_millis(args.ramp_ms),
             recording: args.recording,
+            outbound: args.outbound,
         }
     }
 
@@ -189,10 +206,16 @@ impl Plan {
         self.eagerness.max(hangover) + self.llm_ttfb + self.tts_ttfb
     }
 
+    /// What each caller (inbound) or callee (outbound) does. An inbound caller waits for the
+    /// greeting first; a callee picks up and says hello (turn 1), which the agent's opener
+    /// answers.
     fn script(&self) -> CallerScript {
-        let mut script = CallerScript::new()
-            .wait_for_agent_speech(Duration::from_secs(30))
-            .wait_for_agent_silence(Duration::from_millis(600), Duration::from_secs(60));
+        let mut script = CallerScript::new();
+        if !self.outbound {
+            script = script
+                .wait_for_agent_speech(Duration::from_secs(30))
+                .wait_for_agent_silence(Duration::from_millis(600), Duration::from_secs(60));
+        }
         for turn in 1..=self.turns {
             script = script.say(&turn_label(turn), self.say);
             if turn < self.turns {
@@ -217,8 +240,9 @@ fn turn_label(turn: usize) -> String {
 }
 
 /// The LLM's answer: the analysis when asked for it, else a two-sentence reply, and the goodbye
-/// with `[END_CALL]` once the caller has spoken `turns` times (counted as the user messages that are not engine notes like
-/// `[The call connected.]`).
+/// with `[END_CALL]` once the caller has spoken `turns` times (counted as the Deepgram
+/// emulator's transcripts in user messages — an outbound callee's hello shares its message with
+/// the engine's opener note, so messages themselves are not counted).
 fn reply_for(body: &Value, turns: usize) -> Reply {
     // The post-call analysis asks for one forced tool call.
     if body["tool_choice"]["name"] == "record_call_analysis" {
@@ -238,8 +262,8 @@ fn reply_for(body: &Value, turns: usize) -> Reply {
         messages
             .iter()
             .filter(|message| message["role"] == "user")
-            .filter(|message| !message_text(&message["content"]).trim_start().starts_with('['))
-            .count()
+            .map(|message| message_text(&message["content"]).matches(UTTERANCE_PREFIX).count())
+            .sum::<usize>()
     });
     Reply::text(if caller_turns >= turns { GOODBYE } else { REPLY })
 }
@@ -274,7 +298,7 @@ impl Emulators {
         // an utterance detected with the queue empty is transcribed as "" (which never ends a
         // turn). Every call says `turns` things; the rest is a margin.
         for index in 0..calls * (plan.turns + 2) {
-            stt.push_utterance(format!("This is caller utterance number {index}."));
+            stt.push_utterance(format!("{UTTERANCE_PREFIX} {index}."));
         }
         Ok(Self { twilio, stt, llm, tts })
     }
@@ -518,6 +542,7 @@ fn clock_ticks_per_second() -> f64 {
 struct Setup {
     bearer: String,
     place: PlaceCall,
+    agent_id: String,
 }
 
 async fn provision(
@@ -562,7 +587,7 @@ async fn provision(
     emulators.twilio.add_number(&account.sid, NUMBER);
     let _: Value = checked(
         http.post(format!("{base}/v1/phone-numbers")).header("authorization", &bearer).json(
-            &json!({"phone_number": NUMBER, "agent_id": agent_id, "twilio_sid": account.sid, "twilio_token": account.auth_token}),
+            &json!({"phone_number": NUMBER, "agent_id": agent_id, "twilio_sid": account.sid, "twilio_token": account.auth_token, "outbound_enabled": true}),
         ),
         "importing the number",
     )
@@ -574,7 +599,7 @@ async fn provision(
         "+447386000000",
         NUMBER,
     );
-    Ok(Setup { bearer, place })
+    Ok(Setup { bearer, place, agent_id: agent_id.to_owned() })
 }
 
 async fn checked(request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
@@ -592,6 +617,20 @@ struct Placed {
     started: Duration,
     recording: Option<CallRecording>,
     error: Option<String>,
+    /// Outbound: the API request sent → the emulator accepted the call's create.
+    queue_to_dial: Option<Duration>,
+}
+
+impl Placed {
+    fn failed(started: Duration, error: String) -> Self {
+        Self { started, recording: None, error: Some(error), queue_to_dial: None }
+    }
+}
+
+/// The number the `index`-th call comes from (inbound) or goes to (outbound): distinct, so no
+/// call reads another's history as its caller's past calls.
+fn party_number(index: usize) -> String {
+    format!("+447386{:06}", index + 1)
 }
 
 async fn place_calls(
@@ -605,8 +644,7 @@ async fn place_calls(
     let mut tasks = Vec::with_capacity(n);
     for index in 0..n {
         let mut place = template.clone();
-        // Distinct callers, so no call reads another's history as its caller's past calls.
-        place.from = format!("+447386{:06}", index + 1);
+        place.from = party_number(index);
         let offset = plan.ramp.mul_f64(index as f64 / n as f64);
         let (caller, script) = (caller.clone(), script.clone());
         tasks.push(tokio::spawn(async move {
@@ -620,15 +658,90 @@ async fn place_calls(
     for task in tasks {
         placed.push(match task.await {
             Ok((started, Ok(recording))) => {
-                Placed { started, recording: Some(recording), error: None }
+                Placed { started, recording: Some(recording), error: None, queue_to_dial: None }
             }
-            Ok((started, Err(error))) => {
-                Placed { started, recording: None, error: Some(error.to_string()) }
-            }
-            Err(error) => {
-                Placed { started: Duration::ZERO, recording: None, error: Some(error.to_string()) }
-            }
+            Ok((started, Err(error))) => Placed::failed(started, error.to_string()),
+            Err(error) => Placed::failed(Duration::ZERO, error.to_string()),
         });
+    }
+    (placed, origin.into_std())
+}
+
+/// Places `n` outbound calls through the API, each to its own scripted callee, staggered over
+/// the ramp, and collects each callee's side of the call once it has ended.
+async fn place_outbound_calls(
+    http: &reqwest::Client,
+    base: &str,
+    setup: &Setup,
+    twilio: &TwilioEmulator,
+    plan: Plan,
+    n: usize,
+) -> (Vec<Placed>, std::time::Instant) {
+    let script = plan.script();
+    for index in 0..n {
+        twilio.add_callee(
+            &party_number(index),
+            Callee::Human { ring_for: Duration::from_millis(100), script: script.clone() },
+        );
+    }
+    let origin = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for index in 0..n {
+        let offset = plan.ramp.mul_f64(index as f64 / n as f64);
+        let request = http
+            .post(format!("{base}/v1/calls/outbound"))
+            .header("authorization", &setup.bearer)
+            .json(&json!({"agent_id": setup.agent_id, "to_number": party_number(index), "prompt": PURPOSE}));
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(origin + offset).await;
+            let sent = std::time::Instant::now();
+            (origin.elapsed(), sent, checked(request, "placing an outbound call").await)
+        }));
+    }
+    let mut queued = BTreeMap::new();
+    let mut placed = Vec::with_capacity(n);
+    for (index, task) in tasks.into_iter().enumerate() {
+        match task.await {
+            Ok((started, sent, Ok(_))) => {
+                queued.insert(party_number(index), (started, sent));
+            }
+            Ok((started, _, Err(error))) => placed.push(Placed::failed(started, error.to_string())),
+            Err(error) => placed.push(Placed::failed(Duration::ZERO, error.to_string())),
+        }
+    }
+    let deadline = Instant::now() + plan.max_call() + plan.ramp + Duration::from_secs(60);
+    let runs = loop {
+        let runs = twilio.callee_runs().await;
+        if runs.len() >= queued.len() || Instant::now() >= deadline {
+            break runs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut by_number: BTreeMap<String, CalleeRun> =
+        runs.into_iter().map(|run| (run.to.clone(), run)).collect();
+    for (to, (started, sent)) in queued {
+        let Some(run) = by_number.remove(&to) else {
+            placed.push(Placed::failed(started, format!("{to}: never dialled or never ended")));
+            continue;
+        };
+        let queue_to_dial = Some(run.dialled_at.saturating_duration_since(sent));
+        // The media side's clock starts when the callee answers.
+        let started =
+            run.answered_at.unwrap_or(run.dialled_at).saturating_duration_since(origin.into_std());
+        match run.recording {
+            Some(recording) => {
+                placed.push(Placed {
+                    started,
+                    recording: Some(recording),
+                    error: None,
+                    queue_to_dial,
+                });
+            }
+            None => placed.push(Placed {
+                queue_to_dial,
+                ..Placed::failed(started, format!("{to}: ended {} unanswered", run.final_status))
+            }),
+        }
     }
     (placed, origin.into_std())
 }
@@ -771,6 +884,7 @@ struct RunReport {
     missing_replies: usize,
     answer: Dist,
     greeting: Dist,
+    queue_to_dial: Dist,
     server_turns: BTreeMap<&'static str, Dist>,
     server_records: usize,
     server_reasons: BTreeMap<String, usize>,
@@ -834,7 +948,11 @@ async fn run_once(args: &CallsBenchArgs, n: usize, clk_tck: f64) -> anyhow::Resu
     let bench_before = proc_sample("self").unwrap_or_default();
     let machine_before = machine_busy_ticks().unwrap_or(0);
     let started = Instant::now();
-    let (placed, origin) = place_calls(&caller, &setup.place, plan, n).await;
+    let (placed, origin) = if plan.outbound {
+        place_outbound_calls(&http, &server.base, &setup, &emulators.twilio, plan, n).await
+    } else {
+        place_calls(&caller, &setup.place, plan, n).await
+    };
     let wall = started.elapsed();
     let after = proc_sample(&pid).unwrap_or_default();
     let bench_after = proc_sample("self").unwrap_or_default();
@@ -865,6 +983,7 @@ async fn run_once(args: &CallsBenchArgs, n: usize, clk_tck: f64) -> anyhow::Resu
         missing_replies: 0,
         answer: Dist::new(),
         greeting: Dist::new(),
+        queue_to_dial: Dist::new(),
         server_turns: SERVER_FIELDS.iter().map(|field| (*field, Dist::new())).collect(),
         server_records: records.len(),
         server_reasons: BTreeMap::new(),
@@ -946,6 +1065,9 @@ impl RunReport {
     }
 
     fn add_call(&mut self, call: &Placed) {
+        if let Some(delay) = call.queue_to_dial {
+            self.queue_to_dial.record(delay);
+        }
         let Some(recording) = &call.recording else {
             self.fail("task", call.error.clone().unwrap_or_default());
             return;
@@ -1115,9 +1237,10 @@ impl RunReport {
         let plan = &self.plan;
         let n = self.n as f64;
         println!(
-            "\n=== nixflex bench calls: N={} calls x {} turns | LLM TTFB {} ms, TTS TTFB {} ms, \
+            "\n=== nixflex bench calls: N={} {} calls x {} turns | LLM TTFB {} ms, TTS TTFB {} ms, \
              response_eagerness {} ms, caller speech {} ms, ramp {} ms, recording {:?} ===",
             self.n,
+            if plan.outbound { "outbound" } else { "inbound" },
             plan.turns,
             plan.llm_ttfb.as_millis(),
             plan.tts_ttfb.as_millis(),
@@ -1138,9 +1261,20 @@ impl RunReport {
         for example in &self.failure_examples {
             println!("  e.g. {example}");
         }
-        println!("call set-up, caller side:");
-        println!("  webhook -> media stream open    {}", self.answer.line());
-        println!("  stream open -> greeting's first frame {}", self.greeting.line());
+        if plan.outbound {
+            println!("call set-up, callee side (outbound, through the capacity queue):");
+            println!("  API request -> Twilio create    {}", self.queue_to_dial.line());
+            println!("  answer URL -> media stream open {}", self.answer.line());
+            println!(
+                "  answer (stream open) -> agent's first word {} (the callee says hello for {} ms                  first; the opener answers it)",
+                self.greeting.line(),
+                plan.say.as_millis()
+            );
+        } else {
+            println!("call set-up, caller side:");
+            println!("  webhook -> media stream open    {}", self.answer.line());
+            println!("  stream open -> greeting's first frame {}", self.greeting.line());
+        }
         println!(
             "caller side, per turn: caller end of speech -> first agent frame received \
              ({} replies missing)",

@@ -1,6 +1,7 @@
-//! Cold transfers end to end (docs/engine.md#transfers): the agent's `[TRANSFER:]` tag, the
-//! carrier redirect to `<Dial>`, the emulated destination answering, busy or not answering, and
-//! the `/twilio/transfer` callbacks; inbound and outbound calls.
+//! Transfers end to end (docs/engine.md#transfers): the agent's `[TRANSFER:]` tag; cold — the
+//! carrier redirect to `<Dial>`; warm — the caller on hold in a conference while the destination
+//! is called and hears the whisper; the emulated destination answering, busy or not answering,
+//! and the `/twilio/transfer` callbacks; inbound and outbound calls.
 
 use std::time::Duration;
 
@@ -151,11 +152,12 @@ async fn an_answered_cold_transfer_ends_the_call_transferred(backend: Backend) {
 /// `[TRANSFER:+…]` to a number that does not connect: the caller is back with the agent on a new
 /// stream of the same call, the model is told why, the caller hears it, and the conversation
 /// goes on to its normal end.
-async fn transfer_falls_back(backend: Backend, callee: Callee, reason: &str) {
+async fn transfer_falls_back(backend: Backend, callee: Callee, reason: &str, warm: bool) {
     let lab = CallLab::start(
         backend,
         json!({"welcome_message": "Hello, Bella's Bakery!", "response_eagerness": 200,
-               "func_cold_transfer": true}),
+               "func_cold_transfer": true,
+               "transfer_type": if warm { "warm" } else { "cold" }}),
     )
     .await;
     lab.twilio.add_callee(SALES, callee);
@@ -176,7 +178,15 @@ async fn transfer_falls_back(backend: Backend, callee: Callee, reason: &str) {
         "no answer" => "no-answer",
         _ => "busy",
     };
-    assert_eq!(dialed(&recording), [(SALES.to_owned(), status.to_owned())]);
+    if warm {
+        assert!(dialed(&recording).is_empty());
+        assert_eq!(conference_steps(&recording), ["entered on hold", "left: redirected"]);
+        let sales = destination_leg(&lab, SALES).await;
+        assert_eq!(sales.final_status, status);
+        assert!(sales.recording.is_none());
+    } else {
+        assert_eq!(dialed(&recording), [(SALES.to_owned(), status.to_owned())]);
+    }
     assert!(webhook_statuses(&recording, WebhookPurpose::DialNumberUrl).is_empty());
     let streams: Vec<Duration> = recording
         .events
@@ -217,12 +227,17 @@ async fn transfer_falls_back(backend: Backend, callee: Callee, reason: &str) {
 async fn an_unanswered_transfer_to_a_tagged_number_returns_the_caller_to_the_agent(
     backend: Backend,
 ) {
-    Box::pin(transfer_falls_back(backend, Callee::NoAnswer { ring_for: secs(0.2) }, "no answer"))
-        .await;
+    Box::pin(transfer_falls_back(
+        backend,
+        Callee::NoAnswer { ring_for: secs(0.2) },
+        "no answer",
+        false,
+    ))
+    .await;
 }
 
 async fn a_busy_transfer_returns_the_caller_to_the_agent(backend: Backend) {
-    Box::pin(transfer_falls_back(backend, Callee::Busy, "the line was busy")).await;
+    Box::pin(transfer_falls_back(backend, Callee::Busy, "the line was busy", false)).await;
 }
 
 /// An outbound call is transferred like an inbound one.
@@ -313,6 +328,61 @@ async fn a_transfer_callback_for_another_call_changes_nothing(backend: Backend) 
     assert_eq!(after["ended_reason"], "caller_hangup");
 }
 
+/// A warm transfer's callbacks name the call by our id and prove themselves with the one-time
+/// token: a forged `warm-answered` or `warm-status` for a live call whose token it does not know
+/// neither transfers it nor pulls it anywhere.
+async fn a_warm_transfer_callback_without_the_calls_token_changes_nothing(backend: Backend) {
+    let lab = CallLab::start(backend, json!({"welcome_message": "Hi!"})).await;
+    let caller = CallerEmulator::new().unwrap().with_network(&lab.twilio);
+    let live = caller.start_inbound_call(
+        lab.place(),
+        CallerScript::new()
+            .wait_for_agent_speech(secs(10.0))
+            .wait_for_agent_silence(secs(0.3), secs(10.0)),
+    );
+    // The caller stays on the line (until `hang_up`) once the greeting has played.
+    let deadline = tokio::time::Instant::now() + secs(20.0);
+    let call_id = loop {
+        let calls: Value = lab.app.get(&lab.key, "/v1/calls").await.json().await.unwrap();
+        let answered =
+            calls["calls"].as_array().unwrap().iter().find(|c| {
+                c["twilio_call_sid"] == live.call_sid() && c["call_status"] == "in-progress"
+            });
+        if let Some(call) = answered {
+            break call["call_id"].as_str().unwrap().to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the call never went live: {calls}");
+        tokio::time::sleep(secs(0.05)).await;
+    };
+    for (event, status) in [("warm-answered", "in-progress"), ("warm-status", "no-answer")] {
+        let params = [
+            ("CallSid", format!("CA{}", "7".repeat(32))),
+            ("AccountSid", lab.number.sid.clone()),
+            ("From", NUMBER.to_owned()),
+            ("To", DESK.to_owned()),
+            ("CallStatus", status.to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v));
+        let url = format!(
+            "{}/twilio/transfer?call_id={call_id}&number=%2B447700900123&event={event}&token=guess",
+            lab.app.base
+        );
+        let answer = lab.twilio.send_webhook(&url, &lab.number.token, &params).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let body = answer.text().await.unwrap();
+        assert!(!body.contains("<Conference") && !body.contains("<Stream"), "{event}: {body}");
+    }
+    assert!(
+        lab.twilio.call(live.call_sid()).unwrap().updates.is_empty(),
+        "the live call was not redirected"
+    );
+    live.hang_up();
+    let recording = live.finish().await.unwrap();
+    assert!(recording.errors().is_empty(), "{:?}", recording.errors());
+    let call = lab.finished_call().await;
+    assert_eq!(call["ended_reason"], "caller_hangup");
+}
+
 fn whisper_plays(recording: &CallRecording) -> Vec<(String, Option<u16>, usize)> {
     recording
         .events
@@ -326,14 +396,44 @@ fn whisper_plays(recording: &CallRecording) -> Vec<(String, Option<u16>, usize)>
         .collect()
 }
 
+/// The conference steps of a leg, in order: `entered(on hold)`, `talking`, `left(why)`.
+fn conference_steps(recording: &CallRecording) -> Vec<String> {
+    recording
+        .events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            CallEventKind::ConferenceEntered { on_hold, .. } => {
+                Some(if *on_hold { "entered on hold".to_owned() } else { "entered".to_owned() })
+            }
+            CallEventKind::ConferenceTalking { .. } => Some("talking".to_owned()),
+            CallEventKind::ConferenceLeft { why, .. } => Some(format!("left: {why}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The destination leg's side of a warm transfer, once it has ended.
+async fn destination_leg(lab: &CallLab, number: &str) -> nixflex_testkit::twilio::CalleeRun {
+    let deadline = tokio::time::Instant::now() + secs(20.0);
+    loop {
+        if let Some(run) = lab.twilio.callee_runs().await.into_iter().find(|r| r.to == number) {
+            return run;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the destination was never called");
+        tokio::time::sleep(secs(0.02)).await;
+    }
+}
+
 fn spoken(lab: &CallLab) -> String {
     lab._tts.requests().iter().map(|r| r.body.to_string()).collect::<Vec<_>>().join("\n")
 }
 
-/// A warm transfer with the agent's `transfer_whisper`: when the desk answers it hears the
-/// whisper in the agent's voice (audio from the server, synthesised by the agent's TTS), then
-/// the caller joins and the call ends `transferred`. The whisper's URL works once the call is
-/// live only.
+/// A warm transfer with the agent's `transfer_whisper`: after the hand-off line the caller waits
+/// on hold in the call's conference while the desk is called (10 s, our number as caller ID);
+/// when the desk answers it hears the whisper in the agent's voice (audio from the server,
+/// synthesised by the agent's TTS), then enters the conference, which starts: the caller is
+/// taken off hold and the two talk; the call ends `transferred`. The whisper's URL works while
+/// the transfer is live only.
 async fn a_warm_transfer_whispers_the_agents_briefing_to_the_destination(backend: Backend) {
     let lab = CallLab::start(
         backend,
@@ -348,12 +448,52 @@ async fn a_warm_transfer_whispers_the_agents_briefing_to_the_destination(backend
     let caller = CallerEmulator::new().unwrap().with_network(&lab.twilio);
     let recording = caller.place_inbound_call(lab.place(), asks_for_a_person()).await;
     assert!(recording.errors().is_empty(), "{:?}", recording.errors());
-    assert_eq!(dialed(&recording), [(DESK.to_owned(), "completed".to_owned())]);
-    let plays = whisper_plays(&recording);
-    assert_eq!(plays.len(), 1, "{:?}", recording.events);
+    let hold = transfer_twiml(&lab, &recording.call_sid);
+    assert!(hold.contains(r#"startConferenceOnEnter="false""#), "{hold}");
+    assert!(
+        !hold.contains("<Number"),
+        "a warm transfer does not <Dial> the desk from the caller's leg: {hold}"
+    );
+    assert_eq!(
+        conference_steps(&recording),
+        ["entered on hold", "talking", "left: conference-ended"],
+        "{:?}",
+        recording.events
+    );
+    assert_eq!(
+        webhook_statuses(&recording, WebhookPurpose::DialAction),
+        [Some(200)],
+        "the caller's <Dial action> after the conference"
+    );
+    assert!(dialed(&recording).is_empty());
+
+    let desk = destination_leg(&lab, DESK).await;
+    let desk_call = lab.twilio.call(&desk.call_sid).unwrap();
+    let param = |name: &str| {
+        desk_call.create_params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    };
+    assert_eq!(param("From").as_deref(), Some(NUMBER), "the business number is shown");
+    assert_eq!(param("Timeout").as_deref(), Some("10"));
+    let desk_side = desk.recording.expect("the desk answered");
+    let plays = whisper_plays(&desk_side);
+    assert_eq!(plays.len(), 1, "{:?}", desk_side.events);
     let (url, status, bytes) = &plays[0];
     assert_eq!(*status, Some(200));
     assert!(*bytes > 44 + 1600, "a WAV with audio: {bytes} bytes");
+    assert_eq!(conference_steps(&desk_side), ["entered", "talking", "left: talked"]);
+    let whispered_at = desk_side
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, CallEventKind::PlayedToCallee { .. }))
+        .unwrap()
+        .at;
+    let entered_at = desk_side
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, CallEventKind::ConferenceEntered { .. }))
+        .unwrap()
+        .at;
+    assert!(whispered_at <= entered_at, "the whisper is heard before the caller is joined");
     assert!(spoken(&lab).contains("A caller wants a refund for order 1234."));
     let call = lab.finished_call().await;
     assert_eq!(call["ended_reason"], "transferred");
@@ -385,7 +525,8 @@ async fn a_warm_transfer_without_a_whisper_has_the_model_write_one(backend: Back
     let caller = CallerEmulator::new().unwrap().with_network(&lab.twilio);
     let recording = caller.place_inbound_call(lab.place(), asks_for_a_person()).await;
     assert!(recording.errors().is_empty(), "{:?}", recording.errors());
-    let plays = whisper_plays(&recording);
+    let desk_side = destination_leg(&lab, DESK).await.recording.expect("the desk answered");
+    let plays = whisper_plays(&desk_side);
     assert_eq!(plays.len(), 1);
     assert_eq!(plays[0].1, Some(200));
     let requests = lab.llm.requests();
@@ -399,8 +540,28 @@ async fn a_warm_transfer_without_a_whisper_has_the_model_write_one(backend: Back
     assert_eq!(lab.finished_call().await["ended_reason"], "transferred");
 }
 
+/// A warm transfer nobody answers: the caller, on hold in the conference, is brought back to the
+/// agent on a new stream of the same call (the destination leg's final status redirects the
+/// live call), and the agent tells them.
+async fn an_unanswered_warm_transfer_takes_the_caller_off_hold_back_to_the_agent(backend: Backend) {
+    Box::pin(transfer_falls_back(
+        backend,
+        Callee::NoAnswer { ring_for: secs(0.2) },
+        "no answer",
+        true,
+    ))
+    .await;
+}
+
+async fn a_busy_warm_transfer_takes_the_caller_back_to_the_agent(backend: Backend) {
+    Box::pin(transfer_falls_back(backend, Callee::Busy, "the line was busy", true)).await;
+}
+
 both!(
+    a_warm_transfer_callback_without_the_calls_token_changes_nothing,
     a_warm_transfer_whispers_the_agents_briefing_to_the_destination,
+    an_unanswered_warm_transfer_takes_the_caller_off_hold_back_to_the_agent,
+    a_busy_warm_transfer_takes_the_caller_back_to_the_agent,
     a_warm_transfer_without_a_whisper_has_the_model_write_one,
     an_answered_cold_transfer_ends_the_call_transferred,
     an_unanswered_transfer_to_a_tagged_number_returns_the_caller_to_the_agent,

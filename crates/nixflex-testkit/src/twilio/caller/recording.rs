@@ -81,6 +81,28 @@ pub enum CallEventKind {
         /// The text.
         text: String,
     },
+    /// The call entered a conference (`<Dial><Conference>`); `on_hold` when it has not started
+    /// yet, so the participant waits (hears the `waitUrl`).
+    ConferenceEntered {
+        /// The room's name.
+        name: String,
+        /// Waiting for a participant who starts the conference.
+        on_hold: bool,
+    },
+    /// The conference has started and someone else is in it: the call talks to them.
+    ConferenceTalking {
+        /// The room's name.
+        name: String,
+    },
+    /// The call left the conference.
+    ConferenceLeft {
+        /// The room's name.
+        name: String,
+        /// `conference-ended` (a participant with `endConferenceOnExit` left), `talked` (this
+        /// scripted participant hung up after talking), `redirected` (a REST update moved the
+        /// call), `ended` (a REST update ended the call) or `timeout`.
+        why: String,
+    },
     /// A `<Dial>` ended: `status` is the `DialCallStatus` Twilio reports.
     Dialed {
         /// The number dialled.
@@ -88,8 +110,8 @@ pub enum CallEventKind {
         /// `completed`, `busy`, `no-answer` or `failed`.
         status: String,
     },
-    /// A `<Play>` of the `<Number url>` TwiML was fetched and played to the dialled party (a
-    /// warm transfer's whisper): `status` is the HTTP status, `bytes` the audio's length.
+    /// A `<Play>` was fetched and played on this leg (e.g. a warm transfer's whisper, heard by
+    /// the transfer's destination): `status` is the HTTP status, `bytes` the audio's length.
     PlayedToCallee {
         /// The audio URL.
         url: String,

@@ -113,6 +113,21 @@ pub struct Dial {
     pub caller_id: Option<String>,
     /// `<Number url>`: requested on the called party's leg when it answers.
     pub number_url: Option<String>,
+    /// `<Conference>` instead of a number (then `number` is empty).
+    pub conference: Option<Conference>,
+}
+
+/// A `<Dial><Conference>` (https://www.twilio.com/docs/voice/twiml/conference).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conference {
+    /// The room's name.
+    pub name: String,
+    /// `startConferenceOnEnter` (Twilio's default: true).
+    pub start_on_enter: bool,
+    /// `endConferenceOnExit` (default: false).
+    pub end_on_exit: bool,
+    /// `waitUrl`, as written.
+    pub wait_url: Option<String>,
 }
 
 /// Why a document is not TwiML Twilio could run (Twilio's error 12100, "Document parse
@@ -185,8 +200,23 @@ fn verb_of(element: &Element) -> Result<TwimlVerb, TwimlError> {
         "Play" => TwimlVerb::Play { url: element.text.trim().to_owned() },
         "Dial" => {
             let number = element.children.iter().find(|child| child.name == "Number");
+            let flag = |room: &Element, name: &str, default: bool| {
+                room.attribute(name).map_or(default, |v| v.eq_ignore_ascii_case("true"))
+            };
+            let conference =
+                element.children.iter().find(|child| child.name == "Conference").map(|room| {
+                    Conference {
+                        name: room.text.trim().to_owned(),
+                        start_on_enter: flag(room, "startConferenceOnEnter", true),
+                        end_on_exit: flag(room, "endConferenceOnExit", false),
+                        wait_url: room.attribute("waitUrl"),
+                    }
+                });
+            if conference.as_ref().is_some_and(|room| room.name.is_empty()) {
+                return Err(TwimlError::new("<Conference> has no name"));
+            }
             let text = number.map_or(element.text.as_str(), |n| n.text.as_str()).trim();
-            if text.is_empty() {
+            if text.is_empty() && conference.is_none() {
                 return Err(TwimlError::new("<Dial> has no number"));
             }
             TwimlVerb::Dial(Dial {
@@ -199,6 +229,7 @@ fn verb_of(element: &Element) -> Result<TwimlVerb, TwimlError> {
                     .unwrap_or(30),
                 caller_id: element.attribute("callerId"),
                 number_url: number.and_then(|n| n.attribute("url")),
+                conference,
             })
         }
         other => TwimlVerb::Other { name: other.to_owned() },
@@ -422,6 +453,7 @@ mod tests {
                 timeout_seconds: 10,
                 caller_id: Some("+1555".to_owned()),
                 number_url: Some("/ans".to_owned()),
+                conference: None,
             })]
         );
         let bare = parse_twiml("<Response><Dial> +1777 </Dial></Response>").unwrap();
@@ -452,5 +484,41 @@ mod tests {
         ] {
             assert!(parse_twiml(document).is_err(), "accepted {document:?}");
         }
+    }
+
+    #[test]
+    fn a_dial_to_a_conference_keeps_the_room_and_its_flags_with_twilios_defaults() {
+        let twiml = parse_twiml(
+            r#"<Response><Dial action="/held"><Conference beep="false" endConferenceOnExit="true" startConferenceOnEnter="false">room-1</Conference></Dial><Dial><Conference>room-2</Conference></Dial></Response>"#,
+        )
+        .unwrap();
+        let rooms: Vec<_> = twiml
+            .verbs
+            .iter()
+            .filter_map(|verb| match verb {
+                TwimlVerb::Dial(dial) => dial.conference.clone(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            rooms,
+            [
+                Conference {
+                    name: "room-1".to_owned(),
+                    start_on_enter: false,
+                    end_on_exit: true,
+                    wait_url: None
+                },
+                Conference {
+                    name: "room-2".to_owned(),
+                    start_on_enter: true,
+                    end_on_exit: false,
+                    wait_url: None
+                },
+            ]
+        );
+        assert!(
+            parse_twiml("<Response><Dial><Conference> </Conference></Dial></Response>").is_err()
+        );
     }
 }
