@@ -75,6 +75,9 @@ pub struct CallUpdate {
     pub voicemail_detected: Option<bool>,
     /// Which detector found the voicemail: `amd` or `transcript` (replaces the old one).
     pub voicemail_detection_method: Option<String>,
+    /// Seconds billed when they differ from the duration (replaces the old value; usage counts
+    /// the duration when none was set).
+    pub billable_seconds: Option<i64>,
 }
 
 /// Whether an inbound call may start.
@@ -211,7 +214,8 @@ pub struct CallUsage {
     pub inbound: i64,
     /// Of which outbound.
     pub outbound: i64,
-    /// Connected seconds (answer → hang-up), the billed quantity.
+    /// Billed seconds: connected seconds (answer → hang-up), except a call's own
+    /// `billable_seconds` when set (a voicemail is billed only for the message left).
     pub connected_seconds: i64,
     /// Inbound calls refused busy because the account was at its concurrent-call cap.
     pub rejected_at_cap: i64,
@@ -370,7 +374,8 @@ macro_rules! impl_calls {
                      function_calls = coalesce($14, function_calls), amd_result = coalesce($15, amd_result), \
                      carrier_details = coalesce(carrier_details, $16), \
                      voicemail_detected = coalesce($17, voicemail_detected), \
-                     voicemail_detection_method = coalesce($18, voicemail_detection_method) \
+                     voicemail_detection_method = coalesce($18, voicemail_detection_method), \
+                     billable_seconds = coalesce($19, billable_seconds) \
                      where call_id = $1",
                         CallStatus::sql_list(CallStatus::FINAL)
                     )
@@ -394,6 +399,7 @@ macro_rules! impl_calls {
                 .bind(update.carrier_details.as_ref().map(Json))
                 .bind(update.voicemail_detected)
                 .bind(&update.voicemail_detection_method)
+                .bind(update.billable_seconds)
                 .execute(executor)
                 .await
                 .map_err(map_err)?;
@@ -622,7 +628,7 @@ macro_rules! impl_calls {
                             "select count(*) as total, \
                              cast(coalesce(sum(case when direction = 'inbound' then 1 else 0 end), 0) as bigint) as inbound, \
                              cast(coalesce(sum(case when direction = 'outbound' then 1 else 0 end), 0) as bigint) as outbound, \
-                             cast(coalesce(sum(coalesce(duration_seconds, 0)), 0) as bigint) as connected_seconds, \
+                             cast(coalesce(sum(coalesce(billable_seconds, duration_seconds, 0)), 0) as bigint) as connected_seconds, \
                              cast(coalesce(sum(case when ended_reason = '{}' then 1 else 0 end), 0) as bigint) as rejected_at_cap \
                              from calls where account_id = $1 and ($2 is null or started_at >= $2) and ($3 is null or started_at < $3)",
                             EndedReason::ConcurrentCallLimit.as_str()

@@ -35,7 +35,7 @@ pub use numbers::{CallerRecord, NumberRepo, NumberUrlSlot};
 pub use outbound::{CALL_DIAL, OutboundDetails, OutboundRepo, dial_job};
 pub use postgres::PgStore;
 pub use recordings::{AccountStorage, ExpiredRecording, RecordingRepo};
-pub use sms::{SmsFilter, SmsRepo};
+pub use sms::{SmsFilter, SmsRepo, SmsUsage};
 pub use sqlite::SqliteStore;
 pub use webhooks::{WebhookDelivery, WebhookRepo};
 

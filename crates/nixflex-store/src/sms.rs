@@ -142,6 +142,25 @@ pub trait SmsRepo: Send + Sync {
 
     /// Deletes every message of the account; returns how many.
     async fn delete_all_sms(&self, account_id: &AccountId) -> Result<i64, StoreError>;
+
+    /// Totals of the account's outbound texts created in `[since, until)` (`GET /v1/usage`).
+    async fn sms_usage(
+        &self,
+        account_id: &AccountId,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<SmsUsage, StoreError>;
+}
+
+/// Totals of an account's outbound texts over a period (docs/api.md#usage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SmsUsage {
+    /// Handed to the carrier (it gave the text a SID), whatever happened next.
+    pub sent: i64,
+    /// Confirmed delivered.
+    pub delivered: i64,
+    /// `failed` (never sent) or `undelivered` (sent, not delivered).
+    pub failed: i64,
 }
 
 macro_rules! impl_sms {
@@ -158,7 +177,7 @@ macro_rules! impl_sms {
 
             use super::*;
             use crate::sql::map_err;
-            use crate::{NewJob, Page, SmsFilter, StoreError};
+            use crate::{NewJob, Page, SmsFilter, SmsUsage, StoreError};
 
             type DbRow = <$db as sqlx::Database>::Row;
 
@@ -498,6 +517,38 @@ macro_rules! impl_sms {
                         .await
                         .map_err(map_err)?;
                     Ok(i64::try_from(done.rows_affected()).unwrap_or(i64::MAX))
+                }
+
+                async fn sms_usage(
+                    &self,
+                    account_id: &AccountId,
+                    since: Option<DateTime<Utc>>,
+                    until: Option<DateTime<Utc>>,
+                ) -> Result<SmsUsage, StoreError> {
+                    static TOTALS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                        let quoted = |statuses: &[SmsStatus]| {
+                            statuses.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ")
+                        };
+                        let failed = quoted(&[SmsStatus::Failed, SmsStatus::Undelivered]);
+                        format!(
+                            "select cast(coalesce(sum(case when twilio_sid is not null then 1 else 0 end), 0) as bigint) as sent, \
+                             cast(coalesce(sum(case when status = '{}' then 1 else 0 end), 0) as bigint) as delivered, \
+                             cast(coalesce(sum(case when status in ({failed}) then 1 else 0 end), 0) as bigint) as failed \
+                             from sms_messages where account_id = $1 and direction = '{}' \
+                             and ($2 is null or created_at >= $2) and ($3 is null or created_at < $3)",
+                            SmsStatus::Delivered.as_str(),
+                            Direction::Outbound.as_str(),
+                        )
+                    });
+                    let row = sqlx::query(sqlx::AssertSqlSafe(TOTALS.as_str()))
+                        .bind(account_id.as_str())
+                        .bind(since)
+                        .bind(until)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    let get = |name: &str| row.try_get::<i64, _>(name).map_err(map_err);
+                    Ok(SmsUsage { sent: get("sent")?, delivered: get("delivered")?, failed: get("failed")? })
                 }
             }
         }

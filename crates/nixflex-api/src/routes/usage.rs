@@ -26,21 +26,22 @@ pub(crate) struct CallTotals {
     inbound: i64,
     /// Outbound calls.
     outbound: i64,
-    /// Connected minutes (answer → hang-up, metered per second), to 4 decimals.
+    /// Billed minutes, metered per second, to 4 decimals: connected time (answer → hang-up),
+    /// except that a call that reached voicemail counts only the message left.
     minutes: f64,
     /// `minutes` × the server's price per minute (0 unless the operator sets one); carrier
     /// charges are not included.
     cost_usd: f64,
 }
 
-/// Texts over the period (zero until SMS is built on this server).
+/// Outbound texts created over the period.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SmsTotals {
-    /// Texts sent.
+    /// Texts handed to the carrier (given a SID), whatever happened next.
     sent: i64,
-    /// Texts delivered.
+    /// Texts the carrier confirmed delivered.
     delivered: i64,
-    /// Texts that failed.
+    /// Texts that could not be sent (`failed`) or were not delivered (`undelivered`).
     failed: i64,
     /// Always 0: texts are not charged (docs/decisions.md#sms-opt-out).
     cost_usd: f64,
@@ -177,6 +178,7 @@ async fn get_usage(
     let in_period = store.call_usage(&account.account_id, since, Some(until)).await?;
     let all_time = store.call_usage(&account.account_id, None, None).await?;
     let this_month = store.call_usage(&account.account_id, month_start(now), None).await?;
+    let texts = store.sms_usage(&account.account_id, since, Some(until)).await?;
     let price = state.config().price_per_minute_usd;
     let period_minutes = minutes(in_period.connected_seconds);
     let total_minutes = minutes(all_time.connected_seconds);
@@ -201,7 +203,12 @@ async fn get_usage(
             minutes: period_minutes,
             cost_usd: cost(period_minutes, price),
         },
-        sms: SmsTotals { sent: 0, delivered: 0, failed: 0, cost_usd: 0.0 },
+        sms: SmsTotals {
+            sent: texts.sent,
+            delivered: texts.delivered,
+            failed: texts.failed,
+            cost_usd: 0.0,
+        },
         balance: Balance {
             credit_usd: None,
             auto_topup_enabled: false,

@@ -130,6 +130,8 @@ pub(super) struct Answering {
     /// A message waits for the beep until then.
     beep: Option<Instant>,
     opener_at: Option<Instant>,
+    /// When the voicemail message started playing (the only billed part of a voicemail call).
+    message_started: Option<Instant>,
 }
 
 impl Answering {
@@ -147,6 +149,7 @@ impl Answering {
             amd_next: amd.then_some(started),
             amd_poll: None,
             detected: None,
+            message_started: None,
             beep_detector: BeepDetector::new(),
             last_beep: None,
             beep: None,
@@ -321,10 +324,21 @@ where
         }
     }
 
+    /// The seconds a call that reached voicemail is billed for: the message it left, none when
+    /// it hung up at detection (docs/engine.md#voicemail). `None` for any other call.
+    pub(super) fn voicemail_billable_seconds(&self, reason: EndReason) -> Option<i64> {
+        (reason == EndReason::Voicemail).then(|| {
+            self.answering
+                .message_started
+                .map_or(0, |started| i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX))
+        })
+    }
+
     fn leave_message(&mut self, now: Instant) {
         self.answering.beep = None;
         let VoicemailAction::LeaveMessage(message) = self.answering.action.clone() else { return };
         self.end_after_playout = Some(EndReason::Voicemail);
+        self.answering.message_started = Some(now);
         self.hard_deadline = Some(now + MESSAGE_GRACE);
         self.start_turn(TurnSource::Text(message), TurnKind::Goodbye);
     }

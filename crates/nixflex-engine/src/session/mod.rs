@@ -731,6 +731,7 @@ where
                 .answering
                 .detected
                 .map(|method| method.as_str().to_owned()),
+            billable_seconds: self.voicemail_billable_seconds(reason),
             ..CallUpdate::default()
         });
         tracing::info!(

@@ -867,6 +867,12 @@ mod end_to_end {
         let voicemails = lab.app.get(&lab.key, "/v1/calls?voicemail_detected=true").await;
         let voicemails: Value = voicemails.json().await.unwrap();
         assert_eq!(voicemails["calls"][0]["call_id"], call_id.as_str(), "{voicemails}");
+        // The seconds spent detecting the machine are not charged.
+        assert!(call["duration_seconds"].as_i64().unwrap() >= 1, "{call}");
+        let usage: Value =
+            lab.app.get(&lab.key, "/v1/usage?period=all_time").await.json().await.unwrap();
+        assert_eq!(usage["calls"]["minutes"], 0.0, "{usage}");
+        assert_eq!(usage["total_minutes"], 0.0, "{usage}");
     }
 
     /// With `amd_enabled`, Twilio's machine verdict ends the call before any phrase is heard.
@@ -928,6 +934,12 @@ mod end_to_end {
         );
         // The message is spoken verbatim, without the model.
         assert!(lab.llm.requests().is_empty());
+        // Only the message is charged, not the greeting and the wait for the beep.
+        let usage: Value =
+            lab.app.get(&lab.key, "/v1/usage?period=all_time").await.json().await.unwrap();
+        let billed = usage["calls"]["minutes"].as_f64().unwrap() * 60.0;
+        let duration = call["duration_seconds"].as_f64().unwrap();
+        assert!(billed >= 1.0 && billed < duration, "billed {billed} s of {duration} s: {usage}");
     }
 
     /// `ignore`: the voicemail is noted but the conversation goes on as with a person.

@@ -220,12 +220,33 @@ async fn sms_send_logs_and_follows_status_callbacks(backend: Backend) {
     expect_error(lab.app.get(&lab.key, "/v1/sms?direction=sideways").await, 400, "invalid_request")
         .await;
 
+    // Usage counts the three texts: all handed to the carrier, one delivered, two failed
+    // (undelivered, failed); an inbound text is not counted.
+    lab.inbound("Thanks!").await;
+    let usage: Value =
+        lab.app.get(&lab.key, "/v1/usage?period=all_time").await.json().await.unwrap();
+    assert_eq!(
+        usage["sms"],
+        json!({"sent": 3, "delivered": 1, "failed": 2, "cost_usd": 0.0}),
+        "{usage}"
+    );
+    let before: Value = lab
+        .app
+        .get(&lab.key, "/v1/usage?since=2020-01-01&until=2020-02-01")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before["sms"]["sent"], 0, "{before}");
+
     // Another account sees none of it.
     let other = lab.app.signup().await;
     expect_error(lab.app.get(&other, &format!("/v1/sms/{id}")).await, 404, "message_not_found")
         .await;
     let list: Value = lab.app.get(&other, "/v1/sms").await.json().await.unwrap();
     assert_eq!(list["count"], 0);
+    let usage: Value = lab.app.get(&other, "/v1/usage").await.json().await.unwrap();
+    assert_eq!(usage["sms"]["sent"], 0, "{usage}");
 }
 
 async fn sms_send_refusals_map_to_clear_codes(backend: Backend) {
