@@ -67,7 +67,7 @@ async fn elevenlabs_speech_comes_out_as_8_khz_mulaw() {
     let audio = speak(&elevenlabs(&emulator, "xi-test"), "Hello there", "voice-1").await.unwrap();
     assert_speech(&audio, "Hello there");
     let request = &emulator.requests()[0];
-    assert_eq!(request.path, "/v1/text-to-speech/voice-1/stream?output_format=pcm_16000");
+    assert_eq!(request.path, "/v1/text-to-speech/voice-1/stream?output_format=pcm_8000");
     assert_eq!(request.header("xi-api-key"), Some("xi-test"));
 }
 

@@ -1,8 +1,9 @@
 //! Cartesia streaming speech client (`POST {base}/tts/bytes`) — docs/protocols.md#cartesia-tts.
 //!
-//! Asks for raw `pcm_s16le` at 16 kHz and streams the body into the shared 8 kHz μ-law
-//! adapter, like every other client. Authenticates with `Authorization: Bearer <key>` and pins
-//! the API version with `Cartesia-Version`, as the current official clients do.
+//! Asks for raw `pcm_s16le` at 8 kHz (the telephone rate, so nothing is resampled) and
+//! streams the body into the shared μ-law adapter, like every other client. Authenticates with
+//! `Authorization: Bearer <key>` and pins the API version with `Cartesia-Version`, as the
+//! current official clients do.
 
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ const PROVIDER: &str = "cartesia";
 
 /// The API version this client is written against.
 pub const API_VERSION: &str = "2025-04-16";
-const PCM_SAMPLE_RATE: u32 = 16_000;
+const PCM_SAMPLE_RATE: u32 = 8000;
 
 /// Where and how to reach Cartesia.
 #[derive(Debug, Clone)]
@@ -147,7 +148,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_request_asks_for_raw_16_khz_pcm_with_the_voice_by_id() {
+    fn the_request_asks_for_raw_8_khz_pcm_with_the_voice_by_id() {
         let client = CartesiaClient::new(CartesiaConfig::default()).unwrap();
         let mut request = TtsRequest::new("Hi", "a0e99841");
         request.language = Some("fr-FR".to_owned());
@@ -155,7 +156,7 @@ mod tests {
         assert_eq!(body["voice"], json!({"mode": "id", "id": "a0e99841"}));
         assert_eq!(
             body["output_format"],
-            json!({"container": "raw", "encoding": "pcm_s16le", "sample_rate": 16000})
+            json!({"container": "raw", "encoding": "pcm_s16le", "sample_rate": 8000})
         );
         assert_eq!(body["language"], json!("fr"));
         assert!(body.get("generation_config").is_none());

@@ -1,9 +1,9 @@
 //! ElevenLabs streaming speech client (`POST {base}/v1/text-to-speech/{voice_id}/stream`) —
 //! docs/protocols.md#elevenlabs-tts.
 //!
-//! Asks for `output_format=pcm_16000` (headerless 16 kHz 16-bit little-endian mono) and
-//! streams the body into the shared 8 kHz μ-law adapter, like every other client. The key goes
-//! in the `xi-api-key` header.
+//! Asks for `output_format=pcm_8000` (headerless 16-bit little-endian mono at the telephone
+//! rate, so nothing is resampled) and streams the body into the shared μ-law adapter, like
+//! every other client. The key goes in the `xi-api-key` header.
 
 use std::time::Duration;
 
@@ -18,8 +18,8 @@ use crate::llm::http;
 const PROVIDER: &str = "elevenlabs";
 
 /// The output format asked for, and its sample rate.
-pub const OUTPUT_FORMAT: &str = "pcm_16000";
-const PCM_SAMPLE_RATE: u32 = 16_000;
+pub const OUTPUT_FORMAT: &str = "pcm_8000";
+const PCM_SAMPLE_RATE: u32 = 8000;
 
 /// Where and how to reach ElevenLabs.
 #[derive(Debug, Clone)]
