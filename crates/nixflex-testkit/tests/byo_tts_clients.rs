@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Our ElevenLabs and Cartesia clients against their emulators: the audio comes out as 8 kHz
 //! μ-law of the right length, and failures map to `ProviderError` kinds.
 
