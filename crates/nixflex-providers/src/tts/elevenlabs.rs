@@ -106,7 +106,8 @@ pub fn map_error(status: u16, body: &str) -> ProviderError {
         Some(other) => other.to_string().chars().take(300).collect(),
         None => body.chars().take(300).collect(),
     };
-    let error = http::status_error(PROVIDER, status, &format!("{code}: {message}"));
+    let detail = if code.is_empty() { message } else { format!("{code}: {message}") };
+    let error = http::status_error(PROVIDER, status, &detail);
     // A spent character quota is a 401 `quota_exceeded` or a 429 that waiting does not fix.
     if code == "quota_exceeded" { error.with_retryable(false) } else { error }
 }
