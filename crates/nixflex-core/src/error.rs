@@ -183,6 +183,10 @@ error_codes! {
     RecordingLinkInvalid => ("recording_link_invalid", PermissionError, 403),
     /// The bucket refused the test write, so its settings were not saved.
     StorageVerificationFailed => ("storage_verification_failed", InvalidRequest, 400),
+    /// The account's LLM failed the test completion, so its settings were not saved.
+    LlmVerificationFailed => ("llm_verification_failed", InvalidRequest, 400),
+    /// The account's speech provider failed the test synthesis, so its settings were not saved.
+    TtsVerificationFailed => ("tts_verification_failed", InvalidRequest, 400),
     /// The account's balance is exhausted.
     InsufficientBalance => ("insufficient_balance", PaymentRequired, 402),
     /// A carrier webhook without a valid `X-Twilio-Signature`.

@@ -71,6 +71,8 @@ pub struct EngineConfig {
     pub dial_recheck: Duration,
     /// The SMS service (docs/sms.md); `None` on servers without one (engine tests).
     pub sms: Option<crate::sms::Sms>,
+    /// Where accounts' own speech providers are reached (docs/providers.md#bring-your-own-llm-and-tts).
+    pub byo_tts_urls: crate::byo::ByoTtsUrls,
 }
 
 impl Default for EngineConfig {
@@ -89,6 +91,7 @@ impl Default for EngineConfig {
             outbound_queue_timeout: Duration::from_secs(3600),
             dial_recheck: crate::outbound::DEFAULT_DIAL_RECHECK,
             sms: None,
+            byo_tts_urls: crate::byo::ByoTtsUrls::default(),
         }
     }
 }
@@ -125,6 +128,8 @@ struct Inner {
     draining: CancellationToken,
     /// Cancelled when the drain time is over: live calls say goodbye and end.
     end_calls: CancellationToken,
+    /// Accounts' own providers, built once (docs/providers.md#bring-your-own-llm-and-tts).
+    byo: crate::byo::ByoCache,
 }
 
 impl std::fmt::Debug for Engine {
@@ -156,8 +161,14 @@ impl Engine {
                 tasks: TaskTracker::new(),
                 draining: CancellationToken::new(),
                 end_calls: CancellationToken::new(),
+                byo: crate::byo::ByoCache::default(),
             }),
         }
+    }
+
+    /// The cache of accounts' own providers.
+    pub(crate) fn byo_cache(&self) -> &crate::byo::ByoCache {
+        &self.inner.byo
     }
 
     /// The client for the customer's own endpoints.

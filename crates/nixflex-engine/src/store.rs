@@ -169,6 +169,23 @@ pub trait CallStore: Send + Sync + std::fmt::Debug {
     ) -> Result<bool, StoreError> {
         Err(unsupported())
     }
+
+    /// The account's own LLM (docs/providers.md#bring-your-own-llm-and-tts); stores without
+    /// accounts' providers have none.
+    async fn account_llm(
+        &self,
+        _account_id: &AccountId,
+    ) -> Result<Option<nixflex_store::AccountLlm>, StoreError> {
+        Ok(None)
+    }
+
+    /// The account's own speech provider; stores without accounts' providers have none.
+    async fn account_tts(
+        &self,
+        _account_id: &AccountId,
+    ) -> Result<Option<nixflex_store::AccountTts>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// The whole store serves as a call's store.
@@ -332,5 +349,19 @@ impl<S: Store + ?Sized> CallStore for Arc<S> {
         follow_ups: &[NewJob],
     ) -> Result<bool, StoreError> {
         (**self).end_queued_call(call_id, update, at, follow_ups).await
+    }
+
+    async fn account_llm(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<nixflex_store::AccountLlm>, StoreError> {
+        nixflex_store::ProviderSettingsRepo::account_llm(&**self, account_id).await
+    }
+
+    async fn account_tts(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<nixflex_store::AccountTts>, StoreError> {
+        nixflex_store::ProviderSettingsRepo::account_tts(&**self, account_id).await
     }
 }

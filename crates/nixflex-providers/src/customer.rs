@@ -98,6 +98,11 @@ impl CustomerHttp {
         Ok(Self { client: builder.build()?, allow_private })
     }
 
+    /// Whether http and private addresses are allowed (local testing).
+    pub fn allows_private(&self) -> bool {
+        self.allow_private
+    }
+
     /// POSTs a JSON body signed with each of `secrets` (`X-Nixflex-Signature: t=…,v1=…[,v1=…]`).
     ///
     /// # Errors
@@ -139,6 +144,27 @@ impl CustomerHttp {
         }
         Ok(request.body(raw).send().await?)
     }
+}
+
+/// An HTTP client for a provider the customer named (their own LLM or speech service): no
+/// redirects, and unless `allow_private`, names must resolve to public addresses (checked after
+/// DNS, like [`CustomerHttp`]). The URL itself is checked by the caller with
+/// [`outbound_url`].
+///
+/// # Errors
+/// When the TLS stack cannot be built.
+pub fn provider_http(
+    allow_private: bool,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    crate::llm::http::ensure_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none());
+    if !allow_private {
+        builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+    }
+    builder.build()
 }
 
 /// `t=<unix>,v1=<hex hmac-sha256(secret, "<t>.<body>")>` for each secret (docs/protocols.md#nixflex-signatures).

@@ -17,6 +17,7 @@ mod jobs;
 mod numbers;
 mod outbound;
 mod postgres;
+mod providers;
 mod recordings;
 mod sms;
 mod sql;
@@ -34,6 +35,7 @@ pub use jobs::{
 pub use numbers::{CallerRecord, NumberRepo, NumberUrlSlot};
 pub use outbound::{CALL_DIAL, OutboundDetails, OutboundRepo, dial_job};
 pub use postgres::PgStore;
+pub use providers::{AccountLlm, AccountTts, ProviderSettingsRepo};
 pub use recordings::{AccountStorage, ExpiredRecording, RecordingRepo};
 pub use sms::{SmsFilter, SmsRepo, SmsUsage};
 pub use sqlite::SqliteStore;
@@ -87,6 +89,7 @@ pub trait Store:
     + RecordingRepo
     + OutboundRepo
     + SmsRepo
+    + ProviderSettingsRepo
     + Send
     + Sync
     + std::fmt::Debug

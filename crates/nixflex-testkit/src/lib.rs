@@ -2,10 +2,13 @@
 //! benchmarks. Each emulator speaks the provider's public protocol.
 
 pub mod anthropic;
+pub mod cartesia;
 pub mod deepgram;
+pub mod elevenlabs;
 pub mod function;
 pub mod inworld;
 pub mod openai;
+mod speech;
 pub mod twilio;
 pub mod webhook;
 

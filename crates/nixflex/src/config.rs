@@ -208,6 +208,10 @@ pub struct Config {
     /// settable from files or the environment, only by tests that must not cross a boundary.
     #[serde(skip)]
     pub rate_limit_window_secs: i64,
+    /// Where accounts' own speech providers (ElevenLabs, Cartesia) are reached: their public
+    /// APIs. Not settable from files or the environment, only by tests that use emulators.
+    #[serde(skip)]
+    pub byo_tts_urls: nixflex_engine::byo::ByoTtsUrls,
 }
 
 impl Default for Config {
@@ -276,6 +280,7 @@ impl Default for Config {
             webhook_retry_delays_ms: vec![30_000, 120_000, 600_000, 3_600_000, 21_600_000],
             webhook_max_attempts: 8,
             rate_limit_window_secs: 60,
+            byo_tts_urls: nixflex_engine::byo::ByoTtsUrls::default(),
         }
     }
 }

@@ -299,6 +299,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         public_url: config.public_url.clone(),
         outbound_queue_timeout: Duration::from_secs(config.outbound_queue_timeout_secs),
         dial_recheck: Duration::from_millis(config.outbound_dial_recheck_ms),
+        byo_tts_urls: config.byo_tts_urls.clone(),
         ..nixflex_engine::EngineConfig::default()
     };
     // Every node runs a job worker; it also sweeps the calls of nodes that stopped

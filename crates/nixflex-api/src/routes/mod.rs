@@ -1,5 +1,6 @@
 //! One module per resource; each exposes `router()`.
 
+pub(crate) mod account_providers;
 pub(crate) mod agents;
 pub(crate) mod callers;
 pub(crate) mod calls;

@@ -192,38 +192,6 @@ pub(crate) struct SmsCampaignInput {
     reply_window_hours: Option<Value>,
 }
 
-/// `PUT /v1/account/llm`: your own OpenAI-compatible LLM.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct ByoLlmInput {
-    /// https base URL.
-    #[schema(value_type = String, min_length = 1)]
-    endpoint: Option<String>,
-    /// Model name.
-    #[schema(value_type = String, min_length = 1)]
-    model: Option<String>,
-    /// API key (never returned).
-    #[schema(value_type = String, min_length = 1)]
-    api_key: Option<String>,
-}
-
-/// `PUT /v1/account/tts`: your own TTS provider.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct ByoTtsInput {
-    /// `elevenlabs` or `cartesia`.
-    #[schema(value_type = String, pattern = "^(elevenlabs|cartesia)$")]
-    provider: Option<String>,
-    /// The provider's voice id.
-    #[schema(value_type = String, min_length = 1)]
-    voice_id: Option<String>,
-    /// API key (never returned).
-    #[schema(value_type = String, min_length = 1)]
-    api_key: Option<String>,
-}
-
 /// `{"enabled": bool}`: a per-number switch.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -235,18 +203,6 @@ pub(crate) struct SwitchInput {
 }
 
 pub(crate) const PENDING: &[PendingRoute] = &[
-    with(
-        p("PUT", "/v1/account/llm", "Bring-your-own LLM", "account"),
-        body::<ByoLlmInput>("Endpoint, model and key"),
-    ),
-    p("GET", "/v1/account/llm", "Bring-your-own LLM", "account"),
-    p("DELETE", "/v1/account/llm", "Bring-your-own LLM", "account"),
-    with(
-        p("PUT", "/v1/account/tts", "Bring-your-own TTS", "account"),
-        body::<ByoTtsInput>("Provider, voice and key"),
-    ),
-    p("GET", "/v1/account/tts", "Bring-your-own TTS", "account"),
-    p("DELETE", "/v1/account/tts", "Bring-your-own TTS", "account"),
     with(
         p("POST", "/v1/calls/batch", "Batch call campaigns", "campaigns"),
         body::<BatchCampaignInput>("The campaign"),

@@ -155,7 +155,7 @@ async fn documented_but_unbuilt_routes_say_so(backend: Backend) {
     for (method, path) in [
         (Method::POST, "/v1/calls/batch"),
         (Method::POST, "/v1/sms/campaigns"),
-        (Method::PUT, "/v1/account/llm"),
+        (Method::GET, "/v1/integrations/monitor/number/+14155552671"),
     ] {
         let response = app.request(method, path, Some(&key)).send().await.unwrap();
         let error = expect_error(response, 501, "not_implemented").await;

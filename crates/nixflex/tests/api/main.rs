@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod account_providers;
 mod agents;
 mod auth;
 mod callers;
