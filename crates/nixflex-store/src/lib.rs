@@ -19,6 +19,7 @@ mod outbound;
 mod postgres;
 mod recordings;
 mod sms;
+mod sms_campaigns;
 mod sql;
 mod sqlite;
 pub mod testing;
@@ -36,6 +37,10 @@ pub use outbound::{CALL_DIAL, OutboundDetails, OutboundRepo, dial_job};
 pub use postgres::PgStore;
 pub use recordings::{AccountStorage, ExpiredRecording, RecordingRepo};
 pub use sms::{SmsFilter, SmsRepo};
+pub use sms_campaigns::{
+    NewSmsRecipient, SmsCampaign, SmsCampaignCounts, SmsCampaignRecipient,
+    SmsCampaignRecipientView, SmsCampaignRepo, SmsCampaignWithCounts, campaign_send_key,
+};
 pub use sqlite::SqliteStore;
 pub use webhooks::{WebhookDelivery, WebhookRepo};
 
@@ -87,6 +92,7 @@ pub trait Store:
     + RecordingRepo
     + OutboundRepo
     + SmsRepo
+    + SmsCampaignRepo
     + Send
     + Sync
     + std::fmt::Debug
