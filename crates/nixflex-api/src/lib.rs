@@ -35,6 +35,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::usage::router())
         .merge(routes::recordings::router())
         .merge(routes::sms::router())
+        .merge(routes::sms_campaigns::router())
         .split_for_parts();
     openapi::set_document(openapi::document(generated));
 

@@ -170,7 +170,7 @@ impl SmsCampaigns {
             if claimed.is_empty() {
                 break;
             }
-            self.send_batch(&campaign.agent_id, number.as_ref(), claimed, true).await?;
+            self.send_batch(&campaign.agent_id, number.as_ref(), claimed).await?;
             if Instant::now() >= deadline {
                 return Err(FollowUpError::NotYet(nixflex_store::now()));
             }
@@ -194,7 +194,7 @@ impl SmsCampaigns {
                 }
                 return Ok(());
             }
-            self.send_batch(&campaign.agent_id, number.as_ref(), claimed, false).await?;
+            self.send_batch(&campaign.agent_id, number.as_ref(), claimed).await?;
             if Instant::now() >= deadline {
                 return Err(FollowUpError::NotYet(nixflex_store::now()));
             }
@@ -207,7 +207,6 @@ impl SmsCampaigns {
         agent_id: &str,
         number: Option<&PhoneNumber>,
         recipients: Vec<SmsCampaignRecipient>,
-        reconcile: bool,
     ) -> Result<(), FollowUpError> {
         let Some(number) = number else {
             // The sending number was removed from the account: nothing can be sent.
@@ -247,7 +246,7 @@ impl SmsCampaigns {
                         if !wait.is_zero() {
                             tokio::time::sleep(wait).await;
                         }
-                        self.send_one(agent_id, number, r, reconcile).await
+                        self.send_one(agent_id, number, r).await
                     }
                 })
                 .buffer_unordered(self.config.concurrency.max(1))
@@ -271,7 +270,6 @@ impl SmsCampaigns {
         agent_id: &str,
         number: &PhoneNumber,
         r: SmsCampaignRecipient,
-        reconcile: bool,
     ) -> Result<Outcome, FollowUpError> {
         let out = Outgoing {
             from: number.clone(),
@@ -283,14 +281,12 @@ impl SmsCampaigns {
             source: SmsSource::Campaign,
             send_key: Some(r.send_key.clone()),
         };
-        let result = if reconcile {
-            match self.sms.reconcile(&out).await {
-                Ok(Some(message)) => Ok(message),
-                Ok(None) => self.sms.send(out).await,
-                Err(error) => Err(error),
-            }
-        } else {
-            self.sms.send(out).await
+        // Every send is reconciled first: it costs one lookup by send key when nothing was
+        // logged, and asks Twilio only when an earlier run logged the text without its SID.
+        let result = match self.sms.reconcile(&out).await {
+            Ok(Some(message)) => Ok(message),
+            Ok(None) => self.sms.send(out).await,
+            Err(error) => Err(error),
         };
         let store = &self.store;
         let finish = |state: &'static str, error: Option<String>, sent| async move {

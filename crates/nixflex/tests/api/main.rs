@@ -25,5 +25,6 @@ mod outbound;
 mod rate_limits;
 mod recordings;
 mod sms;
+mod sms_campaigns;
 mod transfers;
 mod usage;
