@@ -183,7 +183,7 @@ async fn sms_campaign_create_rejects_bad_input(backend: Backend) {
     let mut bad = lab.body(json!([{"phone": phone(0)}, {"phone": "12345"}]));
     let error = expect_error(post(bad.clone()).await, 400, "invalid_phone_format").await;
     assert_eq!(
-        error["error"]["details"]["invalid"],
+        error["details"]["invalid"],
         json!([{"phone": "12345", "reason": "invalid_phone_format", "row_index": 1}])
     );
     bad["skip_invalid"] = json!(true);
