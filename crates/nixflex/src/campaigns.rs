@@ -148,11 +148,13 @@ pub fn read_rows(text: &str) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.context("reading the CSV")?;
-        // The reader's own line count skips blank lines: count the newlines before the record.
+        // The reader's own line count skips blank lines, and its position starts at the blank
+        // lines before the record: count the newlines up to the record's first character.
         let line = record
             .position()
             .and_then(|p| usize::try_from(p.byte()).ok())
-            .and_then(|byte| text.get(..byte))
+            .and_then(|byte| text.get(byte..).map(|rest| byte + (rest.len() - rest.trim_start_matches(['\r', '\n']).len())))
+            .and_then(|start| text.get(..start))
             .map_or(0, |before| before.matches('\n').count() + 1);
         if record.iter().all(str::is_empty) {
             continue;

@@ -260,3 +260,119 @@ async fn cli_creates_a_voice_campaign_from_csv() {
     let once = json_out(&lab.nixflex(&["status", &id, "--once"]).await);
     assert_eq!(once["campaign_id"], id.as_str());
 }
+
+/// A `nixflex serve` child on a fixed address and data directory, killed with SIGKILL.
+struct Child {
+    process: tokio::process::Child,
+}
+
+async fn serve_child(dir: &Path, addr: &str, twilio: &TwilioEmulator) -> Child {
+    let mut command = tokio::process::Command::new(BIN);
+    command.current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("NIXFLEX_") || key.ends_with("_API_KEY") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command
+        .args(["serve", "--listen", addr, "--public-url", &format!("http://{addr}")])
+        .args(["--data-dir", path_str(&dir.join("data"))])
+        .env("NIXFLEX_TWILIO_API_BASE", twilio.base_url())
+        .env("NIXFLEX_SMS_CAMPAIGN_RATE_PER_SECOND", "100")
+        .env("NIXFLEX_JOBS_LEASE_MS", "1000")
+        .env("NIXFLEX_JOBS_POLL_MS", "50")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let process = command.spawn().unwrap();
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(format!("http://{addr}/healthz")).send().await
+            && response.status().is_success()
+        {
+            return Child { process };
+        }
+        assert!(std::time::Instant::now() < deadline, "nixflex serve never became healthy");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sms_campaign_survives_kill_9_and_texts_everyone_exactly_once() {
+    const RECIPIENTS: usize = 300;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let twilio = TwilioEmulator::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{addr}");
+    let mut child = serve_child(dir.path(), &addr, &twilio).await;
+    let client = reqwest::Client::new();
+    let key = post(&client, format!("{base}/v1/keys"), None, json!({"name": "Ops"})).await;
+    let bearer = format!(
+        "Bearer {}:{}",
+        key["key_id"].as_str().unwrap(),
+        key["key_secret"].as_str().unwrap()
+    );
+    let agent = post(&client, format!("{base}/v1/agents"), Some(&bearer), json!({"name": "A"})).await;
+    let account = twilio.add_account();
+    twilio.add_number(&account.sid, NUMBER);
+    post(
+        &client,
+        format!("{base}/v1/phone-numbers"),
+        Some(&bearer),
+        json!({"phone_number": NUMBER, "agent_id": agent["agent_id"], "twilio_sid": account.sid, "twilio_token": account.auth_token}),
+    )
+    .await;
+    let recipients: Vec<Value> =
+        (0..RECIPIENTS).map(|i| json!({"phone": format!("+4477009{i:05}")})).collect();
+    let created = post(
+        &client,
+        format!("{base}/v1/sms/campaigns"),
+        Some(&bearer),
+        json!({"agent_id": agent["agent_id"], "from_number": NUMBER, "name": "Crashy",
+               "message_template": "Hello", "recipients": recipients, "schedule_type": "now"}),
+    )
+    .await;
+    let id = created["campaign_id"].as_str().unwrap().to_owned();
+    // Three SIGKILLs at random points of the run, each followed by a restart.
+    let random = uuid::Uuid::new_v4().as_bytes().to_owned();
+    for round in 0..3usize {
+        let at = round * 80 + 10 + usize::from(random[round]) % 60;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while twilio.messages().len() < at {
+            assert!(std::time::Instant::now() < deadline, "stuck at {} texts", twilio.messages().len());
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        child.process.start_kill().unwrap();
+        child.process.wait().await.unwrap();
+        child = serve_child(dir.path(), &addr, &twilio).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let campaign = loop {
+        let campaign: Value = client
+            .get(format!("{base}/v1/sms/campaigns/{id}?recipients_limit=1"))
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if campaign["status"] == "done" {
+            break campaign;
+        }
+        assert!(std::time::Instant::now() < deadline, "never done: {campaign}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut per_recipient: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for m in twilio.messages() {
+        *per_recipient.entry(m.to).or_default() += 1;
+    }
+    assert_eq!(per_recipient.len(), RECIPIENTS, "every recipient texted");
+    let doubled: Vec<_> = per_recipient.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "texted more than once: {doubled:?}");
+    assert_eq!(campaign["total_count"], RECIPIENTS);
+    assert_eq!(campaign["pending_count"], RECIPIENTS, "all queued at Twilio, none failed: {campaign}");
+    child.process.start_kill().unwrap();
+}
