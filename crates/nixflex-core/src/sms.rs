@@ -127,8 +127,15 @@ pub enum SmsSource {
 
 impl SmsSource {
     /// Every source.
-    pub const ALL: &'static [Self] =
-        &[Self::Api, Self::Reply, Self::Help, Self::PostCall, Self::InCall, Self::Inbound, Self::Campaign];
+    pub const ALL: &'static [Self] = &[
+        Self::Api,
+        Self::Reply,
+        Self::Help,
+        Self::PostCall,
+        Self::InCall,
+        Self::Inbound,
+        Self::Campaign,
+    ];
 
     /// The API and database string.
     pub fn as_str(self) -> &'static str {
@@ -265,7 +272,10 @@ impl Keyword {
 /// `{{name}}` (spaces inside the braces allowed) becomes `vars[name]`, or nothing when the
 /// recipient has no such variable; braces around anything that is not a name stay as written.
 /// Substituted values are not scanned again.
-pub fn render_template(template: &str, vars: &std::collections::BTreeMap<String, String>) -> String {
+pub fn render_template(
+    template: &str,
+    vars: &std::collections::BTreeMap<String, String>,
+) -> String {
     let is_name = |name: &str| {
         let mut chars = name.chars();
         chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -303,7 +313,10 @@ mod tests {
             [("name".to_owned(), "Ann".to_owned()), ("when".to_owned(), "{{name}}".to_owned())]
                 .into_iter()
                 .collect();
-        assert_eq!(render_template("Hi {{name}}, see you {{ when }}.", &vars), "Hi Ann, see you {{name}}.");
+        assert_eq!(
+            render_template("Hi {{name}}, see you {{ when }}.", &vars),
+            "Hi Ann, see you {{name}}."
+        );
         assert_eq!(render_template("Hi {{missing}}!", &vars), "Hi !");
         assert_eq!(render_template("{{ not a name }} {{", &vars), "{{ not a name }} {{");
         assert_eq!(render_template("no placeholders", &vars), "no placeholders");

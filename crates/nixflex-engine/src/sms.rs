@@ -360,12 +360,10 @@ impl Sms {
             page_size: Some(RECONCILE_PAGE_SIZE),
             ..MessageFilter::default()
         };
-        let listed = self
-            .inner
-            .twilio
-            .list_messages(&credentials, &filter, RECONCILE_PAGES)
-            .await
-            .map_err(|error| SendError::Provider { error, message_id: earlier.message_id.clone() })?;
+        let listed =
+            self.inner.twilio.list_messages(&credentials, &filter, RECONCILE_PAGES).await.map_err(
+                |error| SendError::Provider { error, message_id: earlier.message_id.clone() },
+            )?;
         let since = earlier.created_at - ChronoDuration::seconds(RECONCILE_CLOCK_SKEW_SECS);
         let found = listed.into_iter().find(|m| {
             m.body.as_deref() == Some(earlier.body.as_str())

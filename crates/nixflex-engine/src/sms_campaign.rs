@@ -228,19 +228,13 @@ impl SmsCampaigns {
         let interval = self.interval();
         let start = self
             .store
-            .reserve_sms_slots(
-                number.phone_number.as_str(),
-                count,
-                interval,
-                nixflex_store::now(),
-            )
+            .reserve_sms_slots(number.phone_number.as_str(), count, interval, nixflex_store::now())
             .await
             .map_err(store_error)?;
         let outcomes: Vec<Result<Outcome, FollowUpError>> =
             futures::stream::iter(recipients.into_iter().enumerate())
                 .map(|(i, r)| {
-                    let slot =
-                        start + interval * i32::try_from(i).unwrap_or(i32::MAX);
+                    let slot = start + interval * i32::try_from(i).unwrap_or(i32::MAX);
                     async move {
                         let wait = (slot - chrono::Utc::now()).to_std().unwrap_or_default();
                         if !wait.is_zero() {
@@ -324,8 +318,12 @@ impl SmsCampaigns {
                 Ok(Outcome::Recorded)
             }
             Err(SendError::Credentials) => {
-                finish("failed", Some("the number's Twilio credentials cannot be read".to_owned()), None)
-                    .await?;
+                finish(
+                    "failed",
+                    Some("the number's Twilio credentials cannot be read".to_owned()),
+                    None,
+                )
+                .await?;
                 Ok(Outcome::Recorded)
             }
             Err(SendError::Provider { error, .. }) if error.is_retryable() => {

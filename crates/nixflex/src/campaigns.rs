@@ -135,7 +135,8 @@ pub struct Row {
 /// # Errors
 /// No `phone`/`phone_number` column, a malformed row, or more than 10,000 rows.
 pub fn read_rows(text: &str) -> anyhow::Result<Vec<Row>> {
-    let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
+    let mut reader =
+        csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
     let headers: Vec<String> =
         reader.headers().context("reading the CSV header")?.iter().map(str::to_owned).collect();
     let Some(phone_column) = headers
@@ -153,7 +154,10 @@ pub fn read_rows(text: &str) -> anyhow::Result<Vec<Row>> {
         let line = record
             .position()
             .and_then(|p| usize::try_from(p.byte()).ok())
-            .and_then(|byte| text.get(byte..).map(|rest| byte + (rest.len() - rest.trim_start_matches(['\r', '\n']).len())))
+            .and_then(|byte| {
+                text.get(byte..)
+                    .map(|rest| byte + (rest.len() - rest.trim_start_matches(['\r', '\n']).len()))
+            })
             .and_then(|start| text.get(..start))
             .map_or(0, |before| before.matches('\n').count() + 1);
         if record.iter().all(str::is_empty) {
@@ -182,7 +186,9 @@ pub fn read_rows(text: &str) -> anyhow::Result<Vec<Row>> {
 /// A missing `--message` (SMS) or `--prompt` (voice).
 pub fn request_body(args: &CreateArgs, rows: &[Row]) -> anyhow::Result<Value> {
     let name = args.name.clone().unwrap_or_else(|| {
-        args.csv.file_stem().map_or_else(|| "campaign".to_owned(), |s| s.to_string_lossy().into_owned())
+        args.csv
+            .file_stem()
+            .map_or_else(|| "campaign".to_owned(), |s| s.to_string_lossy().into_owned())
     });
     let mut body = json!({
         "agent_id": args.agent_id,
@@ -199,10 +205,8 @@ pub fn request_body(args: &CreateArgs, rows: &[Row]) -> anyhow::Result<Value> {
                 bail!("--message is required for an SMS campaign");
             };
             body["message_template"] = json!(message);
-            body["recipients"] = rows
-                .iter()
-                .map(|r| json!({"phone": r.phone, "variables": r.variables}))
-                .collect();
+            body["recipients"] =
+                rows.iter().map(|r| json!({"phone": r.phone, "variables": r.variables})).collect();
             if let Some(at) = &args.at {
                 body["scheduled_at"] = json!(at);
             }
@@ -266,14 +270,23 @@ impl Client {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        let mut request =
-            self.http.request(method.clone(), format!("{}{path}", self.base)).header("authorization", &self.bearer);
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .header("authorization", &self.bearer);
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response =
-            request.send().await.with_context(|| format!("{method} {path}: the server did not answer"))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}: the server did not answer"))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -317,7 +330,9 @@ fn counts(campaign: &Value) -> Value {
 
 fn bar(total: u64) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+    {
         bar.set_style(style);
     }
     bar
@@ -376,7 +391,8 @@ fn summarise_invalid(invalid: &[Value]) {
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.csv).with_context(|| format!("reading {}", args.csv.display()))?;
+    let text = std::fs::read_to_string(&args.csv)
+        .with_context(|| format!("reading {}", args.csv.display()))?;
     let rows = read_rows(&text)?;
     if rows.is_empty() {
         bail!("{} has no recipients", args.csv.display());
@@ -388,7 +404,8 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         Kind::Voice => "/v1/calls/batch",
     };
     let created = client.call(reqwest::Method::POST, path, Some(&body)).await?;
-    let campaign_id = created["campaign_id"].as_str().context("the answer has no campaign_id")?.to_owned();
+    let campaign_id =
+        created["campaign_id"].as_str().context("the answer has no campaign_id")?.to_owned();
     // The server reports rows by their index in the request: map them back to CSV lines.
     let invalid: Vec<Value> = created["invalid"]
         .as_array()
@@ -407,7 +424,11 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let mut status = created["status"].as_str().unwrap_or("").to_owned();
     if args.launch && matches!(status.as_str(), "scheduled" | "draft" | "paused") {
         let launched = client
-            .call(reqwest::Method::POST, &format!("{}/launch", campaign_path(&campaign_id)?), Some(&json!({})))
+            .call(
+                reqwest::Method::POST,
+                &format!("{}/launch", campaign_path(&campaign_id)?),
+                Some(&json!({})),
+            )
             .await?;
         status = launched["status"].as_str().unwrap_or("").to_owned();
     }
@@ -453,7 +474,11 @@ pub async fn run(command: CampaignsCommand) -> anyhow::Result<()> {
         CampaignsCommand::Launch { campaign_id, server } => {
             let client = Client::new(&server)?;
             let launched = client
-                .call(reqwest::Method::POST, &format!("{}/launch", campaign_path(&campaign_id)?), Some(&json!({})))
+                .call(
+                    reqwest::Method::POST,
+                    &format!("{}/launch", campaign_path(&campaign_id)?),
+                    Some(&json!({})),
+                )
                 .await?;
             print(&launched);
             Ok(())
@@ -467,7 +492,9 @@ mod tests {
 
     #[test]
     fn csv_rows_keep_lines_and_variables() {
-        let rows = read_rows("phone,name,day\n+447700900001,Ann,Mon\n\n+447700900002,,Tue\nbad,Bob,\n").unwrap();
+        let rows =
+            read_rows("phone,name,day\n+447700900001,Ann,Mon\n\n+447700900002,,Tue\nbad,Bob,\n")
+                .unwrap();
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].line, 2);
         assert_eq!(rows[0].variables.get("name").map(String::as_str), Some("Ann"));
@@ -481,8 +508,14 @@ mod tests {
 
     #[test]
     fn campaign_ids_pick_the_endpoint() {
-        assert_eq!(campaign_path("smsc_0123456789abcdef").unwrap(), "/v1/sms/campaigns/smsc_0123456789abcdef");
-        assert_eq!(campaign_path("camp_0123456789abcdef").unwrap(), "/v1/calls/batch/camp_0123456789abcdef");
+        assert_eq!(
+            campaign_path("smsc_0123456789abcdef").unwrap(),
+            "/v1/sms/campaigns/smsc_0123456789abcdef"
+        );
+        assert_eq!(
+            campaign_path("camp_0123456789abcdef").unwrap(),
+            "/v1/calls/batch/camp_0123456789abcdef"
+        );
         assert!(campaign_path("call_1").is_err());
     }
 }

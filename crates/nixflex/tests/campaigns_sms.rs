@@ -60,7 +60,9 @@ impl Lab {
             listen: format!("127.0.0.1:{port}"),
             public_url: Some(format!("http://127.0.0.1:{port}")),
             data_dir: dir.path().join("data"),
-            master_key: Some(SecretString::from(nixflex_core::crypto::SecretBox::generate_encoded())),
+            master_key: Some(SecretString::from(
+                nixflex_core::crypto::SecretBox::generate_encoded(),
+            )),
             twilio_api_base: twilio.base_url().to_owned(),
             twilio_request_timeout_ms: 2000,
             jobs_poll_ms: 20,
@@ -76,7 +78,8 @@ impl Lab {
             format!("{}:{}", key["key_id"].as_str().unwrap(), key["key_secret"].as_str().unwrap());
         let bearer = format!("Bearer {api_key}");
         let agent =
-            post(&client, format!("{base}/v1/agents"), Some(&bearer), json!({"name": "Clinic"})).await;
+            post(&client, format!("{base}/v1/agents"), Some(&bearer), json!({"name": "Clinic"}))
+                .await;
         let agent_id = agent["agent_id"].as_str().unwrap().to_owned();
         let account = twilio.add_account();
         twilio.add_number(&account.sid, NUMBER);
@@ -117,9 +120,8 @@ fn json_out(output: &Output) -> Value {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
-        panic!("not JSON: {}", String::from_utf8_lossy(&output.stdout))
-    })
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 fn path_str(path: &Path) -> &str {
@@ -223,7 +225,17 @@ async fn cli_reports_a_refused_request_and_a_bad_csv() {
     assert!(stderr.contains("from_number_not_owned"), "{stderr}");
     let headless = lab.csv("y.csv", "number\n+447700900021\n");
     let output = lab
-        .nixflex(&["create", "--csv", path_str(&headless), "--kind", "sms", "--agent-id", &lab.agent_id, "--message", "Hi"])
+        .nixflex(&[
+            "create",
+            "--csv",
+            path_str(&headless),
+            "--kind",
+            "sms",
+            "--agent-id",
+            &lab.agent_id,
+            "--message",
+            "Hi",
+        ])
         .await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no `phone` column"));
@@ -314,7 +326,8 @@ async fn sms_campaign_survives_kill_9_and_texts_everyone_exactly_once() {
         key["key_id"].as_str().unwrap(),
         key["key_secret"].as_str().unwrap()
     );
-    let agent = post(&client, format!("{base}/v1/agents"), Some(&bearer), json!({"name": "A"})).await;
+    let agent =
+        post(&client, format!("{base}/v1/agents"), Some(&bearer), json!({"name": "A"})).await;
     let account = twilio.add_account();
     twilio.add_number(&account.sid, NUMBER);
     post(
@@ -337,11 +350,15 @@ async fn sms_campaign_survives_kill_9_and_texts_everyone_exactly_once() {
     let id = created["campaign_id"].as_str().unwrap().to_owned();
     // Three SIGKILLs at random points of the run, each followed by a restart.
     let random = uuid::Uuid::new_v4().as_bytes().to_owned();
-    for round in 0..3usize {
-        let at = round * 80 + 10 + usize::from(random[round]) % 60;
+    for (round, byte) in random.iter().take(3).enumerate() {
+        let at = round * 80 + 10 + usize::from(*byte) % 60;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while twilio.messages().len() < at {
-            assert!(std::time::Instant::now() < deadline, "stuck at {} texts", twilio.messages().len());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stuck at {} texts",
+                twilio.messages().len()
+            );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         child.process.start_kill().unwrap();
@@ -365,7 +382,8 @@ async fn sms_campaign_survives_kill_9_and_texts_everyone_exactly_once() {
         assert!(std::time::Instant::now() < deadline, "never done: {campaign}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    let mut per_recipient: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut per_recipient: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::new();
     for m in twilio.messages() {
         *per_recipient.entry(m.to).or_default() += 1;
     }
@@ -373,6 +391,9 @@ async fn sms_campaign_survives_kill_9_and_texts_everyone_exactly_once() {
     let doubled: Vec<_> = per_recipient.iter().filter(|(_, n)| **n > 1).collect();
     assert!(doubled.is_empty(), "texted more than once: {doubled:?}");
     assert_eq!(campaign["total_count"], RECIPIENTS);
-    assert_eq!(campaign["pending_count"], RECIPIENTS, "all queued at Twilio, none failed: {campaign}");
+    assert_eq!(
+        campaign["pending_count"], RECIPIENTS,
+        "all queued at Twilio, none failed: {campaign}"
+    );
     child.process.start_kill().unwrap();
 }

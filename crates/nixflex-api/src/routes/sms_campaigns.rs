@@ -332,8 +332,9 @@ async fn create_campaign(
     }
     let name = non_blank(input.name.as_ref()).ok_or_else(|| missing("name"))?;
     if name.chars().count() > 200 {
-        return Err(ApiError::invalid("`name` may have at most 200 characters.")
-            .detail("field", "name"));
+        return Err(
+            ApiError::invalid("`name` may have at most 200 characters.").detail("field", "name")
+        );
     }
     let template = input
         .message_template
@@ -674,8 +675,7 @@ async fn cancel_campaign(
     caller: Caller,
     Path(campaign_id): Path<String>,
 ) -> ApiResult<Json<CancelledSmsCampaign>> {
-    if state.store().get_sms_campaign(&caller.account.account_id, &campaign_id).await?.is_none()
-    {
+    if state.store().get_sms_campaign(&caller.account.account_id, &campaign_id).await?.is_none() {
         return Err(not_found(&campaign_id));
     }
     match state.store().cancel_sms_campaign(&campaign_id, nixflex_store::now()).await? {

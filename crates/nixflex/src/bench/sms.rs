@@ -309,7 +309,8 @@ async fn run_campaign(args: &SmsBenchArgs, recipients: usize) -> anyhow::Result<
     for text in &texts {
         *per_recipient.entry(text.to.as_str()).or_default() += 1;
     }
-    let lost = (0..recipients).filter(|i| !per_recipient.contains_key(customer(*i).as_str())).count();
+    let lost =
+        (0..recipients).filter(|i| !per_recipient.contains_key(customer(*i).as_str())).count();
     let doubled = per_recipient.values().filter(|n| **n > 1).count();
     let first = texts.iter().map(|t| t.date_created).min();
     let last = texts.iter().map(|t| t.date_created).max();

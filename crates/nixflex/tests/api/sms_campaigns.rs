@@ -133,7 +133,10 @@ async fn sms_campaign_sends_each_recipient_its_rendered_text(backend: Backend) {
     assert_eq!(created["total_count"], 4);
     assert_eq!(created["recipients_count"], 4);
     assert_eq!(created["valid_count"], 4);
-    assert_eq!(created["invalid"], json!([{"phone": phone(0), "reason": "duplicate", "row_index": 4}]));
+    assert_eq!(
+        created["invalid"],
+        json!([{"phone": phone(0), "reason": "duplicate", "row_index": 4}])
+    );
     assert_eq!(created["source"], "api");
     let done = lab.wait_for(&id, "done", |c| c["status"] == "done").await;
     assert_eq!(done["pending_count"], 4, "texts stay queued at Twilio until reported: {done}");
@@ -148,7 +151,8 @@ async fn sms_campaign_sends_each_recipient_its_rendered_text(backend: Backend) {
     assert!(r0["twilio_sid"].as_str().unwrap().starts_with("SM"));
     assert!(r0["sent_at"].is_string());
     // The text is in the message log as a campaign text.
-    let message = lab.app.get(&lab.key, &format!("/v1/sms/{}", r0["message_id"].as_str().unwrap())).await;
+    let message =
+        lab.app.get(&lab.key, &format!("/v1/sms/{}", r0["message_id"].as_str().unwrap())).await;
     let message: Value = message.json().await.unwrap();
     assert_eq!(message["source"], "campaign");
     assert_eq!(message["metadata"]["campaign_id"], id.as_str());
@@ -160,18 +164,25 @@ async fn sms_campaign_sends_each_recipient_its_rendered_text(backend: Backend) {
         .json()
         .await
         .unwrap();
-    let phones: Vec<&str> =
-        page["recipients"].as_array().unwrap().iter().map(|r| r["phone"].as_str().unwrap()).collect();
+    let phones: Vec<&str> = page["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["phone"].as_str().unwrap())
+        .collect();
     assert_eq!(phones, [phone(1), phone(2)]);
     // The list, with the status filter.
-    let listed: Value = lab.app.get(&lab.key, "/v1/sms/campaigns?status=done").await.json().await.unwrap();
+    let listed: Value =
+        lab.app.get(&lab.key, "/v1/sms/campaigns?status=done").await.json().await.unwrap();
     assert_eq!(listed["count"], 1);
     assert_eq!(listed["campaigns"][0]["campaign_id"], id.as_str());
     assert_eq!(listed["campaigns"][0]["total_count"], 4);
-    let none: Value = lab.app.get(&lab.key, "/v1/sms/campaigns?status=running").await.json().await.unwrap();
+    let none: Value =
+        lab.app.get(&lab.key, "/v1/sms/campaigns?status=running").await.json().await.unwrap();
     assert_eq!(none["count"], 0);
     // A finished campaign can be neither launched nor cancelled.
-    let launched = lab.app.post(&lab.key, &format!("/v1/sms/campaigns/{id}/launch"), json!({})).await;
+    let launched =
+        lab.app.post(&lab.key, &format!("/v1/sms/campaigns/{id}/launch"), json!({})).await;
     expect_error(launched, 400, "campaign_already_done").await;
     let cancelled = lab.app.delete(&lab.key, &format!("/v1/sms/campaigns/{id}")).await;
     expect_error(cancelled, 400, "campaign_already_done").await;
@@ -188,7 +199,10 @@ async fn sms_campaign_create_rejects_bad_input(backend: Backend) {
     );
     bad["skip_invalid"] = json!(true);
     let created = lab.create(bad).await;
-    assert_eq!((created["valid_count"].as_u64(), created["invalid_count"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (created["valid_count"].as_u64(), created["invalid_count"].as_u64()),
+        (Some(1), Some(1))
+    );
     let too_many = recipients(10_001);
     expect_error(post(lab.body(too_many)).await, 400, "too_many_recipients").await;
     let mut no_name = lab.body(recipients(1));
@@ -231,13 +245,20 @@ async fn sms_campaign_scheduled_waits_then_launch_sends_and_cancel_stops(backend
     let cancelled = lab.app.delete(&lab.key, &format!("/v1/sms/campaigns/{other_id}")).await;
     assert_eq!(cancelled.status(), 200);
     let cancelled: Value = cancelled.json().await.unwrap();
-    assert_eq!(cancelled, json!({"campaign_id": other_id, "deleted": true, "cancelled_count": 3, "status": "done"}));
+    assert_eq!(
+        cancelled,
+        json!({"campaign_id": other_id, "deleted": true, "cancelled_count": 3, "status": "done"})
+    );
     let after = lab.get(&other_id).await;
-    assert_eq!((after["status"].as_str(), after["cancelled_count"].as_i64()), (Some("done"), Some(3)));
+    assert_eq!(
+        (after["status"].as_str(), after["cancelled_count"].as_i64()),
+        (Some("done"), Some(3))
+    );
     assert!(after["cancelled_at"].is_string());
     assert_eq!(after["recipients"][0]["status"], "cancelled");
     assert!(lab.texts_by_recipient().is_empty(), "nothing is sent before the schedule");
-    let launched = lab.app.post(&lab.key, &format!("/v1/sms/campaigns/{id}/launch"), json!({})).await;
+    let launched =
+        lab.app.post(&lab.key, &format!("/v1/sms/campaigns/{id}/launch"), json!({})).await;
     assert_eq!(launched.status(), 200);
     let launched: Value = launched.json().await.unwrap();
     assert_eq!(launched["status"], "running");
@@ -317,7 +338,8 @@ async fn sms_campaign_counts_follow_mixed_delivery_outcomes(backend: Backend) {
         .await;
     assert_eq!(done["opted_out_count"], 1, "{done}");
     assert_eq!(done["pending_count"], 2, "{done}");
-    let opted = done["recipients"].as_array().unwrap().iter().find(|r| r["phone"] == phone(6)).unwrap();
+    let opted =
+        done["recipients"].as_array().unwrap().iter().find(|r| r["phone"] == phone(6)).unwrap();
     assert_eq!(opted["status"], "opted_out");
     assert!(opted["twilio_sid"].is_null());
     // One of the two texts left queued is reported `sent` and never confirmed: a failure.
@@ -343,8 +365,12 @@ async fn sms_campaign_counts_follow_mixed_delivery_outcomes(backend: Backend) {
         (Some(7), Some(2), Some(3), Some(1), Some(1)),
         "{done}"
     );
-    let undelivered =
-        done["recipients"].as_array().unwrap().iter().find(|r| r["status"] == "undelivered").unwrap();
+    let undelivered = done["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "undelivered")
+        .unwrap();
     assert_eq!(undelivered["error_code"], 30007);
     assert_eq!(lab.texts_by_recipient().len(), 6, "the opted-out recipient got nothing");
 }
@@ -363,12 +389,22 @@ async fn sms_campaign_lost_twilio_answer_is_reconciled_not_resent(backend: Backe
         assert_eq!(bodies.len(), 1, "{to} was texted {} times", bodies.len());
     }
     // Every recipient has its Twilio SID, the reconciled one included.
-    let sids: Vec<&str> = done["recipients"].as_array().unwrap().iter().map(|r| r["twilio_sid"].as_str().unwrap()).collect();
+    let sids: Vec<&str> = done["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["twilio_sid"].as_str().unwrap())
+        .collect();
     let emulated: Vec<String> = lab.twilio.messages().into_iter().map(|m| m.sid).collect();
     for sid in sids {
         assert!(emulated.iter().any(|s| s == sid));
     }
-    let listed = lab.twilio.requests().into_iter().filter(|r| r.method == "GET" && r.path.ends_with("/Messages.json")).count();
+    let listed = lab
+        .twilio
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/Messages.json"))
+        .count();
     assert!(listed >= 1, "the reconciliation asked Twilio");
 }
 
@@ -422,14 +458,15 @@ async fn sms_campaign_crash_between_claim_and_carrier_request_texts_once(backend
         .create_message(
             &credentials,
             &nixflex_providers::twilio::CreateMessage::new(
-                &phone(0),
+                phone(0),
                 NUMBER,
                 "Hi P0, your visit is on Monday.",
             ),
         )
         .await
         .unwrap();
-    let launched = lab.app.post(&lab.key, &format!("/v1/sms/campaigns/{id}/launch"), json!({})).await;
+    let launched =
+        lab.app.post(&lab.key, &format!("/v1/sms/campaigns/{id}/launch"), json!({})).await;
     assert_eq!(launched.status(), 200);
     let done = lab.wait_for(&id, "done", |c| c["status"] == "done").await;
     let texts = lab.texts_by_recipient();
