@@ -312,10 +312,12 @@ async fn sms_campaign_is_paced_per_sending_number(backend: Backend) {
     let mut times: Vec<_> = lab.twilio.messages().iter().map(|m| m.date_created).collect();
     times.sort();
     assert_eq!(times.len(), 12);
-    // 12 texts at 10 a second: at least 1.1 s from the first to the last.
+    // 12 texts at 10 a second: 1.1 s from the first slot to the last; the first text may leave
+    // its slot a little late (the send itself takes time), so allow 0.2 s. Unpaced, the 12 texts
+    // take a few tens of milliseconds.
     let span = (times[11] - times[0]).to_std().unwrap();
-    assert!(span >= Duration::from_millis(1050), "12 texts in {span:?}");
-    assert!(elapsed >= Duration::from_millis(1050));
+    assert!(span >= Duration::from_millis(900), "12 texts in {span:?}");
+    assert!(elapsed >= Duration::from_millis(900));
 }
 
 async fn sms_campaign_counts_follow_mixed_delivery_outcomes(backend: Backend) {
