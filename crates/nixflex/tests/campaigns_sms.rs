@@ -279,6 +279,15 @@ struct Child {
 }
 
 async fn serve_child(dir: &Path, addr: &str, twilio: &TwilioEmulator) -> Child {
+    serve_child_with(dir, addr, twilio, &[]).await
+}
+
+async fn serve_child_with(
+    dir: &Path,
+    addr: &str,
+    twilio: &TwilioEmulator,
+    env: &[(&str, &str)],
+) -> Child {
     let mut command = tokio::process::Command::new(BIN);
     command.current_dir(dir);
     for (key, _) in std::env::vars() {
@@ -295,6 +304,7 @@ async fn serve_child(dir: &Path, addr: &str, twilio: &TwilioEmulator) -> Child {
         .env("NIXFLEX_JOBS_POLL_MS", "50")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        .envs(env.iter().copied())
         .kill_on_drop(true);
     let process = command.spawn().unwrap();
     let client = reqwest::Client::new();
@@ -396,4 +406,98 @@ async fn sms_campaign_survives_kill_9_and_texts_everyone_exactly_once() {
         "all queued at Twilio, none failed: {campaign}"
     );
     child.process.start_kill().unwrap();
+}
+
+#[tokio::test]
+async fn sms_campaign_on_two_nodes_survives_one_killed_and_texts_everyone_once() {
+    const RECIPIENTS: usize = 200;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let twilio = TwilioEmulator::start().await.unwrap();
+    let database = nixflex_store::testing::fresh_postgres_url().await;
+    let master_key = nixflex_core::crypto::SecretBox::generate_encoded();
+    let env =
+        [("NIXFLEX_DATABASE_URL", database.as_str()), ("NIXFLEX_MASTER_KEY", master_key.as_str())];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let addr_a = format!("127.0.0.1:{}", free_port());
+    let addr_b = format!("127.0.0.1:{}", free_port());
+    let mut a = serve_child_with(dir_a.path(), &addr_a, &twilio, &env).await;
+    let b = serve_child_with(dir_b.path(), &addr_b, &twilio, &env).await;
+    let (base_a, base_b) = (format!("http://{addr_a}"), format!("http://{addr_b}"));
+    let client = reqwest::Client::new();
+    let key = post(&client, format!("{base_a}/v1/keys"), None, json!({"name": "Ops"})).await;
+    let bearer = format!(
+        "Bearer {}:{}",
+        key["key_id"].as_str().unwrap(),
+        key["key_secret"].as_str().unwrap()
+    );
+    let agent =
+        post(&client, format!("{base_a}/v1/agents"), Some(&bearer), json!({"name": "A"})).await;
+    let account = twilio.add_account();
+    twilio.add_number(&account.sid, NUMBER);
+    post(
+        &client,
+        format!("{base_a}/v1/phone-numbers"),
+        Some(&bearer),
+        json!({"phone_number": NUMBER, "agent_id": agent["agent_id"], "twilio_sid": account.sid, "twilio_token": account.auth_token}),
+    )
+    .await;
+    // Two campaigns from one number, created on different nodes: they share its pace.
+    let mut ids = Vec::new();
+    for (base, offset) in [(&base_a, 0), (&base_b, RECIPIENTS)] {
+        let recipients: Vec<Value> = (offset..offset + RECIPIENTS)
+            .map(|i| json!({"phone": format!("+4477009{i:05}")}))
+            .collect();
+        let created = post(
+            &client,
+            format!("{base}/v1/sms/campaigns"),
+            Some(&bearer),
+            json!({"agent_id": agent["agent_id"], "from_number": NUMBER, "name": "Two nodes",
+                   "message_template": "Hello", "recipients": recipients, "schedule_type": "now"}),
+        )
+        .await;
+        ids.push(created["campaign_id"].as_str().unwrap().to_owned());
+    }
+    let kill_at = 40 + usize::from(uuid::Uuid::new_v4().as_bytes()[0]) % 100;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while twilio.messages().len() < kill_at {
+        assert!(std::time::Instant::now() < deadline, "stuck at {} texts", twilio.messages().len());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    a.process.start_kill().unwrap();
+    a.process.wait().await.unwrap();
+    // Node B takes over node A's campaign once its lease expires.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for id in &ids {
+        loop {
+            let campaign: Value = client
+                .get(format!("{base_b}/v1/sms/campaigns/{id}?recipients_limit=1"))
+                .header("authorization", &bearer)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if campaign["status"] == "done" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never done: {campaign}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let mut per_recipient: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::new();
+    let mut times = Vec::new();
+    for m in twilio.messages() {
+        times.push(m.date_created);
+        *per_recipient.entry(m.to).or_default() += 1;
+    }
+    assert_eq!(per_recipient.len(), 2 * RECIPIENTS, "every recipient texted");
+    let doubled: Vec<_> = per_recipient.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "texted more than once: {doubled:?}");
+    // The number's pace (100 a second) held across both nodes: 400 texts take at least ~4 s.
+    times.sort();
+    let span = (times[times.len() - 1] - times[0]).to_std().unwrap();
+    assert!(span >= std::time::Duration::from_millis(3500), "400 texts in {span:?}");
+    drop(b);
 }
