@@ -36,6 +36,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::recordings::router())
         .merge(routes::sms::router())
         .merge(routes::account_providers::router())
+        .merge(routes::sms_campaigns::router())
         .split_for_parts();
     openapi::set_document(openapi::document(generated));
 

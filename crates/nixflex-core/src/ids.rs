@@ -147,7 +147,6 @@ pub fn new_call_id() -> CallId {
     CallId(format!("call_{}", random_hex(12)))
 }
 
-/// `whd_` + 24 hex: one webhook delivery attempt.
 /// A new SMS message id: `sms_` + 24 hex (docs/decisions.md#campaign-and-message-ids).
 pub fn new_message_id() -> String {
     format!("sms_{}", random_hex(12))
@@ -158,8 +157,14 @@ pub fn is_message_id(s: &str) -> bool {
     s.strip_prefix("sms_").is_some_and(|rest| rest.len() == 24 && is_lower_hex(rest))
 }
 
+/// `whd_` + 24 hex: one webhook delivery attempt.
 pub fn new_delivery_id() -> String {
     format!("whd_{}", random_hex(12))
+}
+
+/// A new SMS campaign id: `smsc_` + 16 hex (docs/decisions.md#campaign-and-message-ids).
+pub fn new_sms_campaign_id() -> String {
+    format!("smsc_{}", random_hex(8))
 }
 
 /// `job_` + 24 hex: a background job (docs/jobs.md).

@@ -121,12 +121,21 @@ pub enum SmsSource {
     InCall,
     /// A text the customer sent.
     Inbound,
+    /// One recipient's text of an SMS campaign (docs/sms.md#campaigns).
+    Campaign,
 }
 
 impl SmsSource {
     /// Every source.
-    pub const ALL: &'static [Self] =
-        &[Self::Api, Self::Reply, Self::Help, Self::PostCall, Self::InCall, Self::Inbound];
+    pub const ALL: &'static [Self] = &[
+        Self::Api,
+        Self::Reply,
+        Self::Help,
+        Self::PostCall,
+        Self::InCall,
+        Self::Inbound,
+        Self::Campaign,
+    ];
 
     /// The API and database string.
     pub fn as_str(self) -> &'static str {
@@ -137,6 +146,7 @@ impl SmsSource {
             Self::PostCall => "post_call",
             Self::InCall => "in_call",
             Self::Inbound => "inbound",
+            Self::Campaign => "campaign",
         }
     }
 
@@ -258,9 +268,59 @@ impl Keyword {
     }
 }
 
+/// Renders an SMS campaign's `message_template` for one recipient (docs/sms.md#campaigns):
+/// `{{name}}` (spaces inside the braces allowed) becomes `vars[name]`, or nothing when the
+/// recipient has no such variable; braces around anything that is not a name stay as written.
+/// Substituted values are not scanned again.
+pub fn render_template(
+    template: &str,
+    vars: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let is_name = |name: &str| {
+        let mut chars = name.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+    };
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            rest = &rest[open..];
+            break;
+        };
+        let name = after[..close].trim();
+        if is_name(name) {
+            out.push_str(vars.get(name).map(String::as_str).unwrap_or_default());
+            rest = &after[close + 2..];
+        } else {
+            out.push_str("{{");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn campaign_templates_fill_variables_and_blank_missing_ones() {
+        let vars: std::collections::BTreeMap<String, String> =
+            [("name".to_owned(), "Ann".to_owned()), ("when".to_owned(), "{{name}}".to_owned())]
+                .into_iter()
+                .collect();
+        assert_eq!(
+            render_template("Hi {{name}}, see you {{ when }}.", &vars),
+            "Hi Ann, see you {{name}}."
+        );
+        assert_eq!(render_template("Hi {{missing}}!", &vars), "Hi !");
+        assert_eq!(render_template("{{ not a name }} {{", &vars), "{{ not a name }} {{");
+        assert_eq!(render_template("no placeholders", &vars), "no placeholders");
+    }
 
     #[test]
     fn segments_follow_gsm7_and_ucs2_limits() {

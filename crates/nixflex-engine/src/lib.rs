@@ -18,6 +18,7 @@ pub mod recordings;
 pub mod service;
 pub mod session;
 pub mod sms;
+pub mod sms_campaign;
 pub mod store;
 pub mod tags;
 pub mod transfer;

@@ -30,7 +30,7 @@ use nixflex_core::sms::{
 };
 use nixflex_pipeline::llm::{ContentPart, LlmEvent, LlmMessage, LlmProvider, LlmRequest, Role};
 use nixflex_providers::twilio::{
-    CreateMessage, MessageStatus, TwilioClient, TwilioCredentials, TwilioError,
+    CreateMessage, MessageFilter, MessageStatus, TwilioClient, TwilioCredentials, TwilioError,
 };
 use nixflex_store::{NewJob, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,16 @@ pub const THREAD_MESSAGES: i64 = 10;
 
 /// How long a send's `context.reply_context` applies to the recipient's replies.
 const REPLY_CONTEXT_HOURS: i64 = 24;
+
+/// Reconciliation reads Twilio's newest messages between the two numbers: this many per page,
+/// at most [`RECONCILE_PAGES`] pages.
+const RECONCILE_PAGE_SIZE: u32 = 50;
+
+/// See [`RECONCILE_PAGE_SIZE`].
+const RECONCILE_PAGES: usize = 2;
+
+/// How far Twilio's clock may be behind ours when matching a message's creation time.
+const RECONCILE_CLOCK_SKEW_SECS: i64 = 300;
 
 /// Twilio's codes for a recipient who opted out at the carrier (21610: "Attempt to send to
 /// unsubscribed recipient").
@@ -315,6 +325,77 @@ impl Sms {
                 }
             }
         }
+    }
+
+    /// Reconciles a keyed send that an earlier run may have handed to Twilio without noting the
+    /// SID (a crash, or an answer lost on the way back) (docs/sms.md#campaigns): when the send
+    /// key's message is still `pending` without a SID, Twilio's message list for the same
+    /// `To` and `From` is searched for the same text created since the message was logged; a
+    /// match is adopted (its SID and status noted) and returned, so the caller does not text
+    /// again. `None`: nothing was logged under the key, or Twilio has no such message (the caller
+    /// sends; the send reuses the logged row).
+    ///
+    /// # Errors
+    /// Twilio's list failed (the caller must not send: it cannot tell), or storage.
+    pub async fn reconcile(&self, out: &Outgoing) -> Result<Option<SmsMessage>, SendError> {
+        let store = &self.inner.store;
+        let Some(key) = &out.send_key else {
+            return Ok(None);
+        };
+        let Some(earlier) = store.get_sms_by_send_key(key).await? else {
+            return Ok(None);
+        };
+        if !(earlier.status == SmsStatus::Pending && earlier.twilio_sid.is_none()) {
+            return Ok(Some(earlier));
+        }
+        let token = self
+            .inner
+            .secrets
+            .open(&out.from.twilio_auth_token_sealed)
+            .map_err(|_| SendError::Credentials)?;
+        let credentials = TwilioCredentials::new(out.from.twilio_account_sid.clone(), token);
+        let filter = MessageFilter {
+            to: Some(out.to.clone()),
+            from: Some(out.from.phone_number.to_string()),
+            page_size: Some(RECONCILE_PAGE_SIZE),
+            ..MessageFilter::default()
+        };
+        let listed =
+            self.inner.twilio.list_messages(&credentials, &filter, RECONCILE_PAGES).await.map_err(
+                |error| SendError::Provider { error, message_id: earlier.message_id.clone() },
+            )?;
+        let since = earlier.created_at - ChronoDuration::seconds(RECONCILE_CLOCK_SKEW_SECS);
+        let found = listed.into_iter().find(|m| {
+            m.body.as_deref() == Some(earlier.body.as_str())
+                && m.direction.as_deref().is_none_or(|d| d.starts_with("outbound"))
+                // A creation time that cannot be read counts as recent: texting twice is worse.
+                && m.date_created
+                    .as_deref()
+                    .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+                    .is_none_or(|created| created >= since)
+        });
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let status = twilio_status(found.status);
+        let now = nixflex_store::now();
+        match store.mark_sms_handed(&earlier.message_id, &found.sid, status, now).await {
+            Ok(_) => {}
+            // The SID belongs to another logged message: not ours after all.
+            Err(StoreError::Conflict { .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        }
+        tracing::info!(
+            message = "Reconciled an SMS send with the message Twilio already has.",
+            message_id = %earlier.message_id,
+            twilio_sid = %found.sid
+        );
+        Ok(Some(SmsMessage {
+            twilio_sid: Some(found.sid),
+            status: if status.rank() > earlier.status.rank() { status } else { earlier.status },
+            updated_at: now,
+            ..earlier
+        }))
     }
 
     /// Writes the `pending` row, or finds the one an earlier send under the same key wrote.

@@ -20,6 +20,7 @@ mod postgres;
 mod providers;
 mod recordings;
 mod sms;
+mod sms_campaigns;
 mod sql;
 mod sqlite;
 pub mod testing;
@@ -38,6 +39,10 @@ pub use postgres::PgStore;
 pub use providers::{AccountLlm, AccountTts, ProviderSettingsRepo};
 pub use recordings::{AccountStorage, ExpiredRecording, RecordingRepo};
 pub use sms::{SmsFilter, SmsRepo, SmsUsage};
+pub use sms_campaigns::{
+    NewSmsRecipient, SmsCampaign, SmsCampaignCounts, SmsCampaignRecipient,
+    SmsCampaignRecipientView, SmsCampaignRepo, SmsCampaignWithCounts, campaign_send_key,
+};
 pub use sqlite::SqliteStore;
 pub use webhooks::{WebhookDelivery, WebhookRepo};
 
@@ -90,6 +95,7 @@ pub trait Store:
     + OutboundRepo
     + SmsRepo
     + ProviderSettingsRepo
+    + SmsCampaignRepo
     + Send
     + Sync
     + std::fmt::Debug

@@ -182,6 +182,9 @@ pub struct Config {
     /// How often a queued outbound call's dial job looks again when no call of its account
     /// ended in between, in milliseconds.
     pub outbound_dial_recheck_ms: u64,
+    /// SMS campaign pacing: texts per second from one sending number, across every node
+    /// (docs/sms.md#campaigns). Twilio's long-code default is 1.
+    pub sms_campaign_rate_per_second: f64,
     /// This node's name as a job lease owner (default: `node-<pid>-<random>`; unique per process).
     pub node_id: Option<String>,
     /// Background jobs run at once on this node (docs/jobs.md).
@@ -266,6 +269,7 @@ impl Default for Config {
             recording_wait_secs: 120,
             outbound_queue_timeout_secs: 3600,
             outbound_dial_recheck_ms: 5000,
+            sms_campaign_rate_per_second: 1.0,
             node_id: None,
             jobs_concurrency: 8,
             jobs_poll_ms: 1000,
@@ -460,6 +464,9 @@ impl Config {
         if !(100..=600_000).contains(&self.outbound_dial_recheck_ms) {
             bail!("outbound_dial_recheck_ms must be between 100 and 600000 (10 minutes)");
         }
+        if !(0.01..=10_000.0).contains(&self.sms_campaign_rate_per_second) {
+            bail!("sms_campaign_rate_per_second must be between 0.01 and 10000");
+        }
         if self.recording_storage == RecordingStorage::S3 {
             for (name, set) in [
                 ("recording_s3_bucket", self.recording_s3_bucket.is_some()),
@@ -553,6 +560,7 @@ impl Config {
             "max_concurrent_calls": self.max_concurrent_calls,
             "outbound_queue_timeout_secs": self.outbound_queue_timeout_secs,
             "outbound_dial_recheck_ms": self.outbound_dial_recheck_ms,
+            "sms_campaign_rate_per_second": self.sms_campaign_rate_per_second,
             "price_per_minute_usd": self.price_per_minute_usd,
             "trust_forwarded_for": self.trust_forwarded_for,
             "max_body_bytes": self.max_body_bytes,

@@ -167,3 +167,20 @@ pub fn register_sms(registry: &mut Registry, sms: nixflex_engine::sms::Sms) {
         }
     });
 }
+
+/// Registers `sms.campaign` (docs/sms.md#campaigns): one run sends a slice of the campaign at
+/// the number's pace and hands over to the next run without spending an attempt.
+pub fn register_sms_campaigns(
+    registry: &mut Registry,
+    campaigns: nixflex_engine::sms_campaign::SmsCampaigns,
+) {
+    registry.register(nixflex_engine::sms_campaign::SMS_CAMPAIGN, move |job| {
+        let campaigns = campaigns.clone();
+        async move {
+            let run: nixflex_engine::sms_campaign::CampaignJob =
+                serde_json::from_value(job.payload.clone())
+                    .map_err(|e| JobError::Permanent(format!("payload: {e}")))?;
+            campaigns.run(&run).await.map_err(job_error)
+        }
+    });
+}

@@ -2,6 +2,7 @@
 //! the benchmarks. `main.rs` only parses the command line.
 
 pub mod bench;
+pub mod campaigns;
 pub mod config;
 pub mod followups;
 pub mod jobs;

@@ -68,6 +68,11 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Voice and SMS campaigns from a CSV file, against a running server.
+    Campaigns {
+        #[command(subcommand)]
+        command: nixflex::campaigns::CampaignsCommand,
+    },
     /// Benchmarks against a running server.
     Bench {
         #[command(subcommand)]
@@ -248,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_line(&nixflex::jobs::retry(&*store, &job_id).await?);
             Ok(())
         }
+        Command::Campaigns { command } => nixflex::campaigns::run(command).await,
         Command::Bench { command: BenchCommand::Api(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
             init_tracing(&config);

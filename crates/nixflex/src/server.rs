@@ -353,6 +353,17 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         ),
     );
     crate::followups::register_sms(&mut registry, sms.clone());
+    crate::followups::register_sms_campaigns(
+        &mut registry,
+        nixflex_engine::sms_campaign::SmsCampaigns::new(
+            store.clone(),
+            sms.clone(),
+            nixflex_engine::sms_campaign::CampaignConfig {
+                rate_per_second: config.sms_campaign_rate_per_second,
+                ..nixflex_engine::sms_campaign::CampaignConfig::default()
+            },
+        ),
+    );
     let worker = nixflex_jobs::Worker::new(
         store.clone(),
         registry,

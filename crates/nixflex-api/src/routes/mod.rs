@@ -13,4 +13,5 @@ pub(crate) mod outbound;
 pub(crate) mod pending;
 pub(crate) mod recordings;
 pub(crate) mod sms;
+pub(crate) mod sms_campaigns;
 pub(crate) mod usage;

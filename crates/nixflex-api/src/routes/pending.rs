@@ -143,55 +143,6 @@ pub(crate) struct BatchCampaignInput {
     scheduled_at: Option<Value>,
 }
 
-/// One recipient of an SMS campaign.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct SmsRecipient {
-    /// E.164 recipient.
-    #[schema(value_type = String, pattern = r"^\+[1-9][0-9]{6,14}$")]
-    phone: Option<String>,
-    /// Values for the template's `{{variable}}` placeholders.
-    #[schema(required = false)]
-    variables: Option<BTreeMap<String, String>>,
-    #[schema(ignore)]
-    phone_number: Option<Value>,
-}
-
-/// `POST /v1/sms/campaigns`: a bulk SMS campaign.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct SmsCampaignInput {
-    /// The agent handling replies.
-    #[schema(value_type = String, pattern = "^agent_[0-9a-f]{16}$")]
-    agent_id: Option<String>,
-    /// Your Twilio number to send from.
-    #[schema(value_type = String, pattern = r"^\+[1-9][0-9]{6,14}$")]
-    from_number: Option<String>,
-    /// Display name.
-    #[schema(value_type = String, min_length = 1, max_length = 200)]
-    name: Option<String>,
-    /// Text with `{{variable}}` placeholders.
-    #[schema(value_type = String, min_length = 1, max_length = 1600)]
-    message_template: Option<String>,
-    /// Up to 10,000 recipients.
-    #[schema(value_type = Vec<SmsRecipient>, min_items = 1, max_items = 10000)]
-    recipients: Option<Vec<SmsRecipient>>,
-    /// `now` or `schedule`.
-    #[schema(value_type = String, pattern = "^(now|schedule)$")]
-    schedule_type: Option<String>,
-    /// ISO-8601, with `schedule`.
-    #[schema(value_type = String, required = false, format = DateTime)]
-    scheduled_at: Option<String>,
-    #[schema(ignore)]
-    body: Option<Value>,
-    #[schema(ignore)]
-    context_prompt: Option<Value>,
-    #[schema(ignore)]
-    reply_window_hours: Option<Value>,
-}
-
 /// `{"enabled": bool}`: a per-number switch.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -239,20 +190,6 @@ pub(crate) const PENDING: &[PendingRoute] = &[
         body::<SwitchInput>("`{\"enabled\": bool}`"),
     ),
     p("GET", "/v1/integrations/web-calls/number/{phone_number}", "Web calls", "integrations"),
-    with(
-        p("POST", "/v1/sms/campaigns", "SMS campaigns", "sms"),
-        body::<SmsCampaignInput>("The campaign"),
-    ),
-    query(
-        p("GET", "/v1/sms/campaigns", "SMS campaigns", "sms"),
-        &["limit", "offset", "agent_id", "status"],
-    ),
-    query(
-        p("GET", "/v1/sms/campaigns/{campaign_id}", "SMS campaigns", "sms"),
-        &["recipients_limit", "recipients_offset"],
-    ),
-    p("DELETE", "/v1/sms/campaigns/{campaign_id}", "Cancelling an SMS campaign", "sms"),
-    p("POST", "/v1/sms/campaigns/{campaign_id}/launch", "Launching an SMS campaign", "sms"),
 ];
 
 fn filter(method: &str) -> MethodFilter {

@@ -22,7 +22,7 @@ use crate::twilio::error::{TwilioError, TwilioErrorBody, is_rate_limited};
 use crate::twilio::resources::{
     Call, CreateCall, CreateMessage, CreateRecording, IncomingPhoneNumber,
     IncomingPhoneNumberFilter, IncomingPhoneNumberPage, IncomingPhoneNumberUpdate, Message,
-    Recording, UpdateCall,
+    MessageFilter, MessagePage, Recording, UpdateCall,
 };
 
 /// Twilio's production API host.
@@ -295,6 +295,35 @@ impl TwilioClient {
     ) -> Result<Message, TwilioError> {
         let url = self.resource_url(credentials, "Messages", message_sid)?;
         self.send_json(credentials, Method::GET, &url, None).await
+    }
+
+    /// `GET …/Messages.json` with `filter`, newest first, following `next_page_uri` up to
+    /// `max_pages` pages (at most the client's `max_list_pages`).
+    ///
+    /// # Errors
+    ///
+    /// Any [`TwilioError`]; bad credentials give [`TwilioError::Authentication`].
+    pub async fn list_messages(
+        &self,
+        credentials: &TwilioCredentials,
+        filter: &MessageFilter,
+        max_pages: usize,
+    ) -> Result<Vec<Message>, TwilioError> {
+        let mut url = with_query(self.collection_url(credentials, "Messages")?, &filter.to_query());
+        let mut messages = Vec::new();
+        let limit = usize::try_from(self.config.max_list_pages).unwrap_or(usize::MAX);
+        for _ in 0..max_pages.min(limit).max(1) {
+            let page: MessagePage = self.send_json(credentials, Method::GET, &url, None).await?;
+            messages.extend(page.messages);
+            match page.next_page_uri {
+                // Relative to the API host only, so credentials never go to another host.
+                Some(next_page_uri) if next_page_uri.starts_with(API_PREFIX) => {
+                    url = format!("{}{next_page_uri}", self.base_url);
+                }
+                _ => break,
+            }
+        }
+        Ok(messages)
     }
 
     /// `POST …/Calls/{CA}/Recordings.json`: starts recording a live call (e.g.

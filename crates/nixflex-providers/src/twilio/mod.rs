@@ -20,5 +20,6 @@ pub use error::{CODE_AUTHENTICATE, CODE_NOT_FOUND, CODE_TOO_MANY_REQUESTS, Twili
 pub use resources::{
     Call, CallStatus, CallStatusEvent, CallTarget, CallUpdateStatus, CreateCall, CreateMessage,
     CreateRecording, IncomingPhoneNumber, IncomingPhoneNumberFilter, IncomingPhoneNumberUpdate,
-    MachineDetection, Message, MessageStatus, PhoneNumberCapabilities, Recording, UpdateCall,
+    MachineDetection, Message, MessageFilter, MessageStatus, PhoneNumberCapabilities, Recording,
+    UpdateCall,
 };

@@ -245,6 +245,45 @@ pub struct Message {
     pub uri: Option<String>,
 }
 
+/// Filters of `GET …/Messages.json` (Twilio's documented `To`, `From`, `DateSent` and
+/// `PageSize`); Twilio lists the newest messages first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageFilter {
+    /// `To`: only messages to this number.
+    pub to: Option<String>,
+    /// `From`: only messages from this number.
+    pub from: Option<String>,
+    /// `DateSent>=` (`YYYY-MM-DD`, UTC): only messages sent on or after this day. Messages
+    /// still queued have no send date and do not match.
+    pub date_sent_after: Option<chrono::NaiveDate>,
+    /// `PageSize` (Twilio: 1–1000, default 50).
+    pub page_size: Option<u32>,
+}
+
+impl MessageFilter {
+    pub(crate) fn to_query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        push_opt(&mut query, "To", self.to.as_deref());
+        push_opt(&mut query, "From", self.from.as_deref());
+        if let Some(day) = self.date_sent_after {
+            query.push(("DateSent>", day.format("%Y-%m-%d").to_string()));
+        }
+        if let Some(page_size) = self.page_size {
+            query.push(("PageSize", page_size.to_string()));
+        }
+        query
+    }
+}
+
+/// One page of `GET …/Messages.json`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MessagePage {
+    #[serde(default)]
+    pub(crate) messages: Vec<Message>,
+    #[serde(default)]
+    pub(crate) next_page_uri: Option<String>,
+}
+
 /// Status of a [`Message`] (docs/protocols.md#twilio-rest-api).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

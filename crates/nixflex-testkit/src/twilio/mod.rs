@@ -475,6 +475,13 @@ impl TwilioEmulator {
         });
     }
 
+    /// The next request whose path contains `path_contains` is applied as usual (a message is
+    /// created, a call placed) but its answer is lost: the client gets a 500 without a Twilio
+    /// body, as when a connection drops after Twilio acted on a request.
+    pub fn lose_next_answer(&self, path_contains: &str) {
+        self.shared.lock().lost_answers.push(path_contains.to_owned());
+    }
+
     /// Scripts the callee at `to`: every outbound call created to that number from now on
     /// plays `callee` (see [`callee`]).
     pub fn add_callee(&self, to: &str, callee: Callee) {

@@ -128,6 +128,11 @@ pub(crate) async fn handle(
         }
         None => route(&mut state, &incoming),
     };
+    let answer = if state.take_lost_answer(&incoming.path) {
+        Answer::error(StatusCode::INTERNAL_SERVER_ERROR, None, "connection lost")
+    } else {
+        answer
+    };
     state.requests.push(RecordedRequest {
         method: incoming.method.as_str().to_owned(),
         path: incoming.path.clone(),
@@ -303,11 +308,16 @@ fn route_account(
         ["Messages.json"] => match *method {
             Method::POST => create_message(state, incoming, account_sid),
             Method::GET => {
+                // Twilio's `To` and `From` filters (exact numbers), newest first.
+                let to = values_of(&incoming.query, "To").first().map(|v| (*v).to_owned());
+                let from = values_of(&incoming.query, "From").first().map(|v| (*v).to_owned());
                 let messages: Vec<Value> = state
                     .messages
                     .iter()
                     .rev()
                     .filter(|message| message.account_sid == account_sid)
+                    .filter(|message| to.as_ref().is_none_or(|to| message.to == *to))
+                    .filter(|message| from.as_ref().is_none_or(|from| message.from == *from))
                     .map(MessageState::to_json)
                     .collect();
                 list_page(incoming, "messages", messages)

@@ -419,6 +419,8 @@ pub(crate) struct State {
     pub(crate) due_deliveries: Vec<(String, crate::twilio::MessageOutcome)>,
     pub(crate) failures: Vec<FailureRule>,
     pub(crate) delays: Vec<DelayRule>,
+    /// Paths (substrings) of requests that are applied but whose answer is lost, once each.
+    pub(crate) lost_answers: Vec<String>,
     /// Scripted callees of outbound calls, by the number called.
     pub(crate) callees: HashMap<String, crate::twilio::callee::Callee>,
     /// Calls just created whose callee is scripted; the handler starts them.
@@ -535,6 +537,17 @@ impl State {
             }
         }
         Some(outcome)
+    }
+
+    /// Whether the answer to this request is to be lost (consumes the rule).
+    pub(crate) fn take_lost_answer(&mut self, path: &str) -> bool {
+        match self.lost_answers.iter().position(|rule| path.contains(rule.as_str())) {
+            Some(index) => {
+                self.lost_answers.remove(index);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Takes the first delay rule matching `path`, consuming one use.

@@ -154,7 +154,6 @@ async fn documented_but_unbuilt_routes_say_so(backend: Backend) {
     let key = app.signup().await;
     for (method, path) in [
         (Method::POST, "/v1/calls/batch"),
-        (Method::POST, "/v1/sms/campaigns"),
         (Method::GET, "/v1/integrations/monitor/number/+14155552671"),
     ] {
         let response = app.request(method, path, Some(&key)).send().await.unwrap();

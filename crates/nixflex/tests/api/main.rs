@@ -26,5 +26,6 @@ mod outbound;
 mod rate_limits;
 mod recordings;
 mod sms;
+mod sms_campaigns;
 mod transfers;
 mod usage;
