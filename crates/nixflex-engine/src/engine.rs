@@ -71,6 +71,8 @@ pub struct EngineConfig {
     pub dial_recheck: Duration,
     /// The SMS service (docs/sms.md); `None` on servers without one (engine tests).
     pub sms: Option<crate::sms::Sms>,
+    /// Campaign dials per second per carrier account, across nodes (docs/campaigns.md#pacing).
+    pub campaign_calls_per_second: f64,
 }
 
 impl Default for EngineConfig {
@@ -89,6 +91,7 @@ impl Default for EngineConfig {
             outbound_queue_timeout: Duration::from_secs(3600),
             dial_recheck: crate::outbound::DEFAULT_DIAL_RECHECK,
             sms: None,
+            campaign_calls_per_second: 1.0,
         }
     }
 }

@@ -310,6 +310,9 @@ impl Engine {
                 }
                 tracing::info!(message = "Outbound call dialled.", call_id = %call_id);
             }
+            Err(DialFailure::Superseded) => {
+                tracing::info!(message = "A campaign call was reconciled before its dial; not dialled here.", call_id = %call_id);
+            }
             Err(DialFailure::Unknown(why)) => {
                 tracing::warn!(message = "Dialling had an unknown outcome; not dialled again (the carrier's callbacks or the sweeper settle it).", call_id = %call_id, reason = why);
             }
@@ -410,10 +413,41 @@ impl Engine {
             ));
             create.async_amd_status_callback_method = Some("POST".to_owned());
         }
+        if call.campaign_id.is_some() {
+            // A campaign's dials keep to the carrier account's calls-per-second limit, counted
+            // across nodes; the claim is refreshed right before the request, so a campaign
+            // that reconciled this call in between (docs/campaigns.md#exactly-once) is not
+            // dialled over.
+            self.pace_dial(&number.twilio_account_sid).await?;
+            match self.store().touch_unplaced_call(&call.call_id, nixflex_store::now()).await {
+                Ok(true) => {}
+                Ok(false) => return Err(DialFailure::Superseded),
+                Err(error) => return Err(DialFailure::Transient(format!("store: {error}"))),
+            }
+        }
         match self.twilio().create_call(&credentials, &create).await {
             Ok(created) => Ok(created.sid),
             Err(error) => Err(classify(&error)),
         }
+    }
+
+    /// Waits for this carrier account's next dial slot (docs/campaigns.md#pacing).
+    async fn pace_dial(&self, carrier_account: &str) -> Result<(), DialFailure> {
+        let cps = self.config().campaign_calls_per_second;
+        if !(cps.is_finite() && cps > 0.0) {
+            return Ok(());
+        }
+        let interval = chrono::Duration::microseconds((1_000_000.0 / cps).round() as i64);
+        let now = nixflex_store::now();
+        let slot = self
+            .store()
+            .reserve_dial_slot(&format!("twilio:{carrier_account}"), interval, now)
+            .await
+            .map_err(|error| DialFailure::Transient(format!("store: {error}")))?;
+        if let Ok(wait) = (slot - Utc::now()).to_std() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
     }
 
     /// Ends a claimed call that was never placed: `failed`, with what went wrong, and its
@@ -504,6 +538,8 @@ enum DialFailure {
     Transient(String),
     /// No answer from Twilio: the call may or may not have been placed.
     Unknown(&'static str),
+    /// Not asked: the call is no longer this dial's (a campaign reconciled it meanwhile).
+    Superseded,
 }
 
 fn classify(error: &TwilioError) -> DialFailure {

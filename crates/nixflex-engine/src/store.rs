@@ -169,6 +169,27 @@ pub trait CallStore: Send + Sync + std::fmt::Debug {
     ) -> Result<bool, StoreError> {
         Err(unsupported())
     }
+
+    /// Reserves the next dial slot of a carrier account (campaign pacing,
+    /// docs/campaigns.md#pacing); stores without pacing answer `now`.
+    async fn reserve_dial_slot(
+        &self,
+        _key: &str,
+        _interval: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        Ok(now)
+    }
+
+    /// Refreshes a claimed campaign call's heartbeat right before its dial request; false when
+    /// it is no longer claimed without a SID (docs/campaigns.md#exactly-once).
+    async fn touch_unplaced_call(
+        &self,
+        _call_id: &CallId,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }
 
 /// The whole store serves as a call's store.
@@ -332,5 +353,21 @@ impl<S: Store + ?Sized> CallStore for Arc<S> {
         follow_ups: &[NewJob],
     ) -> Result<bool, StoreError> {
         (**self).end_queued_call(call_id, update, at, follow_ups).await
+    }
+    async fn reserve_dial_slot(
+        &self,
+        key: &str,
+        interval: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        nixflex_store::CampaignRepo::reserve_dial_slot(&**self, key, interval, now).await
+    }
+
+    async fn touch_unplaced_call(
+        &self,
+        call_id: &CallId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        nixflex_store::CampaignRepo::touch_unplaced_call(&**self, call_id, now).await
     }
 }

@@ -12,6 +12,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 mod accounts;
 mod agents;
 mod calls;
+mod campaigns;
 mod guards;
 mod jobs;
 mod numbers;
@@ -26,6 +27,10 @@ mod webhooks;
 
 pub use accounts::{Account, AccountRepo, ApiKey, KeyWithAccount, RevokeOutcome};
 pub use agents::AgentRepo;
+pub use campaigns::{
+    CAMPAIGN_RUN, Campaign, CampaignRepo, EndedRecipientCall, NewRecipient, Recipient, RecipientCall,
+    RecipientCounts, Settle, campaign_job,
+};
 pub use calls::{Admission, CallAnalysis, CallFilter, CallRepo, CallUpdate, CallUsage};
 pub use guards::{GuardRepo, IdempotencyBegin, IdempotencyScope, StoredResponse};
 pub use jobs::{
@@ -87,6 +92,7 @@ pub trait Store:
     + RecordingRepo
     + OutboundRepo
     + SmsRepo
+    + CampaignRepo
     + Send
     + Sync
     + std::fmt::Debug

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "function_calls", include_str!("../migrations/postgres/0009_function_calls.sql")),
     (10, "sms", include_str!("../migrations/postgres/0010_sms.sql")),
     (11, "voicemail_method", include_str!("../migrations/postgres/0011_voicemail_method.sql")),
+    (12, "campaigns", include_str!("../migrations/postgres/0012_campaigns.sql")),
 ];
 
 impl PgStore {
@@ -74,3 +75,4 @@ crate::webhooks::impl_webhooks!(PgStore, sqlx::Postgres, "postgres");
 crate::recordings::impl_recordings!(PgStore, sqlx::Postgres, "postgres");
 crate::outbound::impl_outbound!(PgStore, sqlx::Postgres, "postgres");
 crate::sms::impl_sms!(PgStore, sqlx::Postgres, "postgres");
+crate::campaigns::impl_campaigns!(PgStore, sqlx::Postgres, "postgres");

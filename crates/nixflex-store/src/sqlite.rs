@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "function_calls", include_str!("../migrations/sqlite/0009_function_calls.sql")),
     (10, "sms", include_str!("../migrations/sqlite/0010_sms.sql")),
     (11, "voicemail_method", include_str!("../migrations/sqlite/0011_voicemail_method.sql")),
+    (12, "campaigns", include_str!("../migrations/sqlite/0012_campaigns.sql")),
 ];
 
 impl SqliteStore {
@@ -111,3 +112,4 @@ crate::webhooks::impl_webhooks!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::recordings::impl_recordings!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::outbound::impl_outbound!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::sms::impl_sms!(SqliteStore, sqlx::Sqlite, "sqlite");
+crate::campaigns::impl_campaigns!(SqliteStore, sqlx::Sqlite, "sqlite");
