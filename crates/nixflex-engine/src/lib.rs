@@ -3,6 +3,7 @@
 //! The audio path never waits on the database.
 
 pub mod analysis;
+pub mod campaigns;
 pub mod capture;
 pub mod carrier_recording;
 pub mod chunker;

@@ -128,6 +128,24 @@ impl Engine {
             return Err(OutboundRefused::AgentInactive);
         }
         let number = self.caller_id(&request).await?;
+        let (call, details, job) = self.outbound_rows(&request, &number)?;
+        store.queue_outbound_call(&call, &details, &job).await?;
+        self.wake_follow_ups();
+        tracing::info!(message = "Outbound call queued.", call_id = %call.call_id, agent_id = %request.agent_id);
+        Ok(call)
+    }
+
+    /// The rows of a new queued outbound call from `number`: the call record, its sealed
+    /// purpose and overrides, and its `call.dial` job (batch campaigns write them with their
+    /// recipient's claim, docs/campaigns.md#exactly-once).
+    ///
+    /// # Errors
+    /// [`OutboundRefused::Store`] when the purpose cannot be serialised.
+    pub fn outbound_rows(
+        &self,
+        request: &OutboundRequest,
+        number: &PhoneNumber,
+    ) -> Result<(CallRecord, OutboundDetails, nixflex_store::NewJob), OutboundRefused> {
         let now = nixflex_store::now();
         let call = CallRecord {
             call_id: ids::new_call_id(),
@@ -177,10 +195,7 @@ impl Engine {
             &call.call_id,
             self.config().follow_up_max_attempts,
         );
-        store.queue_outbound_call(&call, &details, &job).await?;
-        self.wake_follow_ups();
-        tracing::info!(message = "Outbound call queued.", call_id = %call.call_id, agent_id = %request.agent_id);
-        Ok(call)
+        Ok((call, details, job))
     }
 
     /// The caller ID: the requested number if it is one of the agent's outbound-enabled
