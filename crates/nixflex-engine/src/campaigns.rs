@@ -199,7 +199,9 @@ impl Campaigns {
             self.cancel_queued(&campaign).await;
         }
         let tick = now + to_chrono(self.config.tick);
-        let long = now + to_chrono(self.config.max_sleep);
+        // Launch and resume make the job due at once, but one that was running at that moment
+        // defers itself afterwards: so it never sleeps longer than a few ticks.
+        let long = now + to_chrono(self.config.max_sleep.min(self.config.tick * 10));
         let window = match window_of(&campaign) {
             Ok(window) => window,
             Err(error) => {

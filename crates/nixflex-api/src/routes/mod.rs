@@ -3,6 +3,7 @@
 pub(crate) mod agents;
 pub(crate) mod callers;
 pub(crate) mod calls;
+pub(crate) mod campaigns;
 pub(crate) mod catalog;
 pub(crate) mod health;
 pub(crate) mod integrations;
