@@ -186,10 +186,15 @@ impl Campaigns {
     /// # Errors
     /// `NotYet` to run again later (the usual outcome until the campaign is over); `Retryable`
     /// when the store failed.
-    pub async fn run(&self, campaign_id: &str, account_id: &AccountId) -> Result<(), FollowUpError> {
+    pub async fn run(
+        &self,
+        campaign_id: &str,
+        account_id: &AccountId,
+    ) -> Result<(), FollowUpError> {
         let now = (self.clock)();
         let store = &self.store;
-        let Some(mut campaign) = store.get_campaign(account_id, campaign_id).await.map_err(retry)?
+        let Some(mut campaign) =
+            store.get_campaign(account_id, campaign_id).await.map_err(retry)?
         else {
             return Ok(()); // deleted with its account
         };
@@ -325,7 +330,8 @@ impl Campaigns {
             };
             let follow_ups =
                 self.engine.call_follow_ups(call_id.as_str(), campaign.account_id.as_str());
-            if let Err(error) = self.store.end_queued_call(&call_id, &update, now, &follow_ups).await
+            if let Err(error) =
+                self.store.end_queued_call(&call_id, &update, now, &follow_ups).await
             {
                 tracing::warn!(message = "Could not end a cancelled campaign's queued call.", call_id = %call_id, error = %error);
             }
@@ -354,8 +360,7 @@ impl Campaigns {
         if room <= 0 {
             return Ok(());
         }
-        let due =
-            store.due_recipients(&campaign.campaign_id, now, room).await.map_err(retry)?;
+        let due = store.due_recipients(&campaign.campaign_id, now, room).await.map_err(retry)?;
         if due.is_empty() {
             return Ok(());
         }
@@ -375,7 +380,11 @@ impl Campaigns {
         });
         let Some(number) = number else {
             return self
-                .fail(campaign, "the from number is no longer one of the agent's outbound numbers", now)
+                .fail(
+                    campaign,
+                    "the from number is no longer one of the agent's outbound numbers",
+                    now,
+                )
                 .await;
         };
         let secrets = self.engine.secrets();
@@ -510,8 +519,14 @@ impl Campaigns {
                 }
                 return Ok(());
             }
-            self.end(call, CallStatus::Failed, Some(EndedReason::Failed), None, json!({"reason": "unknown_at_carrier"}))
-                .await;
+            self.end(
+                call,
+                CallStatus::Failed,
+                Some(EndedReason::Failed),
+                None,
+                json!({"reason": "unknown_at_carrier"}),
+            )
+            .await;
             return Ok(());
         };
         let status = carrier_status(found.status);
@@ -562,7 +577,8 @@ impl Campaigns {
             carrier_details: Some(details),
             ..CallUpdate::default()
         };
-        let follow_ups = self.engine.call_follow_ups(call.call_id.as_str(), call.account_id.as_str());
+        let follow_ups =
+            self.engine.call_follow_ups(call.call_id.as_str(), call.account_id.as_str());
         match self.store.finish_call(&call.call_id, &update, now, &follow_ups).await {
             Ok(_) => self.engine.wake_follow_ups(),
             Err(error) => {
@@ -651,13 +667,13 @@ mod tests {
         assert_eq!(plan(&c, &w, at("2026-03-07T04:30:00Z")), Plan::Dial); // Fri 23:30 EST
         assert_eq!(plan(&c, &w, at("2026-03-07T10:59:00Z")), Plan::Dial); // Sat 05:59 EST
         assert_eq!(
-            plan(&c, &w, at("2026-03-07T11:00:00Z")), // Sat 06:00 EST
-            Plan::WaitUntil(at("2026-03-14T02:00:00Z")) // Fri 13 March 22:00 EDT
+            plan(&c, &w, at("2026-03-07T11:00:00Z")),    // Sat 06:00 EST
+            Plan::WaitUntil(at("2026-03-14T02:00:00Z"))  // Fri 13 March 22:00 EDT
         );
         // A Thursday night is not a Friday window.
         assert_eq!(
-            plan(&c, &w, at("2026-03-06T04:00:00Z")), // Thu 23:00 EST
-            Plan::WaitUntil(at("2026-03-07T03:00:00Z")) // Fri 22:00 EST
+            plan(&c, &w, at("2026-03-06T04:00:00Z")),    // Thu 23:00 EST
+            Plan::WaitUntil(at("2026-03-07T03:00:00Z"))  // Fri 22:00 EST
         );
     }
 

@@ -434,7 +434,13 @@ impl Engine {
             // that reconciled this call in between (docs/campaigns.md#exactly-once) is not
             // dialled over.
             self.pace_dial(&number.twilio_account_sid).await?;
-            match self.store().touch_unplaced_call(&call.call_id, nixflex_store::now()).await {
+            // The claim is named by its time (`started_at`): a call reconciled and claimed
+            // again since this dial was claimed is the new claim's to dial.
+            match self
+                .store()
+                .touch_unplaced_call(&call.call_id, call.started_at, nixflex_store::now())
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => return Err(DialFailure::Superseded),
                 Err(error) => return Err(DialFailure::Transient(format!("store: {error}"))),

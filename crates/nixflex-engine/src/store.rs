@@ -182,10 +182,11 @@ pub trait CallStore: Send + Sync + std::fmt::Debug {
     }
 
     /// Refreshes a claimed campaign call's heartbeat right before its dial request; false when
-    /// it is no longer claimed without a SID (docs/campaigns.md#exactly-once).
+    /// it is no longer claimed (at `claimed_at`) without a SID (docs/campaigns.md#exactly-once).
     async fn touch_unplaced_call(
         &self,
         _call_id: &CallId,
+        _claimed_at: DateTime<Utc>,
         _now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         Ok(true)
@@ -366,8 +367,9 @@ impl<S: Store + ?Sized> CallStore for Arc<S> {
     async fn touch_unplaced_call(
         &self,
         call_id: &CallId,
+        claimed_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        nixflex_store::CampaignRepo::touch_unplaced_call(&**self, call_id, now).await
+        nixflex_store::CampaignRepo::touch_unplaced_call(&**self, call_id, claimed_at, now).await
     }
 }

@@ -283,10 +283,12 @@ pub trait CampaignRepo: Send + Sync {
     ) -> Result<bool, StoreError>;
 
     /// Refreshes a claimed call's heartbeat right before its dial request; false (dial nothing)
-    /// when it is no longer `initiated` without a SID.
+    /// when it is no longer `initiated` without a SID under the claim made at `claimed_at` (its
+    /// `started_at`: a call reconciled and claimed again has a later one).
     async fn touch_unplaced_call(
         &self,
         call_id: &CallId,
+        claimed_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
@@ -770,14 +772,16 @@ macro_rules! impl_campaigns {
                 async fn touch_unplaced_call(
                     &self,
                     call_id: &CallId,
+                    claimed_at: DateTime<Utc>,
                     now: DateTime<Utc>,
                 ) -> Result<bool, StoreError> {
                     let done = sqlx::query(
                         "update calls set heartbeat_at = $2 where call_id = $1 and call_status = 'initiated' \
-                         and twilio_call_sid is null and ended_at is null",
+                         and twilio_call_sid is null and ended_at is null and started_at = $3",
                     )
                     .bind(call_id.as_str())
                     .bind(now)
+                    .bind(claimed_at)
                     .execute(&self.writer)
                     .await
                     .map_err(map_err)?;

@@ -27,11 +27,11 @@ mod webhooks;
 
 pub use accounts::{Account, AccountRepo, ApiKey, KeyWithAccount, RevokeOutcome};
 pub use agents::AgentRepo;
-pub use campaigns::{
-    CAMPAIGN_RUN, Campaign, CampaignRepo, EndedRecipientCall, NewRecipient, Recipient, RecipientCall,
-    RecipientCounts, Settle, campaign_job,
-};
 pub use calls::{Admission, CallAnalysis, CallFilter, CallRepo, CallUpdate, CallUsage};
+pub use campaigns::{
+    CAMPAIGN_RUN, Campaign, CampaignRepo, EndedRecipientCall, NewRecipient, Recipient,
+    RecipientCall, RecipientCounts, Settle, campaign_job,
+};
 pub use guards::{GuardRepo, IdempotencyBegin, IdempotencyScope, StoredResponse};
 pub use jobs::{
     CALL_ENDED, CALL_STARTED, Job, JobCounts, JobFilter, JobRepo, JobState, Lease, NewJob,

@@ -101,9 +101,15 @@ struct Rng(u64);
 
 impl Rng {
     fn seeded() -> Self {
-        let seed = std::env::var("CAMPAIGN_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        }) | 1;
+        let seed =
+            std::env::var("CAMPAIGN_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(
+                || {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos() as u64
+                },
+            ) | 1;
         println!("CAMPAIGN_KILL_SEED={seed}");
         Self(seed)
     }
@@ -131,7 +137,7 @@ fn campaign_env<'a>(
         .env("NIXFLEX_MASTER_KEY", master)
         .env("NIXFLEX_TWILIO_API_BASE", twilio)
         .env("NIXFLEX_TWILIO_REQUEST_TIMEOUT_MS", "2000")
-        .env("NIXFLEX_CAMPAIGN_RECONCILE_AFTER_MS", "4000")
+        .env("NIXFLEX_CAMPAIGN_RECONCILE_AFTER_MS", "6000")
         .env("NIXFLEX_CAMPAIGN_TICK_MS", "100")
         .env("NIXFLEX_CAMPAIGN_CALLS_PER_SECOND", "200")
         .env("NIXFLEX_MAX_CONCURRENT_CALLS", "40")
@@ -195,11 +201,12 @@ async fn create_campaign(base: &str, twilio: &TwilioEmulator) -> (String, String
     let recipients: Vec<Value> = (0..RECIPIENTS)
         .map(|i| json!({"phone": recipient(i), "variables": {"n": i.to_string()}}))
         .collect();
-    let created = json_ok(http.post(format!("{base}/v1/calls/batch")).header("authorization", &bearer).json(
-        &json!({"agent_id": agent["agent_id"], "prompt": "Remind customer {n} of the visit.",
+    let created =
+        json_ok(http.post(format!("{base}/v1/calls/batch")).header("authorization", &bearer).json(
+            &json!({"agent_id": agent["agent_id"], "prompt": "Remind customer {n} of the visit.",
                 "recipients": recipients}),
-    ))
-    .await;
+        ))
+        .await;
     assert_eq!(created["valid_count"], RECIPIENTS);
     (bearer, created["campaign_id"].as_str().unwrap().to_owned())
 }
@@ -302,7 +309,9 @@ async fn a_1000_recipient_campaign_survives_three_kill_9s_and_dials_each_recipie
     check_exactly_once(&base, &bearer, &campaign_id, &twilio).await;
     requeued += server.count("never placed at the carrier");
     adopted += server.count("settled from the carrier's record");
-    println!("reconciled: {requeued} re-dialled after a lookup, {adopted} settled from the carrier");
+    println!(
+        "reconciled: {requeued} re-dialled after a lookup, {adopted} settled from the carrier"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -350,7 +350,10 @@ fn recipient_row(
     }
     let prompt_override = recipient.prompt_override.filter(|p| !p.trim().is_empty());
     if prompt_override.as_ref().is_some_and(|p| p.chars().count() > MAX_PROMPT_CHARS) {
-        return Err((raw, format!("`prompt_override` is longer than {MAX_PROMPT_CHARS} characters")));
+        return Err((
+            raw,
+            format!("`prompt_override` is longer than {MAX_PROMPT_CHARS} characters"),
+        ));
     }
     if recipient.metadata.as_ref().is_some_and(|m| {
         serde_json::to_string(m).map_or(usize::MAX, |s| s.len()) > MAX_METADATA_BYTES
@@ -396,7 +399,10 @@ async fn create_campaign(
         input.agent_id.filter(|a| !a.trim().is_empty()).ok_or_else(|| missing("agent_id"))?;
     let prompt = input.prompt.filter(|p| !p.trim().is_empty()).ok_or_else(|| missing("prompt"))?;
     if prompt.chars().count() > MAX_PROMPT_CHARS {
-        return Err(invalid("prompt", format!("`prompt` is longer than {MAX_PROMPT_CHARS} characters.")));
+        return Err(invalid(
+            "prompt",
+            format!("`prompt` is longer than {MAX_PROMPT_CHARS} characters."),
+        ));
     }
     let name = input.name.filter(|n| !n.trim().is_empty());
     if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
@@ -406,7 +412,10 @@ async fn create_campaign(
     if recipients.len() > MAX_RECIPIENTS {
         return Err(ApiError::new(
             ErrorCode::TooManyRecipients,
-            format!("A campaign takes at most {MAX_RECIPIENTS} recipients; this one has {}.", recipients.len()),
+            format!(
+                "A campaign takes at most {MAX_RECIPIENTS} recipients; this one has {}.",
+                recipients.len()
+            ),
         )
         .detail("field", "recipients"));
     }
@@ -427,13 +436,19 @@ async fn create_campaign(
     let max_attempts = match input.max_attempts {
         None => 1,
         Some(v) => whole(v, 1..=MAX_ATTEMPTS).ok_or_else(|| {
-            invalid("max_attempts", format!("`max_attempts` must be a whole number from 1 to {MAX_ATTEMPTS}."))
+            invalid(
+                "max_attempts",
+                format!("`max_attempts` must be a whole number from 1 to {MAX_ATTEMPTS}."),
+            )
         })?,
     };
     let retry_delay_minutes = match input.retry_delay_minutes {
         None => 30,
         Some(v) => whole(v, 0..=10_080).ok_or_else(|| {
-            invalid("retry_delay_minutes", "`retry_delay_minutes` must be a whole number from 0 to 10080.")
+            invalid(
+                "retry_delay_minutes",
+                "`retry_delay_minutes` must be a whole number from 0 to 10080.",
+            )
         })?,
     };
 
@@ -442,7 +457,10 @@ async fn create_campaign(
         None => None,
         Some(raw) => {
             let date = NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d").map_err(|_| {
-                schedule_error("scheduled_date", format!("`scheduled_date` must be YYYY-MM-DD, not `{raw}`."))
+                schedule_error(
+                    "scheduled_date",
+                    format!("`scheduled_date` must be YYYY-MM-DD, not `{raw}`."),
+                )
             })?;
             Some(date.format("%Y-%m-%d").to_string())
         }
@@ -452,7 +470,10 @@ async fn create_campaign(
         Some(raw) => Some(
             DateTime::parse_from_rfc3339(raw.trim())
                 .map_err(|_| {
-                    schedule_error("scheduled_at", format!("`scheduled_at` must be an ISO-8601 date-time, not `{raw}`."))
+                    schedule_error(
+                        "scheduled_at",
+                        format!("`scheduled_at` must be an ISO-8601 date-time, not `{raw}`."),
+                    )
                 })?
                 .with_timezone(&Utc),
         ),
@@ -462,38 +483,59 @@ async fn create_campaign(
         None | Some("now") => "now",
         Some("schedule") => "schedule",
         Some(other) => {
-            return Err(schedule_error("schedule_type", format!("`schedule_type` must be `now` or `schedule`, not `{other}`.")));
+            return Err(schedule_error(
+                "schedule_type",
+                format!("`schedule_type` must be `now` or `schedule`, not `{other}`."),
+            ));
         }
     };
     if schedule_type == "schedule" && scheduled_date.is_none() && scheduled_at.is_none() {
-        return Err(schedule_error("scheduled_date", "`schedule_type: schedule` needs `scheduled_date` (or `scheduled_at`)."));
+        return Err(schedule_error(
+            "scheduled_date",
+            "`schedule_type: schedule` needs `scheduled_date` (or `scheduled_at`).",
+        ));
     }
     if schedule_type == "now" && (scheduled_date.is_some() || scheduled_at.is_some()) {
-        return Err(schedule_error("schedule_type", "`scheduled_date` and `scheduled_at` go with `schedule_type: schedule`."));
+        return Err(schedule_error(
+            "schedule_type",
+            "`scheduled_date` and `scheduled_at` go with `schedule_type: schedule`.",
+        ));
     }
     let bound = |value: Option<f64>, default: u16, field: &str| -> ApiResult<u16> {
         match value {
             None => Ok(default),
             Some(v) => whole(v, 0..=i64::from(DAY_MINUTES))
                 .and_then(|n| u16::try_from(n).ok())
-                .ok_or_else(|| schedule_error(field, format!("`{field}` must be a whole number from 0 to 1440."))),
+                .ok_or_else(|| {
+                    schedule_error(
+                        field,
+                        format!("`{field}` must be a whole number from 0 to 1440."),
+                    )
+                }),
         }
     };
     let window_start = bound(input.window_start_minutes, 0, "window_start_minutes")?;
     let window_end = bound(input.window_end_minutes, DAY_MINUTES, "window_end_minutes")?;
     let days = match &input.window_days {
         None => Days::ALL,
-        Some(names) => Days::parse(names).map_err(|e| schedule_error("window_days", format!("`window_days`: {e}.")))?,
+        Some(names) => Days::parse(names)
+            .map_err(|e| schedule_error("window_days", format!("`window_days`: {e}.")))?,
     };
 
     // The agent, its timezone and the caller ID.
     crate::routes::numbers::check_agent(&state, &caller, &agent_id).await?;
     let agent = AgentId::from(agent_id.as_str());
     let Some((agent_record, _)) = state.store().get_agent(&account_id, &agent).await? else {
-        return Err(ApiError::new(ErrorCode::AgentNotFound, format!("No agent `{agent_id}` in this account.")));
+        return Err(ApiError::new(
+            ErrorCode::AgentNotFound,
+            format!("No agent `{agent_id}` in this account."),
+        ));
     };
     if !agent_record.settings.is_active {
-        return Err(ApiError::new(ErrorCode::AgentInactive, format!("Agent `{agent_id}` is inactive (`is_active: false`).")));
+        return Err(ApiError::new(
+            ErrorCode::AgentInactive,
+            format!("Agent `{agent_id}` is inactive (`is_active: false`)."),
+        ));
     }
     let timezone = input
         .timezone
@@ -501,9 +543,8 @@ async fn create_campaign(
         .unwrap_or_else(|| agent_record.settings.timezone.clone());
     let tz = CallingWindow::timezone(timezone.trim())
         .map_err(|e| schedule_error("timezone", format!("`timezone`: {e}.")))?;
-    CallingWindow::new(window_start, window_end, days, tz).map_err(|e| {
-        schedule_error("window_end_minutes", format!("{e}."))
-    })?;
+    CallingWindow::new(window_start, window_end, days, tz)
+        .map_err(|e| schedule_error("window_end_minutes", format!("{e}.")))?;
     if state.engine().config().public_url.is_none() {
         return Err(ApiError::new(
             ErrorCode::PublicUrlNotConfigured,
@@ -516,8 +557,11 @@ async fn create_campaign(
     let from_number = match input.from_number.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
         Some(raw) => {
             let from = phone::parse_e164(raw).ok_or_else(|| {
-                ApiError::new(ErrorCode::InvalidPhoneFormat, "`from_number` must be an E.164 number such as +14155550123.")
-                    .detail("field", "from_number")
+                ApiError::new(
+                    ErrorCode::InvalidPhoneFormat,
+                    "`from_number` must be an E.164 number such as +14155550123.",
+                )
+                .detail("field", "from_number")
             })?;
             let owned = state
                 .store()
@@ -525,17 +569,28 @@ async fn create_campaign(
                 .await?
                 .is_some_and(|n| n.account_id == account_id);
             if !owned {
-                return Err(ApiError::new(ErrorCode::FromNumberNotOwned, "`from_number` is not a number imported to this account.")
-                    .detail("field", "from_number"));
+                return Err(ApiError::new(
+                    ErrorCode::FromNumberNotOwned,
+                    "`from_number` is not a number imported to this account.",
+                )
+                .detail("field", "from_number"));
             }
             if !outbound.iter().any(|n| n.phone_number.as_str() == from) {
-                return Err(invalid("from_number", format!("`from_number` is not one of agent `{agent_id}`'s outbound-enabled numbers.")));
+                return Err(invalid(
+                    "from_number",
+                    format!(
+                        "`from_number` is not one of agent `{agent_id}`'s outbound-enabled numbers."
+                    ),
+                ));
             }
             from
         }
         None => match outbound.as_slice() {
             [] => {
-                return Err(ApiError::new(ErrorCode::AgentNoPhone, format!("Agent `{agent_id}` has no outbound-enabled number to call from.")));
+                return Err(ApiError::new(
+                    ErrorCode::AgentNoPhone,
+                    format!("Agent `{agent_id}` has no outbound-enabled number to call from."),
+                ));
             }
             [only] => only.phone_number.to_string(),
             several => {
@@ -565,12 +620,15 @@ async fn create_campaign(
                 } else {
                     invalid_rows.push(InvalidRow {
                         phone: Value::String(phone),
-                        reason: "duplicate of an earlier recipient (each number is called once)".to_owned(),
+                        reason: "duplicate of an earlier recipient (each number is called once)"
+                            .to_owned(),
                         row_index: index,
                     });
                 }
             }
-            Err((phone, reason)) => invalid_rows.push(InvalidRow { phone, reason, row_index: index }),
+            Err((phone, reason)) => {
+                invalid_rows.push(InvalidRow { phone, reason, row_index: index })
+            }
         }
     }
     if !invalid_rows.is_empty() && !skip_invalid {
@@ -618,7 +676,11 @@ async fn create_campaign(
         created_at: now,
         updated_at: now,
     };
-    let job = campaign_job(&account_id, &campaign.campaign_id, state.engine().config().follow_up_max_attempts);
+    let job = campaign_job(
+        &account_id,
+        &campaign.campaign_id,
+        state.engine().config().follow_up_max_attempts,
+    );
     state.store().create_campaign(&campaign, &valid, &job).await?;
     state.engine().wake_follow_ups();
     tracing::info!(message = "Campaign created.", campaign_id = %campaign.campaign_id, recipients = valid.len(), status);
@@ -640,7 +702,10 @@ async fn create_campaign(
 }
 
 fn not_found(campaign_id: &str) -> ApiError {
-    ApiError::new(ErrorCode::CampaignNotFound, format!("No campaign `{campaign_id}` in this account."))
+    ApiError::new(
+        ErrorCode::CampaignNotFound,
+        format!("No campaign `{campaign_id}` in this account."),
+    )
 }
 
 async fn find(state: &AppState, caller: &Caller, campaign_id: &str) -> ApiResult<Campaign> {
@@ -671,7 +736,10 @@ async fn counts(state: &AppState, campaign_id: &str) -> ApiResult<CampaignCounts
             "calling" => counts.in_progress += n,
             "done" => {
                 counts.done += n;
-                *counts.by_outcome.entry(outcome.unwrap_or_else(|| "unknown".to_owned())).or_default() += n;
+                *counts
+                    .by_outcome
+                    .entry(outcome.unwrap_or_else(|| "unknown".to_owned()))
+                    .or_default() += n;
             }
             _ => counts.cancelled += n,
         }
@@ -684,7 +752,12 @@ async fn campaign_object(state: &AppState, campaign: Campaign) -> ApiResult<Camp
     Ok(CampaignObject {
         invalid_count: campaign.invalid.as_array().map_or(0, Vec::len),
         counts,
-        window_days: campaign.window_days.split(',').filter(|d| !d.is_empty()).map(str::to_owned).collect(),
+        window_days: campaign
+            .window_days
+            .split(',')
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned)
+            .collect(),
         campaign_id: campaign.campaign_id,
         agent_id: campaign.agent_id,
         name: campaign.name,
@@ -791,7 +864,10 @@ async fn get_campaign(
             None => Ok(default),
             Some(raw) => match raw.trim().parse::<i64>() {
                 Ok(n) if n >= min => Ok(if name == "recipients_limit" { n.min(1000) } else { n }),
-                _ => Err(invalid(name, format!("`{name}` must be an integer of at least {min}, not `{raw}`."))),
+                _ => Err(invalid(
+                    name,
+                    format!("`{name}` must be an integer of at least {min}, not `{raw}`."),
+                )),
             },
         }
     };
@@ -799,7 +875,8 @@ async fn get_campaign(
     let offset = number("recipients_offset", 0, 0)?;
     let campaign = find(&state, &caller, &campaign_id).await?;
     let invalid_rows = campaign.invalid.clone();
-    let recipients = state.store().campaign_recipients(&campaign.campaign_id, limit, offset).await?;
+    let recipients =
+        state.store().campaign_recipients(&campaign.campaign_id, limit, offset).await?;
     let mut object = campaign_object(&state, campaign).await?;
     object.recipients = Some(recipients.into_iter().map(recipient_object).collect());
     object.recipients_limit = Some(limit);
@@ -811,7 +888,10 @@ async fn get_campaign(
 fn finished(campaign: &Campaign) -> ApiError {
     ApiError::new(
         ErrorCode::CampaignAlreadyCompleted,
-        format!("Campaign `{}` is {} and can no longer change.", campaign.campaign_id, campaign.status),
+        format!(
+            "Campaign `{}` is {} and can no longer change.",
+            campaign.campaign_id, campaign.status
+        ),
     )
     .detail("status", campaign.status.clone())
 }
@@ -826,7 +906,14 @@ async fn move_to(
 ) -> ApiResult<Option<Campaign>> {
     let moved = state
         .store()
-        .move_campaign(&campaign.account_id, &campaign.campaign_id, from, to, None, nixflex_store::now())
+        .move_campaign(
+            &campaign.account_id,
+            &campaign.campaign_id,
+            from,
+            to,
+            None,
+            nixflex_store::now(),
+        )
         .await?;
     if moved.is_some() {
         state.engine().wake_follow_ups();
@@ -895,7 +982,8 @@ async fn pause_campaign(
     caller: Caller,
     Path(campaign_id): Path<String>,
 ) -> ApiResult<Json<CampaignObject>> {
-    transition(&state, &caller, &campaign_id, &["scheduled", "running"], "paused", &["paused"]).await
+    transition(&state, &caller, &campaign_id, &["scheduled", "running"], "paused", &["paused"])
+        .await
 }
 
 /// Resume a paused campaign

@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 
 use crate::twilio::error::{TwilioError, TwilioErrorBody, is_rate_limited};
 use crate::twilio::resources::{
-    Call, CreateCall, CreateMessage, CreateRecording, IncomingPhoneNumber,
-    CallPage, IncomingPhoneNumberFilter, IncomingPhoneNumberPage, IncomingPhoneNumberUpdate, Message,
+    Call, CallPage, CreateCall, CreateMessage, CreateRecording, IncomingPhoneNumber,
+    IncomingPhoneNumberFilter, IncomingPhoneNumberPage, IncomingPhoneNumberUpdate, Message,
     Recording, UpdateCall,
 };
 

@@ -176,13 +176,17 @@ async fn batch_create_checks_every_field_and_reports_invalid_rows(backend: Backe
     )
     .await;
     expect_error(
-        lab.app.post(&lab.key, "/v1/calls/batch", with(json!({"agent_id": "agent_0000000000000000"}))).await,
+        lab.app
+            .post(&lab.key, "/v1/calls/batch", with(json!({"agent_id": "agent_0000000000000000"})))
+            .await,
         404,
         "agent_not_found",
     )
     .await;
     expect_error(
-        lab.app.post(&lab.key, "/v1/calls/batch", with(json!({"from_number": "+14155550000"}))).await,
+        lab.app
+            .post(&lab.key, "/v1/calls/batch", with(json!({"from_number": "+14155550000"})))
+            .await,
         403,
         "from_number_not_owned",
     )
@@ -192,7 +196,8 @@ async fn batch_create_checks_every_field_and_reports_invalid_rows(backend: Backe
     // are reported with their row.
     let rows = json!([{"phone": callee(0)}, {"phone": "nope"}, {"phone_number": callee(1)},
                       {"phone": callee(0)}]);
-    let mut body = with(json!({"recipients": rows, "skip_invalid": true, "schedule_type": "schedule",
+    let mut body =
+        with(json!({"recipients": rows, "skip_invalid": true, "schedule_type": "schedule",
                                "scheduled_date": "2099-01-01", "name": "June reminders"}));
     body["max_concurrent"] = json!(3);
     let created = lab.create(body).await;
@@ -215,21 +220,39 @@ async fn batch_create_checks_every_field_and_reports_invalid_rows(backend: Backe
     assert_eq!(campaign["recipients"][1]["phone"], callee(1));
     assert_eq!(campaign["recipients"][1]["row_index"], 2);
 
-    let list: Value = lab.app.get(&lab.key, "/v1/calls/batch?status=scheduled").await.json().await.unwrap();
+    let list: Value =
+        lab.app.get(&lab.key, "/v1/calls/batch?status=scheduled").await.json().await.unwrap();
     assert_eq!(list["count"], 1);
     assert_eq!(list["campaigns"][0]["campaign_id"], id);
-    let none: Value = lab.app.get(&lab.key, "/v1/calls/batch?status=running").await.json().await.unwrap();
+    let none: Value =
+        lab.app.get(&lab.key, "/v1/calls/batch?status=running").await.json().await.unwrap();
     assert_eq!(none["count"], 0);
-    expect_error(lab.app.get(&lab.key, "/v1/calls/batch/camp_0123456789abcdef").await, 404, "campaign_not_found").await;
+    expect_error(
+        lab.app.get(&lab.key, "/v1/calls/batch/camp_0123456789abcdef").await,
+        404,
+        "campaign_not_found",
+    )
+    .await;
     // Another account sees nothing.
     let other = lab.app.signup().await;
-    expect_error(lab.app.get(&other, &format!("/v1/calls/batch/{id}")).await, 404, "campaign_not_found").await;
+    expect_error(
+        lab.app.get(&other, &format!("/v1/calls/batch/{id}")).await,
+        404,
+        "campaign_not_found",
+    )
+    .await;
 
     // A second outbound number makes from_number required.
     let second = twilio_number(&lab.twilio, "+14155552672");
-    let imported = lab.app.post(&lab.key, "/v1/phone-numbers", second.import_body(&lab.agent_id)).await;
+    let imported =
+        lab.app.post(&lab.key, "/v1/phone-numbers", second.import_body(&lab.agent_id)).await;
     assert_eq!(imported.status(), 201);
-    expect_error(lab.app.post(&lab.key, "/v1/calls/batch", lab.body(1)).await, 400, "from_number_required").await;
+    expect_error(
+        lab.app.post(&lab.key, "/v1/calls/batch", lab.body(1)).await,
+        400,
+        "from_number_required",
+    )
+    .await;
     assert!(lab.dials().is_empty(), "a scheduled campaign dials nothing");
 }
 
