@@ -133,8 +133,17 @@ async fn a_recipient_is_claimed_into_one_call_once((store, _g): Fixture) {
     // Two schedulers read the same pending recipient and both try to claim it: one call.
     let first = start(&c, 0, 0);
     let second = start(&c, 0, 0);
-    assert_eq!(store.start_recipient_calls(&c.campaign_id, &[first.clone()], t).await.unwrap(), 1);
-    assert_eq!(store.start_recipient_calls(&c.campaign_id, &[second.clone()], t).await.unwrap(), 0);
+    assert_eq!(
+        store.start_recipient_calls(&c.campaign_id, std::slice::from_ref(&first), t).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .start_recipient_calls(&c.campaign_id, std::slice::from_ref(&second), t)
+            .await
+            .unwrap(),
+        0
+    );
     assert!(store.get_call(&account_id, &first.call.call_id).await.unwrap().is_some());
     assert!(
         store.get_call(&account_id, &second.call.call_id).await.unwrap().is_none(),

@@ -3,7 +3,13 @@
 //! PostgreSQL share a campaign while one of them is killed; either way every recipient is
 //! dialled exactly once at the (emulated) carrier and ends with one final outcome.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    unreachable_pub
+)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -1060,7 +1060,7 @@ async fn transition(
                     "Campaign `{campaign_id}` is {}; it cannot be {to} (a scheduled campaign starts with launch).",
                     now.status
                 ))
-                .detail("status", now.status.clone()));
+                .detail("status", now.status));
             }
             now
         }
