@@ -460,12 +460,24 @@ impl Campaigns {
     ) -> Result<(), String> {
         let store = &self.store;
         let from = E164::from(call.from_number.clone());
-        let number = store
+        let Some(number) = store
             .find_active_number(&from)
             .await
             .map_err(|e| e.to_string())?
             .filter(|n| n.account_id == call.account_id)
-            .ok_or("the caller-ID number is gone")?;
+        else {
+            // Without the number's credentials the carrier cannot be asked; the campaign
+            // fails on its next claim for the same reason.
+            self.end(
+                call,
+                CallStatus::Failed,
+                Some(EndedReason::Failed),
+                None,
+                json!({"reason": "from_number_gone", "message": "The caller-ID number was deleted; the call's fate at the carrier could not be looked up."}),
+            )
+            .await;
+            return Ok(());
+        };
         let token = self
             .engine
             .secrets()
