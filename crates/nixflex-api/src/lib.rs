@@ -32,6 +32,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::integrations::router())
         .merge(routes::calls::router())
         .merge(routes::outbound::router())
+        .merge(routes::campaigns::router())
         .merge(routes::usage::router())
         .merge(routes::recordings::router())
         .merge(routes::sms::router())

@@ -147,6 +147,16 @@ pub fn new_call_id() -> CallId {
     CallId(format!("call_{}", random_hex(12)))
 }
 
+/// A new voice campaign id: `camp_` + 16 hex (docs/decisions.md#campaign-and-message-ids).
+pub fn new_campaign_id() -> String {
+    format!("camp_{}", random_hex(8))
+}
+
+/// Whether `s` looks like a voice campaign id (`camp_` + 16 lowercase hex).
+pub fn is_campaign_id(s: &str) -> bool {
+    s.strip_prefix("camp_").is_some_and(|rest| rest.len() == 16 && is_lower_hex(rest))
+}
+
 /// A new SMS message id: `sms_` + 24 hex (docs/decisions.md#campaign-and-message-ids).
 pub fn new_message_id() -> String {
     format!("sms_{}", random_hex(12))

@@ -73,6 +73,8 @@ pub struct EngineConfig {
     pub sms: Option<crate::sms::Sms>,
     /// Where accounts' own speech providers are reached (docs/providers.md#bring-your-own-llm-and-tts).
     pub byo_tts_urls: crate::byo::ByoTtsUrls,
+    /// Campaign dials per second per carrier account, across nodes (docs/campaigns.md#pacing).
+    pub campaign_calls_per_second: f64,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +94,7 @@ impl Default for EngineConfig {
             dial_recheck: crate::outbound::DEFAULT_DIAL_RECHECK,
             sms: None,
             byo_tts_urls: crate::byo::ByoTtsUrls::default(),
+            campaign_calls_per_second: 1.0,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod byo;
+pub mod campaigns;
 pub mod capture;
 pub mod carrier_recording;
 pub mod chunker;

@@ -128,6 +128,24 @@ impl Engine {
             return Err(OutboundRefused::AgentInactive);
         }
         let number = self.caller_id(&request).await?;
+        let (call, details, job) = self.outbound_rows(&request, &number)?;
+        store.queue_outbound_call(&call, &details, &job).await?;
+        self.wake_follow_ups();
+        tracing::info!(message = "Outbound call queued.", call_id = %call.call_id, agent_id = %request.agent_id);
+        Ok(call)
+    }
+
+    /// The rows of a new queued outbound call from `number`: the call record, its sealed
+    /// purpose and overrides, and its `call.dial` job (batch campaigns write them with their
+    /// recipient's claim, docs/campaigns.md#exactly-once).
+    ///
+    /// # Errors
+    /// [`OutboundRefused::Store`] when the purpose cannot be serialised.
+    pub fn outbound_rows(
+        &self,
+        request: &OutboundRequest,
+        number: &PhoneNumber,
+    ) -> Result<(CallRecord, OutboundDetails, nixflex_store::NewJob), OutboundRefused> {
         let now = nixflex_store::now();
         let call = CallRecord {
             call_id: ids::new_call_id(),
@@ -177,10 +195,7 @@ impl Engine {
             &call.call_id,
             self.config().follow_up_max_attempts,
         );
-        store.queue_outbound_call(&call, &details, &job).await?;
-        self.wake_follow_ups();
-        tracing::info!(message = "Outbound call queued.", call_id = %call.call_id, agent_id = %request.agent_id);
-        Ok(call)
+        Ok((call, details, job))
     }
 
     /// The caller ID: the requested number if it is one of the agent's outbound-enabled
@@ -310,6 +325,9 @@ impl Engine {
                 }
                 tracing::info!(message = "Outbound call dialled.", call_id = %call_id);
             }
+            Err(DialFailure::Superseded) => {
+                tracing::info!(message = "A campaign call was reconciled before its dial; not dialled here.", call_id = %call_id);
+            }
             Err(DialFailure::Unknown(why)) => {
                 tracing::warn!(message = "Dialling had an unknown outcome; not dialled again (the carrier's callbacks or the sweeper settle it).", call_id = %call_id, reason = why);
             }
@@ -410,10 +428,47 @@ impl Engine {
             ));
             create.async_amd_status_callback_method = Some("POST".to_owned());
         }
+        if call.campaign_id.is_some() {
+            // A campaign's dials keep to the carrier account's calls-per-second limit, counted
+            // across nodes; the claim is refreshed right before the request, so a campaign
+            // that reconciled this call in between (docs/campaigns.md#exactly-once) is not
+            // dialled over.
+            self.pace_dial(&number.twilio_account_sid).await?;
+            // The claim is named by its time (`started_at`): a call reconciled and claimed
+            // again since this dial was claimed is the new claim's to dial.
+            match self
+                .store()
+                .touch_unplaced_call(&call.call_id, call.started_at, nixflex_store::now())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Err(DialFailure::Superseded),
+                Err(error) => return Err(DialFailure::Transient(format!("store: {error}"))),
+            }
+        }
         match self.twilio().create_call(&credentials, &create).await {
             Ok(created) => Ok(created.sid),
             Err(error) => Err(classify(&error)),
         }
+    }
+
+    /// Waits for this carrier account's next dial slot (docs/campaigns.md#pacing).
+    async fn pace_dial(&self, carrier_account: &str) -> Result<(), DialFailure> {
+        let cps = self.config().campaign_calls_per_second;
+        if !(cps.is_finite() && cps > 0.0) {
+            return Ok(());
+        }
+        let interval = chrono::Duration::microseconds((1_000_000.0 / cps).round() as i64);
+        let now = nixflex_store::now();
+        let slot = self
+            .store()
+            .reserve_dial_slot(&format!("twilio:{carrier_account}"), interval, now)
+            .await
+            .map_err(|error| DialFailure::Transient(format!("store: {error}")))?;
+        if let Ok(wait) = (slot - Utc::now()).to_std() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
     }
 
     /// Ends a claimed call that was never placed: `failed`, with what went wrong, and its
@@ -504,6 +559,8 @@ enum DialFailure {
     Transient(String),
     /// No answer from Twilio: the call may or may not have been placed.
     Unknown(&'static str),
+    /// Not asked: the call is no longer this dial's (a campaign reconciled it meanwhile).
+    Superseded,
 }
 
 fn classify(error: &TwilioError) -> DialFailure {

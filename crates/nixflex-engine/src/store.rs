@@ -186,6 +186,28 @@ pub trait CallStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<nixflex_store::AccountTts>, StoreError> {
         Ok(None)
     }
+
+    /// Reserves the next dial slot of a carrier account (campaign pacing,
+    /// docs/campaigns.md#pacing); stores without pacing answer `now`.
+    async fn reserve_dial_slot(
+        &self,
+        _key: &str,
+        _interval: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        Ok(now)
+    }
+
+    /// Refreshes a claimed campaign call's heartbeat right before its dial request; false when
+    /// it is no longer claimed (at `claimed_at`) without a SID (docs/campaigns.md#exactly-once).
+    async fn touch_unplaced_call(
+        &self,
+        _call_id: &CallId,
+        _claimed_at: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }
 
 /// The whole store serves as a call's store.
@@ -363,5 +385,23 @@ impl<S: Store + ?Sized> CallStore for Arc<S> {
         account_id: &AccountId,
     ) -> Result<Option<nixflex_store::AccountTts>, StoreError> {
         nixflex_store::ProviderSettingsRepo::account_tts(&**self, account_id).await
+    }
+
+    async fn reserve_dial_slot(
+        &self,
+        key: &str,
+        interval: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        nixflex_store::CampaignRepo::reserve_dial_slot(&**self, key, interval, now).await
+    }
+
+    async fn touch_unplaced_call(
+        &self,
+        call_id: &CallId,
+        claimed_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        nixflex_store::CampaignRepo::touch_unplaced_call(&**self, call_id, claimed_at, now).await
     }
 }

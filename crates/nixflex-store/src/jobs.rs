@@ -538,13 +538,16 @@ macro_rules! impl_jobs {
                     let mut tx = self.begin_write().await?;
                     // A session writes its end (with `ended_reason`) before it lets go of the call;
                     // a heartbeat that went stale without one means the node running it is gone.
+                    // A campaign's call that never had a session is left to its campaign, which
+                    // asks the carrier what became of it (docs/campaigns.md#exactly-once).
                     static SWEEP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                         format!(
                             "update calls set \
                              call_status = case when call_status in {final_list} then call_status else '{completed}' end, \
                              ended_reason = '{error}', ended_at = coalesce(ended_at, $2), updated_at = $2 \
                              where call_id in (select call_id from calls where ended_reason is null and heartbeat_at is not null \
-                             and heartbeat_at < $1 order by heartbeat_at limit $3{lock}) \
+                             and heartbeat_at < $1 and not (answered_at is null and exists (select 1 from campaigns k \
+                             where k.campaign_id = calls.campaign_id)) order by heartbeat_at limit $3{lock}) \
                              returning call_id, account_id",
                             final_list = CallStatus::sql_list(CallStatus::FINAL),
                             completed = CallStatus::Completed.as_str(),

@@ -12,6 +12,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 mod accounts;
 mod agents;
 mod calls;
+mod campaigns;
 mod guards;
 mod jobs;
 mod numbers;
@@ -29,6 +30,10 @@ mod webhooks;
 pub use accounts::{Account, AccountRepo, ApiKey, KeyWithAccount, RevokeOutcome};
 pub use agents::AgentRepo;
 pub use calls::{Admission, CallAnalysis, CallFilter, CallRepo, CallUpdate, CallUsage};
+pub use campaigns::{
+    CAMPAIGN_RUN, Campaign, CampaignRepo, EndedRecipientCall, NewRecipient, Recipient,
+    RecipientCall, RecipientCounts, Settle, campaign_job,
+};
 pub use guards::{GuardRepo, IdempotencyBegin, IdempotencyScope, StoredResponse};
 pub use jobs::{
     CALL_ENDED, CALL_STARTED, Job, JobCounts, JobFilter, JobRepo, JobState, Lease, NewJob,
@@ -96,6 +101,7 @@ pub trait Store:
     + SmsRepo
     + ProviderSettingsRepo
     + SmsCampaignRepo
+    + CampaignRepo
     + Send
     + Sync
     + std::fmt::Debug

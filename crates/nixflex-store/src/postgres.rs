@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "function_calls", include_str!("../migrations/postgres/0009_function_calls.sql")),
     (10, "sms", include_str!("../migrations/postgres/0010_sms.sql")),
     (11, "voicemail_method", include_str!("../migrations/postgres/0011_voicemail_method.sql")),
+    (12, "campaigns", include_str!("../migrations/postgres/0012_campaigns.sql")),
     (13, "sms_campaigns", include_str!("../migrations/postgres/0013_sms_campaigns.sql")),
     (15, "account_providers", include_str!("../migrations/postgres/0015_account_providers.sql")),
     (16, "billable_seconds", include_str!("../migrations/postgres/0016_billable_seconds.sql")),
@@ -79,3 +80,4 @@ crate::outbound::impl_outbound!(PgStore, sqlx::Postgres, "postgres");
 crate::providers::impl_providers!(PgStore, sqlx::Postgres, "postgres");
 crate::sms::impl_sms!(PgStore, sqlx::Postgres, "postgres");
 crate::sms_campaigns::impl_sms_campaigns!(PgStore, sqlx::Postgres, "postgres");
+crate::campaigns::impl_campaigns!(PgStore, sqlx::Postgres, "postgres");

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "function_calls", include_str!("../migrations/sqlite/0009_function_calls.sql")),
     (10, "sms", include_str!("../migrations/sqlite/0010_sms.sql")),
     (11, "voicemail_method", include_str!("../migrations/sqlite/0011_voicemail_method.sql")),
+    (12, "campaigns", include_str!("../migrations/sqlite/0012_campaigns.sql")),
     (13, "sms_campaigns", include_str!("../migrations/sqlite/0013_sms_campaigns.sql")),
     (15, "account_providers", include_str!("../migrations/sqlite/0015_account_providers.sql")),
     (16, "billable_seconds", include_str!("../migrations/sqlite/0016_billable_seconds.sql")),
@@ -116,3 +117,4 @@ crate::outbound::impl_outbound!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::providers::impl_providers!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::sms::impl_sms!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::sms_campaigns::impl_sms_campaigns!(SqliteStore, sqlx::Sqlite, "sqlite");
+crate::campaigns::impl_campaigns!(SqliteStore, sqlx::Sqlite, "sqlite");

@@ -185,6 +185,13 @@ pub struct Config {
     /// SMS campaign pacing: texts per second from one sending number, across every node
     /// (docs/sms.md#campaigns). Twilio's long-code default is 1.
     pub sms_campaign_rate_per_second: f64,
+    /// Campaign dials per second per Twilio account, shared by every node (docs/campaigns.md#pacing).
+    pub campaign_calls_per_second: f64,
+    /// How often a running campaign's scheduler looks at its calls and recipients, in ms.
+    pub campaign_tick_ms: u64,
+    /// A claimed campaign call not heard of for this long (ms) is looked up at the carrier
+    /// (docs/campaigns.md#exactly-once); must exceed `twilio_request_timeout_ms` by 2 s or more.
+    pub campaign_reconcile_after_ms: u64,
     /// This node's name as a job lease owner (default: `node-<pid>-<random>`; unique per process).
     pub node_id: Option<String>,
     /// Background jobs run at once on this node (docs/jobs.md).
@@ -270,6 +277,9 @@ impl Default for Config {
             outbound_queue_timeout_secs: 3600,
             outbound_dial_recheck_ms: 5000,
             sms_campaign_rate_per_second: 1.0,
+            campaign_calls_per_second: 1.0,
+            campaign_tick_ms: 1000,
+            campaign_reconcile_after_ms: 60_000,
             node_id: None,
             jobs_concurrency: 8,
             jobs_poll_ms: 1000,
@@ -467,6 +477,22 @@ impl Config {
         if !(0.01..=10_000.0).contains(&self.sms_campaign_rate_per_second) {
             bail!("sms_campaign_rate_per_second must be between 0.01 and 10000");
         }
+        if !(self.campaign_calls_per_second.is_finite()
+            && (0.01..=1000.0).contains(&self.campaign_calls_per_second))
+        {
+            bail!("campaign_calls_per_second must be between 0.01 and 1000");
+        }
+        if !(50..=60_000).contains(&self.campaign_tick_ms) {
+            bail!("campaign_tick_ms must be between 50 and 60000");
+        }
+        if self.campaign_reconcile_after_ms < self.twilio_request_timeout_ms.saturating_add(2000)
+            || self.campaign_reconcile_after_ms > 86_400_000
+        {
+            bail!(
+                "campaign_reconcile_after_ms must be at least twilio_request_timeout_ms + 2000 \
+                 (a lookup must never race a dial request in flight) and at most 86400000"
+            );
+        }
         if self.recording_storage == RecordingStorage::S3 {
             for (name, set) in [
                 ("recording_s3_bucket", self.recording_s3_bucket.is_some()),
@@ -587,6 +613,17 @@ impl Config {
             "inworld_api_key": secret(&self.inworld_api_key),
             "recording_retention_days": self.recording_retention_days,
         });
+        // The campaign settings (their own object, for the same reason).
+        if let (Some(printed), Value::Object(campaigns)) = (
+            printed.as_object_mut(),
+            json!({
+                "campaign_calls_per_second": self.campaign_calls_per_second,
+                "campaign_tick_ms": self.campaign_tick_ms,
+                "campaign_reconcile_after_ms": self.campaign_reconcile_after_ms,
+            }),
+        ) {
+            printed.extend(campaigns);
+        }
         // The recording settings (a third object, for the same reason).
         if let (Some(printed), Value::Object(recordings)) = (
             printed.as_object_mut(),

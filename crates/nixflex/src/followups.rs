@@ -147,6 +147,31 @@ pub fn register_recordings(registry: &mut Registry, carrier: CarrierRecordings) 
 
 /// Registers `sms.reply` (docs/sms.md#inbound-texts), the agent's answer to one inbound text,
 /// and `sms.post_call` (docs/sms.md#post-call-texts), one call's post-call text.
+/// Registers `campaign.run`, a voice campaign's scheduler (docs/campaigns.md); the scheduler
+/// needs the engine, set once it is built.
+pub fn register_campaigns(
+    registry: &mut Registry,
+    campaigns: Arc<OnceLock<nixflex_engine::campaigns::Campaigns>>,
+) {
+    registry.register(nixflex_store::CAMPAIGN_RUN, move |job| {
+        let campaigns = campaigns.clone();
+        async move {
+            let field = |name: &str| {
+                job.payload
+                    .get(name)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| JobError::Permanent(format!("payload has no `{name}`")))
+            };
+            let (campaign_id, account_id) = (field("campaign_id")?, field("account_id")?);
+            let Some(campaigns) = campaigns.get() else {
+                return Err(JobError::Retryable("the engine is not started yet".to_owned()));
+            };
+            campaigns.run(&campaign_id, &account_id.into()).await.map_err(job_error)
+        }
+    });
+}
+
 pub fn register_sms(registry: &mut Registry, sms: nixflex_engine::sms::Sms) {
     let post_call = sms.clone();
     registry.register(nixflex_engine::sms::SMS_POST_CALL, move |job| {

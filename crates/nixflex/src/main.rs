@@ -130,6 +130,8 @@ enum BenchCommand {
     Jobs(nixflex::bench::jobs::JobsBenchArgs),
     /// Inbound texts answered by the agent: reply latency and none lost or doubled.
     Sms(nixflex::bench::sms::SmsBenchArgs),
+    /// Voice batch campaigns: creation time and memory, dial scheduling overhead per call.
+    Campaign(nixflex::bench::campaign::CampaignBenchArgs),
 }
 
 fn parse_signup(raw: &str) -> Result<Signup, String> {
@@ -268,6 +270,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
             init_tracing(&config);
             nixflex::bench::sms::run(args).await
+        }
+        Command::Bench { command: BenchCommand::Campaign(args) } => {
+            let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
+            init_tracing(&config);
+            nixflex::bench::campaign::run(args).await
         }
         Command::Bench { command: BenchCommand::Calls(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;

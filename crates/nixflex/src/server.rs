@@ -300,6 +300,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         outbound_queue_timeout: Duration::from_secs(config.outbound_queue_timeout_secs),
         dial_recheck: Duration::from_millis(config.outbound_dial_recheck_ms),
         byo_tts_urls: config.byo_tts_urls.clone(),
+        campaign_calls_per_second: config.campaign_calls_per_second,
         ..nixflex_engine::EngineConfig::default()
     };
     // Every node runs a job worker; it also sweeps the calls of nodes that stopped
@@ -342,6 +343,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     // The dial job needs the engine, which needs the worker's wake-up: set once built.
     let dial_engine = Arc::new(std::sync::OnceLock::new());
     crate::followups::register_dial(&mut registry, dial_engine.clone());
+    let campaigns = Arc::new(std::sync::OnceLock::new());
+    crate::followups::register_campaigns(&mut registry, campaigns.clone());
     crate::followups::register_recordings(
         &mut registry,
         nixflex_engine::carrier_recording::CarrierRecordings::new(
@@ -382,6 +385,15 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         },
     );
     let _ = dial_engine.set(engine.clone());
+    let _ = campaigns.set(nixflex_engine::campaigns::Campaigns::new(
+        store.clone(),
+        engine.clone(),
+        nixflex_engine::campaigns::CampaignConfig {
+            tick: Duration::from_millis(config.campaign_tick_ms),
+            reconcile_after: Duration::from_millis(config.campaign_reconcile_after_ms),
+            ..nixflex_engine::campaigns::CampaignConfig::default()
+        },
+    ));
     let state =
         AppState::new(store, secrets, api_config(&config), twilio, engine.clone(), customer);
     let app = nixflex_api::app(state.clone());

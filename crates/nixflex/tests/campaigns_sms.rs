@@ -244,7 +244,6 @@ async fn cli_reports_a_refused_request_and_a_bad_csv() {
 }
 
 #[tokio::test]
-#[ignore = "enable when voice batch campaigns land"]
 async fn cli_creates_a_voice_campaign_from_csv() {
     let lab = Lab::start().await;
     let csv = lab.csv("calls.csv", "phone,name\n+447700900031,Ann\nbad,Bob\n");

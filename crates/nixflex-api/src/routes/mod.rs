@@ -4,6 +4,7 @@ pub(crate) mod account_providers;
 pub(crate) mod agents;
 pub(crate) mod callers;
 pub(crate) mod calls;
+pub(crate) mod campaigns;
 pub(crate) mod catalog;
 pub(crate) mod health;
 pub(crate) mod integrations;

@@ -2,8 +2,6 @@
 //! message instead of 404, and appear in the OpenAPI document as such. Each entry is removed
 //! when its capability lands.
 
-use std::collections::BTreeMap;
-
 use axum::Router;
 use axum::extract::{FromRequest, Request};
 use axum::routing::{MethodFilter, on};
@@ -63,84 +61,8 @@ const fn p(
     PendingRoute { method, path, what, tag, body: None, query: &[] }
 }
 
-const fn query(route: PendingRoute, query: &'static [&'static str]) -> PendingRoute {
-    PendingRoute { query, ..route }
-}
-
 const fn with(route: PendingRoute, body: Option<PendingBody>) -> PendingRoute {
     PendingRoute { body, ..route }
-}
-
-/// One recipient of a batch campaign.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct BatchRecipient {
-    /// E.164 number to call.
-    #[schema(value_type = String, pattern = r"^\+[1-9][0-9]{6,14}$")]
-    phone: Option<String>,
-    /// Substituted into the prompt.
-    #[schema(required = false)]
-    dynamic_vars: Option<BTreeMap<String, String>>,
-    /// Replaces the campaign prompt for this recipient.
-    #[schema(value_type = String, required = false)]
-    prompt_override: Option<String>,
-    /// Echoed into the call's webhook.
-    #[schema(value_type = Object, required = false)]
-    metadata: Option<Map<String, Value>>,
-    #[schema(ignore)]
-    phone_number: Option<Value>,
-}
-
-/// `POST /v1/calls/batch`: a voice campaign.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(crate) struct BatchCampaignInput {
-    /// Your agent.
-    #[schema(value_type = String, pattern = "^agent_[0-9a-f]{16}$")]
-    agent_id: Option<String>,
-    /// The purpose of every call.
-    #[schema(value_type = String, min_length = 1)]
-    prompt: Option<String>,
-    /// Display name.
-    #[schema(value_type = String, required = false, max_length = 200)]
-    name: Option<String>,
-    /// Caller ID (required when the agent has several outbound numbers).
-    #[schema(value_type = String, required = false, pattern = r"^\+[1-9][0-9]{6,14}$")]
-    from_number: Option<String>,
-    /// Up to 10,000 recipients.
-    #[schema(value_type = Vec<BatchRecipient>, min_items = 1, max_items = 10000)]
-    recipients: Option<Vec<BatchRecipient>>,
-    /// Dial the valid recipients and report the invalid ones.
-    #[schema(value_type = bool, required = false)]
-    skip_invalid: Option<bool>,
-    /// `now` or `schedule`.
-    #[schema(value_type = String, required = false, pattern = "^(now|schedule)$")]
-    schedule_type: Option<String>,
-    /// `YYYY-MM-DD`, with `schedule`.
-    #[schema(value_type = String, required = false, format = Date)]
-    scheduled_date: Option<String>,
-    /// Window start, minutes after local midnight.
-    #[schema(value_type = u16, required = false, minimum = 0, maximum = 1440)]
-    window_start_minutes: Option<f64>,
-    /// Window end, minutes after local midnight.
-    #[schema(value_type = u16, required = false, minimum = 0, maximum = 1440)]
-    window_end_minutes: Option<f64>,
-    /// Days calls may be placed on.
-    #[schema(value_type = Vec<String>, required = false)]
-    window_days: Option<Vec<String>>,
-    /// IANA time zone of the window.
-    #[schema(value_type = String, required = false)]
-    timezone: Option<String>,
-    /// Cap on concurrent calls.
-    #[schema(value_type = u32, required = false, minimum = 1)]
-    max_concurrent: Option<f64>,
-    /// Echoed into each call's webhook.
-    #[schema(value_type = Object, required = false)]
-    metadata: Option<Map<String, Value>>,
-    #[schema(ignore)]
-    scheduled_at: Option<Value>,
 }
 
 /// `{"enabled": bool}`: a per-number switch.
@@ -154,22 +76,6 @@ pub(crate) struct SwitchInput {
 }
 
 pub(crate) const PENDING: &[PendingRoute] = &[
-    with(
-        p("POST", "/v1/calls/batch", "Batch call campaigns", "campaigns"),
-        body::<BatchCampaignInput>("The campaign"),
-    ),
-    query(
-        p("GET", "/v1/calls/batch", "Batch call campaigns", "campaigns"),
-        &["limit", "offset", "agent_id", "status"],
-    ),
-    query(
-        p("GET", "/v1/calls/batch/{campaign_id}", "Batch call campaigns", "campaigns"),
-        &["recipients_limit", "recipients_offset"],
-    ),
-    p("POST", "/v1/calls/batch/{campaign_id}/launch", "Launching a batch campaign", "campaigns"),
-    p("POST", "/v1/calls/batch/{campaign_id}/pause", "Pausing a batch campaign", "campaigns"),
-    p("POST", "/v1/calls/batch/{campaign_id}/resume", "Resuming a batch campaign", "campaigns"),
-    p("POST", "/v1/calls/batch/{campaign_id}/cancel", "Cancelling a batch campaign", "campaigns"),
     with(
         p(
             "PUT",

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 
 use crate::twilio::error::{TwilioError, TwilioErrorBody, is_rate_limited};
 use crate::twilio::resources::{
-    Call, CreateCall, CreateMessage, CreateRecording, IncomingPhoneNumber,
+    Call, CallPage, CreateCall, CreateMessage, CreateRecording, IncomingPhoneNumber,
     IncomingPhoneNumberFilter, IncomingPhoneNumberPage, IncomingPhoneNumberUpdate, Message,
     MessageFilter, MessagePage, Recording, UpdateCall,
 };
@@ -266,6 +266,32 @@ impl TwilioClient {
     ) -> Result<Call, TwilioError> {
         let url = self.resource_url(credentials, "Calls", call_sid)?;
         self.send_json(credentials, Method::GET, &url, None).await
+    }
+
+    /// `GET …/Calls.json?To=…&From=…`: the account's calls between these two numbers, newest
+    /// first (Twilio's documented `To` / `From` filters; the first page of `page_size`, at most
+    /// 1,000). Used to find out whether a call whose create request had no known outcome exists.
+    ///
+    /// # Errors
+    ///
+    /// Any [`TwilioError`].
+    pub async fn list_calls_between(
+        &self,
+        credentials: &TwilioCredentials,
+        to: &str,
+        from: &str,
+        page_size: u32,
+    ) -> Result<Vec<Call>, TwilioError> {
+        let url = with_query(
+            self.collection_url(credentials, "Calls")?,
+            &[
+                ("To", to.to_owned()),
+                ("From", from.to_owned()),
+                ("PageSize", page_size.clamp(1, 1000).to_string()),
+            ],
+        );
+        let page: CallPage = self.send_json(credentials, Method::GET, &url, None).await?;
+        Ok(page.calls)
     }
 
     /// `POST …/Messages.json`: sends an SMS/MMS.

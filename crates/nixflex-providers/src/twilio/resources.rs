@@ -112,6 +112,13 @@ pub(crate) struct IncomingPhoneNumberPage {
     pub(crate) next_page_uri: Option<String>,
 }
 
+/// One page of `GET …/Calls.json`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CallPage {
+    #[serde(default)]
+    pub(crate) calls: Vec<Call>,
+}
+
 /// A `Call` resource.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[non_exhaustive]

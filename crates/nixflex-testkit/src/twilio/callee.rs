@@ -64,6 +64,15 @@ pub enum Callee {
     },
     /// The call cannot be connected (SIP 404).
     Failed,
+    /// Someone picks up after `ring_for` and hangs up after `talk_for`, before any media
+    /// stream connects: Twilio sends `answered`, requests the answer `Url` (its TwiML is not
+    /// run), then sends `completed`.
+    HangsUp {
+        /// Ringing time before the answer.
+        ring_for: Duration,
+        /// Time between the answer and the hang-up.
+        talk_for: Duration,
+    },
 }
 
 impl Callee {
@@ -275,6 +284,20 @@ pub(crate) async fn run(shared: Arc<Shared>, dial: Dial, runs: CalleeRuns) {
             set_status("no-answer");
             callbacks.status("no-answer", &unanswered(487)).await;
             ("no-answer", None)
+        }
+        Callee::HangsUp { ring_for, talk_for } => {
+            tokio::time::sleep(ring_for).await;
+            set_status("in-progress");
+            callbacks.status("in-progress", &[]).await;
+            if let Some(url) = callbacks.first("Url") {
+                let params = callbacks.base_params("in-progress");
+                callbacks.post(&url, callbacks.first("Method"), &params).await;
+            }
+            tokio::time::sleep(talk_for).await;
+            set_status("completed");
+            let duration = talk_for.as_secs().max(1);
+            callbacks.status("completed", &[("CallDuration", duration.to_string())]).await;
+            ("completed", None)
         }
         Callee::Human { ring_for, script } => {
             tokio::time::sleep(ring_for).await;

@@ -852,6 +852,15 @@ impl CallRun<'_> {
                 rang_then(ring_for).await;
                 "no-answer"
             }
+            Some(Callee::HangsUp { ring_for, talk_for }) => {
+                if rang_then(ring_for).await {
+                    tokio::time::sleep(talk_for).await;
+                    talked = talk_for;
+                    "completed"
+                } else {
+                    "no-answer"
+                }
+            }
             Some(Callee::Busy) => "busy",
             Some(Callee::Failed) | None => "failed",
         };

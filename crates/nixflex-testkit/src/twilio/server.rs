@@ -243,11 +243,17 @@ fn route_account(
         ["Calls.json"] => match *method {
             Method::POST => create_call(state, incoming, account_sid),
             Method::GET => {
+                // Twilio's documented filters: `To`, `From`, `Status` (exact matches).
+                let filter = |name: &str| values_of(&incoming.query, name).first().copied();
+                let (to, from, status) = (filter("To"), filter("From"), filter("Status"));
                 let calls: Vec<Value> = state
                     .calls
                     .iter()
                     .rev()
                     .filter(|call| call.account_sid == account_sid)
+                    .filter(|call| to.is_none_or(|to| call.to == to))
+                    .filter(|call| from.is_none_or(|from| call.from == from))
+                    .filter(|call| status.is_none_or(|status| call.status == status))
                     .map(CallState::to_json)
                     .collect();
                 list_page(incoming, "calls", calls)

@@ -2,5 +2,6 @@
 
 pub mod api;
 pub mod calls;
+pub mod campaign;
 pub mod jobs;
 pub mod sms;

@@ -152,10 +152,7 @@ async fn creations_answer_201_and_everything_else_200(backend: Backend) {
 async fn documented_but_unbuilt_routes_say_so(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = app.signup().await;
-    for (method, path) in [
-        (Method::POST, "/v1/calls/batch"),
-        (Method::GET, "/v1/integrations/monitor/number/+14155552671"),
-    ] {
+    for (method, path) in [(Method::GET, "/v1/integrations/monitor/number/+14155552671")] {
         let response = app.request(method, path, Some(&key)).send().await.unwrap();
         let error = expect_error(response, 501, "not_implemented").await;
         assert!(error["message"].as_str().unwrap().contains("not available on this server yet"));

@@ -10,6 +10,7 @@ mod agents;
 mod auth;
 mod callers;
 mod calls;
+mod campaigns;
 mod carrier;
 mod carrier_recordings;
 mod connections;
