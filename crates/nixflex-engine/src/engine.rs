@@ -39,6 +39,10 @@ pub struct Providers {
     pub tts: Arc<dyn TtsProvider>,
     /// Which voice catalogue maps `voice_id` to the provider's voice.
     pub tts_kind: TtsProviderKind,
+    /// LLMs tried in order after `llm` fails (docs/engine.md#provider-outages).
+    pub llm_fallbacks: Vec<Arc<dyn LlmProvider>>,
+    /// Speech synthesisers tried in order after `tts` fails, each with its voice catalogue.
+    pub tts_fallbacks: Vec<(Arc<dyn TtsProvider>, TtsProviderKind)>,
 }
 
 /// Engine settings from the configuration.
@@ -71,7 +75,13 @@ pub struct EngineConfig {
     pub dial_recheck: Duration,
     /// The SMS service (docs/sms.md); `None` on servers without one (engine tests).
     pub sms: Option<crate::sms::Sms>,
+    /// What the agent (or the carrier) says when a provider fails
+    /// (docs/engine.md#provider-outages).
+    pub outage_message: String,
 }
+
+/// The default outage line.
+pub const DEFAULT_OUTAGE_MESSAGE: &str = "Sorry, I'm having trouble on my side.";
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -89,6 +99,7 @@ impl Default for EngineConfig {
             outbound_queue_timeout: Duration::from_secs(3600),
             dial_recheck: crate::outbound::DEFAULT_DIAL_RECHECK,
             sms: None,
+            outage_message: DEFAULT_OUTAGE_MESSAGE.to_owned(),
         }
     }
 }

@@ -174,15 +174,25 @@ pub fn dial_twiml(
     business_number: &str,
     whisper_token: Option<&str>,
 ) -> String {
-    let options = DialOptions {
+    twiml::dial_number(number, &dial_options(base, call_id, number, business_number, whisper_token))
+}
+
+/// The `<Dial>` options of a transfer to `number` (see [`dial_twiml`]).
+pub fn dial_options(
+    base: &str,
+    call_id: &str,
+    number: &str,
+    business_number: &str,
+    whisper_token: Option<&str>,
+) -> DialOptions {
+    DialOptions {
         action: Some(callback_url(base, call_id, number, false, None)),
         method: Some("POST".to_owned()),
         caller_id: Some(business_number.to_owned()),
         timeout: Some(TRANSFER_ANSWER_TIMEOUT),
         number_url: Some(callback_url(base, call_id, number, true, whisper_token)),
         ..DialOptions::default()
-    };
-    twiml::dial_number(number, &options)
+    }
 }
 
 /// Why there is no whisper audio.

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "function_calls", include_str!("../migrations/sqlite/0009_function_calls.sql")),
     (10, "sms", include_str!("../migrations/sqlite/0010_sms.sql")),
     (11, "voicemail_method", include_str!("../migrations/sqlite/0011_voicemail_method.sql")),
+    (14, "provider_events", include_str!("../migrations/sqlite/0014_provider_events.sql")),
 ];
 
 impl SqliteStore {

@@ -262,6 +262,7 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         metadata: None,
         cost_usd: None,
         function_calls: Vec::new(),
+        provider_events: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
         voicemail_detection_method: None,
@@ -279,6 +280,8 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         stt: stt.clone(),
         tts: Arc::new(FakeTts),
         tts_kind: TtsProviderKind::Inworld,
+        llm_fallbacks: Vec::new(),
+        tts_fallbacks: Vec::new(),
     };
     let twilio = TwilioClient::new(TwilioClientConfig {
         base_url: options.twilio_base.clone(),
