@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use nixflex::config::{LlmProvider, TtsProvider};
-use nixflex_testkit::anthropic::{Fault, Reply};
+use nixflex_testkit::anthropic::{Fault, Reply, Timing};
 use nixflex_testkit::deepgram::Fault as SttFault;
 use nixflex_testkit::openai::OpenAiEmulator;
 use nixflex_testkit::twilio::callee::Callee;
@@ -214,6 +214,8 @@ async fn a_reply_cut_mid_stream_says_the_outage_line_and_moves_to_the_fallback(b
     ];
     for fault in faults {
         let (lab, openai) = llm_chain_lab(backend, false).await;
+        // Deltas arrive one by one, so the cut comes after words were received.
+        lab.llm.set_timing(Timing { first_byte: Duration::ZERO, chunk_interval: secs(0.05) });
         lab.llm.push_reply_with_fault(Reply::text("Let me see what we have on today."), fault.clone());
         openai.push_reply(Reply::text("We have croissants. Bye! [END_CALL]"));
         lab.stt.push_utterance("What do you have?");
@@ -350,7 +352,7 @@ async fn a_speech_outage_switches_to_the_fallback_synthesiser(backend: Backend) 
         assert_eq!(agent_lines(&call), ["Hello, Bella's Bakery!", "Goodbye!"], "{name}");
         assert_eq!(
             events(&call).last(),
-            Some(&ev("tts", "inworld", "switched", Some("openai"))),
+            Some(&ev("tts", "inworld", "switched", Some("openai-speech"))),
             "{name}"
         );
         let spoken: Vec<String> =
