@@ -125,6 +125,8 @@ enum BenchCommand {
     Jobs(nixflex::bench::jobs::JobsBenchArgs),
     /// Inbound texts answered by the agent: reply latency and none lost or doubled.
     Sms(nixflex::bench::sms::SmsBenchArgs),
+    /// The silence a caller hears when a provider fails, per fault (`stage:mode`).
+    Outages(nixflex::bench::outages::OutagesBenchArgs),
 }
 
 fn parse_signup(raw: &str) -> Result<Signup, String> {
@@ -262,6 +264,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
             init_tracing(&config);
             nixflex::bench::sms::run(args).await
+        }
+        Command::Bench { command: BenchCommand::Outages(args) } => {
+            let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
+            init_tracing(&config);
+            nixflex::bench::outages::run(args).await
         }
         Command::Bench { command: BenchCommand::Calls(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;

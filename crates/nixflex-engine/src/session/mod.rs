@@ -19,6 +19,8 @@
 //! - [`actions`]: the one command path for what the agent asks for (end the call, transfer,
 //!   text, functions);
 //! - [`transfer`]: handing the call over to a person, and resuming it when nobody answered.
+//! - [`outage`]: provider outages — the outage line, giving up after failed turns, recognition
+//!   reconnecting with buffered audio, the carrier's last word.
 //!
 //! Barge-in sends `clear`, drops the turn and keeps in the history only what the caller heard.
 

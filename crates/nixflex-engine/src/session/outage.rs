@@ -79,15 +79,7 @@ where
         if kind != TurnKind::Outage {
             self.failed_turns += 1;
         }
-        if stage == Stage::Timeout {
-            self.providers.record(
-                ProviderStage::Llm,
-                provider,
-                "failed",
-                None,
-                Some(&ProviderError::timeout("the turn took too long")),
-            );
-        }
+        tracing::warn!(message = "Failed turn.", stage = ?stage, provider, failed_turns = self.failed_turns);
         match kind.after_failure(stage, exhausted, self.failed_turns) {
             AfterFailure::SpeakOutage => self.speak_outage(),
             AfterFailure::GiveUp => self.give_up(kind != TurnKind::Outage),

@@ -3,4 +3,5 @@
 pub mod api;
 pub mod calls;
 pub mod jobs;
+pub mod outages;
 pub mod sms;
