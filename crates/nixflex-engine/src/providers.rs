@@ -20,13 +20,15 @@ use tokio::time::Instant;
 
 use crate::engine::Providers;
 
-/// How long the model may take to send its first event before the next provider is asked.
-pub const LLM_FIRST_EVENT_TIMEOUT: Duration = Duration::from_millis(3000);
+/// How long the model may take to send its first event before the next provider is asked:
+/// with the end-of-turn wait, a caller whose model hangs hears the fallback's answer within
+/// about 2 s (docs/benchmarks.md#provider-outages). Real first tokens come well within it.
+pub const LLM_FIRST_EVENT_TIMEOUT: Duration = Duration::from_millis(1700);
 /// How long speech synthesis may take to send its first audio before the next provider is asked.
-pub const TTS_FIRST_BYTE_TIMEOUT: Duration = Duration::from_millis(2000);
+pub const TTS_FIRST_BYTE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Longest pause inside a stream (between two events or audio chunks) before it counts as
 /// stalled.
-pub const STALL_TIMEOUT: Duration = Duration::from_millis(3000);
+pub const STALL_TIMEOUT: Duration = Duration::from_millis(2000);
 /// A failure this soon after the request was sent leaves time to try the same provider again
 /// within the turn.
 const RETRY_WINDOW: Duration = Duration::from_millis(1000);

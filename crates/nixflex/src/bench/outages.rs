@@ -213,6 +213,25 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Waits (at most 10 s) until `calls` post-call analyses reached the LLM, so the next
+    /// call's fault is not used up by the previous call's analysis.
+    async fn await_analyses(&self, calls: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let analyses = |requests: Vec<nixflex_testkit::anthropic::RecordedRequest>| {
+            requests
+                .iter()
+                .filter(|r| r.body["tool_choice"]["name"] == "record_call_analysis")
+                .count()
+        };
+        while analyses(self.llm.requests()) + analyses(self.openai.requests()) < calls
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// The silence the caller heard for `fault` in `recording`.
 fn silence(fault: &str, recording: &CallRecording) -> Option<Duration> {
     let connected = recording.first_event(|kind| matches!(kind, CallEventKind::StreamConnected { .. }));
@@ -243,13 +262,16 @@ pub async fn run(args: OutagesBenchArgs) -> anyhow::Result<()> {
     if let Some(unknown) = faults.iter().find(|f| !ALL_FAULTS.contains(&f.as_str())) {
         bail!("unknown fault {unknown}; known: {}", ALL_FAULTS.join(", "));
     }
-    println!("fault            runs  silence to the first word (ms): min / median / max   fallback requests");
+    println!("fault            runs  silence to the first word (ms): min / median / max   requests to the fallbacks");
     for fault in &faults {
         let lab = Lab::start(fault).await?;
         let mut measured = Vec::new();
-        for _ in 0..args.runs.max(1) {
+        for done in 1..=args.runs.max(1) {
             lab.arm(fault);
             let recording = lab.call(fault).await?;
+            if fault.starts_with("llm:") && fault != "llm:refused" {
+                lab.await_analyses(done).await;
+            }
             if let Some(gap) = silence(fault, &recording) {
                 measured.push(gap.as_secs_f64() * 1000.0);
             }
