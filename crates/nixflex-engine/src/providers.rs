@@ -62,8 +62,10 @@ pub(crate) struct StageFailure {
     pub(crate) error: ProviderError,
     /// The provider that failed last.
     pub(crate) provider: &'static str,
-    /// True when no provider of the chain could even start (every one was tried, or the last
-    /// one failed before producing anything): the stage is down.
+    /// True when the stage is down for sure: the last provider of the chain failed before
+    /// producing anything, and could not be reached at all (connection refused or reset,
+    /// rejected credentials, not configured). A timeout or an error status is not enough: the
+    /// next, different request may still work.
     pub(crate) exhausted: bool,
 }
 
@@ -96,7 +98,9 @@ fn voice_for(kind: TtsProviderKind, voice_id: &str, primary: bool) -> String {
     if primary {
         return voice_id.to_owned();
     }
-    catalog::voices(kind).first().map_or_else(|| voice_id.to_owned(), |v| v.provider_voice_id.to_owned())
+    catalog::voices(kind)
+        .first()
+        .map_or_else(|| voice_id.to_owned(), |v| v.provider_voice_id.to_owned())
 }
 
 impl CallProviders {
@@ -299,7 +303,13 @@ where
             continue;
         }
         providers.record(stage, name, "failed", None, Some(&error));
-        return Err(StageFailure { error, provider: name, exhausted: true });
+        let unreachable = matches!(
+            error.kind,
+            ProviderErrorKind::Transport
+                | ProviderErrorKind::Auth
+                | ProviderErrorKind::NotConfigured
+        );
+        return Err(StageFailure { error, provider: name, exhausted: unreachable });
     }
 }
 

@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use nixflex_core::call::{
-    CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, ProviderEvent, TranscriptEntry, TurnLatency,
+    CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, ProviderEvent,
+    TranscriptEntry, TurnLatency,
 };
 use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
 use serde_json::{Map, Value};

@@ -183,8 +183,11 @@ fn build_providers(config: &Config) -> anyhow::Result<nixflex_engine::Providers>
     };
     let llm = llm_client(config.llm_provider)?;
     let tts = tts_client(config.tts_provider)?;
-    let llm_fallbacks =
-        config.llm_fallback.iter().map(|choice| llm_client(*choice)).collect::<anyhow::Result<_>>()?;
+    let llm_fallbacks = config
+        .llm_fallback
+        .iter()
+        .map(|choice| llm_client(*choice))
+        .collect::<anyhow::Result<_>>()?;
     let tts_fallbacks = config
         .tts_fallback
         .iter()

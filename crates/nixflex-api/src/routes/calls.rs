@@ -4,7 +4,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, NaiveDate, Utc};
 use nixflex_core::call::{
-    CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, ProviderEvent, TranscriptEntry, TurnLatency,
+    CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, ProviderEvent,
+    TranscriptEntry, TurnLatency,
 };
 use nixflex_core::error::ErrorCode;
 use nixflex_core::ids::{AccountId, CallId};

@@ -56,11 +56,11 @@ use tracing::Instrument as _;
 use std::sync::Arc;
 
 use crate::capture::CallCapture;
-use crate::providers::CallProviders;
 use crate::engine::{Engine, Recorder};
 use crate::functions::{FUNCTION_TIMEOUT, FunctionKit};
 use crate::playout::{Pacer, Playout};
 use crate::prompt::{self, Channel, PastCall, PromptContext};
+use crate::providers::CallProviders;
 use crate::twilio_ws::{self, Inbound};
 use crate::vad::{BargeIn, TurnDetector, Vad, VadConfig, VadEvent};
 
@@ -562,7 +562,10 @@ where
                 if !text.trim().is_empty() && confidence < UNCLEAR_CONFIDENCE =>
             {
                 // Unclear speech: ask again rather than answer a guess.
-                tracing::info!(message = "Unclear speech: the fallback message asks again.", confidence);
+                tracing::info!(
+                    message = "Unclear speech: the fallback message asks again.",
+                    confidence
+                );
                 if self.idle() && !self.goodbye_started {
                     self.speak_fallback();
                 }
@@ -696,7 +699,8 @@ where
                 carrier_took_over = true;
             }
         }
-        if !carrier_took_over && !matches!(reason, EndReason::CallerHangup | EndReason::Transferred) {
+        if !carrier_took_over && !matches!(reason, EndReason::CallerHangup | EndReason::Transferred)
+        {
             // Layer 1: the carrier ends the call; layer 2: closing the stream makes Twilio ask
             // the after-stream URL, which answers with a hang-up.
             let engine = self.engine.clone();

@@ -118,7 +118,8 @@ where
             self.stt_buffer = Some(Vec::new());
         }
         if self.stt_lost_error.is_none() {
-            self.stt_lost_error = Some(error.unwrap_or_else(|| ProviderError::transport("the recogniser closed")));
+            self.stt_lost_error =
+                Some(error.unwrap_or_else(|| ProviderError::transport("the recogniser closed")));
         }
         if self.stt_reconnect.is_none() {
             self.spawn_stt_reconnect();
@@ -157,7 +158,10 @@ where
 
     /// A round of reconnecting ended: replay what the caller said meanwhile, or say the
     /// outage line and try again (after [`MAX_FAILED_TURNS`] failures: give up).
-    pub(super) fn on_stt_reconnected(&mut self, result: Result<(SttInput, SttEvents), ProviderError>) {
+    pub(super) fn on_stt_reconnected(
+        &mut self,
+        result: Result<(SttInput, SttEvents), ProviderError>,
+    ) {
         self.stt_reconnect = None;
         let name = self.providers.stt_name();
         match result {
@@ -168,7 +172,13 @@ where
                     }
                 }
                 let error = self.stt_lost_error.take();
-                self.providers.record(ProviderStage::Stt, name, "reconnected", None, error.as_ref());
+                self.providers.record(
+                    ProviderStage::Stt,
+                    name,
+                    "reconnected",
+                    None,
+                    error.as_ref(),
+                );
                 self.stt_input = Some(input);
                 self.stt_events = Some(events);
             }
@@ -196,10 +206,8 @@ where
     pub(super) async fn carrier_last_word(&mut self) -> Option<EndReason> {
         let sid = self.setup.call.twilio_call_sid.clone()?;
         let agent = &self.setup.agent;
-        let options = SayOptions {
-            voice: None,
-            language: say_language(&agent.language).map(str::to_owned),
-        };
+        let options =
+            SayOptions { voice: None, language: say_language(&agent.language).map(str::to_owned) };
         let mut response = Response::new().say_with(&self.engine.config().outage_message, &options);
         let number = agent.transfer_number.as_deref().and_then(phone::parse_e164);
         let reason = match (number, self.engine.config().public_url.clone()) {
@@ -223,7 +231,9 @@ where
         match self.engine.twilio().update_call(&self.setup.credentials, &sid, &update).await {
             Ok(_) => {
                 self.providers.record(ProviderStage::Tts, "twilio", "carrier_say", None, None);
-                tracing::warn!(message = "Speech synthesis is down: the carrier says the outage line.");
+                tracing::warn!(
+                    message = "Speech synthesis is down: the carrier says the outage line."
+                );
                 Some(reason)
             }
             Err(error) => {
@@ -244,7 +254,12 @@ mod tests {
         assert_eq!(say_language("DE"), Some("de-DE"));
         assert_eq!(say_language("multi"), None);
         for language in nixflex_core::catalog::LANGUAGES {
-            assert_eq!(say_language(language.code).is_some(), language.code != "multi", "{}", language.code);
+            assert_eq!(
+                say_language(language.code).is_some(),
+                language.code != "multi",
+                "{}",
+                language.code
+            );
         }
     }
 }

@@ -20,13 +20,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::actions::Command;
 use super::Session;
+use super::actions::Command;
 use crate::chunker::SentenceChunker;
-use crate::providers::{CallProviders, ProviderStage, StageFailure, next_or_stall};
 use crate::functions::{self, FunctionKit};
 use crate::playout::Pacer;
 use crate::prompt;
+use crate::providers::{CallProviders, ProviderStage, StageFailure, next_or_stall};
 use crate::tags::{Segment, TagParser};
 use crate::twilio_ws;
 
@@ -66,7 +66,12 @@ impl TurnKind {
     /// What the session does when this turn fails at `stage` (`exhausted`: no speech
     /// synthesiser of the chain could start), after `failed_turns` consecutive failed turns
     /// including this one.
-    pub(super) fn after_failure(self, stage: Stage, exhausted: bool, failed_turns: u32) -> AfterFailure {
+    pub(super) fn after_failure(
+        self,
+        stage: Stage,
+        exhausted: bool,
+        failed_turns: u32,
+    ) -> AfterFailure {
         // Speech synthesis is down (or the outage line itself could not be spoken): only the
         // carrier's own voice can still reach the caller.
         if stage == Stage::Tts && (exhausted || self == Self::Outage) {
@@ -140,7 +145,13 @@ pub(super) enum TurnEvent {
     /// history.
     Done { turn: u64, text: String, exchange: Vec<LlmMessage> },
     /// The turn failed.
-    Failed { turn: u64, error: ProviderError, stage: Stage, provider: &'static str, exhausted: bool },
+    Failed {
+        turn: u64,
+        error: ProviderError,
+        stage: Stage,
+        provider: &'static str,
+        exhausted: bool,
+    },
 }
 
 /// What a turn says.
@@ -828,11 +839,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failed_turn_says_the_outage_line_then_gives_up_and_a_dead_synthesiser_leaves_it_to_the_carrier() {
+    fn a_failed_turn_says_the_outage_line_then_gives_up_and_a_dead_synthesiser_leaves_it_to_the_carrier()
+     {
         for kind in [TurnKind::Reply, TurnKind::Greeting, TurnKind::Reprompt, TurnKind::Goodbye] {
             for stage in [Stage::Llm, Stage::Tts, Stage::Timeout] {
-                assert_eq!(kind.after_failure(stage, false, 1), AfterFailure::SpeakOutage, "{kind:?} {stage:?}");
-                assert_eq!(kind.after_failure(stage, false, 2), AfterFailure::GiveUp, "{kind:?} {stage:?}");
+                assert_eq!(
+                    kind.after_failure(stage, false, 1),
+                    AfterFailure::SpeakOutage,
+                    "{kind:?} {stage:?}"
+                );
+                assert_eq!(
+                    kind.after_failure(stage, false, 2),
+                    AfterFailure::GiveUp,
+                    "{kind:?} {stage:?}"
+                );
             }
             assert_eq!(kind.after_failure(Stage::Tts, true, 1), AfterFailure::CarrierSays);
             // An exhausted LLM chain is an ordinary failed turn: speech still works.
@@ -840,7 +860,10 @@ mod tests {
         }
         assert_eq!(TurnKind::Outage.after_failure(Stage::Tts, false, 1), AfterFailure::CarrierSays);
         assert_eq!(TurnKind::Outage.after_failure(Stage::Timeout, false, 1), AfterFailure::GiveUp);
-        assert_eq!(TurnKind::Fallback.after_failure(Stage::Tts, false, 1), AfterFailure::SpeakOutage);
+        assert_eq!(
+            TurnKind::Fallback.after_failure(Stage::Tts, false, 1),
+            AfterFailure::SpeakOutage
+        );
     }
 
     #[test]

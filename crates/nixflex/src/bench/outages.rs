@@ -25,7 +25,9 @@ use nixflex_testkit::deepgram::{DeepgramEmulator, Fault as SttFault};
 use nixflex_testkit::inworld::InworldEmulator;
 use nixflex_testkit::openai::OpenAiEmulator;
 use nixflex_testkit::twilio::TwilioEmulator;
-use nixflex_testkit::twilio::caller::{CallEventKind, CallRecording, CallerEmulator, CallerScript, PlaceCall};
+use nixflex_testkit::twilio::caller::{
+    CallEventKind, CallRecording, CallerEmulator, CallerScript, PlaceCall,
+};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -68,7 +70,13 @@ fn closed_port_url() -> anyhow::Result<String> {
     Ok(format!("http://127.0.0.1:{port}"))
 }
 
-async fn api(client: &reqwest::Client, base: &str, key: Option<&str>, path: &str, body: Value) -> anyhow::Result<Value> {
+async fn api(
+    client: &reqwest::Client,
+    base: &str,
+    key: Option<&str>,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
     let mut request = client.post(format!("{base}{path}")).json(&body);
     if let Some(key) = key {
         request = request.header("authorization", format!("Bearer {key}"));
@@ -109,7 +117,9 @@ impl Lab {
             listen: format!("127.0.0.1:{port}"),
             data_dir: dir.path().join("data"),
             public_url: Some(format!("http://127.0.0.1:{port}")),
-            master_key: Some(SecretString::from(nixflex_core::crypto::SecretBox::generate_encoded())),
+            master_key: Some(SecretString::from(
+                nixflex_core::crypto::SecretBox::generate_encoded(),
+            )),
             allow_private_targets: true,
             twilio_api_base: twilio.base_url().to_owned(),
             anthropic_base_url: llm.base_url(),
@@ -200,7 +210,8 @@ impl Lab {
     }
 
     async fn call(&self, fault: &str) -> anyhow::Result<CallRecording> {
-        let caller = CallerEmulator::new().context("starting the caller")?.with_network(&self.twilio);
+        let caller =
+            CallerEmulator::new().context("starting the caller")?.with_network(&self.twilio);
         let script = CallerScript::new()
             .wait_for_agent_speech(Duration::from_secs(15))
             .wait_for_agent_silence(Duration::from_millis(600), Duration::from_secs(15))
@@ -208,7 +219,11 @@ impl Lab {
             .wait_for_agent_speech(Duration::from_secs(15))
             .wait_for_agent_silence(Duration::from_millis(600), Duration::from_secs(15))
             .hang_up();
-        let script = if fault == "tts:down" { CallerScript::new().silence(Duration::from_secs(8)) } else { script };
+        let script = if fault == "tts:down" {
+            CallerScript::new().silence(Duration::from_secs(8))
+        } else {
+            script
+        };
         Ok(caller.place_inbound_call(self.place.clone(), script).await)
     }
 }
@@ -234,11 +249,13 @@ impl Lab {
 
 /// The silence the caller heard for `fault` in `recording`.
 fn silence(fault: &str, recording: &CallRecording) -> Option<Duration> {
-    let connected = recording.first_event(|kind| matches!(kind, CallEventKind::StreamConnected { .. }));
+    let connected =
+        recording.first_event(|kind| matches!(kind, CallEventKind::StreamConnected { .. }));
     match fault.split(':').next() {
         Some("llm" | "stt") => recording.response_latency_after(QUESTION),
         _ if fault == "tts:down" => {
-            let said = recording.first_event(|kind| matches!(kind, CallEventKind::TwimlSay { .. }))?;
+            let said =
+                recording.first_event(|kind| matches!(kind, CallEventKind::TwimlSay { .. }))?;
             Some(said.saturating_sub(connected?))
         }
         _ => {
@@ -262,7 +279,9 @@ pub async fn run(args: OutagesBenchArgs) -> anyhow::Result<()> {
     if let Some(unknown) = faults.iter().find(|f| !ALL_FAULTS.contains(&f.as_str())) {
         bail!("unknown fault {unknown}; known: {}", ALL_FAULTS.join(", "));
     }
-    println!("fault            runs  silence to the first word (ms): min / median / max   requests to the fallbacks");
+    println!(
+        "fault            runs  silence to the first word (ms): min / median / max   requests to the fallbacks"
+    );
     for fault in &faults {
         let lab = Lab::start(fault).await?;
         let mut measured = Vec::new();
@@ -277,10 +296,11 @@ pub async fn run(args: OutagesBenchArgs) -> anyhow::Result<()> {
             }
         }
         measured.sort_by(f64::total_cmp);
-        let (min, median, max) = match (measured.first(), measured.get(measured.len() / 2), measured.last()) {
-            (Some(a), Some(b), Some(c)) => (*a, *b, *c),
-            _ => (f64::NAN, f64::NAN, f64::NAN),
-        };
+        let (min, median, max) =
+            match (measured.first(), measured.get(measured.len() / 2), measured.last()) {
+                (Some(a), Some(b), Some(c)) => (*a, *b, *c),
+                _ => (f64::NAN, f64::NAN, f64::NAN),
+            };
         println!(
             "{fault:<16} {:>4}  {min:>8.0} / {median:>6.0} / {max:>6.0}                       {}",
             measured.len(),
