@@ -693,11 +693,12 @@ where
         // Speech synthesis is down: the carrier's own voice has the last word.
         let mut reason = reason;
         let mut carrier_took_over = false;
-        if self.last_word && reason != EndReason::CallerHangup {
-            if let Some(after) = self.carrier_last_word().await {
-                reason = after;
-                carrier_took_over = true;
-            }
+        if self.last_word
+            && reason != EndReason::CallerHangup
+            && let Some(after) = self.carrier_last_word().await
+        {
+            reason = after;
+            carrier_took_over = true;
         }
         if !carrier_took_over && !matches!(reason, EndReason::CallerHangup | EndReason::Transferred)
         {
