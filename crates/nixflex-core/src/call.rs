@@ -186,6 +186,30 @@ pub struct FunctionCallLog {
     pub at_ms: u64,
 }
 
+/// Something a call's speech or language provider did that changed the call
+/// (docs/engine.md#provider-outages): a retry, a switch to the next provider of the chain, a
+/// reconnect of speech recognition, a stage that gave up, the carrier's last word.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProviderEvent {
+    /// When it happened: milliseconds since the call was answered.
+    pub at_ms: u64,
+    /// `llm`, `stt` or `tts`.
+    pub stage: String,
+    /// The provider that failed (its name, e.g. `anthropic`, `inworld`, `deepgram`).
+    pub provider: String,
+    /// `retried` (the same provider again, within the turn), `switched` (to `to`, for the rest
+    /// of the call), `reconnected` (speech recognition is back; the buffered audio was
+    /// replayed), `failed` (the stage has no provider left for this turn) or `carrier_say` (the
+    /// carrier spoke the outage line because no speech synthesis answered).
+    pub event: String,
+    /// The provider switched to (`switched` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The class of failure (e.g. `transport error`, `upstream error (status 503)`, `timed
+    /// out`); never the provider's own message.
+    pub error: String,
+}
+
 /// One line of the transcript.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TranscriptEntry {
@@ -261,6 +285,8 @@ pub struct CallRecord {
     pub turns: Vec<TurnLatency>,
     /// Every custom-function invocation, in call order.
     pub function_calls: Vec<FunctionCallLog>,
+    /// Provider retries, switches and outages, in call order (docs/engine.md#provider-outages).
+    pub provider_events: Vec<ProviderEvent>,
     /// Mean of `turns[].total_ms`.
     pub avg_latency_ms: Option<f64>,
     /// The stored recording, once there is one (docs/recordings.md).

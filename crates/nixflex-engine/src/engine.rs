@@ -39,6 +39,10 @@ pub struct Providers {
     pub tts: Arc<dyn TtsProvider>,
     /// Which voice catalogue maps `voice_id` to the provider's voice.
     pub tts_kind: TtsProviderKind,
+    /// LLMs tried in order after `llm` fails (docs/engine.md#provider-outages).
+    pub llm_fallbacks: Vec<Arc<dyn LlmProvider>>,
+    /// Speech synthesisers tried in order after `tts` fails, each with its voice catalogue.
+    pub tts_fallbacks: Vec<(Arc<dyn TtsProvider>, TtsProviderKind)>,
 }
 
 /// Engine settings from the configuration.
@@ -75,7 +79,13 @@ pub struct EngineConfig {
     pub byo_tts_urls: crate::byo::ByoTtsUrls,
     /// Campaign dials per second per carrier account, across nodes (docs/campaigns.md#pacing).
     pub campaign_calls_per_second: f64,
+    /// What the agent (or the carrier) says when a provider fails
+    /// (docs/engine.md#provider-outages).
+    pub outage_message: String,
 }
+
+/// The default outage line.
+pub const DEFAULT_OUTAGE_MESSAGE: &str = "Sorry, I'm having trouble on my side.";
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -95,6 +105,7 @@ impl Default for EngineConfig {
             sms: None,
             byo_tts_urls: crate::byo::ByoTtsUrls::default(),
             campaign_calls_per_second: 1.0,
+            outage_message: DEFAULT_OUTAGE_MESSAGE.to_owned(),
         }
     }
 }

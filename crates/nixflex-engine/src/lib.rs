@@ -15,6 +15,7 @@ pub mod media;
 pub mod outbound;
 pub mod playout;
 pub mod prompt;
+pub mod providers;
 pub mod recordings;
 pub mod service;
 pub mod session;
@@ -28,7 +29,7 @@ pub mod vad;
 pub mod voicemail;
 pub mod webhook;
 
-pub use engine::{Engine, EngineConfig, Providers};
+pub use engine::{DEFAULT_OUTAGE_MESSAGE, Engine, EngineConfig, Providers};
 pub use media::StreamRefused;
 pub use outbound::{CallPurpose, OutboundRefused, OutboundRequest};
 pub use recordings::{Recordings, RecordingsConfig};

@@ -254,7 +254,12 @@ impl Engine {
             .and_then(NotConnected::parse)
             .filter(|_| call.answered_at.is_some())
             .map(|status| Resume { status, number: param(RESUME_NUMBER_PARAM).to_owned() });
+        // The account's own providers come first in the call's chains (cached per node).
+        let (account_llm, account_tts) =
+            tokio::join!(self.account_llm(&call.account_id), self.account_tts(&call.account_id));
         Ok(CallSetup {
+            account_llm,
+            account_tts,
             resume,
             purpose,
             voicemail_action,

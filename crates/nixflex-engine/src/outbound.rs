@@ -178,6 +178,7 @@ impl Engine {
             voicemail_detection_method: None,
             carrier_details: None,
             function_calls: Vec::new(),
+            provider_events: Vec::new(),
             stream_token_hash: None,
             created_at: now,
             updated_at: now,

@@ -349,6 +349,7 @@ fn inbound_record(
         metadata: None,
         cost_usd: None,
         function_calls: Vec::new(),
+        provider_events: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
         voicemail_detection_method: None,

@@ -901,6 +901,7 @@ mod tests {
             amd_result: None,
             carrier_details: None,
             function_calls: Vec::new(),
+            provider_events: Vec::new(),
             voicemail_detection_method: None,
             stream_token_hash: None,
             created_at: now,

@@ -284,15 +284,19 @@ pub fn whisper_url(base: &str, call_id: &str, token: &str) -> String {
 /// The TwiML of a cold transfer to `number`: ring it for at most [`TRANSFER_ANSWER_TIMEOUT`],
 /// showing the business number, and report back.
 pub fn dial_twiml(base: &str, call_id: &str, number: &str, business_number: &str) -> String {
-    let options = DialOptions {
+    twiml::dial_number(number, &dial_options(base, call_id, number, business_number))
+}
+
+/// The `<Dial>` options of a cold transfer to `number` (see [`dial_twiml`]).
+pub fn dial_options(base: &str, call_id: &str, number: &str, business_number: &str) -> DialOptions {
+    DialOptions {
         action: Some(callback_url(base, call_id, number, false)),
         method: Some("POST".to_owned()),
         caller_id: Some(business_number.to_owned()),
         timeout: Some(TRANSFER_ANSWER_TIMEOUT),
         number_url: Some(callback_url(base, call_id, number, true)),
         ..DialOptions::default()
-    };
-    twiml::dial_number(number, &options)
+    }
 }
 
 /// Why there is no whisper audio.

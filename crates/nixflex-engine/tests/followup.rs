@@ -147,6 +147,7 @@ async fn lab() -> Lab {
         metadata: Some(json!({"crm_id": 7})),
         cost_usd: None,
         function_calls: Vec::new(),
+        provider_events: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
         voicemail_detection_method: None,

@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use nixflex_core::call::{
-    CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, TranscriptEntry, TurnLatency,
+    CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, ProviderEvent,
+    TranscriptEntry, TurnLatency,
 };
 use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
 use serde_json::{Map, Value};
@@ -59,6 +60,8 @@ pub struct CallUpdate {
     pub turns: Option<Vec<TurnLatency>>,
     /// Custom-function invocations so far.
     pub function_calls: Option<Vec<FunctionCallLog>>,
+    /// Provider events so far (replaces the old list).
+    pub provider_events: Option<Vec<ProviderEvent>>,
     /// Mean latency.
     pub avg_latency_ms: Option<f64>,
     /// Media session liveness.
@@ -229,7 +232,7 @@ macro_rules! impl_calls {
             use async_trait::async_trait;
             use chrono::{DateTime, Utc};
 
-            use nixflex_core::call::{CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, TranscriptEntry, TurnLatency};
+            use nixflex_core::call::{CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, ProviderEvent, TranscriptEntry, TurnLatency};
 
             fn decode_error(column: &str, raw: &str) -> sqlx::Error {
                 sqlx::Error::Decode(format!("unknown {column} `{raw}` in the calls table").into())
@@ -253,6 +256,7 @@ macro_rules! impl_calls {
                 let Json(transcript): Json<Vec<TranscriptEntry>> = row.try_get("transcript")?;
                 let Json(turns): Json<Vec<TurnLatency>> = row.try_get("turns")?;
                 let Json(function_calls): Json<Vec<FunctionCallLog>> = row.try_get("function_calls")?;
+                let Json(provider_events): Json<Vec<ProviderEvent>> = row.try_get("provider_events")?;
                 let Json(extracted_data): Json<Map<String, Value>> = row.try_get("extracted_data")?;
                 let metadata: Option<Json<Value>> = row.try_get("metadata")?;
                 Ok(CallRecord {
@@ -278,6 +282,7 @@ macro_rules! impl_calls {
                     transcript,
                     turns,
                     function_calls,
+                    provider_events,
                     avg_latency_ms: row.try_get("avg_latency_ms")?,
                     recording: row
                         .try_get::<Option<String>, _>("recording_location")?
@@ -313,8 +318,8 @@ macro_rules! impl_calls {
                      ended_reason, started_at, answered_at, ended_at, duration_seconds, transcript, turns, avg_latency_ms, recording_location, \
                      call_summary, caller_sentiment, call_successful, extracted_data, voicemail_detected, campaign_id, metadata, cost_usd, \
                      precall_reject_reason, stream_token_hash, heartbeat_at, created_at, updated_at, recording_duration_s, function_calls, amd_result, carrier_details, \
-                     voicemail_detection_method) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)",
+                     voicemail_detection_method, provider_events) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36)",
                 )
                 .bind(call.call_id.as_str())
                 .bind(call.account_id.as_str())
@@ -351,6 +356,7 @@ macro_rules! impl_calls {
                 .bind(&call.amd_result)
                 .bind(call.carrier_details.as_ref().map(Json))
                 .bind(&call.voicemail_detection_method)
+                .bind(Json(&call.provider_events))
                 .execute(executor)
                 .await
                 .map_err(map_err)?;
@@ -375,7 +381,8 @@ macro_rules! impl_calls {
                      carrier_details = coalesce(carrier_details, $16), \
                      voicemail_detected = coalesce($17, voicemail_detected), \
                      voicemail_detection_method = coalesce($18, voicemail_detection_method), \
-                     billable_seconds = coalesce($19, billable_seconds) \
+                     billable_seconds = coalesce($19, billable_seconds), \
+                     provider_events = coalesce($20, provider_events) \
                      where call_id = $1",
                         CallStatus::sql_list(CallStatus::FINAL)
                     )
@@ -400,6 +407,7 @@ macro_rules! impl_calls {
                 .bind(update.voicemail_detected)
                 .bind(&update.voicemail_detection_method)
                 .bind(update.billable_seconds)
+                .bind(update.provider_events.as_ref().map(Json))
                 .execute(executor)
                 .await
                 .map_err(map_err)?;

@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "voicemail_method", include_str!("../migrations/sqlite/0011_voicemail_method.sql")),
     (12, "campaigns", include_str!("../migrations/sqlite/0012_campaigns.sql")),
     (13, "sms_campaigns", include_str!("../migrations/sqlite/0013_sms_campaigns.sql")),
+    (14, "provider_events", include_str!("../migrations/sqlite/0014_provider_events.sql")),
     (15, "account_providers", include_str!("../migrations/sqlite/0015_account_providers.sql")),
     (16, "billable_seconds", include_str!("../migrations/sqlite/0016_billable_seconds.sql")),
 ];

@@ -112,6 +112,7 @@ fn start(campaign: &Campaign, row_index: i64, attempts: i64) -> RecipientCall {
         metadata: campaign.metadata.clone(),
         cost_usd: None,
         function_calls: Vec::new(),
+        provider_events: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
         voicemail_detection_method: None,

@@ -739,6 +739,7 @@ fn call(account_id: &str, agent_id: &str, from: &str, to: &str) -> CallRecord {
         metadata: Some(json!({"crm": 7})),
         cost_usd: None,
         function_calls: Vec::new(),
+        provider_events: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
         voicemail_detection_method: None,

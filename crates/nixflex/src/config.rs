@@ -62,6 +62,16 @@ pub enum TtsProvider {
     Openai,
 }
 
+impl TtsProvider {
+    /// The voice catalogue of this provider.
+    pub fn kind(self) -> TtsProviderKind {
+        match self {
+            Self::Inworld => TtsProviderKind::Inworld,
+            Self::Openai => TtsProviderKind::OpenAi,
+        }
+    }
+}
+
 /// Where the server keeps recordings (docs/recordings.md#where-recordings-live).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -153,6 +163,15 @@ pub struct Config {
     pub inworld_url: String,
     /// Inworld API key (the Basic credential from the Inworld portal).
     pub inworld_api_key: Option<SecretString>,
+    /// LLMs tried in order after `llm_provider` fails, for the rest of the call
+    /// (docs/engine.md#provider-outages), e.g. `["openai"]`; each uses its own `*_base_url` and
+    /// key.
+    pub llm_fallback: Vec<LlmProvider>,
+    /// Speech synthesisers tried in order after `tts_provider` fails, e.g. `["openai"]`.
+    pub tts_fallback: Vec<TtsProvider>,
+    /// What the agent says when a provider fails (and what the carrier says when speech
+    /// synthesis is down); the agents' `fallback_message` stays for unclear speech.
+    pub outage_message: String,
     /// Days recordings are kept (0 = forever).
     pub recording_retention_days: u32,
     /// Where the server keeps recordings: `local` (a directory) or `s3` (a bucket).
@@ -263,6 +282,9 @@ impl Default for Config {
             tts_provider: TtsProvider::Inworld,
             inworld_url: "https://api.inworld.ai".to_owned(),
             inworld_api_key: None,
+            llm_fallback: Vec::new(),
+            tts_fallback: Vec::new(),
+            outage_message: nixflex_engine::DEFAULT_OUTAGE_MESSAGE.to_owned(),
             recording_retention_days: 90,
             recording_storage: RecordingStorage::Local,
             recordings_dir: None,
@@ -364,6 +386,9 @@ impl Config {
     /// The first invalid value.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
+        if self.outage_message.trim().is_empty() || self.outage_message.chars().count() > 500 {
+            bail!("outage_message must be 1 to 500 characters");
+        }
         if let Some(url) = &self.database_url
             && !(url.starts_with("postgres://")
                 || url.starts_with("postgresql://")
@@ -554,10 +579,7 @@ impl Config {
 
     /// The voice catalogue in use.
     pub fn tts_kind(&self) -> TtsProviderKind {
-        match self.tts_provider {
-            TtsProvider::Inworld => TtsProviderKind::Inworld,
-            TtsProvider::Openai => TtsProviderKind::OpenAi,
-        }
+        self.tts_provider.kind()
     }
 
     /// Request timeout.
@@ -623,6 +645,12 @@ impl Config {
             }),
         ) {
             printed.extend(campaigns);
+        }
+        // The provider-outage settings (another object, for the same reason).
+        if let Some(printed) = printed.as_object_mut() {
+            printed.insert("llm_fallback".to_owned(), json!(self.llm_fallback));
+            printed.insert("tts_fallback".to_owned(), json!(self.tts_fallback));
+            printed.insert("outage_message".to_owned(), json!(self.outage_message));
         }
         // The recording settings (a third object, for the same reason).
         if let (Some(printed), Value::Object(recordings)) = (

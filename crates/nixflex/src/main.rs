@@ -132,6 +132,8 @@ enum BenchCommand {
     Sms(nixflex::bench::sms::SmsBenchArgs),
     /// Voice batch campaigns: creation time and memory, dial scheduling overhead per call.
     Campaign(nixflex::bench::campaign::CampaignBenchArgs),
+    /// The silence a caller hears when a provider fails, per fault (`stage:mode`).
+    Outages(nixflex::bench::outages::OutagesBenchArgs),
 }
 
 fn parse_signup(raw: &str) -> Result<Signup, String> {
@@ -275,6 +277,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
             init_tracing(&config);
             nixflex::bench::campaign::run(args).await
+        }
+        Command::Bench { command: BenchCommand::Outages(args) } => {
+            let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
+            init_tracing(&config);
+            nixflex::bench::outages::run(args).await
         }
         Command::Bench { command: BenchCommand::Calls(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;

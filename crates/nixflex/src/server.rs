@@ -133,51 +133,74 @@ fn build_providers(config: &Config) -> anyhow::Result<nixflex_engine::Providers>
 
     use crate::config::{LlmProvider as LlmChoice, TtsProvider as TtsChoice};
 
-    let llm: Arc<dyn LlmProvider> = match config.llm_provider {
-        LlmChoice::Anthropic => Arc::new(
-            anthropic::AnthropicClient::new(anthropic::AnthropicConfig {
-                base_url: config.anthropic_base_url.clone(),
-                api_key: config.anthropic_api_key.clone(),
-                ..anthropic::AnthropicConfig::default()
-            })
-            .context("building the Anthropic client")?,
-        ),
-        LlmChoice::Openai => Arc::new(
-            openai_llm::OpenAiChatClient::new(openai_llm::OpenAiChatConfig {
-                base_url: config.openai_base_url.clone(),
-                api_key: config.openai_api_key.clone(),
-                ..openai_llm::OpenAiChatConfig::default()
-            })
-            .context("building the OpenAI-compatible chat client")?,
-        ),
+    let llm_client = |choice: LlmChoice| -> anyhow::Result<Arc<dyn LlmProvider>> {
+        Ok(match choice {
+            LlmChoice::Anthropic => Arc::new(
+                anthropic::AnthropicClient::new(anthropic::AnthropicConfig {
+                    base_url: config.anthropic_base_url.clone(),
+                    api_key: config.anthropic_api_key.clone(),
+                    ..anthropic::AnthropicConfig::default()
+                })
+                .context("building the Anthropic client")?,
+            ),
+            LlmChoice::Openai => Arc::new(
+                openai_llm::OpenAiChatClient::new(openai_llm::OpenAiChatConfig {
+                    base_url: config.openai_base_url.clone(),
+                    api_key: config.openai_api_key.clone(),
+                    ..openai_llm::OpenAiChatConfig::default()
+                })
+                .context("building the OpenAI-compatible chat client")?,
+            ),
+        })
     };
     let stt = Arc::new(deepgram::DeepgramClient::new(deepgram::DeepgramConfig {
         base_url: config.deepgram_url.clone(),
         api_key: config.deepgram_api_key.clone(),
         ..deepgram::DeepgramConfig::default()
     }));
-    let tts: Arc<dyn TtsProvider> = match config.tts_provider {
-        TtsChoice::Inworld => Arc::new(
-            inworld::InworldClient::new(inworld::InworldConfig {
-                base_url: config.inworld_url.clone(),
-                api_key: config.inworld_api_key.clone(),
-                // Telephony audio is 8 kHz: asking for it directly skips resampling, which cost
-                // a tenth of the server's CPU in the call benchmark.
-                sample_rate_hz: 8000,
-                ..inworld::InworldConfig::default()
-            })
-            .context("building the Inworld client")?,
-        ),
-        TtsChoice::Openai => Arc::new(
-            openai_tts::OpenAiSpeechClient::new(openai_tts::OpenAiSpeechConfig {
-                base_url: config.openai_base_url.clone(),
-                api_key: config.openai_api_key.clone(),
-                ..openai_tts::OpenAiSpeechConfig::default()
-            })
-            .context("building the OpenAI-compatible speech client")?,
-        ),
+    let tts_client = |choice: TtsChoice| -> anyhow::Result<Arc<dyn TtsProvider>> {
+        Ok(match choice {
+            TtsChoice::Inworld => Arc::new(
+                inworld::InworldClient::new(inworld::InworldConfig {
+                    base_url: config.inworld_url.clone(),
+                    api_key: config.inworld_api_key.clone(),
+                    // Telephony audio is 8 kHz: asking for it directly skips resampling, which
+                    // cost a tenth of the server's CPU in the call benchmark.
+                    sample_rate_hz: 8000,
+                    ..inworld::InworldConfig::default()
+                })
+                .context("building the Inworld client")?,
+            ),
+            TtsChoice::Openai => Arc::new(
+                openai_tts::OpenAiSpeechClient::new(openai_tts::OpenAiSpeechConfig {
+                    base_url: config.openai_base_url.clone(),
+                    api_key: config.openai_api_key.clone(),
+                    ..openai_tts::OpenAiSpeechConfig::default()
+                })
+                .context("building the OpenAI-compatible speech client")?,
+            ),
+        })
     };
-    Ok(nixflex_engine::Providers { llm, stt, tts, tts_kind: config.tts_kind() })
+    let llm = llm_client(config.llm_provider)?;
+    let tts = tts_client(config.tts_provider)?;
+    let llm_fallbacks = config
+        .llm_fallback
+        .iter()
+        .map(|choice| llm_client(*choice))
+        .collect::<anyhow::Result<_>>()?;
+    let tts_fallbacks = config
+        .tts_fallback
+        .iter()
+        .map(|choice| Ok((tts_client(*choice)?, choice.kind())))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(nixflex_engine::Providers {
+        llm,
+        stt,
+        tts,
+        tts_kind: config.tts_kind(),
+        llm_fallbacks,
+        tts_fallbacks,
+    })
 }
 
 /// The recordings service: the server's store from the configuration (docs/recordings.md).
@@ -301,6 +324,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         dial_recheck: Duration::from_millis(config.outbound_dial_recheck_ms),
         byo_tts_urls: config.byo_tts_urls.clone(),
         campaign_calls_per_second: config.campaign_calls_per_second,
+        outage_message: config.outage_message.clone(),
         ..nixflex_engine::EngineConfig::default()
     };
     // Every node runs a job worker; it also sweeps the calls of nodes that stopped

@@ -781,6 +781,7 @@ async fn a_webhook_survives_kill_9_and_each_url_accepts_it_once() {
         metadata: None,
         cost_usd: None,
         function_calls: Vec::new(),
+        provider_events: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
         voicemail_detection_method: None,

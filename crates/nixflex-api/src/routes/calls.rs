@@ -4,7 +4,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, NaiveDate, Utc};
 use nixflex_core::call::{
-    CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, TranscriptEntry, TurnLatency,
+    CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, ProviderEvent,
+    TranscriptEntry, TurnLatency,
 };
 use nixflex_core::error::ErrorCode;
 use nixflex_core::ids::{AccountId, CallId};
@@ -103,6 +104,9 @@ pub(crate) struct CallObject {
     precall_reject_reason: Option<String>,
     /// Every custom-function invocation during the call, in order (docs/api.md#function-calls).
     function_calls: Vec<FunctionCallLog>,
+    /// Provider retries, switches to a fallback provider and outages, in call order
+    /// (docs/api.md#provider-events); `[]` when none.
+    provider_events: Vec<ProviderEvent>,
     /// The carrier's answering-machine verdict on an outbound call (agents with
     /// `amd_enabled`): `human`, `machine_start`, `machine_end_beep`, `machine_end_silence`,
     /// `machine_end_other`, `fax` or `unknown`.
@@ -189,6 +193,7 @@ impl CallObject {
             latency: call.turns,
             precall_reject_reason: call.precall_reject_reason,
             function_calls: call.function_calls,
+            provider_events: call.provider_events,
             amd_result: call.amd_result,
             voicemail_detection_method: call.voicemail_detection_method,
             carrier_details: call.carrier_details,

@@ -19,11 +19,14 @@
 //! - [`actions`]: the one command path for what the agent asks for (end the call, transfer,
 //!   text, functions);
 //! - [`transfer`]: handing the call over to a person, and resuming it when nobody answered.
+//! - [`outage`]: provider outages — the outage line, giving up after failed turns, recognition
+//!   reconnecting with buffered audio, the carrier's last word.
 //!
 //! Barge-in sends `clear`, drops the turn and keeps in the history only what the caller heard.
 
 mod actions;
 mod answering;
+mod outage;
 mod timers;
 mod transfer;
 mod turn;
@@ -38,7 +41,6 @@ use nixflex_core::agent::{AgentSettings, RecordingSource};
 use nixflex_core::call::{
     CallRecord, CallStatus, Direction, EndedReason, FunctionCallLog, TranscriptEntry, TurnLatency,
 };
-use nixflex_core::catalog;
 use nixflex_core::ids::AgentId;
 use nixflex_core::number::{NumberSettings, PhoneNumber};
 use nixflex_pipeline::ProviderError;
@@ -51,11 +53,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
+use std::sync::Arc;
+
 use crate::capture::CallCapture;
 use crate::engine::{Engine, Recorder};
 use crate::functions::{FUNCTION_TIMEOUT, FunctionKit};
 use crate::playout::{Pacer, Playout};
 use crate::prompt::{self, Channel, PastCall, PromptContext};
+use crate::providers::CallProviders;
 use crate::twilio_ws::{self, Inbound};
 use crate::vad::{BargeIn, TurnDetector, Vad, VadConfig, VadEvent};
 
@@ -63,6 +68,9 @@ pub(crate) use actions::tools_enabled;
 pub(crate) use answering::VoicemailAction;
 use turn::{ActiveTurn, TurnEvent, TurnTiming};
 
+/// A final transcript below this confidence is unclear speech: the agent's `fallback_message`
+/// asks the caller to say it again.
+const UNCLEAR_CONFIDENCE: f32 = 0.35;
 /// Length of one media frame.
 const FRAME: Duration = Duration::from_millis(20);
 /// Inter-digit timeout that ends a DTMF entry without `#`.
@@ -140,6 +148,10 @@ pub(crate) struct CallSetup {
     pub(crate) stream_started: Instant,
     /// Set when this stream returns the call from a failed transfer.
     pub(crate) resume: Option<crate::transfer::Resume>,
+    /// The account's own LLM, first in the call's chain (docs/providers.md#bring-your-own-llm-and-tts).
+    pub(crate) account_llm: Option<Arc<dyn nixflex_pipeline::llm::LlmProvider>>,
+    /// The account's own voice (provider and its voice id), first in the call's chain.
+    pub(crate) account_tts: Option<(Arc<dyn nixflex_pipeline::tts::TtsProvider>, String)>,
 }
 
 impl CallSetup {
@@ -188,7 +200,16 @@ pub(crate) struct Session<W> {
     started: Instant,
     recorder: Recorder,
     system_prompt: String,
-    provider_voice: String,
+    /// The call's provider chains (docs/engine.md#provider-outages).
+    providers: Arc<CallProviders>,
+    /// Turns that failed in a row (reset by a turn that worked).
+    failed_turns: u32,
+    /// Speech synthesis is down: the carrier says the outage line when the session ends.
+    last_word: bool,
+    /// The caller's audio while the recogniser reconnects, replayed into the new one.
+    stt_buffer: Option<Vec<u8>>,
+    /// Why the recogniser was lost (for the record once it is back).
+    stt_lost_error: Option<ProviderError>,
     speaking_rate: f32,
     // Audio in.
     stt_input: Option<SttInput>,
@@ -253,8 +274,13 @@ where
         let agent = &setup.agent;
         let number = setup.number_settings();
         let voice_id = number.voice_id.clone().unwrap_or_else(|| agent.voice_id.clone());
-        let provider_voice = catalog::find_voice(engine.providers().tts_kind, &voice_id)
-            .map_or_else(|| voice_id.clone(), |v| v.provider_voice_id.to_owned());
+        let providers = Arc::new(CallProviders::new(
+            engine.providers(),
+            &voice_id,
+            started,
+            setup.account_llm.clone(),
+            setup.account_tts.clone(),
+        ));
         let speaking_rate = number.speaking_rate.or(agent.speaking_rate).unwrap_or(1.0);
         let empty_vars = BTreeMap::new();
         let system_prompt =
@@ -292,7 +318,11 @@ where
             started,
             recorder,
             system_prompt,
-            provider_voice,
+            providers,
+            failed_turns: 0,
+            last_word: false,
+            stt_buffer: None,
+            stt_lost_error: None,
             speaking_rate,
             stt_input: None,
             stt_events: None,
@@ -399,6 +429,7 @@ where
             }
             Err(error) => {
                 tracing::error!(message = "Speech recognition unavailable at call start.", error = %error);
+                self.stt_lost(Some(error));
             }
         }
         if !self.resume_after_transfer(now) {
@@ -475,6 +506,8 @@ where
         self.voicemail_audio(audio, now);
         if let Some(input) = &self.stt_input {
             let _ = input.push_audio(Bytes::copy_from_slice(audio));
+        } else {
+            self.buffer_for_stt(audio);
         }
         if let Some(event) = self.vad.push_frame(audio) {
             let at = self.offset(now);
@@ -535,6 +568,18 @@ where
     async fn on_stt(&mut self, event: Option<SttEvent>) {
         let now = Instant::now();
         match event {
+            Some(SttEvent::Final { text, confidence, .. })
+                if !text.trim().is_empty() && confidence < UNCLEAR_CONFIDENCE =>
+            {
+                // Unclear speech: ask again rather than answer a guess.
+                tracing::info!(
+                    message = "Unclear speech: the fallback message asks again.",
+                    confidence
+                );
+                if self.idle() && !self.goodbye_started {
+                    self.speak_fallback();
+                }
+            }
             Some(SttEvent::Final { text, .. }) => {
                 let at = self.offset(now);
                 if !text.trim().is_empty() {
@@ -547,40 +592,12 @@ where
             Some(SttEvent::SpeechStarted | SttEvent::Interim { .. } | SttEvent::UtteranceEnd) => {}
             Some(SttEvent::Error(error)) => {
                 tracing::error!(message = "Speech recognition failed mid-call.", error = %error);
-                self.stt_lost().await;
+                self.stt_lost(Some(error));
             }
             Some(SttEvent::Closed) | None => {
                 if self.ended.is_none() {
-                    self.stt_lost().await;
+                    self.stt_lost(None);
                 }
-            }
-        }
-    }
-
-    /// Recognition failed: apologise with the fallback message and reconnect in the
-    /// background (the loop keeps pacing audio meanwhile).
-    async fn stt_lost(&mut self) {
-        self.stt_input = None;
-        self.stt_events = None;
-        self.speak_fallback();
-        if self.stt_reconnect.is_some() {
-            return;
-        }
-        let options = stt_options(&self.setup.agent);
-        let stt = self.engine.providers().stt.clone();
-        self.stt_reconnect =
-            Some(tokio::spawn(async move { stt.open(options).await }.in_current_span()));
-    }
-
-    fn on_stt_reconnected(&mut self, result: Result<(SttInput, SttEvents), ProviderError>) {
-        self.stt_reconnect = None;
-        match result {
-            Ok((input, events)) => {
-                self.stt_input = Some(input);
-                self.stt_events = Some(events);
-            }
-            Err(error) => {
-                tracing::error!(message = "Speech recognition could not reconnect.", error = %error);
             }
         }
     }
@@ -599,6 +616,7 @@ where
             transcript: Some(self.transcript.clone()),
             turns: Some(self.latencies.clone()),
             function_calls: Some(self.function_calls.clone()),
+            provider_events: self.providers.has_events().then(|| self.providers.events()),
             avg_latency_ms: self.avg_latency(),
             heartbeat_at: Some(nixflex_store::now()),
             ..CallUpdate::default()
@@ -679,7 +697,21 @@ where
         if let Some(input) = self.stt_input.take() {
             let _ = input.close().await;
         }
-        if !matches!(reason, EndReason::CallerHangup | EndReason::Transferred) {
+        if let Some(task) = self.stt_reconnect.take() {
+            task.abort();
+        }
+        // Speech synthesis is down: the carrier's own voice has the last word.
+        let mut reason = reason;
+        let mut carrier_took_over = false;
+        if self.last_word
+            && reason != EndReason::CallerHangup
+            && let Some(after) = self.carrier_last_word().await
+        {
+            reason = after;
+            carrier_took_over = true;
+        }
+        if !carrier_took_over && !matches!(reason, EndReason::CallerHangup | EndReason::Transferred)
+        {
             // Layer 1: the carrier ends the call; layer 2: closing the stream makes Twilio ask
             // the after-stream URL, which answers with a hang-up.
             let engine = self.engine.clone();
@@ -709,6 +741,7 @@ where
                 transcript: Some(self.transcript.clone()),
                 turns: Some(self.latencies.clone()),
                 function_calls: Some(self.function_calls.clone()),
+                provider_events: self.providers.has_events().then(|| self.providers.events()),
                 avg_latency_ms: self.avg_latency(),
                 heartbeat_at: Some(nixflex_store::now()),
                 ..CallUpdate::default()
@@ -725,6 +758,7 @@ where
             transcript: Some(self.transcript.clone()),
             turns: Some(self.latencies.clone()),
             function_calls: Some(self.function_calls.clone()),
+            provider_events: self.providers.has_events().then(|| self.providers.events()),
             avg_latency_ms: self.avg_latency(),
             voicemail_detected: self.answering.detected.map(|_| true),
             voicemail_detection_method: self

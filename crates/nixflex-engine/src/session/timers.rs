@@ -140,7 +140,12 @@ where
                 self.ended = Some(EndReason::SilenceTimeout);
                 return;
             }
-            if self.reprompts < 2 && now >= since + reprompt * (self.reprompts + 1) {
+            // No "are you still there?" while recognition is down: the caller may well be
+            // talking (their audio is buffered for the recogniser).
+            if self.reprompts < 2
+                && now >= since + reprompt * (self.reprompts + 1)
+                && self.stt_buffer.is_none()
+            {
                 self.reprompts += 1;
                 self.reprompt(now);
             }

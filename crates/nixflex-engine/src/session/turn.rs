@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Sink, StreamExt};
+use futures::Sink;
 use nixflex_core::agent::ResponseLength;
 use nixflex_core::call::{
     Direction, FunctionCallLog, TranscriptEntry, TranscriptRole, TurnLatency,
@@ -20,13 +20,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
+use super::Session;
 use super::actions::Command;
-use super::{EndReason, Session};
 use crate::chunker::SentenceChunker;
-use crate::engine::Engine;
 use crate::functions::{self, FunctionKit};
 use crate::playout::Pacer;
 use crate::prompt;
+use crate::providers::{CallProviders, ProviderStage, StageFailure, next_or_stall};
 use crate::tags::{Segment, TagParser};
 use crate::twilio_ws;
 
@@ -43,8 +43,10 @@ pub(super) enum TurnKind {
     Greeting,
     /// "Are you still there?" after a silence.
     Reprompt,
-    /// The agent's `fallback_message` after a failure.
+    /// The agent's `fallback_message` when the caller could not be understood.
     Fallback,
+    /// The outage line after a provider failed (docs/engine.md#provider-outages).
+    Outage,
     /// A closing line the caller cannot interrupt (duration limit, server shutdown).
     Goodbye,
 }
@@ -61,16 +63,29 @@ impl TurnKind {
         matches!(self, Self::Reply | Self::Greeting | Self::Goodbye)
     }
 
-    /// What the session does when this turn fails at `stage`.
-    pub(super) fn after_failure(self, stage: Stage) -> AfterFailure {
-        match (self, stage) {
-            // The fallback itself cannot be spoken: end the call rather than leave the caller
-            // in silence (speaking the fallback again would fail the same way).
-            (Self::Fallback, Stage::Tts) => AfterFailure::EndCall,
-            _ => AfterFailure::SpeakFallback,
+    /// What the session does when this turn fails at `stage` (`exhausted`: no speech
+    /// synthesiser of the chain could start), after `failed_turns` consecutive failed turns
+    /// including this one.
+    pub(super) fn after_failure(
+        self,
+        stage: Stage,
+        exhausted: bool,
+        failed_turns: u32,
+    ) -> AfterFailure {
+        // Speech synthesis is down (or the outage line itself could not be spoken): only the
+        // carrier's own voice can still reach the caller.
+        if stage == Stage::Tts && (exhausted || self == Self::Outage) {
+            return AfterFailure::CarrierSays;
         }
+        if self == Self::Outage || failed_turns >= MAX_FAILED_TURNS {
+            return AfterFailure::GiveUp;
+        }
+        AfterFailure::SpeakOutage
     }
 }
+
+/// Consecutive failed turns after which the call is transferred (or ended).
+pub(super) const MAX_FAILED_TURNS: u32 = 2;
 
 /// Where a turn failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,10 +111,14 @@ impl Stage {
 /// What follows a failed turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AfterFailure {
-    /// Apologise with the fallback message and carry on.
-    SpeakFallback,
-    /// End the call (`error`) once what is playing has played.
-    EndCall,
+    /// Say the outage line and carry on.
+    SpeakOutage,
+    /// Say the outage line, then transfer to the agent's `transfer_number` or end the call
+    /// (`error`).
+    GiveUp,
+    /// Speech synthesis is down: the carrier says the outage line, then dials the transfer
+    /// number or hangs up.
+    CarrierSays,
 }
 
 /// Events from a turn task to the session. Every event carries its turn id, so events of a
@@ -126,7 +145,13 @@ pub(super) enum TurnEvent {
     /// history.
     Done { turn: u64, text: String, exchange: Vec<LlmMessage> },
     /// The turn failed.
-    Failed { turn: u64, error: ProviderError, stage: Stage },
+    Failed {
+        turn: u64,
+        error: ProviderError,
+        stage: Stage,
+        provider: &'static str,
+        exhausted: bool,
+    },
 }
 
 /// What a turn says.
@@ -283,8 +308,7 @@ where
         let id = self.next_turn;
         self.next_turn += 1;
         let tx = self.turn_tx.clone();
-        let engine = self.engine.clone();
-        let voice = self.provider_voice.clone();
+        let providers = self.providers.clone();
         let rate = self.speaking_rate;
         let language =
             (self.setup.agent.language != "multi").then(|| self.setup.agent.language.clone());
@@ -296,13 +320,15 @@ where
         };
         let task = tokio::spawn(
             async move {
-                let voice = Voice { name: voice, rate, language };
-                let run = run_turn(id, source, engine, voice, functions, tx.clone());
+                let voice = Voice { rate, language };
+                let run = run_turn(id, source, providers, voice, functions, tx.clone());
                 if tokio::time::timeout(TURN_TIMEOUT, run).await.is_err() {
                     let _ = tx.send(TurnEvent::Failed {
                         turn: id,
                         error: ProviderError::timeout("the reply took too long"),
                         stage: Stage::Timeout,
+                        provider: "",
+                        exhausted: false,
                     });
                 }
             }
@@ -394,6 +420,9 @@ where
             TurnEvent::Done { text, exchange, .. } => {
                 if let Some(active) = self.active.as_mut() {
                     active.done = true;
+                    if active.kind != TurnKind::Outage && active.kind != TurnKind::Fallback {
+                        self.failed_turns = 0;
+                    }
                     if active.kind.in_history() {
                         self.history.extend(exchange);
                         if !text.trim().is_empty() {
@@ -404,15 +433,12 @@ where
                 self.persist_progress();
             }
             TurnEvent::FunctionStarted | TurnEvent::FunctionDone { .. } => {}
-            TurnEvent::Failed { error, stage, .. } => {
+            TurnEvent::Failed { error, stage, provider, exhausted, .. } => {
                 let Some(active) = self.active.as_mut() else { return };
                 active.done = true;
                 let kind = active.kind;
-                tracing::error!(message = "Agent turn failed.", stage = stage.as_str(), turn_kind = ?kind, error = %error);
-                match kind.after_failure(stage) {
-                    AfterFailure::EndCall => self.end_after_playout = Some(EndReason::Error),
-                    AfterFailure::SpeakFallback => self.speak_fallback(),
-                }
+                tracing::error!(message = "Agent turn failed.", stage = stage.as_str(), provider, turn_kind = ?kind, error = %error);
+                self.on_turn_failed(kind, stage, provider, exhausted);
             }
         }
     }
@@ -491,10 +517,8 @@ where
     }
 }
 
-/// The voice a turn speaks with.
+/// The voice a turn speaks with (the voice id comes from the call's current speech provider).
 pub(super) struct Voice {
-    /// The provider's voice id.
-    pub(super) name: String,
     /// Speaking rate.
     pub(super) rate: f32,
     /// The language to speak, unless the agent is multilingual.
@@ -514,29 +538,45 @@ struct ToolCall {
 pub(super) async fn run_turn(
     turn: u64,
     source: TurnSource,
-    engine: Engine,
+    providers: Arc<CallProviders>,
     voice: Voice,
     functions: Option<Arc<FunctionKit>>,
     tx: mpsc::UnboundedSender<TurnEvent>,
 ) {
     let (sentence_tx, mut sentence_rx) = mpsc::unbounded_channel::<String>();
-    let tts = engine.providers().tts.clone();
     let speak_tx = tx.clone();
+    let tts = providers.clone();
     // Speech runs beside the LLM: sentence N is synthesised while N+1 is being written.
     let speaker = async move {
         let mut first = true;
+        let failed = |failure: StageFailure| TurnEvent::Failed {
+            turn,
+            error: failure.error,
+            stage: Stage::Tts,
+            provider: failure.provider,
+            exhausted: failure.exhausted,
+        };
         while let Some(sentence) = sentence_rx.recv().await {
-            let mut request = TtsRequest::new(sentence.clone(), voice.name.clone());
+            // The voice is set per provider by the chain.
+            let mut request = TtsRequest::new(sentence.clone(), String::new());
             request.speaking_rate = voice.rate;
             request.language.clone_from(&voice.language);
-            let mut stream = match tts.synthesize(request).await {
-                Ok(stream) => stream,
-                Err(error) => {
-                    let _ = speak_tx.send(TurnEvent::Failed { turn, error, stage: Stage::Tts });
+            let (mut stream, head, index) = match tts.open_tts(&request).await {
+                Ok(opened) => opened,
+                Err(failure) => {
+                    let _ = speak_tx.send(failed(failure));
                     return false;
                 }
             };
-            while let Some(chunk) = stream.next().await {
+            let mut next = head.map(Ok);
+            loop {
+                let chunk = match next.take() {
+                    Some(chunk) => chunk,
+                    None => match next_or_stall(&mut stream).await {
+                        Some(chunk) => chunk,
+                        None => break,
+                    },
+                };
                 match chunk {
                     Ok(audio) if !audio.is_empty() => {
                         let _ = speak_tx.send(TurnEvent::Audio {
@@ -549,7 +589,8 @@ pub(super) async fn run_turn(
                     }
                     Ok(_) => {}
                     Err(error) => {
-                        let _ = speak_tx.send(TurnEvent::Failed { turn, error, stage: Stage::Tts });
+                        let failure = tts.failed_mid_stream(ProviderStage::Tts, index, &error);
+                        let _ = speak_tx.send(failed(failure));
                         return false;
                     }
                 }
@@ -577,10 +618,17 @@ pub(super) async fn run_turn(
                 };
                 let mut rounds = 0;
                 loop {
-                    let (text, calls) = match speech.one_response(&engine, request.clone()).await {
+                    let (text, calls) = match speech.one_response(&providers, request.clone()).await
+                    {
                         Ok(response) => response,
-                        Err(error) => {
-                            let _ = tx.send(TurnEvent::Failed { turn, error, stage: Stage::Llm });
+                        Err(failure) => {
+                            let _ = tx.send(TurnEvent::Failed {
+                                turn,
+                                error: failure.error,
+                                stage: Stage::Llm,
+                                provider: failure.provider,
+                                exhausted: failure.exhausted,
+                            });
                             return None;
                         }
                     };
@@ -687,15 +735,25 @@ impl Speech<'_> {
     /// (tags removed) and the tool calls.
     async fn one_response(
         &mut self,
-        engine: &Engine,
+        providers: &CallProviders,
         request: LlmRequest,
-    ) -> Result<(String, Vec<ToolCall>), ProviderError> {
-        let mut stream = engine.providers().llm.stream(request).await?;
+    ) -> Result<(String, Vec<ToolCall>), StageFailure> {
+        let (mut stream, head, index) = providers.open_llm(&request).await?;
         let mut tags = TagParser::new();
         let mut text = String::new();
         let mut calls = Vec::new();
-        while let Some(event) = stream.next().await {
-            match event? {
+        let mut next = head.map(Ok);
+        loop {
+            let event = match next.take() {
+                Some(event) => event,
+                None => match next_or_stall(&mut stream).await {
+                    Some(event) => event,
+                    None => break,
+                },
+            };
+            let event = event
+                .map_err(|error| providers.failed_mid_stream(ProviderStage::Llm, index, &error))?;
+            match event {
                 LlmEvent::TextDelta(delta) => {
                     if self.first_token {
                         self.first_token = false;
@@ -781,18 +839,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failed_turn_speaks_the_fallback_unless_the_fallback_itself_cannot_be_spoken() {
+    fn a_failed_turn_says_the_outage_line_then_gives_up_and_a_dead_synthesiser_leaves_it_to_the_carrier()
+     {
         for kind in [TurnKind::Reply, TurnKind::Greeting, TurnKind::Reprompt, TurnKind::Goodbye] {
             for stage in [Stage::Llm, Stage::Tts, Stage::Timeout] {
                 assert_eq!(
-                    kind.after_failure(stage),
-                    AfterFailure::SpeakFallback,
+                    kind.after_failure(stage, false, 1),
+                    AfterFailure::SpeakOutage,
+                    "{kind:?} {stage:?}"
+                );
+                assert_eq!(
+                    kind.after_failure(stage, false, 2),
+                    AfterFailure::GiveUp,
                     "{kind:?} {stage:?}"
                 );
             }
+            assert_eq!(kind.after_failure(Stage::Tts, true, 1), AfterFailure::CarrierSays);
+            // An exhausted LLM chain is an ordinary failed turn: speech still works.
+            assert_eq!(kind.after_failure(Stage::Llm, true, 1), AfterFailure::SpeakOutage);
         }
-        assert_eq!(TurnKind::Fallback.after_failure(Stage::Tts), AfterFailure::EndCall);
-        assert_eq!(TurnKind::Fallback.after_failure(Stage::Timeout), AfterFailure::SpeakFallback);
+        assert_eq!(TurnKind::Outage.after_failure(Stage::Tts, false, 1), AfterFailure::CarrierSays);
+        assert_eq!(TurnKind::Outage.after_failure(Stage::Timeout, false, 1), AfterFailure::GiveUp);
+        assert_eq!(
+            TurnKind::Fallback.after_failure(Stage::Tts, false, 1),
+            AfterFailure::SpeakOutage
+        );
     }
 
     #[test]
@@ -801,5 +872,6 @@ mod tests {
         assert!(!TurnKind::Greeting.answers_caller());
         assert!(TurnKind::Greeting.in_history() && TurnKind::Goodbye.in_history());
         assert!(!TurnKind::Reprompt.in_history() && !TurnKind::Fallback.in_history());
+        assert!(!TurnKind::Outage.in_history() && !TurnKind::Outage.answers_caller());
     }
 }

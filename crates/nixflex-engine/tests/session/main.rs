@@ -262,6 +262,7 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         metadata: None,
         cost_usd: None,
         function_calls: Vec::new(),
+        provider_events: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
         voicemail_detection_method: None,
@@ -279,6 +280,8 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         stt: stt.clone(),
         tts: Arc::new(FakeTts),
         tts_kind: TtsProviderKind::Inworld,
+        llm_fallbacks: Vec::new(),
+        tts_fallbacks: Vec::new(),
     };
     let twilio = TwilioClient::new(TwilioClientConfig {
         base_url: options.twilio_base.clone(),
@@ -517,7 +520,7 @@ async fn the_caller_hanging_up_ends_the_session_and_writes_the_record() {
 }
 
 #[tokio::test]
-async fn a_reprompt_that_cannot_be_spoken_is_followed_by_the_fallback_and_the_call_goes_on() {
+async fn a_reprompt_that_cannot_be_spoken_is_followed_by_the_outage_line_and_the_call_goes_on() {
     let mut lab = lab(json!({"welcome_message": "Hi.", "silence_hangup_seconds": 30})).await;
     lab.llm
         .replies
@@ -530,14 +533,17 @@ async fn a_reprompt_that_cannot_be_spoken_is_followed_by_the_fallback_and_the_ca
         lab.frame(false).await;
         lab.drain(&mut out);
     }
-    // Like any failed turn: the fallback, then the call continues (the second re-prompt, then
-    // the silence limit) instead of ending with `error`.
+    // Like any failed turn: the outage line (the synthesiser timed out on one sentence, it is
+    // not known to be down), then the call continues (the second re-prompt, then the silence
+    // limit) instead of ending with `error`.
     assert_eq!(lab.session.await.unwrap().map(|r| r.as_str()), Some("silence_timeout"));
     assert_eq!(lab.llm.requests.lock().unwrap().len(), 2, "both re-prompts were asked for");
     let call = lab.store.find_call(&lab.call_id.as_str().into()).await.unwrap().unwrap();
-    let fallback = AgentSettings::default().fallback_message;
     let said: Vec<&str> = call.transcript.iter().map(|e| e.text.as_str()).collect();
-    assert!(said.contains(&fallback.as_str()), "the fallback was spoken: {said:?}");
+    assert!(
+        said.contains(&nixflex_engine::DEFAULT_OUTAGE_MESSAGE),
+        "the outage line was spoken: {said:?}"
+    );
     assert!(said.contains(&"Hello?"), "the second re-prompt was spoken: {said:?}");
 }
 

@@ -169,6 +169,9 @@ impl CallStore for MemoryStore {
         if let Some(t) = &update.turns {
             call.turns.clone_from(t);
         }
+        if let Some(events) = &update.provider_events {
+            call.provider_events.clone_from(events);
+        }
         if let Some(f) = &update.function_calls {
             call.function_calls.clone_from(f);
         }

@@ -120,6 +120,32 @@ pub enum Fault {
         /// Deltas sent before the cut.
         after_deltas: usize,
     },
+    /// Stream normally, then stop sending after `after_deltas` content deltas (speech: audio
+    /// chunks) and keep the connection open until the client goes away.
+    Stall {
+        /// Deltas sent before the stall.
+        after_deltas: usize,
+    },
+    /// Wait this long before the response head, then answer normally.
+    SlowFirstByte(Duration),
+    /// Answer normally: a place holder that lets the faults queued after it hit later
+    /// requests.
+    Pass,
+}
+
+impl Fault {
+    /// The extra delay before the response head ([`Fault::SlowFirstByte`]).
+    pub fn first_byte_delay(fault: Option<&Self>) -> Duration {
+        match fault {
+            Some(Self::SlowFirstByte(delay)) => *delay,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Whether the stream stalls at delta `index`.
+    pub fn stalls_at(fault: Option<&Self>, index: usize) -> bool {
+        matches!(fault, Some(Self::Stall { after_deltas }) if *after_deltas == index)
+    }
 }
 
 /// One request as received.
@@ -471,8 +497,9 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         (fault, script.timing, (reply, request), script.next_id)
     };
     let (reply, request) = reply;
-    if !timing.first_byte.is_zero() {
-        tokio::time::sleep(timing.first_byte).await;
+    let delay = timing.first_byte + Fault::first_byte_delay(fault.as_ref());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let model = request.get("model").and_then(Value::as_str).unwrap_or("claude").to_owned();
     let input_tokens = estimate_tokens(&request.to_string());
@@ -611,6 +638,10 @@ async fn produce_events(
             send("ping", json!({ "type": "ping" })).await?;
         }
         for delta in deltas {
+            if Fault::stalls_at(fault.as_ref(), n_deltas) {
+                sender.closed().await;
+                return Ok(());
+            }
             match &fault {
                 Some(Fault::MidStreamError { after_deltas, error_type })
                     if n_deltas == *after_deltas =>

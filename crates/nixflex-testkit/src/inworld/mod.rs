@@ -322,8 +322,9 @@ async fn voice_stream(
         Ok(admitted) => admitted,
         Err(response) => return *response,
     };
-    if !timing.first_byte.is_zero() {
-        tokio::time::sleep(timing.first_byte).await;
+    let delay = timing.first_byte + Fault::first_byte_delay(fault.as_ref());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let samples = speech_samples(
         &shared.config,
@@ -337,6 +338,10 @@ async fn voice_stream(
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     tokio::spawn(async move {
         for (index, chunk) in samples.chunks(per_chunk).enumerate() {
+            if Fault::stalls_at(fault.as_ref(), index) {
+                sender.closed().await;
+                return;
+            }
             match &fault {
                 Some(Fault::MidStreamError { after_deltas, .. }) if index == *after_deltas => {
                     let line = json!({ "error": { "code": 13, "message": "Injected failure.", "details": [] } });

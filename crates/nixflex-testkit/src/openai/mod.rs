@@ -466,8 +466,9 @@ async fn chat_completions(
             },
         }
     };
-    if !timing.first_byte.is_zero() {
-        tokio::time::sleep(timing.first_byte).await;
+    let delay = timing.first_byte + Fault::first_byte_delay(fault.as_ref());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let model = request.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
     let prompt_tokens = estimate_tokens(&request.to_string());
@@ -584,6 +585,10 @@ impl ChatStream {
             }
         }
         for (n_sent, delta) in deltas.into_iter().enumerate() {
+            if Fault::stalls_at(fault.as_ref(), n_sent) {
+                self.sender.closed().await;
+                return Ok(());
+            }
             match &fault {
                 Some(Fault::MidStreamError { after_deltas, error_type })
                     if n_sent == *after_deltas =>
@@ -669,12 +674,17 @@ async fn speech(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     let chunk_bytes =
         (SPEECH_SAMPLE_RATE as usize * 2 * shared.config.speech_chunk_ms.max(1) as usize / 1000)
             .max(2);
-    if !timing.first_byte.is_zero() {
-        tokio::time::sleep(timing.first_byte).await;
+    let delay = timing.first_byte + Fault::first_byte_delay(fault.as_ref());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let (sender, receiver) = mpsc::channel(8);
     tokio::spawn(async move {
         for (index, chunk) in audio.chunks(chunk_bytes).enumerate() {
+            if Fault::stalls_at(fault.as_ref(), index) {
+                sender.closed().await;
+                return;
+            }
             if let Some(
                 Fault::Disconnect { after_deltas } | Fault::MidStreamError { after_deltas, .. },
             ) = &fault

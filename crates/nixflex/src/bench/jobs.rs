@@ -94,6 +94,7 @@ async fn seed_webhooks(
             metadata: None,
             cost_usd: None,
             function_calls: Vec::new(),
+            provider_events: Vec::new(),
             precall_reject_reason: None,
             amd_result: None,
             voicemail_detection_method: None,

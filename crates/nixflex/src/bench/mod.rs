@@ -4,4 +4,5 @@ pub mod api;
 pub mod calls;
 pub mod campaign;
 pub mod jobs;
+pub mod outages;
 pub mod sms;

@@ -102,6 +102,8 @@ async fn other_node(app: &TestApp) -> Engine {
             nixflex_providers::tts::inworld::InworldClient::new(Default::default()).unwrap(),
         ),
         tts_kind: TtsProviderKind::Inworld,
+        llm_fallbacks: Vec::new(),
+        tts_fallbacks: Vec::new(),
     };
     let twilio = nixflex_providers::twilio::TwilioClient::new(Default::default()).unwrap();
     let customer = nixflex_providers::customer::CustomerHttp::new(true).unwrap();
@@ -391,7 +393,111 @@ async fn the_engine_builds_the_accounts_providers_from_the_stored_settings(backe
     assert!(node.account_llm(&account).await.is_some());
 }
 
+/// A call of an account with its own LLM and voice talks through them: the greeting and the
+/// reply are synthesised by the account's ElevenLabs voice, the reply is written by the account's
+/// model; the server's own providers are only the fallbacks. When the account's model stops
+/// answering, the call moves to the server's LLM for the rest of the call and says so on the
+/// record.
+async fn a_call_talks_through_the_accounts_own_llm_and_voice(backend: Backend) {
+    use nixflex_testkit::twilio::caller::{CallerEmulator, CallerScript};
+    let llm = tool_calling_llm().await;
+    let (elevenlabs, cartesia) = voices().await;
+    let urls = nixflex_engine::byo::ByoTtsUrls {
+        elevenlabs: elevenlabs.base_url(),
+        cartesia: cartesia.base_url(),
+    };
+    let lab = crate::engine::CallLab::start_with(
+        backend,
+        json!({"welcome_message": "Hello from your own voice!", "response_eagerness": 200}),
+        move |c| c.byo_tts_urls = urls,
+    )
+    .await;
+    let put = |path: &'static str, body: Value| {
+        let (app, key) = (&lab.app, &lab.key);
+        async move {
+            let response = app.put(key, path, body).await;
+            let status = response.status();
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["verified"], true, "{body}");
+        }
+    };
+    put(
+        "/v1/account/llm",
+        json!({"endpoint": llm.base_url(), "model": "acct-model", "api_key": LLM_KEY}),
+    )
+    .await;
+    put(
+        "/v1/account/tts",
+        json!({"provider": "elevenlabs", "voice_id": "voice-2", "api_key": ELEVENLABS_KEY}),
+    )
+    .await;
+    let checks = llm.requests().len();
+    let voice_checks = elevenlabs.requests().len();
+    llm.set_responder(|_| Reply::text("Your own model says hello. Goodbye! [END_CALL]"));
+    lab.stt.push_utterance("Who is this?");
+    let script = CallerScript::new()
+        .wait_for_agent_speech(Duration::from_secs(10))
+        .wait_for_agent_silence(Duration::from_millis(600), Duration::from_secs(15))
+        .say("Who is this?", Duration::from_millis(1200));
+    let caller = CallerEmulator::new().unwrap().with_network(&lab.twilio);
+    let recording = caller.place_inbound_call(lab.place(), script).await;
+    assert!(recording.errors().is_empty(), "{:?}", recording.errors());
+    assert_eq!(recording.agent_utterances().len(), 2, "the greeting and the reply were heard");
+    let call = lab.finished_call().await;
+    assert!(call["transcript"].to_string().contains("Your own model says hello."), "{call}");
+
+    let chats: Vec<_> = llm.requests().into_iter().skip(checks).collect();
+    assert_eq!(chats.len(), 1, "one reply, from the account's model");
+    assert_eq!(chats[0].body["model"], "acct-model");
+    assert_eq!(chats[0].header("authorization"), Some(format!("Bearer {LLM_KEY}").as_str()));
+    let spoken: Vec<_> = elevenlabs.requests().into_iter().skip(voice_checks).collect();
+    assert!(spoken.len() >= 2, "greeting and reply in the account's voice: {spoken:?}");
+    assert!(spoken.iter().all(|r| r.path.contains("/voice-2/")), "{spoken:?}");
+    assert!(
+        lab.llm.requests().iter().all(|r| r.body["tool_choice"]["name"] == "record_call_analysis"),
+        "the server's LLM wrote no reply: {:?}",
+        lab.llm.requests()
+    );
+    assert!(call["provider_events"].as_array().unwrap().is_empty(), "{call}");
+
+    // The account's model refuses (its key was revoked at the provider): the server's LLM
+    // answers instead, and the record says the call switched.
+    llm.push_fault(nixflex_testkit::openai::Fault::Status(401));
+    lab.llm.set_responder(|body| {
+        use nixflex_testkit::anthropic::Reply;
+        if body["tool_choice"]["name"] == "record_call_analysis" {
+            Reply::tool_call("record_call_analysis", json!({"call_summary": "A test call."}))
+        } else {
+            Reply::text("The server's model took over. Goodbye! [END_CALL]")
+        }
+    });
+    lab.stt.push_utterance("Who is this?");
+    let script = CallerScript::new()
+        .wait_for_agent_speech(Duration::from_secs(10))
+        .wait_for_agent_silence(Duration::from_millis(600), Duration::from_secs(15))
+        .say("Who is this?", Duration::from_millis(1200));
+    let recording = caller.place_inbound_call(lab.place(), script).await;
+    assert!(recording.errors().is_empty(), "{:?}", recording.errors());
+    let calls: Value = lab.app.get(&lab.key, "/v1/calls").await.json().await.unwrap();
+    let second_id = calls["calls"][0]["call_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let second = loop {
+        let call: Value =
+            lab.app.get(&lab.key, &format!("/v1/calls/{second_id}")).await.json().await.unwrap();
+        if call["ended_at"].is_string() {
+            break call;
+        }
+        assert!(std::time::Instant::now() < deadline, "the second call never ended: {call}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(second["transcript"].to_string().contains("The server's model took over."), "{second}");
+    let events = second["provider_events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["stage"] == "llm" && e["event"] == "switched"), "{events:?}");
+}
+
 both!(
+    a_call_talks_through_the_accounts_own_llm_and_voice,
     an_accounts_own_llm_round_trips,
     llm_settings_that_fail_the_check_are_refused_and_never_stored,
     llm_endpoints_must_be_public_https,

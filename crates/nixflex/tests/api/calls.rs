@@ -62,6 +62,7 @@ fn record(key: &Key, i: i64, direction: Direction) -> CallRecord {
         metadata: None,
         cost_usd: None,
         function_calls: Vec::new(),
+        provider_events: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
         voicemail_detection_method: None,

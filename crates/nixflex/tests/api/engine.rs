@@ -391,14 +391,14 @@ async fn a_provider_failure_mid_call_is_survived(backend: Backend) {
         .filter(|e| e["role"] == "agent")
         .map(|e| e["text"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        agent_lines,
-        ["Hello!", "Sorry, could you say that again?", "Yes, from nine to one. Bye!"]
-    );
+    // The overloaded model is retried at once within the turn (docs/engine.md#provider-outages):
+    // the caller hears the answer, not an apology.
+    assert_eq!(agent_lines, ["Hello!", "Yes, from nine to one. Bye!"]);
+    assert_eq!(lab.llm.requests().len(), 2, "the failed request and its retry");
     assert_eq!(call["ended_reason"], "completed");
 }
 
-async fn recognition_failure_speaks_the_fallback_and_reconnects(backend: Backend) {
+async fn recognition_failure_reconnects_without_an_apology(backend: Backend) {
     let lab = CallLab::start(
         backend,
         json!({"welcome_message": "Hello!", "fallback_message": "Sorry, I didn't catch that."}),
@@ -412,8 +412,6 @@ async fn recognition_failure_speaks_the_fallback_and_reconnects(backend: Backend
         .wait_for_agent_speech(secs(10.0))
         .wait_for_agent_silence(secs(0.5), secs(10.0))
         .silence(secs(1.5))
-        .wait_for_agent_speech(secs(10.0))
-        .wait_for_agent_silence(secs(0.5), secs(10.0))
         .say("Hello there.", secs(1.0));
     let recording = lab.caller.place_inbound_call(lab.place(), script).await;
     assert_eq!(recording.outcome, CallOutcome::Completed { ended_by: EndedBy::Server });
@@ -425,7 +423,9 @@ async fn recognition_failure_speaks_the_fallback_and_reconnects(backend: Backend
         .filter(|e| e["role"] == "agent")
         .map(|e| e["text"].as_str().unwrap())
         .collect();
-    assert_eq!(agent_lines, ["Hello!", "Sorry, I didn't catch that.", "Hi! Goodbye."]);
+    // The recogniser reconnects in the background; the fallback message is for unclear
+    // speech only (docs/engine.md#provider-outages).
+    assert_eq!(agent_lines, ["Hello!", "Hi! Goodbye."]);
     assert!(lab.stt.sessions().len() >= 2, "recognition reconnected");
 }
 
@@ -943,7 +943,7 @@ on_backend!(
     silence_is_reprompted_then_the_call_ends,
     keypad_digits_reach_the_llm,
     a_provider_failure_mid_call_is_survived,
-    recognition_failure_speaks_the_fallback_and_reconnects,
+    recognition_failure_reconnects_without_an_apology,
     unanswerable_calls_hear_busy,
     a_stream_without_the_calls_token_is_refused,
     a_retried_voice_webhook_gets_a_token_that_works,

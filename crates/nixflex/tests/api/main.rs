@@ -23,6 +23,7 @@ mod integrations;
 mod keys;
 mod numbers;
 mod openapi;
+mod outages;
 mod outbound;
 mod rate_limits;
 mod recordings;

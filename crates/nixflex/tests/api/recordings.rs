@@ -46,6 +46,7 @@ fn ended_call(key: &Key, age: Duration) -> CallRecord {
         metadata: None,
         cost_usd: None,
         function_calls: Vec::new(),
+        provider_events: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
         voicemail_detection_method: None,

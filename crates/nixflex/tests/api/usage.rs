@@ -42,6 +42,7 @@ fn call(key: &Key, ago: Duration, connected: Option<i64>, direction: Direction) 
         metadata: None,
         cost_usd: None,
         function_calls: Vec::new(),
+        provider_events: Vec::new(),
         precall_reject_reason: None,
         amd_result: None,
         voicemail_detection_method: None,
