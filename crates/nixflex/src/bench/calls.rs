@@ -1423,7 +1423,7 @@ mod tests {
                 json!({"role": "assistant", "content": GREETING}),
             ];
             for index in 0..users {
-                messages.push(json!({"role": "user", "content": [{"type": "text", "text": format!("utterance {index}")}]}));
+                messages.push(json!({"role": "user", "content": [{"type": "text", "text": format!("{UTTERANCE_PREFIX} {index}.")}]}));
                 messages.push(json!({"role": "assistant", "content": REPLY}));
             }
             messages.pop();
@@ -1432,6 +1432,12 @@ mod tests {
         assert_eq!(reply_for(&body(1), 3), Reply::text(REPLY));
         assert_eq!(reply_for(&body(2), 3), Reply::text(REPLY));
         assert_eq!(reply_for(&body(3), 3), Reply::text(GOODBYE));
+        // An outbound callee's hello shares its message with the engine's opener note.
+        let opener = json!({"messages": [{"role": "user", "content": format!(
+            "[The call connected and the callee answered. Introduce yourself.]\n{UTTERANCE_PREFIX} 7."
+        )}]});
+        assert_eq!(reply_for(&opener, 1), Reply::text(GOODBYE));
+        assert_eq!(reply_for(&opener, 2), Reply::text(REPLY));
     }
 
     #[test]

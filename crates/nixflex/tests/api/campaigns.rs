@@ -382,7 +382,77 @@ async fn a_scheduled_campaign_waits_until_launched(backend: Backend) {
     lab.campaign_until(&id, "completed", |c| c["status"] == "completed").await;
 }
 
+/// Each recipient's call carries its own purpose: the campaign's `prompt` with the recipient's
+/// `variables` filled in, or the recipient's `prompt_override`; the model sees it in the call's
+/// system prompt (the purpose itself is sealed and never returned by the API).
+async fn recipients_variables_and_prompt_override_reach_their_calls_prompt(backend: Backend) {
+    use nixflex_testkit::anthropic::Reply;
+    use nixflex_testkit::twilio::callee::Callee;
+    use nixflex_testkit::twilio::caller::CallerScript;
+    let lab = crate::engine::CallLab::start_with(backend, json!({"name": "Ava"}), |c| {
+        c.campaign_tick_ms = 100;
+        c.campaign_calls_per_second = 200.0;
+        c.outbound_dial_recheck_ms = 200;
+    })
+    .await;
+    lab.llm.set_responder(|body| {
+        if body["tool_choice"]["name"] == "record_call_analysis" {
+            Reply::tool_call("record_call_analysis", json!({"call_summary": "A reminder."}))
+        } else {
+            Reply::text("Thanks, goodbye! [END_CALL]")
+        }
+    });
+    let hello = CallerScript::new()
+        .say("Hello?", Duration::from_millis(800))
+        .wait_for_agent_speech(Duration::from_secs(10))
+        .wait_for_agent_silence(Duration::from_millis(600), Duration::from_secs(15));
+    for i in 0..2 {
+        lab.stt.push_utterance("Hello?");
+        lab.twilio.add_callee(&callee(i), Callee::human(hello.clone()));
+    }
+    let body = json!({
+        "agent_id": lab.agent_id,
+        "prompt": PROMPT,
+        "recipients": [
+            {"phone": callee(0), "variables": {"first_name": "Sam"}},
+            {"phone": callee(1), "variables": {"first_name": "Kim"},
+             "prompt_override": "Tell {first_name} that order 1234 has shipped."},
+        ],
+    });
+    let response = lab.app.post(&lab.key, "/v1/calls/batch", body).await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let created: Value = response.json().await.unwrap();
+    let id = created["campaign_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let campaign: Value =
+            lab.app.get(&lab.key, &format!("/v1/calls/batch/{id}")).await.json().await.unwrap();
+        if campaign["status"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the campaign never completed: {campaign}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let systems: Vec<String> = lab
+        .llm
+        .requests()
+        .iter()
+        .filter(|r| r.body["tool_choice"]["name"] != "record_call_analysis")
+        .map(|r| r.body["system"].to_string())
+        .collect();
+    assert!(
+        systems.iter().any(|s| s.contains("Remind Sam about the dentist appointment on Tuesday.")),
+        "{systems:?}"
+    );
+    assert!(
+        systems.iter().any(|s| s.contains("Tell Kim that order 1234 has shipped.")),
+        "{systems:?}"
+    );
+    assert!(systems.iter().all(|s| !s.contains("{first_name}")), "{systems:?}");
+}
+
 both!(
+    recipients_variables_and_prompt_override_reach_their_calls_prompt,
     batch_create_checks_every_field_and_reports_invalid_rows,
     a_campaign_calls_each_recipient_once_and_completes_with_outcomes,
     busy_recipients_are_called_again_up_to_max_attempts,
