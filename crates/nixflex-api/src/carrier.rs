@@ -513,15 +513,11 @@ async fn warm_transfer(
                     (RESUME_NUMBER_PARAM.to_owned(), number),
                 ],
             );
-            let credentials = match state.secrets().open(&request.number.twilio_auth_token_sealed) {
-                Ok(auth_token) => nixflex_providers::twilio::TwilioCredentials::new(
-                    request.number.twilio_account_sid.clone(),
-                    auth_token,
-                ),
-                Err(_) => {
-                    tracing::error!(message = "The number's auth token cannot be unsealed; the caller stays on hold.", call_id = %call.call_id);
-                    return twiml_response(twiml::empty());
-                }
+            let Some(credentials) =
+                nixflex_engine::engine::number_credentials(state.secrets(), &request.number)
+            else {
+                tracing::error!(message = "The number's auth token cannot be unsealed; the caller stays on hold.", call_id = %call.call_id);
+                return twiml_response(twiml::empty());
             };
             if let Err(error) = engine
                 .twilio()

@@ -26,7 +26,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use nixflex_core::call::{CallRecord, CallStatus, EndedReason};
 use nixflex_core::ids::{AccountId, AgentId, E164};
 use nixflex_core::window::{CallingWindow, Days, WindowError};
-use nixflex_providers::twilio::{CallStatus as CarrierStatus, TwilioCredentials};
+use nixflex_providers::twilio::CallStatus as CarrierStatus;
 use nixflex_store::{CallUpdate, Campaign, RecipientCall, Settle, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -478,12 +478,8 @@ impl Campaigns {
             .await;
             return Ok(());
         };
-        let token = self
-            .engine
-            .secrets()
-            .open(&number.twilio_auth_token_sealed)
-            .map_err(|_| "the number's credentials could not be read")?;
-        let credentials = TwilioCredentials::new(number.twilio_account_sid.clone(), token);
+        let credentials = crate::engine::number_credentials(self.engine.secrets(), &number)
+            .ok_or("the number's credentials could not be read")?;
         let twilio = self.engine.twilio();
         let found = match &call.twilio_call_sid {
             Some(sid) => match twilio.fetch_call(&credentials, sid).await {

@@ -91,10 +91,9 @@ impl CarrierRecordings {
         let Some(number) = number.filter(|n| n.account_id == call.account_id) else {
             return Ok(None);
         };
-        let token = self.secrets.open(&number.twilio_auth_token_sealed).map_err(|_| {
+        crate::engine::number_credentials(&self.secrets, &number).map(Some).ok_or_else(|| {
             FollowUpError::Permanent("the number's auth token cannot be unsealed".to_owned())
-        })?;
-        Ok(Some(TwilioCredentials::new(number.twilio_account_sid, token)))
+        })
     }
 
     /// One run of `recording.fetch`.

@@ -45,6 +45,16 @@ pub struct Providers {
     pub tts_fallbacks: Vec<(Arc<dyn TtsProvider>, TtsProviderKind)>,
 }
 
+/// The Twilio credentials of an imported number: its account SID and its auth token, unsealed.
+/// `None` when the sealed token cannot be opened (another master key).
+pub fn number_credentials(
+    secrets: &SecretBox,
+    number: &nixflex_core::number::PhoneNumber,
+) -> Option<TwilioCredentials> {
+    let token = secrets.open(&number.twilio_auth_token_sealed).ok()?;
+    Some(TwilioCredentials::new(number.twilio_account_sid.clone(), token))
+}
+
 /// Engine settings from the configuration.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

@@ -4,7 +4,7 @@
 use futures::{Sink, Stream, StreamExt};
 use nixflex_core::call::Direction;
 use nixflex_core::ids::{CallId, E164};
-use nixflex_providers::twilio::{CreateRecording, TwilioCredentials};
+use nixflex_providers::twilio::CreateRecording;
 use nixflex_store::CallUpdate;
 
 use tracing::Instrument as _;
@@ -190,11 +190,8 @@ impl Engine {
         let agent_id = call.agent_id.clone().ok_or(StreamRefused::Gone)?;
         let (agent, _) =
             store.get_agent(&call.account_id, &agent_id).await?.ok_or(StreamRefused::Gone)?;
-        let token = self
-            .secrets()
-            .open(&number.twilio_auth_token_sealed)
-            .map_err(|_| StreamRefused::Gone)?;
-        let credentials = TwilioCredentials::new(number.twilio_account_sid.clone(), token);
+        let credentials = crate::engine::number_credentials(self.secrets(), &number)
+            .ok_or(StreamRefused::Gone)?;
         let history = store
             .call_history(
                 &call.account_id,

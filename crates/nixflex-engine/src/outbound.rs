@@ -21,7 +21,7 @@ use nixflex_core::crypto::hash_secret;
 use nixflex_core::ids::{self, AccountId, AgentId, CallId, E164};
 use nixflex_core::number::PhoneNumber;
 use nixflex_providers::twilio::{
-    CallStatusEvent, CallTarget, CreateCall, MachineDetection, TwilioCredentials, TwilioError,
+    CallStatusEvent, CallTarget, CreateCall, MachineDetection, TwilioError,
 };
 use nixflex_store::{CallUpdate, OutboundDetails, StoreError};
 use serde::{Deserialize, Serialize};
@@ -396,13 +396,12 @@ impl Engine {
             },
             None => false,
         };
-        let Ok(token) = self.secrets().open(&number.twilio_auth_token_sealed) else {
+        let Some(credentials) = crate::engine::number_credentials(self.secrets(), &number) else {
             return Err(refused(
                 "credentials_unreadable",
                 "The number's credentials could not be read.",
             ));
         };
-        let credentials = TwilioCredentials::new(number.twilio_account_sid.clone(), token);
         let mut create = CreateCall::new(
             call.to_number.clone(),
             call.from_number.clone(),

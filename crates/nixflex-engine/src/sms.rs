@@ -30,7 +30,7 @@ use nixflex_core::sms::{
 };
 use nixflex_pipeline::llm::{ContentPart, LlmEvent, LlmMessage, LlmProvider, LlmRequest, Role};
 use nixflex_providers::twilio::{
-    CreateMessage, MessageFilter, MessageStatus, TwilioClient, TwilioCredentials, TwilioError,
+    CreateMessage, MessageFilter, MessageStatus, TwilioClient, TwilioError,
 };
 use nixflex_store::{NewJob, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -269,12 +269,8 @@ impl Sms {
             Logged::Done(message) => return Ok(message),
             Logged::ToSend(message) => message,
         };
-        let token = self
-            .inner
-            .secrets
-            .open(&out.from.twilio_auth_token_sealed)
-            .map_err(|_| SendError::Credentials)?;
-        let credentials = TwilioCredentials::new(out.from.twilio_account_sid.clone(), token);
+        let credentials = crate::engine::number_credentials(&self.inner.secrets, &out.from)
+            .ok_or(SendError::Credentials)?;
         let mut create = CreateMessage::new(&out.to, out.from.phone_number.as_str(), &out.body);
         create.status_callback = self.status_callback();
         match self.inner.twilio.create_message(&credentials, &create).await {
@@ -348,12 +344,8 @@ impl Sms {
         if !(earlier.status == SmsStatus::Pending && earlier.twilio_sid.is_none()) {
             return Ok(Some(earlier));
         }
-        let token = self
-            .inner
-            .secrets
-            .open(&out.from.twilio_auth_token_sealed)
-            .map_err(|_| SendError::Credentials)?;
-        let credentials = TwilioCredentials::new(out.from.twilio_account_sid.clone(), token);
+        let credentials = crate::engine::number_credentials(&self.inner.secrets, &out.from)
+            .ok_or(SendError::Credentials)?;
         let filter = MessageFilter {
             to: Some(out.to.clone()),
             from: Some(out.from.phone_number.to_string()),
