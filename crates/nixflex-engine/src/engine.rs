@@ -43,6 +43,8 @@ pub struct Providers {
     pub llm_fallbacks: Vec<Arc<dyn LlmProvider>>,
     /// Speech synthesisers tried in order after `tts` fails, each with its voice catalogue.
     pub tts_fallbacks: Vec<(Arc<dyn TtsProvider>, TtsProviderKind)>,
+    /// Speech recognisers tried in order after `stt` fails.
+    pub stt_fallbacks: Vec<Arc<dyn SttProvider>>,
 }
 
 /// The Twilio credentials of an imported number: its account SID and its auth token, unsealed.

@@ -15,6 +15,7 @@ use nixflex_core::catalog::{self, TtsProviderKind};
 use nixflex_pipeline::ProviderError;
 use nixflex_pipeline::ProviderErrorKind;
 use nixflex_pipeline::llm::{LlmEvent, LlmProvider, LlmRequest, LlmStream};
+use nixflex_pipeline::stt::SttProvider;
 use nixflex_pipeline::tts::{TtsProvider, TtsRequest, TtsStream};
 use tokio::time::Instant;
 
@@ -81,9 +82,10 @@ struct TtsLink {
 pub(crate) struct CallProviders {
     llm: Vec<Arc<dyn LlmProvider>>,
     tts: Vec<TtsLink>,
+    stt: Vec<Arc<dyn SttProvider>>,
     llm_at: AtomicUsize,
     tts_at: AtomicUsize,
-    stt_name: &'static str,
+    stt_at: AtomicUsize,
     events: Mutex<Vec<ProviderEvent>>,
     answered: Instant,
 }
@@ -127,12 +129,15 @@ impl CallProviders {
             provider: provider.clone(),
             voice: voice_for(*kind, voice_id, false),
         }));
+        let mut stt = vec![providers.stt.clone()];
+        stt.extend(providers.stt_fallbacks.iter().cloned());
         Self {
             llm,
             tts,
+            stt,
             llm_at: AtomicUsize::new(0),
             tts_at: AtomicUsize::new(0),
-            stt_name: providers.stt.name(),
+            stt_at: AtomicUsize::new(0),
             events: Mutex::new(Vec::new()),
             answered,
         }
@@ -148,9 +153,37 @@ impl CallProviders {
         self.events.lock().is_ok_and(|e| !e.is_empty())
     }
 
-    /// The speech-recognition provider's name.
-    pub(crate) fn stt_name(&self) -> &'static str {
-        self.stt_name
+    /// The speech recogniser at `index` of the chain.
+    pub(crate) fn stt_at(&self, index: usize) -> Arc<dyn SttProvider> {
+        self.stt[index.min(self.stt.len() - 1)].clone()
+    }
+
+    /// The name of the speech recogniser at `index`.
+    pub(crate) fn stt_name(&self, index: usize) -> &'static str {
+        self.stt[index.min(self.stt.len() - 1)].name()
+    }
+
+    /// Whether a recogniser follows the one at `index`.
+    pub(crate) fn stt_has_next(&self, index: usize) -> bool {
+        index + 1 < self.stt.len()
+    }
+
+    /// The recogniser at `index` failed: the rest of the call uses the next one, recorded as a
+    /// switch. `None` when it was the last.
+    pub(crate) fn stt_switch(&self, index: usize, error: &ProviderError) -> Option<usize> {
+        if !self.stt_has_next(index) {
+            return None;
+        }
+        let next = index + 1;
+        let _ = self.stt_at.compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
+        self.record(
+            ProviderStage::Stt,
+            self.stt_name(index),
+            "switched",
+            Some(self.stt_name(next)),
+            Some(error),
+        );
+        Some(next)
     }
 
     /// Records an event.

@@ -28,6 +28,8 @@ async fn the_official_openai_sdk_streams_chat_tool_calls_and_speech_from_the_emu
         stop_reason: None,
     });
     emulator.push_reply(Reply::text("Both orders shipped."));
+    emulator.push_transcript("Do you deliver?");
+    emulator.push_transcript("Second one.");
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/openai_official_client.py");
     let output = run_script(
@@ -43,4 +45,13 @@ async fn the_official_openai_sdk_streams_chat_tool_calls_and_speech_from_the_emu
     assert_eq!(requests.len(), 9);
     assert_eq!(requests[0].header("authorization"), Some("Bearer sk-test"));
     assert_eq!(requests[4].path, "/v1/audio/speech");
+
+    let transcriptions = emulator.transcription_requests();
+    assert_eq!(transcriptions.len(), 4, "{transcriptions:?}");
+    assert_eq!(transcriptions[0].model, "whisper-1");
+    assert_eq!(transcriptions[0].language.as_deref(), Some("en"));
+    assert_eq!(transcriptions[0].prompt.as_deref(), Some("Vocabulary: Nixflex."));
+    assert_eq!(transcriptions[0].answered.as_deref(), Some("Do you deliver?"));
+    assert_eq!(transcriptions[1].answered.as_deref(), Some(""));
+    assert_eq!(transcriptions[3].answered, None, "refused");
 }

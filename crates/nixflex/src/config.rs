@@ -50,6 +50,9 @@ pub enum LlmProvider {
 pub enum SttProvider {
     /// Deepgram live streaming.
     Deepgram,
+    /// Any OpenAI-compatible `/v1/audio/transcriptions` server, one request per utterance
+    /// (docs/providers.md#speech-recognition-fallback).
+    Openai,
 }
 
 /// `tts_provider`.
@@ -169,6 +172,12 @@ pub struct Config {
     pub llm_fallback: Vec<LlmProvider>,
     /// Speech synthesisers tried in order after `tts_provider` fails, e.g. `["openai"]`.
     pub tts_fallback: Vec<TtsProvider>,
+    /// Speech recognisers tried in order after `stt_provider` fails, e.g. `["openai"]`
+    /// (docs/providers.md#speech-recognition-fallback).
+    pub stt_fallback: Vec<SttProvider>,
+    /// The model of the OpenAI-compatible transcription endpoint (`stt_provider` or
+    /// `stt_fallback` `openai`).
+    pub openai_transcription_model: String,
     /// What the agent says when a provider fails (and what the carrier says when speech
     /// synthesis is down); the agents' `fallback_message` stays for unclear speech.
     pub outage_message: String,
@@ -284,6 +293,8 @@ impl Default for Config {
             inworld_api_key: None,
             llm_fallback: Vec::new(),
             tts_fallback: Vec::new(),
+            stt_fallback: Vec::new(),
+            openai_transcription_model: "whisper-1".to_owned(),
             outage_message: nixflex_engine::DEFAULT_OUTAGE_MESSAGE.to_owned(),
             recording_retention_days: 90,
             recording_storage: RecordingStorage::Local,
@@ -650,6 +661,11 @@ impl Config {
         if let Some(printed) = printed.as_object_mut() {
             printed.insert("llm_fallback".to_owned(), json!(self.llm_fallback));
             printed.insert("tts_fallback".to_owned(), json!(self.tts_fallback));
+            printed.insert("stt_fallback".to_owned(), json!(self.stt_fallback));
+            printed.insert(
+                "openai_transcription_model".to_owned(),
+                json!(self.openai_transcription_model),
+            );
             printed.insert("outage_message".to_owned(), json!(self.outage_message));
         }
         // The recording settings (a third object, for the same reason).

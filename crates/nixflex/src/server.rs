@@ -126,12 +126,15 @@ pub async fn open_store(config: &Config, secrets: &SecretBox) -> anyhow::Result<
 /// fail with a clear "not configured" error (never a silent fallback).
 fn build_providers(config: &Config) -> anyhow::Result<nixflex_engine::Providers> {
     use nixflex_pipeline::llm::LlmProvider;
+    use nixflex_pipeline::stt::SttProvider;
     use nixflex_pipeline::tts::TtsProvider;
     use nixflex_providers::llm::{anthropic, openai as openai_llm};
-    use nixflex_providers::stt::deepgram;
+    use nixflex_providers::stt::{deepgram, openai as openai_stt};
     use nixflex_providers::tts::{inworld, openai as openai_tts};
 
-    use crate::config::{LlmProvider as LlmChoice, TtsProvider as TtsChoice};
+    use crate::config::{
+        LlmProvider as LlmChoice, SttProvider as SttChoice, TtsProvider as TtsChoice,
+    };
 
     let llm_client = |choice: LlmChoice| -> anyhow::Result<Arc<dyn LlmProvider>> {
         Ok(match choice {
@@ -153,11 +156,35 @@ fn build_providers(config: &Config) -> anyhow::Result<nixflex_engine::Providers>
             ),
         })
     };
-    let stt = Arc::new(deepgram::DeepgramClient::new(deepgram::DeepgramConfig {
-        base_url: config.deepgram_url.clone(),
-        api_key: config.deepgram_api_key.clone(),
-        ..deepgram::DeepgramConfig::default()
-    }));
+    let stt_client = |choice: SttChoice| -> anyhow::Result<Arc<dyn SttProvider>> {
+        Ok(match choice {
+            SttChoice::Deepgram => {
+                Arc::new(deepgram::DeepgramClient::new(deepgram::DeepgramConfig {
+                    base_url: config.deepgram_url.clone(),
+                    api_key: config.deepgram_api_key.clone(),
+                    // A recogniser that does not answer this soon is treated as down and the
+                    // caller's audio is buffered for the next one (docs/engine.md#provider-outages).
+                    connect_timeout: std::time::Duration::from_millis(1500),
+                    ..deepgram::DeepgramConfig::default()
+                }))
+            }
+            SttChoice::Openai => Arc::new(
+                openai_stt::OpenAiTranscriber::new(openai_stt::OpenAiTranscriptionConfig {
+                    base_url: config.openai_base_url.clone(),
+                    api_key: config.openai_api_key.clone(),
+                    model: config.openai_transcription_model.clone(),
+                    ..openai_stt::OpenAiTranscriptionConfig::default()
+                })
+                .context("building the OpenAI-compatible transcription client")?,
+            ),
+        })
+    };
+    let stt = stt_client(config.stt_provider)?;
+    let stt_fallbacks = config
+        .stt_fallback
+        .iter()
+        .map(|choice| stt_client(*choice))
+        .collect::<anyhow::Result<_>>()?;
     let tts_client = |choice: TtsChoice| -> anyhow::Result<Arc<dyn TtsProvider>> {
         Ok(match choice {
             TtsChoice::Inworld => Arc::new(
@@ -200,6 +227,7 @@ fn build_providers(config: &Config) -> anyhow::Result<nixflex_engine::Providers>
         tts_kind: config.tts_kind(),
         llm_fallbacks,
         tts_fallbacks,
+        stt_fallbacks,
     })
 }
 

@@ -206,16 +206,29 @@ pub(crate) struct Session<W> {
     failed_turns: u32,
     /// Speech synthesis is down: the carrier says the outage line when the session ends.
     last_word: bool,
-    /// The caller's audio while the recogniser reconnects, replayed into the new one.
-    stt_buffer: Option<Vec<u8>>,
+    /// The caller's audio the recogniser has not transcribed yet (since its last final result;
+    /// only a short tail while nobody speaks): replayed into a new recogniser when this one is
+    /// lost (docs/engine.md#provider-outages).
+    stt_pending: Vec<u8>,
+    /// The caller spoke since the recogniser's last final result.
+    stt_pending_speech: bool,
     /// Why the recogniser was lost (for the record once it is back).
     stt_lost_error: Option<ProviderError>,
+    /// The chain index of the recogniser in use (or being connected).
+    stt_index: usize,
+    /// When the recogniser in use was reconnected after a loss (`None` for the call's first),
+    /// and whether it sent a final result since.
+    stt_connected_at: Option<Instant>,
+    stt_heard: bool,
+    /// A final result is owed by then (the end of speech was signalled): past it, the
+    /// recogniser counts as stalled.
+    stt_final_due: Option<Instant>,
     speaking_rate: f32,
     // Audio in.
     stt_input: Option<SttInput>,
     stt_events: Option<SttEvents>,
     /// A reconnection of the recogniser in progress.
-    stt_reconnect: Option<JoinHandle<Result<(SttInput, SttEvents), ProviderError>>>,
+    stt_reconnect: Option<JoinHandle<outage::SttReconnect>>,
     vad: Vad,
     turns: TurnDetector,
     barge_in: BargeIn,
@@ -321,8 +334,13 @@ where
             providers,
             failed_turns: 0,
             last_word: false,
-            stt_buffer: None,
+            stt_pending: Vec::new(),
+            stt_pending_speech: false,
             stt_lost_error: None,
+            stt_index: 0,
+            stt_connected_at: None,
+            stt_heard: false,
+            stt_final_due: None,
             speaking_rate,
             stt_input: None,
             stt_events: None,
@@ -421,17 +439,9 @@ where
             heartbeat_at: Some(nixflex_store::now()),
             ..CallUpdate::default()
         });
-        let options = stt_options(&self.setup.agent);
-        match self.engine.open_stt(&self.setup.call.call_id, options).await {
-            Ok((input, events)) => {
-                self.stt_input = Some(input);
-                self.stt_events = Some(events);
-            }
-            Err(error) => {
-                tracing::error!(message = "Speech recognition unavailable at call start.", error = %error);
-                self.stt_lost(Some(error));
-            }
-        }
+        // The recogniser (pre-warmed at the webhook) is connected in the background: the
+        // greeting never waits for it, and the caller's audio is kept until it is there.
+        self.open_first_stt();
         if !self.resume_after_transfer(now) {
             self.start_greeting(now);
         }
@@ -504,10 +514,9 @@ where
     async fn on_caller_audio(&mut self, audio: &[u8]) {
         let now = Instant::now();
         self.voicemail_audio(audio, now);
+        self.keep_for_stt(audio);
         if let Some(input) = &self.stt_input {
             let _ = input.push_audio(Bytes::copy_from_slice(audio));
-        } else {
-            self.buffer_for_stt(audio);
         }
         if let Some(event) = self.vad.push_frame(audio) {
             let at = self.offset(now);
@@ -516,15 +525,12 @@ where
                 VadEvent::SpeechStarted => {
                     self.silence_since = None;
                     self.reprompts = 0;
+                    self.stt_pending_speech = true;
                 }
                 VadEvent::SpeechEnded => {
                     self.timing.speech_ended =
                         Some(now.checked_sub(VadConfig::default().hangover).unwrap_or(now));
-                    if let Some(input) = &self.stt_input {
-                        // Off the audio path: the command queue may be full.
-                        let input = input.clone();
-                        tokio::spawn(async move { input.finalize().await }.in_current_span());
-                    }
+                    self.finalize_stt(now);
                 }
             }
         }
@@ -567,6 +573,9 @@ where
 
     async fn on_stt(&mut self, event: Option<SttEvent>) {
         let now = Instant::now();
+        if let Some(SttEvent::Final { .. }) = &event {
+            self.on_stt_final();
+        }
         match event {
             Some(SttEvent::Final { text, confidence, .. })
                 if !text.trim().is_empty() && confidence < UNCLEAR_CONFIDENCE =>
@@ -592,11 +601,18 @@ where
             Some(SttEvent::SpeechStarted | SttEvent::Interim { .. } | SttEvent::UtteranceEnd) => {}
             Some(SttEvent::Error(error)) => {
                 tracing::error!(message = "Speech recognition failed mid-call.", error = %error);
-                self.stt_lost(Some(error));
+                // A broken connection is worth re-opening; an error the provider reported
+                // moves the call down the chain (docs/engine.md#recognition-outages).
+                let loss = if error.kind == nixflex_pipeline::ProviderErrorKind::Transport {
+                    outage::SttLoss::Dropped
+                } else {
+                    outage::SttLoss::Failed
+                };
+                self.stt_lost(Some(error), loss);
             }
             Some(SttEvent::Closed) | None => {
                 if self.ended.is_none() {
-                    self.stt_lost(None);
+                    self.stt_lost(None, outage::SttLoss::Dropped);
                 }
             }
         }

@@ -47,6 +47,7 @@ where
         }
         consider(self.answering.deadline());
         consider(self.dtmf_deadline);
+        consider(self.stt_final_due);
         if !self.goodbye_started {
             consider(Some(self.max_duration_at));
         }
@@ -103,6 +104,7 @@ where
         if self.ended.is_some() {
             return;
         }
+        self.check_stt_stall(now);
         // The caller's turn ended.
         if let Some(turn_end) = self.turns.poll(self.offset(now)) {
             self.on_caller_turn(turn_end.text, self.started + turn_end.speech_ended_at, now);
@@ -144,7 +146,7 @@ where
             // talking (their audio is buffered for the recogniser).
             if self.reprompts < 2
                 && now >= since + reprompt * (self.reprompts + 1)
-                && self.stt_buffer.is_none()
+                && self.stt_input.is_some()
             {
                 self.reprompts += 1;
                 self.reprompt(now);

@@ -282,6 +282,7 @@ async fn lab_with(agent: serde_json::Value, options: LabOptions) -> Lab {
         tts_kind: TtsProviderKind::Inworld,
         llm_fallbacks: Vec::new(),
         tts_fallbacks: Vec::new(),
+        stt_fallbacks: Vec::new(),
     };
     let twilio = TwilioClient::new(TwilioClientConfig {
         base_url: options.twilio_base.clone(),

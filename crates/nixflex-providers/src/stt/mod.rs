@@ -1,3 +1,4 @@
 //! Speech-to-text clients implementing [`nixflex_pipeline::stt::SttProvider`].
 
 pub mod deepgram;
+pub mod openai;

@@ -76,6 +76,11 @@ pub enum Fault {
     ErrorAfterAudio(Duration),
     /// After this much audio, drop the connection without a close frame.
     DisconnectAfterAudio(Duration),
+    /// After this much audio, send nothing more (no results, no answer to `Finalize`) while
+    /// still reading audio and keeping the connection open.
+    StallAfterAudio(Duration),
+    /// Wait this long before answering the WebSocket upgrade, then work normally.
+    SlowUpgrade(Duration),
 }
 
 /// Configuration fixed at start.
@@ -413,6 +418,9 @@ async fn listen(
             return refuse(400, &reason);
         }
     };
+    if let Some(Fault::SlowUpgrade(delay)) = fault {
+        tokio::time::sleep(delay).await;
+    }
     let Ok(upgrade) = upgrade else {
         end_refused("not a websocket");
         return refuse(400, "Expected a WebSocket upgrade.");
@@ -461,6 +469,8 @@ struct Session {
     utterance_end_due: Option<f64>,
     /// Outgoing messages produced by the last input.
     outbox: Vec<Value>,
+    /// A [`Fault::StallAfterAudio`] struck: nothing is sent any more.
+    stalled: bool,
 }
 
 impl Session {
@@ -483,6 +493,7 @@ impl Session {
             phase: Phase::Silent { loud_frames: 0, loud_since: 0.0 },
             utterance_end_due: None,
             outbox: Vec::new(),
+            stalled: false,
         }
     }
 
@@ -550,6 +561,10 @@ impl Session {
     }
 
     async fn flush(&mut self, socket: &mut WebSocket) -> bool {
+        if self.stalled {
+            self.outbox.clear();
+            return true;
+        }
         for message in std::mem::take(&mut self.outbox) {
             let text = message.to_string();
             self.shared.log(self.index, |log| log.sent.push(text.clone()));
@@ -620,13 +635,22 @@ impl Session {
 
     fn check_fault(&mut self) -> Option<Outcome> {
         let after = match &self.fault {
-            Some(Fault::ErrorAfterAudio(after) | Fault::DisconnectAfterAudio(after)) => *after,
+            Some(
+                Fault::ErrorAfterAudio(after)
+                | Fault::DisconnectAfterAudio(after)
+                | Fault::StallAfterAudio(after),
+            ) => *after,
             _ => return None,
         };
         if self.now() < after.as_secs_f64() {
             return None;
         }
         match self.fault.take() {
+            Some(Fault::StallAfterAudio(_)) => {
+                self.stalled = true;
+                self.outbox.clear();
+                None
+            }
             Some(Fault::ErrorAfterAudio(_)) => {
                 self.outbox.push(json!({
                     "type": "Error",

@@ -32,7 +32,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::anthropic::split_words;
+
+mod transcription;
 pub use crate::anthropic::{Fault, RecordedRequest, Reply, ReplyBlock, Responder, Timing};
+pub use transcription::TranscriptionRequest;
 
 /// The sample rate of the `pcm` speech format.
 pub const SPEECH_SAMPLE_RATE: u32 = 24_000;
@@ -68,6 +71,8 @@ struct Script {
     timing: Timing,
     requests: Vec<RecordedRequest>,
     next_id: u64,
+    /// Transcription's own script (docs/protocols.md#openai-compatible-endpoints).
+    transcription: transcription::Script,
 }
 
 struct Shared {
@@ -118,6 +123,7 @@ impl OpenAiEmulator {
         let router = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/audio/speech", post(speech))
+            .route("/v1/audio/transcriptions", post(transcription::transcriptions))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

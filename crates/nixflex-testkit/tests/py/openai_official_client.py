@@ -117,4 +117,30 @@ try:
 except openai.BadRequestError as error:
     check(error.status_code == 400 and calls[1]["id"] in str(error), f"error {error}")
 
+# 10. Transcription: a WAV with speech gets the scripted transcript; silence gets "".
+import io, math, struct, wave
+
+def wav_bytes(amplitude):
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"".join(struct.pack("<h", int(amplitude * math.sin(2 * math.pi * 440 * n / 8000))) for n in range(8000)))
+    return buffer.getvalue()
+
+result = client.audio.transcriptions.create(model="whisper-1", file=("hello.wav", wav_bytes(8000), "audio/wav"), language="en", prompt="Vocabulary: Nixflex.")
+check(result.text == "Do you deliver?", f"transcript {result.text!r}")
+quiet = client.audio.transcriptions.create(model="whisper-1", file=("quiet.wav", wav_bytes(0), "audio/wav"))
+check(quiet.text == "", f"silence {quiet.text!r}")
+text = client.audio.transcriptions.create(model="whisper-1", file=("hello.wav", wav_bytes(8000), "audio/wav"), response_format="text")
+check(text.strip() == "Second one.", f"text format {text!r}")
+
+# 11. A file that is not audio is refused with the API's 400.
+try:
+    client.audio.transcriptions.create(model="whisper-1", file=("notes.wav", b"not audio", "audio/wav"))
+    check(False, "a non-audio file was not refused")
+except openai.BadRequestError as error:
+    check(error.status_code == 400 and error.param == "file", f"error {error}")
+
 print("OK openai", openai.__version__)

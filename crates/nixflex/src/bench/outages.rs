@@ -12,7 +12,10 @@
 //! - `tts:down` (no synthesiser answers): from the media stream's start to the carrier's `<Say>`;
 //! - `stt:drop` (the recogniser drops just before the caller speaks): from the end of the
 //!   caller's question to the first agent audio of the answer (the question is buffered and
-//!   replayed into the new connection).
+//!   replayed into the new connection);
+//! - `stt:{refused,5xx,slow,stall}` (Deepgram refuses, answers 503 to every upgrade, takes 10 s
+//!   to upgrade, or stops sending results before the question): the same span, the question
+//!   transcribed by the OpenAI-compatible fallback recogniser.
 //!
 //! Numbers go in docs/benchmarks.md, never into timed tests.
 
@@ -31,7 +34,7 @@ use nixflex_testkit::twilio::caller::{
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::config::{Config, LlmProvider, TtsProvider};
+use crate::config::{Config, LlmProvider, SttProvider, TtsProvider};
 
 /// Every fault the bench knows.
 const ALL_FAULTS: &[&str] = &[
@@ -46,13 +49,18 @@ const ALL_FAULTS: &[&str] = &[
     "tts:stall",
     "tts:down",
     "stt:drop",
+    "stt:refused",
+    "stt:5xx",
+    "stt:slow",
+    "stt:stall",
 ];
 
 /// Arguments of `nixflex bench outages`.
 #[derive(Debug, Args)]
 pub struct OutagesBenchArgs {
     /// Faults to measure (`stage:mode`, comma-separated); default: all of
-    /// llm:{refused,5xx,slow,stall,disconnect}, tts:{refused,5xx,slow,stall,down}, stt:drop.
+    /// llm:{refused,5xx,slow,stall,disconnect}, tts:{refused,5xx,slow,stall,down},
+    /// stt:{drop,refused,5xx,slow,stall}.
     #[arg(long, value_delimiter = ',')]
     pub fault: Vec<String>,
     /// Calls per fault.
@@ -132,11 +140,13 @@ impl Lab {
             inworld_api_key: Some(SecretString::from("aW53b3JsZDpiZW5jaA==")),
             llm_fallback: vec![LlmProvider::Openai],
             tts_fallback: vec![TtsProvider::Openai],
+            stt_fallback: vec![SttProvider::Openai],
             ..Config::default()
         };
         match fault {
             "llm:refused" => config.anthropic_base_url = closed_port_url()?,
             "tts:refused" => config.inworld_url = closed_port_url()?,
+            "stt:refused" => config.deepgram_url = closed_port_url()?.replace("http", "ws"),
             "tts:down" => {
                 config.inworld_url = closed_port_url()?;
                 config.tts_fallback = Vec::new();
@@ -204,9 +214,19 @@ impl Lab {
                 self.stt.push_fault(SttFault::DisconnectAfterAudio(Duration::from_millis(1000)));
                 self.stt.push_fault(SttFault::RejectUpgrade(503));
             }
+            "stt:5xx" => {
+                for _ in 0..3 {
+                    self.stt.push_fault(SttFault::RejectUpgrade(503));
+                }
+            }
+            "stt:slow" => self.stt.push_fault(SttFault::SlowUpgrade(Duration::from_secs(10))),
+            "stt:stall" => {
+                self.stt.push_fault(SttFault::StallAfterAudio(Duration::from_millis(1000)));
+            }
             _ => {}
         }
         self.stt.push_utterance(QUESTION);
+        self.openai.push_transcript(QUESTION);
     }
 
     async fn call(&self, fault: &str) -> anyhow::Result<CallRecording> {
@@ -280,7 +300,7 @@ pub async fn run(args: OutagesBenchArgs) -> anyhow::Result<()> {
         bail!("unknown fault {unknown}; known: {}", ALL_FAULTS.join(", "));
     }
     println!(
-        "fault            runs  silence to the first word (ms): min / median / max   requests to the fallbacks"
+        "fault            runs  silence to the first word (ms): min / median / max   requests to the fallbacks (LLM+TTS / STT)"
     );
     for fault in &faults {
         let lab = Lab::start(fault).await?;
@@ -302,9 +322,10 @@ pub async fn run(args: OutagesBenchArgs) -> anyhow::Result<()> {
                 _ => (f64::NAN, f64::NAN, f64::NAN),
             };
         println!(
-            "{fault:<16} {:>4}  {min:>8.0} / {median:>6.0} / {max:>6.0}                       {}",
+            "{fault:<16} {:>4}  {min:>8.0} / {median:>6.0} / {max:>6.0}                       {} / {}",
             measured.len(),
-            lab.openai.requests().len()
+            lab.openai.requests().len(),
+            lab.openai.transcription_requests().len()
         );
     }
     Ok(())

@@ -104,6 +104,7 @@ async fn other_node(app: &TestApp) -> Engine {
         tts_kind: TtsProviderKind::Inworld,
         llm_fallbacks: Vec::new(),
         tts_fallbacks: Vec::new(),
+        stt_fallbacks: Vec::new(),
     };
     let twilio = nixflex_providers::twilio::TwilioClient::new(Default::default()).unwrap();
     let customer = nixflex_providers::customer::CustomerHttp::new(true).unwrap();

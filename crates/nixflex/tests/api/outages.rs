@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use nixflex::config::{LlmProvider, TtsProvider};
+use nixflex::config::{LlmProvider, SttProvider, TtsProvider};
 use nixflex_testkit::anthropic::{Fault, Reply, Timing};
 use nixflex_testkit::deepgram::Fault as SttFault;
 use nixflex_testkit::openai::OpenAiEmulator;
@@ -415,7 +415,8 @@ async fn speech_down_before_the_greeting_leaves_the_last_word_to_the_carrier(bac
     let caller = CallerEmulator::new().unwrap().with_network(&lab.twilio);
     let recording =
         caller.place_inbound_call(lab.place(), CallerScript::new().silence(secs(10.0))).await;
-    assert_eq!(says(&recording), [OUTAGE]);
+    // The operator kept the default outage line: the German agent's carrier says it in German.
+    assert_eq!(says(&recording), ["Entschuldigung, ich habe gerade ein technisches Problem."]);
     assert!(recording.agent_utterances().is_empty());
     let say_at =
         recording.first_event(|kind| matches!(kind, CallEventKind::TwimlSay { .. })).unwrap();
@@ -560,7 +561,133 @@ async fn recognition_down_for_good_says_the_outage_line_then_ends(backend: Backe
     assert!(conversation.is_empty(), "nothing was answered without the caller's words");
 }
 
+/// A lab whose recognition chain is Deepgram → an OpenAI-compatible transcription server.
+async fn stt_chain_lab(backend: Backend, deepgram_down: bool) -> (CallLab, OpenAiEmulator) {
+    let openai = OpenAiEmulator::start().await.unwrap();
+    let openai_base = openai.base_url();
+    let lab = CallLab::start_with(
+        backend,
+        json!({"welcome_message": "Hello!", "response_eagerness": 200}),
+        |c| {
+            c.stt_fallback = vec![SttProvider::Openai];
+            c.openai_base_url = openai_base;
+            c.openai_api_key = Some(SecretString::from("sk-openai-test"));
+            if deepgram_down {
+                c.deepgram_url = closed_port_url("").replace("http", "ws");
+            }
+        },
+    )
+    .await;
+    (lab, openai)
+}
+
+/// Items 1–2 (STT): for each way Deepgram fails — refused, 5xx at every connect, upgrades too
+/// slow to wait for, a stall that leaves the caller's question without a result, a drop
+/// mid-call — the question is transcribed (by the fallback recogniser or a new connection, with
+/// the audio replayed) and answered, and the record says which.
+async fn a_recognition_outage_moves_to_the_fallback_recogniser_or_reconnects(backend: Backend) {
+    type Setup = fn(&CallLab);
+    type Events = Vec<(String, String, String, Option<String>)>;
+    let switched = || vec![ev("stt", "deepgram", "switched", Some("openai-transcription"))];
+    let cases: [(&str, Setup, bool, Events, f64); 5] = [
+        ("connection refused", |_| {}, true, switched(), 2.0),
+        (
+            "5xx",
+            |lab| {
+                for _ in 0..3 {
+                    lab.stt.push_fault(SttFault::RejectUpgrade(503));
+                }
+            },
+            false,
+            switched(),
+            2.0,
+        ),
+        // The webhook's pre-warmed connection times out (1.5 s) while the greeting plays.
+        (
+            "slow upgrade",
+            |lab| lab.stt.push_fault(SttFault::SlowUpgrade(secs(5.0))),
+            false,
+            switched(),
+            2.0,
+        ),
+        // Stalled before the question: its final result is owed 1 s after the caller stops.
+        (
+            "stall",
+            |lab| lab.stt.push_fault(SttFault::StallAfterAudio(secs(1.0))),
+            false,
+            switched(),
+            2.0,
+        ),
+        (
+            "disconnect",
+            |lab| {
+                lab.stt.push_fault(SttFault::DisconnectAfterAudio(secs(1.0)));
+                lab.stt.push_utterance("Do you deliver?");
+            },
+            false,
+            vec![ev("stt", "deepgram", "reconnected", None)],
+            2.0,
+        ),
+    ];
+    for (name, setup, down, expected, within) in cases {
+        let (lab, openai) = stt_chain_lab(backend, down).await;
+        setup(&lab);
+        openai.push_transcript("Do you deliver?");
+        lab.llm.push_reply(Reply::text("Yes, we do. Bye! [END_CALL]"));
+        let recording =
+            lab.caller.place_inbound_call(lab.place(), one_question("Do you deliver?")).await;
+        let call = finished(&lab, &recording.call_sid).await;
+        assert_eq!(agent_lines(&call), ["Hello!", "Yes, we do. Bye!"], "{name}");
+        assert_eq!(call["ended_reason"], "completed", "{name}");
+        assert_eq!(events(&call), expected, "{name}");
+        let caller_lines: Vec<&str> = call["transcript"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["role"] == "caller")
+            .map(|e| e["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(caller_lines, ["Do you deliver?"], "{name}");
+        // Silence after the question: the end-of-turn wait, the switch (a stall is noticed
+        // 1.5 s after the caller stops), the transcription and the answer.
+        let silence = recording.response_latency_after("Do you deliver?").expect(name);
+        assert!(silence < secs(within), "{name}: {silence:?}");
+        let transcribed = openai.transcription_requests();
+        if expected == switched() {
+            assert_eq!(transcribed.len(), 1, "{name}: {transcribed:?}");
+            assert_eq!(transcribed[0].answered.as_deref(), Some("Do you deliver?"), "{name}");
+        } else {
+            assert!(transcribed.is_empty(), "{name}: {transcribed:?}");
+        }
+    }
+}
+
+/// Item 1 (STT): without a fallback, a recogniser that stalls (connected, but no result after
+/// the caller stopped) is replaced by a new connection and the question is replayed into it.
+async fn a_stalled_recogniser_is_reconnected_and_the_question_replayed(backend: Backend) {
+    let lab =
+        CallLab::start(backend, json!({"welcome_message": "Hello!", "response_eagerness": 200}))
+            .await;
+    lab.stt.push_fault(SttFault::StallAfterAudio(secs(1.0)));
+    // The stalled connection takes the first scripted utterance with it.
+    lab.stt.push_utterance("Do you deliver?");
+    lab.stt.push_utterance("Do you deliver?");
+    lab.llm.push_reply(Reply::text("Yes, we do. Bye! [END_CALL]"));
+    let recording =
+        lab.caller.place_inbound_call(lab.place(), one_question("Do you deliver?")).await;
+    let call = finished(&lab, &recording.call_sid).await;
+    assert_eq!(agent_lines(&call), ["Hello!", "Yes, we do. Bye!"]);
+    let found = events(&call);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].1.as_str(), found[0].2.as_str()), ("deepgram", "reconnected"));
+    assert_eq!(call["provider_events"][0]["error"], "timed out", "{call}");
+    let silence = recording.response_latency_after("Do you deliver?").unwrap();
+    assert!(silence < secs(2.0), "{silence:?}");
+}
+
 both!(
+    a_recognition_outage_moves_to_the_fallback_recogniser_or_reconnects,
+    a_stalled_recogniser_is_reconnected_and_the_question_replayed,
     an_llm_outage_before_the_reply_switches_to_the_fallback_llm,
     a_single_llm_error_is_retried_at_once,
     a_reply_cut_mid_stream_says_the_outage_line_and_moves_to_the_fallback,
