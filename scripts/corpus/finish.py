@@ -50,6 +50,22 @@ def trim(samples):
     return out
 
 
+def trim_quiet_edges(pcm):
+    """Drops what is left at either end below -45 dBFS (Clip::speech_ranges' threshold) after
+    the normalisation, keeping MARGIN samples, and fades the new edges."""
+    threshold = 32768 * 10 ** (-45 / 20)
+    rms = frame_rms(pcm)
+    active = [i for i, r in enumerate(rms) if r > threshold]
+    start = max(0, active[0] * FRAME - MARGIN)
+    end = min(len(pcm), (active[-1] + 1) * FRAME + MARGIN)
+    out = list(pcm[start:end])
+    fade = 40
+    for i in range(min(fade, len(out))):
+        out[i] = round(out[i] * i / fade)
+        out[-1 - i] = round(out[-1 - i] * i / fade)
+    return array.array("h", out)
+
+
 def main():
     target, *parts = sys.argv[1:]
     samples = []
@@ -72,6 +88,7 @@ def main():
     for x in samples:
         value = round(x * gain * 32768)
         pcm.append(max(-32768, min(32767, value)))
+    pcm = trim_quiet_edges(pcm)
     if sys.byteorder != "little":
         pcm.byteswap()
     with wave.open(target, "wb") as out:
