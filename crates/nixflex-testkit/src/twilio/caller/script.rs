@@ -104,12 +104,19 @@ pub struct NoiseBed {
     pub dbfs: f64,
     /// The noise's seed.
     pub seed: u64,
+    /// A slow variation of the level: (depth in dB, period in seconds), as
+    /// [`corpus::Noise::with_wobble`] applies it; `None`: steady.
+    pub wobble: Option<(f64, f64)>,
 }
 
 impl NoiseBed {
     /// A fresh generator of this noise, from its first sample.
     pub fn noise(&self) -> corpus::Noise {
-        corpus::Noise::new(self.kind, self.dbfs, self.seed)
+        let noise = corpus::Noise::new(self.kind, self.dbfs, self.seed);
+        match self.wobble {
+            Some((depth_db, period_s)) => noise.with_wobble(depth_db, period_s),
+            None => noise,
+        }
     }
 }
 
@@ -119,6 +126,8 @@ impl PartialEq for NoiseBed {
         self.kind == other.kind
             && self.dbfs.to_bits() == other.dbfs.to_bits()
             && self.seed == other.seed
+            && self.wobble.map(|(depth, period)| (depth.to_bits(), period.to_bits()))
+                == other.wobble.map(|(depth, period)| (depth.to_bits(), period.to_bits()))
     }
 }
 
@@ -164,7 +173,18 @@ impl CallerScript {
     /// next streams too, unless their scripts set their own.
     #[must_use]
     pub fn with_noise(mut self, kind: NoiseKind, dbfs: f64, seed: u64) -> Self {
-        self.noise = Some(NoiseBed { kind, dbfs, seed });
+        self.noise = Some(NoiseBed { kind, dbfs, seed, wobble: None });
+        self
+    }
+
+    /// Makes the noise bed set by [`CallerScript::with_noise`] vary slowly, ±`depth_db` over a
+    /// sine of `period_s` seconds (see [`corpus::Noise::with_wobble`]); without a noise bed it
+    /// does nothing.
+    #[must_use]
+    pub fn with_noise_wobble(mut self, depth_db: f64, period_s: f64) -> Self {
+        if let Some(bed) = self.noise.as_mut() {
+            bed.wobble = Some((depth_db, period_s));
+        }
         self
     }
 
