@@ -468,7 +468,7 @@ impl CallRun<'_> {
                     let updates_before = self.update_count();
                     let this_script = script.unwrap_or(&silent);
                     script = this_script.next_stream();
-                    noise = this_script.noise().or(noise);
+                    noise = this_script.stream_noise(noise);
                     let ended = self
                         .connect_stream(&document_url, &stream, this_script, noise, recording)
                         .await;

@@ -193,6 +193,12 @@ impl CallerScript {
         self.noise
     }
 
+    /// The noise bed of this script's stream, when the call's previous stream had `previous`:
+    /// this script's own, or else the previous one carries on.
+    pub(crate) fn stream_noise(&self, previous: Option<NoiseBed>) -> Option<NoiseBed> {
+        self.noise.or(previous)
+    }
+
     /// The script of the call's next media stream, if one was given.
     pub fn next_stream(&self) -> Option<&CallerScript> {
         self.next_stream.as_deref()
@@ -811,6 +817,35 @@ mod tests {
             events[0].kind,
             CallEventKind::CallerSpeechStarted { label: "stop".to_owned(), barge_in: true }
         );
+    }
+
+    #[test]
+    fn a_noise_bed_carries_on_to_the_next_streams_unless_they_set_their_own() {
+        let third = CallerScript::new().with_noise(NoiseKind::Brown, -35.0, 3);
+        let second = CallerScript::new().on_next_stream(third);
+        let first = CallerScript::new()
+            .with_noise(NoiseKind::White, -30.0, 1)
+            .with_noise_wobble(3.0, 5.0)
+            .on_next_stream(second);
+
+        let mut noise = None;
+        let mut kinds = Vec::new();
+        let mut script = Some(&first);
+        while let Some(this_script) = script {
+            noise = this_script.stream_noise(noise);
+            kinds.push(noise.map(|bed| (bed.kind, bed.wobble.is_some())));
+            script = this_script.next_stream();
+        }
+
+        assert_eq!(
+            kinds,
+            vec![
+                Some((NoiseKind::White, true)),
+                Some((NoiseKind::White, true)),
+                Some((NoiseKind::Brown, false))
+            ]
+        );
+        assert_eq!(CallerScript::new().stream_noise(None), None);
     }
 
     #[test]
