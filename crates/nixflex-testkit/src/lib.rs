@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod cartesia;
+pub mod corpus;
 pub mod deepgram;
 pub mod elevenlabs;
 pub mod function;

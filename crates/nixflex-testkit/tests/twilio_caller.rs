@@ -26,6 +26,7 @@ use futures::future::BoxFuture;
 use nixflex_pipeline::audio::{mulaw, tone};
 use nixflex_providers::twilio::signature;
 use nixflex_providers::twilio::twiml::{self, ConnectStream, RejectReason};
+use nixflex_testkit::corpus::{self, Noise, NoiseKind};
 use nixflex_testkit::twilio::TwilioEmulator;
 use nixflex_testkit::twilio::caller::{
     CallEventKind, CallOutcome, CallRecording, CallerEmulator, CallerScript, EndedBy, PlaceCall,
@@ -661,6 +662,81 @@ async fn a_clear_drops_queued_audio_and_echoes_the_pending_mark_at_once() {
     assert!(played < 100, "{played} frames played");
     assert!(cleared >= 50, "{cleared} frames cleared");
     assert_eq!(recording.agent_utterances().len(), 1);
+}
+
+/// The caller's audio as the server received it, decoded.
+fn caller_audio(seen: &StreamSeen) -> Vec<i16> {
+    seen.values()
+        .into_iter()
+        .filter(|message| message["event"] == "media")
+        .flat_map(|message| {
+            mulaw::decode_all(
+                &BASE64.decode(message["media"]["payload"].as_str().unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noise_bed_reaches_the_server_sample_for_sample_at_its_level() {
+    let mut server = FakeServer::start(Urls::connect_stream_twiml, listen()).await;
+    let script = CallerScript::new()
+        .silence(ms(1000))
+        .dtmf('1')
+        .silence(ms(1000))
+        .hang_up()
+        .with_noise(NoiseKind::Pink, -30.0, 11);
+
+    let recording = emulator().place_inbound_call(server.place_call(), script).await;
+    let seen = server.stream().await;
+
+    assert_twilio_stream_shape(&seen, &recording);
+    let received = caller_audio(&seen);
+    assert_eq!(received.len(), 101 * 160);
+    let level = corpus::dbfs(&received);
+    assert!((level - -30.0).abs() <= 0.5, "{level} dBFS");
+    // Exactly the noise, through μ-law, from its first sample: the DTMF frame has it too.
+    let expected: Vec<i16> = Noise::new(NoiseKind::Pink, -30.0, 11)
+        .take_samples(received.len())
+        .into_iter()
+        .map(|sample| mulaw::decode(mulaw::encode(sample)))
+        .collect();
+    assert_eq!(received, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_played_over_a_noise_bed_reaches_the_server_at_its_snr() {
+    let mut server = FakeServer::start(Urls::connect_stream_twiml, listen()).await;
+    let clip = corpus::clips_of(corpus::ClipKind::Interruption).next().unwrap();
+    let script = CallerScript::new().play(clip.text, clip.samples.clone()).hang_up().with_noise(
+        NoiseKind::White,
+        -30.0,
+        2,
+    );
+
+    let recording = emulator().place_inbound_call(server.place_call(), script).await;
+    let seen = server.stream().await;
+
+    let received = caller_audio(&seen);
+    assert_eq!(received.len(), clip.samples.len().div_ceil(160) * 160);
+    let noise = Noise::new(NoiseKind::White, -30.0, 2).take_samples(received.len());
+    let residual: Vec<i16> = received
+        .iter()
+        .zip(clip.samples.iter().chain(std::iter::repeat(&0)))
+        .map(|(&mixed, &speech)| mixed.saturating_sub(speech))
+        .collect();
+    // What is left after removing the clip is the noise (plus μ-law rounding).
+    let noise_level = corpus::dbfs(&residual);
+    assert!((noise_level - corpus::dbfs(&noise)).abs() < 1.0, "{noise_level} dBFS");
+    let labels: Vec<String> = recording
+        .events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            CallEventKind::CallerSpeechStarted { label, barge_in: false } => Some(label.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(labels, vec![clip.text.to_owned()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

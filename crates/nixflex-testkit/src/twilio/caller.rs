@@ -43,7 +43,7 @@ pub use self::recording::{
     AgentFrame, AgentUtterance, CallEvent, CallEventKind, CallOutcome, CallRecording, EndedBy,
     InboundGap, PacingStats, UTTERANCE_GAP, WebhookPurpose,
 };
-pub use self::script::{CallerScript, CallerStep, FRAME_DURATION};
+pub use self::script::{CallerScript, CallerStep, FRAME_DURATION, NoiseBed};
 pub use self::stream::{
     CODE_CONNECTION_TIMEOUT, CODE_HANDSHAKE_ERROR, CODE_INVALID_MESSAGE, CODE_MALFORMED_MESSAGE,
     CODE_TLS_ERROR,
@@ -439,6 +439,8 @@ impl CallRun<'_> {
         // stream after a redirect, e.g. from a failed transfer).
         let silent = CallerScript::new();
         let mut script = Some(self.script);
+        // A noise bed carries on to the next streams unless their scripts set their own.
+        let mut noise = None;
         while let Some(verb) = verbs.pop_front() {
             let now = self.clock.now();
             match verb {
@@ -466,8 +468,10 @@ impl CallRun<'_> {
                     let updates_before = self.update_count();
                     let this_script = script.unwrap_or(&silent);
                     script = this_script.next_stream();
-                    let ended =
-                        self.connect_stream(&document_url, &stream, this_script, recording).await;
+                    noise = this_script.stream_noise(noise);
+                    let ended = self
+                        .connect_stream(&document_url, &stream, this_script, noise, recording)
+                        .await;
                     let ended_by = match ended {
                         Ok(ended_by) => ended_by,
                         Err(failed) => {
@@ -590,6 +594,7 @@ impl CallRun<'_> {
         document_url: &str,
         stream: &ConnectStream,
         script: &CallerScript,
+        noise: Option<NoiseBed>,
         recording: &mut CallRecording,
     ) -> Result<EndedBy, CallOutcome> {
         let stream_sid = new_sid("MZ");
@@ -625,6 +630,7 @@ impl CallRun<'_> {
             call_sid: &self.parties.call_sid,
             parameters: &stream.parameters,
             script,
+            noise,
             step_timeout: self.config.step_timeout,
             max_call_duration: self.config.max_call_duration,
             close_timeout: self.config.close_timeout,

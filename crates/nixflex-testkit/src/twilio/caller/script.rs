@@ -5,12 +5,18 @@
 //! what the next outbound frame carries. It never reads a clock, a socket or a channel, so its
 //! tests need no runtime. Text given to `Say` is only a label for the timeline: the
 //! speech-to-text emulator in a test is scripted separately with the same texts.
+//!
+//! A script can also put a noise bed under everything the caller sends
+//! ([`CallerScript::with_noise`]), speak at a chosen level ([`CallerScript::say_at`]) and play
+//! arbitrary 8 kHz audio such as a corpus clip ([`CallerScript::play`]); without them the
+//! frames are exactly what they always were.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use nixflex_pipeline::audio::{MULAW_FRAME_BYTES, mulaw};
 
+use crate::corpus::{self, NoiseKind};
 use crate::twilio::caller::recording::{CallEvent, CallEventKind};
 
 /// The length of one media frame: 160 μ-law samples at 8 kHz.
@@ -63,6 +69,25 @@ pub enum CallerStep {
         /// How long to speak.
         duration: Duration,
     },
+    /// Play arbitrary 8 kHz PCM (a corpus clip, speech scaled to a level, …), rounded up to
+    /// whole frames with silence; recorded in the timeline like [`CallerStep::Say`] with
+    /// `label`.
+    Play {
+        /// The label of the utterance (what a scripted STT emulator should "hear").
+        label: String,
+        /// The audio, 8 kHz.
+        samples: Arc<[i16]>,
+    },
+    /// Like [`CallerStep::BargeIn`], but what is spoken over the agent is `samples` (as
+    /// [`CallerStep::Play`] plays them).
+    BargeInPlay {
+        /// How long the agent must have been audible first.
+        after_agent_audio: Duration,
+        /// The label of the interrupting utterance.
+        label: String,
+        /// The audio, 8 kHz.
+        samples: Arc<[i16]>,
+    },
     /// Press a key: one `dtmf` message (`0`–`9`, `*`, `#`, `A`–`D`), sent alongside a silent
     /// frame.
     Dtmf(char),
@@ -70,12 +95,53 @@ pub enum CallerStep {
     HangUp,
 }
 
+/// A noise bed on the caller's line: [`corpus::Noise`] of `kind` at `dbfs`, from `seed`.
+#[derive(Debug, Clone, Copy)]
+pub struct NoiseBed {
+    /// The kind of noise.
+    pub kind: NoiseKind,
+    /// Its RMS level in dBFS.
+    pub dbfs: f64,
+    /// The noise's seed.
+    pub seed: u64,
+    /// A slow variation of the level: (depth in dB, period in seconds), as
+    /// [`corpus::Noise::with_wobble`] applies it; `None`: steady.
+    pub wobble: Option<(f64, f64)>,
+}
+
+impl NoiseBed {
+    /// A fresh generator of this noise, from its first sample.
+    pub fn noise(&self) -> corpus::Noise {
+        let noise = corpus::Noise::new(self.kind, self.dbfs, self.seed);
+        match self.wobble {
+            Some((depth_db, period_s)) => noise.with_wobble(depth_db, period_s),
+            None => noise,
+        }
+    }
+}
+
+/// Bitwise on the level, so that scripts stay comparable (`Eq`).
+impl PartialEq for NoiseBed {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.dbfs.to_bits() == other.dbfs.to_bits()
+            && self.seed == other.seed
+            && self.wobble.map(|(depth, period)| (depth.to_bits(), period.to_bits()))
+                == other.wobble.map(|(depth, period)| (depth.to_bits(), period.to_bits()))
+    }
+}
+
+impl Eq for NoiseBed {}
+
 /// The steps a caller goes through once the media stream has started. After the last step the
 /// caller stays on the line, silent, until the server ends the call (or the emulator's
 /// maximum call duration passes).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallerScript {
     steps: Vec<CallerStep>,
+    /// Mixed into every frame the caller sends on this stream; `None`: the previous stream's
+    /// noise bed, if any (none on the first stream).
+    noise: Option<NoiseBed>,
     /// What the caller does on the call's next media stream (after a redirect brought the call
     /// back to a stream, e.g. from a failed transfer); `None`: listen silently.
     next_stream: Option<Box<CallerScript>>,
@@ -100,6 +166,39 @@ impl CallerScript {
         self
     }
 
+    /// Mixes `kind` noise at `dbfs` (RMS, dBFS), from `seed`, into every frame the caller sends,
+    /// from the stream's start until the caller hangs up: silence, speech, tones, DTMF frames
+    /// and the waits for the agent alike, sample-accurately (speech + noise, saturating, then
+    /// μ-law). The noise starts afresh from `seed` on each stream. It applies to the call's
+    /// next streams too, unless their scripts set their own.
+    #[must_use]
+    pub fn with_noise(mut self, kind: NoiseKind, dbfs: f64, seed: u64) -> Self {
+        self.noise = Some(NoiseBed { kind, dbfs, seed, wobble: None });
+        self
+    }
+
+    /// Makes the noise bed set by [`CallerScript::with_noise`] vary slowly, ±`depth_db` over a
+    /// sine of `period_s` seconds (see [`corpus::Noise::with_wobble`]); without a noise bed it
+    /// does nothing.
+    #[must_use]
+    pub fn with_noise_wobble(mut self, depth_db: f64, period_s: f64) -> Self {
+        if let Some(bed) = self.noise.as_mut() {
+            bed.wobble = Some((depth_db, period_s));
+        }
+        self
+    }
+
+    /// The noise bed this script sets, if any (see [`CallerScript::with_noise`]).
+    pub fn noise(&self) -> Option<NoiseBed> {
+        self.noise
+    }
+
+    /// The noise bed of this script's stream, when the call's previous stream had `previous`:
+    /// this script's own, or else the previous one carries on.
+    pub(crate) fn stream_noise(&self, previous: Option<NoiseBed>) -> Option<NoiseBed> {
+        self.noise.or(previous)
+    }
+
     /// The script of the call's next media stream, if one was given.
     pub fn next_stream(&self) -> Option<&CallerScript> {
         self.next_stream.as_deref()
@@ -116,6 +215,21 @@ impl CallerScript {
     #[must_use]
     pub fn say(self, text: &str, duration: Duration) -> Self {
         self.step(CallerStep::Say { text: text.to_owned(), duration })
+    }
+
+    /// Appends a [`CallerStep::Play`] of the caller's speech-like signal (the one
+    /// [`CallerStep::Say`] sends) for `duration` (whole frames, at least one), scaled so its RMS
+    /// is `dbfs`: with [`CallerScript::with_noise`], a test sets the signal-to-noise ratio.
+    #[must_use]
+    pub fn say_at(self, text: &str, duration: Duration, dbfs: f64) -> Self {
+        self.play(text, speech_at(duration, dbfs))
+    }
+
+    /// Appends [`CallerStep::Play`]: `samples` (8 kHz) recorded as an utterance labelled
+    /// `label`.
+    #[must_use]
+    pub fn play(self, label: &str, samples: impl Into<Arc<[i16]>>) -> Self {
+        self.step(CallerStep::Play { label: label.to_owned(), samples: samples.into() })
     }
 
     /// Appends [`CallerStep::Silence`].
@@ -148,6 +262,35 @@ impl CallerScript {
         self.step(CallerStep::BargeIn { after_agent_audio, text: text.to_owned(), duration })
     }
 
+    /// Appends a [`CallerStep::BargeInPlay`] of the speech-like signal for `duration`, scaled
+    /// so its RMS is `dbfs` (see [`CallerScript::say_at`]).
+    #[must_use]
+    pub fn barge_in_at(
+        self,
+        after_agent_audio: Duration,
+        text: &str,
+        duration: Duration,
+        dbfs: f64,
+    ) -> Self {
+        self.barge_in_play(after_agent_audio, text, speech_at(duration, dbfs))
+    }
+
+    /// Appends [`CallerStep::BargeInPlay`]: `samples` spoken over the agent once it has been
+    /// audible for `after_agent_audio`.
+    #[must_use]
+    pub fn barge_in_play(
+        self,
+        after_agent_audio: Duration,
+        label: &str,
+        samples: impl Into<Arc<[i16]>>,
+    ) -> Self {
+        self.step(CallerStep::BargeInPlay {
+            after_agent_audio,
+            label: label.to_owned(),
+            samples: samples.into(),
+        })
+    }
+
     /// Appends [`CallerStep::Dtmf`].
     #[must_use]
     pub fn dtmf(self, digit: char) -> Self {
@@ -163,7 +306,7 @@ impl CallerScript {
 
 impl From<Vec<CallerStep>> for CallerScript {
     fn from(steps: Vec<CallerStep>) -> Self {
-        Self { steps, next_stream: None }
+        Self { steps, noise: None, next_stream: None }
     }
 }
 
@@ -193,12 +336,17 @@ pub(crate) enum TickPlan {
         /// A pure tone of this frequency instead of the speech signal (`speech_offset` then
         /// counts samples of the tone).
         tone_hz: Option<u32>,
+        /// The samples of the [`CallerStep::Play`] or [`CallerStep::BargeInPlay`] at this step
+        /// index instead of the speech signal (`speech_offset` then counts their samples; see
+        /// [`ScriptRunner::samples_of`]).
+        play_step: Option<usize>,
     },
     /// Hang up now (no frame).
     HangUp,
 }
 
-const SILENT_FRAME: TickPlan = TickPlan::Frame { speech_offset: None, dtmf: None, tone_hz: None };
+const SILENT_FRAME: TickPlan =
+    TickPlan::Frame { speech_offset: None, dtmf: None, tone_hz: None, play_step: None };
 
 #[derive(Debug, Clone, Copy)]
 enum State {
@@ -209,6 +357,8 @@ enum State {
         frames_left: u32,
         offset: usize,
         tone_hz: Option<u32>,
+        /// Playing the step's own samples.
+        play: bool,
     },
     Silent {
         step: usize,
@@ -268,6 +418,9 @@ impl ScriptRunner {
                                 *tone_hz = Some(*frequency_hz);
                             }
                         }
+                        CallerStep::Play { label, samples } => {
+                            self.state = playing(index, label, samples, false, now, events);
+                        }
                         CallerStep::Silence(duration) => {
                             self.state =
                                 State::Silent { step: index, frames_left: frames_in(*duration) };
@@ -287,7 +440,7 @@ impl ScriptRunner {
                                 deadline: now + *timeout,
                             };
                         }
-                        CallerStep::BargeIn { .. } => {
+                        CallerStep::BargeIn { .. } | CallerStep::BargeInPlay { .. } => {
                             self.state = State::WaitingToBargeIn {
                                 step: index,
                                 deadline: now + self.step_timeout,
@@ -303,6 +456,7 @@ impl ScriptRunner {
                                 speech_offset: None,
                                 dtmf: Some(*digit),
                                 tone_hz: None,
+                                play_step: None,
                             };
                         }
                         CallerStep::HangUp => {
@@ -311,7 +465,7 @@ impl ScriptRunner {
                         }
                     }
                 }
-                State::Speaking { step, frames_left, offset, tone_hz } => {
+                State::Speaking { step, frames_left, offset, tone_hz, play } => {
                     let frames_left = frames_left.saturating_sub(1);
                     if frames_left == 0 {
                         let label = self.label_of(step);
@@ -321,12 +475,23 @@ impl ScriptRunner {
                     } else {
                         let next_offset = match tone_hz {
                             Some(_) => offset + MULAW_FRAME_BYTES,
+                            None if play => offset + MULAW_FRAME_BYTES,
                             None => (offset + MULAW_FRAME_BYTES) % SPEECH_PERIOD,
                         };
-                        self.state =
-                            State::Speaking { step, frames_left, offset: next_offset, tone_hz };
+                        self.state = State::Speaking {
+                            step,
+                            frames_left,
+                            offset: next_offset,
+                            tone_hz,
+                            play,
+                        };
                     }
-                    return TickPlan::Frame { speech_offset: Some(offset), dtmf: None, tone_hz };
+                    return TickPlan::Frame {
+                        speech_offset: Some(offset),
+                        dtmf: None,
+                        tone_hz,
+                        play_step: play.then_some(step),
+                    };
                 }
                 State::Silent { step, frames_left } => {
                     if frames_left == 0 {
@@ -365,14 +530,26 @@ impl ScriptRunner {
                     return SILENT_FRAME;
                 }
                 State::WaitingToBargeIn { step, deadline } => {
-                    let Some(CallerStep::BargeIn { after_agent_audio, text, duration }) =
-                        self.steps.get(step)
-                    else {
-                        self.state = State::Start(step + 1);
-                        continue;
+                    let after_agent_audio = match self.steps.get(step) {
+                        Some(
+                            CallerStep::BargeIn { after_agent_audio, .. }
+                            | CallerStep::BargeInPlay { after_agent_audio, .. },
+                        ) => *after_agent_audio,
+                        _ => {
+                            self.state = State::Start(step + 1);
+                            continue;
+                        }
                     };
-                    if agent.audible_for.is_some_and(|audible| audible >= *after_agent_audio) {
-                        self.state = speaking(step, text, *duration, true, now, events);
+                    if agent.audible_for.is_some_and(|audible| audible >= after_agent_audio) {
+                        self.state = match self.steps.get(step) {
+                            Some(CallerStep::BargeInPlay { label, samples, .. }) => {
+                                playing(step, label, samples, true, now, events)
+                            }
+                            Some(CallerStep::BargeIn { text, duration, .. }) => {
+                                speaking(step, text, *duration, true, now, events)
+                            }
+                            _ => State::Start(step + 1),
+                        };
                         continue;
                     }
                     if now >= deadline {
@@ -390,9 +567,23 @@ impl ScriptRunner {
         self.state = State::Start(step + 1);
     }
 
+    /// The samples of the [`CallerStep::Play`] or [`CallerStep::BargeInPlay`] at `step` (empty
+    /// for any other step).
+    pub(crate) fn samples_of(&self, step: usize) -> &[i16] {
+        match self.steps.get(step) {
+            Some(CallerStep::Play { samples, .. } | CallerStep::BargeInPlay { samples, .. }) => {
+                samples
+            }
+            _ => &[],
+        }
+    }
+
     fn label_of(&self, step: usize) -> String {
         match self.steps.get(step) {
             Some(CallerStep::Say { text, .. } | CallerStep::BargeIn { text, .. }) => text.clone(),
+            Some(CallerStep::Play { label, .. } | CallerStep::BargeInPlay { label, .. }) => {
+                label.clone()
+            }
             Some(CallerStep::Tone { .. }) => "tone".to_owned(),
             _ => String::new(),
         }
@@ -410,7 +601,37 @@ fn speaking(
 ) -> State {
     let label = text.to_owned();
     events.push(CallEvent::new(now, CallEventKind::CallerSpeechStarted { label, barge_in }));
-    State::Speaking { step, frames_left: frames_in(duration).max(1), offset: 0, tone_hz: None }
+    State::Speaking {
+        step,
+        frames_left: frames_in(duration).max(1),
+        offset: 0,
+        tone_hz: None,
+        play: false,
+    }
+}
+
+/// Records the start of an utterance and returns the state that plays `samples`.
+fn playing(
+    step: usize,
+    label: &str,
+    samples: &[i16],
+    barge_in: bool,
+    now: Duration,
+    events: &mut Vec<CallEvent>,
+) -> State {
+    let label = label.to_owned();
+    events.push(CallEvent::new(now, CallEventKind::CallerSpeechStarted { label, barge_in }));
+    let frames = u32::try_from(samples.len().div_ceil(MULAW_FRAME_BYTES)).unwrap_or(u32::MAX);
+    State::Speaking { step, frames_left: frames.max(1), offset: 0, tone_hz: None, play: true }
+}
+
+/// The speech-like signal (see [`speech_signal`]) for `duration` (whole frames, at least one),
+/// scaled so its RMS over one period is `dbfs`.
+pub(crate) fn speech_at(duration: Duration, dbfs: f64) -> Vec<i16> {
+    let period = mulaw::decode_all(speech_signal());
+    let n_samples = frames_in(duration).max(1) as usize * MULAW_FRAME_BYTES;
+    let looped: Vec<i16> = period.iter().copied().cycle().take(n_samples).collect();
+    corpus::scaled(&looped, dbfs - corpus::dbfs(&period))
 }
 
 /// Whole frames needed to cover `duration` (rounded up).
@@ -537,7 +758,12 @@ mod tests {
 
         assert_eq!(
             plans[5],
-            TickPlan::Frame { speech_offset: None, dtmf: Some('5'), tone_hz: None }
+            TickPlan::Frame {
+                speech_offset: None,
+                dtmf: Some('5'),
+                tone_hz: None,
+                play_step: None
+            }
         );
         assert_eq!(plans[6], TickPlan::HangUp);
         assert_eq!(events[0].kind, CallEventKind::StepTimedOut { step: 0 });
@@ -583,11 +809,97 @@ mod tests {
         assert_eq!(runner.plan_tick(ms(0), &audible(180), &mut events), SILENT_FRAME);
         let plan = runner.plan_tick(ms(20), &audible(200), &mut events);
 
-        assert_eq!(plan, TickPlan::Frame { speech_offset: Some(0), dtmf: None, tone_hz: None });
+        assert_eq!(
+            plan,
+            TickPlan::Frame { speech_offset: Some(0), dtmf: None, tone_hz: None, play_step: None }
+        );
         assert_eq!(
             events[0].kind,
             CallEventKind::CallerSpeechStarted { label: "stop".to_owned(), barge_in: true }
         );
+    }
+
+    #[test]
+    fn a_noise_bed_carries_on_to_the_next_streams_unless_they_set_their_own() {
+        let third = CallerScript::new().with_noise(NoiseKind::Brown, -35.0, 3);
+        let second = CallerScript::new().on_next_stream(third);
+        let first = CallerScript::new()
+            .with_noise(NoiseKind::White, -30.0, 1)
+            .with_noise_wobble(3.0, 5.0)
+            .on_next_stream(second);
+
+        let mut noise = None;
+        let mut kinds = Vec::new();
+        let mut script = Some(&first);
+        while let Some(this_script) = script {
+            noise = this_script.stream_noise(noise);
+            kinds.push(noise.map(|bed| (bed.kind, bed.wobble.is_some())));
+            script = this_script.next_stream();
+        }
+
+        assert_eq!(
+            kinds,
+            vec![
+                Some((NoiseKind::White, true)),
+                Some((NoiseKind::White, true)),
+                Some((NoiseKind::Brown, false))
+            ]
+        );
+        assert_eq!(CallerScript::new().stream_noise(None), None);
+    }
+
+    #[test]
+    fn play_sends_the_samples_in_whole_frames_and_records_its_label_like_say() {
+        let samples: Vec<i16> = (0..200).map(|index| index * 10).collect();
+        let script = CallerScript::new().play("mm-hm", samples);
+        let mut runner = ScriptRunner::new(&script, ms(1000));
+
+        let (plans, events) = run(&mut runner, 3, &AgentView::default());
+
+        let offsets: Vec<_> = plans
+            .iter()
+            .map(|plan| match plan {
+                TickPlan::Frame { speech_offset, play_step, .. } => (*speech_offset, *play_step),
+                TickPlan::HangUp => (None, None),
+            })
+            .collect();
+        assert_eq!(offsets, vec![(Some(0), Some(0)), (Some(160), Some(0)), (None, None)]);
+        assert_eq!(runner.samples_of(0)[199], 1990);
+        assert_eq!(
+            events.iter().map(|event| event.kind.clone()).collect::<Vec<_>>(),
+            vec![
+                CallEventKind::CallerSpeechStarted { label: "mm-hm".to_owned(), barge_in: false },
+                CallEventKind::CallerSpeechEnded { label: "mm-hm".to_owned() },
+            ]
+        );
+    }
+
+    #[test]
+    fn barge_in_at_speaks_scaled_speech_over_the_agent() {
+        let script = CallerScript::new().barge_in_at(ms(200), "stop", ms(1000), -26.0);
+        let mut runner = ScriptRunner::new(&script, ms(10_000));
+        let mut events = Vec::new();
+        let audible = AgentView { audible_for: Some(ms(200)), ..AgentView::default() };
+
+        let plan = runner.plan_tick(ms(0), &audible, &mut events);
+
+        assert_eq!(
+            plan,
+            TickPlan::Frame {
+                speech_offset: Some(0),
+                dtmf: None,
+                tone_hz: None,
+                play_step: Some(0)
+            }
+        );
+        assert_eq!(
+            events[0].kind,
+            CallEventKind::CallerSpeechStarted { label: "stop".to_owned(), barge_in: true }
+        );
+        let samples = runner.samples_of(0);
+        assert_eq!(samples.len(), 50 * MULAW_FRAME_BYTES);
+        let level = corpus::dbfs(samples);
+        assert!((level - -26.0).abs() < 0.2, "{level}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt as _, StreamExt as _};
-use nixflex_pipeline::audio::{MULAW_FRAME_BYTES, MULAW_SILENCE};
+use nixflex_pipeline::audio::{MULAW_FRAME_BYTES, MULAW_SILENCE, mulaw};
 use nixflex_providers::twilio::signature::compute_signature;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -37,11 +37,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::corpus::Noise;
 use crate::twilio::SIGNATURE_HEADER;
 use crate::twilio::caller::playback::Playback;
 use crate::twilio::caller::recording::{AgentFrame, CallEventKind, CallRecording, EndedBy};
 use crate::twilio::caller::script::{
-    CallerScript, FRAME_DURATION, ScriptRunner, TickPlan, speech_frame, tone_frame,
+    CallerScript, FRAME_DURATION, NoiseBed, ScriptRunner, TickPlan, speech_frame, tone_frame,
 };
 use crate::twilio::recordings::{Tap, Tape};
 
@@ -136,6 +137,8 @@ pub(crate) struct SessionSetup<'a> {
     /// `<Parameter>`s, surfaced as `start.customParameters`.
     pub(crate) parameters: &'a [(String, String)],
     pub(crate) script: &'a CallerScript,
+    /// Mixed into every caller frame of this stream (the script's own or an earlier stream's).
+    pub(crate) noise: Option<NoiseBed>,
     /// How long a `BargeIn` waits before it is skipped.
     pub(crate) step_timeout: Duration,
     /// The caller hangs up when this much time has passed since the call started.
@@ -167,7 +170,7 @@ pub(crate) async fn run_session(
         chunk: 0,
         echoed: Vec::new(),
         decoded: Vec::with_capacity(4 * MULAW_FRAME_BYTES),
-        speech: [MULAW_SILENCE; MULAW_FRAME_BYTES],
+        audio: CallerAudio::new(setup.noise),
         tape: None,
     };
     let ended_by = session.run(&mut incoming).await;
@@ -200,8 +203,8 @@ struct MediaSession<'a, 'r> {
     echoed: Vec<String>,
     /// Reused buffer for decoding agent payloads.
     decoded: Vec<u8>,
-    /// Reused buffer for the caller's speech frame.
-    speech: [u8; MULAW_FRAME_BYTES],
+    /// Builds the caller's frames (and mixes in the noise bed).
+    audio: CallerAudio,
     /// Both sides of the call since a recording started (see [`Tap`]).
     tape: Option<Tape>,
 }
@@ -353,11 +356,11 @@ impl MediaSession<'_, '_> {
         }
         self.echo_marks(false).await?;
         let view = self.playback.view(now);
-        let (speech_offset, dtmf, tone_hz) =
-            match self.runner.plan_tick(now, &view, &mut self.recording.events) {
-                TickPlan::HangUp => return Ok(TickOutcome::HangUp),
-                TickPlan::Frame { speech_offset, dtmf, tone_hz } => (speech_offset, dtmf, tone_hz),
-            };
+        let plan = self.runner.plan_tick(now, &view, &mut self.recording.events);
+        let dtmf = match plan {
+            TickPlan::HangUp => return Ok(TickOutcome::HangUp),
+            TickPlan::Frame { dtmf, .. } => dtmf,
+        };
         if let Some(digit) = dtmf {
             let sequence = self.next_sequence();
             let message = json!({
@@ -368,17 +371,7 @@ impl MediaSession<'_, '_> {
             });
             self.send(message.to_string()).await?;
         }
-        let payload: &[u8] = match (speech_offset, tone_hz) {
-            (Some(offset), Some(frequency_hz)) => {
-                tone_frame(frequency_hz, offset, &mut self.speech);
-                &self.speech
-            }
-            (Some(offset), None) => {
-                speech_frame(offset, &mut self.speech);
-                &self.speech
-            }
-            (None, _) => &SILENT_FRAME,
-        };
+        let payload: &[u8] = self.audio.frame(&plan, &self.runner);
         if let Some(tape) = self.tape.as_mut() {
             tape.caller.extend_from_slice(payload);
         }
@@ -491,6 +484,88 @@ impl MediaSession<'_, '_> {
     }
 }
 
+/// The caller's outgoing audio: turns a tick's plan into the frame's μ-law payload. Without a
+/// noise bed the payloads are the speech signal's, the tone's or silence's bytes as they always
+/// were; with one, the frame's samples (zeros for silence) get the next 160 noise samples added,
+/// saturating, and are encoded again.
+#[derive(Debug)]
+pub(crate) struct CallerAudio {
+    noise: Option<Noise>,
+    /// Reused buffer for the encoded frame.
+    frame: [u8; MULAW_FRAME_BYTES],
+    /// Reused buffer for the frame's samples when mixing.
+    samples: [i16; MULAW_FRAME_BYTES],
+}
+
+impl CallerAudio {
+    pub(crate) fn new(noise: Option<NoiseBed>) -> Self {
+        Self {
+            noise: noise.map(|bed| bed.noise()),
+            frame: SILENT_FRAME,
+            samples: [0; MULAW_FRAME_BYTES],
+        }
+    }
+
+    /// The payload of the frame `plan` asks for (silence for a hang-up); `runner` holds the
+    /// samples of `Play` steps.
+    pub(crate) fn frame(&mut self, plan: &TickPlan, runner: &ScriptRunner) -> &[u8] {
+        let (speech_offset, tone_hz, play_step) = match *plan {
+            TickPlan::Frame { speech_offset, tone_hz, play_step, .. } => {
+                (speech_offset, tone_hz, play_step)
+            }
+            TickPlan::HangUp => (None, None, None),
+        };
+        let Some(noise) = self.noise.as_mut() else {
+            return match (speech_offset, tone_hz, play_step) {
+                (Some(offset), _, Some(step)) => {
+                    copy_samples(runner.samples_of(step), offset, &mut self.samples);
+                    for (code, &sample) in self.frame.iter_mut().zip(&self.samples) {
+                        *code = mulaw::encode(sample);
+                    }
+                    &self.frame
+                }
+                (Some(offset), Some(frequency_hz), None) => {
+                    tone_frame(frequency_hz, offset, &mut self.frame);
+                    &self.frame
+                }
+                (Some(offset), None, None) => {
+                    speech_frame(offset, &mut self.frame);
+                    &self.frame
+                }
+                (None, _, _) => &SILENT_FRAME,
+            };
+        };
+        match (speech_offset, tone_hz, play_step) {
+            (Some(offset), _, Some(step)) => {
+                copy_samples(runner.samples_of(step), offset, &mut self.samples);
+            }
+            (Some(offset), tone_hz, None) => {
+                match tone_hz {
+                    Some(frequency_hz) => tone_frame(frequency_hz, offset, &mut self.frame),
+                    None => speech_frame(offset, &mut self.frame),
+                }
+                for (sample, &code) in self.samples.iter_mut().zip(&self.frame) {
+                    *sample = mulaw::decode(code);
+                }
+            }
+            (None, _, _) => self.samples = [0; MULAW_FRAME_BYTES],
+        }
+        noise.add_to(&mut self.samples);
+        for (code, &sample) in self.frame.iter_mut().zip(&self.samples) {
+            *code = mulaw::encode(sample);
+        }
+        &self.frame
+    }
+}
+
+/// Copies the 160 samples from `offset` of `source` into `frame`, zeros past its end.
+fn copy_samples(source: &[i16], offset: usize, frame: &mut [i16; MULAW_FRAME_BYTES]) {
+    let available = source.get(offset..).unwrap_or(&[]);
+    let n_copied = available.len().min(MULAW_FRAME_BYTES);
+    frame[..n_copied].copy_from_slice(&available[..n_copied]);
+    frame[n_copied..].fill(0);
+}
+
 /// The fixed characters of a `media` message: everything but the numbers, the stream SID and
 /// the payload.
 const MEDIA_MESSAGE_FIXED_LEN: usize = r#"{"event":"media","sequenceNumber":"","streamSid":"","media":{"track":"inbound","chunk":"","timestamp":"","payload":""}}"#.len();
@@ -582,7 +657,79 @@ fn parse_server_message<'a>(text: &'a str, stream_sid: &str) -> Result<ServerCom
 
 #[cfg(test)]
 mod tests {
+    use crate::corpus::{NoiseKind, dbfs};
+    use crate::twilio::caller::script::AgentView;
+
     use super::*;
+
+    /// Runs `script` for `n_ticks` 20 ms ticks with a silent agent and returns the caller's
+    /// payloads, as the stream sends them.
+    fn wire_frames(script: &CallerScript, noise: Option<NoiseBed>, n_ticks: u64) -> Vec<Vec<u8>> {
+        let mut runner = ScriptRunner::new(script, Duration::from_secs(60));
+        let mut audio = CallerAudio::new(noise);
+        let mut events = Vec::new();
+        (0..n_ticks)
+            .map(|tick| {
+                let now = Duration::from_millis(tick * 20);
+                let plan = runner.plan_tick(now, &AgentView::default(), &mut events);
+                audio.frame(&plan, &runner).to_vec()
+            })
+            .collect()
+    }
+
+    fn decoded(frames: &[Vec<u8>]) -> Vec<i16> {
+        frames.iter().flat_map(|frame| mulaw::decode_all(frame)).collect()
+    }
+
+    #[test]
+    fn a_noise_bed_reaches_the_wire_at_its_level_during_silence_and_waits() {
+        for kind in NoiseKind::ALL {
+            let script = CallerScript::new()
+                .silence(Duration::from_secs(3))
+                .wait_for_agent_speech(Duration::from_secs(60))
+                .with_noise(kind, -30.0, 7);
+
+            let frames = wire_frames(&script, script.noise(), 500);
+
+            let level = dbfs(&decoded(&frames));
+            assert!((level - -30.0).abs() <= 0.5, "{kind:?}: {level} dBFS on the wire");
+            assert!(frames.iter().all(|frame| frame.len() == MULAW_FRAME_BYTES));
+        }
+    }
+
+    #[test]
+    fn without_a_noise_bed_the_frames_are_the_plain_speech_and_silence_bytes() {
+        let script =
+            CallerScript::new().say("hello", Duration::from_millis(60)).silence(FRAME_DURATION);
+
+        let frames = wire_frames(&script, None, 5);
+
+        let mut speech = [0_u8; MULAW_FRAME_BYTES];
+        for (index, frame) in frames[..3].iter().enumerate() {
+            speech_frame(index * MULAW_FRAME_BYTES, &mut speech);
+            assert_eq!(frame[..], speech[..]);
+        }
+        assert!(frames[3..].iter().all(|frame| frame[..] == SILENT_FRAME[..]));
+    }
+
+    #[test]
+    fn speech_at_a_level_over_a_noise_bed_keeps_its_signal_to_noise_ratio() {
+        let script = CallerScript::new().say_at("hello", Duration::from_secs(2), -20.0).with_noise(
+            NoiseKind::Pink,
+            -30.0,
+            1,
+        );
+
+        let noisy = decoded(&wire_frames(&script, script.noise(), 100));
+        let clean = decoded(&wire_frames(&script, None, 100));
+
+        let speech = dbfs(&clean);
+        assert!((speech - -20.0).abs() < 0.3, "speech at {speech} dBFS");
+        let noise: Vec<i16> =
+            noisy.iter().zip(&clean).map(|(&mixed, &alone)| mixed.saturating_sub(alone)).collect();
+        let snr = speech - dbfs(&noise);
+        assert!((snr - 10.0).abs() < 1.0, "SNR {snr} dB");
+    }
 
     const SID: &str = "MZ00000000000000000000000000000001";
 
