@@ -1,11 +1,14 @@
 //! Voice activity detection and turn-taking on the caller's 8 kHz μ-law audio
 //! (docs/engine.md#turn-taking, docs/decisions.md#turn-taking).
 //!
-//! - [`Vad`] is an energy detector with an adaptive noise floor and hysteresis. Speech starts
-//!   once frames exceed the floor by a margin for `start_duration` (60 ms by default, so a single
-//!   loud click is ignored) and ends after `hangover` (200 ms) below it. The floor follows the
-//!   minimum level of the last ~1.5–2 s, so steady line noise is learnt and ignored while the
-//!   short pauses between words keep the floor down during speech.
+//! - [`Vad`] is a voicing detector: a frame is voiced when it is loud enough — above an adaptive
+//!   noise floor by a margin — *and* periodic — the normalised autocorrelation of its
+//!   pre-emphasised 4 kHz signal peaks at a pitch lag (50–400 Hz) above `min_periodicity`. Noise,
+//!   however loud and however it varies, has no pitch; voiced speech does. Speech starts once
+//!   frames are voiced for `start_duration` (60 ms by default, so a single loud click is ignored)
+//!   and ends after `hangover` (200 ms) unvoiced. The floor follows the minimum level of the last
+//!   ~1.5–2 s, so steady line noise is learnt while the pauses between words keep the floor down
+//!   during speech. Why this detector: docs/decisions.md#voicing-detector.
 //! - [`TurnDetector`] ends the caller's turn once silence has lasted `response_eagerness` after
 //!   speech *and* a final transcript is available.
 //! - [`BargeIn`] says when caller speech during agent playback has lasted long enough to
@@ -13,9 +16,12 @@
 //!
 //! Everything is pure and driven by the caller: audio frames and `Duration` offsets since the
 //! call started come in, decisions come out. No clock is read, no task spawned, and nothing is
-//! allocated per frame (μ-law is decoded through a 256-entry energy table).
+//! allocated per frame (μ-law is decoded through 256-entry tables; the pitch buffer is a fixed
+//! ring, and the autocorrelation runs only on frames loud enough to be speech).
 
 use std::time::Duration;
+
+use nixflex_pipeline::audio::mulaw;
 
 /// Telephony samples per millisecond (8 kHz).
 const SAMPLES_PER_MS: u64 = 8;
@@ -28,6 +34,22 @@ const FLOOR_BLOCKS: usize = 3;
 
 /// The squared linear value (energy) of every μ-law code.
 const ENERGY: [u32; 256] = build_energy_table();
+
+/// Audio at call start that only teaches the background level (100 ms).
+const WARM_UP_SAMPLES: u64 = 800;
+
+/// The background's first frames, averaged with equal weight.
+const WARM_UP_FRAMES: u32 = 5;
+
+/// The pitch analysis runs at 4 kHz (pairs of 8 kHz samples summed).
+/// Samples kept for it: 40 ms, the window plus the longest lag.
+const PITCH_HISTORY: usize = 160;
+/// The analysed window: the last 20 ms (a longer one blurs the pitch of short words).
+const PITCH_WINDOW: usize = 80;
+/// The shortest pitch period looked for: 2.5 ms (400 Hz).
+const MIN_LAG: usize = 10;
+/// The longest pitch period looked for: 20 ms (50 Hz).
+const MAX_LAG: usize = PITCH_HISTORY - PITCH_WINDOW;
 
 #[allow(clippy::cast_lossless, reason = "`From` is not callable in a const fn")]
 const fn build_energy_table() -> [u32; 256] {
@@ -77,18 +99,31 @@ pub struct VadConfig {
     pub initial_floor_db: f64,
     /// The floor never goes below this (digital silence would otherwise pull it to 0 dB).
     pub min_floor_db: f64,
+    /// The normalised autocorrelation at a pitch lag a loud frame needs to count as voiced
+    /// (0 turns the periodicity test off: energy alone decides, as before issue 14).
+    pub min_periodicity: f64,
+    /// The periodicity that keeps speech going once it started (hysteresis: the weak voicing
+    /// of a word's edges does not end it).
+    pub hold_periodicity: f64,
+    /// How far above the background's *mean* level (not its minimum) a frame must be to start
+    /// speech: a distant crowd is periodic too, but the caller's own voice stands out of it
+    /// (0 turns the test off).
+    pub background_margin_db: f64,
 }
 
 impl Default for VadConfig {
     fn default() -> Self {
         Self {
-            start_margin_db: 10.0,
+            start_margin_db: 6.0,
             min_speech_db: 45.0,
-            hysteresis_db: 4.0,
+            hysteresis_db: 3.0,
             start_duration: Duration::from_millis(60),
             hangover: Duration::from_millis(200),
             initial_floor_db: 35.0,
             min_floor_db: 25.0,
+            min_periodicity: 0.4,
+            hold_periodicity: 0.3,
+            background_margin_db: 6.0,
         }
     }
 }
@@ -120,7 +155,22 @@ pub struct Vad {
     n_frames: u32,
     /// Level of the last frame, in dB.
     last_level_db: f64,
+    /// Samples seen (saturating), for the warm-up.
+    seen_samples: u64,
+    /// Frames the background was learnt from (saturating).
+    background_frames: u32,
+    /// The mean level of the background (frames while the caller is not speaking), in dB.
+    background_db: f64,
     speaking: bool,
+    /// The pre-emphasised 4 kHz signal of the last 40 ms, a ring written at `pitch_pos`.
+    pitch: [f32; PITCH_HISTORY],
+    pitch_pos: usize,
+    /// The previous 8 kHz sample (for the pre-emphasis).
+    previous_sample: i32,
+    /// The first of a pair of 8 kHz samples, while the second has not arrived.
+    half_pair: Option<i32>,
+    /// The periodicity of the last frame that was loud enough to be analysed (0 otherwise).
+    last_periodicity: f64,
     /// Consecutive voiced samples while not speaking.
     voiced_run: u64,
     /// Consecutive unvoiced samples while speaking.
@@ -143,6 +193,14 @@ impl Vad {
             block_frames: 0,
             n_frames: 0,
             last_level_db: 0.0,
+            seen_samples: 0,
+            background_frames: 0,
+            background_db: floor_db,
+            pitch: [0.0; PITCH_HISTORY],
+            pitch_pos: 0,
+            previous_sample: 0,
+            half_pair: None,
+            last_periodicity: 0.0,
             speaking: false,
             voiced_run: 0,
             silence_run: 0,
@@ -165,12 +223,40 @@ impl Vad {
         let level_db = level_db(mulaw);
         self.last_level_db = level_db;
         self.track_floor(level_db);
+        self.feed_pitch(mulaw);
 
         let threshold =
             (self.floor_db + self.config.start_margin_db).max(self.config.min_speech_db);
         let threshold =
             if self.speaking { threshold - self.config.hysteresis_db } else { threshold };
-        let voiced = level_db >= threshold;
+        // The pitch is looked for only in frames loud enough over the floor.
+        self.last_periodicity = 0.0;
+        if self.config.min_periodicity > 0.0 && level_db >= threshold {
+            self.last_periodicity = self.periodicity();
+        }
+        let needed = if self.speaking {
+            self.config.hold_periodicity.min(self.config.min_periodicity)
+        } else {
+            self.config.min_periodicity
+        };
+        let periodic = self.config.min_periodicity <= 0.0 || self.last_periodicity >= needed;
+        let threshold = if self.config.background_margin_db > 0.0 {
+            // No hysteresis here: a crowd's loud moments must not hold speech open.
+            threshold.max(self.background_db + self.config.background_margin_db)
+        } else {
+            threshold
+        };
+        // The first 100 ms only teach the background (a caller's first words are at worst heard
+        // a little late).
+        self.seen_samples = self.seen_samples.saturating_add(n_samples);
+        let warming_up =
+            self.config.background_margin_db > 0.0 && self.seen_samples <= WARM_UP_SAMPLES;
+        let voiced = level_db >= threshold && periodic && !warming_up;
+        // The background is what is not voice: a callee's "Hello?" at pickup must not become it.
+        if self.last_periodicity < self.config.min_periodicity || self.config.min_periodicity <= 0.0
+        {
+            self.track_background(level_db);
+        }
 
         if self.speaking {
             self.speech_samples = self.speech_samples.saturating_add(n_samples);
@@ -229,12 +315,92 @@ impl Vad {
         self.last_level_db
     }
 
+    /// The periodicity of the last frame (0 when it was too quiet to be analysed).
+    pub fn last_periodicity(&self) -> f64 {
+        self.last_periodicity
+    }
+
+    /// Appends a frame to the pitch ring: pre-emphasis (first difference, which whitens the
+    /// low-frequency weight of rumble and brown noise) and pairs summed down to 4 kHz.
+    fn feed_pitch(&mut self, mulaw: &[u8]) {
+        for &code in mulaw {
+            let sample = i32::from(mulaw::decode(code));
+            let emphasised = sample - self.previous_sample;
+            self.previous_sample = sample;
+            match self.half_pair.take() {
+                None => self.half_pair = Some(emphasised),
+                Some(first) => {
+                    #[allow(clippy::cast_precision_loss, reason = "|value| < 2^18")]
+                    let value = (first + emphasised) as f32;
+                    self.pitch[self.pitch_pos] = value;
+                    self.pitch_pos = (self.pitch_pos + 1) % PITCH_HISTORY;
+                }
+            }
+        }
+    }
+
+    /// The highest normalised autocorrelation of the last 20 ms with itself up to 20 ms earlier, over
+    /// the pitch lags (2.5–20 ms): about 0.9 for voiced speech and tones, under 0.35 for noise.
+    fn periodicity(&self) -> f64 {
+        let mut signal = [0.0_f32; PITCH_HISTORY];
+        // The ring's oldest sample is at `pitch_pos`: lay it out oldest first.
+        let (latest, oldest) = self.pitch.split_at(self.pitch_pos);
+        signal[..oldest.len()].copy_from_slice(oldest);
+        signal[oldest.len()..].copy_from_slice(latest);
+        // Running sums of squares, so each lag's energy is one subtraction.
+        let mut squares = [0.0_f32; PITCH_HISTORY + 1];
+        for (index, value) in signal.iter().enumerate() {
+            squares[index + 1] = squares[index] + value * value;
+        }
+        let start = PITCH_HISTORY - PITCH_WINDOW;
+        let window = &signal[start..];
+        let window_energy = squares[PITCH_HISTORY] - squares[start];
+        if window_energy <= f32::EPSILON {
+            return 0.0;
+        }
+        let mut best = 0.0_f32;
+        for lag in MIN_LAG..=MAX_LAG {
+            let lagged = &signal[start - lag..PITCH_HISTORY - lag];
+            let product: f32 = window.iter().zip(lagged).map(|(a, b)| a * b).sum();
+            if product <= 0.0 {
+                continue;
+            }
+            let lagged_energy = squares[PITCH_HISTORY - lag] - squares[start - lag];
+            let correlation = product / (window_energy * lagged_energy).sqrt();
+            best = best.max(correlation);
+        }
+        f64::from(best.min(1.0))
+    }
+
     /// Forgets the speaking state (keeps the learnt noise floor).
     pub fn reset(&mut self) {
         self.speaking = false;
         self.voiced_run = 0;
         self.silence_run = 0;
         self.speech_samples = 0;
+    }
+
+    /// Follows the background's mean level (in dB, so loud moments weigh less), never below
+    /// the floor: the mean of the first 100 ms, then quickly for the rest of the first half
+    /// second, then with a time constant of two seconds up and under one second down.
+    fn track_background(&mut self, level_db: f64) {
+        self.background_frames = self.background_frames.saturating_add(1);
+        let rate = if self.background_frames <= WARM_UP_FRAMES {
+            // The mean of the background's first frames.
+            1.0 / f64::from(self.background_frames)
+        } else if self.speaking {
+            // Slowly (time constant ~7 s) while the caller speaks: their voice must not become
+            // the background, but a detector that took a crowd for a caller must recover.
+            0.003
+        } else if self.n_frames <= FLOOR_BLOCK_FRAMES {
+            0.2
+        } else if level_db < self.background_db {
+            0.03
+        } else {
+            0.01
+        };
+        self.background_db += (level_db - self.background_db) * rate;
+        self.background_db = self.background_db.max(self.floor_db);
     }
 
     /// Moves the floor towards the minimum level of the last 1.5–2 s: quickly down (time
@@ -395,19 +561,91 @@ pub fn barge_in_threshold(sensitivity: u8) -> Duration {
     Duration::from_millis(1200 - 11 * sensitivity)
 }
 
-/// Decides when caller speech during agent playback has lasted long enough to interrupt.
+/// What the recogniser has heard of the caller's current speech run (docs/engine.md#barge-in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Words {
+    /// No words yet (the recogniser lags the audio by a few hundred ms, or hears no words in
+    /// what the detector took for speech).
+    Nothing,
+    /// No recogniser is connected (an outage): the voice alone decides.
+    Unavailable,
+    /// Only backchannels: "mm-hm", "yeah", "okay", "right", "uh-huh", …
+    Backchannel,
+    /// At least one word that is not a backchannel.
+    Content,
+}
+
+/// Single words that only acknowledge the speaker, in the languages the agents speak most.
+const BACKCHANNEL_WORDS: &[&str] = &[
+    "mm", "mmm", "hm", "hmm", "mhm", "mmhm", "mmhmm", "uh", "huh", "uhhuh", "um", "ah", "aha",
+    "oh", "yeah", "yep", "yup", "yes", "ya", "okay", "ok", "okey", "right", "sure", "alright",
+    "cool", "sí", "si", "vale", "claro", "ajá", "ja", "genau", "oui", "ouais", "d'accord", "da",
+    "certo",
+];
+
+/// Two-word backchannels.
+const BACKCHANNEL_PAIRS: &[(&str, &str)] =
+    &[("all", "right"), ("i", "see"), ("got", "it"), ("of", "course")];
+
+/// Sorts a transcript into [`Words`]: empty, backchannels only, or content.
+pub fn classify_words(text: &str) -> Words {
+    let lower = text.to_lowercase();
+    let tokens: Vec<&str> = lower
+        .split(|c: char| c.is_whitespace() || c == '-' || c == ',')
+        .map(|token| token.trim_matches(|c: char| !c.is_alphanumeric() && c != '\''))
+        .map(|token| token.trim_matches('\''))
+        .filter(|token| !token.is_empty())
+        .collect();
+    if tokens.is_empty() {
+        return Words::Nothing;
+    }
+    let mut index = 0;
+    while index < tokens.len() {
+        if BACKCHANNEL_WORDS.contains(&tokens[index]) {
+            index += 1;
+        } else if index + 1 < tokens.len()
+            && BACKCHANNEL_PAIRS.contains(&(tokens[index], tokens[index + 1]))
+        {
+            index += 2;
+        } else {
+            return Words::Content;
+        }
+    }
+    Words::Backchannel
+}
+
+/// Below this threshold (sensitivity 75, "high", and above) the caller's voice alone
+/// interrupts; from it up, words confirm the interruption.
+const CONFIRM_WITH_WORDS_FROM: Duration = Duration::from_millis(376);
+
+/// Speech runs closer than this are one utterance for the barge-in rule: the pauses between
+/// the words of "Wait, stop, that's wrong" do not restart the count.
+pub const UTTERANCE_GAP: Duration = Duration::from_millis(500);
+
+/// How much longer than the threshold the caller must speak to interrupt when the recogniser
+/// has not produced a single word: a safety net for speech it cannot transcribe, long enough
+/// that a distant crowd's voices rarely reach it.
+pub const WORDLESS_GRACE: Duration = Duration::from_millis(1500);
+
+/// Decides when caller speech during agent playback interrupts the agent.
 ///
 /// Call [`BargeIn::on_frame`] after every inbound frame. Only speech that overlaps playback
 /// counts: if the agent was already playing when the run started, the whole run counts
-/// (including the VAD's start window); if playback started mid-run, counting starts then. It
-/// fires once per speech run.
+/// (including the VAD's start window); if playback started mid-run, counting starts then. Once
+/// the overlap reaches the threshold, the recogniser's words of the run decide (unless the
+/// threshold is below 376 ms, where the voice alone does): content words interrupt at once,
+/// backchannels never, no words yet after [`WORDLESS_GRACE`] more, and with no recogniser
+/// connected the voice alone does. Speech runs less than [`UTTERANCE_GAP`] apart are one
+/// utterance, counted from its first sound; it fires once per utterance.
 #[derive(Debug, Clone)]
 pub struct BargeIn {
     threshold: Duration,
     /// Caller speech that overlapped playback in the current run.
     overlap: Duration,
-    /// Whether a speech run is in progress.
+    /// Whether an utterance is in progress (speech runs less than [`UTTERANCE_GAP`] apart).
     in_run: bool,
+    /// Silence since the utterance's last speech run ended.
+    gap: Duration,
     /// Whether this run already fired.
     fired: bool,
 }
@@ -420,7 +658,13 @@ impl BargeIn {
 
     /// A detector with an explicit threshold.
     pub fn with_threshold(threshold: Duration) -> Self {
-        Self { threshold, overlap: Duration::ZERO, in_run: false, fired: false }
+        Self {
+            threshold,
+            overlap: Duration::ZERO,
+            in_run: false,
+            gap: Duration::ZERO,
+            fired: false,
+        }
     }
 
     /// The caller speech needed to interrupt.
@@ -430,34 +674,66 @@ impl BargeIn {
 
     /// Feeds one inbound frame: `caller_speech` is [`Vad::speech_ms`] after the frame (zero when
     /// not speaking), `frame` the frame's length, `agent_playing` whether agent audio is being
-    /// played. Returns `true` exactly once per speech run, when the agent should stop.
+    /// played, `words` what the recogniser heard of the run so far. Returns `true` exactly once
+    /// per speech run, when the agent should stop.
     pub fn on_frame(
         &mut self,
         caller_speech: Duration,
         frame: Duration,
         agent_playing: bool,
+        words: Words,
     ) -> bool {
         if caller_speech.is_zero() {
-            self.reset();
+            if self.in_run {
+                self.gap += frame;
+                if self.gap >= UTTERANCE_GAP {
+                    self.reset();
+                }
+            }
             return false;
         }
         if !self.in_run {
             self.in_run = true;
             self.overlap = if agent_playing { caller_speech } else { Duration::ZERO };
+        } else if !self.gap.is_zero() {
+            // The next word of the same utterance: the pause before it and its start window
+            // count too (the utterance's span from its first sound).
+            if agent_playing {
+                self.overlap += self.gap + caller_speech;
+            }
+            self.gap = Duration::ZERO;
         } else if agent_playing {
             self.overlap += frame;
         }
-        if agent_playing && !self.fired && self.overlap >= self.threshold {
-            self.fired = true;
-            return true;
+        if !agent_playing || self.fired || self.overlap < self.threshold {
+            return false;
         }
-        false
+        let interrupt = self.threshold < CONFIRM_WITH_WORDS_FROM
+            || match words {
+                Words::Content => true,
+                Words::Backchannel => false,
+                Words::Unavailable => true,
+                Words::Nothing => self.overlap >= self.threshold + WORDLESS_GRACE,
+            };
+        self.fired = interrupt;
+        interrupt
     }
 
-    /// Forgets the current run.
+    /// Whether this run interrupted the agent.
+    pub fn fired(&self) -> bool {
+        self.fired
+    }
+
+    /// Whether an utterance is in progress (it may be in a short pause between words).
+    pub fn in_utterance(&self) -> bool {
+        self.in_run
+    }
+
+    /// Forgets the current utterance.
     pub fn reset(&mut self) {
         self.overlap = Duration::ZERO;
         self.in_run = false;
+        self.gap = Duration::ZERO;
         self.fired = false;
     }
 }
@@ -551,6 +827,10 @@ mod tests {
     fn speech_ms_counts_from_the_first_voiced_frame() {
         let mut vad = Vad::default();
         let mut noise = Noise(1);
+        // The first 100 ms of a call only teach the detector the background.
+        for frame in frames(&silence(100), &mut noise, 0) {
+            assert_eq!(vad.push_frame(&frame), None);
+        }
         let audio = frames(&speech(200), &mut noise, 0);
         assert_eq!(vad.push_frame(&audio[0]), None);
         assert_eq!(vad.push_frame(&audio[1]), None);
@@ -634,6 +914,8 @@ mod tests {
         let mut noise = Noise(1);
         let audio: Vec<u8> = frames(&speech(100), &mut noise, 0).concat();
         assert_eq!(vad.push_frame(&[]), None);
+        // The first 100 ms of a call only teach the detector the background.
+        assert_eq!(vad.push_frame(&frames(&silence(100), &mut noise, 0).concat()), None);
         // 60 ms of speech in one 480-byte frame starts speech at once.
         assert_eq!(vad.push_frame(&audio[..480]), Some(VadEvent::SpeechStarted));
         assert_eq!(vad.speech_ms(), Duration::from_millis(60));
@@ -715,6 +997,75 @@ mod tests {
     }
 
     #[test]
+    fn words_are_sorted_into_backchannels_and_content() {
+        for text in [
+            "mm-hm",
+            "Mhm.",
+            "yeah",
+            "Okay.",
+            "right",
+            "uh-huh",
+            "Yeah, yeah, okay.",
+            "All right.",
+            "I see",
+            "got it",
+            "sí, vale",
+            "d'accord",
+        ] {
+            assert_eq!(classify_words(text), Words::Backchannel, "{text}");
+        }
+        for text in
+            ["wait", "Yeah, but stop.", "no", "right now please", "I see a problem", "okay so what"]
+        {
+            assert_eq!(classify_words(text), Words::Content, "{text}");
+        }
+        assert_eq!(classify_words(""), Words::Nothing);
+        assert_eq!(classify_words(" ... "), Words::Nothing);
+    }
+
+    #[test]
+    fn words_decide_an_interruption_at_the_default_sensitivity() {
+        let frames = |barge_in: &mut BargeIn, from: u64, to: u64, words: Words| {
+            (from..=to).find(|step| barge_in.on_frame(ms(step * 20), FRAME_DURATION, true, words))
+        };
+        // Content words: at the threshold (650 ms = step 32 with the 60 ms start window).
+        assert_eq!(frames(&mut BargeIn::new(50), 3, 100, Words::Content), Some(33));
+        // Backchannels never interrupt, however long.
+        assert_eq!(frames(&mut BargeIn::new(50), 3, 200, Words::Backchannel), None);
+        // No words: only after the grace.
+        assert_eq!(frames(&mut BargeIn::new(50), 3, 200, Words::Nothing), Some(33 + 75));
+        // No recogniser: the voice alone, at the threshold.
+        assert_eq!(frames(&mut BargeIn::new(50), 3, 100, Words::Unavailable), Some(33));
+        // At high sensitivity the voice alone decides, even for a backchannel.
+        assert_eq!(frames(&mut BargeIn::new(90), 3, 100, Words::Backchannel), Some(11));
+    }
+
+    #[test]
+    fn the_words_of_one_utterance_count_from_its_first_sound() {
+        let mut barge_in = BargeIn::new(50);
+        // "Wait," (300 ms of speech), a 300 ms pause, "stop, that's wrong".
+        for step in 3..=15 {
+            assert!(!barge_in.on_frame(ms(step * 20), FRAME_DURATION, true, Words::Content));
+        }
+        for _ in 0..15 {
+            assert!(!barge_in.on_frame(Duration::ZERO, FRAME_DURATION, true, Words::Content));
+        }
+        assert!(barge_in.in_utterance());
+        // 300 + 300 + 60 ms = 660 ms of utterance when the next word starts.
+        assert!(barge_in.on_frame(ms(60), FRAME_DURATION, true, Words::Content));
+        // A pause longer than the utterance gap starts a new utterance.
+        let mut barge_in = BargeIn::new(50);
+        for step in 3..=15 {
+            barge_in.on_frame(ms(step * 20), FRAME_DURATION, true, Words::Content);
+        }
+        for _ in 0..25 {
+            barge_in.on_frame(Duration::ZERO, FRAME_DURATION, true, Words::Content);
+        }
+        assert!(!barge_in.in_utterance());
+        assert!(!barge_in.on_frame(ms(60), FRAME_DURATION, true, Words::Content));
+    }
+
+    #[test]
     fn barge_in_threshold_follows_the_decision_formula() {
         assert_eq!(barge_in_threshold(0), ms(1200));
         assert_eq!(barge_in_threshold(25), ms(925));
@@ -728,14 +1079,23 @@ mod tests {
     fn barge_in_fires_once_when_overlapping_speech_reaches_the_threshold() {
         let mut barge_in = BargeIn::with_threshold(ms(100));
         // The VAD reports 60 ms at SpeechStarted, then 20 ms more per frame.
-        assert!(!barge_in.on_frame(ms(60), FRAME_DURATION, true));
-        assert!(!barge_in.on_frame(ms(80), FRAME_DURATION, true));
-        assert!(barge_in.on_frame(ms(100), FRAME_DURATION, true));
-        assert!(!barge_in.on_frame(ms(120), FRAME_DURATION, true), "fires once per run");
-        assert!(!barge_in.on_frame(Duration::ZERO, FRAME_DURATION, true));
-        assert!(!barge_in.on_frame(ms(60), FRAME_DURATION, true));
-        assert!(!barge_in.on_frame(ms(80), FRAME_DURATION, true));
-        assert!(barge_in.on_frame(ms(100), FRAME_DURATION, true), "a new run fires again");
+        assert!(!barge_in.on_frame(ms(60), FRAME_DURATION, true, Words::Content));
+        assert!(!barge_in.on_frame(ms(80), FRAME_DURATION, true, Words::Content));
+        assert!(barge_in.on_frame(ms(100), FRAME_DURATION, true, Words::Content));
+        assert!(
+            !barge_in.on_frame(ms(120), FRAME_DURATION, true, Words::Content),
+            "fires once per run"
+        );
+        // A pause of the utterance gap (500 ms) ends the utterance.
+        for _ in 0..25 {
+            assert!(!barge_in.on_frame(Duration::ZERO, FRAME_DURATION, true, Words::Content));
+        }
+        assert!(!barge_in.on_frame(ms(60), FRAME_DURATION, true, Words::Content));
+        assert!(!barge_in.on_frame(ms(80), FRAME_DURATION, true, Words::Content));
+        assert!(
+            barge_in.on_frame(ms(100), FRAME_DURATION, true, Words::Content),
+            "a new utterance fires again"
+        );
     }
 
     #[test]
@@ -743,14 +1103,14 @@ mod tests {
         let mut barge_in = BargeIn::with_threshold(ms(100));
         // The caller speaks 1 s while the agent is silent: nothing to interrupt.
         for step in 3..=50 {
-            assert!(!barge_in.on_frame(ms(step * 20), FRAME_DURATION, false));
+            assert!(!barge_in.on_frame(ms(step * 20), FRAME_DURATION, false, Words::Content));
         }
         // Playback starts mid-run: only the overlap counts (20 ms per frame).
-        assert!(!barge_in.on_frame(ms(1020), FRAME_DURATION, true));
-        assert!(!barge_in.on_frame(ms(1040), FRAME_DURATION, true));
-        assert!(!barge_in.on_frame(ms(1060), FRAME_DURATION, true));
-        assert!(!barge_in.on_frame(ms(1080), FRAME_DURATION, true));
-        assert!(barge_in.on_frame(ms(1100), FRAME_DURATION, true));
+        assert!(!barge_in.on_frame(ms(1020), FRAME_DURATION, true, Words::Content));
+        assert!(!barge_in.on_frame(ms(1040), FRAME_DURATION, true, Words::Content));
+        assert!(!barge_in.on_frame(ms(1060), FRAME_DURATION, true, Words::Content));
+        assert!(!barge_in.on_frame(ms(1080), FRAME_DURATION, true, Words::Content));
+        assert!(barge_in.on_frame(ms(1100), FRAME_DURATION, true, Words::Content));
     }
 
     #[test]
@@ -764,11 +1124,98 @@ mod tests {
             .enumerate()
             .filter(|(_, frame)| {
                 vad.push_frame(&frame[..]);
-                barge_in.on_frame(vad.speech_ms(), FRAME_DURATION, true)
+                barge_in.on_frame(vad.speech_ms(), FRAME_DURATION, true, Words::Content)
             })
             .map(|(index, _)| index)
             .collect();
         // Speech starts at frame 10; 650 ms of it is reached at frame 10 + 32.
         assert_eq!(fired, [42]);
+    }
+}
+
+/// The detector against the corpus of `nixflex_testkit::corpus` (real voices, phone-band noise).
+#[cfg(test)]
+mod corpus_tests {
+    use nixflex_testkit::corpus::{self, ClipKind, Noise, NoiseKind};
+
+    use super::*;
+
+    const FRAME: Duration = Duration::from_millis(20);
+
+    fn starts(vad: &mut Vad, samples: &[i16]) -> usize {
+        corpus::to_mulaw_frames(samples)
+            .iter()
+            .filter(|frame| vad.push_frame(&frame[..]) == Some(VadEvent::SpeechStarted))
+            .count()
+    }
+
+    #[test]
+    fn steady_and_slowly_varying_noise_at_minus_24_dbfs_is_never_speech() {
+        for kind in [NoiseKind::White, NoiseKind::Pink, NoiseKind::Brown, NoiseKind::Rumble] {
+            for seed in 1..=2 {
+                let mut noise = Noise::new(kind, -24.0, seed).with_wobble(3.0, 7.0);
+                let mut vad = Vad::default();
+                // From the first frame of the call: no time to learn the noise first.
+                let found = starts(&mut vad, &noise.take_samples(20 * 8000));
+                assert_eq!(found, 0, "{} seed {seed}", kind.name());
+            }
+        }
+    }
+
+    #[test]
+    fn every_voice_over_noise_at_ten_db_snr_is_speech_and_ends() {
+        for kind in [NoiseKind::White, NoiseKind::Pink, NoiseKind::Brown, NoiseKind::Rumble] {
+            for clip in corpus::clips_of(ClipKind::Sentence) {
+                let mut noise = Noise::new(kind, -24.0, 3);
+                let mut samples = noise.take_samples(2 * 8000);
+                let mut speech = corpus::scaled_to(&clip.samples, -14.0, true);
+                noise.add_to(&mut speech);
+                samples.extend(speech);
+                samples.extend(noise.take_samples(8000));
+                let mut vad = Vad::default();
+                let events: Vec<(usize, VadEvent)> = corpus::to_mulaw_frames(&samples)
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, frame)| vad.push_frame(&frame[..]).map(|e| (index, e)))
+                    .collect();
+                let name = format!("{} over {}", clip.file, kind.name());
+                let first = events.first().unwrap_or_else(|| panic!("{name}: not heard"));
+                assert_eq!(first.1, VadEvent::SpeechStarted, "{name}");
+                // Heard within 600 ms of its first sound (frame 100): a soft first syllable
+                // ("Can you…") may drown in the noise, the recogniser still gets all of it.
+                assert!((100..=130).contains(&first.0), "{name}: {events:?}");
+                assert_eq!(events.last().map(|e| e.1), Some(VadEvent::SpeechEnded), "{name}");
+                assert!(!vad.is_speaking(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_interruption_over_the_agent_in_noise_barges_in_before_it_ends() {
+        for kind in [NoiseKind::White, NoiseKind::Rumble] {
+            for clip in corpus::clips_of(ClipKind::Interruption) {
+                let mut noise = Noise::new(kind, -24.0, 5);
+                let mut samples = noise.take_samples(2 * 8000);
+                let mut speech = corpus::scaled_to(&clip.samples, -14.0, true);
+                noise.add_to(&mut speech);
+                let end_frame = (samples.len() + speech.len()) / 160;
+                samples.extend(speech);
+                let mut vad = Vad::default();
+                let mut barge_in = BargeIn::new(50);
+                let fired: Vec<usize> = corpus::to_mulaw_frames(&samples)
+                    .iter()
+                    .enumerate()
+                    .filter(|(index, frame)| {
+                        vad.push_frame(&frame[..]);
+                        // The recogniser has the first word ("Wait") from 300 ms in.
+                        let words = if *index >= 115 { Words::Content } else { Words::Nothing };
+                        barge_in.on_frame(vad.speech_ms(), FRAME, true, words)
+                    })
+                    .map(|(index, _)| index)
+                    .collect();
+                assert_eq!(fired.len(), 1, "{} over {}: {fired:?}", clip.file, kind.name());
+                assert!(fired[0] <= end_frame, "{}: {fired:?} after {end_frame}", clip.file);
+            }
+        }
     }
 }

@@ -134,6 +134,8 @@ enum BenchCommand {
     Campaign(nixflex::bench::campaign::CampaignBenchArgs),
     /// The silence a caller hears when a provider fails, per fault (`stage:mode`).
     Outages(nixflex::bench::outages::OutagesBenchArgs),
+    /// Turn-taking in noise: false and missed barge-ins, backchannels, end-of-turn latency.
+    Turns(nixflex::bench::turns::TurnsBenchArgs),
 }
 
 fn parse_signup(raw: &str) -> Result<Signup, String> {
@@ -278,10 +280,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing(&config);
             nixflex::bench::campaign::run(args).await
         }
+        Command::Bench { command: BenchCommand::Turns(args) } => nixflex::bench::turns::run(&args),
         Command::Bench { command: BenchCommand::Outages(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
             init_tracing(&config);
-            nixflex::bench::outages::run(args).await
+            Box::pin(nixflex::bench::outages::run(args)).await
         }
         Command::Bench { command: BenchCommand::Calls(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;

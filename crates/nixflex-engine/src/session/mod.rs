@@ -62,7 +62,7 @@ use crate::playout::{Pacer, Playout};
 use crate::prompt::{self, Channel, PastCall, PromptContext};
 use crate::providers::CallProviders;
 use crate::twilio_ws::{self, Inbound};
-use crate::vad::{BargeIn, TurnDetector, Vad, VadConfig, VadEvent};
+use crate::vad::{BargeIn, TurnDetector, Vad, VadConfig, VadEvent, Words, classify_words};
 
 pub(crate) use actions::tools_enabled;
 pub(crate) use answering::VoicemailAction;
@@ -232,6 +232,14 @@ pub(crate) struct Session<W> {
     vad: Vad,
     turns: TurnDetector,
     barge_in: BargeIn,
+    /// What the recogniser heard of the caller's current speech run: the finals since it
+    /// started and the latest interim hypothesis (docs/engine.md#backchannels).
+    run_finals: String,
+    run_interim: String,
+    /// Whether every speech run of the open caller turn ended while the agent was still
+    /// audible (`None` before the first ended), and whether one of them interrupted it.
+    turn_under_agent: Option<bool>,
+    turn_interrupted: bool,
     last_final_at: Option<Instant>,
     // Audio out.
     playout: Playout,
@@ -348,6 +356,10 @@ where
             vad: Vad::new(vad_config),
             turns,
             barge_in,
+            run_finals: String::new(),
+            run_interim: String::new(),
+            turn_under_agent: None,
+            turn_interrupted: false,
             last_final_at: None,
             playout: Playout::new(),
             pacer: Pacer::new(started),
@@ -526,8 +538,15 @@ where
                     self.silence_since = None;
                     self.reprompts = 0;
                     self.stt_pending_speech = true;
+                    if !self.barge_in.in_utterance() {
+                        self.run_finals.clear();
+                        self.run_interim.clear();
+                    }
                 }
                 VadEvent::SpeechEnded => {
+                    let under_agent = self.agent_audible();
+                    self.turn_under_agent =
+                        Some(self.turn_under_agent.unwrap_or(true) && under_agent);
                     self.timing.speech_ended =
                         Some(now.checked_sub(VadConfig::default().hangover).unwrap_or(now));
                     self.finalize_stt(now);
@@ -535,12 +554,41 @@ where
             }
         }
         let agent_playing = self.agent_audible();
+        let words = if !agent_playing || !self.vad.is_speaking() {
+            Words::Nothing
+        } else if self.stt_input.is_none() {
+            Words::Unavailable
+        } else {
+            self.run_words()
+        };
         // The closing goodbye at the duration limit is not interruptible.
-        if self.barge_in.on_frame(self.vad.speech_ms(), FRAME, agent_playing)
+        if self.barge_in.on_frame(self.vad.speech_ms(), FRAME, agent_playing, words)
             && !self.goodbye_started
         {
+            self.turn_interrupted = true;
             self.barge_in_now().await;
         }
+    }
+
+    /// What the recogniser heard of the current speech run.
+    fn run_words(&self) -> Words {
+        match classify_words(&self.run_finals) {
+            Words::Content => Words::Content,
+            finals => match (finals, classify_words(&self.run_interim)) {
+                (_, Words::Content) => Words::Content,
+                (Words::Nothing, Words::Nothing) => Words::Nothing,
+                _ => Words::Backchannel,
+            },
+        }
+    }
+
+    /// Whether a finished caller turn is only an acknowledgement spoken over the agent, which
+    /// the agent talks on through rather than answers (docs/engine.md#backchannels). Forgets the
+    /// turn's overlap either way.
+    pub(super) fn take_backchannel_turn(&mut self, text: &str) -> bool {
+        let under_agent = self.turn_under_agent.take() == Some(true);
+        let interrupted = std::mem::take(&mut self.turn_interrupted);
+        under_agent && !interrupted && classify_words(text) == Words::Backchannel
     }
 
     /// Nothing is being said or prepared by the agent.
@@ -591,14 +639,20 @@ where
             }
             Some(SttEvent::Final { text, .. }) => {
                 let at = self.offset(now);
+                self.run_interim.clear();
                 if !text.trim().is_empty() {
+                    if !self.run_finals.is_empty() {
+                        self.run_finals.push(' ');
+                    }
+                    self.run_finals.push_str(text.trim());
                     self.last_final_at = Some(now);
                     self.turns.on_final_transcript(&text, at);
                     self.timing.final_transcript = Some(now);
                     self.voicemail_heard(&text, now).await;
                 }
             }
-            Some(SttEvent::SpeechStarted | SttEvent::Interim { .. } | SttEvent::UtteranceEnd) => {}
+            Some(SttEvent::Interim { text }) => self.run_interim = text,
+            Some(SttEvent::SpeechStarted | SttEvent::UtteranceEnd) => {}
             Some(SttEvent::Error(error)) => {
                 tracing::error!(message = "Speech recognition failed mid-call.", error = %error);
                 // A broken connection is worth re-opening; an error the provider reported

@@ -107,7 +107,11 @@ where
         self.check_stt_stall(now);
         // The caller's turn ended.
         if let Some(turn_end) = self.turns.poll(self.offset(now)) {
-            self.on_caller_turn(turn_end.text, self.started + turn_end.speech_ended_at, now);
+            if self.take_backchannel_turn(&turn_end.text) {
+                tracing::info!(message = "A backchannel over the agent: it talks on.");
+            } else {
+                self.on_caller_turn(turn_end.text, self.started + turn_end.speech_ended_at, now);
+            }
         }
         if let Some(deadline) = self.dtmf_deadline
             && deadline <= now

@@ -450,7 +450,12 @@ async fn barge_in_clears_within_one_frame_of_the_threshold() {
         let at = Duration::from_millis(20 * k);
         let frame = if at >= speech_from { &speech } else { &silence };
         vad.push_frame(frame);
-        if rule.on_frame(vad.speech_ms(), Duration::from_millis(20), true) {
+        if rule.on_frame(
+            vad.speech_ms(),
+            Duration::from_millis(20),
+            true,
+            nixflex_engine::vad::Words::Content,
+        ) {
             fire_at = Some(at);
             break;
         }

@@ -51,6 +51,33 @@ pub fn silence_audio(duration: Duration) -> Bytes {
     Bytes::from(vec![nixflex_pipeline::audio::MULAW_SILENCE; samples_for(duration, 8000)])
 }
 
+/// Whether a frame is voiced: its normalised autocorrelation peaks above 0.5 at some lag of
+/// 2.5–10 ms (a pitch of 100–400 Hz) *after* dipping at least 0.5 below that peak at a shorter
+/// lag — the mark of a periodic sound. White noise never correlates; brown noise and rumble
+/// correlate at every short lag but decay without a dip.
+fn voiced(frame: &[i16], sample_rate: u32) -> bool {
+    let samples: Vec<f64> = frame.iter().map(|&sample| f64::from(sample)).collect();
+    let n = samples.len();
+    let max_lag = ((sample_rate / 100) as usize).min(n / 2);
+    let min_lag = (sample_rate / 400) as usize;
+    let correlation = |lag: usize| {
+        let (head, tail) = (&samples[..n - lag], &samples[lag..]);
+        let product: f64 = head.iter().zip(tail).map(|(a, b)| a * b).sum();
+        let energy =
+            head.iter().map(|a| a * a).sum::<f64>() * tail.iter().map(|b| b * b).sum::<f64>();
+        if energy > 0.0 { product / energy.sqrt() } else { 0.0 }
+    };
+    let mut lowest = f64::INFINITY;
+    for lag in 1..=max_lag {
+        let r = correlation(lag);
+        if lag >= min_lag && r > 0.5 && r - lowest >= 0.5 {
+            return true;
+        }
+        lowest = lowest.min(r);
+    }
+    false
+}
+
 fn samples_for(duration: Duration, sample_rate: u32) -> usize {
     usize::try_from(duration.as_micros() * u128::from(sample_rate) / 1_000_000)
         .unwrap_or(usize::MAX)
@@ -90,8 +117,12 @@ pub struct DeepgramEmulatorConfig {
     pub api_key: Option<String>,
     /// Close a socket that received nothing for this long (NET-0001).
     pub idle_timeout: Duration,
-    /// RMS level (16-bit linear) above which a 20 ms frame is speech.
+    /// RMS level (16-bit linear) above which a 20 ms frame may be speech.
     pub speech_threshold: f64,
+    /// Whether a loud frame must also be voiced (periodic, with a pitch between 100 and 400 Hz)
+    /// to be heard as speech: like a real recogniser, the emulator then transcribes no words
+    /// from noise (white, pink, brown, rumble), however loud. On by default.
+    pub ignore_noise: bool,
     /// Consecutive speech needed before an utterance starts.
     pub min_speech: Duration,
     /// Audio time between interim results.
@@ -104,6 +135,7 @@ impl Default for DeepgramEmulatorConfig {
             api_key: None,
             idle_timeout: Duration::from_secs(10),
             speech_threshold: 500.0,
+            ignore_noise: true,
             min_speech: Duration::from_millis(60),
             interim_interval: Duration::from_millis(300),
         }
@@ -666,7 +698,8 @@ impl Session {
     fn on_frame(&mut self, frame: &[i16]) {
         let frame_seconds = frame.len() as f64 / f64::from(self.params.sample_rate);
         let now = self.now();
-        let loud = rms(frame) > self.shared.config.speech_threshold;
+        let loud = rms(frame) > self.shared.config.speech_threshold
+            && (!self.shared.config.ignore_noise || voiced(frame, self.params.sample_rate));
         let min_speech = self.shared.config.min_speech.as_secs_f64();
         match &mut self.phase {
             Phase::Silent { loud_frames, loud_since } => {

@@ -6,3 +6,4 @@ pub mod campaign;
 pub mod jobs;
 pub mod outages;
 pub mod sms;
+pub mod turns;

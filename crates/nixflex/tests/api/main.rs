@@ -30,4 +30,5 @@ mod recordings;
 mod sms;
 mod sms_campaigns;
 mod transfers;
+mod turn_taking;
 mod usage;
