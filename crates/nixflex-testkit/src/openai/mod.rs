@@ -262,15 +262,7 @@ fn admit(
             .collect(),
         body: serde_json::from_slice(body).unwrap_or(Value::Null),
     });
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let authorised = match (presented, &shared.config.api_key) {
-        (Some(presented), Some(expected)) => presented == expected,
-        (Some(presented), None) => !presented.trim().is_empty(),
-        (None, _) => false,
-    };
+    let authorised = bearer_authorised(headers, shared.config.api_key.as_deref());
     if !authorised {
         return Err(Box::new(error_response(
             401,
@@ -713,6 +705,20 @@ async fn speech(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         .header(header::CONTENT_TYPE, content_type)
         .body(body_from_channel(receiver))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Whether the request's `Authorization: Bearer` key is accepted: the configured key, or any
+/// non-blank key when none is configured.
+pub(crate) fn bearer_authorised(headers: &HeaderMap, expected: Option<&str>) -> bool {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match (presented, expected) {
+        (Some(presented), Some(expected)) => presented == expected,
+        (Some(presented), None) => !presented.trim().is_empty(),
+        (None, _) => false,
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::extract::{Multipart, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use nixflex_pipeline::audio::{pcm16le_to_samples, tone::rms, wav};
 use serde_json::json;
@@ -81,15 +81,7 @@ pub(super) async fn transcriptions(
     headers: HeaderMap,
     mut form: Multipart,
 ) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let authorised = match (presented, &shared.config.api_key) {
-        (Some(presented), Some(expected)) => presented == expected,
-        (Some(presented), None) => !presented.trim().is_empty(),
-        (None, _) => false,
-    };
+    let authorised = super::bearer_authorised(&headers, shared.config.api_key.as_deref());
     if !authorised {
         return error_response(
             401,
