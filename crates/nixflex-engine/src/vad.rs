@@ -575,6 +575,18 @@ pub enum Words {
     Content,
 }
 
+impl Words {
+    /// The words of two stretches of one utterance together.
+    pub fn and(self, other: Words) -> Words {
+        match (self, other) {
+            (Words::Content, _) | (_, Words::Content) => Words::Content,
+            (Words::Backchannel, _) | (_, Words::Backchannel) => Words::Backchannel,
+            (Words::Unavailable, _) | (_, Words::Unavailable) => Words::Unavailable,
+            (Words::Nothing, Words::Nothing) => Words::Nothing,
+        }
+    }
+}
+
 /// Single words that only acknowledge the speaker, in the languages the agents speak most.
 const BACKCHANNEL_WORDS: &[&str] = &[
     "mm", "mmm", "hm", "hmm", "mhm", "mmhm", "mmhmm", "uh", "huh", "uhhuh", "um", "ah", "aha",

@@ -234,8 +234,8 @@ pub(crate) struct Session<W> {
     barge_in: BargeIn,
     /// What the recogniser heard of the caller's current speech run: the finals since it
     /// started and the latest interim hypothesis (docs/engine.md#backchannels).
-    run_finals: String,
-    run_interim: String,
+    run_finals: Words,
+    run_interim: Words,
     /// Whether every speech run of the open caller turn ended while the agent was still
     /// audible (`None` before the first ended), and whether one of them interrupted it.
     turn_under_agent: Option<bool>,
@@ -356,8 +356,8 @@ where
             vad: Vad::new(vad_config),
             turns,
             barge_in,
-            run_finals: String::new(),
-            run_interim: String::new(),
+            run_finals: Words::Nothing,
+            run_interim: Words::Nothing,
             turn_under_agent: None,
             turn_interrupted: false,
             last_final_at: None,
@@ -539,8 +539,8 @@ where
                     self.reprompts = 0;
                     self.stt_pending_speech = true;
                     if !self.barge_in.in_utterance() {
-                        self.run_finals.clear();
-                        self.run_interim.clear();
+                        self.run_finals = Words::Nothing;
+                        self.run_interim = Words::Nothing;
                     }
                 }
                 VadEvent::SpeechEnded => {
@@ -572,14 +572,7 @@ where
 
     /// What the recogniser heard of the current speech run.
     fn run_words(&self) -> Words {
-        match classify_words(&self.run_finals) {
-            Words::Content => Words::Content,
-            finals => match (finals, classify_words(&self.run_interim)) {
-                (_, Words::Content) => Words::Content,
-                (Words::Nothing, Words::Nothing) => Words::Nothing,
-                _ => Words::Backchannel,
-            },
-        }
+        self.run_finals.and(self.run_interim)
     }
 
     /// Whether a finished caller turn is only an acknowledgement spoken over the agent, which
@@ -639,19 +632,16 @@ where
             }
             Some(SttEvent::Final { text, .. }) => {
                 let at = self.offset(now);
-                self.run_interim.clear();
+                self.run_interim = Words::Nothing;
                 if !text.trim().is_empty() {
-                    if !self.run_finals.is_empty() {
-                        self.run_finals.push(' ');
-                    }
-                    self.run_finals.push_str(text.trim());
+                    self.run_finals = self.run_finals.and(classify_words(&text));
                     self.last_final_at = Some(now);
                     self.turns.on_final_transcript(&text, at);
                     self.timing.final_transcript = Some(now);
                     self.voicemail_heard(&text, now).await;
                 }
             }
-            Some(SttEvent::Interim { text }) => self.run_interim = text,
+            Some(SttEvent::Interim { text }) => self.run_interim = classify_words(&text),
             Some(SttEvent::SpeechStarted | SttEvent::UtteranceEnd) => {}
             Some(SttEvent::Error(error)) => {
                 tracing::error!(message = "Speech recognition failed mid-call.", error = %error);
