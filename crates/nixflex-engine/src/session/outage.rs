@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::turn::{AfterFailure, MAX_FAILED_TURNS, Stage, TurnKind, TurnSource};
-use super::{EndReason, Session, stt_options};
+use super::{EndReason, STT_BATCH, Session, stt_options};
 use crate::DEFAULT_OUTAGE_MESSAGE;
 use crate::providers::ProviderStage;
 use crate::transfer;
@@ -204,6 +204,16 @@ where
         }
     }
 
+    /// Hands the caller's audio gathered so far to the recogniser.
+    pub(super) fn send_stt_batch(&mut self) {
+        if let Some(input) = &self.stt_input
+            && !self.stt_batch.is_empty()
+        {
+            let _ = input.push_audio(self.stt_batch.split().freeze());
+            self.stt_batch.reserve(STT_BATCH);
+        }
+    }
+
     /// The recogniser sent a final result: what it heard is transcribed.
     pub(super) fn on_stt_final(&mut self) {
         self.stt_heard = true;
@@ -216,6 +226,7 @@ where
     /// The caller stopped speaking: ask the recogniser for its final result (off the audio
     /// path: its command queue may be full), which is then owed within [`STT_FINAL_TIMEOUT`].
     pub(super) fn finalize_stt(&mut self, now: Instant) {
+        self.send_stt_batch();
         if let Some(input) = &self.stt_input {
             let input = input.clone();
             tokio::spawn(async move { input.finalize().await }.in_current_span());
@@ -244,6 +255,8 @@ where
     /// before it transcribed anything moves the call down the chain at once.
     pub(super) fn stt_lost(&mut self, error: Option<ProviderError>, loss: SttLoss) {
         self.stt_input = None;
+        // Still in `stt_pending`: replayed into the next recogniser.
+        self.stt_batch.clear();
         self.stt_events = None;
         self.stt_final_due = None;
         let error = error.unwrap_or_else(|| ProviderError::transport("the recogniser closed"));

@@ -15,6 +15,12 @@ use super::{EndReason, Session};
 use crate::playout::Frame;
 use crate::twilio_ws;
 
+/// Whenever the loop is awake anyway (the caller's frames wake it every 20 ms), it also sends
+/// the agent frame that falls due within this much: Twilio then holds 60–80 ms of agent audio
+/// instead of 60, and the loop's own frame timer almost never has to fire while the caller's
+/// audio flows — half the wake-ups of a speaking agent (docs/engine.md#playout-and-marks).
+const SEND_SLACK: Duration = Duration::from_millis(20);
+
 /// Extra time after the duration limit for the goodbye to play.
 const GOODBYE_GRACE: Duration = Duration::from_secs(15);
 /// Extra time after the drain time for the shutdown goodbye to play.
@@ -75,7 +81,7 @@ where
 
     pub(super) async fn on_tick(&mut self, now: Instant) {
         // Outbound frames due on the 20 ms grid.
-        while self.playout.has_frames() && self.pacer.next_due() <= now {
+        while self.playout.has_frames() && self.pacer.next_due() <= now + SEND_SLACK {
             match self.playout.next_frame() {
                 Some(Frame::Audio(frame)) => {
                     let message = twilio_ws::media(&self.stream_sid, frame);

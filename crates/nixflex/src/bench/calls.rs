@@ -44,7 +44,7 @@ use nixflex_testkit::deepgram::DeepgramEmulator;
 use nixflex_testkit::inworld::InworldEmulator;
 use nixflex_testkit::twilio::caller::{
     CallEventKind, CallOutcome, CallRecording, CallerConfig, CallerEmulator, CallerScript, EndedBy,
-    PlaceCall, UTTERANCE_GAP,
+    PlaceCall, UTTERANCE_GAP, WebhookPurpose,
 };
 use nixflex_testkit::twilio::{Callee, CalleeRun, TwilioEmulator};
 use nixflex_testkit::webhook::{Received, WebhookReceiver};
@@ -116,6 +116,15 @@ pub struct CallsBenchArgs {
     /// answered by scripted callees) instead of receiving inbound ones.
     #[arg(long)]
     pub outbound: bool,
+    /// Arrival-rate mode: start the calls at this many per second (evenly spaced), instead of
+    /// spreading them over `--ramp-ms`; `--calls 6000 --rate 100` is 100 new calls a second
+    /// for 60 s. Concurrency is then the rate times a call's length.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Run the server on these CPUs only (`taskset -c` syntax, e.g. `0`); run the bench itself
+    /// under `taskset -c 1` to keep the load generator on the other core.
+    #[arg(long)]
+    pub server_cpus: Option<String>,
 }
 
 /// `--recording`.
@@ -182,6 +191,7 @@ struct Plan {
     ramp: Duration,
     recording: BenchRecording,
     outbound: bool,
+    rate: Option<f64>,
 }
 
 impl Plan {
@@ -195,6 +205,16 @@ impl Plan {
             ramp: Duration::from_millis(args.ramp_ms),
             recording: args.recording,
             outbound: args.outbound,
+            rate: args.rate,
+        }
+    }
+
+    /// When the call at `index` of `n` starts, after the first: evenly over the ramp, or one
+    /// every `1 / rate` seconds in arrival-rate mode.
+    fn start_offset(&self, index: usize, n: usize) -> Duration {
+        match self.rate {
+            Some(rate) => Duration::from_secs_f64(index as f64 / rate),
+            None => self.ramp.mul_f64(index as f64 / n as f64),
         }
     }
 
@@ -337,7 +357,14 @@ impl ServerProcess {
         // A fixed key: no "generated a new master key" warning in the log.
         let master_key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
         let cap = (calls + 10).to_string();
-        let mut command = Command::new(exe);
+        let mut command = match &args.server_cpus {
+            Some(cpus) => {
+                let mut command = Command::new("taskset");
+                command.arg("-c").arg(cpus).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
         command.arg("serve").current_dir(data_dir.path());
         // Nothing of the bench's own configuration leaks into the server's.
         for (name, _) in std::env::vars_os() {
@@ -645,7 +672,7 @@ async fn place_calls(
     for index in 0..n {
         let mut place = template.clone();
         place.from = party_number(index);
-        let offset = plan.ramp.mul_f64(index as f64 / n as f64);
+        let offset = plan.start_offset(index, n);
         let (caller, script) = (caller.clone(), script.clone());
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(origin + offset).await;
@@ -687,7 +714,7 @@ async fn place_outbound_calls(
     let origin = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(n);
     for index in 0..n {
-        let offset = plan.ramp.mul_f64(index as f64 / n as f64);
+        let offset = plan.start_offset(index, n);
         let request = http
             .post(format!("{base}/v1/calls/outbound"))
             .header("authorization", &setup.bearer)
@@ -882,6 +909,7 @@ struct RunReport {
     caller_latency: Dist,
     engine_added: Dist,
     missing_replies: usize,
+    webhook: Dist,
     answer: Dist,
     greeting: Dist,
     queue_to_dial: Dist,
@@ -981,6 +1009,7 @@ async fn run_once(args: &CallsBenchArgs, n: usize, clk_tck: f64) -> anyhow::Resu
         caller_latency: Dist::new(),
         engine_added: Dist::new(),
         missing_replies: 0,
+        webhook: Dist::new(),
         answer: Dist::new(),
         greeting: Dist::new(),
         queue_to_dial: Dist::new(),
@@ -1085,6 +1114,12 @@ impl RunReport {
             }
         }
         self.missing_replies += missing;
+        let webhook = recording.first_event(|kind| {
+            matches!(kind, CallEventKind::Webhook { purpose: WebhookPurpose::Voice, .. })
+        });
+        if let Some(answered) = webhook {
+            self.webhook.record(answered);
+        }
         let connected =
             recording.first_event(|kind| matches!(kind, CallEventKind::StreamConnected { .. }));
         if let Some(connected) = connected {
@@ -1272,6 +1307,7 @@ impl RunReport {
             );
         } else {
             println!("call set-up, caller side:");
+            println!("  voice webhook answered          {}", self.webhook.line());
             println!("  webhook -> media stream open    {}", self.answer.line());
             println!("  stream open -> greeting's first frame {}", self.greeting.line());
         }
