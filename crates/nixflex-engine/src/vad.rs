@@ -634,11 +634,6 @@ const CONFIRM_WITH_WORDS_FROM: Duration = Duration::from_millis(376);
 /// the words of "Wait, stop, that's wrong" do not restart the count.
 pub const UTTERANCE_GAP: Duration = Duration::from_millis(500);
 
-/// How much longer than the threshold the caller must speak to interrupt when the recogniser
-/// has not produced a single word: a safety net for speech it cannot transcribe, long enough
-/// that a distant crowd's voices rarely reach it.
-pub const WORDLESS_GRACE: Duration = Duration::from_millis(1500);
-
 /// Decides when caller speech during agent playback interrupts the agent.
 ///
 /// Call [`BargeIn::on_frame`] after every inbound frame. Only speech that overlaps playback
@@ -646,8 +641,8 @@ pub const WORDLESS_GRACE: Duration = Duration::from_millis(1500);
 /// (including the VAD's start window); if playback started mid-run, counting starts then. Once
 /// the overlap reaches the threshold, the recogniser's words of the run decide (unless the
 /// threshold is below 376 ms, where the voice alone does): content words interrupt at once,
-/// backchannels never, no words yet after [`WORDLESS_GRACE`] more, and with no recogniser
-/// connected the voice alone does. Speech runs less than [`UTTERANCE_GAP`] apart are one
+/// backchannels and a voice without words never (a crowd's voices have no words for the
+/// recogniser), and with no recogniser connected the voice alone does. Speech runs less than [`UTTERANCE_GAP`] apart are one
 /// utterance, counted from its first sound; it fires once per utterance.
 #[derive(Debug, Clone)]
 pub struct BargeIn {
@@ -725,7 +720,7 @@ impl BargeIn {
                 Words::Content => true,
                 Words::Backchannel => false,
                 Words::Unavailable => true,
-                Words::Nothing => self.overlap >= self.threshold + WORDLESS_GRACE,
+                Words::Nothing => false,
             };
         self.fired = interrupt;
         interrupt
@@ -1044,8 +1039,8 @@ mod tests {
         assert_eq!(frames(&mut BargeIn::new(50), 3, 100, Words::Content), Some(33));
         // Backchannels never interrupt, however long.
         assert_eq!(frames(&mut BargeIn::new(50), 3, 200, Words::Backchannel), None);
-        // No words: only after the grace.
-        assert_eq!(frames(&mut BargeIn::new(50), 3, 200, Words::Nothing), Some(33 + 75));
+        // A voice without words never: a distant crowd is voices without words.
+        assert_eq!(frames(&mut BargeIn::new(50), 3, 500, Words::Nothing), None);
         // No recogniser: the voice alone, at the threshold.
         assert_eq!(frames(&mut BargeIn::new(50), 3, 100, Words::Unavailable), Some(33));
         // At high sensitivity the voice alone decides, even for a backchannel.
