@@ -510,6 +510,20 @@ where
         }
     }
 
+    /// Queues a message in the socket's buffer without writing it out: [`Self::flush`] then
+    /// writes everything queued at once.
+    async fn feed(&mut self, text: String) {
+        if self.writer.feed(text).await.is_err() && self.ended.is_none() {
+            self.ended = Some(EndReason::CallerHangup);
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.writer.flush().await.is_err() && self.ended.is_none() {
+            self.ended = Some(EndReason::CallerHangup);
+        }
+    }
+
     async fn on_ws_text(&mut self, text: &str) {
         let mut audio = std::mem::take(&mut self.audio_buf);
         let decoded = twilio_ws::decode(text, &mut audio);

@@ -554,6 +554,23 @@ fn machine_busy_ticks() -> Option<u64> {
     Some(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
 }
 
+/// The machine's CPUs as `/proc/stat` counts them (not this process's affinity: the bench may
+/// be pinned with `taskset` while the machine-wide busy time covers every CPU).
+fn machine_cores() -> usize {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .map(|stat| {
+            stat.lines()
+                .filter(|line| {
+                    line.strip_prefix("cpu")
+                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                })
+                .count()
+        })
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+}
+
 fn clock_ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -1255,7 +1272,7 @@ impl RunReport {
     /// Share of the machine's CPU time that was busy during the calls, in percent.
     #[allow(clippy::cast_precision_loss)]
     fn busy_percent(&self) -> f64 {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let cores = machine_cores();
         100.0 * self.machine_cpu_s / (self.wall.as_secs_f64() * cores as f64).max(1e-9)
     }
 
@@ -1358,7 +1375,7 @@ impl RunReport {
             self.bench_cpu_s,
             self.bench_cpu_s / n
         );
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let cores = machine_cores();
         println!(
             "machine: {:.2} CPU-s busy of {:.2} available ({cores} cores x wall); other processes ~{:.2} s",
             self.machine_cpu_s,
