@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use nixflex_testkit::anthropic::Reply;
+use nixflex_testkit::anthropic::{Fault as LlmFault, Reply};
 use nixflex_testkit::twilio::caller::{CallOutcome, CallerScript, EndedBy};
 use secrecy::SecretString;
 use serde_json::json;
@@ -255,8 +255,35 @@ async fn without_metrics_options_the_public_listener_answers_404(backend: Backen
     expect_error(response, 404, "route_not_found").await;
 }
 
+async fn a_provider_failure_is_counted_by_stage_provider_and_kind(backend: Backend) {
+    let lab = CallLab::start_with(backend, json!({"welcome_message": "Hello!"}), |c| {
+        c.metrics_listen = Some("127.0.0.1:0".to_owned())
+    })
+    .await;
+    let metrics = format!("http://{}", lab.app.server.as_ref().unwrap().metrics_addr.unwrap());
+    let series =
+        "nixflex_provider_errors_total{stage=\"llm\",provider=\"anthropic\",kind=\"upstream\"}";
+    let before = scrape(&metrics).await.value(series);
+    lab.stt.push_utterance("Are you open on Sunday?");
+    // Anthropic's `overloaded_error` (a 529): retried at once, and counted.
+    lab.llm.push_fault(LlmFault::MidStreamError {
+        after_deltas: 0,
+        error_type: "overloaded_error".to_owned(),
+    });
+    lab.llm.push_reply(Reply::text("Yes, from nine to one. Bye! [END_CALL]"));
+    let script = CallerScript::new()
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(0.6), secs(10.0))
+        .say("Are you open on Sunday?", secs(1.0));
+    let recording = lab.caller.place_inbound_call(lab.place(), script).await;
+    assert_eq!(recording.outcome, CallOutcome::Completed { ended_by: EndedBy::Server });
+    let after = scrape(&metrics).await;
+    assert_eq!(after.value(series), before + 1.0, "{}", after.0);
+}
+
 both!(
     a_call_is_counted_while_it_runs_and_by_its_end_reason,
+    a_provider_failure_is_counted_by_stage_provider_and_kind,
     the_public_listener_serves_metrics_only_with_the_token,
     without_metrics_options_the_public_listener_answers_404,
 );
