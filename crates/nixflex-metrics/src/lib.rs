@@ -54,7 +54,8 @@ pub const REQUEST_BUCKETS: &[f64] =
 pub const TURN_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0];
 
-/// Gives every metric its help text and unit; call once after installing a recorder.
+/// Gives every metric its help text and unit, and creates the series whose labels are known in
+/// advance; call once after installing a recorder.
 pub fn describe() {
     describe_counter!(
         HTTP_REQUESTS,
@@ -112,6 +113,16 @@ pub fn describe() {
         Unit::Count,
         "Job attempts run by this node, by kind and outcome (done, retry, dead, deferred, lost)."
     );
+    // Series with a fixed label set exist from the start (at 0), so dashboards and alerts see
+    // them before the first call or refusal.
+    gauge!(CALLS_ACTIVE).increment(0.0);
+    for direction in ["inbound", "outbound"] {
+        counter!(CALLS_STARTED, "direction" => direction).increment(0);
+    }
+    counter!(DROPPED_FRAMES, "direction" => "caller").increment(0);
+    for scope in ["account", "client_ip"] {
+        counter!(RATE_LIMIT_REFUSALS, "scope" => scope).increment(0);
+    }
 }
 
 /// A request was answered. `route` is the matched route template (`"unmatched"` when none).

@@ -176,6 +176,19 @@ async fn the_public_listener_serves_metrics_only_with_the_token(backend: Backend
     })
     .await;
     assert!(app.server.as_ref().unwrap().metrics_addr.is_none());
+    let fresh = app
+        .client
+        .get(app.url("/metrics"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    let fresh = Scrape(fresh.text().await.unwrap());
+    assert!(
+        fresh.has_line_starting("nixflex_calls_active 0"),
+        "present before any call: {}",
+        fresh.0
+    );
     // Some traffic to count, including a refused one.
     let key = app.signup().await;
     assert_eq!(app.get(&key, "/v1/agents").await.status(), 200);
