@@ -22,6 +22,12 @@ pub use crate::state::{ApiConfig, AppState};
 
 /// The complete application router (tests can drive it directly; `serve` adds the listener).
 pub fn app(state: AppState) -> Router {
+    app_with(state, Router::new())
+}
+
+/// The complete router with `extra` routes behind the same middleware (the binary adds
+/// `GET /metrics` this way when `metrics_token` is set; docs/operations.md#metrics).
+pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     let (api_router, generated) = OpenApiRouter::new()
         .merge(routes::health::router())
         .merge(routes::keys::router())
@@ -46,6 +52,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::pending::router())
         .merge(routes::recordings::public_router())
         .merge(carrier::router(state.clone()))
+        .merge(extra)
         .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
         .layer(axum::middleware::from_fn(extract::check_uri))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))

@@ -83,7 +83,10 @@ pub async fn log_requests(req: Request, next: Next) -> Response {
     tracing::debug!(message = "Request started.", %method, route, request_id);
     let response = next.run(req).await;
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let latency = started.elapsed();
+    // The matched route template, never the path (docs/operations.md#metrics).
+    nixflex_metrics::http_request(method.as_str(), &route, status, latency);
+    let latency_ms = latency.as_secs_f64() * 1000.0;
     if let Some(ErrorCause(cause)) = response.extensions().get::<ErrorCause>() {
         tracing::error!(
             message = "Request failed.",
@@ -306,6 +309,10 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     };
 
     let mut response = if quota.count > quota.limit {
+        nixflex_metrics::rate_limit_refused(match caller {
+            Some(_) => nixflex_metrics::RateLimitScope::Account,
+            None => nixflex_metrics::RateLimitScope::ClientIp,
+        });
         let retry_after = (quota.reset - Utc::now().timestamp()).max(1);
         ApiError::new(
             ErrorCode::RateLimitExceeded,

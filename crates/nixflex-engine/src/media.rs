@@ -85,6 +85,12 @@ impl Engine {
             account_id = %setup.call.account_id
         );
         let _live = self.session_started();
+        // Counted active until this function returns (docs/operations.md#metrics).
+        let _counted = nixflex_metrics::call_session_started(
+            setup.call.direction.as_str(),
+            setup.resume.is_none(),
+            stream_started.elapsed(),
+        );
         let run = async move {
             tracing::info!(message = "Media stream started.");
             let session = Session::new(self.clone(), setup, writer, start.stream_sid);
@@ -92,7 +98,9 @@ impl Engine {
         };
         // The session's state is large: one heap allocation per call keeps the caller's future
         // small.
-        Ok(self.track(Box::pin(run.instrument(span))).await)
+        let reason = self.track(Box::pin(run.instrument(span))).await;
+        nixflex_metrics::call_session_ended(reason.as_str());
+        Ok(reason)
     }
 
     /// The call connected (its first stream; a call back from a failed transfer has connected

@@ -56,6 +56,20 @@ impl ProviderStage {
     }
 }
 
+/// The `kind` label of `nixflex_provider_errors_total` (docs/operations.md#metrics).
+fn error_kind(kind: ProviderErrorKind) -> &'static str {
+    match kind {
+        ProviderErrorKind::Auth => "auth",
+        ProviderErrorKind::RateLimited => "rate_limited",
+        ProviderErrorKind::Timeout => "timeout",
+        ProviderErrorKind::Upstream { .. } => "upstream",
+        ProviderErrorKind::Protocol => "protocol",
+        ProviderErrorKind::Transport => "transport",
+        ProviderErrorKind::Cancelled => "cancelled",
+        ProviderErrorKind::NotConfigured => "not_configured",
+    }
+}
+
 /// A stage that could not produce what the turn needed.
 #[derive(Debug, Clone)]
 pub(crate) struct StageFailure {
@@ -212,6 +226,9 @@ impl CallProviders {
             to,
             error = error.map(tracing::field::display)
         );
+        if let Some(error) = error {
+            nixflex_metrics::provider_error(stage.as_str(), provider, error_kind(error.kind));
+        }
         if let Ok(mut events) = self.events.lock() {
             events.push(entry);
         }

@@ -226,6 +226,25 @@ pub fn jittered(delay: Duration) -> Duration {
     Duration::from_millis(rand::random_range(millis / 2..=millis))
 }
 
+/// How an attempt ended, for `nixflex_job_attempts_total` (docs/operations.md#metrics).
+fn attempt_outcome(
+    outcome: &Result<(), JobError>,
+    recorded: &Result<bool, nixflex_store::StoreError>,
+    job: &Job,
+) -> nixflex_metrics::JobOutcome {
+    use nixflex_metrics::JobOutcome;
+    match (outcome, recorded) {
+        (_, Ok(false) | Err(_)) => JobOutcome::Lost,
+        (Ok(()), Ok(true)) => JobOutcome::Done,
+        (Err(JobError::RunAgainAt(_)), Ok(true)) => JobOutcome::Deferred,
+        (Err(JobError::Permanent(_)), Ok(true)) => JobOutcome::Dead,
+        (Err(JobError::Retryable(_)), Ok(true)) if job.attempts >= job.max_attempts => {
+            JobOutcome::Dead
+        }
+        (Err(JobError::Retryable(_)), Ok(true)) => JobOutcome::Retry,
+    }
+}
+
 fn after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
 }
@@ -403,6 +422,7 @@ impl Worker {
             Err(JobError::Permanent(error)) => self.store.fail_job(&lease, error, None, now).await,
             Err(JobError::RunAgainAt(at)) => self.store.defer_job(&lease, *at, now).await,
         };
+        nixflex_metrics::job_attempt(&job.kind, attempt_outcome(&outcome, &recorded, &job));
         match (&outcome, recorded) {
             (Ok(()), Ok(true)) => tracing::debug!(message = "Job done.", attempt),
             (Err(JobError::RunAgainAt(at)), Ok(true)) => {

@@ -130,6 +130,7 @@ impl SttInput {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                nixflex_metrics::caller_frame_dropped();
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(session_closed()),

@@ -229,6 +229,11 @@ pub trait JobRepo: Send + Sync {
     /// How many jobs are in each state.
     async fn job_counts(&self) -> Result<JobCounts, StoreError>;
 
+    /// Jobs queued or running, per kind and state: the queue depth `GET /metrics` reports
+    /// (docs/operations.md#metrics). Reads only the rows of those two states, through the
+    /// `(state, run_at)` index.
+    async fn job_queue_depth(&self) -> Result<Vec<(String, JobState, i64)>, StoreError>;
+
     /// Deletes up to `limit` done jobs last changed before `before`; returns how many. Their
     /// idempotency keys go with them, so keep them longer than a duplicate writer can arrive.
     async fn purge_done_jobs(&self, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError>;
@@ -512,6 +517,26 @@ macro_rules! impl_jobs {
                         }
                     }
                     Ok(counts)
+                }
+
+                async fn job_queue_depth(&self) -> Result<Vec<(String, JobState, i64)>, StoreError> {
+                    let rows = sqlx::query(
+                        "select kind, state, count(*) as n from jobs \
+                         where state in ('queued', 'running') group by kind, state",
+                    )
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                    let mut depth = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        let kind: String = row.try_get("kind").map_err(map_err)?;
+                        let state: String = row.try_get("state").map_err(map_err)?;
+                        let n: i64 = row.try_get("n").map_err(map_err)?;
+                        if let Some(state) = JobState::parse(&state) {
+                            depth.push((kind, state, n));
+                        }
+                    }
+                    Ok(depth)
                 }
 
                 async fn purge_done_jobs(&self, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError> {

@@ -1186,6 +1186,18 @@ async fn jobs_are_claimed_by_one_worker_at_a_time((store, _g): Fixture) {
         store.job_counts().await.unwrap(),
         JobCounts { queued: 1, running: 40, ..JobCounts::default() }
     );
+    // The queue's depth per kind, as `/metrics` reports it (done and dead jobs are not in it).
+    store.enqueue_job(&job("t.other", "x", 3)).await.unwrap();
+    let mut depth = store.job_queue_depth().await.unwrap();
+    depth.sort_by(|a, b| (&a.0, a.1.as_str()).cmp(&(&b.0, b.1.as_str())));
+    assert_eq!(
+        depth,
+        [
+            ("t.noop".to_owned(), JobState::Queued, 1),
+            ("t.noop".to_owned(), JobState::Running, 40),
+            ("t.other".to_owned(), JobState::Queued, 1),
+        ]
+    );
 }
 
 async fn an_expired_lease_is_taken_over_and_fences_the_old_owner((store, _g): Fixture) {

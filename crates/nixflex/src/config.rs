@@ -138,6 +138,12 @@ pub struct Config {
     pub allow_private_targets: bool,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// Address of a separate listener serving only `GET /metrics` (e.g. `127.0.0.1:9090`);
+    /// unset = no such listener (docs/operations.md#metrics).
+    pub metrics_listen: Option<String>,
+    /// A bearer token that opens `GET /metrics` on the public listener; unset = the public
+    /// listener answers 404 there (docs/operations.md#metrics).
+    pub metrics_token: Option<SecretString>,
     /// Log filter (overridden by `RUST_LOG`).
     pub log_level: String,
     /// Twilio REST base URL.
@@ -261,6 +267,8 @@ impl Default for Config {
             database_max_connections: 16,
             public_url: None,
             master_key: None,
+            metrics_listen: None,
+            metrics_token: None,
             signup: Signup::Open,
             signups_per_hour: 10,
             rate_limit_reads_per_minute: 600,
@@ -397,6 +405,12 @@ impl Config {
     /// The first invalid value.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
+        self.metrics_addr()?;
+        if let Some(token) = &self.metrics_token
+            && token.expose_secret().len() < 16
+        {
+            bail!("metrics_token must be at least 16 characters");
+        }
         if self.outage_message.trim().is_empty() || self.outage_message.chars().count() > 500 {
             bail!("outage_message must be 1 to 500 characters");
         }
@@ -575,6 +589,21 @@ impl Config {
         })
     }
 
+    /// The address of the separate metrics listener, if one is configured.
+    ///
+    /// # Errors
+    /// When `metrics_listen` is not `host:port`.
+    pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        self.metrics_listen
+            .as_deref()
+            .map(|listen| {
+                listen.parse().with_context(|| {
+                    format!("metrics_listen `{listen}` is not an address like 127.0.0.1:9090")
+                })
+            })
+            .transpose()
+    }
+
     /// The database URL in effect (SQLite under `data_dir` unless `database_url` is set).
     pub fn effective_database_url(&self) -> String {
         match &self.database_url {
@@ -667,6 +696,8 @@ impl Config {
                 json!(self.openai_transcription_model),
             );
             printed.insert("outage_message".to_owned(), json!(self.outage_message));
+            printed.insert("metrics_listen".to_owned(), json!(self.metrics_listen));
+            printed.insert("metrics_token".to_owned(), secret(&self.metrics_token));
         }
         // The recording settings (a third object, for the same reason).
         if let (Some(printed), Value::Object(recordings)) = (
@@ -761,5 +792,39 @@ mod tests {
         assert!(bad(|c| c.jobs_backoff_cap_ms = 1).contains("jobs_backoff_cap_ms"));
         assert!(bad(|c| c.node_id = Some("a b".to_owned())).contains("node_id"));
         Config::default().validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn metrics_options_load_from_the_file_are_checked_and_the_token_is_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nixflex.toml");
+        std::fs::write(
+            &path,
+            "metrics_listen = \"127.0.0.1:9091\"\nmetrics_token = \"metrics-token-0123456789\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), &FlagOverrides::default()).unwrap();
+        assert_eq!(config.metrics_addr().unwrap(), Some("127.0.0.1:9091".parse().unwrap()));
+        assert_eq!(
+            config.metrics_token.as_ref().map(ExposeSecret::expose_secret),
+            Some("metrics-token-0123456789")
+        );
+        let printed = config.redacted().to_string();
+        assert!(!printed.contains("metrics-token-0123456789"), "{printed}");
+        assert!(printed.contains("\"metrics_token\":\"[redacted]\""), "{printed}");
+        assert!(printed.contains("\"metrics_listen\":\"127.0.0.1:9091\""), "{printed}");
+        assert_eq!(Config::default().metrics_addr().unwrap(), None);
+
+        let bad = |tweak: fn(&mut Config)| {
+            let mut config = Config::default();
+            tweak(&mut config);
+            config.validate().expect_err("invalid").to_string()
+        };
+        assert!(
+            bad(|c| c.metrics_listen = Some("localhost".to_owned())).contains("metrics_listen")
+        );
+        assert!(
+            bad(|c| c.metrics_token = Some(SecretString::from("short"))).contains("metrics_token")
+        );
     }
 }

@@ -7,5 +7,6 @@ pub mod config;
 pub mod followups;
 pub mod jobs;
 pub mod listener;
+pub mod metrics;
 pub mod recording_jobs;
 pub mod server;

@@ -22,6 +22,8 @@ use crate::config::{Config, Signup};
 pub struct Server {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// The bound address of the separate metrics listener, when `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// Cancelling it starts a graceful shutdown: calls drain first, then the listener stops.
     pub shutdown: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
@@ -341,6 +343,16 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_addr()? {
+        Some(metrics_addr) => Some(
+            tokio::net::TcpListener::bind(metrics_addr)
+                .await
+                .with_context(|| format!("binding metrics_listen {metrics_addr}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr =
+        metrics_listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
     let recordings = build_recordings(&config, &store, &secrets, addr)?;
     let engine_config = nixflex_engine::EngineConfig {
         recordings: Some(recordings.clone()),
@@ -446,9 +458,16 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             ..nixflex_engine::campaigns::CampaignConfig::default()
         },
     ));
+    let metrics = crate::metrics::Metrics::new(store.clone());
     let state =
         AppState::new(store, secrets, api_config(&config), twilio, engine.clone(), customer);
-    let app = nixflex_api::app(state.clone());
+    // `/metrics` joins the public router only with its token (docs/operations.md#metrics).
+    let app = match &config.metrics_token {
+        Some(token) => {
+            nixflex_api::app_with(state.clone(), metrics.clone().public_route(token.clone()))
+        }
+        None => nixflex_api::app(state.clone()),
+    };
     let shutdown = CancellationToken::new();
     let grace = Duration::from_millis(config.shutdown_grace_ms);
 
@@ -494,6 +513,17 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     // still run here (what it leaves is taken over by another node, or by this one on restart).
     let node_id = worker.config().node_id.clone();
     let worker = worker.spawn(stop_accepting.clone());
+    metrics.spawn_upkeep(stop_accepting.clone());
+    if let Some(metrics_listener) = metrics_listener {
+        let limits = crate::listener::ConnectionLimits { max_connections: 64, ..limits };
+        let router = metrics.listener_router();
+        tokio::spawn(crate::listener::serve(
+            metrics_listener,
+            router,
+            limits,
+            stop_accepting.clone(),
+        ));
+    }
     let drained = tokio::spawn({
         let (shutdown, stop_accepting) = (shutdown.clone(), stop_accepting.clone());
         async move {
@@ -521,8 +551,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         tracing::info!(message = "Stopped.");
         Ok(())
     });
-    tracing::info!(message = "Listening.", addr = %addr, database = store_backend(&config), node_id = %node_id);
-    Ok(Server { addr, shutdown, handle })
+    tracing::info!(message = "Listening.", addr = %addr, metrics_addr = ?metrics_addr, database = store_backend(&config), node_id = %node_id);
+    Ok(Server { addr, metrics_addr, shutdown, handle })
 }
 
 fn store_backend(config: &Config) -> &'static str {

@@ -232,6 +232,28 @@ fn configuration_layers_in_order_file_env_flags() {
 }
 
 #[test]
+fn metrics_options_come_from_the_environment_and_the_token_is_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "metrics-token-from-env-0123";
+    let config = doctor_config(dir.path(), |c| {
+        c.env("NIXFLEX_METRICS_LISTEN", "127.0.0.1:9464").env("NIXFLEX_METRICS_TOKEN", token);
+    });
+    assert_eq!(config["metrics_listen"], "127.0.0.1:9464");
+    assert_eq!(config["metrics_token"], "[redacted]");
+    assert!(!config.to_string().contains(token));
+    let config = doctor_config(dir.path(), |_| {});
+    assert!(config["metrics_listen"].is_null() && config["metrics_token"].is_null(), "{config}");
+    for (var, value) in
+        [("NIXFLEX_METRICS_LISTEN", "not-an-address"), ("NIXFLEX_METRICS_TOKEN", "too-short")]
+    {
+        let output = nixflex(dir.path()).arg("doctor").env(var, value).output().unwrap();
+        assert!(!output.status.success(), "{var}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+        assert!(stderr.contains(&var["NIXFLEX_".len()..].to_lowercase()), "{var}: {stderr}");
+    }
+}
+
+#[test]
 fn unknown_or_invalid_settings_fail_loudly() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("nixflex.toml"), "listne = \"127.0.0.1:1\"\n").unwrap();

@@ -505,6 +505,15 @@ where
         let tts_first_byte = ms(t.first_sentence, t.tts_first_byte);
         let engine_overhead = (total - end_of_turn - llm_to_sentence - tts_first_byte).max(0.0);
         let turn = u32::try_from(self.latencies.len() + 1).unwrap_or(u32::MAX);
+        nixflex_metrics::TurnLatencyMs {
+            end_of_turn,
+            stt,
+            llm_first_token,
+            tts_first_byte,
+            engine_overhead,
+            total,
+        }
+        .record();
         self.latencies.push(TurnLatency {
             turn,
             end_of_turn_ms: end_of_turn,

@@ -21,6 +21,7 @@ mod idempotency;
 mod input;
 mod integrations;
 mod keys;
+mod metrics;
 mod numbers;
 mod openapi;
 mod outages;
