@@ -651,15 +651,27 @@ impl Session {
             mulaw::decode_into(audio, &mut decoded);
         }
         let frame_len = self.frame_len();
-        for sample in decoded {
-            self.frame.push(sample);
-            self.samples += 1;
-            if self.frame.len() == frame_len {
-                let frame = std::mem::take(&mut self.frame);
-                self.on_frame(&frame);
-                if let Some(outcome) = self.check_fault() {
-                    return outcome;
+        let mut rest = decoded.as_slice();
+        // Whole frames straight from the decoded audio; a partial one waits in `self.frame`.
+        while !rest.is_empty() {
+            let take = (frame_len - self.frame.len()).min(rest.len());
+            let (head, tail) = rest.split_at(take);
+            rest = tail;
+            self.samples += take as u64;
+            if self.frame.is_empty() && take == frame_len {
+                self.on_frame(head);
+            } else {
+                self.frame.extend_from_slice(head);
+                if self.frame.len() < frame_len {
+                    break;
                 }
+                let mut frame = std::mem::take(&mut self.frame);
+                self.on_frame(&frame);
+                frame.clear();
+                self.frame = frame;
+            }
+            if let Some(outcome) = self.check_fault() {
+                return outcome;
             }
         }
         self.check_fault().unwrap_or(Outcome::Continue)

@@ -9,7 +9,7 @@
 //! `Authorization: Basic <key>`. Timing, faults and the request log reuse the Anthropic
 //! emulator's types (`after_deltas` counts audio chunks).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -58,11 +58,36 @@ struct Script {
 struct Shared {
     config: InworldEmulatorConfig,
     script: Mutex<Script>,
+    /// Synthesised speech by (text, sample rate, ms per character): a benchmark asks for the
+    /// same few sentences thousands of times, and the tone costs a sine per sample.
+    tones: Mutex<HashMap<ToneKey, Arc<[i16]>>>,
 }
+
+/// Text, sample rate, milliseconds per character.
+type ToneKey = (String, u32, u32);
+
+/// How many distinct syntheses [`Shared::tones`] keeps before it starts over.
+const TONE_CACHE_ENTRIES: usize = 256;
 
 impl Shared {
     fn script(&self) -> MutexGuard<'_, Script> {
         self.script.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`speech_samples`], remembered.
+    fn speech(&self, text: &str, sample_rate: u32, speaking_rate: f64) -> Arc<[i16]> {
+        let ms_per_char = ms_per_char(&self.config, speaking_rate);
+        let key = (text.to_owned(), sample_rate, ms_per_char);
+        let mut tones = self.tones.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(samples) = tones.get(&key) {
+            return Arc::clone(samples);
+        }
+        if tones.len() >= TONE_CACHE_ENTRIES {
+            tones.clear();
+        }
+        let samples: Arc<[i16]> = text_tone(text, sample_rate, ms_per_char).into();
+        tones.insert(key, Arc::clone(&samples));
+        samples
     }
 }
 
@@ -99,7 +124,11 @@ impl InworldEmulator {
     /// # Errors
     /// When the port cannot be bound.
     pub async fn start_with(config: InworldEmulatorConfig) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared { config, script: Mutex::new(Script::default()) });
+        let shared = Arc::new(Shared {
+            config,
+            script: Mutex::new(Script::default()),
+            tones: Mutex::default(),
+        });
         let router = Router::new()
             .route("/tts/v1/voice:stream", post(voice_stream))
             .route("/tts/v1/voice", post(voice))
@@ -151,14 +180,19 @@ fn speech_samples(
     sample_rate: u32,
     speaking_rate: f64,
 ) -> Vec<i16> {
+    text_tone(text, sample_rate, ms_per_char(config, speaking_rate))
+}
+
+/// Milliseconds of tone per character at a speaking rate (clamped to 0.5–1.5, 1 if invalid).
+fn ms_per_char(config: &InworldEmulatorConfig, speaking_rate: f64) -> u32 {
     let rate = if speaking_rate.is_finite() && speaking_rate > 0.0 {
         speaking_rate.clamp(0.5, 1.5)
     } else {
         1.0
     };
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // small positive values
-    let ms_per_char = (f64::from(config.ms_per_char) / rate).round().max(1.0) as u32;
-    text_tone(text, sample_rate, ms_per_char)
+    let ms = (f64::from(config.ms_per_char) / rate).round().max(1.0) as u32;
+    ms
 }
 
 /// gRPC status code and name for an HTTP status, as Google-style APIs map them.
@@ -290,12 +324,7 @@ async fn voice(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     if !timing.first_byte.is_zero() {
         tokio::time::sleep(timing.first_byte).await;
     }
-    let samples = speech_samples(
-        &shared.config,
-        &synthesis.text,
-        synthesis.sample_rate,
-        synthesis.speaking_rate,
-    );
+    let samples = shared.speech(&synthesis.text, synthesis.sample_rate, synthesis.speaking_rate);
     let pcm = samples_to_pcm16le(&samples);
     let mut audio = Vec::with_capacity(pcm.len() + 44);
     if synthesis.linear16 {
@@ -326,12 +355,7 @@ async fn voice_stream(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let samples = speech_samples(
-        &shared.config,
-        &synthesis.text,
-        synthesis.sample_rate,
-        synthesis.speaking_rate,
-    );
+    let samples = shared.speech(&synthesis.text, synthesis.sample_rate, synthesis.speaking_rate);
     let seconds = samples.len() as f64 / f64::from(synthesis.sample_rate);
     let per_chunk =
         (synthesis.sample_rate as usize * shared.config.chunk_ms.max(1) as usize / 1000).max(1);
