@@ -1290,7 +1290,7 @@ impl RunReport {
         let n = self.n as f64;
         println!(
             "\n=== nixflex bench calls: N={} {} calls x {} turns | LLM TTFB {} ms, TTS TTFB {} ms, \
-             response_eagerness {} ms, caller speech {} ms, ramp {} ms, recording {:?} ===",
+             response_eagerness {} ms, caller speech {} ms, {}, recording {:?} ===",
             self.n,
             if plan.outbound { "outbound" } else { "inbound" },
             plan.turns,
@@ -1298,7 +1298,10 @@ impl RunReport {
             plan.tts_ttfb.as_millis(),
             plan.eagerness.as_millis(),
             plan.say.as_millis(),
-            plan.ramp.as_millis(),
+            match plan.rate {
+                Some(rate) => format!("arriving at {rate} calls/s"),
+                None => format!("ramp {} ms", plan.ramp.as_millis()),
+            },
             plan.recording
         );
         println!(
