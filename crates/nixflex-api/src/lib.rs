@@ -7,9 +7,11 @@
 pub mod carrier;
 pub mod error;
 pub mod extract;
+pub mod key_cache;
 pub mod middleware;
 mod openapi;
 pub mod outbound;
+pub mod rate_limiter;
 pub mod routes;
 pub mod state;
 

@@ -147,25 +147,30 @@ macro_rules! impl_agents {
                     is_active: Option<bool>,
                     page: Page,
                 ) -> Result<(Vec<Agent>, i64), StoreError> {
-                    let total: i64 = sqlx::query_scalar(
-                        "select count(*) from agents where account_id = $1 and ($2 is null or is_active = $2)",
-                    )
-                    .bind(account_id.as_str())
-                    .bind(is_active)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(map_err)?;
-                    let rows = sqlx::query(
-                        "select * from agents where account_id = $1 and ($2 is null or is_active = $2) \
-                         order by created_at desc, agent_id desc limit $3 offset $4",
-                    )
-                    .bind(account_id.as_str())
-                    .bind(is_active)
-                    .bind(page.limit)
-                    .bind(page.offset)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(map_err)?;
+                    // The filter is a condition only when given, so the count and the page use
+                    // agents_account_active (or agents_account_created) directly.
+                    let condition = match is_active {
+                        Some(_) => "where account_id = $1 and is_active = $2",
+                        None => "where account_id = $1 and $2 is null",
+                    };
+                    let count_sql = sqlx::AssertSqlSafe(format!("select count(*) from agents {condition}"));
+                    let total: i64 = sqlx::query_scalar(count_sql)
+                        .bind(account_id.as_str())
+                        .bind(is_active)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    let page_sql = sqlx::AssertSqlSafe(format!(
+                        "select * from agents {condition} order by created_at desc, agent_id desc limit $3 offset $4"
+                    ));
+                    let rows = sqlx::query(page_sql)
+                        .bind(account_id.as_str())
+                        .bind(is_active)
+                        .bind(page.limit)
+                        .bind(page.offset)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(map_err)?;
                     let agents = rows.iter().map(agent_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
                     Ok((agents, total))
                 }

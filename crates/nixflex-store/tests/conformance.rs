@@ -317,6 +317,65 @@ async fn rate_limit_counters_are_atomic_and_reset_per_window((store, _g): Fixtur
     assert_eq!(store.rate_limit_hit(bucket, 120, 260).await.unwrap(), 2);
 }
 
+async fn rate_limit_flushes_add_up_across_nodes_and_never_rewind_a_window((store, _g): Fixture) {
+    let bucket = "acct_1:r";
+    assert_eq!(store.rate_limit_add(bucket, 60, 200, 0).await.unwrap(), 0, "a read writes nothing");
+    assert_eq!(store.rate_limit_add(bucket, 60, 200, 3).await.unwrap(), 3);
+    // Two nodes flushing at once: every request is counted once.
+    let totals: Vec<i64> =
+        futures::future::join_all((0..20).map(|_| store.rate_limit_add(bucket, 60, 200, 2)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    assert_eq!(totals.iter().max(), Some(&43));
+    assert_eq!(store.rate_limit_add(bucket, 60, 200, 0).await.unwrap(), 43);
+    assert_eq!(
+        store.rate_limit_hit(bucket, 60, 200).await.unwrap(),
+        44,
+        "hits and flushes share a row"
+    );
+    // A new window starts from the flushed count; a late flush of the old one does not rewind it.
+    assert_eq!(store.rate_limit_add(bucket, 120, 260, 5).await.unwrap(), 5);
+    store.rate_limit_add(bucket, 60, 200, 7).await.unwrap();
+    assert_eq!(store.rate_limit_add(bucket, 120, 260, 0).await.unwrap(), 5);
+    assert_eq!(
+        store.rate_limit_add(bucket, 60, 200, 0).await.unwrap(),
+        0,
+        "the old window is gone"
+    );
+}
+
+async fn the_auth_epoch_moves_with_every_key_and_limit_change((store, _g): Fixture) {
+    let start = store.auth_epoch().await.unwrap();
+    let (acct, first) = new_account(&*store).await;
+    let after_signup = store.auth_epoch().await.unwrap();
+    assert!(after_signup > start, "a new account and key");
+    let second = key(&acct.account_id);
+    store.insert_key(&second).await.unwrap();
+    let after_insert = store.auth_epoch().await.unwrap();
+    assert!(after_insert > after_signup, "a new key");
+    store.rotate_key(&first.key_id, &"n".repeat(64), "v1:new", now()).await.unwrap();
+    let after_rotate = store.auth_epoch().await.unwrap();
+    assert!(after_rotate > after_insert, "a rotation");
+    store.revoke_key(&acct.account_id, &first.key_id, now()).await.unwrap();
+    let after_revoke = store.auth_epoch().await.unwrap();
+    assert!(after_revoke > after_rotate, "a revocation");
+    store.set_account_limits(&acct.account_id, Some(2), Some(10), None).await.unwrap();
+    let after_limits = store.auth_epoch().await.unwrap();
+    assert!(after_limits > after_revoke, "new limits");
+    // Refused changes leave it alone.
+    assert_eq!(
+        store.revoke_key(&acct.account_id, &second.key_id, now()).await.unwrap(),
+        RevokeOutcome::LastActiveKey
+    );
+    assert!(matches!(
+        store.rotate_key(&first.key_id, "x", "y", now()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.auth_epoch().await.unwrap(), after_limits);
+}
+
 async fn idempotency_keys_start_once_then_replay((store, _g): Fixture) {
     let s = scope("k1");
     assert_eq!(
@@ -1612,6 +1671,8 @@ suite!(
     call_usage_adds_up_a_period_and_finds_the_peak,
     webhook_deliveries_are_kept_per_call_and_go_with_it,
     rate_limit_counters_are_atomic_and_reset_per_window,
+    rate_limit_flushes_add_up_across_nodes_and_never_rewind_a_window,
+    the_auth_epoch_moves_with_every_key_and_limit_change,
     idempotency_keys_start_once_then_replay,
     abandoned_and_failed_idempotent_requests_can_run_again,
     concurrent_duplicates_start_exactly_once,
