@@ -110,6 +110,9 @@ pub trait CallRepo: Send + Sync {
     /// Inserts a call unconditionally (`Conflict` on a duplicate Twilio SID).
     async fn insert_call(&self, call: &CallRecord) -> Result<(), StoreError>;
 
+    /// Inserts many calls in one transaction, all or none (seeding: `nixflex bench api`).
+    async fn insert_calls(&self, calls: &[CallRecord]) -> Result<(), StoreError>;
+
     /// A call of this account.
     async fn get_call(
         &self,
@@ -454,6 +457,14 @@ macro_rules! impl_calls {
 
                 async fn insert_call(&self, call: &CallRecord) -> Result<(), StoreError> {
                     insert_call_in(&self.writer, call).await
+                }
+
+                async fn insert_calls(&self, calls: &[CallRecord]) -> Result<(), StoreError> {
+                    let mut tx = self.begin_write().await?;
+                    for call in calls {
+                        insert_call_in(&mut *tx, call).await?;
+                    }
+                    tx.commit().await.map_err(map_err)
                 }
 
                 async fn get_call(&self, account_id: &AccountId, call_id: &CallId) -> Result<Option<CallRecord>, StoreError> {

@@ -1081,6 +1081,22 @@ async fn calls_list_with_filters_and_delete((store, _g): Fixture) {
     );
 }
 
+async fn calls_inserted_in_a_batch_land_all_or_none((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let batch: Vec<CallRecord> = (0..50)
+        .map(|i| call(&acct.account_id, "a1", &format!("+4473861723{i:02}"), "+14155552671"))
+        .collect();
+    store.insert_calls(&batch).await.unwrap();
+    let listed = store.list_calls(&acct.account_id, &CallFilter::default(), PAGE).await.unwrap();
+    assert_eq!(listed.1, 50);
+    // A duplicate anywhere in the batch writes nothing of it.
+    let mut again = vec![call(&acct.account_id, "a1", "+447386172399", "+14155552671")];
+    again.push(batch[10].clone());
+    assert!(matches!(store.insert_calls(&again).await, Err(StoreError::Conflict { .. })));
+    let listed = store.list_calls(&acct.account_id, &CallFilter::default(), PAGE).await.unwrap();
+    assert_eq!(listed.1, 50);
+}
+
 async fn history_is_the_latest_summaries_between_a_number_and_a_caller((store, _g): Fixture) {
     let (acct, _) = new_account(&*store).await;
     let business = "+14155552671";
@@ -1690,6 +1706,7 @@ suite!(
     a_new_stream_token_replaces_the_old_one,
     calls_by_sid_stay_in_their_account_and_number,
     calls_list_with_filters_and_delete,
+    calls_inserted_in_a_batch_land_all_or_none,
     history_is_the_latest_summaries_between_a_number_and_a_caller,
     jobs_enqueue_once_per_idempotency_key,
     jobs_are_claimed_by_one_worker_at_a_time,
