@@ -4,6 +4,7 @@
 //! Handlers are thin: they validate input into domain values (`nixflex-core`), call the store
 //! (traits only; no SQL here) and map to response DTOs.
 
+pub mod agent_json;
 pub mod carrier;
 pub mod error;
 pub mod extract;

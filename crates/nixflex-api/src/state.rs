@@ -11,6 +11,7 @@ use nixflex_providers::twilio::TwilioClient;
 
 use nixflex_store::Store;
 
+use crate::agent_json::AgentJsonCache;
 use crate::key_cache::KeyCache;
 use crate::outbound::CustomerHttp;
 use crate::rate_limiter::RateLimiter;
@@ -95,6 +96,8 @@ struct Inner {
     key_cache: KeyCache,
     /// Request counters of this node (docs/api.md#rate-limits).
     rate_limiter: RateLimiter,
+    /// Encoded agents per (id, version) (docs/decisions.md#api-line-rate).
+    agent_json: AgentJsonCache,
 }
 
 impl AppState {
@@ -117,6 +120,7 @@ impl AppState {
                 customer,
                 key_cache: KeyCache::new(),
                 rate_limiter: RateLimiter::new(),
+                agent_json: AgentJsonCache::new(),
             }),
         }
     }
@@ -124,6 +128,11 @@ impl AppState {
     /// This node's cache of verified keys; its epoch poller runs in the binary.
     pub fn key_cache(&self) -> &KeyCache {
         &self.inner.key_cache
+    }
+
+    /// This node's encoded agents.
+    pub fn agent_json(&self) -> &AgentJsonCache {
+        &self.inner.agent_json
     }
 
     /// This node's request counters; their sync with the database runs in the binary.

@@ -227,6 +227,46 @@ async fn agents_list_newest_first_filtered_and_counted((store, _g): Fixture) {
     assert_eq!(page[0].agent_id, ids_newest_first[4]);
 }
 
+async fn agent_versions_are_read_without_settings_and_move_with_edits((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let (other, _) = new_account(&*store).await;
+    let base = now();
+    let mut agents = Vec::new();
+    for i in 0..4 {
+        let mut a = agent(&acct.account_id, &format!("a{i}"), i % 2 == 0);
+        a.created_at = base + Duration::microseconds(i * 1500);
+        store.insert_agent(&a).await.unwrap();
+        agents.push(a);
+    }
+    let first = &agents[0];
+    assert_eq!(store.agent_version(&acct.account_id, &first.agent_id).await.unwrap(), Some(1));
+    assert_eq!(store.agent_version(&other.account_id, &first.agent_id).await.unwrap(), None);
+    let mut rename = |a: &Agent| {
+        let mut edited = a.clone();
+        edited.settings.name = "renamed".to_owned();
+        Ok(edited)
+    };
+    store.modify_agent(&acct.account_id, &first.agent_id, &mut rename).await.unwrap();
+    assert_eq!(store.agent_version(&acct.account_id, &first.agent_id).await.unwrap(), Some(2));
+    // Versions page like the agents themselves.
+    let (page, total) = store.list_agent_versions(&acct.account_id, None, PAGE).await.unwrap();
+    assert_eq!(total, 4);
+    let newest_first: Vec<AgentId> = agents.iter().rev().map(|a| a.agent_id.clone()).collect();
+    assert_eq!(page.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), newest_first);
+    assert_eq!(page.last().unwrap().1, 2);
+    let (active, total) =
+        store.list_agent_versions(&acct.account_id, Some(true), PAGE).await.unwrap();
+    assert_eq!((active.len(), total), (2, 2));
+    // Fetched by id, only the account's.
+    let wanted = [first.agent_id.clone(), agents[3].agent_id.clone(), "agent_missing".into()];
+    let mut fetched = store.get_agents(&acct.account_id, &wanted).await.unwrap();
+    fetched.sort_by_key(|(a, _)| a.settings.name.clone());
+    assert_eq!(fetched.len(), 2);
+    assert_eq!((fetched[1].0.settings.name.as_str(), fetched[1].1), ("renamed", 2));
+    assert!(store.get_agents(&other.account_id, &wanted).await.unwrap().is_empty());
+    assert!(store.get_agents(&acct.account_id, &[]).await.unwrap().is_empty());
+}
+
 async fn agent_edits_are_serialised_and_all_or_nothing((store, _g): Fixture) {
     let (acct, _) = new_account(&*store).await;
     let (other, _) = new_account(&*store).await;
@@ -1684,6 +1724,7 @@ suite!(
     agents_round_trip_and_stay_in_their_account,
     agents_list_newest_first_filtered_and_counted,
     agent_edits_are_serialised_and_all_or_nothing,
+    agent_versions_are_read_without_settings_and_move_with_edits,
     call_usage_adds_up_a_period_and_finds_the_peak,
     webhook_deliveries_are_kept_per_call_and_go_with_it,
     rate_limit_counters_are_atomic_and_reset_per_window,
