@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ErrorCause};
 use crate::extract::{Caller, ClientIp, too_large};
+use crate::rate_limiter::Decision;
 use crate::state::AppState;
 
 /// The request id of the current request (extension).
@@ -255,9 +256,12 @@ async fn count_request(
             let expires_at = reset + window;
             let shared = state.store().rate_limit_add(&bucket, window_start, expires_at, 0).await?;
             limiter.seed(&bucket, window_start, expires_at, shared);
-            limiter.hit(&bucket, window_start, limit).ok_or_else(|| {
-                ApiError::internal(anyhow::anyhow!("rate-limit window moved while seeding"))
-            })?
+            // `None` again only when a concurrent request already started the next window: this
+            // one is the last of its window, judged by the total just read.
+            limiter.hit(&bucket, window_start, limit).unwrap_or(Decision {
+                count: if shared < limit { shared + 1 } else { shared },
+                admitted: shared < limit,
+            })
         }
     };
     Ok(Quota { limit, count: decision.count, reset, admitted: decision.admitted })

@@ -7,8 +7,9 @@
 //! adds the node's unflushed count to the shared row with one upsert (`GuardRepo::rate_limit_add`)
 //! and keeps the total that comes back, which includes the other nodes' flushed requests. A request
 //! is refused when the last known shared total plus what this node has not yet flushed reaches the
-//! limit. The first request of a window in a bucket this node has not seen reads the shared total
-//! once (a read, not a write).
+//! limit. The first request of a window in a bucket this node has not seen, or has left idle
+//! through a sync, reads the shared total (a read, not a write), so no admission relies on a total
+//! older than one sync.
 //!
 //! Tolerance: on one node the count is exact. Across nodes an account can exceed its limit by what
 //! the other nodes admit before this node's next sync reads their flushed counts back: at most one
@@ -38,6 +39,10 @@ struct Bucket {
     flushing: i64,
     /// Used since the last sync (so its shared total is worth reading back).
     touched: bool,
+    /// Whether `shared` was read back at the last sync or since. A bucket left idle for a sync
+    /// is not read back (that would be a read per bucket per interval); its next request reads
+    /// the total again instead, so no admission relies on a total older than one sync.
+    known: bool,
 }
 
 impl Bucket {
@@ -75,11 +80,14 @@ impl RateLimiter {
     }
 
     /// Counts a request in `bucket`'s window starting at `window_start`, or `None` when this node
-    /// does not know the window's shared total yet: read it and call [`seed`](Self::seed) first.
+    /// does not know the window's shared total yet, or the bucket sat idle through a sync: read
+    /// the total and call [`seed`](Self::seed) first.
     /// A refused request is not counted.
     pub fn hit(&self, bucket: &str, window_start: i64, limit: i64) -> Option<Decision> {
         let mut buckets = self.buckets();
-        let state = buckets.get_mut(bucket).filter(|state| state.window_start == window_start)?;
+        let state = buckets
+            .get_mut(bucket)
+            .filter(|state| state.window_start == window_start && state.known)?;
         state.touched = true;
         let current = state.count();
         if current >= limit {
@@ -96,6 +104,7 @@ impl RateLimiter {
         match buckets.get_mut(bucket) {
             Some(state) if state.window_start == window_start => {
                 state.shared = state.shared.max(shared);
+                state.known = true;
             }
             Some(state) if state.window_start > window_start => {}
             _ => {
@@ -108,6 +117,7 @@ impl RateLimiter {
                         pending: 0,
                         flushing: 0,
                         touched: false,
+                        known: true,
                     },
                 );
             }
@@ -126,6 +136,11 @@ impl RateLimiter {
             // `expires_at` is a window past the window's end; the window itself ended one
             // window earlier, but keeping it until expiry costs only memory.
             buckets.retain(|_, state| state.expires_at >= now);
+            for state in buckets.values_mut() {
+                if !(state.touched || state.pending > 0) {
+                    state.known = false;
+                }
+            }
             buckets
                 .iter_mut()
                 .filter(|(_, state)| state.touched || state.pending > 0)
@@ -176,6 +191,45 @@ mod tests {
         assert_eq!(limiter.hit("a:r", 120, 3), None);
         limiter.seed("a:r", 120, 240, 0);
         assert_eq!(limiter.hit("a:r", 120, 3), Some(Decision { count: 1, admitted: true }));
+    }
+
+    /// Admits requests on `limiter` until it refuses one; how many it admitted.
+    fn admit_all(limiter: &RateLimiter, limit: i64) -> i64 {
+        let mut admitted = 0;
+        while limiter.hit("a:r", 60, limit).is_some_and(|d| d.admitted) {
+            admitted += 1;
+        }
+        admitted
+    }
+
+    #[tokio::test]
+    async fn two_nodes_reconcile_through_the_database_within_the_tolerance() {
+        let (store, _guard) = nixflex_store::testing::fresh_store("sqlite").await.unwrap();
+        let (node_a, node_b) = (RateLimiter::new(), RateLimiter::new());
+        node_a.seed("a:r", 60, 180, 0);
+        node_b.seed("a:r", 60, 180, 0);
+        // Between two syncs each node admits up to the limit on its own: the most two nodes can
+        // admit together is the limit once per node.
+        assert_eq!(admit_all(&node_a, 10), 10);
+        assert_eq!(admit_all(&node_b, 10), 10);
+        node_a.sync(&*store, 100).await.unwrap();
+        node_b.sync(&*store, 100).await.unwrap();
+        assert_eq!(store.rate_limit_add("a:r", 60, 180, 0).await.unwrap(), 20, "all flushed");
+        // Node B read the total back with its flush.
+        assert_eq!(node_b.hit("a:r", 60, 30), Some(Decision { count: 21, admitted: true }));
+        // Node A sat idle through a sync: it reads the total again before counting.
+        node_a.sync(&*store, 100).await.unwrap();
+        assert_eq!(node_a.hit("a:r", 60, 30), None);
+        let shared = store.rate_limit_add("a:r", 60, 180, 0).await.unwrap();
+        node_a.seed("a:r", 60, 180, shared);
+        // B's request is not flushed yet: A does not know it (the tolerance).
+        assert_eq!(node_a.hit("a:r", 60, 30), Some(Decision { count: 21, admitted: true }));
+        node_a.sync(&*store, 100).await.unwrap();
+        node_b.sync(&*store, 100).await.unwrap();
+        assert_eq!(node_b.hit("a:r", 60, 30), Some(Decision { count: 23, admitted: true }));
+        // An ended window is forgotten at the first sync after its expiry.
+        node_b.sync(&*store, 181).await.unwrap();
+        assert_eq!(node_b.hit("a:r", 60, 30), None);
     }
 
     #[test]
