@@ -238,8 +238,9 @@ impl Quota {
     }
 }
 
-/// Counts a request in this node's counters (docs/api.md#rate-limits). Only the first request of
-/// a window in a bucket this node has not seen reads the database; nothing here writes to it.
+/// Counts a request in this node's counters (docs/api.md#rate-limits). Only a bucket this node
+/// has not seen in this window, or left idle through a sync, reads the database; nothing here
+/// writes to it.
 async fn count_request(
     state: &AppState,
     bucket: String,
