@@ -4,12 +4,15 @@
 //! Handlers are thin: they validate input into domain values (`nixflex-core`), call the store
 //! (traits only; no SQL here) and map to response DTOs.
 
+pub mod agent_json;
 pub mod carrier;
 pub mod error;
 pub mod extract;
+pub mod key_cache;
 pub mod middleware;
 mod openapi;
 pub mod outbound;
+pub mod rate_limiter;
 pub mod routes;
 pub mod state;
 

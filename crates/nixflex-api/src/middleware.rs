@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use nixflex_core::crypto::verify_secret;
+use nixflex_core::crypto::{hash_secret, verify_secret};
 use nixflex_core::error::ErrorCode;
 use nixflex_core::ids;
 use nixflex_core::ids::KeyId;
@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ErrorCause};
 use crate::extract::{Caller, ClientIp, too_large};
+use crate::rate_limiter::Decision;
 use crate::state::AppState;
 
 /// The request id of the current request (extension).
@@ -221,6 +222,7 @@ struct Quota {
     limit: i64,
     count: i64,
     reset: i64,
+    admitted: bool,
 }
 
 impl Quota {
@@ -236,6 +238,9 @@ impl Quota {
     }
 }
 
+/// Counts a request in this node's counters (docs/api.md#rate-limits). Only a bucket this node
+/// has not seen in this window, or left idle through a sync, reads the database; nothing here
+/// writes to it.
 async fn count_request(
     state: &AppState,
     bucket: String,
@@ -245,8 +250,22 @@ async fn count_request(
     let now = Utc::now().timestamp();
     let window_start = now - now.rem_euclid(window);
     let reset = window_start + window;
-    let count = state.store().rate_limit_hit(&bucket, window_start, reset + window).await?;
-    Ok(Quota { limit, count, reset })
+    let limiter = state.rate_limiter();
+    let decision = match limiter.hit(&bucket, window_start, limit) {
+        Some(decision) => decision,
+        None => {
+            let expires_at = reset + window;
+            let shared = state.store().rate_limit_add(&bucket, window_start, expires_at, 0).await?;
+            limiter.seed(&bucket, window_start, expires_at, shared);
+            // `None` again only when a concurrent request already started the next window: this
+            // one is the last of its window, judged by the total just read.
+            limiter.hit(&bucket, window_start, limit).unwrap_or(Decision {
+                count: if shared < limit { shared + 1 } else { shared },
+                admitted: shared < limit,
+            })
+        }
+    };
+    Ok(Quota { limit, count: decision.count, reset, admitted: decision.admitted })
 }
 
 /// Authentication (docs/api.md#authentication) and per-account rate limits (docs/api.md#rate-limits) for every `/v1` request.
@@ -308,7 +327,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         Err(error) => return error.into_response(),
     };
 
-    let mut response = if quota.count > quota.limit {
+    let mut response = if !quota.admitted {
         nixflex_metrics::rate_limit_refused(match caller {
             Some(_) => nixflex_metrics::RateLimitScope::Account,
             None => nixflex_metrics::RateLimitScope::ClientIp,
@@ -335,6 +354,8 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     response
 }
 
+/// Verifies a key: from this node's cache when it holds the key's secret hash and is fresh,
+/// else in the database (docs/security.md#key-cache). Only successes are remembered.
 async fn authenticate(
     state: &AppState,
     key_id: &str,
@@ -343,12 +364,24 @@ async fn authenticate(
     if !ids::is_key_id(key_id) {
         return Ok(None);
     }
+    let secret_hash = hash_secret(secret);
+    let cache = state.key_cache();
+    if let Some(account) = cache.lookup(key_id, &secret_hash) {
+        return Ok(Some(Caller { account, key_id: KeyId::from(key_id) }));
+    }
+    let generation = cache.generation();
     let Some(found) = state.store().get_key(&KeyId::from(key_id)).await? else { return Ok(None) };
     // Compare in constant time even for revoked keys, so timing does not reveal their state.
     let matches = verify_secret(secret, &found.key.secret_hash);
     if !matches || found.key.revoked_at.is_some() {
         return Ok(None);
     }
+    cache.remember(
+        generation,
+        &found.key.secret_hash,
+        found.key.key_id.clone(),
+        found.account.clone(),
+    );
     Ok(Some(Caller { account: found.account, key_id: found.key.key_id }))
 }
 

@@ -9,8 +9,12 @@ use nixflex_core::crypto::SecretBox;
 use nixflex_engine::Engine;
 use nixflex_providers::twilio::TwilioClient;
 
-use crate::outbound::CustomerHttp;
 use nixflex_store::Store;
+
+use crate::agent_json::AgentJsonCache;
+use crate::key_cache::KeyCache;
+use crate::outbound::CustomerHttp;
+use crate::rate_limiter::RateLimiter;
 
 /// What the API layer needs from the configuration.
 #[derive(Debug, Clone)]
@@ -88,6 +92,12 @@ struct Inner {
     twilio: TwilioClient,
     engine: Engine,
     customer: CustomerHttp,
+    /// Verified keys of this node (docs/security.md#key-cache).
+    key_cache: KeyCache,
+    /// Request counters of this node (docs/api.md#rate-limits).
+    rate_limiter: RateLimiter,
+    /// Encoded agents per (id, version) (docs/decisions.md#api-line-rate).
+    agent_json: AgentJsonCache,
 }
 
 impl AppState {
@@ -100,7 +110,34 @@ impl AppState {
         engine: Engine,
         customer: CustomerHttp,
     ) -> Self {
-        Self { inner: Arc::new(Inner { store, secrets, config, twilio, engine, customer }) }
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                secrets,
+                config,
+                twilio,
+                engine,
+                customer,
+                key_cache: KeyCache::new(),
+                rate_limiter: RateLimiter::new(),
+                agent_json: AgentJsonCache::new(),
+            }),
+        }
+    }
+
+    /// This node's cache of verified keys; its epoch poller runs in the binary.
+    pub fn key_cache(&self) -> &KeyCache {
+        &self.inner.key_cache
+    }
+
+    /// This node's encoded agents.
+    pub fn agent_json(&self) -> &AgentJsonCache {
+        &self.inner.agent_json
+    }
+
+    /// This node's request counters; their sync with the database runs in the binary.
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.inner.rate_limiter
     }
 
     /// The call engine.

@@ -115,6 +115,12 @@ pub trait AccountRepo: Send + Sync {
         secret_sealed: &str,
         at: DateTime<Utc>,
     ) -> Result<ApiKey, StoreError>;
+
+    /// The authentication epoch: a counter that moves, in the same transaction, with every
+    /// change that can make a cached key wrong (a key created, rotated or revoked, an account's
+    /// limits changed). Nodes poll it to know when to empty their key cache
+    /// (docs/security.md#key-cache).
+    async fn auth_epoch(&self) -> Result<i64, StoreError>;
 }
 
 macro_rules! impl_accounts {
@@ -186,6 +192,18 @@ macro_rules! impl_accounts {
                 Ok(())
             }
 
+            /// Moves the authentication epoch inside the caller's transaction, so nodes see the
+            /// change that made their cached keys wrong no earlier and no later than the change.
+            async fn bump_auth_epoch(
+                tx: &mut sqlx::Transaction<'static, $db>,
+            ) -> Result<(), StoreError> {
+                sqlx::query("update auth_epoch set epoch = epoch + 1 where id = 1")
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
             #[async_trait]
             impl crate::AccountRepo for $store {
                 async fn create_account(&self, account: &Account, key: &ApiKey) -> Result<(), StoreError> {
@@ -204,6 +222,7 @@ macro_rules! impl_accounts {
                     .await
                     .map_err(map_err)?;
                     insert_key_in(&mut tx, key).await?;
+                    bump_auth_epoch(&mut tx).await?;
                     tx.commit().await.map_err(map_err)
                 }
 
@@ -223,6 +242,7 @@ macro_rules! impl_accounts {
                     rate_limit_reads: Option<i64>,
                     rate_limit_writes: Option<i64>,
                 ) -> Result<(), StoreError> {
+                    let mut tx = self.begin_write().await?;
                     let done = sqlx::query(
                         "update accounts set max_concurrent_calls = $2, rate_limit_reads = $3, rate_limit_writes = $4 where account_id = $1",
                     )
@@ -230,18 +250,21 @@ macro_rules! impl_accounts {
                     .bind(max_concurrent_calls)
                     .bind(rate_limit_reads)
                     .bind(rate_limit_writes)
-                    .execute(&self.writer)
+                    .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }
-                    Ok(())
+                    // Cached callers carry the account's limits.
+                    bump_auth_epoch(&mut tx).await?;
+                    tx.commit().await.map_err(map_err)
                 }
 
                 async fn insert_key(&self, key: &ApiKey) -> Result<(), StoreError> {
                     let mut tx = self.begin_write().await?;
                     insert_key_in(&mut tx, key).await?;
+                    bump_auth_epoch(&mut tx).await?;
                     tx.commit().await.map_err(map_err)
                 }
 
@@ -325,6 +348,7 @@ macro_rules! impl_accounts {
                         .execute(&mut *tx)
                         .await
                         .map_err(map_err)?;
+                    bump_auth_epoch(&mut tx).await?;
                     tx.commit().await.map_err(map_err)?;
                     key.revoked_at = Some(at);
                     Ok(RevokeOutcome::Revoked(key))
@@ -337,6 +361,7 @@ macro_rules! impl_accounts {
                     secret_sealed: &str,
                     at: DateTime<Utc>,
                 ) -> Result<ApiKey, StoreError> {
+                    let mut tx = self.begin_write().await?;
                     let row = sqlx::query(
                         "update api_keys set secret_hash = $2, secret_sealed = $3, rotated_at = $4 \
                          where key_id = $1 and revoked_at is null \
@@ -346,13 +371,21 @@ macro_rules! impl_accounts {
                     .bind(secret_hash)
                     .bind(secret_sealed)
                     .bind(at)
-                    .fetch_optional(&self.writer)
+                    .fetch_optional(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                    match row {
-                        Some(row) => key_from_row(&row).map_err(map_err),
-                        None => Err(StoreError::NotFound),
-                    }
+                    let Some(row) = row else { return Err(StoreError::NotFound) };
+                    let key = key_from_row(&row).map_err(map_err)?;
+                    bump_auth_epoch(&mut tx).await?;
+                    tx.commit().await.map_err(map_err)?;
+                    Ok(key)
+                }
+
+                async fn auth_epoch(&self) -> Result<i64, StoreError> {
+                    sqlx::query_scalar("select epoch from auth_epoch where id = 1")
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(map_err)
                 }
             }
         }

@@ -33,6 +33,32 @@ pub trait AgentRepo: Send + Sync {
         page: Page,
     ) -> Result<(Vec<Agent>, i64), StoreError>;
 
+    /// An agent's version (bumped by every edit) without its settings: `None` when the agent is
+    /// not this account's. With a cache of the agent's JSON per (id, version), a read needs no
+    /// more (docs/decisions.md#api-line-rate).
+    async fn agent_version(
+        &self,
+        account_id: &AccountId,
+        agent_id: &AgentId,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// [`list_agents`](Self::list_agents) without the settings: the page's ids and versions,
+    /// newest first, and the total.
+    async fn list_agent_versions(
+        &self,
+        account_id: &AccountId,
+        is_active: Option<bool>,
+        page: Page,
+    ) -> Result<(Vec<(AgentId, i64)>, i64), StoreError>;
+
+    /// The account's agents among `agent_ids`, with their versions, in no particular order
+    /// (missing ones are left out).
+    async fn get_agents(
+        &self,
+        account_id: &AccountId,
+        agent_ids: &[AgentId],
+    ) -> Result<Vec<(Agent, i64)>, StoreError>;
+
     /// Edits an agent in one write transaction that holds its row (PostgreSQL `FOR UPDATE`,
     /// SQLite `BEGIN IMMEDIATE`), so concurrent edits queue instead of failing: `edit` sees the
     /// agent as stored and returns the new one, or a validation error that changes nothing.
@@ -147,27 +173,94 @@ macro_rules! impl_agents {
                     is_active: Option<bool>,
                     page: Page,
                 ) -> Result<(Vec<Agent>, i64), StoreError> {
-                    let total: i64 = sqlx::query_scalar(
-                        "select count(*) from agents where account_id = $1 and ($2 is null or is_active = $2)",
-                    )
-                    .bind(account_id.as_str())
-                    .bind(is_active)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(map_err)?;
-                    let rows = sqlx::query(
-                        "select * from agents where account_id = $1 and ($2 is null or is_active = $2) \
-                         order by created_at desc, agent_id desc limit $3 offset $4",
-                    )
-                    .bind(account_id.as_str())
-                    .bind(is_active)
-                    .bind(page.limit)
-                    .bind(page.offset)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(map_err)?;
+                    // The filter is a condition only when given, so the count and the page use
+                    // agents_account_active (or agents_account_created) directly.
+                    let condition = match is_active {
+                        Some(_) => "where account_id = $1 and is_active = $2",
+                        None => "where account_id = $1 and $2 is null",
+                    };
+                    let count_sql = sqlx::AssertSqlSafe(format!("select count(*) from agents {condition}"));
+                    let total: i64 = sqlx::query_scalar(count_sql)
+                        .bind(account_id.as_str())
+                        .bind(is_active)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    let page_sql = sqlx::AssertSqlSafe(format!(
+                        "select * from agents {condition} order by created_at desc, agent_id desc limit $3 offset $4"
+                    ));
+                    let rows = sqlx::query(page_sql)
+                        .bind(account_id.as_str())
+                        .bind(is_active)
+                        .bind(page.limit)
+                        .bind(page.offset)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(map_err)?;
                     let agents = rows.iter().map(agent_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
                     Ok((agents, total))
+                }
+
+                async fn agent_version(&self, account_id: &AccountId, agent_id: &AgentId) -> Result<Option<i64>, StoreError> {
+                    sqlx::query_scalar("select version from agents where agent_id = $1 and account_id = $2")
+                        .bind(agent_id.as_str())
+                        .bind(account_id.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)
+                }
+
+                async fn list_agent_versions(
+                    &self,
+                    account_id: &AccountId,
+                    is_active: Option<bool>,
+                    page: Page,
+                ) -> Result<(Vec<(AgentId, i64)>, i64), StoreError> {
+                    let condition = match is_active {
+                        Some(_) => "where account_id = $1 and is_active = $2",
+                        None => "where account_id = $1 and $2 is null",
+                    };
+                    let count_sql = sqlx::AssertSqlSafe(format!("select count(*) from agents {condition}"));
+                    let total: i64 = sqlx::query_scalar(count_sql)
+                        .bind(account_id.as_str())
+                        .bind(is_active)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    let page_sql = sqlx::AssertSqlSafe(format!(
+                        "select agent_id, version from agents {condition} order by created_at desc, agent_id desc limit $3 offset $4"
+                    ));
+                    let rows: Vec<(String, i64)> = sqlx::query_as(page_sql)
+                        .bind(account_id.as_str())
+                        .bind(is_active)
+                        .bind(page.limit)
+                        .bind(page.offset)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    Ok((rows.into_iter().map(|(id, version)| (AgentId::from(id), version)).collect(), total))
+                }
+
+                async fn get_agents(&self, account_id: &AccountId, agent_ids: &[AgentId]) -> Result<Vec<(Agent, i64)>, StoreError> {
+                    if agent_ids.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    // A page is at most 100 agents: one `in (…)` list, every value bound.
+                    let mut query = sqlx::QueryBuilder::<$db>::new("select * from agents where account_id = ");
+                    query.push_bind(account_id.as_str().to_owned()).push(" and agent_id in (");
+                    let mut ids = query.separated(", ");
+                    for agent_id in agent_ids {
+                        ids.push_bind(agent_id.as_str().to_owned());
+                    }
+                    query.push(")");
+                    let rows = query.build().fetch_all(&self.pool).await.map_err(map_err)?;
+                    rows.iter()
+                        .map(|row| {
+                            let version: i64 = row.try_get("version")?;
+                            Ok((agent_from_row(row)?, version))
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                        .map_err(map_err)
                 }
 
                 async fn modify_agent(

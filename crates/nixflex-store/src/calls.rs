@@ -110,6 +110,9 @@ pub trait CallRepo: Send + Sync {
     /// Inserts a call unconditionally (`Conflict` on a duplicate Twilio SID).
     async fn insert_call(&self, call: &CallRecord) -> Result<(), StoreError>;
 
+    /// Inserts many calls in one transaction, all or none (seeding: `nixflex bench api`).
+    async fn insert_calls(&self, calls: &[CallRecord]) -> Result<(), StoreError>;
+
     /// A call of this account.
     async fn get_call(
         &self,
@@ -130,7 +133,8 @@ pub trait CallRepo: Send + Sync {
         business_number: Option<&E164>,
     ) -> Result<Option<CallRecord>, StoreError>;
 
-    /// The account's calls, newest first, filtered, with the total.
+    /// The account's calls, newest first, filtered, with the total. Transcripts are left out
+    /// (empty): lists do not return them; `get_call` reads them.
     async fn list_calls(
         &self,
         account_id: &AccountId,
@@ -250,6 +254,15 @@ macro_rules! impl_calls {
             use nixflex_core::ids::{AccountId, AgentId, CallId, E164};
 
             type DbRow = <$db as sqlx::Database>::Row;
+
+            /// Every column `call_from_row` reads, with an empty transcript in place of the
+            /// stored one (lists do not return transcripts; they can be most of a row).
+            const LIST_COLUMNS: &str = "select call_id, account_id, agent_id, direction, from_number, to_number, twilio_call_sid, call_status, \
+                 ended_reason, started_at, answered_at, ended_at, duration_seconds, {empty} as transcript, turns, \
+                 function_calls, provider_events, avg_latency_ms, recording_location, recording_duration_s, call_summary, \
+                 caller_sentiment, call_successful, extracted_data, voicemail_detected, campaign_id, metadata, cost_usd, \
+                 precall_reject_reason, amd_result, voicemail_detection_method, carrier_details, stream_token_hash, \
+                 created_at, updated_at from calls";
 
             pub(super) fn call_from_row(row: &DbRow) -> Result<CallRecord, sqlx::Error> {
                 let direction: String = row.try_get("direction")?;
@@ -446,6 +459,14 @@ macro_rules! impl_calls {
                     insert_call_in(&self.writer, call).await
                 }
 
+                async fn insert_calls(&self, calls: &[CallRecord]) -> Result<(), StoreError> {
+                    let mut tx = self.begin_write().await?;
+                    for call in calls {
+                        insert_call_in(&mut *tx, call).await?;
+                    }
+                    tx.commit().await.map_err(map_err)
+                }
+
                 async fn get_call(&self, account_id: &AccountId, call_id: &CallId) -> Result<Option<CallRecord>, StoreError> {
                     let row = sqlx::query("select * from calls where call_id = $1 and account_id = $2")
                         .bind(call_id.as_str())
@@ -485,39 +506,57 @@ macro_rules! impl_calls {
                 }
 
                 async fn list_calls(&self, account_id: &AccountId, filter: &CallFilter, page: Page) -> Result<(Vec<CallRecord>, i64), StoreError> {
-                    const WHERE: &str = "where account_id = $1 and ($2 is null or agent_id = $2) and ($3 is null or direction = $3) \
-                         and ($4 is null or call_status = $4) and ($5 is null or from_number = $5) and ($6 is null or to_number = $6) \
-                         and ($7 is null or campaign_id = $7) and ($8 is null or started_at >= $8) and ($9 is null or started_at < $9) \
-                         and ($10 is null or caller_sentiment = $10) and ($11 is null or call_successful = $11) \
-                         and ($12 is null or voicemail_detected = $12)";
-                    macro_rules! bind_filter {
-                        ($query:expr) => {
-                            $query
-                                .bind(account_id.as_str())
-                                .bind(filter.agent_id.as_deref())
-                                .bind(filter.direction.map(|d| d.as_str()))
-                                .bind(filter.call_status.map(CallStatus::as_str))
-                                .bind(&filter.from_number)
-                                .bind(&filter.to_number)
-                                .bind(&filter.campaign_id)
-                                .bind(filter.since)
-                                .bind(filter.until)
-                                .bind(&filter.caller_sentiment)
-                                .bind(filter.call_successful)
-                                .bind(filter.voicemail_detected)
-                        };
+                    // Only the filters given become conditions, so each filtered list and its
+                    // count use that filter's index (migration 0017), which `($n is null or …)`
+                    // would hide from the planner. Values are always bound, never spliced.
+                    fn push_filter(query: &mut sqlx::QueryBuilder<$db>, account_id: &AccountId, filter: &CallFilter) {
+                        query.push(" where account_id = ").push_bind(account_id.as_str().to_owned());
+                        if let Some(agent_id) = &filter.agent_id {
+                            query.push(" and agent_id = ").push_bind(agent_id.clone());
+                        }
+                        if let Some(direction) = filter.direction {
+                            query.push(" and direction = ").push_bind(direction.as_str().to_owned());
+                        }
+                        if let Some(status) = filter.call_status {
+                            query.push(" and call_status = ").push_bind(status.as_str().to_owned());
+                        }
+                        if let Some(from_number) = &filter.from_number {
+                            query.push(" and from_number = ").push_bind(from_number.clone());
+                        }
+                        if let Some(to_number) = &filter.to_number {
+                            query.push(" and to_number = ").push_bind(to_number.clone());
+                        }
+                        if let Some(campaign_id) = &filter.campaign_id {
+                            query.push(" and campaign_id = ").push_bind(campaign_id.clone());
+                        }
+                        if let Some(since) = filter.since {
+                            query.push(" and started_at >= ").push_bind(since);
+                        }
+                        if let Some(until) = filter.until {
+                            query.push(" and started_at < ").push_bind(until);
+                        }
+                        if let Some(sentiment) = &filter.caller_sentiment {
+                            query.push(" and caller_sentiment = ").push_bind(sentiment.clone());
+                        }
+                        if let Some(successful) = filter.call_successful {
+                            query.push(" and call_successful = ").push_bind(successful);
+                        }
+                        if let Some(voicemail) = filter.voicemail_detected {
+                            query.push(" and voicemail_detected = ").push_bind(voicemail);
+                        }
                     }
-                    let count_sql = sqlx::AssertSqlSafe(format!("select count(*) from calls {WHERE}"));
-                    let total: i64 = bind_filter!(sqlx::query_scalar(count_sql)).fetch_one(&self.pool).await.map_err(map_err)?;
-                    let page_sql = sqlx::AssertSqlSafe(format!(
-                        "select * from calls {WHERE} order by created_at desc, call_id desc limit $13 offset $14"
-                    ));
-                    let rows = bind_filter!(sqlx::query(page_sql))
-                        .bind(page.limit)
-                        .bind(page.offset)
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(map_err)?;
+                    let mut count = sqlx::QueryBuilder::<$db>::new("select count(*) from calls");
+                    push_filter(&mut count, account_id, filter);
+                    let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await.map_err(map_err)?;
+                    // The list leaves transcripts out (docs/decisions.md#transcript-shapes), so
+                    // they are not read: an empty one stands in for the column.
+                    let mut list = sqlx::QueryBuilder::<$db>::new(LIST_COLUMNS.replace("{empty}", Self::EMPTY_JSON_ARRAY));
+                    push_filter(&mut list, account_id, filter);
+                    list.push(" order by created_at desc, call_id desc limit ")
+                        .push_bind(page.limit)
+                        .push(" offset ")
+                        .push_bind(page.offset);
+                    let rows = list.build().fetch_all(&self.pool).await.map_err(map_err)?;
                     let calls = rows.iter().map(call_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
                     Ok((calls, total))
                 }

@@ -55,6 +55,19 @@ pub trait GuardRepo: Send + Sync {
         expires_at: i64,
     ) -> Result<i64, StoreError>;
 
+    /// Adds `n` requests counted on one node to `bucket`'s fixed window starting at
+    /// `window_start` (one upsert, atomic across nodes) and returns the window's total across
+    /// nodes. `n = 0` only reads the total (no write). A flush for a window older than the one
+    /// stored is dropped (a late node must not rewind the counter) and returns `n`.
+    /// (docs/api.md#rate-limits)
+    async fn rate_limit_add(
+        &self,
+        bucket: &str,
+        window_start: i64,
+        expires_at: i64,
+        n: i64,
+    ) -> Result<i64, StoreError>;
+
     /// Deletes counters that expired before `now` (unix seconds).
     async fn purge_rate_limits(&self, now: i64) -> Result<u64, StoreError>;
 
@@ -127,6 +140,42 @@ macro_rules! impl_guards {
                     .fetch_one(&self.writer)
                     .await
                     .map_err(map_err)
+                }
+
+                async fn rate_limit_add(
+                    &self,
+                    bucket: &str,
+                    window_start: i64,
+                    expires_at: i64,
+                    n: i64,
+                ) -> Result<i64, StoreError> {
+                    if n <= 0 {
+                        let total: Option<i64> = sqlx::query_scalar(
+                            "select count from rate_limits where bucket = $1 and window_start = $2",
+                        )
+                        .bind(bucket)
+                        .bind(window_start)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                        return Ok(total.unwrap_or(0));
+                    }
+                    let total: Option<i64> = sqlx::query_scalar(
+                        "insert into rate_limits (bucket, window_start, count, expires_at) values ($1, $2, $4, $3) \
+                         on conflict (bucket) do update set \
+                         count = case when rate_limits.window_start = excluded.window_start then rate_limits.count + excluded.count else excluded.count end, \
+                         window_start = excluded.window_start, expires_at = excluded.expires_at \
+                         where excluded.window_start >= rate_limits.window_start \
+                         returning count",
+                    )
+                    .bind(bucket)
+                    .bind(window_start)
+                    .bind(expires_at)
+                    .bind(n)
+                    .fetch_optional(&self.writer)
+                    .await
+                    .map_err(map_err)?;
+                    Ok(total.unwrap_or(n))
                 }
 
                 async fn purge_rate_limits(&self, now: i64) -> Result<u64, StoreError> {

@@ -34,10 +34,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "provider_events", include_str!("../migrations/postgres/0014_provider_events.sql")),
     (15, "account_providers", include_str!("../migrations/postgres/0015_account_providers.sql")),
     (16, "billable_seconds", include_str!("../migrations/postgres/0016_billable_seconds.sql")),
+    (17, "api_line_rate", include_str!("../migrations/postgres/0017_api_line_rate.sql")),
 ];
 
 impl PgStore {
     /// `select … for update` holds a row until the transaction ends.
+    /// An empty JSON array as a column value (lists leave transcripts out).
+    const EMPTY_JSON_ARRAY: &'static str = "'[]'::jsonb";
     const ROW_LOCKS: bool = true;
     /// Row lock that serialises key revocations of one account across nodes.
     const LOCK_ACCOUNT: Option<&'static str> =

@@ -36,10 +36,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "provider_events", include_str!("../migrations/sqlite/0014_provider_events.sql")),
     (15, "account_providers", include_str!("../migrations/sqlite/0015_account_providers.sql")),
     (16, "billable_seconds", include_str!("../migrations/sqlite/0016_billable_seconds.sql")),
+    (17, "api_line_rate", include_str!("../migrations/sqlite/0017_api_line_rate.sql")),
 ];
 
 impl SqliteStore {
     /// No row locks: `BEGIN IMMEDIATE` already holds the database's write lock.
+    /// An empty JSON array as a column value (lists leave transcripts out).
+    const EMPTY_JSON_ARRAY: &'static str = "'[]'";
     const ROW_LOCKS: bool = false;
     /// SQLite has no row locks: `BEGIN IMMEDIATE` already holds the database's write lock.
     const LOCK_ACCOUNT: Option<&'static str> = None;

@@ -227,6 +227,46 @@ async fn agents_list_newest_first_filtered_and_counted((store, _g): Fixture) {
     assert_eq!(page[0].agent_id, ids_newest_first[4]);
 }
 
+async fn agent_versions_are_read_without_settings_and_move_with_edits((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let (other, _) = new_account(&*store).await;
+    let base = now();
+    let mut agents = Vec::new();
+    for i in 0..4 {
+        let mut a = agent(&acct.account_id, &format!("a{i}"), i % 2 == 0);
+        a.created_at = base + Duration::microseconds(i * 1500);
+        store.insert_agent(&a).await.unwrap();
+        agents.push(a);
+    }
+    let first = &agents[0];
+    assert_eq!(store.agent_version(&acct.account_id, &first.agent_id).await.unwrap(), Some(1));
+    assert_eq!(store.agent_version(&other.account_id, &first.agent_id).await.unwrap(), None);
+    let mut rename = |a: &Agent| {
+        let mut edited = a.clone();
+        edited.settings.name = "renamed".to_owned();
+        Ok(edited)
+    };
+    store.modify_agent(&acct.account_id, &first.agent_id, &mut rename).await.unwrap();
+    assert_eq!(store.agent_version(&acct.account_id, &first.agent_id).await.unwrap(), Some(2));
+    // Versions page like the agents themselves.
+    let (page, total) = store.list_agent_versions(&acct.account_id, None, PAGE).await.unwrap();
+    assert_eq!(total, 4);
+    let newest_first: Vec<AgentId> = agents.iter().rev().map(|a| a.agent_id.clone()).collect();
+    assert_eq!(page.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), newest_first);
+    assert_eq!(page.last().unwrap().1, 2);
+    let (active, total) =
+        store.list_agent_versions(&acct.account_id, Some(true), PAGE).await.unwrap();
+    assert_eq!((active.len(), total), (2, 2));
+    // Fetched by id, only the account's.
+    let wanted = [first.agent_id.clone(), agents[3].agent_id.clone(), "agent_missing".into()];
+    let mut fetched = store.get_agents(&acct.account_id, &wanted).await.unwrap();
+    fetched.sort_by_key(|(a, _)| a.settings.name.clone());
+    assert_eq!(fetched.len(), 2);
+    assert_eq!((fetched[1].0.settings.name.as_str(), fetched[1].1), ("renamed", 2));
+    assert!(store.get_agents(&other.account_id, &wanted).await.unwrap().is_empty());
+    assert!(store.get_agents(&acct.account_id, &[]).await.unwrap().is_empty());
+}
+
 async fn agent_edits_are_serialised_and_all_or_nothing((store, _g): Fixture) {
     let (acct, _) = new_account(&*store).await;
     let (other, _) = new_account(&*store).await;
@@ -315,6 +355,65 @@ async fn rate_limit_counters_are_atomic_and_reset_per_window((store, _g): Fixtur
     assert_eq!(store.rate_limit_hit("other", 120, 100).await.unwrap(), 1);
     assert_eq!(store.purge_rate_limits(150).await.unwrap(), 1);
     assert_eq!(store.rate_limit_hit(bucket, 120, 260).await.unwrap(), 2);
+}
+
+async fn rate_limit_flushes_add_up_across_nodes_and_never_rewind_a_window((store, _g): Fixture) {
+    let bucket = "acct_1:r";
+    assert_eq!(store.rate_limit_add(bucket, 60, 200, 0).await.unwrap(), 0, "a read writes nothing");
+    assert_eq!(store.rate_limit_add(bucket, 60, 200, 3).await.unwrap(), 3);
+    // Two nodes flushing at once: every request is counted once.
+    let totals: Vec<i64> =
+        futures::future::join_all((0..20).map(|_| store.rate_limit_add(bucket, 60, 200, 2)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    assert_eq!(totals.iter().max(), Some(&43));
+    assert_eq!(store.rate_limit_add(bucket, 60, 200, 0).await.unwrap(), 43);
+    assert_eq!(
+        store.rate_limit_hit(bucket, 60, 200).await.unwrap(),
+        44,
+        "hits and flushes share a row"
+    );
+    // A new window starts from the flushed count; a late flush of the old one does not rewind it.
+    assert_eq!(store.rate_limit_add(bucket, 120, 260, 5).await.unwrap(), 5);
+    store.rate_limit_add(bucket, 60, 200, 7).await.unwrap();
+    assert_eq!(store.rate_limit_add(bucket, 120, 260, 0).await.unwrap(), 5);
+    assert_eq!(
+        store.rate_limit_add(bucket, 60, 200, 0).await.unwrap(),
+        0,
+        "the old window is gone"
+    );
+}
+
+async fn the_auth_epoch_moves_with_every_key_and_limit_change((store, _g): Fixture) {
+    let start = store.auth_epoch().await.unwrap();
+    let (acct, first) = new_account(&*store).await;
+    let after_signup = store.auth_epoch().await.unwrap();
+    assert!(after_signup > start, "a new account and key");
+    let second = key(&acct.account_id);
+    store.insert_key(&second).await.unwrap();
+    let after_insert = store.auth_epoch().await.unwrap();
+    assert!(after_insert > after_signup, "a new key");
+    store.rotate_key(&first.key_id, &"n".repeat(64), "v1:new", now()).await.unwrap();
+    let after_rotate = store.auth_epoch().await.unwrap();
+    assert!(after_rotate > after_insert, "a rotation");
+    store.revoke_key(&acct.account_id, &first.key_id, now()).await.unwrap();
+    let after_revoke = store.auth_epoch().await.unwrap();
+    assert!(after_revoke > after_rotate, "a revocation");
+    store.set_account_limits(&acct.account_id, Some(2), Some(10), None).await.unwrap();
+    let after_limits = store.auth_epoch().await.unwrap();
+    assert!(after_limits > after_revoke, "new limits");
+    // Refused changes leave it alone.
+    assert_eq!(
+        store.revoke_key(&acct.account_id, &second.key_id, now()).await.unwrap(),
+        RevokeOutcome::LastActiveKey
+    );
+    assert!(matches!(
+        store.rotate_key(&first.key_id, "x", "y", now()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.auth_epoch().await.unwrap(), after_limits);
 }
 
 async fn idempotency_keys_start_once_then_replay((store, _g): Fixture) {
@@ -1022,6 +1121,22 @@ async fn calls_list_with_filters_and_delete((store, _g): Fixture) {
     );
 }
 
+async fn calls_inserted_in_a_batch_land_all_or_none((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let batch: Vec<CallRecord> = (0..50)
+        .map(|i| call(&acct.account_id, "a1", &format!("+4473861723{i:02}"), "+14155552671"))
+        .collect();
+    store.insert_calls(&batch).await.unwrap();
+    let listed = store.list_calls(&acct.account_id, &CallFilter::default(), PAGE).await.unwrap();
+    assert_eq!(listed.1, 50);
+    // A duplicate anywhere in the batch writes nothing of it.
+    let mut again = vec![call(&acct.account_id, "a1", "+447386172399", "+14155552671")];
+    again.push(batch[10].clone());
+    assert!(matches!(store.insert_calls(&again).await, Err(StoreError::Conflict { .. })));
+    let listed = store.list_calls(&acct.account_id, &CallFilter::default(), PAGE).await.unwrap();
+    assert_eq!(listed.1, 50);
+}
+
 async fn history_is_the_latest_summaries_between_a_number_and_a_caller((store, _g): Fixture) {
     let (acct, _) = new_account(&*store).await;
     let business = "+14155552671";
@@ -1609,9 +1724,12 @@ suite!(
     agents_round_trip_and_stay_in_their_account,
     agents_list_newest_first_filtered_and_counted,
     agent_edits_are_serialised_and_all_or_nothing,
+    agent_versions_are_read_without_settings_and_move_with_edits,
     call_usage_adds_up_a_period_and_finds_the_peak,
     webhook_deliveries_are_kept_per_call_and_go_with_it,
     rate_limit_counters_are_atomic_and_reset_per_window,
+    rate_limit_flushes_add_up_across_nodes_and_never_rewind_a_window,
+    the_auth_epoch_moves_with_every_key_and_limit_change,
     idempotency_keys_start_once_then_replay,
     abandoned_and_failed_idempotent_requests_can_run_again,
     concurrent_duplicates_start_exactly_once,
@@ -1629,6 +1747,7 @@ suite!(
     a_new_stream_token_replaces_the_old_one,
     calls_by_sid_stay_in_their_account_and_number,
     calls_list_with_filters_and_delete,
+    calls_inserted_in_a_batch_land_all_or_none,
     history_is_the_latest_summaries_between_a_number_and_a_caller,
     jobs_enqueue_once_per_idempotency_key,
     jobs_are_claimed_by_one_worker_at_a_time,

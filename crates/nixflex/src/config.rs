@@ -113,6 +113,10 @@ pub struct Config {
     pub rate_limit_writes_per_minute: i64,
     /// Requests per minute per client IP without a valid key.
     pub rate_limit_anonymous_per_minute: i64,
+    /// How often each node reconciles its in-memory request counts with the database, in
+    /// milliseconds (docs/api.md#rate-limits): the bound on how far several nodes together can
+    /// overshoot a limit.
+    pub rate_limit_sync_ms: u64,
     /// Default concurrent calls per account.
     pub max_concurrent_calls: i64,
     /// Price of a connected minute in USD, reported by `GET /v1/usage` (0: no charge).
@@ -274,6 +278,7 @@ impl Default for Config {
             rate_limit_reads_per_minute: 600,
             rate_limit_writes_per_minute: 120,
             rate_limit_anonymous_per_minute: 600,
+            rate_limit_sync_ms: 100,
             max_concurrent_calls: 10,
             price_per_minute_usd: 0.0,
             trust_forwarded_for: false,
@@ -444,6 +449,9 @@ impl Config {
         }
         if !(self.price_per_minute_usd.is_finite() && self.price_per_minute_usd >= 0.0) {
             bail!("price_per_minute_usd must be a number of at least 0");
+        }
+        if !(10..=10_000).contains(&self.rate_limit_sync_ms) {
+            bail!("rate_limit_sync_ms must be between 10 and 10000");
         }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
@@ -627,6 +635,11 @@ impl Config {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    /// How often request counts are reconciled with the database (docs/api.md#rate-limits).
+    pub fn rate_limit_sync(&self) -> Duration {
+        Duration::from_millis(self.rate_limit_sync_ms)
+    }
+
     /// The effective configuration with every secret redacted (and database passwords removed).
     pub fn redacted(&self) -> Value {
         let secret = |s: &Option<SecretString>| match s {
@@ -645,6 +658,7 @@ impl Config {
             "rate_limit_reads_per_minute": self.rate_limit_reads_per_minute,
             "rate_limit_writes_per_minute": self.rate_limit_writes_per_minute,
             "rate_limit_anonymous_per_minute": self.rate_limit_anonymous_per_minute,
+            "rate_limit_sync_ms": self.rate_limit_sync_ms,
             "max_concurrent_calls": self.max_concurrent_calls,
             "outbound_queue_timeout_secs": self.outbound_queue_timeout_secs,
             "outbound_dial_recheck_ms": self.outbound_dial_recheck_ms,
@@ -789,6 +803,7 @@ mod tests {
         assert!(bad(|c| c.jobs_max_attempts = 0).contains("jobs_max_attempts"));
         assert!(bad(|c| c.jobs_lease_ms = 10).contains("jobs_lease_ms"));
         assert!(bad(|c| c.jobs_poll_ms = 0).contains("jobs_poll_ms"));
+        assert!(bad(|c| c.rate_limit_sync_ms = 0).contains("rate_limit_sync_ms"));
         assert!(bad(|c| c.jobs_backoff_cap_ms = 1).contains("jobs_backoff_cap_ms"));
         assert!(bad(|c| c.node_id = Some("a b".to_owned())).contains("node_id"));
         Config::default().validate().expect("defaults are valid");

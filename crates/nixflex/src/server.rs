@@ -471,6 +471,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let shutdown = CancellationToken::new();
     let grace = Duration::from_millis(config.shutdown_grace_ms);
 
+    let state_for_guards = state.clone();
     let maintenance = tokio::spawn({
         let token = shutdown.clone();
         async move {
@@ -480,6 +481,59 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                     () = tokio::time::sleep(nixflex_api::middleware::PURGE_EVERY) => {
                         nixflex_api::middleware::purge_expired(&state).await;
                         sweep_recordings(&recordings).await;
+                    }
+                }
+            }
+        }
+    });
+
+    // The key cache's epoch poller and the rate limiter's sync: they keep the request path free
+    // of database writes (docs/security.md#key-cache, docs/api.md#rate-limits).
+    let key_epoch = tokio::spawn({
+        let token = shutdown.clone();
+        let state = state_for_guards.clone();
+        async move {
+            let mut tick = tokio::time::interval(nixflex_api::key_cache::POLL_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    _ = tick.tick() => {
+                        match state.key_cache().poll(state.store()).await {
+                            Ok(()) => failing = false,
+                            Err(error) if !failing => {
+                                failing = true;
+                                tracing::warn!(message = "Reading the authentication epoch failed; keys are verified in the database until it works again.", error = %error);
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let rate_sync = tokio::spawn({
+        let token = shutdown.clone();
+        let state = state_for_guards;
+        let every = config.rate_limit_sync();
+        async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    _ = tick.tick() => {
+                        let now = chrono::Utc::now().timestamp();
+                        match state.rate_limiter().sync(state.store(), now).await {
+                            Ok(()) => failing = false,
+                            Err(error) if !failing => {
+                                failing = true;
+                                tracing::warn!(message = "Syncing rate-limit counts failed; they are kept and sent again.", error = %error);
+                            }
+                            Err(_) => {}
+                        }
                     }
                 }
             }
@@ -545,6 +599,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             );
         }
         maintenance.abort();
+        key_epoch.abort();
+        rate_sync.abort();
         drained.abort();
         // Bounded by the worker's own shutdown wait.
         let _ = worker.await;

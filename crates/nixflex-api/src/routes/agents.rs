@@ -1,8 +1,12 @@
 //! Agents (docs/api.md#agents): create, list, get, update (partial, all-or-nothing), delete.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use nixflex_core::agent::{
     Agent, AgentSettings, ExtractionType, MAX_EXTRACTION_FIELDS, MAX_FUNCTIONS, MAX_SYSTEM_PROMPT,
@@ -341,17 +345,63 @@ async fn list_agents(
     State(state): State<AppState>,
     caller: Caller,
     query: QueryPairs,
-) -> ApiResult<Json<AgentList>> {
+) -> ApiResult<Response> {
     let page = query.page()?;
     let is_active = query.bool("is_active")?;
-    let (agents, count) =
-        state.store().list_agents(&caller.account.account_id, is_active, page).await?;
-    Ok(Json(AgentList {
-        agents: agents.into_iter().map(AgentObject::from).collect(),
-        count,
-        limit: page.limit,
-        offset: page.offset,
-    }))
+    let account_id = &caller.account.account_id;
+    // Ids and versions first; only agents whose current version is not encoded yet are read
+    // and encoded (docs/decisions.md#api-line-rate).
+    let (versions, count) = state.store().list_agent_versions(account_id, is_active, page).await?;
+    let cache = state.agent_json();
+    let mut bodies: Vec<Option<Bytes>> =
+        versions.iter().map(|(agent_id, version)| cache.get(agent_id.as_str(), *version)).collect();
+    let missing: Vec<AgentId> = versions
+        .iter()
+        .zip(&bodies)
+        .filter(|(_, body)| body.is_none())
+        .map(|((agent_id, _), _)| agent_id.clone())
+        .collect();
+    if !missing.is_empty() {
+        let mut encoded = HashMap::with_capacity(missing.len());
+        for (agent, version) in state.store().get_agents(account_id, &missing).await? {
+            let agent_id = agent.agent_id.to_string();
+            let json = encode_agent(agent)?;
+            cache.put(&agent_id, version, json.clone());
+            encoded.insert(agent_id, json);
+        }
+        for ((agent_id, _), body) in versions.iter().zip(bodies.iter_mut()) {
+            if body.is_none() {
+                // None again when it was deleted in between: it is left out of the page.
+                *body = encoded.remove(agent_id.as_str());
+            }
+        }
+    }
+    // The bytes `Json(AgentList { .. })` would write: the same encoder, the same field order.
+    let mut json = Vec::with_capacity(bodies.iter().flatten().map(Bytes::len).sum::<usize>() + 64);
+    json.extend_from_slice(b"{\"agents\":[");
+    for (i, body) in bodies.iter().flatten().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        json.extend_from_slice(body);
+    }
+    json.extend_from_slice(
+        format!("],\"count\":{count},\"limit\":{},\"offset\":{}}}", page.limit, page.offset)
+            .as_bytes(),
+    );
+    Ok(json_response(Bytes::from(json)))
+}
+
+/// An agent object's JSON.
+fn encode_agent(agent: Agent) -> ApiResult<Bytes> {
+    serde_json::to_vec(&AgentObject::from(agent))
+        .map(Bytes::from)
+        .map_err(|error| ApiError::internal(anyhow::Error::new(error).context("encoding an agent")))
+}
+
+/// A 200 with a JSON body encoded already.
+fn json_response(json: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response()
 }
 
 /// Get an agent. Another account's agent is reported as not found.
@@ -369,13 +419,21 @@ async fn get_agent(
     State(state): State<AppState>,
     caller: Caller,
     Path(agent_id): Path<String>,
-) -> ApiResult<Json<AgentObject>> {
-    let (agent, _) = state
-        .store()
-        .get_agent(&caller.account.account_id, &AgentId::from(agent_id.as_str()))
-        .await?
-        .ok_or_else(|| not_found(&agent_id))?;
-    Ok(Json(agent.into()))
+) -> ApiResult<Response> {
+    let id = AgentId::from(agent_id.as_str());
+    let account_id = &caller.account.account_id;
+    // The version alone, then the encoded agent if this node has it at that version
+    // (docs/decisions.md#api-line-rate).
+    let version =
+        state.store().agent_version(account_id, &id).await?.ok_or_else(|| not_found(&agent_id))?;
+    if let Some(json) = state.agent_json().get(id.as_str(), version) {
+        return Ok(json_response(json));
+    }
+    let (agent, version) =
+        state.store().get_agent(account_id, &id).await?.ok_or_else(|| not_found(&agent_id))?;
+    let json = encode_agent(agent)?;
+    state.agent_json().put(id.as_str(), version, json.clone());
+    Ok(json_response(json))
 }
 
 /// Update an agent. Only the supplied fields change; `null` clears nullable fields; any invalid
@@ -441,6 +499,7 @@ async fn delete_agent(
     {
         return Err(not_found(&agent_id));
     }
+    state.agent_json().forget(&agent_id);
     tracing::info!(message = "Agent deleted.", agent_id = %agent_id);
     Ok(Json(AgentDeleted { agent_id, deleted: true }))
 }

@@ -321,11 +321,15 @@ async fn revoke_key(
         .revoke_key(&caller.account.account_id, &KeyId::from(key_id.as_str()), nixflex_store::now())
         .await?
     {
-        RevokeOutcome::Revoked(key) => Ok(Json(KeyRevoked {
-            key_id: key.key_id.into(),
-            revoked: true,
-            revoked_at: key.revoked_at,
-        })),
+        RevokeOutcome::Revoked(key) => {
+            // Other nodes see the epoch move within a second (docs/security.md#key-cache).
+            state.key_cache().invalidate();
+            Ok(Json(KeyRevoked {
+                key_id: key.key_id.into(),
+                revoked: true,
+                revoked_at: key.revoked_at,
+            }))
+        }
         RevokeOutcome::LastActiveKey => Err(ApiError::new(
             ErrorCode::LastActiveKey,
             "This is the account's last active key. Create another key before revoking it.",
@@ -372,6 +376,9 @@ async fn rotate_key(
             }
             other => other.into(),
         })?;
+    // The old secret stops working here at once, and on other nodes within a second
+    // (docs/security.md#key-cache).
+    state.key_cache().invalidate();
     Ok((Extension(SecretBearing), Json(KeyRotated {
         message: "API key rotated. Save your new key_secret — it will not be shown again; the old secret no longer works.".to_owned(),
         key_id: rotated.key_id.into(),

@@ -1,10 +1,18 @@
-//! `nixflex bench api`: seeds agents across accounts, then drives a mixed read/write REST load
-//! at a fixed concurrency against a separately running server and prints requests/s and latency
-//! percentiles per route.
+//! `nixflex bench api`: measures the REST API of a separately running server at a fixed
+//! concurrency and prints requests/s and latency percentiles per route (docs/benchmarks.md,
+//! docs/decisions.md#api-line-rate). Modes:
+//!
+//! - `ratio`: `GET /healthz` and an authenticated `GET /v1/agents/{id}`, each alone, and the cost
+//!   of every route as a multiple of `/healthz`, measured by the same client in the same run.
+//! - `lists`: the agents and calls lists of one big account (`--account-agents` agents and
+//!   `--calls` calls), unfiltered and with each indexed filter.
+//! - `mixed`: agents seeded over HTTP across `--accounts`, then a read/write mix.
+//! - `all`: the three, in that order.
 //!
 //! Accounts are provisioned straight into the server's database (same configuration as the
 //! server: data dir or database URL, and master key) with raised request limits, so the numbers
-//! measure the server, not the rate limiter. Everything else goes through HTTP.
+//! measure the server, not the rate limiter. The big account's agents and calls are written
+//! there too, in batches; everything measured goes through HTTP.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +26,25 @@ use rand::seq::IndexedRandom;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use nixflex_core::agent::{Agent, AgentSettings};
+use nixflex_core::call::{CallRecord, CallStatus, Direction, TranscriptEntry, TranscriptRole};
+use nixflex_core::ids;
+use nixflex_store::Store;
+
 use crate::config::Config;
+
+/// What `nixflex bench api` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApiBenchMode {
+    /// `/healthz` against an authenticated read, and the ratio.
+    Ratio,
+    /// Lists of one big account.
+    Lists,
+    /// The read/write mix over many accounts.
+    Mixed,
+    /// All three.
+    All,
+}
 
 /// Arguments of `nixflex bench api`.
 #[derive(Debug, Args)]
@@ -35,9 +61,18 @@ pub struct ApiBenchArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Length of the measured load phase, in seconds.
+    /// Length of each measured phase, in seconds.
     #[arg(long, default_value_t = 20)]
     pub duration_secs: u64,
+    /// What to measure: ratio, lists, mixed or all.
+    #[arg(long, value_enum, default_value = "all")]
+    pub mode: ApiBenchMode,
+    /// Calls written into the big account (ratio and lists modes), straight into the database.
+    #[arg(long, default_value_t = 10_000)]
+    pub calls: usize,
+    /// Agents written into the big account (ratio and lists modes), straight into the database.
+    #[arg(long, default_value_t = 500)]
+    pub account_agents: usize,
     /// Directory of the server's SQLite database (when the server uses the default store).
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
@@ -131,11 +166,30 @@ pub async fn run(config: &Config, args: ApiBenchArgs) -> anyhow::Result<()> {
 
     let secrets = crate::server::load_master_key(&config)?;
     let store = crate::server::open_store(&config, &secrets).await?;
+    if args.mode != ApiBenchMode::Mixed {
+        run_ratio_and_lists(&client, &base, &store, &secrets, &args).await?;
+    }
+    if matches!(args.mode, ApiBenchMode::Mixed | ApiBenchMode::All) {
+        run_mixed(&client, &base, &store, &secrets, &args).await?;
+    }
+    Ok(())
+}
+
+/// Agents seeded over HTTP across `--accounts`, then the read/write mix.
+#[allow(clippy::print_stdout)]
+async fn run_mixed(
+    client: &reqwest::Client,
+    base: &str,
+    store: &Arc<dyn Store>,
+    secrets: &nixflex_core::crypto::SecretBox,
+    args: &ApiBenchArgs,
+) -> anyhow::Result<()> {
+    let (client, base) = (client.clone(), base.to_owned());
     let mut accounts = Vec::with_capacity(args.accounts);
     for i in 0..args.accounts {
         let created = nixflex_api::routes::keys::provision_account(
-            &*store,
-            &secrets,
+            &**store,
+            secrets,
             Some(format!("bench account {i}")),
             None,
         )
@@ -245,6 +299,344 @@ pub async fn run(config: &Config, args: ApiBenchArgs) -> anyhow::Result<()> {
     while tasks.join_next().await.is_some() {}
     report("mixed", &stats, started.elapsed());
     Ok(())
+}
+
+/// A request for worker request number `n`.
+type MakeRequest = Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync>;
+
+/// One measured route: its latencies and how long it was driven.
+struct Measured {
+    route: String,
+    stats: RouteStats,
+    elapsed: Duration,
+}
+
+/// Drives one route alone at `concurrency` for `duration` (closed loop: each client sends its
+/// next request when the last one answered).
+async fn measure(
+    concurrency: usize,
+    duration: Duration,
+    route: &'static str,
+    make: MakeRequest,
+) -> Measured {
+    let stats: Stats = Arc::default();
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let (stats, make) = (stats.clone(), make.clone());
+        tasks.spawn(async move {
+            let mut n = worker;
+            while Instant::now() < deadline {
+                timed(&stats, route, make(n)).await;
+                n += concurrency;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed();
+    let stats = stats.lock().ok().and_then(|mut all| all.remove(route)).unwrap_or_default();
+    Measured { route: route.to_owned(), stats, elapsed }
+}
+
+/// What `seed_big_account` made.
+struct BigAccount {
+    bearer: String,
+    agent_ids: Vec<String>,
+    /// Agents that have calls.
+    calling_agents: Vec<String>,
+    /// Caller numbers of its calls.
+    callers: Vec<String>,
+}
+
+/// A seeded call: one a minute going back from `now`, spread over agents, directions, callers,
+/// sentiments and outcomes, each with a short transcript.
+fn bench_call(i: usize, account: &str, agents: &[String], callers: &[String]) -> CallRecord {
+    let minutes = i64::try_from(i).unwrap_or(i64::MAX);
+    let at = nixflex_store::now() - chrono::Duration::minutes(minutes);
+    let transcript = (0..6)
+        .map(|turn| TranscriptEntry {
+            role: if turn % 2 == 0 { TranscriptRole::Agent } else { TranscriptRole::Caller },
+            text: "Thanks for calling the practice, how can I help you today?".to_owned(),
+            timestamp_ms: turn * 4000,
+        })
+        .collect();
+    let outbound = i.is_multiple_of(3);
+    CallRecord {
+        call_id: ids::new_call_id(),
+        account_id: account.into(),
+        agent_id: agents.get(i % agents.len().max(1)).map(|a| a.as_str().into()),
+        direction: if outbound { Direction::Outbound } else { Direction::Inbound },
+        from_number: if outbound {
+            "+14155552671".to_owned()
+        } else {
+            callers[i % callers.len()].clone()
+        },
+        to_number: if outbound {
+            callers[i % callers.len()].clone()
+        } else {
+            "+14155552671".to_owned()
+        },
+        twilio_call_sid: None,
+        call_status: if i.is_multiple_of(10) {
+            CallStatus::NoAnswer
+        } else {
+            CallStatus::Completed
+        },
+        ended_reason: None,
+        started_at: at,
+        answered_at: Some(at),
+        ended_at: Some(at + chrono::Duration::seconds(60)),
+        duration_seconds: Some(60),
+        transcript,
+        turns: Vec::new(),
+        avg_latency_ms: Some(640.0),
+        recording: None,
+        call_summary: Some("The caller booked a cleaning for Tuesday.".to_owned()),
+        caller_sentiment: Some(["happy", "neutral", "frustrated"][i % 3].to_owned()),
+        call_successful: Some(i.is_multiple_of(2)),
+        extracted_data: serde_json::Map::new(),
+        voicemail_detected: i.is_multiple_of(7),
+        campaign_id: None,
+        metadata: None,
+        cost_usd: None,
+        function_calls: Vec::new(),
+        provider_events: Vec::new(),
+        precall_reject_reason: None,
+        amd_result: None,
+        voicemail_detection_method: None,
+        carrier_details: None,
+        stream_token_hash: None,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// One account with `n_agents` agents and `n_calls` calls, written straight into the database
+/// (agents eight at a time, calls in transactions of 1,000).
+#[allow(clippy::print_stdout)]
+async fn seed_big_account(
+    store: &Arc<dyn Store>,
+    secrets: &nixflex_core::crypto::SecretBox,
+    n_agents: usize,
+    n_calls: usize,
+) -> anyhow::Result<BigAccount> {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    let started = Instant::now();
+    let created = nixflex_api::routes::keys::provision_account(
+        &**store,
+        secrets,
+        Some("bench big account".to_owned()),
+        None,
+    )
+    .await?;
+    let account_id: nixflex_core::ids::AccountId = created.account_id.as_str().into();
+    store.set_account_limits(&account_id, None, Some(1_000_000_000), Some(1_000_000_000)).await?;
+    let now = nixflex_store::now();
+    let agents: Vec<Agent> = (0..n_agents)
+        .map(|i| {
+            let at = now - chrono::Duration::seconds(i64::try_from(i).unwrap_or(i64::MAX));
+            Agent {
+                agent_id: ids::new_agent_id(),
+                account_id: account_id.clone(),
+                api_key_id: created.key_id.as_str().into(),
+                settings: AgentSettings {
+                    name: format!("agent {i}"),
+                    system_prompt: "You are a helpful receptionist for a dental practice. Book, move and cancel appointments; answer questions about opening hours and prices.".to_owned(),
+                    is_active: !i.is_multiple_of(4),
+                    ..AgentSettings::default()
+                },
+                created_at: at,
+                updated_at: at,
+            }
+        })
+        .collect();
+    futures::stream::iter(agents.iter().map(|agent| store.insert_agent(agent)))
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let agent_ids: Vec<String> = agents.iter().map(|a| a.agent_id.to_string()).collect();
+    let calling_agents: Vec<String> = agent_ids.iter().take(20).cloned().collect();
+    let callers: Vec<String> = (0..50).map(|i| format!("+4473861723{i:02}")).collect();
+    let mut seeded = 0;
+    while seeded < n_calls {
+        let end = (seeded + 1000).min(n_calls);
+        let batch: Vec<CallRecord> = (seeded..end)
+            .map(|i| bench_call(i, &created.account_id, &calling_agents, &callers))
+            .collect();
+        store.insert_calls(&batch).await?;
+        seeded = end;
+    }
+    println!(
+        "seeded a big account with {n_agents} agents and {n_calls} calls in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(BigAccount {
+        bearer: format!("Bearer {}:{}", created.key_id, created.key_secret),
+        agent_ids,
+        calling_agents,
+        callers,
+    })
+}
+
+/// `ratio` and `lists`: each route alone, then the table with every route's cost as a multiple
+/// of `/healthz`, measured by this client in this run.
+async fn run_ratio_and_lists(
+    client: &reqwest::Client,
+    base: &str,
+    store: &Arc<dyn Store>,
+    secrets: &nixflex_core::crypto::SecretBox,
+    args: &ApiBenchArgs,
+) -> anyhow::Result<()> {
+    let big = seed_big_account(store, secrets, args.account_agents.max(1), args.calls).await?;
+    let duration = Duration::from_secs(args.duration_secs);
+    let concurrency = args.concurrency;
+    let authed = |path: Arc<dyn Fn(usize) -> String + Send + Sync>| -> MakeRequest {
+        let (client, base, bearer) = (client.clone(), base.to_owned(), big.bearer.clone());
+        Arc::new(move |n| {
+            client.get(format!("{base}{}", path(n))).header("authorization", bearer.as_str())
+        })
+    };
+    let fixed = |path: &'static str| -> Arc<dyn Fn(usize) -> String + Send + Sync> {
+        Arc::new(move |_| path.to_owned())
+    };
+    let mut measured = Vec::new();
+    let healthz: MakeRequest = {
+        let (client, base) = (client.clone(), base.to_owned());
+        Arc::new(move |_| client.get(format!("{base}/healthz")))
+    };
+    measured.push(measure(concurrency, duration, "GET /healthz", healthz).await);
+    let agents = Arc::new(big.agent_ids.clone());
+    measured.push(
+        measure(
+            concurrency,
+            duration,
+            "GET /v1/agents/{id}",
+            authed(Arc::new(move |n| format!("/v1/agents/{}", agents[n % agents.len()]))),
+        )
+        .await,
+    );
+    measured.push(
+        measure(
+            concurrency,
+            duration,
+            "GET /v1/agents?limit=25",
+            authed(fixed("/v1/agents?limit=25")),
+        )
+        .await,
+    );
+    if matches!(args.mode, ApiBenchMode::Lists | ApiBenchMode::All) {
+        measured.push(
+            measure(
+                concurrency,
+                duration,
+                "GET /v1/agents?offset=…",
+                authed(Arc::new(|n| format!("/v1/agents?limit=25&offset={}", (n % 4) * 25))),
+            )
+            .await,
+        );
+        measured.push(
+            measure(
+                concurrency,
+                duration,
+                "GET /v1/agents?is_active",
+                authed(fixed("/v1/agents?limit=25&is_active=false")),
+            )
+            .await,
+        );
+        measured.push(
+            measure(concurrency, duration, "GET /v1/calls", authed(fixed("/v1/calls?limit=25")))
+                .await,
+        );
+        let deep = (args.calls / 2).min(1000);
+        measured.push(
+            measure(
+                concurrency,
+                duration,
+                "GET /v1/calls?offset=deep",
+                authed(Arc::new(move |_| format!("/v1/calls?limit=25&offset={deep}"))),
+            )
+            .await,
+        );
+        let calling = Arc::new(big.calling_agents.clone());
+        measured.push(
+            measure(
+                concurrency,
+                duration,
+                "GET /v1/calls?agent_id",
+                authed(Arc::new(move |n| {
+                    format!("/v1/calls?limit=25&agent_id={}", calling[n % calling.len()])
+                })),
+            )
+            .await,
+        );
+        measured.push(
+            measure(
+                concurrency,
+                duration,
+                "GET /v1/calls?direction",
+                authed(fixed("/v1/calls?limit=25&direction=outbound")),
+            )
+            .await,
+        );
+        let callers = Arc::new(big.callers.clone());
+        measured.push(
+            measure(
+                concurrency,
+                duration,
+                "GET /v1/calls?from_number",
+                authed(Arc::new(move |n| {
+                    let number = callers[n % callers.len()].replace('+', "%2B");
+                    format!("/v1/calls?limit=25&from_number={number}")
+                })),
+            )
+            .await,
+        );
+        let until = chrono::Utc::now() - chrono::Duration::days(1);
+        let since = until - chrono::Duration::days(1);
+        let range = format!(
+            "/v1/calls?limit=25&since={}&until={}",
+            since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        measured.push(
+            measure(
+                concurrency,
+                duration,
+                "GET /v1/calls?since&until",
+                authed(Arc::new(move |_| range.clone())),
+            )
+            .await,
+        );
+    }
+    report_ratio(&measured);
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, clippy::cast_precision_loss)]
+fn report_ratio(measured: &[Measured]) {
+    let rate = |m: &Measured| m.stats.histogram.len() as f64 / m.elapsed.as_secs_f64().max(1e-9);
+    let healthz = measured.first().map_or(0.0, rate);
+    println!(
+        "\n{:<28} {:>8} {:>7} {:>9} {:>9} {:>9} {:>10}",
+        "route (each alone)", "requests", "errors", "req/s", "p50 ms", "p99 ms", "× healthz"
+    );
+    for m in measured {
+        let h = &m.stats.histogram;
+        let per_second = rate(m);
+        // How many /healthz requests one request of this route costs.
+        let cost = if per_second > 0.0 { healthz / per_second } else { f64::INFINITY };
+        println!(
+            "{:<28} {:>8} {:>7} {:>9.1} {:>9.2} {:>9.2} {:>10.2}",
+            m.route,
+            h.len(),
+            m.stats.errors,
+            per_second,
+            h.value_at_quantile(0.50) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            cost,
+        );
+    }
 }
 
 #[allow(clippy::print_stdout, clippy::cast_precision_loss)]

@@ -177,6 +177,52 @@ async fn a_second_node_on_the_same_database_serves_the_same_data(backend: Backen
     node.wait().await.unwrap();
 }
 
+async fn an_edited_agent_is_read_fresh_on_every_node_and_in_lists(backend: Backend) {
+    // Agents are served from a per-node cache of their JSON per (id, version)
+    // (docs/decisions.md#api-line-rate): an edit on one node shows on the other at once.
+    let app = TestApp::spawn(backend).await;
+    let key = app.signup().await;
+    let agent = app.create_agent(&key, json!({"name": "Before"})).await;
+    let id = agent["agent_id"].as_str().unwrap();
+    let node = app.spawn_node().await;
+    let on_node = |path: String| {
+        app.client.get(format!("{}{path}", node.base_url())).header("authorization", key.bearer())
+    };
+    for _ in 0..2 {
+        let fetched: Value =
+            on_node(format!("/v1/agents/{id}")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(fetched["name"], "Before");
+        let listed: Value =
+            on_node("/v1/agents".to_owned()).send().await.unwrap().json().await.unwrap();
+        assert_eq!(listed["agents"][0]["name"], "Before");
+    }
+    let updated: Value = app
+        .put(&key, &format!("/v1/agents/{id}"), json!({"name": "After"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let fetched: Value =
+        on_node(format!("/v1/agents/{id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(fetched, updated);
+    let listed: Value =
+        on_node("/v1/agents".to_owned()).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["agents"][0], updated);
+    assert_eq!(
+        (listed["count"].as_i64(), listed["limit"].as_i64(), listed["offset"].as_i64()),
+        (Some(1), Some(25), Some(0))
+    );
+    // Deleted on one node: gone on the other.
+    assert_eq!(app.delete(&key, &format!("/v1/agents/{id}")).await.status(), 200);
+    let gone = on_node(format!("/v1/agents/{id}")).send().await.unwrap();
+    expect_error(gone, 404, "agent_not_found").await;
+    let listed: Value =
+        on_node("/v1/agents".to_owned()).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed, json!({"agents": [], "count": 0, "limit": 25, "offset": 0}));
+    node.shutdown.cancel();
+    node.wait().await.unwrap();
+}
+
 async fn data_survives_a_restart(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;
     let key = app.signup().await;
@@ -217,5 +263,6 @@ both!(
     creations_answer_201_and_everything_else_200,
     documented_but_unbuilt_routes_say_so,
     a_second_node_on_the_same_database_serves_the_same_data,
+    an_edited_agent_is_read_fresh_on_every_node_and_in_lists,
     data_survives_a_restart,
 );

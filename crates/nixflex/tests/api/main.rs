@@ -20,6 +20,7 @@ mod fuzz;
 mod idempotency;
 mod input;
 mod integrations;
+mod key_cache;
 mod keys;
 mod metrics;
 mod numbers;
