@@ -324,6 +324,7 @@ macro_rules! impl_jobs {
                     lease_until: DateTime<Utc>,
                     now: DateTime<Utc>,
                 ) -> Result<Vec<Job>, StoreError> {
+                    let _turn = self.background_turn().await;
                     let mut tx = self.begin_write().await?;
                     // A lease that lapsed on the last attempt: the worker died running it, and
                     // there is no attempt left to give.
@@ -379,6 +380,7 @@ macro_rules! impl_jobs {
                 }
 
                 async fn complete_job(&self, lease: &Lease, now: DateTime<Utc>) -> Result<bool, StoreError> {
+                    let _turn = self.background_turn().await;
                     let done = sqlx::query(
                         "update jobs set state = 'done', lease_expires_at = null, updated_at = $4 \
                          where job_id = $1 and state = 'running' and lease_owner = $2 and attempts = $3",
@@ -400,6 +402,7 @@ macro_rules! impl_jobs {
                     retry_at: Option<DateTime<Utc>>,
                     now: DateTime<Utc>,
                 ) -> Result<bool, StoreError> {
+                    let _turn = self.background_turn().await;
                     let done = sqlx::query(
                         "update jobs set \
                          state = case when $5 is null or attempts >= max_attempts then 'dead' else 'queued' end, \
@@ -424,6 +427,7 @@ macro_rules! impl_jobs {
                     run_at: DateTime<Utc>,
                     now: DateTime<Utc>,
                 ) -> Result<bool, StoreError> {
+                    let _turn = self.background_turn().await;
                     let done = sqlx::query(
                         "update jobs set state = 'queued', run_at = $4, attempts = attempts - 1, \
                          lease_expires_at = null, updated_at = $5 \
@@ -446,6 +450,7 @@ macro_rules! impl_jobs {
                     lease_until: DateTime<Utc>,
                     now: DateTime<Utc>,
                 ) -> Result<bool, StoreError> {
+                    let _turn = self.background_turn().await;
                     // Only a lease that has not lapsed: once it has, another node may hold the job.
                     let done = sqlx::query(
                         "update jobs set lease_expires_at = $4, updated_at = $5 \

@@ -66,6 +66,12 @@ impl PgStore {
         Ok(Self { writer: pool.clone(), pool })
     }
 
+    /// PostgreSQL runs writers side by side: the job queue needs no turn of its own.
+    #[allow(clippy::unused_async, reason = "the same call as SQLite's in the shared store code")]
+    async fn background_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        None
+    }
+
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         self.pool.begin().await.map_err(map_err)
     }

@@ -16,6 +16,10 @@ use crate::sql::map_err;
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: SqlitePool,
+    /// One turn at the writer for the job queue's own bookkeeping (claims, completions,
+    /// failures, deferrals, leases) at a time: calls being answered never queue behind a burst
+    /// of it (docs/operations.md#the-database).
+    background: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// The schema history, oldest first; each file runs once, in a transaction.
@@ -65,7 +69,11 @@ impl SqliteStore {
             })
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Reads map the file instead of copying each page out of the kernel: every write
+            // empties the other connections' page caches, and under load the copies were most
+            // of SQLite's own time (docs/benchmarks.md#line-rate-calls).
+            .pragma("mmap_size", "268435456");
         // An in-memory database exists once per connection: keep exactly one, forever, for
         // reads and writes alike.
         if in_memory {
@@ -81,7 +89,7 @@ impl SqliteStore {
             let migrator = crate::sql::migrator(MIGRATIONS);
             crate::sql::adopt_reworded!(&pool, migrator, crate::sql::REWORDED_SQLITE);
             migrator.run(&pool).await.map_err(|e| StoreError::Other(e.into()))?;
-            return Ok(Self { writer: pool.clone(), pool });
+            return Ok(Self { writer: pool.clone(), pool, background: Self::background_gate() });
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -98,7 +106,16 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(map_err)?;
-        Ok(Self { pool, writer })
+        Ok(Self { pool, writer, background: Self::background_gate() })
+    }
+
+    fn background_gate() -> std::sync::Arc<tokio::sync::Semaphore> {
+        std::sync::Arc::new(tokio::sync::Semaphore::new(1))
+    }
+
+    /// Waits for the job queue's turn at the writer (see `background`); held until dropped.
+    async fn background_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.background.acquire().await.ok()
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {

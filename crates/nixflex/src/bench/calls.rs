@@ -125,6 +125,10 @@ pub struct CallsBenchArgs {
     /// under `taskset -c 1` to keep the load generator on the other core.
     #[arg(long)]
     pub server_cpus: Option<String>,
+    /// The server's log filter (a tracing filter such as `warn,sqlx::query=debug`, for a
+    /// diagnosis); its log is kept with `--keep`.
+    #[arg(long, default_value = "warn")]
+    pub server_log: String,
 }
 
 /// `--recording`.
@@ -376,9 +380,10 @@ impl ServerProcess {
                 command.env_remove(name.as_ref());
             }
         }
+        let server_log = &args.server_log;
         command
-            .env("RUST_LOG", "warn")
-            .env("NIXFLEX_LOG_LEVEL", "warn")
+            .env("RUST_LOG", server_log)
+            .env("NIXFLEX_LOG_LEVEL", server_log)
             .env("NIXFLEX_LISTEN", format!("127.0.0.1:{port}"))
             .env("NIXFLEX_PUBLIC_URL", &base)
             .env("NIXFLEX_DATA_DIR", data_dir.path())
