@@ -545,9 +545,19 @@ macro_rules! impl_calls {
                             query.push(" and voicemail_detected = ").push_bind(voicemail);
                         }
                     }
-                    let mut count = sqlx::QueryBuilder::<$db>::new("select count(*) from calls");
-                    push_filter(&mut count, account_id, filter);
-                    let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await.map_err(map_err)?;
+                    let total: i64 = if *filter == CallFilter::default() {
+                        // Unfiltered: the running count (migration 0018), not a count of every call.
+                        sqlx::query_scalar("select total from call_counts where account_id = $1")
+                            .bind(account_id.as_str())
+                            .fetch_optional(&self.pool)
+                            .await
+                            .map_err(map_err)?
+                            .unwrap_or(0)
+                    } else {
+                        let mut count = sqlx::QueryBuilder::<$db>::new("select count(*) from calls");
+                        push_filter(&mut count, account_id, filter);
+                        count.build_query_scalar().fetch_one(&self.pool).await.map_err(map_err)?
+                    };
                     // The list leaves transcripts out (docs/decisions.md#transcript-shapes), so
                     // they are not read: an empty one stands in for the column.
                     let mut list = sqlx::QueryBuilder::<$db>::new(LIST_COLUMNS.replace("{empty}", Self::EMPTY_JSON_ARRAY));

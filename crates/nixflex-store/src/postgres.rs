@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (15, "account_providers", include_str!("../migrations/postgres/0015_account_providers.sql")),
     (16, "billable_seconds", include_str!("../migrations/postgres/0016_billable_seconds.sql")),
     (17, "api_line_rate", include_str!("../migrations/postgres/0017_api_line_rate.sql")),
+    (18, "call_counts", include_str!("../migrations/postgres/0018_call_counts.sql")),
 ];
 
 impl PgStore {

@@ -1137,6 +1137,49 @@ async fn calls_inserted_in_a_batch_land_all_or_none((store, _g): Fixture) {
     assert_eq!(listed.1, 50);
 }
 
+async fn the_unfiltered_calls_total_is_exact_through_inserts_and_deletes((store, _g): Fixture) {
+    // The unfiltered total is a running count kept by the database (migration 0018); it must
+    // agree with a real count after every kind of insert and delete.
+    let (acct, _) = new_account(&*store).await;
+    let (other, _) = new_account(&*store).await;
+    let total = |account: AccountId| {
+        let store = store.clone();
+        async move { store.list_calls(&account, &CallFilter::default(), PAGE).await.unwrap().1 }
+    };
+    assert_eq!(total(acct.account_id.clone()).await, 0, "an account without calls");
+    let batch: Vec<CallRecord> = (0..7)
+        .map(|i| call(&acct.account_id, "a1", &format!("+4473861724{i:02}"), "+14155552671"))
+        .collect();
+    store.insert_calls(&batch).await.unwrap();
+    let one = call(&acct.account_id, "a2", "+447386172499", "+14155552671");
+    store.insert_call(&one).await.unwrap();
+    store
+        .insert_call(&call(&other.account_id, "a1", "+447386172498", "+14155552671"))
+        .await
+        .unwrap();
+    assert_eq!(total(acct.account_id.clone()).await, 8);
+    assert_eq!(total(other.account_id.clone()).await, 1);
+    // A failed batch (a duplicate inside) counts nothing.
+    assert!(store.insert_calls(&[batch[0].clone()]).await.is_err());
+    assert_eq!(total(acct.account_id.clone()).await, 8);
+    assert!(store.delete_call(&acct.account_id, &one.call_id).await.unwrap());
+    assert_eq!(total(acct.account_id.clone()).await, 7);
+    // The filtered count still counts: the same rows, one filter that matches them all.
+    let filtered = store
+        .list_calls(
+            &acct.account_id,
+            &CallFilter { agent_id: Some("a1".to_owned()), ..CallFilter::default() },
+            PAGE,
+        )
+        .await
+        .unwrap()
+        .1;
+    assert_eq!(filtered, 7);
+    assert_eq!(store.delete_all_calls(&acct.account_id).await.unwrap(), 7);
+    assert_eq!(total(acct.account_id.clone()).await, 0);
+    assert_eq!(total(other.account_id.clone()).await, 1, "other accounts keep theirs");
+}
+
 async fn history_is_the_latest_summaries_between_a_number_and_a_caller((store, _g): Fixture) {
     let (acct, _) = new_account(&*store).await;
     let business = "+14155552671";
@@ -1748,6 +1791,7 @@ suite!(
     calls_by_sid_stay_in_their_account_and_number,
     calls_list_with_filters_and_delete,
     calls_inserted_in_a_batch_land_all_or_none,
+    the_unfiltered_calls_total_is_exact_through_inserts_and_deletes,
     history_is_the_latest_summaries_between_a_number_and_a_caller,
     jobs_enqueue_once_per_idempotency_key,
     jobs_are_claimed_by_one_worker_at_a_time,
