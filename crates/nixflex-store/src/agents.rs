@@ -126,6 +126,31 @@ macro_rules! impl_agents {
                 ))
             }
 
+            /// The `where` clause of an agents list: the filter is a condition only when given, so
+            /// the count and the page use agents_account_active (or agents_account_created)
+            /// directly. Binds: `$1` the account, `$2` the filter (null for none).
+            fn list_condition(is_active: Option<bool>) -> &'static str {
+                match is_active {
+                    Some(_) => "where account_id = $1 and is_active = $2",
+                    None => "where account_id = $1 and $2 is null",
+                }
+            }
+
+            /// How many of the account's agents a list with this filter has.
+            async fn count_agents(
+                pool: &sqlx::Pool<$db>,
+                account_id: &AccountId,
+                is_active: Option<bool>,
+            ) -> Result<i64, StoreError> {
+                let sql = sqlx::AssertSqlSafe(format!("select count(*) from agents {}", list_condition(is_active)));
+                sqlx::query_scalar(sql)
+                    .bind(account_id.as_str())
+                    .bind(is_active)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(map_err)
+            }
+
             #[async_trait]
             impl crate::AgentRepo for $store {
                 async fn insert_agent(&self, agent: &Agent) -> Result<(), StoreError> {
@@ -173,19 +198,8 @@ macro_rules! impl_agents {
                     is_active: Option<bool>,
                     page: Page,
                 ) -> Result<(Vec<Agent>, i64), StoreError> {
-                    // The filter is a condition only when given, so the count and the page use
-                    // agents_account_active (or agents_account_created) directly.
-                    let condition = match is_active {
-                        Some(_) => "where account_id = $1 and is_active = $2",
-                        None => "where account_id = $1 and $2 is null",
-                    };
-                    let count_sql = sqlx::AssertSqlSafe(format!("select count(*) from agents {condition}"));
-                    let total: i64 = sqlx::query_scalar(count_sql)
-                        .bind(account_id.as_str())
-                        .bind(is_active)
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(map_err)?;
+                    let condition = list_condition(is_active);
+                    let total = count_agents(&self.pool, account_id, is_active).await?;
                     let page_sql = sqlx::AssertSqlSafe(format!(
                         "select * from agents {condition} order by created_at desc, agent_id desc limit $3 offset $4"
                     ));
@@ -216,17 +230,8 @@ macro_rules! impl_agents {
                     is_active: Option<bool>,
                     page: Page,
                 ) -> Result<(Vec<(AgentId, i64)>, i64), StoreError> {
-                    let condition = match is_active {
-                        Some(_) => "where account_id = $1 and is_active = $2",
-                        None => "where account_id = $1 and $2 is null",
-                    };
-                    let count_sql = sqlx::AssertSqlSafe(format!("select count(*) from agents {condition}"));
-                    let total: i64 = sqlx::query_scalar(count_sql)
-                        .bind(account_id.as_str())
-                        .bind(is_active)
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(map_err)?;
+                    let condition = list_condition(is_active);
+                    let total = count_agents(&self.pool, account_id, is_active).await?;
                     let page_sql = sqlx::AssertSqlSafe(format!(
                         "select agent_id, version from agents {condition} order by created_at desc, agent_id desc limit $3 offset $4"
                     ));
