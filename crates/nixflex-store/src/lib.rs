@@ -114,6 +114,11 @@ pub trait Store:
 
     /// Stores `value` under `key` unless the key exists; returns the value now stored.
     async fn meta_get_or_put(&self, key: &str, value: &str) -> Result<String, StoreError>;
+
+    /// Refreshes the query planner's statistics after a bulk load (`ANALYZE`; on PostgreSQL
+    /// `VACUUM ANALYZE`, which also marks the new rows visible to index-only scans), what
+    /// PostgreSQL's autovacuum would otherwise do only later (`nixflex bench api` seeds).
+    async fn analyze(&self) -> Result<(), StoreError>;
 }
 
 /// Opens (creating and migrating) the database named by `url`: `sqlite://path` / `sqlite::memory:`

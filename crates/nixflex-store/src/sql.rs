@@ -150,6 +150,13 @@ macro_rules! impl_store_base {
                     Ok(())
                 }
 
+                async fn analyze(&self) -> Result<(), StoreError> {
+                    // PostgreSQL: VACUUM too, so index-only scans of fresh rows skip the heap.
+                    let sql = if $backend == "postgres" { "vacuum analyze" } else { "analyze" };
+                    sqlx::query(sql).execute(&self.writer).await.map_err(map_err)?;
+                    Ok(())
+                }
+
                 async fn meta_get_or_put(&self, key: &str, value: &str) -> Result<String, StoreError> {
                     sqlx::query("insert into server_meta (key, value) values ($1, $2) on conflict do nothing")
                         .bind(key)

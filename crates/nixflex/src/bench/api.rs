@@ -489,6 +489,9 @@ async fn run_ratio_and_lists(
     args: &ApiBenchArgs,
 ) -> anyhow::Result<()> {
     let big = seed_big_account(store, secrets, args.account_agents.max(1), args.calls).await?;
+    // Fresh statistics, as a database that grew to this size would have: right after a bulk
+    // load PostgreSQL's planner still believes the account has a handful of calls.
+    store.analyze().await.context("refreshing the planner's statistics")?;
     let duration = Duration::from_secs(args.duration_secs);
     let concurrency = args.concurrency;
     let authed = |path: Arc<dyn Fn(usize) -> String + Send + Sync>| -> MakeRequest {
