@@ -46,15 +46,6 @@ pub enum IdempotencyBegin {
 /// Request guards: rate-limit counters and idempotency records.
 #[async_trait]
 pub trait GuardRepo: Send + Sync {
-    /// Counts one request in `bucket`'s fixed window starting at `window_start` (unix seconds)
-    /// and returns the count including this one. Atomic across nodes.
-    async fn rate_limit_hit(
-        &self,
-        bucket: &str,
-        window_start: i64,
-        expires_at: i64,
-    ) -> Result<i64, StoreError>;
-
     /// Adds `n` requests counted on one node to `bucket`'s fixed window starting at
     /// `window_start` (one upsert, atomic across nodes) and returns the window's total across
     /// nodes. `n = 0` only reads the total (no write). A flush for a window older than the one
@@ -121,27 +112,6 @@ macro_rules! impl_guards {
 
             #[async_trait]
             impl crate::GuardRepo for $store {
-                async fn rate_limit_hit(
-                    &self,
-                    bucket: &str,
-                    window_start: i64,
-                    expires_at: i64,
-                ) -> Result<i64, StoreError> {
-                    sqlx::query_scalar(
-                        "insert into rate_limits (bucket, window_start, count, expires_at) values ($1, $2, 1, $3) \
-                         on conflict (bucket) do update set \
-                         count = case when rate_limits.window_start = excluded.window_start then rate_limits.count + 1 else 1 end, \
-                         window_start = excluded.window_start, expires_at = excluded.expires_at \
-                         returning count",
-                    )
-                    .bind(bucket)
-                    .bind(window_start)
-                    .bind(expires_at)
-                    .fetch_one(&self.writer)
-                    .await
-                    .map_err(map_err)
-                }
-
                 async fn rate_limit_add(
                     &self,
                     bucket: &str,

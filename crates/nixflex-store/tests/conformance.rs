@@ -336,10 +336,10 @@ async fn agent_edits_are_serialised_and_all_or_nothing((store, _g): Fixture) {
 
 async fn rate_limit_counters_are_atomic_and_reset_per_window((store, _g): Fixture) {
     let bucket = "acct_1:w";
-    assert_eq!(store.rate_limit_hit(bucket, 60, 200).await.unwrap(), 1);
-    assert_eq!(store.rate_limit_hit(bucket, 60, 200).await.unwrap(), 2);
+    assert_eq!(store.rate_limit_add(bucket, 60, 200, 1).await.unwrap(), 1);
+    assert_eq!(store.rate_limit_add(bucket, 60, 200, 1).await.unwrap(), 2);
     let hits: Vec<i64> =
-        futures::future::join_all((0..40).map(|_| store.rate_limit_hit(bucket, 60, 200)))
+        futures::future::join_all((0..40).map(|_| store.rate_limit_add(bucket, 60, 200, 1)))
             .await
             .into_iter()
             .map(Result::unwrap)
@@ -348,13 +348,13 @@ async fn rate_limit_counters_are_atomic_and_reset_per_window((store, _g): Fixtur
     sorted.sort_unstable();
     assert_eq!(sorted, (3..=42).collect::<Vec<i64>>(), "every hit counted exactly once");
     assert_eq!(
-        store.rate_limit_hit(bucket, 120, 260).await.unwrap(),
+        store.rate_limit_add(bucket, 120, 260, 1).await.unwrap(),
         1,
         "a new window starts at 1"
     );
-    assert_eq!(store.rate_limit_hit("other", 120, 100).await.unwrap(), 1);
+    assert_eq!(store.rate_limit_add("other", 120, 100, 1).await.unwrap(), 1);
     assert_eq!(store.purge_rate_limits(150).await.unwrap(), 1);
-    assert_eq!(store.rate_limit_hit(bucket, 120, 260).await.unwrap(), 2);
+    assert_eq!(store.rate_limit_add(bucket, 120, 260, 1).await.unwrap(), 2);
 }
 
 async fn rate_limit_flushes_add_up_across_nodes_and_never_rewind_a_window((store, _g): Fixture) {
@@ -371,9 +371,9 @@ async fn rate_limit_flushes_add_up_across_nodes_and_never_rewind_a_window((store
     assert_eq!(totals.iter().max(), Some(&43));
     assert_eq!(store.rate_limit_add(bucket, 60, 200, 0).await.unwrap(), 43);
     assert_eq!(
-        store.rate_limit_hit(bucket, 60, 200).await.unwrap(),
+        store.rate_limit_add(bucket, 60, 200, 1).await.unwrap(),
         44,
-        "hits and flushes share a row"
+        "single requests and flushes share a row"
     );
     // A new window starts from the flushed count; a late flush of the old one does not rewind it.
     assert_eq!(store.rate_limit_add(bucket, 120, 260, 5).await.unwrap(), 5);

@@ -321,6 +321,38 @@ fn api_config(config: &Config) -> ApiConfig {
 ///
 /// # Errors
 /// When the store, master key or socket cannot be set up.
+/// Runs `step` every `period` until `token` is cancelled. A failure is logged once, as
+/// `failure`, until a step succeeds again.
+fn spawn_periodic<F, Fut>(
+    token: CancellationToken,
+    period: Duration,
+    failure: &'static str,
+    mut step: F,
+) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), nixflex_store::StoreError>> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = token.cancelled() => break,
+                _ = tick.tick() => match step().await {
+                    Ok(()) => failing = false,
+                    Err(error) if !failing => {
+                        failing = true;
+                        tracing::warn!(message = failure, error = %error);
+                    }
+                    Err(_) => {}
+                },
+            }
+        }
+    })
+}
+
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     let secrets = load_master_key(&config)?;
     if config.uses_postgres() && config.master_key.is_none() {
@@ -489,56 +521,30 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 
     // The key cache's epoch poller and the rate limiter's sync: they keep the request path free
     // of database writes (docs/security.md#key-cache, docs/api.md#rate-limits).
-    let key_epoch = tokio::spawn({
-        let token = shutdown.clone();
-        let state = state_for_guards.clone();
-        async move {
-            let mut tick = tokio::time::interval(nixflex_api::key_cache::POLL_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut failing = false;
-            loop {
-                tokio::select! {
-                    () = token.cancelled() => break,
-                    _ = tick.tick() => {
-                        match state.key_cache().poll(state.store()).await {
-                            Ok(()) => failing = false,
-                            Err(error) if !failing => {
-                                failing = true;
-                                tracing::warn!(message = "Reading the authentication epoch failed; keys are verified in the database until it works again.", error = %error);
-                            }
-                            Err(_) => {}
-                        }
-                    }
-                }
+    let key_epoch = spawn_periodic(
+        shutdown.clone(),
+        nixflex_api::key_cache::POLL_EVERY,
+        "Reading the authentication epoch failed; keys are verified in the database until it works again.",
+        {
+            let state = state_for_guards.clone();
+            move || {
+                let state = state.clone();
+                async move { state.key_cache().poll(state.store()).await }
             }
-        }
-    });
-    let rate_sync = tokio::spawn({
-        let token = shutdown.clone();
-        let state = state_for_guards;
-        let every = config.rate_limit_sync();
-        async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut failing = false;
-            loop {
-                tokio::select! {
-                    () = token.cancelled() => break,
-                    _ = tick.tick() => {
-                        let now = chrono::Utc::now().timestamp();
-                        match state.rate_limiter().sync(state.store(), now).await {
-                            Ok(()) => failing = false,
-                            Err(error) if !failing => {
-                                failing = true;
-                                tracing::warn!(message = "Syncing rate-limit counts failed; they are kept and sent again.", error = %error);
-                            }
-                            Err(_) => {}
-                        }
-                    }
-                }
+        },
+    );
+    let rate_sync = spawn_periodic(
+        shutdown.clone(),
+        config.rate_limit_sync(),
+        "Syncing rate-limit counts failed; they are kept and sent again.",
+        move || {
+            let state = state_for_guards.clone();
+            async move {
+                let now = chrono::Utc::now().timestamp();
+                state.rate_limiter().sync(state.store(), now).await
             }
-        }
-    });
+        },
+    );
 
     let open_files = crate::listener::raise_open_file_limit();
     let limits = crate::listener::ConnectionLimits {
