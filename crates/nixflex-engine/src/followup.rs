@@ -24,7 +24,7 @@ use nixflex_core::crypto::SecretBox;
 use nixflex_core::ids::{self, AccountId, CallId};
 use nixflex_pipeline::llm::LlmProvider;
 use nixflex_providers::customer::{CustomerHttp, CustomerHttpError};
-use nixflex_store::{CallAnalysis, Page, Store, StoreError, WebhookDelivery};
+use nixflex_store::{CallAnalysis, Store, StoreError, WebhookDelivery};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -378,12 +378,8 @@ impl FollowUp {
 
     /// The raw secrets of the account's active keys (receivers verify with any of them).
     async fn account_secrets(&self, account_id: &AccountId) -> Result<Vec<String>, FollowUpError> {
-        let (keys, _) = self.store.list_keys(account_id, Page { limit: 100, offset: 0 }).await?;
-        Ok(keys
-            .iter()
-            .filter(|k| k.revoked_at.is_none())
-            .filter_map(|k| self.secrets.open(&k.secret_sealed).ok())
-            .collect())
+        let keys = self.store.active_keys(account_id).await?;
+        Ok(keys.iter().filter_map(|k| self.secrets.open(&k.secret_sealed).ok()).collect())
     }
 }
 

@@ -218,13 +218,8 @@ impl Engine {
         let function_secrets = if agent.settings.functions.is_empty() {
             Vec::new()
         } else {
-            let (keys, _) = store
-                .list_keys(&call.account_id, nixflex_store::Page { limit: 100, offset: 0 })
-                .await?;
-            keys.iter()
-                .filter(|key| key.revoked_at.is_none())
-                .filter_map(|key| self.secrets().open(&key.secret_sealed).ok())
-                .collect()
+            let keys = store.active_keys(&call.account_id).await?;
+            keys.iter().filter_map(|key| self.secrets().open(&key.secret_sealed).ok()).collect()
         };
         if call.twilio_call_sid.is_none() && !start.call_sid.is_empty() {
             store

@@ -298,14 +298,10 @@ impl Engine {
 
     /// The raw secrets of the account's active keys, which sign requests to its endpoints.
     async fn account_secrets(&self, account_id: &AccountId) -> Vec<String> {
-        let page = nixflex_store::Page { limit: 100, offset: 0 };
-        let Ok((keys, _)) = self.store().list_keys(account_id, page).await else {
+        let Ok(keys) = self.store().active_keys(account_id).await else {
             return Vec::new();
         };
-        keys.iter()
-            .filter(|k| k.revoked_at.is_none())
-            .filter_map(|k| self.secrets().open(&k.secret_sealed).ok())
-            .collect()
+        keys.iter().filter_map(|k| self.secrets().open(&k.secret_sealed).ok()).collect()
     }
 }
 

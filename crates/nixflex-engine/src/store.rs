@@ -27,12 +27,8 @@ pub trait CallStore: Send + Sync + std::fmt::Debug {
     /// An account (for its concurrent-call cap).
     async fn get_account(&self, account_id: &AccountId) -> Result<Option<Account>, StoreError>;
 
-    /// The account's keys (their secrets sign requests to the customer's endpoints).
-    async fn list_keys(
-        &self,
-        account_id: &AccountId,
-        page: Page,
-    ) -> Result<(Vec<ApiKey>, i64), StoreError>;
+    /// The account's active keys (their secrets sign requests to the customer's endpoints).
+    async fn active_keys(&self, account_id: &AccountId) -> Result<Vec<ApiKey>, StoreError>;
 
     /// An agent of this account, with its version.
     async fn get_agent(
@@ -217,12 +213,8 @@ impl<S: Store + ?Sized> CallStore for Arc<S> {
         (**self).get_account(account_id).await
     }
 
-    async fn list_keys(
-        &self,
-        account_id: &AccountId,
-        page: Page,
-    ) -> Result<(Vec<ApiKey>, i64), StoreError> {
-        (**self).list_keys(account_id, page).await
+    async fn active_keys(&self, account_id: &AccountId) -> Result<Vec<ApiKey>, StoreError> {
+        (**self).active_keys(account_id).await
     }
 
     async fn get_agent(

@@ -298,7 +298,15 @@ impl Worker {
 
     /// Claims and runs jobs until `shutdown` is cancelled, then gives running jobs
     /// `shutdown_wait` to finish.
+    ///
+    /// Everything the worker writes (claims, outcomes, leases, sweeps) and everything its
+    /// handlers write is background work: on SQLite it waits behind the request path's writes
+    /// (`nixflex_store::background`, docs/operations.md#the-database).
     pub async fn run(self, shutdown: CancellationToken) {
+        nixflex_store::background(self.run_loop(shutdown)).await;
+    }
+
+    async fn run_loop(self, shutdown: CancellationToken) {
         let concurrency = self.config.concurrency.max(1);
         let permits = Arc::new(Semaphore::new(concurrency));
         let tasks = TaskTracker::new();
@@ -307,6 +315,10 @@ impl Worker {
         // half its slots are free and claims them in one batch: claiming per finished job would
         // cost a claim transaction per job. A poll, a wake-up or a sweep claims for any free slot.
         let mut eager = true;
+        // When a claim next also takes over lapsed leases (two more statements): at most once a
+        // poll interval, however often the worker is woken for work just queued
+        // (docs/jobs.md#claiming-and-leases).
+        let mut next_lapsed_check = Instant::now();
         tracing::info!(
             message = "Job worker started.",
             node_id = %self.config.node_id,
@@ -330,15 +342,18 @@ impl Worker {
             let mut more = false;
             if free > 0 && (eager || free * 2 >= concurrency) {
                 let now = nixflex_store::now();
-                let claimed = self
-                    .store
-                    .claim_jobs(
-                        &self.config.node_id,
-                        i64::try_from(free).unwrap_or(i64::MAX),
-                        after(now, self.config.lease),
-                        now,
-                    )
-                    .await;
+                let (owner, limit) =
+                    (&self.config.node_id, i64::try_from(free).unwrap_or(i64::MAX));
+                let lease_until = after(now, self.config.lease);
+                let lapsed = Instant::now() >= next_lapsed_check;
+                if lapsed {
+                    next_lapsed_check = Instant::now() + self.config.poll_interval;
+                }
+                let claimed = if lapsed {
+                    self.store.claim_jobs(owner, limit, lease_until, now).await
+                } else {
+                    self.store.claim_queued_jobs(owner, limit, lease_until, now).await
+                };
                 match claimed {
                     Ok(jobs) => {
                         // A full batch: there may be more waiting.
@@ -351,7 +366,10 @@ impl Worker {
                             };
                             let span =
                                 tracing::info_span!("job", job_id = %job.job_id, kind = %job.kind);
-                            tasks.spawn(self.clone().execute(job, permit).instrument(span));
+                            tasks.spawn(
+                                nixflex_store::background(self.clone().execute(job, permit))
+                                    .instrument(span),
+                            );
                         }
                     }
                     Err(error) => {
@@ -460,7 +478,7 @@ impl Worker {
         job: Job,
         lease: &Lease,
     ) -> Option<Result<(), JobError>> {
-        let mut task = tokio::spawn(handler(job).in_current_span());
+        let mut task = tokio::spawn(nixflex_store::background(handler(job)).in_current_span());
         let every = (self.config.lease / 3).max(Duration::from_millis(10));
         let mut renew = tokio::time::interval_at(Instant::now() + every, every);
         loop {

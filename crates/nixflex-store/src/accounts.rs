@@ -99,6 +99,10 @@ pub trait AccountRepo: Send + Sync {
         page: Page,
     ) -> Result<(Vec<ApiKey>, i64), StoreError>;
 
+    /// The account's active (unrevoked) keys, newest first, at most 100: their secrets sign
+    /// webhooks and requests to the account's endpoints. One statement, no total.
+    async fn active_keys(&self, account_id: &AccountId) -> Result<Vec<ApiKey>, StoreError>;
+
     /// Revokes a key unless it is the account's last active one (atomic across nodes).
     async fn revoke_key(
         &self,
@@ -207,7 +211,7 @@ macro_rules! impl_accounts {
             #[async_trait]
             impl crate::AccountRepo for $store {
                 async fn create_account(&self, account: &Account, key: &ApiKey) -> Result<(), StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     sqlx::query(
                         "insert into accounts (account_id, name, email, created_at, max_concurrent_calls, rate_limit_reads, rate_limit_writes) values ($1, $2, $3, $4, $5, $6, $7)",
                     )
@@ -242,7 +246,7 @@ macro_rules! impl_accounts {
                     rate_limit_reads: Option<i64>,
                     rate_limit_writes: Option<i64>,
                 ) -> Result<(), StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     let done = sqlx::query(
                         "update accounts set max_concurrent_calls = $2, rate_limit_reads = $3, rate_limit_writes = $4 where account_id = $1",
                     )
@@ -262,7 +266,7 @@ macro_rules! impl_accounts {
                 }
 
                 async fn insert_key(&self, key: &ApiKey) -> Result<(), StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     insert_key_in(&mut tx, key).await?;
                     bump_auth_epoch(&mut tx).await?;
                     tx.commit().await.map_err(map_err)
@@ -306,13 +310,25 @@ macro_rules! impl_accounts {
                     Ok((keys, total))
                 }
 
+                async fn active_keys(&self, account_id: &AccountId) -> Result<Vec<ApiKey>, StoreError> {
+                    let rows = sqlx::query(
+                        "select key_id, account_id, name, secret_hash, secret_sealed, created_at, rotated_at, revoked_at \
+                         from api_keys where account_id = $1 and revoked_at is null order by created_at desc, key_id desc limit 100",
+                    )
+                    .bind(account_id.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                    rows.iter().map(key_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)
+                }
+
                 async fn revoke_key(
                     &self,
                     account_id: &AccountId,
                     key_id: &KeyId,
                     at: DateTime<Utc>,
                 ) -> Result<RevokeOutcome, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     // Serialise revocations per account so two concurrent requests cannot each see
                     // "another active key" and revoke both.
                     if let Some(lock) = Self::LOCK_ACCOUNT {
@@ -361,7 +377,7 @@ macro_rules! impl_accounts {
                     secret_sealed: &str,
                     at: DateTime<Utc>,
                 ) -> Result<ApiKey, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     let row = sqlx::query(
                         "update api_keys set secret_hash = $2, secret_sealed = $3, rotated_at = $4 \
                          where key_id = $1 and revoked_at is null \

@@ -166,7 +166,7 @@ macro_rules! impl_agents {
                     .bind(Json(&agent.settings))
                     .bind(agent.created_at)
                     .bind(agent.updated_at)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(())
@@ -274,7 +274,7 @@ macro_rules! impl_agents {
                     agent_id: &AgentId,
                     edit: &mut (dyn for<'a> FnMut(&'a Agent) -> Result<Agent, nixflex_core::validate::ValidationError> + Send),
                 ) -> Result<Option<Result<Agent, nixflex_core::validate::ValidationError>>, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     let select = if Self::ROW_LOCKS {
                         "select * from agents where agent_id = $1 and account_id = $2 for update"
                     } else {
@@ -314,7 +314,7 @@ macro_rules! impl_agents {
                     let done = sqlx::query("delete from agents where agent_id = $1 and account_id = $2")
                         .bind(agent_id.as_str())
                         .bind(account_id.as_str())
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
@@ -325,7 +325,7 @@ macro_rules! impl_agents {
                         .bind(agent_id.as_str())
                         .bind(account_id.as_str())
                         .bind(url)
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)

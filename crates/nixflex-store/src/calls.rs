@@ -430,7 +430,7 @@ macro_rules! impl_calls {
             #[async_trait]
             impl crate::CallRepo for $store {
                 async fn admit_call(&self, call: &CallRecord, cap: i64, alive_after: DateTime<Utc>) -> Result<Admission, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     if let Some(lock) = Self::LOCK_ACCOUNT {
                         sqlx::query(lock).bind(call.account_id.as_str()).execute(&mut *tx).await.map_err(map_err)?;
                     }
@@ -456,11 +456,11 @@ macro_rules! impl_calls {
                 }
 
                 async fn insert_call(&self, call: &CallRecord) -> Result<(), StoreError> {
-                    insert_call_in(&self.writer, call).await
+                    insert_call_in(&mut *self.write().await?, call).await
                 }
 
                 async fn insert_calls(&self, calls: &[CallRecord]) -> Result<(), StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     for call in calls {
                         insert_call_in(&mut *tx, call).await?;
                     }
@@ -572,7 +572,7 @@ macro_rules! impl_calls {
                 }
 
                 async fn update_call(&self, call_id: &CallId, update: &CallUpdate, at: DateTime<Utc>) -> Result<bool, StoreError> {
-                    update_call_in(&self.writer, call_id, update, at).await
+                    update_call_in(&mut *self.write().await?, call_id, update, at).await
                 }
 
                 async fn finish_call(
@@ -585,7 +585,7 @@ macro_rules! impl_calls {
                     // The transactional outbox: the call's end and its follow-ups commit together,
                     // so a crash can neither lose the follow-ups nor queue them for a call that
                     // did not end. Idempotency keys make a second writer's follow-ups no-ops.
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     if !update_call_in(&mut *tx, call_id, update, at).await? {
                         return Ok(false);
                     }
@@ -611,7 +611,7 @@ macro_rules! impl_calls {
                     let done = sqlx::query("delete from calls where call_id = $1 and account_id = $2")
                         .bind(call_id.as_str())
                         .bind(account_id.as_str())
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
@@ -620,7 +620,7 @@ macro_rules! impl_calls {
                 async fn delete_all_calls(&self, account_id: &AccountId) -> Result<i64, StoreError> {
                     let done = sqlx::query("delete from calls where account_id = $1")
                         .bind(account_id.as_str())
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     Ok(i64::try_from(done.rows_affected()).unwrap_or(i64::MAX))
@@ -668,7 +668,7 @@ macro_rules! impl_calls {
                     .bind(analysis.call_successful)
                     .bind(Json(&analysis.extracted_data))
                     .bind(crate::now())
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)

@@ -384,7 +384,7 @@ macro_rules! impl_campaigns {
                     job: &NewJob,
                 ) -> Result<(), StoreError> {
                     let c = campaign;
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     sqlx::query(
                         "insert into campaigns (campaign_id, account_id, agent_id, name, from_number, prompt_sealed, status, \
                          schedule_type, scheduled_date, scheduled_at, window_start, window_end, window_days, timezone, \
@@ -528,7 +528,7 @@ macro_rules! impl_campaigns {
                     failure_reason: Option<&str>,
                     now: DateTime<Utc>,
                 ) -> Result<Option<Campaign>, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     let list = from.iter().map(|s| format!("'{}'", s.replace('\'', ""))).collect::<Vec<_>>().join(", ");
                     let final_state = matches!(to, "completed" | "cancelled" | "failed");
                     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -608,7 +608,7 @@ macro_rules! impl_campaigns {
                     calls: &[RecipientCall],
                     now: DateTime<Utc>,
                 ) -> Result<usize, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     let running: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                         "select status from campaigns where campaign_id = $1 and status = 'running'{}",
                         if <$store>::ROW_LOCKS { " for share" } else { "" }
@@ -712,7 +712,7 @@ macro_rules! impl_campaigns {
                     .bind(&ended.ended_reason)
                     .bind(retry_at)
                     .bind(now)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
@@ -763,7 +763,7 @@ macro_rules! impl_campaigns {
                     .bind(call_id.as_str())
                     .bind(stale_before)
                     .bind(now)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
@@ -782,7 +782,7 @@ macro_rules! impl_campaigns {
                     .bind(call_id.as_str())
                     .bind(now)
                     .bind(claimed_at)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
@@ -803,7 +803,7 @@ macro_rules! impl_campaigns {
                     interval: chrono::Duration,
                     now: DateTime<Utc>,
                 ) -> Result<DateTime<Utc>, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     sqlx::query("insert into carrier_pacing (pacing_key, next_at) values ($1, $2) on conflict (pacing_key) do nothing")
                         .bind(key)
                         .bind(now)

@@ -142,7 +142,7 @@ macro_rules! impl_guards {
                     .bind(window_start)
                     .bind(expires_at)
                     .bind(n)
-                    .fetch_optional(&self.writer)
+                    .fetch_optional(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(total.unwrap_or(n))
@@ -151,7 +151,7 @@ macro_rules! impl_guards {
                 async fn purge_rate_limits(&self, now: i64) -> Result<u64, StoreError> {
                     let done = sqlx::query("delete from rate_limits where expires_at < $1")
                         .bind(now)
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     Ok(done.rows_affected())
@@ -178,7 +178,7 @@ macro_rules! impl_guards {
                         .bind(fingerprint)
                         .bind(now)
                         .bind(lease_until)
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                         if inserted.rows_affected() == 1 {
@@ -218,7 +218,7 @@ macro_rules! impl_guards {
                             .bind(lease_until)
                             .bind(created_at)
                             .bind(locked_until)
-                            .execute(&self.writer)
+                            .execute(&mut *self.write().await?)
                             .await
                             .map_err(map_err)?;
                             if taken.rows_affected() == 1 {
@@ -258,7 +258,7 @@ macro_rules! impl_guards {
                     .bind(i64::from(response.status_code))
                     .bind(&response.content_type)
                     .bind(&response.body)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(())
@@ -272,7 +272,7 @@ macro_rules! impl_guards {
                     .bind(&scope.method)
                     .bind(&scope.path)
                     .bind(&scope.key)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(())
@@ -284,7 +284,7 @@ macro_rules! impl_guards {
                         "delete from idempotency_keys where created_at < $1 and (state = 'done' or locked_until < $1)",
                     )
                         .bind(before)
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     Ok(done.rows_affected())

@@ -186,6 +186,18 @@ pub trait JobRepo: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Vec<Job>, StoreError>;
 
+    /// [`JobRepo::claim_jobs`] without looking for lapsed leases: only queued jobs due at `now`
+    /// (one statement instead of three). A worker uses it when it is woken for work just queued;
+    /// its periodic polls use `claim_jobs`, so a lapsed lease is still taken over within one poll
+    /// interval (docs/jobs.md#claiming-and-leases).
+    async fn claim_queued_jobs(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Job>, StoreError>;
+
     /// Marks a leased job done; false if the lease was lost.
     async fn complete_job(&self, lease: &Lease, now: DateTime<Utc>) -> Result<bool, StoreError>;
 
@@ -311,23 +323,20 @@ macro_rules! impl_jobs {
                 Ok(done.rows_affected() == 1)
             }
 
-            #[async_trait]
-            impl crate::JobRepo for $store {
-                async fn enqueue_job(&self, job: &NewJob) -> Result<bool, StoreError> {
-                    insert_job_in(&self.writer, job, crate::now()).await
-                }
-
-                async fn claim_jobs(
-                    &self,
-                    owner: &str,
-                    limit: i64,
-                    lease_until: DateTime<Utc>,
-                    now: DateTime<Utc>,
-                ) -> Result<Vec<Job>, StoreError> {
-                    let _turn = self.background_turn().await;
-                    let mut tx = self.begin_write().await?;
-                    // A lease that lapsed on the last attempt: the worker died running it, and
-                    // there is no attempt left to give.
+            /// Claims due queued jobs, first (`lapsed`) taking over running jobs whose lease
+            /// expired and burying those on their last attempt.
+            async fn claim(
+                store: &$store,
+                owner: &str,
+                limit: i64,
+                lease_until: DateTime<Utc>,
+                now: DateTime<Utc>,
+                lapsed: bool,
+            ) -> Result<Vec<Job>, StoreError> {
+                let (mut tx, _turn) = store.begin_write().await?;
+                // A lease that lapsed on the last attempt: the worker died running it, and
+                // there is no attempt left to give.
+                if lapsed {
                     sqlx::query(
                         "update jobs set state = 'dead', last_error = coalesce(last_error, 'lease expired on the last attempt'), \
                          lease_expires_at = null, updated_at = $1 \
@@ -337,50 +346,76 @@ macro_rules! impl_jobs {
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                    // Two statements, each served by its index (`jobs_lease`, `jobs_due`): one
-                    // query with an OR of both would scan the whole table, done jobs included.
-                    // Expired leases first: their jobs have waited longest. PostgreSQL: rows
-                    // another node is claiming are skipped, not waited for. SQLite: the write
-                    // transaction already excludes every other writer.
-                    static CLAIM: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
-                        let lock = if <$store>::ROW_LOCKS { " for update skip locked" } else { "" };
-                        let claim = |due: &str| {
-                            format!(
-                                "update jobs set state = 'running', lease_owner = $1, lease_expires_at = $2, \
-                                 attempts = attempts + 1, updated_at = $3 \
-                                 where job_id in (select job_id from jobs where {due} limit $4{lock}) returning *"
-                            )
-                        };
-                        [
-                            claim("state = 'running' and lease_expires_at <= $3 order by lease_expires_at"),
-                            claim("state = 'queued' and run_at <= $3 order by run_at"),
-                        ]
-                    });
-                    let mut rows = Vec::new();
-                    for sql in CLAIM.iter() {
-                        let left = limit.max(0) - i64::try_from(rows.len()).unwrap_or(i64::MAX);
-                        if left <= 0 {
-                            break;
-                        }
-                        rows.extend(
-                            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                                .bind(owner)
-                                .bind(lease_until)
-                                .bind(now)
-                                .bind(left)
-                                .fetch_all(&mut *tx)
-                                .await
-                                .map_err(map_err)?,
-                        );
+                }
+                // Two statements, each served by its index (`jobs_lease`, `jobs_due`): one
+                // query with an OR of both would scan the whole table, done jobs included.
+                // Expired leases first: their jobs have waited longest. PostgreSQL: rows
+                // another node is claiming are skipped, not waited for. SQLite: the write
+                // transaction already excludes every other writer.
+                static CLAIM: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+                    let lock = if <$store>::ROW_LOCKS { " for update skip locked" } else { "" };
+                    let claim = |due: &str| {
+                        format!(
+                            "update jobs set state = 'running', lease_owner = $1, lease_expires_at = $2, \
+                             attempts = attempts + 1, updated_at = $3 \
+                             where job_id in (select job_id from jobs where {due} limit $4{lock}) returning *"
+                        )
+                    };
+                    [
+                        claim("state = 'running' and lease_expires_at <= $3 order by lease_expires_at"),
+                        claim("state = 'queued' and run_at <= $3 order by run_at"),
+                    ]
+                });
+                let mut rows = Vec::new();
+                for sql in CLAIM.iter().skip(usize::from(!lapsed)) {
+                    let left = limit.max(0) - i64::try_from(rows.len()).unwrap_or(i64::MAX);
+                    if left <= 0 {
+                        break;
                     }
-                    tx.commit().await.map_err(map_err)?;
-                    let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
-                    jobs.sort_by(|a, b| (a.run_at, &a.job_id).cmp(&(b.run_at, &b.job_id)));
-                    Ok(jobs)
+                    rows.extend(
+                        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                            .bind(owner)
+                            .bind(lease_until)
+                            .bind(now)
+                            .bind(left)
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(map_err)?,
+                    );
+                }
+                tx.commit().await.map_err(map_err)?;
+                let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
+                jobs.sort_by(|a, b| (a.run_at, &a.job_id).cmp(&(b.run_at, &b.job_id)));
+                Ok(jobs)
+            }
+
+            #[async_trait]
+            impl crate::JobRepo for $store {
+                async fn enqueue_job(&self, job: &NewJob) -> Result<bool, StoreError> {
+                    insert_job_in(&mut *self.write().await?, job, crate::now()).await
+                }
+
+                async fn claim_jobs(
+                    &self,
+                    owner: &str,
+                    limit: i64,
+                    lease_until: DateTime<Utc>,
+                    now: DateTime<Utc>,
+                ) -> Result<Vec<Job>, StoreError> {
+                    claim(self, owner, limit, lease_until, now, true).await
+                }
+
+                async fn claim_queued_jobs(
+                    &self,
+                    owner: &str,
+                    limit: i64,
+                    lease_until: DateTime<Utc>,
+                    now: DateTime<Utc>,
+                ) -> Result<Vec<Job>, StoreError> {
+                    claim(self, owner, limit, lease_until, now, false).await
                 }
 
                 async fn complete_job(&self, lease: &Lease, now: DateTime<Utc>) -> Result<bool, StoreError> {
-                    let _turn = self.background_turn().await;
                     let done = sqlx::query(
                         "update jobs set state = 'done', lease_expires_at = null, updated_at = $4 \
                          where job_id = $1 and state = 'running' and lease_owner = $2 and attempts = $3",
@@ -389,7 +424,7 @@ macro_rules! impl_jobs {
                     .bind(&lease.owner)
                     .bind(lease.attempt)
                     .bind(now)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
@@ -402,7 +437,6 @@ macro_rules! impl_jobs {
                     retry_at: Option<DateTime<Utc>>,
                     now: DateTime<Utc>,
                 ) -> Result<bool, StoreError> {
-                    let _turn = self.background_turn().await;
                     let done = sqlx::query(
                         "update jobs set \
                          state = case when $5 is null or attempts >= max_attempts then 'dead' else 'queued' end, \
@@ -415,7 +449,7 @@ macro_rules! impl_jobs {
                     .bind(error)
                     .bind(retry_at)
                     .bind(now)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
@@ -427,7 +461,6 @@ macro_rules! impl_jobs {
                     run_at: DateTime<Utc>,
                     now: DateTime<Utc>,
                 ) -> Result<bool, StoreError> {
-                    let _turn = self.background_turn().await;
                     let done = sqlx::query(
                         "update jobs set state = 'queued', run_at = $4, attempts = attempts - 1, \
                          lease_expires_at = null, updated_at = $5 \
@@ -438,7 +471,7 @@ macro_rules! impl_jobs {
                     .bind(lease.attempt)
                     .bind(run_at)
                     .bind(now)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
@@ -450,7 +483,6 @@ macro_rules! impl_jobs {
                     lease_until: DateTime<Utc>,
                     now: DateTime<Utc>,
                 ) -> Result<bool, StoreError> {
-                    let _turn = self.background_turn().await;
                     // Only a lease that has not lapsed: once it has, another node may hold the job.
                     let done = sqlx::query(
                         "update jobs set lease_expires_at = $4, updated_at = $5 \
@@ -461,7 +493,7 @@ macro_rules! impl_jobs {
                     .bind(lease.attempt)
                     .bind(lease_until)
                     .bind(now)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
@@ -498,7 +530,7 @@ macro_rules! impl_jobs {
                     )
                     .bind(job_id)
                     .bind(now)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
@@ -551,7 +583,7 @@ macro_rules! impl_jobs {
                     )
                     .bind(before)
                     .bind(limit.max(0))
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected())
@@ -565,7 +597,7 @@ macro_rules! impl_jobs {
                     limit: i64,
                     now: DateTime<Utc>,
                 ) -> Result<Vec<String>, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     // A session writes its end (with `ended_reason`) before it lets go of the call;
                     // a heartbeat that went stale without one means the node running it is gone.
                     // A campaign's call that never had a session is left to its campaign, which

@@ -25,6 +25,7 @@ mod sms_campaigns;
 mod sql;
 mod sqlite;
 pub mod testing;
+mod turns;
 mod webhooks;
 
 pub use accounts::{Account, AccountRepo, ApiKey, KeyWithAccount, RevokeOutcome};
@@ -49,6 +50,7 @@ pub use sms_campaigns::{
     SmsCampaignRecipientView, SmsCampaignRepo, SmsCampaignWithCounts, campaign_send_key,
 };
 pub use sqlite::SqliteStore;
+pub use turns::background;
 pub use webhooks::{WebhookDelivery, WebhookRepo};
 
 /// Errors of the storage layer.

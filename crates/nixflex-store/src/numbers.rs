@@ -192,7 +192,7 @@ macro_rules! impl_numbers {
                     previous_twilio_config: &Value,
                     stale_before: DateTime<Utc>,
                 ) -> Result<(), StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     sqlx::query("delete from phone_numbers where phone_number = $1 and state = 'pending' and created_at < $2")
                         .bind(number.phone_number.as_str())
                         .bind(stale_before)
@@ -231,7 +231,7 @@ macro_rules! impl_numbers {
                 async fn activate_number(&self, phone_number: &E164) -> Result<(), StoreError> {
                     let done = sqlx::query("update phone_numbers set state = 'active' where phone_number = $1 and state = 'pending'")
                         .bind(phone_number.as_str())
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::NotFound) }
@@ -240,7 +240,7 @@ macro_rules! impl_numbers {
                 async fn release_number(&self, phone_number: &E164) -> Result<(), StoreError> {
                     sqlx::query("delete from phone_numbers where phone_number = $1 and state = 'pending'")
                         .bind(phone_number.as_str())
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     Ok(())
@@ -323,7 +323,7 @@ macro_rules! impl_numbers {
                     .bind(Json(&number.settings))
                     .bind(number.updated_at)
                     .bind(expected_version)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     if done.rows_affected() == 1 {
@@ -336,7 +336,7 @@ macro_rules! impl_numbers {
                 }
 
                 async fn delete_number(&self, account_id: &AccountId, phone_number: &E164) -> Result<bool, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     // Explicit, not only by cascade: caller context goes with the number (docs/decisions.md#number-deletion).
                     sqlx::query(
                         "delete from callers where phone_number = $1 and exists \
@@ -395,7 +395,7 @@ macro_rules! impl_numbers {
                     patches: &[(String, Map<String, Value>)],
                     at: DateTime<Utc>,
                 ) -> Result<Vec<CallerRecord>, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     // Serialise writes to one number's callers so concurrent patches merge.
                     if let Some(lock) = Self::LOCK_NUMBER {
                         sqlx::query(lock).bind(phone_number.as_str()).execute(&mut *tx).await.map_err(map_err)?;
@@ -444,7 +444,7 @@ macro_rules! impl_numbers {
                     let done = sqlx::query("delete from callers where phone_number = $1 and caller_number = $2")
                         .bind(phone_number.as_str())
                         .bind(caller_number)
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)

@@ -109,7 +109,7 @@ macro_rules! impl_outbound {
                     details: &OutboundDetails,
                     dial_job: &NewJob,
                 ) -> Result<(), StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     super::calls_sql::insert_call_in(&mut *tx, call).await?;
                     sqlx::query(
                         "insert into outbound_calls (call_id, account_id, purpose_sealed, voicemail_action, voicemail_message, \
@@ -158,7 +158,7 @@ macro_rules! impl_outbound {
                     now: DateTime<Utc>,
                     limit: i64,
                 ) -> Result<Vec<CallRecord>, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     // The same lock and count as inbound admission (`admit_call`): the cap is
                     // shared, and two nodes claiming at once queue on the account's row.
                     if let Some(lock) = Self::LOCK_ACCOUNT {
@@ -220,7 +220,7 @@ macro_rules! impl_outbound {
                     )
                     .bind(call_id.as_str())
                     .bind(now)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
@@ -233,7 +233,7 @@ macro_rules! impl_outbound {
                     at: DateTime<Utc>,
                     follow_ups: &[NewJob],
                 ) -> Result<bool, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     let done = sqlx::query(
                         "update calls set call_status = $2, ended_reason = $3, ended_at = $4, duration_seconds = 0, \
                          carrier_details = $5, updated_at = $4 where call_id = $1 and call_status = 'queued'",
@@ -259,7 +259,7 @@ macro_rules! impl_outbound {
                 async fn erase_call_purpose(&self, call_id: &CallId) -> Result<(), StoreError> {
                     sqlx::query("update outbound_calls set purpose_sealed = null where call_id = $1 and purpose_sealed is not null")
                         .bind(call_id.as_str())
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     Ok(())

@@ -67,14 +67,21 @@ impl PgStore {
         Ok(Self { writer: pool.clone(), pool })
     }
 
-    /// PostgreSQL runs writers side by side: the job queue needs no turn of its own.
-    #[allow(clippy::unused_async, reason = "the same call as SQLite's in the shared store code")]
-    async fn background_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        None
+    /// A pooled connection to write on. PostgreSQL runs writers side by side: background work
+    /// takes no turn (`crate::turns`).
+    async fn write(&self) -> Result<crate::turns::WriteConn<'_, sqlx::Postgres>, StoreError> {
+        let conn = self.writer.acquire().await.map_err(map_err)?;
+        Ok(crate::turns::WriteConn { conn, _turn: None })
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        self.pool.begin().await.map_err(map_err)
+    /// A write transaction; no turn to hold (see `write`).
+    async fn begin_write(
+        &self,
+    ) -> Result<
+        (sqlx::Transaction<'static, sqlx::Postgres>, Option<tokio::sync::SemaphorePermit<'_>>),
+        StoreError,
+    > {
+        Ok((self.pool.begin().await.map_err(map_err)?, None))
     }
 }
 

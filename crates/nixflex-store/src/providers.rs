@@ -120,7 +120,7 @@ macro_rules! impl_providers {
                     .bind(llm.verified_at)
                     .bind(llm.created_at)
                     .bind(llm.updated_at)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(())
@@ -129,7 +129,7 @@ macro_rules! impl_providers {
                 async fn delete_account_llm(&self, account_id: &AccountId) -> Result<bool, StoreError> {
                     let done = sqlx::query("delete from account_llm where account_id = $1")
                         .bind(account_id.as_str())
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     Ok(done.rows_affected() > 0)
@@ -174,7 +174,7 @@ macro_rules! impl_providers {
                     .bind(tts.verified_at)
                     .bind(tts.created_at)
                     .bind(tts.updated_at)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(())
@@ -183,7 +183,7 @@ macro_rules! impl_providers {
                 async fn delete_account_tts(&self, account_id: &AccountId) -> Result<bool, StoreError> {
                     let done = sqlx::query("delete from account_tts where account_id = $1")
                         .bind(account_id.as_str())
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     Ok(done.rows_affected() > 0)

@@ -154,7 +154,7 @@ macro_rules! impl_recordings {
                     .bind(&recording.location)
                     .bind(recording.duration_s)
                     .bind(at)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() > 0)
@@ -173,7 +173,7 @@ macro_rules! impl_recordings {
                     .bind(call_id.as_str())
                     .bind(location)
                     .bind(at)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() > 0)
@@ -191,7 +191,7 @@ macro_rules! impl_recordings {
                     .bind(call_id.as_str())
                     .bind(recording_sid)
                     .bind(at)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() > 0)
@@ -210,7 +210,7 @@ macro_rules! impl_recordings {
                     .bind(call_id.as_str())
                     .bind(recording_sid)
                     .bind(at)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() > 0)
@@ -304,7 +304,7 @@ macro_rules! impl_recordings {
                     .bind(storage.verified_at)
                     .bind(storage.created_at)
                     .bind(storage.updated_at)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(())
@@ -313,7 +313,7 @@ macro_rules! impl_recordings {
                 async fn delete_account_storage(&self, account_id: &AccountId) -> Result<bool, StoreError> {
                     let done = sqlx::query("delete from account_storage where account_id = $1")
                         .bind(account_id.as_str())
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     Ok(done.rows_affected() > 0)

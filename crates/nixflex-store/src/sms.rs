@@ -250,7 +250,7 @@ macro_rules! impl_sms {
             #[async_trait]
             impl crate::SmsRepo for $store {
                 async fn insert_sms(&self, message: &SmsMessage) -> Result<bool, StoreError> {
-                    insert_in(&self.writer, message).await
+                    insert_in(&mut *self.write().await?, message).await
                 }
 
                 async fn record_inbound_sms(
@@ -258,7 +258,7 @@ macro_rules! impl_sms {
                     message: &SmsMessage,
                     job: Option<&NewJob>,
                 ) -> Result<(SmsMessage, bool), StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     let inserted = insert_in(&mut *tx, message).await?;
                     let stored = if inserted {
                         message.clone()
@@ -309,7 +309,7 @@ macro_rules! impl_sms {
                 async fn get_sms_by_send_key(&self, send_key: &str) -> Result<Option<SmsMessage>, StoreError> {
                     let row = sqlx::query("select * from sms_messages where send_key = $1")
                         .bind(send_key)
-                        .fetch_optional(&self.writer)
+                        .fetch_optional(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     row.map(|row| sms_from_row(&row)).transpose().map_err(map_err)
@@ -333,7 +333,7 @@ macro_rules! impl_sms {
                     .bind(status.as_str())
                     .bind(status.rank())
                     .bind(at)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
@@ -356,7 +356,7 @@ macro_rules! impl_sms {
                     .bind(error_code)
                     .bind(error_message)
                     .bind(at)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
@@ -383,7 +383,7 @@ macro_rules! impl_sms {
                     .bind(error_code)
                     .bind(error_message)
                     .bind(at)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(done.rows_affected() == 1)
@@ -405,7 +405,7 @@ macro_rules! impl_sms {
                     .bind(business_number)
                     .bind(customer_number)
                     .bind(twilio_sid)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await;
                     match done {
                         Ok(done) => Ok(done.rows_affected() == 1),
@@ -494,7 +494,7 @@ macro_rules! impl_sms {
                             .bind(account_id.as_str())
                             .bind(phone_number)
                     };
-                    query.execute(&self.writer).await.map_err(map_err)?;
+                    query.execute(&mut *self.write().await?).await.map_err(map_err)?;
                     Ok(())
                 }
 
@@ -504,7 +504,7 @@ macro_rules! impl_sms {
                     )
                     .bind(account_id.as_str())
                     .bind(phone_number)
-                    .fetch_one(&self.writer)
+                    .fetch_one(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(found > 0)
@@ -513,7 +513,7 @@ macro_rules! impl_sms {
                 async fn delete_all_sms(&self, account_id: &AccountId) -> Result<i64, StoreError> {
                     let done = sqlx::query("delete from sms_messages where account_id = $1")
                         .bind(account_id.as_str())
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     Ok(i64::try_from(done.rows_affected()).unwrap_or(i64::MAX))

@@ -330,7 +330,7 @@ macro_rules! impl_sms_campaigns {
                     recipients: &[NewSmsRecipient],
                     job: &NewJob,
                 ) -> Result<(), StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     sqlx::query(
                         "insert into sms_campaigns (campaign_id, account_id, agent_id, from_number, name, message_template, status, \
                          source, scheduled_at, started_at, completed_at, cancelled_at, created_at, updated_at) \
@@ -395,7 +395,7 @@ macro_rules! impl_sms_campaigns {
                 async fn find_sms_campaign(&self, campaign_id: &str) -> Result<Option<SmsCampaign>, StoreError> {
                     let row = sqlx::query("select * from sms_campaigns where campaign_id = $1")
                         .bind(campaign_id)
-                        .fetch_optional(&self.writer)
+                        .fetch_optional(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     row.map(|row| campaign_from_row(&row)).transpose().map_err(map_err)
@@ -474,7 +474,7 @@ macro_rules! impl_sms_campaigns {
                     job_key: &str,
                     now: DateTime<Utc>,
                 ) -> Result<bool, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     let done = sqlx::query(
                         "update sms_campaigns set status = 'running', started_at = coalesce(started_at, $2), updated_at = $2 \
                          where campaign_id = $1 and status in ('draft', 'scheduled')",
@@ -502,7 +502,7 @@ macro_rules! impl_sms_campaigns {
                     campaign_id: &str,
                     now: DateTime<Utc>,
                 ) -> Result<Option<i64>, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     let done = sqlx::query(
                         "update sms_campaigns set status = 'done', cancelled_at = $2, completed_at = $2, updated_at = $2 \
                          where campaign_id = $1 and status not in ('done', 'failed')",
@@ -542,7 +542,7 @@ macro_rules! impl_sms_campaigns {
                     .bind(campaign_id)
                     .bind(limit)
                     .bind(now)
-                    .fetch_all(&self.writer)
+                    .fetch_all(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     let mut claimed = rows.iter().map(recipient_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
@@ -560,7 +560,7 @@ macro_rules! impl_sms_campaigns {
                     )
                     .bind(campaign_id)
                     .bind(limit)
-                    .fetch_all(&self.writer)
+                    .fetch_all(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     rows.iter().map(recipient_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)
@@ -583,7 +583,7 @@ macro_rules! impl_sms_campaigns {
                     .bind(state)
                     .bind(error_message)
                     .bind(sent_at)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     Ok(())
@@ -594,7 +594,7 @@ macro_rules! impl_sms_campaigns {
                     campaign_id: &str,
                     now: DateTime<Utc>,
                 ) -> Result<Option<String>, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     let open: i64 = sqlx::query_scalar(
                         "select count(*) from sms_campaign_recipients where campaign_id = $1 and state in ('queued', 'claimed')",
                     )
@@ -633,7 +633,7 @@ macro_rules! impl_sms_campaigns {
                     interval: chrono::Duration,
                     now: DateTime<Utc>,
                 ) -> Result<DateTime<Utc>, StoreError> {
-                    let mut tx = self.begin_write().await?;
+                    let (mut tx, _turn) = self.begin_write().await?;
                     sqlx::query("insert into sms_send_pacing (phone_number, next_at) values ($1, $2) on conflict do nothing")
                         .bind(phone_number)
                         .bind(now)

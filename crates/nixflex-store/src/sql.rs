@@ -153,7 +153,7 @@ macro_rules! impl_store_base {
                 async fn analyze(&self) -> Result<(), StoreError> {
                     // PostgreSQL: VACUUM too, so index-only scans of fresh rows skip the heap.
                     let sql = if $backend == "postgres" { "vacuum analyze" } else { "analyze" };
-                    sqlx::query(sql).execute(&self.writer).await.map_err(map_err)?;
+                    sqlx::query(sql).execute(&mut *self.write().await?).await.map_err(map_err)?;
                     Ok(())
                 }
 
@@ -161,7 +161,7 @@ macro_rules! impl_store_base {
                     sqlx::query("insert into server_meta (key, value) values ($1, $2) on conflict do nothing")
                         .bind(key)
                         .bind(value)
-                        .execute(&self.writer)
+                        .execute(&mut *self.write().await?)
                         .await
                         .map_err(map_err)?;
                     sqlx::query_scalar("select value from server_meta where key = $1")

@@ -16,9 +16,9 @@ use crate::sql::map_err;
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: SqlitePool,
-    /// One turn at the writer for the job queue's own bookkeeping (claims, completions,
-    /// failures, deferrals, leases) at a time: calls being answered never queue behind a burst
-    /// of it (docs/operations.md#the-database).
+    /// The single turn at the writer that background work takes before each write
+    /// (`crate::turns`): calls being answered never queue behind a burst of it
+    /// (docs/operations.md#the-database).
     background: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
@@ -114,15 +114,32 @@ impl SqliteStore {
         std::sync::Arc::new(tokio::sync::Semaphore::new(1))
     }
 
-    /// Waits for the job queue's turn at the writer (see `background`); held until dropped.
-    async fn background_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.background.acquire().await.ok()
+    /// Background work's single turn at the writer (see `background`); `None` on the request
+    /// path, which takes none.
+    async fn write_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if crate::turns::in_background() { self.background.acquire().await.ok() } else { None }
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+    /// The writer connection, after this task's turn (`crate::turns`).
+    async fn write(&self) -> Result<crate::turns::WriteConn<'_, sqlx::Sqlite>, StoreError> {
+        let turn = self.write_turn().await;
+        let conn = self.writer.acquire().await.map_err(map_err)?;
+        Ok(crate::turns::WriteConn { conn, _turn: turn })
+    }
+
+    /// A write transaction on the writer, after this task's turn (`crate::turns`); the turn is
+    /// held until the transaction ends.
+    async fn begin_write(
+        &self,
+    ) -> Result<
+        (sqlx::Transaction<'static, sqlx::Sqlite>, Option<tokio::sync::SemaphorePermit<'_>>),
+        StoreError,
+    > {
+        let turn = self.write_turn().await;
         // IMMEDIATE takes the write lock up front (waiting up to busy_timeout), so a transaction
         // never fails half-way when it upgrades from read to write.
-        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        Ok((tx, turn))
     }
 }
 
@@ -140,3 +157,64 @@ crate::providers::impl_providers!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::sms::impl_sms!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::sms_campaigns::impl_sms_campaigns!(SqliteStore, sqlx::Sqlite, "sqlite");
 crate::campaigns::impl_campaigns!(SqliteStore, sqlx::Sqlite, "sqlite");
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::SqliteStore;
+
+    /// Lets every spawned task run until it waits (the test runtime has one thread).
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_path_write_waits_behind_one_background_write_not_the_backlog() {
+        let store = Arc::new(SqliteStore::connect("sqlite::memory:", 2).await.unwrap());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        // Background work holds the writer.
+        let (held, is_held) = tokio::sync::oneshot::channel();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let holder = tokio::spawn(crate::background({
+            let store = store.clone();
+            async move {
+                let conn = store.write().await.unwrap();
+                held.send(()).unwrap();
+                released.await.unwrap();
+                drop(conn);
+            }
+        }));
+        is_held.await.unwrap();
+        // A backlog of background writes queues up first…
+        let mut tasks = Vec::new();
+        for i in 0..5 {
+            let (store, order) = (store.clone(), order.clone());
+            tasks.push(tokio::spawn(crate::background(async move {
+                let _conn = store.write().await.unwrap();
+                order.lock().unwrap().push(format!("background {i}"));
+            })));
+        }
+        settle().await;
+        // …then a call is answered.
+        let (store_f, order_f) = (store.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let _conn = store_f.write().await.unwrap();
+            order_f.lock().unwrap().push("request".to_owned());
+        }));
+        settle().await;
+        release.send(()).unwrap();
+        holder.await.unwrap();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(order.len(), 6);
+        assert_eq!(order[0], "request", "{order:?}");
+        // The backlog itself keeps its order.
+        let backlog: Vec<_> = (0..5).map(|i| format!("background {i}")).collect();
+        assert_eq!(order[1..], backlog[..]);
+    }
+}

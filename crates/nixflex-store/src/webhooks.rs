@@ -76,7 +76,7 @@ macro_rules! impl_webhooks {
                     .bind(delivery.latency_ms)
                     .bind(&delivery.error)
                     .bind(delivery.delivered)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await
                     .map_err(map_err)?;
                     let _ = done;

@@ -148,6 +148,13 @@ async fn the_last_active_key_cannot_be_revoked((store, _g): Fixture) {
         store.revoke_key(&acct.account_id, &second.key_id, now()).await.unwrap(),
         RevokeOutcome::LastActiveKey
     );
+    // The keys that sign: the active one only, and none of another account's.
+    let active = store.active_keys(&acct.account_id).await.unwrap();
+    assert_eq!(active.iter().map(|k| &k.key_id).collect::<Vec<_>>(), [&second.key_id]);
+    assert_eq!(active[0].secret_sealed, second.secret_sealed);
+    let others = store.active_keys(&other_acct.account_id).await.unwrap();
+    assert_eq!(others.len(), 1);
+    assert_ne!(others[0].key_id, second.key_id);
 }
 
 async fn concurrent_revocations_never_leave_an_account_without_keys((store, _g): Fixture) {
@@ -1389,6 +1396,29 @@ async fn an_expired_lease_is_taken_over_and_fences_the_old_owner((store, _g): Fi
     assert!(!store.complete_job(&b[0].lease(), t2).await.unwrap(), "once");
 }
 
+async fn a_claim_for_queued_work_leaves_lapsed_leases_to_the_full_claim((store, _g): Fixture) {
+    let lapsing = job("t.noop", "lapsing", 3);
+    let last = job("t.noop", "last attempt", 1);
+    store.enqueue_job(&lapsing).await.unwrap();
+    store.enqueue_job(&last).await.unwrap();
+    let t = now();
+    let a = store.claim_queued_jobs("node-a", 10, t + Duration::seconds(5), t).await.unwrap();
+    assert_eq!(a.len(), 2, "queued jobs are claimed");
+    // Both leases lapse; a new job is queued.
+    let fresh = job("t.noop", "fresh", 3);
+    store.enqueue_job(&fresh).await.unwrap();
+    let t2 = t + Duration::seconds(6);
+    let b = store.claim_queued_jobs("node-b", 10, t2 + Duration::seconds(5), t2).await.unwrap();
+    assert_eq!(b.iter().map(|j| j.job_id.as_str()).collect::<Vec<_>>(), [fresh.job_id.as_str()]);
+    let still = store.get_job(&last.job_id).await.unwrap().unwrap();
+    assert_eq!(still.state, JobState::Running, "nothing buried either");
+    // The full claim takes the lapsed one over and buries the one on its last attempt.
+    let c = store.claim_jobs("node-b", 10, t2 + Duration::seconds(5), t2).await.unwrap();
+    assert_eq!(c.iter().map(|j| j.job_id.as_str()).collect::<Vec<_>>(), [lapsing.job_id.as_str()]);
+    assert_eq!(c[0].attempts, 2);
+    assert_eq!(store.get_job(&last.job_id).await.unwrap().unwrap().state, JobState::Dead);
+}
+
 async fn failed_jobs_wait_for_their_retry_then_die_after_max_attempts((store, _g): Fixture) {
     let j = job("t.fail", "f", 2);
     store.enqueue_job(&j).await.unwrap();
@@ -1800,6 +1830,7 @@ suite!(
     jobs_are_claimed_by_one_worker_at_a_time,
     an_expired_lease_is_taken_over_and_fences_the_old_owner,
     failed_jobs_wait_for_their_retry_then_die_after_max_attempts,
+    a_claim_for_queued_work_leaves_lapsed_leases_to_the_full_claim,
     dead_jobs_are_listed_and_can_be_retried,
     done_jobs_are_purged_after_their_retention,
     a_call_ends_with_its_follow_ups_in_one_transaction,

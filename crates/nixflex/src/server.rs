@@ -504,9 +504,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let grace = Duration::from_millis(config.shutdown_grace_ms);
 
     let state_for_guards = state.clone();
+    // Background work: on SQLite its writes wait behind the request path's
+    // (docs/operations.md#the-database).
     let maintenance = tokio::spawn({
         let token = shutdown.clone();
-        async move {
+        nixflex_store::background(async move {
             loop {
                 tokio::select! {
                     () = token.cancelled() => break,
@@ -516,7 +518,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                     }
                 }
             }
-        }
+        })
     });
 
     // The key cache's epoch poller and the rate limiter's sync: they keep the request path free

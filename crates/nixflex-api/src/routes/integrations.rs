@@ -186,15 +186,9 @@ async fn test_webhook(
         "sent_at": sent_at,
         "message": "A test event from Nixflex: your endpoint is reachable and can verify our signature.",
     });
-    let (keys, _) = state
-        .store()
-        .list_keys(&caller.account.account_id, nixflex_store::Page { limit: 100, offset: 0 })
-        .await?;
-    let secrets: Vec<String> = keys
-        .iter()
-        .filter(|k| k.revoked_at.is_none())
-        .filter_map(|k| state.secrets().open(&k.secret_sealed).ok())
-        .collect();
+    let keys = state.store().active_keys(&caller.account.account_id).await?;
+    let secrets: Vec<String> =
+        keys.iter().filter_map(|k| state.secrets().open(&k.secret_sealed).ok()).collect();
     let mut deliveries = Vec::with_capacity(urls.len());
     for url in urls {
         let started = std::time::Instant::now();

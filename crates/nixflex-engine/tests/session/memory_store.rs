@@ -13,7 +13,7 @@ use nixflex_core::number::PhoneNumber;
 use nixflex_engine::CallStore;
 use nixflex_store::{
     Account, AccountStorage, Admission, ApiKey, CallUpdate, CallerRecord, ExpiredRecording, NewJob,
-    Page, RecordingRepo, StoreError,
+    RecordingRepo, StoreError,
 };
 
 /// Calls, numbers, agents and keys in memory. Accounts are not kept: accounts have no limit
@@ -38,14 +38,9 @@ impl CallStore for MemoryStore {
         Ok(None)
     }
 
-    async fn list_keys(
-        &self,
-        _account_id: &AccountId,
-        _page: Page,
-    ) -> Result<(Vec<ApiKey>, i64), StoreError> {
+    async fn active_keys(&self, _account_id: &AccountId) -> Result<Vec<ApiKey>, StoreError> {
         let keys = self.keys.lock().unwrap().clone();
-        let count = i64::try_from(keys.len()).unwrap();
-        Ok((keys, count))
+        Ok(keys.into_iter().filter(|key| key.revoked_at.is_none()).collect())
     }
 
     async fn get_agent(
