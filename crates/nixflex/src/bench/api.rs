@@ -27,7 +27,9 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use nixflex_core::agent::{Agent, AgentSettings};
-use nixflex_core::call::{CallRecord, CallStatus, Direction, TranscriptEntry, TranscriptRole};
+use nixflex_core::call::{
+    CallRecord, CallStatus, Direction, EndedReason, TranscriptEntry, TranscriptRole,
+};
 use nixflex_core::ids;
 use nixflex_store::Store;
 
@@ -383,7 +385,14 @@ fn bench_call(i: usize, account: &str, agents: &[String], callers: &[String]) ->
         } else {
             CallStatus::Completed
         },
-        ended_reason: None,
+        // Ended calls, as a big account's history is: a call without an ended reason would be
+        // taken for a live call whose node died, and the stale-call sweeper would end it (and
+        // queue its follow-ups) during the measurement.
+        ended_reason: Some(if i.is_multiple_of(10) {
+            EndedReason::NoAnswer
+        } else {
+            EndedReason::CallerHangup
+        }),
         started_at: at,
         answered_at: Some(at),
         ended_at: Some(at + chrono::Duration::seconds(60)),
