@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use nixflex_core::crypto::{hash_secret, verify_secret};
+use nixflex_core::crypto::{self, hash_secret};
 use nixflex_core::error::ErrorCode;
 use nixflex_core::ids;
 use nixflex_core::ids::KeyId;
@@ -372,7 +372,8 @@ async fn authenticate(
     let generation = cache.generation();
     let Some(found) = state.store().get_key(&KeyId::from(key_id)).await? else { return Ok(None) };
     // Compare in constant time even for revoked keys, so timing does not reveal their state.
-    let matches = verify_secret(secret, &found.key.secret_hash);
+    // The secret was hashed once already, for the cache.
+    let matches = crypto::hashes_match(&secret_hash, &found.key.secret_hash);
     if !matches || found.key.revoked_at.is_some() {
         return Ok(None);
     }

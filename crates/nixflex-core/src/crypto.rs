@@ -126,8 +126,13 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// Constant-time check of `secret` against a stored [`hash_secret`] value.
 pub fn verify_secret(secret: &str, stored_hash: &str) -> bool {
-    let computed = hash_secret(secret);
-    computed.as_bytes().ct_eq(stored_hash.as_bytes()).into()
+    hashes_match(&hash_secret(secret), stored_hash)
+}
+
+/// Constant-time comparison of a secret's [`hash_secret`] value, computed already, with a
+/// stored one.
+pub fn hashes_match(computed_hash: &str, stored_hash: &str) -> bool {
+    computed_hash.as_bytes().ct_eq(stored_hash.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -170,5 +175,8 @@ mod tests {
         assert!(verify_secret("nxfs_abc", &h));
         assert!(!verify_secret("nxfs_abd", &h));
         assert!(!verify_secret("", &h));
+        assert!(hashes_match(&hash_secret("nxfs_abc"), &h));
+        assert!(!hashes_match(&hash_secret("nxfs_abd"), &h));
+        assert!(!hashes_match("", &h));
     }
 }
