@@ -392,7 +392,14 @@ impl Engine {
         let task = tokio::spawn(
             async move {
             let store = engine.inner.store.clone();
-            while let Some((update, last)) = rx.recv().await {
+            while let Some((mut update, mut last)) = rx.recv().await {
+                // Updates that queued while the previous write waited go out as one
+                // (docs/engine.md#call-updates).
+                while !last {
+                    let Ok((next, next_last)) = rx.try_recv() else { break };
+                    update = update.then(next);
+                    last = next_last;
+                }
                 let follow_ups =
                     if last { engine.call_follow_ups(&call_id, &account_id) } else { Vec::new() };
                 let mut attempt = 0u32;

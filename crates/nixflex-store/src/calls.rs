@@ -83,6 +83,42 @@ pub struct CallUpdate {
     pub billable_seconds: Option<i64>,
 }
 
+impl CallUpdate {
+    /// One update with the effect of writing `self` and then `later`: final statuses and the
+    /// first-writer-wins fields (`ended_reason`, `answered_at`, `ended_at`, `twilio_call_sid`,
+    /// `carrier_details`) keep `self`'s value when it has one; every other field takes `later`'s
+    /// when it has one. A call's updates queued behind a busy database are written as one
+    /// (docs/engine.md#call-updates).
+    #[must_use]
+    pub fn then(self, later: CallUpdate) -> CallUpdate {
+        CallUpdate {
+            call_status: match self.call_status {
+                Some(status) if status.is_final() => Some(status),
+                earlier => later.call_status.or(earlier),
+            },
+            ended_reason: self.ended_reason.or(later.ended_reason),
+            answered_at: self.answered_at.or(later.answered_at),
+            ended_at: self.ended_at.or(later.ended_at),
+            duration_seconds: later.duration_seconds.or(self.duration_seconds),
+            transcript: later.transcript.or(self.transcript),
+            turns: later.turns.or(self.turns),
+            function_calls: later.function_calls.or(self.function_calls),
+            provider_events: later.provider_events.or(self.provider_events),
+            avg_latency_ms: later.avg_latency_ms.or(self.avg_latency_ms),
+            heartbeat_at: later.heartbeat_at.or(self.heartbeat_at),
+            twilio_call_sid: self.twilio_call_sid.or(later.twilio_call_sid),
+            stream_token_hash: later.stream_token_hash.or(self.stream_token_hash),
+            amd_result: later.amd_result.or(self.amd_result),
+            carrier_details: self.carrier_details.or(later.carrier_details),
+            voicemail_detected: later.voicemail_detected.or(self.voicemail_detected),
+            voicemail_detection_method: later
+                .voicemail_detection_method
+                .or(self.voicemail_detection_method),
+            billable_seconds: later.billable_seconds.or(self.billable_seconds),
+        }
+    }
+}
+
 /// Whether an inbound call may start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {

@@ -1002,6 +1002,87 @@ async fn call_updates_keep_first_outcomes((store, _g): Fixture) {
     assert!(!store.update_call(&"call_missing".into(), &first, now()).await.unwrap());
 }
 
+async fn updates_merged_with_then_write_what_they_would_one_by_one((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let t = now();
+    let line = |text: &str| TranscriptEntry {
+        role: TranscriptRole::Agent,
+        text: text.to_owned(),
+        timestamp_ms: 120,
+    };
+    let mut unanswered = call(&acct.account_id, "a", "+447386172392", "+14155552671");
+    unanswered.answered_at = None;
+    unanswered.twilio_call_sid = None;
+    unanswered.call_status = CallStatus::Ringing;
+    let sequences: Vec<Vec<CallUpdate>> = vec![
+        vec![
+            CallUpdate {
+                call_status: Some(CallStatus::InProgress),
+                answered_at: Some(t),
+                heartbeat_at: Some(t),
+                ..CallUpdate::default()
+            },
+            CallUpdate {
+                transcript: Some(vec![line("Hi")]),
+                heartbeat_at: Some(t + Duration::seconds(1)),
+                ..CallUpdate::default()
+            },
+            CallUpdate { twilio_call_sid: Some("CA1".to_owned()), ..CallUpdate::default() },
+            CallUpdate {
+                answered_at: Some(t + Duration::seconds(9)),
+                twilio_call_sid: Some("CA2".to_owned()),
+                transcript: Some(vec![line("Hi"), line("Bye")]),
+                avg_latency_ms: Some(420.0),
+                ..CallUpdate::default()
+            },
+        ],
+        vec![
+            CallUpdate {
+                call_status: Some(CallStatus::Completed),
+                ended_reason: Some(EndedReason::Completed),
+                ended_at: Some(t),
+                ..CallUpdate::default()
+            },
+            CallUpdate {
+                call_status: Some(CallStatus::InProgress),
+                ended_reason: Some(EndedReason::CallerHangup),
+                ended_at: Some(t + Duration::seconds(3)),
+                duration_seconds: Some(5),
+                ..CallUpdate::default()
+            },
+        ],
+        vec![
+            CallUpdate {
+                voicemail_detected: Some(true),
+                billable_seconds: Some(10),
+                ..CallUpdate::default()
+            },
+            CallUpdate { call_status: Some(CallStatus::Busy), ..CallUpdate::default() },
+            CallUpdate {
+                voicemail_detected: Some(false),
+                duration_seconds: Some(2),
+                ..CallUpdate::default()
+            },
+        ],
+    ];
+    for (i, updates) in sequences.into_iter().enumerate() {
+        // One after the other (the twilio_call_sid is unique: the first call goes first).
+        let one_by_one = CallRecord { call_id: ids::new_call_id(), ..unanswered.clone() };
+        store.insert_call(&one_by_one).await.unwrap();
+        for update in &updates {
+            store.update_call(&one_by_one.call_id, update, t).await.unwrap();
+        }
+        let a = store.find_call(&one_by_one.call_id).await.unwrap().unwrap();
+        assert!(store.delete_call(&acct.account_id, &one_by_one.call_id).await.unwrap());
+        let merged = CallRecord { call_id: ids::new_call_id(), ..unanswered.clone() };
+        store.insert_call(&merged).await.unwrap();
+        let all = updates.into_iter().reduce(CallUpdate::then).unwrap();
+        store.update_call(&merged.call_id, &all, t).await.unwrap();
+        let b = store.find_call(&merged.call_id).await.unwrap().unwrap();
+        assert_eq!(CallRecord { call_id: a.call_id.clone(), ..b }, a, "sequence {i}");
+    }
+}
+
 async fn a_new_stream_token_replaces_the_old_one((store, _g): Fixture) {
     let (acct, _) = new_account(&*store).await;
     let c = call(&acct.account_id, "a", "+447386172392", "+14155552671");
@@ -1821,6 +1902,7 @@ suite!(
     concurrent_admissions_never_exceed_the_cap,
     call_updates_keep_first_outcomes,
     a_new_stream_token_replaces_the_old_one,
+    updates_merged_with_then_write_what_they_would_one_by_one,
     calls_by_sid_stay_in_their_account_and_number,
     calls_list_with_filters_and_delete,
     calls_inserted_in_a_batch_land_all_or_none,
