@@ -342,12 +342,13 @@ impl Worker {
             let mut more = false;
             if free > 0 && (eager || free * 2 >= concurrency) {
                 let now = nixflex_store::now();
-                let (owner, limit) =
-                    (&self.config.node_id, i64::try_from(free).unwrap_or(i64::MAX));
+                let owner = &self.config.node_id;
+                let limit = i64::try_from(free).unwrap_or(i64::MAX);
                 let lease_until = after(now, self.config.lease);
-                let lapsed = Instant::now() >= next_lapsed_check;
+                let at = Instant::now();
+                let lapsed = at >= next_lapsed_check;
                 if lapsed {
-                    next_lapsed_check = Instant::now() + self.config.poll_interval;
+                    next_lapsed_check = at + self.config.poll_interval;
                 }
                 let claimed = if lapsed {
                     self.store.claim_jobs(owner, limit, lease_until, now).await
