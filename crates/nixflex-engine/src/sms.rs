@@ -520,13 +520,21 @@ impl Sms {
         };
         let mut changed = update().await?;
         // A callback may overtake Twilio's answer to the send (the SID is not stored yet): it
-        // belongs to the newest pending text between the same two numbers.
-        if !changed
-            && let (Some(from), Some(to)) = (from, to)
-            && store.get_sms_by_twilio_sid(account_id, twilio_sid).await?.is_none()
-            && store.adopt_sms_sid(account_id, from, to, twilio_sid).await?
-        {
-            changed = update().await?;
+        // belongs to the newest pending text between the same two numbers. The answer may also
+        // land between the update above and the read below (then the read finds the message,
+        // or the adoption finds nothing to adopt): either way the SID is stored by then, so the
+        // update is tried once more (docs/sms.md#statuses).
+        if !changed && let (Some(from), Some(to)) = (from, to) {
+            let again = match store.get_sms_by_twilio_sid(account_id, twilio_sid).await? {
+                Some(message) => message.status.rank() < status.rank(),
+                None => {
+                    store.adopt_sms_sid(account_id, from, to, twilio_sid).await?;
+                    true
+                }
+            };
+            if again {
+                changed = update().await?;
+            }
         }
         // Undelivered because the recipient opted out at the carrier: remember it for every path.
         if changed
