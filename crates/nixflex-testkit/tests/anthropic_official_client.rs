@@ -2,7 +2,6 @@
 //!
 //! Fails (never skips) when python3 or the package is missing.
 
-use std::path::Path;
 use std::time::Duration;
 
 use nixflex_testkit::anthropic::python::{require_module, run_script};
@@ -44,8 +43,10 @@ async fn the_official_anthropic_sdk_streams_text_tool_use_and_errors_from_the_em
     });
     emulator.push_reply(Reply::text("Sunny in both."));
 
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/anthropic_official_client.py");
+    let script = nixflex_testkit::package_file(
+        env!("CARGO_MANIFEST_DIR"),
+        "tests/py/anthropic_official_client.py",
+    );
     let output = run_script(
         &script,
         &[("NIXFLEX_ANTHROPIC_URL", emulator.base_url())],

@@ -2,7 +2,6 @@
 //!
 //! Fails (never skips) when python3 or the package is missing.
 
-use std::path::Path;
 use std::time::Duration;
 
 use nixflex_testkit::anthropic::python::{require_module, run_script};
@@ -17,7 +16,10 @@ async fn the_official_deepgram_sdk_streams_audio_and_receives_a_transcript_from_
     emulator.push_utterance("I need to reschedule my appointment.");
     emulator.push_utterance("Thanks, goodbye.");
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/deepgram_official_client.py");
+    let script = nixflex_testkit::package_file(
+        env!("CARGO_MANIFEST_DIR"),
+        "tests/py/deepgram_official_client.py",
+    );
     let env = [
         ("NIXFLEX_DEEPGRAM_WS_URL", emulator.ws_url()),
         ("NIXFLEX_DEEPGRAM_HTTP_URL", emulator.base_url()),

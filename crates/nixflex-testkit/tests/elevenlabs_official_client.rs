@@ -2,7 +2,6 @@
 //!
 //! Fails (never skips) when python3 or the package is missing.
 
-use std::path::Path;
 use std::time::Duration;
 
 use nixflex_testkit::anthropic::python::{require_module, run_script};
@@ -20,8 +19,10 @@ async fn the_official_elevenlabs_sdk_streams_pcm_and_ulaw_and_sees_its_errors() 
     })
     .await
     .unwrap();
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/elevenlabs_official_client.py");
+    let script = nixflex_testkit::package_file(
+        env!("CARGO_MANIFEST_DIR"),
+        "tests/py/elevenlabs_official_client.py",
+    );
     let output = run_script(
         &script,
         &[("NIXFLEX_ELEVENLABS_URL", emulator.base_url())],

@@ -2,7 +2,6 @@
 //!
 //! Fails (never skips) when python3 or the package is missing.
 
-use std::path::Path;
 use std::time::Duration;
 
 use nixflex_testkit::anthropic::python::{require_module, run_script};
@@ -31,7 +30,10 @@ async fn the_official_openai_sdk_streams_chat_tool_calls_and_speech_from_the_emu
     emulator.push_transcript("Do you deliver?");
     emulator.push_transcript("Second one.");
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/openai_official_client.py");
+    let script = nixflex_testkit::package_file(
+        env!("CARGO_MANIFEST_DIR"),
+        "tests/py/openai_official_client.py",
+    );
     let output = run_script(
         &script,
         &[("NIXFLEX_OPENAI_URL", emulator.base_url())],

@@ -17,7 +17,9 @@ use nixflex_providers::twilio::twiml::{
 use nixflex_testkit::twilio::TwilioEmulator;
 use serde_json::Value;
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/twilio_official_client.py");
+fn script() -> std::path::PathBuf {
+    nixflex_testkit::package_file(env!("CARGO_MANIFEST_DIR"), "tests/py/twilio_official_client.py")
+}
 const NUMBER: &str = "+15551230001";
 const EXTRA_NUMBERS: usize = 2;
 const BUSY_CALLEE: &str = "+15557650486";
@@ -66,7 +68,7 @@ async fn official_twilio_python_library_agrees_with_emulator_signatures_and_twim
     let interpreter = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let mut command = Command::new(&interpreter);
     command
-        .arg(SCRIPT)
+        .arg(script())
         .env("TWILIO_EMULATOR_BASE_URL", emulator.base_url())
         .env("TWILIO_ACCOUNT_SID", &account.sid)
         .env("TWILIO_AUTH_TOKEN", &account.auth_token)
@@ -83,7 +85,7 @@ async fn official_twilio_python_library_agrees_with_emulator_signatures_and_twim
         .env("NIXFLEX_JSON_URL", &json_url)
         .env("NIXFLEX_JSON_BODY", json_body)
         .env("NIXFLEX_JSON_SIGNATURE", &json_signature);
-    assert!(Path::new(SCRIPT).is_file(), "missing script {SCRIPT}");
+    assert!(script().is_file(), "missing script {}", script().display());
     let run = tokio::time::timeout(
         Duration::from_secs(120),
         tokio::task::spawn_blocking(move || command.output()),
@@ -97,7 +99,7 @@ async fn official_twilio_python_library_agrees_with_emulator_signatures_and_twim
             "`{interpreter}` was not found: this test needs Python 3 with the official Twilio \
              library (`pip install twilio`); set $PYTHON to use another interpreter"
         ),
-        Err(error) => panic!("could not run `{interpreter} {SCRIPT}`: {error}"),
+        Err(error) => panic!("could not run `{interpreter} {}`: {error}", script().display()),
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -284,7 +286,9 @@ async fn official_twilio_python_library_agrees_with_emulator_signatures_and_twim
     assert_eq!(ours, python_twiml);
 }
 
-const SMS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/twilio_official_sms.py");
+fn sms_script() -> std::path::PathBuf {
+    nixflex_testkit::package_file(env!("CARGO_MANIFEST_DIR"), "tests/py/twilio_official_sms.py")
+}
 
 /// Messages with scripted delivery outcomes, their status callbacks (in Twilio's order, signed)
 /// and an inbound-text webhook, checked with the official library: it reads each message's status,
@@ -379,7 +383,7 @@ async fn official_twilio_library_reads_message_statuses_and_validates_sms_webhoo
     let interpreter = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let mut command = Command::new(&interpreter);
     command
-        .arg(SMS_SCRIPT)
+        .arg(sms_script())
         .env("TWILIO_EMULATOR_BASE_URL", emulator.base_url())
         .env("TWILIO_ACCOUNT_SID", &account.sid)
         .env("TWILIO_AUTH_TOKEN", &account.auth_token)
@@ -392,7 +396,9 @@ async fn official_twilio_library_reads_message_statuses_and_validates_sms_webhoo
     .await
     .expect("the Python script finished within 120 s")
     .expect("the blocking task ran")
-    .unwrap_or_else(|error| panic!("could not run `{interpreter} {SMS_SCRIPT}`: {error}"));
+    .unwrap_or_else(|error| {
+        panic!("could not run `{interpreter} {}`: {error}", sms_script().display())
+    });
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_ne!(

@@ -561,8 +561,12 @@ where
             self.turns.on_vad(event, at);
             match event {
                 VadEvent::SpeechStarted => {
-                    self.silence_since = None;
-                    self.reprompts = 0;
+                    // With a recogniser connected only its words stop the silence clock: a
+                    // crowd's voices are voiced too (docs/engine.md#silence). Without one the
+                    // voice alone has to.
+                    if self.stt_input.is_none() {
+                        self.caller_heard();
+                    }
                     self.stt_pending_speech = true;
                     if !self.barge_in.in_utterance() {
                         self.run_finals = Words::Nothing;
@@ -594,6 +598,13 @@ where
             self.turn_interrupted = true;
             self.barge_in_now().await;
         }
+    }
+
+    /// The caller was heard (words, or their voice while no recogniser listens): the
+    /// silence clock stops and the check-ins start over.
+    fn caller_heard(&mut self) {
+        self.silence_since = None;
+        self.reprompts = 0;
     }
 
     /// What the recogniser heard of the current speech run.
@@ -660,6 +671,7 @@ where
                 let at = self.offset(now);
                 self.run_interim = Words::Nothing;
                 if !text.trim().is_empty() {
+                    self.caller_heard();
                     self.run_finals = self.run_finals.and(classify_words(&text));
                     self.last_final_at = Some(now);
                     self.turns.on_final_transcript(&text, at);
@@ -667,7 +679,12 @@ where
                     self.voicemail_heard(&text, now).await;
                 }
             }
-            Some(SttEvent::Interim { text }) => self.run_interim = classify_words(&text),
+            Some(SttEvent::Interim { text }) => {
+                self.run_interim = classify_words(&text);
+                if self.run_interim != Words::Nothing {
+                    self.caller_heard();
+                }
+            }
             Some(SttEvent::SpeechStarted | SttEvent::UtteranceEnd) => {}
             Some(SttEvent::Error(error)) => {
                 tracing::error!(message = "Speech recognition failed mid-call.", error = %error);

@@ -23,6 +23,11 @@ use crate::twilio_ws;
 const SEND_SLACK: Duration = Duration::from_millis(20);
 const SEND_BURST: Duration = Duration::from_millis(40);
 
+/// How long a voice on the line holds the silence clock's check-ins and hang-up while its words
+/// are awaited from the recogniser (which sends its first interim words within about half a
+/// second of speech).
+const WORDS_WAIT: Duration = Duration::from_millis(1500);
+
 /// Extra time after the duration limit for the goodbye to play.
 const GOODBYE_GRACE: Duration = Duration::from_secs(15);
 /// Extra time after the drain time for the shutdown goodbye to play.
@@ -50,7 +55,7 @@ where
         consider(self.turns.next_deadline().map(|d| self.started + d));
         // Deadlines that act only in a given state are only timers in that state; a past
         // deadline that cannot act would make the loop spin.
-        if self.idle() && !self.answering.holds_line() {
+        if self.idle() && !self.answering.holds_line() && !self.voice_awaiting_words() {
             consider(self.silence_deadline());
         }
         consider(self.answering.deadline());
@@ -62,6 +67,13 @@ where
         consider(self.hard_deadline);
         consider(Some(self.last_heartbeat + self.engine.config().heartbeat_every));
         next
+    }
+
+    /// A voice has been on the line for less than [`WORDS_WAIT`]: the silence clock holds its
+    /// check-in or hang-up, as the caller's first words may be on the way from the recogniser
+    /// (docs/engine.md#silence). A voice that brings no words for longer is a background.
+    pub(super) fn voice_awaiting_words(&self) -> bool {
+        self.vad.is_speaking() && self.vad.speech_ms() < WORDS_WAIT
     }
 
     pub(super) fn silence_period(&self) -> (Duration, Duration) {
@@ -152,6 +164,7 @@ where
         if let Some(since) = self.silence_since
             && idle
             && !self.answering.holds_line()
+            && !self.voice_awaiting_words()
         {
             let (reprompt, hangup) = self.silence_period();
             if now >= since + hangup {

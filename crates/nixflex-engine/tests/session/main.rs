@@ -79,6 +79,12 @@ impl SttProvider for FakeStt {
 }
 
 impl FakeStt {
+    /// An interim result: words heard so far.
+    async fn hear(&self, text: &str) {
+        let events = self.drivers.lock().unwrap().last().unwrap().events.clone();
+        let _ = events.send(SttEvent::Interim { text: text.to_owned() }).await;
+    }
+
     async fn say(&self, text: &str) {
         let events = self.drivers.lock().unwrap().last().unwrap().events.clone();
         let _ = events
@@ -382,11 +388,15 @@ async fn the_duration_limit_plays_a_goodbye_that_cannot_be_interrupted_then_ends
     let start = Instant::now();
     let mut out = Vec::new();
     // The caller talks over everything from 3 s on (syllables with short gaps, as speech has; a
-    // steady tone would be learnt as line noise); no transcript ever arrives.
+    // steady tone would be learnt as line noise); the recogniser hears words each second (which
+    // keep the silence clock stopped) but never a final transcript.
     while !lab.session.is_finished() && start.elapsed() < Duration::from_secs(120) {
         let t = start.elapsed();
         let speaking = t > Duration::from_secs(3) && t.as_millis() % 320 < 240;
         lab.frame(speaking).await;
+        if speaking && t.as_millis() % 1000 < 20 {
+            lab.stt.hear("and another thing").await;
+        }
         lab.drain(&mut out);
     }
     let reason = lab.session.await.unwrap();
@@ -424,6 +434,62 @@ async fn silence_is_reprompted_twice_then_the_call_ends_at_the_limit() {
     assert!(ended >= Duration::from_secs(30) && ended < Duration::from_secs(32), "{ended:?}");
     let call = lab.store.find_call(&lab.call_id.as_str().into()).await.unwrap().unwrap();
     assert_eq!(call.ended_reason.map(EndedReason::as_str), Some("silence_timeout"));
+}
+
+/// A voice on the line without words (a crowd, a television) does not stop the silence clock:
+/// the silent caller is checked on and the call ends at the limit (docs/engine.md#silence).
+#[tokio::test]
+async fn a_voice_without_words_does_not_keep_a_silent_call_open() {
+    let mut lab = lab(json!({"welcome_message": "Hi.", "silence_hangup_seconds": 10})).await;
+    lab.llm.replies.lock().unwrap().extend(["Are you there?".to_owned(), "Hello?".to_owned()]);
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while !lab.session.is_finished() && start.elapsed() < Duration::from_secs(60) {
+        let t = start.elapsed();
+        // Voiced from 1 s on, in syllables; the recogniser hears no words in it.
+        lab.frame(t > Duration::from_secs(1) && t.as_millis() % 320 < 240).await;
+        lab.drain(&mut out);
+    }
+    assert_eq!(lab.session.await.unwrap().map(|r| r.as_str()), Some("silence_timeout"));
+    // Greeting ends ~0.15 s in; check-in at +5 s; hang-up at +10 s.
+    let ended = start.elapsed();
+    assert!(ended >= Duration::from_secs(10) && ended < Duration::from_secs(11), "{ended:?}");
+    let requests = lab.llm.requests.lock().unwrap().len();
+    assert_eq!(requests, 1, "one check-in");
+}
+
+/// A caller who starts speaking just before the check-in is not talked over: the voice holds
+/// the check-in until the recogniser's first words, which stop the clock; the caller's
+/// question is what the model answers first.
+#[tokio::test]
+async fn a_voice_holds_the_check_in_until_its_words_arrive() {
+    let mut lab = lab(json!({"welcome_message": "Hi.", "silence_hangup_seconds": 30})).await;
+    lab.llm.replies.lock().unwrap().extend(["We do.".to_owned(), "Hello?".to_owned()]);
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let (speech_from, speech_to) = (Duration::from_millis(4900), Duration::from_millis(6500));
+    let mut heard = false;
+    let mut said = false;
+    while !lab.session.is_finished() && start.elapsed() < Duration::from_secs(9) {
+        let t = start.elapsed();
+        let speaking = t >= speech_from && t < speech_to && t.as_millis() % 320 < 240;
+        lab.frame(speaking).await;
+        // The recogniser's first words 400 ms into the speech (the check-in was due at ~5.15 s).
+        if !heard && t >= speech_from + Duration::from_millis(400) {
+            heard = true;
+            lab.stt.hear("do you").await;
+        }
+        if !said && t >= speech_to + Duration::from_millis(100) {
+            said = true;
+            lab.stt.say("Do you have rye today?").await;
+        }
+        lab.drain(&mut out);
+    }
+    let requests = lab.llm.requests.lock().unwrap().clone();
+    assert!(!requests.is_empty(), "the question was answered");
+    let first = format!("{:?}", requests[0].messages);
+    assert!(first.contains("Do you have rye today?"), "{first}");
+    assert!(!first.contains("has been silent"), "the check-in talked over the caller: {first}");
 }
 
 #[tokio::test]

@@ -227,9 +227,9 @@ async fn every_error_code_is_documented(backend: Backend) {
         assert!(text.contains(&format!("`{code}`")), "{code} is not named by any operation");
     }
     // And the Markdown reference in the repository is the same table.
-    let markdown = std::fs::read_to_string(concat!(
+    let markdown = std::fs::read_to_string(nixflex_testkit::package_file(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/specs/api-errors.md"
+        "../../docs/specs/api-errors.md",
     ))
     .unwrap();
     for entry in doc["x-error-codes"].as_array().unwrap() {

@@ -124,10 +124,40 @@ async fn a_backchannel_over_the_agent_neither_stops_it_nor_is_answered(backend: 
     assert!(!requests[0].body.to_string().contains("Yeah, okay"), "{}", requests[0].body);
 }
 
+/// Item 1, over a whole call: a distant crowd's voices are voiced, so the detector hears
+/// speech in them now and then; only the recogniser's words stop the silence clock, so a silent
+/// caller in a crowd is still checked on and the call still ends at `silence_hangup_seconds`.
+async fn a_crowd_on_the_line_does_not_keep_a_silent_call_open(backend: Backend) {
+    let lab =
+        CallLab::start(backend, json!({"welcome_message": "Hello?", "silence_hangup_seconds": 6}))
+            .await;
+    lab.llm.push_reply(Reply::text("Are you still there?"));
+    lab.llm.push_reply(Reply::text("Hello, can you hear me?"));
+    let script = CallerScript::new()
+        .with_noise(NoiseKind::Babble, -24.0, 5)
+        .with_noise_wobble(3.0, 7.0)
+        .wait_for_agent_speech(secs(10.0))
+        .silence(secs(30.0))
+        .hang_up();
+    let started = std::time::Instant::now();
+    let recording = lab.caller.place_inbound_call(lab.place(), script).await;
+    let elapsed = started.elapsed();
+    let call = lab.finished_call().await;
+    assert_eq!(call["ended_reason"], "silence_timeout", "{call}");
+    assert!(elapsed < secs(15.0), "{elapsed:?}");
+    // Check-ins at 3 s and 6 s of a 6 s limit: the second is cut by the hang-up.
+    assert!(!recording.agent_utterances().is_empty());
+    assert!(lines(&call, "caller").is_empty(), "{call}");
+    let requests = conversation_requests(&lab);
+    assert!(!requests.is_empty(), "the silent caller was never checked on");
+    assert!(requests[0].body.to_string().contains("silent"), "{}", requests[0].body);
+}
+
 on_backend!(
     sqlite,
     Sqlite,
     noise_on_the_line_neither_interrupts_the_agent_nor_opens_a_turn,
     speech_over_noise_still_barges_in_and_is_answered,
     a_backchannel_over_the_agent_neither_stops_it_nor_is_answered,
+    a_crowd_on_the_line_does_not_keep_a_silent_call_open,
 );
