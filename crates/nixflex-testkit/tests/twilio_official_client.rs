@@ -6,7 +6,6 @@
 //! either is missing.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
