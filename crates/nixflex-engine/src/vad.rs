@@ -498,6 +498,10 @@ pub struct TurnEnd {
 /// one VAD hangover later, so the hangover counts towards the eagerness delay (an eagerness
 /// below the hangover acts like the hangover). If a final transcript arrives without any VAD
 /// speech (a very quiet caller), silence is measured from the transcript's arrival.
+///
+/// The recogniser can also say that the caller's *words* have ended ([`Self::on_words_ended`]:
+/// its own endpoint, or a long enough gap after the last word) while the detector still hears a
+/// voice — a crowd behind the caller: the turn then ends at once (docs/engine.md#end-of-turn).
 #[derive(Debug, Clone)]
 pub struct TurnDetector {
     eagerness: Duration,
@@ -507,6 +511,8 @@ pub struct TurnDetector {
     speech_ended_at: Option<Duration>,
     /// Final transcripts of the open turn.
     text: String,
+    /// The recogniser said the turn's words ended: (when it said so, when the last word ended).
+    words_ended: Option<(Duration, Duration)>,
 }
 
 impl TurnDetector {
@@ -519,6 +525,7 @@ impl TurnDetector {
             caller_speaking: false,
             speech_ended_at: None,
             text: String::new(),
+            words_ended: None,
         }
     }
 
@@ -546,18 +553,47 @@ impl TurnDetector {
             self.text.push(' ');
         }
         self.text.push_str(text);
+        // New words: an earlier end of the words no longer holds.
+        self.words_ended = None;
         if !self.caller_speaking && self.speech_ended_at.is_none() {
             self.speech_ended_at = Some(at);
         }
     }
 
+    /// The recogniser heard new words of the caller that are not final yet (an interim
+    /// hypothesis): an earlier end of the words no longer holds.
+    pub fn on_words(&mut self) {
+        self.words_ended = None;
+    }
+
+    /// The recogniser says the caller's words ended `gap` before `at` (its endpoint after
+    /// `gap` without words, or its utterance end after a `gap` between words). Ignored while
+    /// the turn has no words. The turn then ends at `at` even if the detector still hears a
+    /// voice: the recogniser found no words in it.
+    pub fn on_words_ended(&mut self, at: Duration, gap: Duration) {
+        if self.text.is_empty() {
+            return;
+        }
+        self.words_ended = Some((at, at.saturating_sub(gap)));
+    }
+
     /// When [`Self::poll`] will return the turn if nothing else happens; `None` while the caller
-    /// speaks or no transcript is there yet. May be in the past: then poll now.
+    /// speaks (and the recogniser has not said their words ended) or no transcript is there
+    /// yet. May be in the past: then poll now.
     pub fn next_deadline(&self) -> Option<Duration> {
-        if self.caller_speaking || self.text.is_empty() {
+        if self.text.is_empty() {
             return None;
         }
-        self.speech_ended_at.map(|ended| ended + self.eagerness)
+        let by_voice = if self.caller_speaking {
+            None
+        } else {
+            self.speech_ended_at.map(|ended| ended + self.eagerness)
+        };
+        let by_words = self.words_ended.map(|(at, _)| at);
+        match (by_voice, by_words) {
+            (Some(voice), Some(words)) => Some(voice.min(words)),
+            (voice, words) => voice.or(words),
+        }
     }
 
     /// Returns the caller's turn once it has ended by `at`, and starts a new one.
@@ -566,7 +602,12 @@ impl TurnDetector {
         if at < deadline {
             return None;
         }
-        let speech_ended_at = self.speech_ended_at.take()?;
+        let words_ended = self.words_ended.take().map(|(_, ended)| ended);
+        let speech_ended_at = match self.speech_ended_at.take() {
+            Some(ended) if !self.caller_speaking => ended,
+            // Ended by the recogniser while a voice goes on: the words' end is the turn's end.
+            _ => words_ended?,
+        };
         Some(TurnEnd { text: std::mem::take(&mut self.text), speech_ended_at })
     }
 
@@ -584,6 +625,7 @@ impl TurnDetector {
     pub fn reset(&mut self) {
         self.speech_ended_at = None;
         self.text.clear();
+        self.words_ended = None;
     }
 }
 
@@ -1069,6 +1111,52 @@ mod tests {
         turns.reset();
         assert_eq!(turns.poll(ms(1000)), None);
         assert!(!turns.caller_speaking());
+    }
+
+    #[test]
+    fn the_recogniser_ends_a_turn_that_a_voice_behind_the_caller_holds_open() {
+        // The caller's words end at 2000 ms; a crowd keeps the detector hearing a voice.
+        let mut turns = TurnDetector::new(ms(200), ms(200));
+        turns.on_vad(VadEvent::SpeechStarted, ms(0));
+        turns.on_final_transcript("A table for two.", ms(2050));
+        assert_eq!(turns.next_deadline(), None, "the voice holds the turn");
+        assert_eq!(turns.poll(ms(3000)), None);
+        // The recogniser's endpoint: 200 ms without words after the last one.
+        turns.on_words_ended(ms(3100), ms(200));
+        assert_eq!(turns.next_deadline(), Some(ms(3100)));
+        assert_eq!(turns.poll(ms(3099)), None);
+        assert_eq!(
+            turns.poll(ms(3100)),
+            Some(TurnEnd { text: "A table for two.".to_owned(), speech_ended_at: ms(2900) })
+        );
+        // The crowd's run goes on and ends later: no second turn, no stale end of words.
+        assert!(turns.caller_speaking());
+        turns.on_vad(VadEvent::SpeechEnded, ms(4000));
+        assert_eq!(turns.poll(ms(9000)), None);
+        turns.on_words_ended(ms(9000), ms(1000));
+        assert_eq!(turns.next_deadline(), None, "an end of words without words is ignored");
+    }
+
+    #[test]
+    fn new_words_void_an_earlier_end_of_words() {
+        let mut turns = TurnDetector::new(ms(200), ms(200));
+        turns.on_vad(VadEvent::SpeechStarted, ms(0));
+        turns.on_final_transcript("My number is", ms(1500));
+        turns.on_words_ended(ms(1700), ms(200));
+        // The caller goes on: an interim hypothesis with new words.
+        turns.on_words();
+        assert_eq!(turns.next_deadline(), None);
+        turns.on_words_ended(ms(2500), ms(200));
+        turns.on_final_transcript("five five five.", ms(2600));
+        assert_eq!(turns.next_deadline(), None, "a later final's words void it too");
+        // The detector hears the end before the recogniser does: the earlier of the two wins.
+        turns.on_vad(VadEvent::SpeechEnded, ms(2800));
+        turns.on_words_ended(ms(2900), ms(200));
+        assert_eq!(turns.next_deadline(), Some(ms(2800)));
+        let turn = turns.poll(ms(2800)).unwrap();
+        assert_eq!(turn.text, "My number is five five five.");
+        assert_eq!(turn.speech_ended_at, ms(2600), "the detector's end of speech");
+        assert_eq!(turns.next_deadline(), None);
     }
 
     #[test]

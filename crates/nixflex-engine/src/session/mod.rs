@@ -432,7 +432,7 @@ where
 pub(crate) fn stt_options(agent: &AgentSettings) -> SttOptions {
     SttOptions {
         language: agent.language.clone(),
-        endpointing: Some(Duration::from_millis(u64::from(agent.response_eagerness).max(10))),
+        endpointing: Some(stt_endpointing(agent)),
         keywords: agent
             .boosted_keywords
             .as_deref()
@@ -440,6 +440,12 @@ pub(crate) fn stt_options(agent: &AgentSettings) -> SttOptions {
             .unwrap_or_default(),
         ..SttOptions::default()
     }
+}
+
+/// The silence after the caller's words after which the recogniser marks its result
+/// `speech_final`: the agent's `response_eagerness` (at least 10 ms).
+fn stt_endpointing(agent: &AgentSettings) -> Duration {
+    Duration::from_millis(u64::from(agent.response_eagerness).max(10))
 }
 
 impl<W> Session<W>
@@ -568,6 +574,12 @@ where
                         self.caller_heard();
                     }
                     self.stt_pending_speech = true;
+                    // Nothing heard of the caller's turn so far: earlier speech runs were a
+                    // voice without words (a crowd), and whether they overlapped the agent says
+                    // nothing about this turn (docs/engine.md#backchannels).
+                    if self.turns.pending_text().is_empty() && self.run_words() == Words::Nothing {
+                        self.turn_under_agent = None;
+                    }
                     if !self.barge_in.in_utterance() {
                         self.run_finals = Words::Nothing;
                         self.run_interim = Words::Nothing;
@@ -667,7 +679,7 @@ where
                     self.speak_fallback();
                 }
             }
-            Some(SttEvent::Final { text, .. }) => {
+            Some(SttEvent::Final { text, speech_final, from_finalize, .. }) => {
                 let at = self.offset(now);
                 self.run_interim = Words::Nothing;
                 if !text.trim().is_empty() {
@@ -676,6 +688,16 @@ where
                     self.last_final_at = Some(now);
                     self.turns.on_final_transcript(&text, at);
                     self.timing.final_transcript = Some(now);
+                    // The recogniser's own endpoint after the words ends the turn even while a
+                    // crowd keeps the detector hearing a voice — when it waited at least the
+                    // detector's hangover (docs/engine.md#end-of-turn).
+                    let endpointing = stt_endpointing(&self.setup.agent);
+                    if speech_final
+                        && !from_finalize
+                        && endpointing >= VadConfig::default().hangover
+                    {
+                        self.turns.on_words_ended(at, endpointing);
+                    }
                     self.voicemail_heard(&text, now).await;
                 }
             }
@@ -683,9 +705,17 @@ where
                 self.run_interim = classify_words(&text);
                 if self.run_interim != Words::Nothing {
                     self.caller_heard();
+                    self.turns.on_words();
                 }
             }
-            Some(SttEvent::SpeechStarted | SttEvent::UtteranceEnd) => {}
+            Some(SttEvent::UtteranceEnd) => {
+                // A gap between words as long as the utterance end asks for: the caller's
+                // words have ended, whatever the detector still hears.
+                if let Some(gap) = SttOptions::default().utterance_end {
+                    self.turns.on_words_ended(self.offset(now), gap);
+                }
+            }
+            Some(SttEvent::SpeechStarted) => {}
             Some(SttEvent::Error(error)) => {
                 tracing::error!(message = "Speech recognition failed mid-call.", error = %error);
                 // A broken connection is worth re-opening; an error the provider reported

@@ -14,6 +14,7 @@ use super::turn::{TurnKind, TurnSource};
 use super::{EndReason, Session};
 use crate::playout::Frame;
 use crate::twilio_ws;
+use crate::vad::Words;
 
 /// Whenever the loop is awake anyway (the caller's frames wake it every 20 ms) and an agent
 /// frame falls due within this much, it sends it — and every frame due within [`SEND_BURST`],
@@ -131,6 +132,16 @@ where
         self.check_stt_stall(now);
         // The caller's turn ended.
         if let Some(turn_end) = self.turns.poll(self.offset(now)) {
+            if self.vad.is_speaking() {
+                // Ended by the recogniser while a voice behind the caller goes on: the words
+                // so far belong to this turn, not to whatever that voice does next (they
+                // would otherwise let it interrupt the reply), and the overlap with the agent
+                // is settled now (docs/engine.md#end-of-turn).
+                self.turn_under_agent =
+                    Some(self.turn_under_agent.unwrap_or(true) && self.agent_audible());
+                self.run_finals = Words::Nothing;
+                self.run_interim = Words::Nothing;
+            }
             if self.take_backchannel_turn(&turn_end.text) {
                 tracing::info!(message = "A backchannel over the agent: it talks on.");
             } else {

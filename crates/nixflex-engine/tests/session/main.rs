@@ -85,6 +85,12 @@ impl FakeStt {
         let _ = events.send(SttEvent::Interim { text: text.to_owned() }).await;
     }
 
+    /// Any event of the recogniser.
+    async fn send(&self, event: SttEvent) {
+        let events = self.drivers.lock().unwrap().last().unwrap().events.clone();
+        let _ = events.send(event).await;
+    }
+
     async fn say(&self, text: &str) {
         let events = self.drivers.lock().unwrap().last().unwrap().events.clone();
         let _ = events
@@ -490,6 +496,158 @@ async fn a_voice_holds_the_check_in_until_its_words_arrive() {
     let first = format!("{:?}", requests[0].messages);
     assert!(first.contains("Do you have rye today?"), "{first}");
     assert!(!first.contains("has been silent"), "the check-in talked over the caller: {first}");
+}
+
+/// A voice without words while the agent is silent (a crowd) says nothing about the caller's
+/// next turn: a "yeah" spoken over the agent's check-in afterwards is still a backchannel, so
+/// the agent talks on and the model is not asked to answer it (docs/engine.md#backchannels).
+#[tokio::test]
+async fn a_wordless_voice_does_not_turn_a_later_backchannel_into_a_question() {
+    let mut lab = lab(json!({"welcome_message": "Hi.", "silence_hangup_seconds": 30})).await;
+    let check_in = "Are you still there? I can help with bookings, opening hours and our menu.";
+    lab.llm.replies.lock().unwrap().push_back(check_in.to_owned());
+    let start = Instant::now();
+    let mut out: Vec<(Instant, String, String)> = Vec::new();
+    let (mut flushed, mut said) = (false, false);
+    let mut check_in_from = None;
+    while start.elapsed() < Duration::from_secs(12) {
+        assert!(!lab.session.is_finished(), "the call ended at {:?}", start.elapsed());
+        let t = start.elapsed();
+        if check_in_from.is_none()
+            && out.iter().any(|(at, e, _): &(Instant, String, String)| {
+                e == "media" && at.duration_since(start) > Duration::from_secs(2)
+            })
+        {
+            check_in_from = Some(t);
+        }
+        // A wordless voice at 1.0–1.5 s, the agent silent; "yeah" 1 s into the check-in.
+        let yeah_at = check_in_from.map(|from| from + Duration::from_secs(1));
+        let voiced = (t >= Duration::from_millis(1000) && t < Duration::from_millis(1500))
+            || yeah_at.is_some_and(|at| t >= at && t < at + Duration::from_millis(300));
+        lab.frame(voiced).await;
+        if !flushed && t >= Duration::from_millis(1800) {
+            // The recogniser's answer to the engine's `Finalize`: no words in that voice.
+            flushed = true;
+            lab.stt
+                .send(SttEvent::Final {
+                    text: String::new(),
+                    confidence: 0.0,
+                    speech_final: false,
+                    from_finalize: true,
+                    language: None,
+                })
+                .await;
+        }
+        if !said && yeah_at.is_some_and(|at| t >= at + Duration::from_millis(500)) {
+            said = true;
+            lab.stt.say("Yeah.").await;
+        }
+        lab.drain(&mut out);
+    }
+    assert!(said, "the check-in was spoken");
+    let requests = lab.llm.requests.lock().unwrap().clone();
+    assert_eq!(
+        requests.len(),
+        1,
+        "the backchannel was answered: {:?}",
+        requests.iter().map(|r| format!("{:?}", r.messages)).collect::<Vec<_>>()
+    );
+    assert!(!out.iter().any(|(_, e, _)| e == "clear"), "the check-in was cut off");
+    let call_audio = out.iter().filter(|(_, e, _)| e == "media").count();
+    // "Hi." and the whole check-in (50 ms of audio a character, 20 ms frames).
+    assert!(call_audio >= check_in.len() * 5 / 2, "{call_audio} frames");
+}
+
+/// How the recogniser says a caller's words ended, in
+/// `the_recogniser_ends_a_turn_that_a_voice_behind_the_caller_holds_open`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum WordsEnd {
+    /// Its final carries its own endpoint (`speech_final`), 250 ms after the words.
+    Endpoint,
+    /// Its final has no endpoint; its utterance end follows 1.1 s after the words.
+    UtteranceEnd,
+    /// Neither: only the detector can end the turn.
+    Nothing,
+}
+
+/// A voice behind the caller (a crowd) goes on after the caller's words: the recogniser's
+/// endpoint or utterance end ends the turn, not the end of that voice; and the voice, which
+/// brings no words, does not interrupt the reply (docs/engine.md#end-of-turn).
+#[tokio::test]
+async fn the_recogniser_ends_a_turn_that_a_voice_behind_the_caller_holds_open() {
+    for (index, how) in
+        [WordsEnd::Endpoint, WordsEnd::UtteranceEnd, WordsEnd::Nothing].into_iter().enumerate()
+    {
+        // Time is paused once, by the first lab.
+        let options = LabOptions { paused: index == 0, ..LabOptions::default() };
+        let mut lab = lab_with(json!({"welcome_message": "Hi."}), options).await;
+        lab.llm
+            .replies
+            .lock()
+            .unwrap()
+            .push_back("We have a table for two at seven tonight.".to_owned());
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let words_end = Duration::from_millis(2000);
+        let voice_end = Duration::from_millis(6000);
+        let (mut said, mut ended) = (false, false);
+        let mut asked_at = None;
+        while start.elapsed() < Duration::from_secs(9) {
+            let t = start.elapsed();
+            // The caller from 1 s to 2 s, then the voice behind them in syllables to 6 s.
+            let voiced = t >= Duration::from_secs(1) && t < voice_end && t.as_millis() % 320 < 240;
+            lab.frame(voiced).await;
+            if !said && t >= words_end + Duration::from_millis(250) {
+                said = true;
+                lab.stt
+                    .send(SttEvent::Final {
+                        text: "A table for two.".to_owned(),
+                        confidence: 0.99,
+                        speech_final: how == WordsEnd::Endpoint,
+                        from_finalize: false,
+                        language: None,
+                    })
+                    .await;
+            }
+            if how == WordsEnd::UtteranceEnd
+                && !ended
+                && t >= words_end + Duration::from_millis(1100)
+            {
+                ended = true;
+                lab.stt.send(SttEvent::UtteranceEnd).await;
+            }
+            if asked_at.is_none() && !lab.llm.requests.lock().unwrap().is_empty() {
+                asked_at = Some(t);
+            }
+            lab.drain(&mut out);
+        }
+        let asked_at = asked_at.expect("the caller was answered");
+        // Within a frame or two of the frame grid.
+        let expected = match how {
+            WordsEnd::Endpoint => words_end + Duration::from_millis(250),
+            WordsEnd::UtteranceEnd => words_end + Duration::from_millis(1100),
+            // The voice's end, then the eagerness (the hangover counts towards it).
+            WordsEnd::Nothing => voice_end + Duration::from_millis(200),
+        };
+        assert!(
+            asked_at + Duration::from_millis(40) >= expected
+                && asked_at <= expected + Duration::from_millis(100),
+            "{how:?}: the model was asked at {asked_at:?}, expected {expected:?}"
+        );
+        let requests = lab.llm.requests.lock().unwrap().clone();
+        assert_eq!(requests.len(), 1, "{how:?}");
+        assert!(format!("{:?}", requests[0].messages).contains("A table for two."), "{how:?}");
+        // The reply played over the voice behind the caller and was not cut off by it.
+        assert!(
+            !out.iter().any(|(_, e, _)| e == "clear"),
+            "{how:?}: the voice interrupted the reply"
+        );
+        let reply_frames = out
+            .iter()
+            .filter(|(at, e, _)| e == "media" && at.duration_since(start) > asked_at)
+            .count();
+        assert!(reply_frames > 50, "{how:?}: the reply was spoken ({reply_frames} frames)");
+    }
 }
 
 #[tokio::test]

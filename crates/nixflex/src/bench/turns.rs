@@ -18,12 +18,15 @@
 //!   the agent that interrupted it;
 //! - **end of turn**: for sentences (and sentences with a 500 ms pause inside) at 10 dB SNR with
 //!   the agent silent, the time from the last sound of the sentence to the end of the caller's
-//!   turn, p50 / p95, and **split** turns (ended inside the sentence).
+//!   turn, p50 / p95 (of the turns that ended), **split** turns (ended inside the sentence) and
+//!   turns **not ended** within the 2 s of background after the sentence.
 //!
 //! The recogniser is modelled, not run: it reveals the clip's words one more every 300 ms after
-//! the speech starts (like the Deepgram emulator's interim results) and its final transcript at
-//! the speech's end — the best a recogniser can do, so end-of-turn times are the detector's own.
-//! Noise yields no words. Numbers go in docs/benchmarks.md, never into timed tests.
+//! the speech starts (like the Deepgram emulator's interim results), its final transcript at
+//! the speech's end, its endpoint (`speech_final`) `response_eagerness` after it and its
+//! utterance end 1 s after it — the best a recogniser can do; `--endpoints utterance-end`
+//! holds its endpoint back, `--endpoints none` leaves out both, so end-of-turn times are the
+//! detector's own. Noise yields no words. Numbers go in docs/benchmarks.md, never into timed tests.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +38,9 @@ use nixflex_testkit::corpus::{self, Clip, ClipKind, Noise, NoiseKind};
 /// One 20 ms frame.
 const FRAME: Duration = Duration::from_millis(20);
 const FRAME_SAMPLES: usize = 160;
+
+/// The word gap after which the recogniser sends its utterance end (the engine asks for 1 s).
+const UTTERANCE_END: Duration = Duration::from_millis(1000);
 
 /// Seconds of noise alone per condition.
 const NOISE_ONLY_SECONDS: usize = 30;
@@ -66,6 +72,22 @@ pub struct TurnsBenchArgs {
     /// Noise seeds per condition (each a different stretch of noise).
     #[arg(long, default_value_t = 2)]
     pub seeds: u64,
+    /// What the modelled recogniser says when the caller's words end: `all` (its endpoint and
+    /// its utterance end), `utterance-end` (its endpoint held back, as by a crowd it hears as
+    /// speech), or `none` (the detector alone ends turns, as before they counted).
+    #[arg(long, value_enum, default_value_t = Endpoints::All)]
+    pub endpoints: Endpoints,
+}
+
+/// The recogniser's signals that the caller's words ended, in the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Endpoints {
+    /// `speech_final` `response_eagerness` after the words, `UtteranceEnd` 1 s after.
+    All,
+    /// Only `UtteranceEnd`, 1 s after the words.
+    UtteranceEnd,
+    /// Neither.
+    None,
 }
 
 /// A detector under test.
@@ -154,6 +176,8 @@ struct Outcome {
     backchannel_interruptions: usize,
     turns: usize,
     split_turns: usize,
+    /// Turns still open at the end of the 2 s of background after the sentence.
+    unended_turns: usize,
     end_of_turn: Vec<Duration>,
     frames: u64,
     vad_time: Duration,
@@ -165,6 +189,7 @@ struct Line {
     barge_in: BargeIn,
     turns: TurnDetector,
     detector: Detector,
+    hangover: Duration,
     now: Duration,
     frames: u64,
     vad_time: Duration,
@@ -179,6 +204,7 @@ impl Line {
             barge_in: BargeIn::new(sensitivity),
             turns: TurnDetector::new(eagerness, hangover),
             detector,
+            hangover,
             now: Duration::ZERO,
             frames: 0,
             vad_time: Duration::ZERO,
@@ -315,7 +341,9 @@ fn measure(
         let speech_end =
             onset + clip.speech_ranges().last().map_or(clip.samples.len(), |range| range.end);
         let true_end = corpus::samples_duration(speech_end);
-        let mut final_sent = false;
+        let endpoint = true_end + eagerness;
+        let utterance_end = true_end + UTTERANCE_END;
+        let (mut final_sent, mut endpoint_sent, mut utterance_end_sent) = (false, false, false);
         let mut ended = None;
         for (index, frame) in samples.chunks_exact(FRAME_SAMPLES).enumerate() {
             let at = (index + 1) * FRAME_SAMPLES;
@@ -323,6 +351,21 @@ fn measure(
             if !final_sent && at >= speech_end {
                 final_sent = true;
                 line.turns.on_final_transcript(clip.text, line.now);
+            }
+            // The recogniser's endpoint, trusted as the engine trusts it (at least the
+            // detector's hangover), and its utterance end.
+            if args.endpoints == Endpoints::All
+                && !endpoint_sent
+                && line.now >= endpoint
+                && eagerness >= line.hangover
+            {
+                endpoint_sent = true;
+                line.turns.on_words_ended(line.now, eagerness);
+            }
+            if args.endpoints != Endpoints::None && !utterance_end_sent && line.now >= utterance_end
+            {
+                utterance_end_sent = true;
+                line.turns.on_words_ended(line.now, UTTERANCE_END);
             }
             if let Some(turn) = line.turns.poll(line.now) {
                 let _ = turn;
@@ -335,7 +378,7 @@ fn measure(
         match ended {
             Some(at) if at >= true_end => outcome.end_of_turn.push(at - true_end),
             Some(_) => outcome.split_turns += 1,
-            None => {}
+            None => outcome.unended_turns += 1,
         }
     }
 }
@@ -384,14 +427,19 @@ pub fn run(args: &TurnsBenchArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "sensitivity {}, eagerness {} ms, speech {} dB over the noise, {} s of noise alone × {} seeds per row",
-        args.sensitivity, args.eagerness_ms, args.snr, NOISE_ONLY_SECONDS, args.seeds
+        "sensitivity {}, eagerness {} ms, speech {} dB over the noise, {} s of noise alone × {} seeds per row, recogniser endpoints: {:?}",
+        args.sensitivity,
+        args.eagerness_ms,
+        args.snr,
+        NOISE_ONLY_SECONDS,
+        args.seeds,
+        args.endpoints
     );
     println!();
     println!(
-        "| detector | background | false speech starts | false barge-ins | missed barge-ins | barge-in p50 ms | backchannel interruptions | end of turn p50 / p95 ms | split turns | µs per frame |"
+        "| detector | background | false speech starts | false barge-ins | missed barge-ins | barge-in p50 ms | backchannel interruptions | end of turn p50 / p95 ms | split turns | not ended within 2 s | µs per frame |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for detector in detectors {
         for &background_of in &backgrounds {
             let mut outcome = Outcome::default();
@@ -404,7 +452,7 @@ pub fn run(args: &TurnsBenchArgs) -> anyhow::Result<()> {
             #[allow(clippy::cast_precision_loss)]
             let per_frame = outcome.vad_time.as_secs_f64() * 1e6 / outcome.frames.max(1) as f64;
             println!(
-                "| {} | {} | {} | {} | {} / {} | {} | {} / {} | {} / {} | {} / {} | {:.2} |",
+                "| {} | {} | {} | {} | {} / {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {:.2} |",
                 detector.name(),
                 background_of.name(),
                 outcome.false_speech,
@@ -417,6 +465,8 @@ pub fn run(args: &TurnsBenchArgs) -> anyhow::Result<()> {
                 ms(eot50),
                 ms(eot95),
                 outcome.split_turns,
+                outcome.turns,
+                outcome.unended_turns,
                 outcome.turns,
                 per_frame,
             );

@@ -153,6 +153,50 @@ async fn a_crowd_on_the_line_does_not_keep_a_silent_call_open(backend: Backend) 
     assert!(requests[0].body.to_string().contains("silent"), "{}", requests[0].body);
 }
 
+/// A low voice in syllables, 70 Hz: voiced for the engine's detector (its pitch range reaches
+/// down to 50 Hz), but below the range the Deepgram emulator hears words in (100–400 Hz) — a
+/// voice behind the caller that a recogniser finds no words in, deterministically.
+fn voice_behind(duration: Duration, dbfs: f64) -> Vec<i16> {
+    let amplitude = 32768.0 * 10f64.powf(dbfs / 20.0) * std::f64::consts::SQRT_2;
+    let n = (duration.as_secs_f64() * 8000.0) as usize;
+    (0..n)
+        .map(|i| {
+            // 240 ms of voice, 80 ms apart: shorter than the detector's 200 ms hangover.
+            if i % 2560 >= 1920 {
+                return 0;
+            }
+            let t = i as f64 / 8000.0;
+            (amplitude * (std::f64::consts::TAU * 70.0 * t).sin()) as i16
+        })
+        .collect()
+}
+
+/// Item 2, the end of a turn in a crowd: a voice behind the caller goes on after their words;
+/// the recogniser's endpoint ends the turn, so the agent answers within its usual time instead
+/// of after that voice stops, and the voice (no words) does not cut the reply off
+/// (docs/engine.md#end-of-turn).
+async fn the_recogniser_ends_a_turn_that_a_voice_behind_the_caller_holds_open(backend: Backend) {
+    let lab = CallLab::start(backend, json!({"welcome_message": "Hello?"})).await;
+    lab.stt.push_utterance("A table for two, please.");
+    lab.llm.push_reply(Reply::text("A table for two it is."));
+    let script = CallerScript::new()
+        .wait_for_agent_speech(secs(10.0))
+        .wait_for_agent_silence(secs(0.5), secs(20.0))
+        .say_at("A table for two, please.", secs(1.5), -18.0)
+        .play("a voice behind the caller", voice_behind(secs(5.0), -22.0))
+        .wait_for_agent_silence(secs(0.5), secs(20.0))
+        .hang_up();
+    let recording = lab.caller.place_inbound_call(lab.place(), script).await;
+    let latency =
+        recording.response_latency_after("A table for two, please.").expect("the agent answered");
+    // The voice went on for 5 s: a turn ended by the detector alone waits for it.
+    assert!(latency < secs(1.5), "answered {latency:?} after the caller's words");
+    assert_eq!(clears(&recording), 0, "the voice behind the caller cut the reply off");
+    let call = lab.finished_call().await;
+    assert_eq!(lines(&call, "caller"), ["A table for two, please."], "{call}");
+    assert_eq!(lines(&call, "agent").last().unwrap(), "A table for two it is.", "{call}");
+}
+
 on_backend!(
     sqlite,
     Sqlite,
@@ -160,4 +204,5 @@ on_backend!(
     speech_over_noise_still_barges_in_and_is_answered,
     a_backchannel_over_the_agent_neither_stops_it_nor_is_answered,
     a_crowd_on_the_line_does_not_keep_a_silent_call_open,
+    the_recogniser_ends_a_turn_that_a_voice_behind_the_caller_holds_open,
 );
