@@ -566,6 +566,16 @@ impl TurnDetector {
         self.words_ended = None;
     }
 
+    /// The recogniser's own endpoint (a `speech_final` result it gave after `endpointing`
+    /// without words) arrived at `at`. It ends the turn only when `endpointing` is at least the
+    /// detector's hangover, so a low `response_eagerness` cannot end turns at a short pause
+    /// inside a sentence.
+    pub fn on_endpoint(&mut self, at: Duration, endpointing: Duration) {
+        if endpointing >= self.vad_hangover {
+            self.on_words_ended(at, endpointing);
+        }
+    }
+
     /// The recogniser says the caller's words ended `gap` before `at` (its endpoint after
     /// `gap` without words, or its utterance end after a `gap` between words). Ignored while
     /// the turn has no words. The turn then ends at `at` even if the detector still hears a
@@ -1121,8 +1131,11 @@ mod tests {
         turns.on_final_transcript("A table for two.", ms(2050));
         assert_eq!(turns.next_deadline(), None, "the voice holds the turn");
         assert_eq!(turns.poll(ms(3000)), None);
+        // An endpoint after less silence than the hangover does not count.
+        turns.on_endpoint(ms(2500), ms(100));
+        assert_eq!(turns.next_deadline(), None, "a short endpoint ends nothing");
         // The recogniser's endpoint: 200 ms without words after the last one.
-        turns.on_words_ended(ms(3100), ms(200));
+        turns.on_endpoint(ms(3100), ms(200));
         assert_eq!(turns.next_deadline(), Some(ms(3100)));
         assert_eq!(turns.poll(ms(3099)), None);
         assert_eq!(

@@ -32,6 +32,10 @@ pub enum AudioEncoding {
     Linear16,
 }
 
+/// The word gap after which a recogniser that supports it reports the end of an utterance
+/// (Deepgram `utterance_end_ms`): the default of [`SttOptions::utterance_end`].
+pub const UTTERANCE_END_GAP: Duration = Duration::from_millis(1000);
+
 /// Options of one recognition session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SttOptions {
@@ -58,7 +62,7 @@ impl Default for SttOptions {
             sample_rate: 8000,
             encoding: AudioEncoding::Mulaw,
             endpointing: Some(Duration::from_millis(300)),
-            utterance_end: Some(Duration::from_millis(1000)),
+            utterance_end: Some(UTTERANCE_END_GAP),
             keywords: Vec::new(),
             interim_results: true,
         }

@@ -45,7 +45,7 @@ use nixflex_core::ids::AgentId;
 use nixflex_core::number::{NumberSettings, PhoneNumber};
 use nixflex_pipeline::ProviderError;
 use nixflex_pipeline::llm::LlmMessage;
-use nixflex_pipeline::stt::{SttEvent, SttEvents, SttInput, SttOptions};
+use nixflex_pipeline::stt::{SttEvent, SttEvents, SttInput, SttOptions, UTTERANCE_END_GAP};
 use nixflex_providers::twilio::TwilioCredentials;
 use nixflex_store::CallUpdate;
 use tokio::sync::mpsc;
@@ -689,14 +689,9 @@ where
                     self.turns.on_final_transcript(&text, at);
                     self.timing.final_transcript = Some(now);
                     // The recogniser's own endpoint after the words ends the turn even while a
-                    // crowd keeps the detector hearing a voice — when it waited at least the
-                    // detector's hangover (docs/engine.md#end-of-turn).
-                    let endpointing = stt_endpointing(&self.setup.agent);
-                    if speech_final
-                        && !from_finalize
-                        && endpointing >= VadConfig::default().hangover
-                    {
-                        self.turns.on_words_ended(at, endpointing);
+                    // crowd keeps the detector hearing a voice (docs/engine.md#end-of-turn).
+                    if speech_final && !from_finalize {
+                        self.turns.on_endpoint(at, stt_endpointing(&self.setup.agent));
                     }
                     self.voicemail_heard(&text, now).await;
                 }
@@ -711,9 +706,7 @@ where
             Some(SttEvent::UtteranceEnd) => {
                 // A gap between words as long as the utterance end asks for: the caller's
                 // words have ended, whatever the detector still hears.
-                if let Some(gap) = SttOptions::default().utterance_end {
-                    self.turns.on_words_ended(self.offset(now), gap);
-                }
+                self.turns.on_words_ended(self.offset(now), UTTERANCE_END_GAP);
             }
             Some(SttEvent::SpeechStarted) => {}
             Some(SttEvent::Error(error)) => {

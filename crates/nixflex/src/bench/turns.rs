@@ -33,14 +33,12 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use clap::Args;
 use nixflex_engine::vad::{BargeIn, TurnDetector, Vad, VadConfig, VadEvent, Words, classify_words};
+use nixflex_pipeline::stt::UTTERANCE_END_GAP;
 use nixflex_testkit::corpus::{self, Clip, ClipKind, Noise, NoiseKind};
 
 /// One 20 ms frame.
 const FRAME: Duration = Duration::from_millis(20);
 const FRAME_SAMPLES: usize = 160;
-
-/// The word gap after which the recogniser sends its utterance end (the engine asks for 1 s).
-const UTTERANCE_END: Duration = Duration::from_millis(1000);
 
 /// Seconds of noise alone per condition.
 const NOISE_ONLY_SECONDS: usize = 30;
@@ -189,7 +187,6 @@ struct Line {
     barge_in: BargeIn,
     turns: TurnDetector,
     detector: Detector,
-    hangover: Duration,
     now: Duration,
     frames: u64,
     vad_time: Duration,
@@ -204,7 +201,6 @@ impl Line {
             barge_in: BargeIn::new(sensitivity),
             turns: TurnDetector::new(eagerness, hangover),
             detector,
-            hangover,
             now: Duration::ZERO,
             frames: 0,
             vad_time: Duration::ZERO,
@@ -342,7 +338,7 @@ fn measure(
             onset + clip.speech_ranges().last().map_or(clip.samples.len(), |range| range.end);
         let true_end = corpus::samples_duration(speech_end);
         let endpoint = true_end + eagerness;
-        let utterance_end = true_end + UTTERANCE_END;
+        let utterance_end = true_end + UTTERANCE_END_GAP;
         let (mut final_sent, mut endpoint_sent, mut utterance_end_sent) = (false, false, false);
         let mut ended = None;
         for (index, frame) in samples.chunks_exact(FRAME_SAMPLES).enumerate() {
@@ -352,20 +348,15 @@ fn measure(
                 final_sent = true;
                 line.turns.on_final_transcript(clip.text, line.now);
             }
-            // The recogniser's endpoint, trusted as the engine trusts it (at least the
-            // detector's hangover), and its utterance end.
-            if args.endpoints == Endpoints::All
-                && !endpoint_sent
-                && line.now >= endpoint
-                && eagerness >= line.hangover
-            {
+            // The recogniser's endpoint and its utterance end.
+            if args.endpoints == Endpoints::All && !endpoint_sent && line.now >= endpoint {
                 endpoint_sent = true;
-                line.turns.on_words_ended(line.now, eagerness);
+                line.turns.on_endpoint(line.now, eagerness);
             }
             if args.endpoints != Endpoints::None && !utterance_end_sent && line.now >= utterance_end
             {
                 utterance_end_sent = true;
-                line.turns.on_words_ended(line.now, UTTERANCE_END);
+                line.turns.on_words_ended(line.now, UTTERANCE_END_GAP);
             }
             if let Some(turn) = line.turns.poll(line.now) {
                 let _ = turn;
