@@ -40,6 +40,119 @@ pub struct CallFilter {
     pub voicemail_detected: Option<bool>,
 }
 
+/// How the total of a `GET /v1/calls` page is found (docs/decisions.md#call-tallies): from the
+/// running tallies kept by the database (migrations 0018 and 0019) when at most one documented
+/// filter is given, else by counting the matching calls through that filter's index.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum CountPlan {
+    /// An expression over the account's `call_counts` row: no filter, or one of direction,
+    /// sentiment, success and voicemail.
+    Account(&'static str),
+    /// The agent's row of `call_agent_counts`.
+    Agent(String),
+    /// Calls started in a range: the whole hours `[first, end)` of `call_hour_counts` (either
+    /// end open), plus the calls of the partial hours at either end, counted.
+    Started {
+        /// First whole hour (hours since the epoch), if bounded below.
+        first: Option<i64>,
+        /// The hour the whole hours end before, if bounded above.
+        end: Option<i64>,
+        /// `[since, until)` ranges left over, counted from the calls.
+        edges: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    },
+    /// Any other filter or combination.
+    Exact,
+}
+
+impl CallFilter {
+    /// Where this filter's total comes from.
+    pub(crate) fn count_plan(&self) -> CountPlan {
+        // Destructured so that a new filter cannot be added without deciding how it counts.
+        let CallFilter {
+            agent_id,
+            direction,
+            call_status,
+            from_number,
+            to_number,
+            campaign_id,
+            since,
+            until,
+            caller_sentiment,
+            call_successful,
+            voicemail_detected,
+        } = self;
+        let given = [
+            agent_id.is_some(),
+            direction.is_some(),
+            call_status.is_some(),
+            from_number.is_some(),
+            to_number.is_some(),
+            campaign_id.is_some(),
+            since.is_some() || until.is_some(),
+            caller_sentiment.is_some(),
+            call_successful.is_some(),
+            voicemail_detected.is_some(),
+        ];
+        match given.iter().filter(|given| **given).count() {
+            0 => return CountPlan::Account("total"),
+            1 => {}
+            _ => return CountPlan::Exact,
+        }
+        if let Some(agent_id) = agent_id {
+            return CountPlan::Agent(agent_id.clone());
+        }
+        let column =
+            match (direction, caller_sentiment.as_deref(), call_successful, voicemail_detected) {
+                (Some(Direction::Inbound), ..) => "inbound",
+                (Some(Direction::Outbound), ..) => "total - inbound",
+                (_, Some("happy"), ..) => "happy",
+                (_, Some("neutral"), ..) => "neutral",
+                (_, Some("frustrated"), ..) => "frustrated",
+                (_, _, Some(true), _) => "successful",
+                (_, _, Some(false), _) => "unsuccessful",
+                (_, _, _, Some(true)) => "voicemail",
+                (_, _, _, Some(false)) => "total - voicemail",
+                _ if since.is_some() || until.is_some() => return started_plan(*since, *until),
+                _ => return CountPlan::Exact,
+            };
+        CountPlan::Account(column)
+    }
+}
+
+/// `since`/`until` alone: whole hours from the tallies, the partial hours at either end counted.
+/// A range inside one or two partial hours is counted outright.
+fn started_plan(since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> CountPlan {
+    const HOUR: i64 = 3600;
+    let hour_start =
+        |hour: i64| hour.checked_mul(HOUR).and_then(|s| DateTime::from_timestamp(s, 0));
+    // The first hour that starts at or after `since`.
+    let first = since.map(|since| {
+        let hour = since.timestamp().div_euclid(HOUR);
+        if hour_start(hour) == Some(since) { hour } else { hour + 1 }
+    });
+    // The hour `until` falls in: whole hours end where it starts.
+    let end = until.map(|until| until.timestamp().div_euclid(HOUR));
+    if let (Some(first), Some(end)) = (first, end)
+        && first >= end
+    {
+        return CountPlan::Exact;
+    }
+    let mut edges = Vec::new();
+    if let (Some(since), Some(first)) = (since, first) {
+        let Some(boundary) = hour_start(first) else { return CountPlan::Exact };
+        if since < boundary {
+            edges.push((since, boundary));
+        }
+    }
+    if let (Some(until), Some(end)) = (until, end) {
+        let Some(boundary) = hour_start(end) else { return CountPlan::Exact };
+        if boundary < until {
+            edges.push((boundary, until));
+        }
+    }
+    CountPlan::Started { first, end, edges }
+}
+
 /// A partial update of a call. Final statuses never change; `ended_reason`, `answered_at` and
 /// `ended_at` keep their first value; other fields are replaced when given.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -543,7 +656,7 @@ macro_rules! impl_calls {
 
                 async fn list_calls(&self, account_id: &AccountId, filter: &CallFilter, page: Page) -> Result<(Vec<CallRecord>, i64), StoreError> {
                     // Only the filters given become conditions, so each filtered list and its
-                    // count use that filter's index (migration 0017), which `($n is null or …)`
+                    // count use that filter's index (migration 0019), which `($n is null or …)`
                     // would hide from the planner. Values are always bound, never spliced.
                     fn push_filter(query: &mut sqlx::QueryBuilder<$db>, account_id: &AccountId, filter: &CallFilter) {
                         query.push(" where account_id = ").push_bind(account_id.as_str().to_owned());
@@ -581,24 +694,62 @@ macro_rules! impl_calls {
                             query.push(" and voicemail_detected = ").push_bind(voicemail);
                         }
                     }
-                    let total: i64 = if *filter == CallFilter::default() {
-                        // Unfiltered: the running count (migration 0018), not a count of every call.
-                        sqlx::query_scalar("select total from call_counts where account_id = $1")
-                            .bind(account_id.as_str())
-                            .fetch_optional(&self.pool)
-                            .await
-                            .map_err(map_err)?
-                            .unwrap_or(0)
-                    } else {
+                    let count_exact = |filter: CallFilter| async move {
                         let mut count = sqlx::QueryBuilder::<$db>::new("select count(*) from calls");
-                        push_filter(&mut count, account_id, filter);
-                        count.build_query_scalar().fetch_one(&self.pool).await.map_err(map_err)?
+                        push_filter(&mut count, account_id, &filter);
+                        count.build_query_scalar::<i64>().fetch_one(&self.pool).await.map_err(map_err)
+                    };
+                    // The running tallies where one documented filter is given (migrations 0018
+                    // and 0019, docs/decisions.md#call-tallies), else a count of the matches.
+                    let total: i64 = match filter.count_plan() {
+                        crate::calls::CountPlan::Account(column) => {
+                            let sql = format!("select {column} from call_counts where account_id = $1");
+                            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                                .bind(account_id.as_str())
+                                .fetch_optional(&self.pool)
+                                .await
+                                .map_err(map_err)?
+                                .unwrap_or(0)
+                        }
+                        crate::calls::CountPlan::Agent(agent_id) => {
+                            sqlx::query_scalar("select total from call_agent_counts where account_id = $1 and agent_id = $2")
+                                .bind(account_id.as_str())
+                                .bind(agent_id)
+                                .fetch_optional(&self.pool)
+                                .await
+                                .map_err(map_err)?
+                                .unwrap_or(0)
+                        }
+                        crate::calls::CountPlan::Started { first, end, edges } => {
+                            // One statement: the whole hours' tallies plus the partial hours' calls.
+                            let mut hours = sqlx::QueryBuilder::<$db>::new(
+                                "select cast(coalesce((select sum(total) from call_hour_counts where account_id = ",
+                            );
+                            hours.push_bind(account_id.as_str().to_owned());
+                            if let Some(first) = first {
+                                hours.push(" and hour >= ").push_bind(first);
+                            }
+                            if let Some(end) = end {
+                                hours.push(" and hour < ").push_bind(end);
+                            }
+                            hours.push("), 0) as bigint)");
+                            for (since, until) in edges {
+                                hours.push(" + (select count(*) from calls");
+                                let edge = CallFilter { since: Some(since), until: Some(until), ..CallFilter::default() };
+                                push_filter(&mut hours, account_id, &edge);
+                                hours.push(")");
+                            }
+                            hours.build_query_scalar().fetch_one(&self.pool).await.map_err(map_err)?
+                        }
+                        crate::calls::CountPlan::Exact => count_exact(filter.clone()).await?,
                     };
                     // The list leaves transcripts out (docs/decisions.md#transcript-shapes), so
-                    // they are not read: an empty one stands in for the column.
+                    // they are not read: an empty one stands in for the column. Calls are listed
+                    // by start time, newest first (docs/api.md#listing-calls), the order every
+                    // filter's index ends in, so a page is read in order and the scan stops after it.
                     let mut list = sqlx::QueryBuilder::<$db>::new(LIST_COLUMNS.replace("{empty}", Self::EMPTY_JSON_ARRAY));
                     push_filter(&mut list, account_id, filter);
-                    list.push(" order by created_at desc, call_id desc limit ")
+                    list.push(" order by started_at desc, call_id desc limit ")
                         .push_bind(page.limit)
                         .push(" offset ")
                         .push_bind(page.offset);
@@ -767,3 +918,129 @@ macro_rules! impl_calls {
     };
 }
 pub(crate) use impl_calls;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone as _;
+
+    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 2, h, m, s).unwrap()
+    }
+
+    fn hour_of(t: DateTime<Utc>) -> i64 {
+        t.timestamp() / 3600
+    }
+
+    fn range(since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> CountPlan {
+        CallFilter { since, until, ..CallFilter::default() }.count_plan()
+    }
+
+    #[test]
+    fn one_documented_filter_is_counted_from_the_tallies_and_two_are_counted_outright() {
+        let plan = |filter: CallFilter| filter.count_plan();
+        assert_eq!(plan(CallFilter::default()), CountPlan::Account("total"));
+        assert_eq!(
+            plan(CallFilter { direction: Some(Direction::Outbound), ..CallFilter::default() }),
+            CountPlan::Account("total - inbound")
+        );
+        assert_eq!(
+            plan(CallFilter { caller_sentiment: Some("neutral".into()), ..CallFilter::default() }),
+            CountPlan::Account("neutral")
+        );
+        assert_eq!(
+            plan(CallFilter { caller_sentiment: Some("other".into()), ..CallFilter::default() }),
+            CountPlan::Exact,
+            "a value without a tally"
+        );
+        assert_eq!(
+            plan(CallFilter { call_successful: Some(false), ..CallFilter::default() }),
+            CountPlan::Account("unsuccessful")
+        );
+        assert_eq!(
+            plan(CallFilter { voicemail_detected: Some(false), ..CallFilter::default() }),
+            CountPlan::Account("total - voicemail")
+        );
+        assert_eq!(
+            plan(CallFilter { agent_id: Some("a".into()), ..CallFilter::default() }),
+            CountPlan::Agent("a".into())
+        );
+        for undocumented in [
+            CallFilter { from_number: Some("+1".into()), ..CallFilter::default() },
+            CallFilter { campaign_id: Some("c".into()), ..CallFilter::default() },
+            CallFilter { call_status: Some(CallStatus::Completed), ..CallFilter::default() },
+        ] {
+            assert_eq!(plan(undocumented), CountPlan::Exact);
+        }
+        assert_eq!(
+            plan(CallFilter {
+                agent_id: Some("a".into()),
+                voicemail_detected: Some(true),
+                ..CallFilter::default()
+            }),
+            CountPlan::Exact
+        );
+        assert_eq!(
+            plan(CallFilter {
+                since: Some(at(1, 0, 0)),
+                direction: Some(Direction::Inbound),
+                ..CallFilter::default()
+            }),
+            CountPlan::Exact
+        );
+    }
+
+    #[test]
+    fn a_range_is_whole_hours_and_the_partial_hours_at_its_ends() {
+        // Aligned on both ends: hours only.
+        assert_eq!(
+            range(Some(at(1, 0, 0)), Some(at(4, 0, 0))),
+            CountPlan::Started {
+                first: Some(hour_of(at(1, 0, 0))),
+                end: Some(hour_of(at(4, 0, 0))),
+                edges: vec![]
+            }
+        );
+        // Ragged ends: the partial hours are counted.
+        let since = at(1, 0, 0) + chrono::Duration::nanoseconds(1);
+        assert_eq!(
+            range(Some(since), Some(at(4, 30, 0))),
+            CountPlan::Started {
+                first: Some(hour_of(at(2, 0, 0))),
+                end: Some(hour_of(at(4, 0, 0))),
+                edges: vec![(since, at(2, 0, 0)), (at(4, 0, 0), at(4, 30, 0))]
+            }
+        );
+        // Open ends.
+        assert_eq!(
+            range(Some(at(1, 15, 0)), None),
+            CountPlan::Started {
+                first: Some(hour_of(at(2, 0, 0))),
+                end: None,
+                edges: vec![(at(1, 15, 0), at(2, 0, 0))]
+            }
+        );
+        assert_eq!(
+            range(None, Some(at(4, 0, 1))),
+            CountPlan::Started {
+                first: None,
+                end: Some(hour_of(at(4, 0, 0))),
+                edges: vec![(at(4, 0, 0), at(4, 0, 1))]
+            }
+        );
+        // No whole hour inside: counted outright (at most two hours of calls).
+        assert_eq!(range(Some(at(1, 10, 0)), Some(at(2, 50, 0))), CountPlan::Exact);
+        assert_eq!(range(Some(at(1, 0, 0)), Some(at(1, 59, 59))), CountPlan::Exact);
+        assert_eq!(range(Some(at(3, 0, 0)), Some(at(1, 0, 0))), CountPlan::Exact, "an empty range");
+        // Before the epoch, hours still round down.
+        let early = Utc.with_ymd_and_hms(1969, 12, 31, 22, 30, 0).unwrap();
+        assert_eq!(
+            range(Some(early), None),
+            CountPlan::Started {
+                first: Some(-1),
+                end: None,
+                edges: vec![(early, Utc.with_ymd_and_hms(1969, 12, 31, 23, 0, 0).unwrap())]
+            }
+        );
+    }
+}

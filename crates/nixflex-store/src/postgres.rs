@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (16, "billable_seconds", include_str!("../migrations/postgres/0016_billable_seconds.sql")),
     (17, "api_line_rate", include_str!("../migrations/postgres/0017_api_line_rate.sql")),
     (18, "call_counts", include_str!("../migrations/postgres/0018_call_counts.sql")),
+    (19, "call_tallies", include_str!("../migrations/postgres/0019_call_tallies.sql")),
 ];
 
 impl PgStore {

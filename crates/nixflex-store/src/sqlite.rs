@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (16, "billable_seconds", include_str!("../migrations/sqlite/0016_billable_seconds.sql")),
     (17, "api_line_rate", include_str!("../migrations/sqlite/0017_api_line_rate.sql")),
     (18, "call_counts", include_str!("../migrations/sqlite/0018_call_counts.sql")),
+    (19, "call_tallies", include_str!("../migrations/sqlite/0019_call_tallies.sql")),
 ];
 
 impl SqliteStore {

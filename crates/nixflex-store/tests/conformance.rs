@@ -1271,6 +1271,203 @@ async fn the_unfiltered_calls_total_is_exact_through_inserts_and_deletes((store,
     assert_eq!(total(other.account_id.clone()).await, 1, "other accounts keep theirs");
 }
 
+async fn every_filtered_calls_total_agrees_with_the_calls_through_inserts_updates_and_deletes(
+    (store, _g): Fixture,
+) {
+    // The totals of single-filter lists come from tallies the database keeps (migration 0019,
+    // docs/decisions.md#call-tallies); each must equal what the stored calls say, after every
+    // kind of write that can move a call between tallies.
+    use chrono::{DateTime, TimeZone as _, Utc};
+    let (acct, _) = new_account(&*store).await;
+    let (other, _) = new_account(&*store).await;
+    let hour = Utc.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).unwrap();
+    let at = |minutes: i64, millis: i64| {
+        hour + Duration::minutes(minutes) + Duration::milliseconds(millis)
+    };
+    // Calls on hour boundaries and either side of them, over five hours.
+    let starts = [
+        (0, 0),
+        (0, 1),
+        (59, 59_999),
+        (60, 0),
+        (61, 500),
+        (125, 0),
+        (179, 59_999),
+        (180, 0),
+        (240, 1),
+        (299, 0),
+    ];
+    let mut ids = Vec::new();
+    for (i, (minutes, millis)) in starts.iter().enumerate() {
+        let mut c = call(
+            &acct.account_id,
+            ["a1", "a2"][i % 2],
+            &format!("+4473861725{i:02}"),
+            "+14155552671",
+        );
+        c.started_at = at(*minutes, *millis);
+        c.created_at = c.started_at;
+        if i % 3 == 0 {
+            c.direction = Direction::Outbound;
+        }
+        c.voicemail_detected = i % 4 == 0;
+        if i == 9 {
+            c.agent_id = None;
+        }
+        ids.push(c.call_id.clone());
+        store.insert_call(&c).await.unwrap();
+    }
+    // A queued outbound call whose start moves when it is claimed for dialling.
+    let mut queued = call(&acct.account_id, "a1", "+14155552671", "+447386172599");
+    queued.direction = Direction::Outbound;
+    queued.call_status = CallStatus::Queued;
+    queued.started_at = at(30, 0);
+    queued.created_at = queued.started_at;
+    store.insert_call(&queued).await.unwrap();
+    store
+        .insert_call(&call(&other.account_id, "a1", "+447386172598", "+14155552671"))
+        .await
+        .unwrap();
+
+    let check = |stage: &'static str| {
+        let store = store.clone();
+        let account = acct.account_id.clone();
+        async move {
+            let mut stored = Vec::new();
+            let (page, _) = store.list_calls(&account, &CallFilter::default(), PAGE).await.unwrap();
+            for listed in page {
+                stored.push(store.get_call(&account, &listed.call_id).await.unwrap().unwrap());
+            }
+            let t = |minutes: i64, millis: i64| Some(at(minutes, millis));
+            let mut filters = vec![
+                CallFilter::default(),
+                CallFilter { agent_id: Some("a1".into()), ..CallFilter::default() },
+                CallFilter { agent_id: Some("a2".into()), ..CallFilter::default() },
+                CallFilter { agent_id: Some("nobody".into()), ..CallFilter::default() },
+                CallFilter { direction: Some(Direction::Inbound), ..CallFilter::default() },
+                CallFilter { direction: Some(Direction::Outbound), ..CallFilter::default() },
+                CallFilter { call_successful: Some(true), ..CallFilter::default() },
+                CallFilter { call_successful: Some(false), ..CallFilter::default() },
+                CallFilter { voicemail_detected: Some(true), ..CallFilter::default() },
+                CallFilter { voicemail_detected: Some(false), ..CallFilter::default() },
+                CallFilter {
+                    agent_id: Some("a1".into()),
+                    direction: Some(Direction::Inbound),
+                    ..CallFilter::default()
+                },
+            ];
+            for sentiment in ["happy", "neutral", "frustrated", "ecstatic"] {
+                filters.push(CallFilter {
+                    caller_sentiment: Some(sentiment.into()),
+                    ..CallFilter::default()
+                });
+            }
+            let ranges = [
+                (t(0, 0), t(60, 0)),
+                (t(0, 1), t(180, 0)),
+                (t(0, 0), t(179, 59_999)),
+                (t(30, 0), t(150, 0)),
+                (t(59, 59_999), t(61, 0)),
+                (t(61, 0), t(62, 0)),
+                (t(60, 0), t(60, 0)),
+                (t(120, 0), t(60, 0)),
+                (t(-600, 0), t(6000, 0)),
+                (t(61, 500), None),
+                (t(60, 0), None),
+                (None, t(180, 0)),
+                (None, t(180, 1)),
+                (t(-10_000_000, 0), None),
+            ];
+            for (since, until) in ranges {
+                filters.push(CallFilter { since, until, ..CallFilter::default() });
+            }
+            for filter in filters {
+                let matches = |c: &CallRecord| {
+                    filter
+                        .agent_id
+                        .as_ref()
+                        .is_none_or(|a| c.agent_id.as_deref() == Some(a.as_str()))
+                        && filter.direction.is_none_or(|d| c.direction == d)
+                        && filter
+                            .caller_sentiment
+                            .as_ref()
+                            .is_none_or(|s| c.caller_sentiment.as_ref() == Some(s))
+                        && filter.call_successful.is_none_or(|s| c.call_successful == Some(s))
+                        && filter.voicemail_detected.is_none_or(|v| c.voicemail_detected == v)
+                        && filter.since.is_none_or(|s: DateTime<Utc>| c.started_at >= s)
+                        && filter.until.is_none_or(|u: DateTime<Utc>| c.started_at < u)
+                };
+                let expected = stored.iter().filter(|c| matches(c)).count();
+                let (page, total) = store.list_calls(&account, &filter, PAGE).await.unwrap();
+                assert_eq!(
+                    total,
+                    i64::try_from(expected).unwrap(),
+                    "{stage}: the total of {filter:?}"
+                );
+                assert_eq!(page.len(), expected, "{stage}: the page of {filter:?}");
+                // Listed by start time, newest first (a claimed call moves up with its start).
+                let order: Vec<_> =
+                    page.iter().map(|c| (c.started_at, c.call_id.to_string())).collect();
+                let mut sorted = order.clone();
+                sorted.sort_by(|a, b| b.cmp(a));
+                assert_eq!(order, sorted, "{stage}: the order of {filter:?}");
+            }
+        }
+    };
+    check("inserted").await;
+
+    // Analysis moves calls between sentiment and success tallies, and back to none.
+    for (i, id) in ids.iter().enumerate() {
+        let analysis = nixflex_store::CallAnalysis {
+            call_summary: Some("s".to_owned()),
+            caller_sentiment: [Some("happy"), Some("neutral"), Some("frustrated"), None][i % 4]
+                .map(str::to_owned),
+            call_successful: [Some(true), Some(false), None][i % 3],
+            extracted_data: Map::new(),
+        };
+        assert!(store.record_analysis(id, &analysis).await.unwrap());
+    }
+    check("analysed").await;
+    let again = nixflex_store::CallAnalysis {
+        call_summary: None,
+        caller_sentiment: Some("frustrated".to_owned()),
+        call_successful: Some(false),
+        extracted_data: Map::new(),
+    };
+    store.record_analysis(&ids[0], &again).await.unwrap();
+    // Voicemail found and then not.
+    let voicemail = |v: bool| CallUpdate { voicemail_detected: Some(v), ..CallUpdate::default() };
+    store.update_call(&ids[1], &voicemail(true), now()).await.unwrap();
+    store.update_call(&ids[4], &voicemail(false), now()).await.unwrap();
+    // An update that touches no tallied column.
+    store
+        .update_call(
+            &ids[2],
+            &CallUpdate { duration_seconds: Some(3), ..CallUpdate::default() },
+            now(),
+        )
+        .await
+        .unwrap();
+    check("updated").await;
+
+    // Claimed for dialling: the call's start moves to now, into another hour.
+    let claimed = store
+        .claim_queued_calls(&acct.account_id, 100, now() - Duration::hours(1), now(), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    check("claimed").await;
+
+    assert!(store.delete_call(&acct.account_id, &ids[3]).await.unwrap());
+    assert!(store.delete_call(&acct.account_id, &ids[9]).await.unwrap());
+    check("deleted").await;
+    store.delete_all_calls(&acct.account_id).await.unwrap();
+    check("all deleted").await;
+    let (_, others) =
+        store.list_calls(&other.account_id, &CallFilter::default(), PAGE).await.unwrap();
+    assert_eq!(others, 1, "other accounts keep theirs");
+}
+
 async fn history_is_the_latest_summaries_between_a_number_and_a_caller((store, _g): Fixture) {
     let (acct, _) = new_account(&*store).await;
     let business = "+14155552671";
@@ -1907,6 +2104,7 @@ suite!(
     calls_list_with_filters_and_delete,
     calls_inserted_in_a_batch_land_all_or_none,
     the_unfiltered_calls_total_is_exact_through_inserts_and_deletes,
+    every_filtered_calls_total_agrees_with_the_calls_through_inserts_updates_and_deletes,
     history_is_the_latest_summaries_between_a_number_and_a_caller,
     jobs_enqueue_once_per_idempotency_key,
     jobs_are_claimed_by_one_worker_at_a_time,

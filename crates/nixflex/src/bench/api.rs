@@ -604,6 +604,13 @@ async fn run_ratio_and_lists(
             )
             .await,
         );
+        for (route, path) in [
+            ("GET /v1/calls?caller_sentiment", "/v1/calls?limit=25&caller_sentiment=frustrated"),
+            ("GET /v1/calls?call_successful", "/v1/calls?limit=25&call_successful=false"),
+            ("GET /v1/calls?voicemail_detected", "/v1/calls?limit=25&voicemail_detected=false"),
+        ] {
+            measured.push(measure(concurrency, duration, route, authed(fixed(path))).await);
+        }
         let until = chrono::Utc::now() - chrono::Duration::days(1);
         let since = until - chrono::Duration::days(1);
         let range = format!(
@@ -620,6 +627,21 @@ async fn run_ratio_and_lists(
             )
             .await,
         );
+        // A week up to now, from an instant inside an hour (the partial hour is counted).
+        let week = format!(
+            "/v1/calls?limit=25&since={}",
+            (chrono::Utc::now() - chrono::Duration::days(7) - chrono::Duration::minutes(17))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        measured.push(
+            measure(
+                concurrency,
+                duration,
+                "GET /v1/calls?since (a week)",
+                authed(Arc::new(move |_| week.clone())),
+            )
+            .await,
+        );
     }
     report_ratio(&measured);
     Ok(())
@@ -630,7 +652,7 @@ fn report_ratio(measured: &[Measured]) {
     let rate = |m: &Measured| m.stats.histogram.len() as f64 / m.elapsed.as_secs_f64().max(1e-9);
     let healthz = measured.first().map_or(0.0, rate);
     println!(
-        "\n{:<28} {:>8} {:>7} {:>9} {:>9} {:>9} {:>10}",
+        "\n{:<34} {:>8} {:>7} {:>9} {:>9} {:>9} {:>10}",
         "route (each alone)", "requests", "errors", "req/s", "p50 ms", "p99 ms", "× healthz"
     );
     for m in measured {
@@ -639,7 +661,7 @@ fn report_ratio(measured: &[Measured]) {
         // How many /healthz requests one request of this route costs.
         let cost = if per_second > 0.0 { healthz / per_second } else { f64::INFINITY };
         println!(
-            "{:<28} {:>8} {:>7} {:>9.1} {:>9.2} {:>9.2} {:>10.2}",
+            "{:<34} {:>8} {:>7} {:>9.1} {:>9.2} {:>9.2} {:>10.2}",
             m.route,
             h.len(),
             m.stats.errors,
