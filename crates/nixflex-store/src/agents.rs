@@ -127,8 +127,8 @@ macro_rules! impl_agents {
             }
 
             /// The `where` clause of an agents list: the filter is a condition only when given, so
-            /// the count and the page use agents_account_active (or agents_account_created)
-            /// directly. Binds: `$1` the account, `$2` the filter (null for none).
+            /// the page uses agents_account_active (or agents_account_created) directly. Binds:
+            /// `$1` the account, `$2` the filter (null for none).
             fn list_condition(is_active: Option<bool>) -> &'static str {
                 match is_active {
                     Some(_) => "where account_id = $1 and is_active = $2",
@@ -136,19 +136,24 @@ macro_rules! impl_agents {
                 }
             }
 
-            /// How many of the account's agents a list with this filter has.
+            /// How many of the account's agents a list with this filter has: the running count
+            /// the database keeps (migration 0020, docs/decisions.md#call-tallies).
             async fn count_agents(
                 pool: &sqlx::Pool<$db>,
                 account_id: &AccountId,
                 is_active: Option<bool>,
             ) -> Result<i64, StoreError> {
-                let sql = sqlx::AssertSqlSafe(format!("select count(*) from agents {}", list_condition(is_active)));
-                sqlx::query_scalar(sql)
+                let sql = match is_active {
+                    None => "select total from agent_counts where account_id = $1",
+                    Some(true) => "select active from agent_counts where account_id = $1",
+                    Some(false) => "select total - active from agent_counts where account_id = $1",
+                };
+                Ok(sqlx::query_scalar(sql)
                     .bind(account_id.as_str())
-                    .bind(is_active)
-                    .fetch_one(pool)
+                    .fetch_optional(pool)
                     .await
-                    .map_err(map_err)
+                    .map_err(map_err)?
+                    .unwrap_or(0))
             }
 
             #[async_trait]

@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (17, "api_line_rate", include_str!("../migrations/sqlite/0017_api_line_rate.sql")),
     (18, "call_counts", include_str!("../migrations/sqlite/0018_call_counts.sql")),
     (19, "call_tallies", include_str!("../migrations/sqlite/0019_call_tallies.sql")),
+    (20, "agent_counts", include_str!("../migrations/sqlite/0020_agent_counts.sql")),
 ];
 
 impl SqliteStore {

@@ -232,6 +232,35 @@ async fn agents_list_newest_first_filtered_and_counted((store, _g): Fixture) {
         store.list_agents(&acct.account_id, None, Page { limit: 2, offset: 4 }).await.unwrap();
     assert_eq!((page.len(), total), (1, 5));
     assert_eq!(page[0].agent_id, ids_newest_first[4]);
+    // The totals are running counts the database keeps (migration 0020): they follow an agent
+    // switched off, an edit that keeps the switch, a deletion, and stay in their account.
+    let (other, _) = new_account(&*store).await;
+    store.insert_agent(&agent(&other.account_id, "elsewhere", true)).await.unwrap();
+    let totals = |account: AccountId| {
+        let store = store.clone();
+        async move {
+            let mut totals = Vec::new();
+            for filter in [None, Some(true), Some(false)] {
+                totals.push(store.list_agents(&account, filter, PAGE).await.unwrap().1);
+            }
+            totals
+        }
+    };
+    let switch = |active: bool| {
+        move |a: &Agent| {
+            let mut edited = a.clone();
+            edited.settings.is_active = active;
+            Ok(edited)
+        }
+    };
+    let first_active = ids_newest_first[0].clone();
+    store.modify_agent(&acct.account_id, &first_active, &mut switch(false)).await.unwrap();
+    assert_eq!(totals(acct.account_id.clone()).await, [5, 2, 3]);
+    store.modify_agent(&acct.account_id, &first_active, &mut switch(false)).await.unwrap();
+    assert_eq!(totals(acct.account_id.clone()).await, [5, 2, 3]);
+    assert!(store.delete_agent(&acct.account_id, &ids_newest_first[1]).await.unwrap());
+    assert_eq!(totals(acct.account_id.clone()).await, [4, 2, 2]);
+    assert_eq!(totals(other.account_id.clone()).await, [1, 1, 0]);
 }
 
 async fn agent_versions_are_read_without_settings_and_move_with_edits((store, _g): Fixture) {
