@@ -694,11 +694,6 @@ macro_rules! impl_calls {
                             query.push(" and voicemail_detected = ").push_bind(voicemail);
                         }
                     }
-                    let count_exact = |filter: CallFilter| async move {
-                        let mut count = sqlx::QueryBuilder::<$db>::new("select count(*) from calls");
-                        push_filter(&mut count, account_id, &filter);
-                        count.build_query_scalar::<i64>().fetch_one(&self.pool).await.map_err(map_err)
-                    };
                     // The running tallies where one documented filter is given (migrations 0018
                     // and 0019, docs/decisions.md#call-tallies), else a count of the matches.
                     let total: i64 = match filter.count_plan() {
@@ -741,7 +736,11 @@ macro_rules! impl_calls {
                             }
                             hours.build_query_scalar().fetch_one(&self.pool).await.map_err(map_err)?
                         }
-                        crate::calls::CountPlan::Exact => count_exact(filter.clone()).await?,
+                        crate::calls::CountPlan::Exact => {
+                            let mut count = sqlx::QueryBuilder::<$db>::new("select count(*) from calls");
+                            push_filter(&mut count, account_id, filter);
+                            count.build_query_scalar().fetch_one(&self.pool).await.map_err(map_err)?
+                        }
                     };
                     // The list leaves transcripts out (docs/decisions.md#transcript-shapes), so
                     // they are not read: an empty one stands in for the column. Calls are listed
