@@ -17,7 +17,7 @@ pub struct PgStore {
 }
 
 /// The schema history, oldest first; each file runs once, in a transaction.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "foundation", include_str!("../migrations/postgres/0001_foundation.sql")),
     (2, "numbers", include_str!("../migrations/postgres/0002_numbers.sql")),
     (3, "calls", include_str!("../migrations/postgres/0003_calls.sql")),

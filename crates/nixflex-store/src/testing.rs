@@ -73,6 +73,34 @@ pub async fn fresh_store(
     }
 }
 
+/// Applies the schema's migrations up to and including `version` to the database at `url`
+/// (created if missing), as a server of that release left it: tests of upgrades seed it, then
+/// [`crate::open`] applies the rest.
+///
+/// # Errors
+/// When the database cannot be reached or a migration fails.
+pub async fn migrate_through(url: &str, version: i64) -> Result<(), StoreError> {
+    use std::str::FromStr as _;
+    let err = |e: sqlx::migrate::MigrateError| StoreError::Other(e.into());
+    if url.starts_with("postgres") {
+        let files: Vec<_> =
+            crate::postgres::MIGRATIONS.iter().copied().filter(|m| m.0 <= version).collect();
+        let pool = sqlx::PgPool::connect(url).await.map_err(crate::sql::map_err)?;
+        crate::sql::migrator(&files).run(&pool).await.map_err(err)?;
+        pool.close().await;
+    } else {
+        let files: Vec<_> =
+            crate::sqlite::MIGRATIONS.iter().copied().filter(|m| m.0 <= version).collect();
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .map_err(crate::sql::map_err)?
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.map_err(crate::sql::map_err)?;
+        crate::sql::migrator(&files).run(&pool).await.map_err(err)?;
+        pool.close().await;
+    }
+    Ok(())
+}
+
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
