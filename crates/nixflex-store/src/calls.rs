@@ -379,6 +379,15 @@ pub struct CallUsage {
     pub peak_concurrent: i64,
 }
 
+/// The caller's history with an agent: `$1` account, `$2` agent, `$3` business number, `$4`
+/// caller's number, `$5` how many. The expressions are the index's (migration 0021), written the
+/// same so the planner reads only that pair's calls, newest first (docs/engine.md#history-and-caller-context).
+pub(crate) const CALL_HISTORY_SQL: &str = "select started_at, call_summary from calls where account_id = $1 \
+     and (case when direction = 'outbound' then to_number else from_number end) = $4 \
+     and (case when direction = 'outbound' then from_number else to_number end) = $3 \
+     and agent_id = $2 and call_summary is not null \
+     order by started_at desc limit $5";
+
 macro_rules! impl_calls {
     ($store:ty, $db:ty, $backend:literal) => {
         mod calls_sql {
@@ -821,10 +830,7 @@ macro_rules! impl_calls {
                     limit: i64,
                 ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
                     let rows = sqlx::query(
-                        "select started_at, call_summary from calls where account_id = $1 and agent_id = $2 and call_summary is not null \
-                         and ((direction = 'inbound' and to_number = $3 and from_number = $4) or (direction = 'outbound' and from_number = $3 and to_number = $4)) \
-                         order by started_at desc limit $5",
-                    )
+$crate::calls::CALL_HISTORY_SQL)
                     .bind(account_id.as_str())
                     .bind(agent_id.as_str())
                     .bind(business_number.as_str())
@@ -921,6 +927,52 @@ pub(crate) use impl_calls;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The history lookup runs before every greeting: it must seek the pair's calls in
+    /// `calls_history`, not read the agent's calls (docs/engine.md#history-and-caller-context).
+    #[tokio::test]
+    async fn the_history_lookup_seeks_the_callers_calls_in_its_index() {
+        use sqlx::{Connection as _, Row as _};
+        let (url, _guard) = crate::testing::fresh_sqlite_url();
+        drop(crate::open(&url, 1).await.unwrap());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(format!("explain query plan {CALL_HISTORY_SQL}")))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        let plan: Vec<String> = rows.iter().map(|row| row.get("detail")).collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("USING INDEX calls_history (account_id=? AND <expr>=? AND <expr>=?)"),
+            "{plan}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_history_lookup_seeks_the_callers_calls_in_its_index_on_postgres() {
+        use sqlx::Connection as _;
+        let url = crate::testing::fresh_postgres_url().await;
+        drop(crate::open(&url, 2).await.unwrap());
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        // An empty table is cheapest to scan; forbid that to see which index the query can use.
+        sqlx::query("set enable_seqscan = off").execute(&mut conn).await.unwrap();
+        sqlx::query("set enable_bitmapscan = off").execute(&mut conn).await.unwrap();
+        let explain = format!(
+            "explain {}",
+            CALL_HISTORY_SQL
+                .replace("$1", "'acct'")
+                .replace("$2", "'agent'")
+                .replace("$3", "'+14155552671'")
+                .replace("$4", "'+447386172500'")
+                .replace("$5", "2")
+        );
+        let plan: Vec<String> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(explain)).fetch_all(&mut conn).await.unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("Index Scan using calls_history"), "{plan}");
+        assert!(plan.contains("CASE WHEN"), "the pair is the index condition: {plan}");
+    }
     use chrono::TimeZone as _;
 
     fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {

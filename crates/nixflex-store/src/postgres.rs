@@ -38,6 +38,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (18, "call_counts", include_str!("../migrations/postgres/0018_call_counts.sql")),
     (19, "call_tallies", include_str!("../migrations/postgres/0019_call_tallies.sql")),
     (20, "agent_counts", include_str!("../migrations/postgres/0020_agent_counts.sql")),
+    (21, "call_history", include_str!("../migrations/postgres/0021_call_history.sql")),
 ];
 
 impl PgStore {
