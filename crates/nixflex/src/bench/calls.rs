@@ -989,7 +989,10 @@ async fn run_once(args: &CallsBenchArgs, n: usize, clk_tck: f64) -> anyhow::Resu
         max_call_duration: plan.max_call(),
         ..CallerConfig::default()
     })
-    .context("building the caller emulator")?;
+    .context("building the caller emulator")?
+    // One Twilio: the calls exist at the REST emulator too, so `--recording provider` records
+    // them there (without it every recording start was refused as an unknown call).
+    .with_network(&emulators.twilio);
 
     // Let the server settle after start-up and provisioning before the baseline.
     tokio::time::sleep(Duration::from_millis(500)).await;
