@@ -93,6 +93,9 @@ pub trait AgentRepo: Send + Sync {
     ) -> Result<Option<Option<String>>, StoreError>;
 }
 
+/// Optimistic read-edit-writes an agent's edit tries before it waits for the row's lock.
+pub(crate) const OPTIMISTIC_EDITS: usize = 3;
+
 macro_rules! impl_agents {
     ($store:ty, $db:ty, $backend:literal) => {
         mod agents_sql {
@@ -279,6 +282,43 @@ macro_rules! impl_agents {
                     agent_id: &AgentId,
                     edit: &mut (dyn for<'a> FnMut(&'a Agent) -> Result<Agent, nixflex_core::validate::ValidationError> + Send),
                 ) -> Result<Option<Result<Agent, nixflex_core::validate::ValidationError>>, StoreError> {
+                    // Optimistic first: read on a reader, edit, then one conditional update on the
+                    // writer, which lands only if nobody edited the agent in between. The writer
+                    // runs one statement instead of holding a transaction across four round trips
+                    // (docs/decisions.md#api-line-rate). A lost race reads again; a hot agent
+                    // falls back to the locked transaction below, where edits queue.
+                    for _ in 0..$crate::agents::OPTIMISTIC_EDITS {
+                        let row = sqlx::query("select * from agents where agent_id = $1 and account_id = $2")
+                            .bind(agent_id.as_str())
+                            .bind(account_id.as_str())
+                            .fetch_optional(&self.pool)
+                            .await
+                            .map_err(map_err)?;
+                        let Some(row) = row else { return Ok(None) };
+                        let version: i64 = row.try_get("version").map_err(map_err)?;
+                        let current = agent_from_row(&row).map_err(map_err)?;
+                        let agent = match edit(&current) {
+                            Ok(agent) => agent,
+                            Err(invalid) => return Ok(Some(Err(invalid))),
+                        };
+                        let done = sqlx::query(
+                            "update agents set name = $3, is_active = $4, settings = $5, updated_at = $6, version = version + 1 \
+                             where agent_id = $1 and account_id = $2 and version = $7",
+                        )
+                        .bind(current.agent_id.as_str())
+                        .bind(current.account_id.as_str())
+                        .bind(&agent.settings.name)
+                        .bind(agent.settings.is_active)
+                        .bind(Json(&agent.settings))
+                        .bind(agent.updated_at)
+                        .bind(version)
+                        .execute(&mut *self.write().await?)
+                        .await
+                        .map_err(map_err)?;
+                        if done.rows_affected() == 1 {
+                            return Ok(Some(Ok(agent)));
+                        }
+                    }
                     let (mut tx, _turn) = self.begin_write().await?;
                     let select = if Self::ROW_LOCKS {
                         "select * from agents where agent_id = $1 and account_id = $2 for update"

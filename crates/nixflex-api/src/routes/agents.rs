@@ -460,7 +460,8 @@ async fn update_agent(
     Path(agent_id): Path<String>,
     Checked { fields: body, .. }: Checked<AgentInput>,
 ) -> ApiResult<Json<AgentObject>> {
-    // One write transaction holding the agent's row: concurrent updates queue and all land.
+    // Read, patch, write if unchanged, else again (docs/decisions.md#api-line-rate): concurrent
+    // updates all land, each on the one before it.
     let rules = state.config().agent_rules();
     let mut edit = |current: &Agent| {
         let settings = current.settings.apply_patch(body.clone(), rules)?;
