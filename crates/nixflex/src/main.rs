@@ -146,16 +146,25 @@ fn parse_signup(raw: &str) -> Result<Signup, String> {
     }
 }
 
-fn init_tracing(config: &Config) {
+/// Logs go to standard error through a writer thread, so a request never waits for the write
+/// (docs/operations.md#logs); colours only on a terminal. Keep the guard: dropping it flushes.
+#[must_use = "dropping the guard stops the log writer"]
+fn init_tracing(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 fn load(cli_config: Option<&PathBuf>, flags: &FlagOverrides) -> anyhow::Result<Config> {
@@ -185,7 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { listen, public_url, signup, store } => {
             let flags = FlagOverrides { listen, public_url, signup, ..store_flags(store) };
             let config = load(cli.config.as_ref(), &flags)?;
-            init_tracing(&config);
+            let _log = init_tracing(&config);
             tracing::info!(message = "Effective configuration.", config = %config.redacted());
             let running = server::start(config).await?;
             let token = running.shutdown.clone();
@@ -197,7 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys { command: KeysCommand::Create { name, email, store } } => {
             let config = load(cli.config.as_ref(), &store_flags(store))?;
-            init_tracing(&config);
+            let _log = init_tracing(&config);
             let secrets = server::load_master_key(&config)?;
             let store = server::open_store(&config, &secrets).await?;
             let created =
@@ -209,7 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate { store } => {
             let config = load(cli.config.as_ref(), &store_flags(store))?;
-            init_tracing(&config);
+            let _log = init_tracing(&config);
             let secrets = server::load_master_key(&config)?;
             let store = server::open_store(&config, &secrets).await?;
             print_json(&serde_json::json!({"migrated": true, "database": store.backend()}));
@@ -217,7 +226,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Doctor { store } => {
             let config = load(cli.config.as_ref(), &store_flags(store))?;
-            init_tracing(&config);
+            let _log = init_tracing(&config);
             let secrets = server::load_master_key(&config)?;
             let store = server::open_store(&config, &secrets).await?;
             store.ping().await?;
@@ -242,7 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Jobs { command: JobsCommand::List { state, kind, limit, store } } => {
             let config = load(cli.config.as_ref(), &store_flags(store))?;
-            init_tracing(&config);
+            let _log = init_tracing(&config);
             let secrets = server::load_master_key(&config)?;
             let store = server::open_store(&config, &secrets).await?;
             let filter = nixflex_store::JobFilter { state, kind };
@@ -253,7 +262,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Jobs { command: JobsCommand::Retry { job_id, store } } => {
             let config = load(cli.config.as_ref(), &store_flags(store))?;
-            init_tracing(&config);
+            let _log = init_tracing(&config);
             let secrets = server::load_master_key(&config)?;
             let store = server::open_store(&config, &secrets).await?;
             print_line(&nixflex::jobs::retry(&*store, &job_id).await?);
@@ -262,33 +271,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Campaigns { command } => nixflex::campaigns::run(command).await,
         Command::Bench { command: BenchCommand::Api(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
-            init_tracing(&config);
+            let _log = init_tracing(&config);
             nixflex::bench::api::run(&config, args).await
         }
         Command::Bench { command: BenchCommand::Jobs(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
-            init_tracing(&config);
+            let _log = init_tracing(&config);
             nixflex::bench::jobs::run(args).await
         }
         Command::Bench { command: BenchCommand::Sms(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
-            init_tracing(&config);
+            let _log = init_tracing(&config);
             nixflex::bench::sms::run(args).await
         }
         Command::Bench { command: BenchCommand::Campaign(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
-            init_tracing(&config);
+            let _log = init_tracing(&config);
             nixflex::bench::campaign::run(args).await
         }
         Command::Bench { command: BenchCommand::Turns(args) } => nixflex::bench::turns::run(&args),
         Command::Bench { command: BenchCommand::Outages(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
-            init_tracing(&config);
+            let _log = init_tracing(&config);
             Box::pin(nixflex::bench::outages::run(args)).await
         }
         Command::Bench { command: BenchCommand::Calls(args) } => {
             let config = load(cli.config.as_ref(), &FlagOverrides::default())?;
-            init_tracing(&config);
+            let _log = init_tracing(&config);
             nixflex::bench::calls::run(&config, args).await
         }
     }
