@@ -263,6 +263,77 @@ async fn agents_list_newest_first_filtered_and_counted((store, _g): Fixture) {
     assert_eq!(totals(other.account_id.clone()).await, [1, 1, 0]);
 }
 
+async fn an_agents_version_is_never_older_than_the_stored_one((store, _g): Fixture) {
+    // `agent_version` may answer from memory (SQLite: crate::versions); whatever it answers
+    // must be what the database holds once edits have returned, through racing edits and reads,
+    // and nothing once the agent is deleted.
+    let (acct, _) = new_account(&*store).await;
+    let a = agent(&acct.account_id, "raced", true);
+    store.insert_agent(&a).await.unwrap();
+    let stored = |store: Arc<dyn Store>, account: AccountId, id: AgentId| async move {
+        store.get_agent(&account, &id).await.unwrap().map(|(_, version)| version)
+    };
+    for round in 0..10 {
+        let mut rename = |current: &Agent| {
+            let mut next = current.clone();
+            next.settings.name = format!("raced {round}");
+            Ok(next)
+        };
+        store.modify_agent(&acct.account_id, &a.agent_id, &mut rename).await.unwrap();
+        let known = store.agent_version(&acct.account_id, &a.agent_id).await.unwrap();
+        assert_eq!(known, stored(store.clone(), acct.account_id.clone(), a.agent_id.clone()).await);
+        assert_eq!(known, Some(round + 2));
+    }
+    // Edits racing each other and reads of the version.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, stop) = (store.clone(), stop.clone());
+            let (account, id) = (acct.account_id.clone(), a.agent_id.clone());
+            tokio::spawn(async move {
+                let mut last = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let version = store.agent_version(&account, &id).await.unwrap().unwrap();
+                    assert!(version >= last, "a version went back: {version} after {last}");
+                    last = version;
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let edits: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            let (account, id) = (acct.account_id.clone(), a.agent_id.clone());
+            tokio::spawn(async move {
+                let mut append = |current: &Agent| {
+                    let mut next = current.clone();
+                    next.settings.name = format!("{}+{i}", current.settings.name);
+                    Ok(next)
+                };
+                store.modify_agent(&account, &id, &mut append).await.unwrap().unwrap().unwrap();
+                // Read after one's own edit: at least what that edit wrote.
+                let known = store.agent_version(&account, &id).await.unwrap().unwrap();
+                let (agent, _) = store.get_agent(&account, &id).await.unwrap().unwrap();
+                assert!(agent.settings.name.contains(&format!("+{i}")));
+                assert!(known >= 12, "{known}");
+            })
+        })
+        .collect();
+    for edit in edits {
+        edit.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let known = store.agent_version(&acct.account_id, &a.agent_id).await.unwrap();
+    assert_eq!(known, Some(11 + 16));
+    assert_eq!(known, stored(store.clone(), acct.account_id.clone(), a.agent_id.clone()).await);
+    assert!(store.delete_agent(&acct.account_id, &a.agent_id).await.unwrap());
+    assert_eq!(store.agent_version(&acct.account_id, &a.agent_id).await.unwrap(), None);
+}
+
 async fn agent_versions_are_read_without_settings_and_move_with_edits((store, _g): Fixture) {
     let (acct, _) = new_account(&*store).await;
     let (other, _) = new_account(&*store).await;
@@ -2108,6 +2179,7 @@ suite!(
     agents_list_newest_first_filtered_and_counted,
     agent_edits_are_serialised_and_all_or_nothing,
     agent_versions_are_read_without_settings_and_move_with_edits,
+    an_agents_version_is_never_older_than_the_stored_one,
     call_usage_adds_up_a_period_and_finds_the_peak,
     webhook_deliveries_are_kept_per_call_and_go_with_it,
     rate_limit_counters_are_atomic_and_reset_per_window,
