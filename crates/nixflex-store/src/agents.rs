@@ -59,11 +59,9 @@ pub trait AgentRepo: Send + Sync {
         agent_ids: &[AgentId],
     ) -> Result<Vec<(Agent, i64)>, StoreError>;
 
-    /// Edits an agent so that concurrent edits all land, each on the one before it: `edit` sees
-    /// the agent as stored and returns the new one, or a validation error that changes nothing.
-    /// Optimistic first (read, edit, one update that lands only on the version read; `edit` may
-    /// run again on a lost race, so it must not have side effects), then in a write transaction
-    /// that holds the row (PostgreSQL `FOR UPDATE`, SQLite's one writer).
+    /// Edits an agent in one write transaction that holds its row (PostgreSQL `FOR UPDATE`,
+    /// SQLite `BEGIN IMMEDIATE`), so concurrent edits queue instead of failing: `edit` sees the
+    /// agent as stored and returns the new one, or a validation error that changes nothing.
     /// `None` when the agent is not this account's.
     async fn modify_agent(
         &self,
@@ -226,23 +224,12 @@ macro_rules! impl_agents {
                 }
 
                 async fn agent_version(&self, account_id: &AccountId, agent_id: &AgentId) -> Result<Option<i64>, StoreError> {
-                    // SQLite knows its agents' versions without asking (`crate::versions`).
-                    let known = self.known_versions();
-                    let snapshot = match known.map(|known| known.get(account_id.as_str(), agent_id.as_str())) {
-                        Some(Ok(answer)) => return Ok(answer),
-                        Some(Err(snapshot)) => Some(snapshot),
-                        None => None,
-                    };
-                    let version: Option<i64> = sqlx::query_scalar("select version from agents where agent_id = $1 and account_id = $2")
+                    sqlx::query_scalar("select version from agents where agent_id = $1 and account_id = $2")
                         .bind(agent_id.as_str())
                         .bind(account_id.as_str())
                         .fetch_optional(&self.pool)
                         .await
-                        .map_err(map_err)?;
-                    if let (Some(known), Some(snapshot), Some(version)) = (known, snapshot, version) {
-                        known.remember(snapshot, account_id.as_str(), agent_id.as_str(), version);
-                    }
-                    Ok(version)
+                        .map_err(map_err)
                 }
 
                 async fn list_agent_versions(
@@ -300,17 +287,10 @@ macro_rules! impl_agents {
                     // runs one statement instead of holding a transaction across four round trips
                     // (docs/decisions.md#api-line-rate). A lost race reads again; a hot agent
                     // falls back to the locked transaction below, where edits queue.
-                    let mut write = $crate::versions::WriteGuard::start(self.known_versions(), agent_id.as_str());
                     for _ in 0..$crate::agents::OPTIMISTIC_EDITS {
-                        let row = sqlx::query("select * from agents where agent_id = $1 and account_id = $2")
-                            .bind(agent_id.as_str())
-                            .bind(account_id.as_str())
-                            .fetch_optional(&self.pool)
-                            .await
-                            .map_err(map_err)?;
-                        let Some(row) = row else { return Ok(None) };
-                        let version: i64 = row.try_get("version").map_err(map_err)?;
-                        let current = agent_from_row(&row).map_err(map_err)?;
+                        let Some((current, version)) = $crate::agents::AgentRepo::get_agent(self, account_id, agent_id).await? else {
+                            return Ok(None);
+                        };
                         let agent = match edit(&current) {
                             Ok(agent) => agent,
                             Err(invalid) => return Ok(Some(Err(invalid))),
@@ -330,7 +310,6 @@ macro_rules! impl_agents {
                         .await
                         .map_err(map_err)?;
                         if done.rows_affected() == 1 {
-                            write.committed(account_id.as_str(), version + 1);
                             return Ok(Some(Ok(agent)));
                         }
                     }
@@ -347,7 +326,6 @@ macro_rules! impl_agents {
                         .await
                         .map_err(map_err)?;
                     let Some(row) = row else { return Ok(None) };
-                    let version: i64 = row.try_get("version").map_err(map_err)?;
                     let current = agent_from_row(&row).map_err(map_err)?;
                     let agent = match edit(&current) {
                         Ok(agent) => agent,
@@ -368,13 +346,10 @@ macro_rules! impl_agents {
                     .await
                     .map_err(map_err)?;
                     tx.commit().await.map_err(map_err)?;
-                    write.committed(account_id.as_str(), version + 1);
                     Ok(Some(Ok(agent)))
                 }
 
                 async fn delete_agent(&self, account_id: &AccountId, agent_id: &AgentId) -> Result<bool, StoreError> {
-                    // Forgotten from the start; a deleted agent is never remembered again.
-                    let _write = $crate::versions::WriteGuard::start(self.known_versions(), agent_id.as_str());
                     let done = sqlx::query("delete from agents where agent_id = $1 and account_id = $2")
                         .bind(agent_id.as_str())
                         .bind(account_id.as_str())

@@ -26,7 +26,6 @@ mod sql;
 mod sqlite;
 pub mod testing;
 mod turns;
-mod versions;
 mod webhooks;
 
 pub use accounts::{Account, AccountRepo, ApiKey, KeyWithAccount, RevokeOutcome};

@@ -20,9 +20,6 @@ pub struct SqliteStore {
     /// (`crate::turns`): calls being answered never queue behind a burst of it
     /// (docs/operations.md#the-database).
     background: std::sync::Arc<tokio::sync::Semaphore>,
-    /// Agents' versions, known without asking: this process makes every write of agents
-    /// (`crate::versions`).
-    versions: std::sync::Arc<crate::versions::KnownVersions>,
 }
 
 /// The schema history, oldest first; each file runs once, in a transaction.
@@ -96,12 +93,7 @@ impl SqliteStore {
             let migrator = crate::sql::migrator(MIGRATIONS);
             crate::sql::adopt_reworded!(&pool, migrator, crate::sql::REWORDED_SQLITE);
             migrator.run(&pool).await.map_err(|e| StoreError::Other(e.into()))?;
-            return Ok(Self {
-                writer: pool.clone(),
-                pool,
-                background: Self::background_gate(),
-                versions: std::sync::Arc::default(),
-            });
+            return Ok(Self { writer: pool.clone(), pool, background: Self::background_gate() });
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -118,17 +110,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(map_err)?;
-        Ok(Self {
-            pool,
-            writer,
-            background: Self::background_gate(),
-            versions: std::sync::Arc::default(),
-        })
-    }
-
-    /// Agents' versions known in memory (`crate::versions`): one node writes them all.
-    fn known_versions(&self) -> Option<&crate::versions::KnownVersions> {
-        Some(&self.versions)
+        Ok(Self { pool, writer, background: Self::background_gate() })
     }
 
     fn background_gate() -> std::sync::Arc<tokio::sync::Semaphore> {

@@ -264,9 +264,10 @@ async fn agents_list_newest_first_filtered_and_counted((store, _g): Fixture) {
 }
 
 async fn an_agents_version_is_never_older_than_the_stored_one((store, _g): Fixture) {
-    // `agent_version` may answer from memory (SQLite: crate::versions); whatever it answers
-    // must be what the database holds once edits have returned, through racing edits and reads,
-    // and nothing once the agent is deleted.
+    // The API serves an agent's cached JSON by the version `agent_version` gives
+    // (docs/decisions.md#api-line-rate): whatever it answers must be what the database holds once
+    // edits (optimistic, racing each other) have returned, never going back, and nothing once the
+    // agent is deleted.
     let (acct, _) = new_account(&*store).await;
     let a = agent(&acct.account_id, "raced", true);
     store.insert_agent(&a).await.unwrap();
