@@ -139,6 +139,15 @@ macro_rules! impl_agents {
                 }
             }
 
+            /// The column of `agent_counts` that counts a list with this filter.
+            fn count_expression(is_active: Option<bool>) -> &'static str {
+                match is_active {
+                    None => "total",
+                    Some(true) => "active",
+                    Some(false) => "total - active",
+                }
+            }
+
             /// How many of the account's agents a list with this filter has: the running count
             /// the database keeps (migration 0020, docs/decisions.md#call-tallies).
             async fn count_agents(
@@ -146,11 +155,10 @@ macro_rules! impl_agents {
                 account_id: &AccountId,
                 is_active: Option<bool>,
             ) -> Result<i64, StoreError> {
-                let sql = match is_active {
-                    None => "select total from agent_counts where account_id = $1",
-                    Some(true) => "select active from agent_counts where account_id = $1",
-                    Some(false) => "select total - active from agent_counts where account_id = $1",
-                };
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "select {} from agent_counts where account_id = $1",
+                    count_expression(is_active)
+                ));
                 Ok(sqlx::query_scalar(sql)
                     .bind(account_id.as_str())
                     .fetch_optional(pool)
@@ -238,12 +246,16 @@ macro_rules! impl_agents {
                     is_active: Option<bool>,
                     page: Page,
                 ) -> Result<(Vec<(AgentId, i64)>, i64), StoreError> {
+                    // The page and its total in one statement: each statement is a hand-over to
+                    // a database thread and back, which is most of a list's cost on SQLite. Only
+                    // a page past the end (no rows to carry the total) asks for it on its own.
                     let condition = list_condition(is_active);
-                    let total = count_agents(&self.pool, account_id, is_active).await?;
                     let page_sql = sqlx::AssertSqlSafe(format!(
-                        "select agent_id, version from agents {condition} order by created_at desc, agent_id desc limit $3 offset $4"
+                        "select agent_id, version, coalesce((select {} from agent_counts where account_id = $1), 0) as total \
+                         from agents {condition} order by created_at desc, agent_id desc limit $3 offset $4",
+                        count_expression(is_active)
                     ));
-                    let rows: Vec<(String, i64)> = sqlx::query_as(page_sql)
+                    let rows: Vec<(String, i64, i64)> = sqlx::query_as(page_sql)
                         .bind(account_id.as_str())
                         .bind(is_active)
                         .bind(page.limit)
@@ -251,7 +263,11 @@ macro_rules! impl_agents {
                         .fetch_all(&self.pool)
                         .await
                         .map_err(map_err)?;
-                    Ok((rows.into_iter().map(|(id, version)| (AgentId::from(id), version)).collect(), total))
+                    let total = match rows.first() {
+                        Some((_, _, total)) => *total,
+                        None => count_agents(&self.pool, account_id, is_active).await?,
+                    };
+                    Ok((rows.into_iter().map(|(id, version, _)| (AgentId::from(id), version)).collect(), total))
                 }
 
                 async fn get_agents(&self, account_id: &AccountId, agent_ids: &[AgentId]) -> Result<Vec<(Agent, i64)>, StoreError> {

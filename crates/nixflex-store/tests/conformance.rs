@@ -365,6 +365,18 @@ async fn agent_versions_are_read_without_settings_and_move_with_edits((store, _g
     let (active, total) =
         store.list_agent_versions(&acct.account_id, Some(true), PAGE).await.unwrap();
     assert_eq!((active.len(), total), (2, 2));
+    // The total comes with the page's rows; past the end, where there are none, it still holds.
+    for (filter, offset, expected) in
+        [(None, 3, (1, 4)), (None, 4, (0, 4)), (Some(false), 2, (0, 2)), (Some(true), 9, (0, 2))]
+    {
+        let (page, total) = store
+            .list_agent_versions(&acct.account_id, filter, Page { limit: 2, offset })
+            .await
+            .unwrap();
+        assert_eq!((page.len(), total), expected, "{filter:?} from {offset}");
+    }
+    let (page, total) = store.list_agent_versions(&other.account_id, None, PAGE).await.unwrap();
+    assert_eq!((page.len(), total), (0, 0), "an account without agents");
     // Fetched by id, only the account's.
     let wanted = [first.agent_id.clone(), agents[3].agent_id.clone(), "agent_missing".into()];
     let mut fetched = store.get_agents(&acct.account_id, &wanted).await.unwrap();
