@@ -26,7 +26,7 @@
 //! the speech's end, its endpoint (`speech_final`) `response_eagerness` after it and its
 //! utterance end 1 s after it — the best a recogniser can do; `--endpoints utterance-end`
 //! holds its endpoint back, `--endpoints none` leaves out both, so end-of-turn times are the
-//! detector's own. Noise yields no words. Numbers go in docs/benchmarks.md, never into timed tests.
+//! detector's own; `--stt-delay-ms` delays every result by as much. Noise yields no words. Numbers go in docs/benchmarks.md, never into timed tests.
 
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,11 @@ pub struct TurnsBenchArgs {
     /// speech), or `none` (the detector alone ends turns, as before they counted).
     #[arg(long, value_enum, default_value_t = Endpoints::All)]
     pub endpoints: Endpoints,
+    /// How long after the audio the modelled recogniser's results arrive, in ms: its words, its
+    /// final transcript, its endpoint and its utterance end alike (0: at once, the best case; a
+    /// real streaming recogniser answers some 100–300 ms after the audio).
+    #[arg(long, default_value_t = 0)]
+    pub stt_delay_ms: u64,
 }
 
 /// The recogniser's signals that the caller's words ended, in the model.
@@ -275,6 +280,7 @@ fn measure(
     outcome: &mut Outcome,
 ) {
     let eagerness = Duration::from_millis(args.eagerness_ms);
+    let stt_delay = Duration::from_millis(args.stt_delay_ms);
     let new_line = || Line::new(detector, args.sensitivity, eagerness);
     let speech_dbfs = background_of.speech_dbfs(args.snr);
 
@@ -300,10 +306,11 @@ fn measure(
             let mut fired_at = None;
             for (index, frame) in samples.chunks_exact(FRAME_SAMPLES).enumerate() {
                 let at = index * FRAME_SAMPLES;
-                let heard = if at >= onset {
-                    revealed(clip.text, corpus::samples_duration(at - onset))
-                } else {
-                    Words::Nothing
+                let heard = match corpus::samples_duration(at.saturating_sub(onset))
+                    .checked_sub(stt_delay)
+                {
+                    Some(elapsed) if at >= onset => revealed(clip.text, elapsed),
+                    _ => Words::Nothing,
                 };
                 let (_, fired) = line.frame(frame, true, heard);
                 if fired && fired_at.is_none() {
@@ -337,14 +344,14 @@ fn measure(
         let speech_end =
             onset + clip.speech_ranges().last().map_or(clip.samples.len(), |range| range.end);
         let true_end = corpus::samples_duration(speech_end);
-        let endpoint = true_end + eagerness;
-        let utterance_end = true_end + UTTERANCE_END_GAP;
+        let final_at = true_end + stt_delay;
+        let endpoint = true_end + eagerness + stt_delay;
+        let utterance_end = true_end + UTTERANCE_END_GAP + stt_delay;
         let (mut final_sent, mut endpoint_sent, mut utterance_end_sent) = (false, false, false);
         let mut ended = None;
-        for (index, frame) in samples.chunks_exact(FRAME_SAMPLES).enumerate() {
-            let at = (index + 1) * FRAME_SAMPLES;
+        for frame in samples.chunks_exact(FRAME_SAMPLES) {
             line.frame(frame, false, Words::Nothing);
-            if !final_sent && at >= speech_end {
+            if !final_sent && line.now >= final_at {
                 final_sent = true;
                 line.turns.on_final_transcript(clip.text, line.now);
             }
@@ -418,13 +425,14 @@ pub fn run(args: &TurnsBenchArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "sensitivity {}, eagerness {} ms, speech {} dB over the noise, {} s of noise alone × {} seeds per row, recogniser endpoints: {:?}",
+        "sensitivity {}, eagerness {} ms, speech {} dB over the noise, {} s of noise alone × {} seeds per row, recogniser endpoints: {:?}, its results {} ms after the audio",
         args.sensitivity,
         args.eagerness_ms,
         args.snr,
         NOISE_ONLY_SECONDS,
         args.seeds,
-        args.endpoints
+        args.endpoints,
+        args.stt_delay_ms
     );
     println!();
     println!(
