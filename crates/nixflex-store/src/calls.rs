@@ -703,65 +703,73 @@ macro_rules! impl_calls {
                             query.push(" and voicemail_detected = ").push_bind(voicemail);
                         }
                     }
-                    // The running tallies where one documented filter is given (migrations 0018
-                    // and 0019, docs/decisions.md#call-tallies), else a count of the matches.
-                    let total: i64 = match filter.count_plan() {
-                        crate::calls::CountPlan::Account(column) => {
-                            let sql = format!("select {column} from call_counts where account_id = $1");
-                            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                                .bind(account_id.as_str())
-                                .fetch_optional(&self.pool)
-                                .await
-                                .map_err(map_err)?
-                                .unwrap_or(0)
-                        }
-                        crate::calls::CountPlan::Agent(agent_id) => {
-                            sqlx::query_scalar("select total from call_agent_counts where account_id = $1 and agent_id = $2")
-                                .bind(account_id.as_str())
-                                .bind(agent_id)
-                                .fetch_optional(&self.pool)
-                                .await
-                                .map_err(map_err)?
-                                .unwrap_or(0)
-                        }
-                        crate::calls::CountPlan::Started { first, end, edges } => {
-                            // One statement: the whole hours' tallies plus the partial hours' calls.
-                            let mut hours = sqlx::QueryBuilder::<$db>::new(
-                                "select cast(coalesce((select sum(total) from call_hour_counts where account_id = ",
-                            );
-                            hours.push_bind(account_id.as_str().to_owned());
-                            if let Some(first) = first {
-                                hours.push(" and hour >= ").push_bind(first);
+                    // The list's total as one scalar expression: the running tallies where one
+                    // documented filter is given (migrations 0018 and 0019,
+                    // docs/decisions.md#call-tallies), else a count of the matches.
+                    fn push_total(query: &mut sqlx::QueryBuilder<$db>, account_id: &AccountId, filter: &CallFilter) {
+                        match filter.count_plan() {
+                            crate::calls::CountPlan::Account(column) => {
+                                query.push(format!("coalesce((select {column} from call_counts where account_id = "));
+                                query.push_bind(account_id.as_str().to_owned()).push("), 0)");
                             }
-                            if let Some(end) = end {
-                                hours.push(" and hour < ").push_bind(end);
+                            crate::calls::CountPlan::Agent(agent_id) => {
+                                query.push("coalesce((select total from call_agent_counts where account_id = ");
+                                query.push_bind(account_id.as_str().to_owned());
+                                query.push(" and agent_id = ").push_bind(agent_id.to_owned()).push("), 0)");
                             }
-                            hours.push("), 0) as bigint)");
-                            for (since, until) in edges {
-                                hours.push(" + (select count(*) from calls");
-                                let edge = CallFilter { since: Some(since), until: Some(until), ..CallFilter::default() };
-                                push_filter(&mut hours, account_id, &edge);
-                                hours.push(")");
+                            crate::calls::CountPlan::Started { first, end, edges } => {
+                                // The whole hours' tallies plus the partial hours' calls.
+                                query.push("(cast(coalesce((select sum(total) from call_hour_counts where account_id = ");
+                                query.push_bind(account_id.as_str().to_owned());
+                                if let Some(first) = first {
+                                    query.push(" and hour >= ").push_bind(first);
+                                }
+                                if let Some(end) = end {
+                                    query.push(" and hour < ").push_bind(end);
+                                }
+                                query.push("), 0) as bigint)");
+                                for (since, until) in edges {
+                                    query.push(" + (select count(*) from calls");
+                                    let edge = CallFilter { since: Some(since), until: Some(until), ..CallFilter::default() };
+                                    push_filter(query, account_id, &edge);
+                                    query.push(")");
+                                }
+                                query.push(")");
                             }
-                            hours.build_query_scalar().fetch_one(&self.pool).await.map_err(map_err)?
+                            crate::calls::CountPlan::Exact => {
+                                query.push("(select count(*) from calls");
+                                push_filter(query, account_id, filter);
+                                query.push(")");
+                            }
                         }
-                        crate::calls::CountPlan::Exact => {
-                            let mut count = sqlx::QueryBuilder::<$db>::new("select count(*) from calls");
-                            push_filter(&mut count, account_id, filter);
-                            count.build_query_scalar().fetch_one(&self.pool).await.map_err(map_err)?
-                        }
-                    };
-                    // The list leaves transcripts out (docs/decisions.md#transcript-shapes), so
-                    // they are not read: an empty one stands in for the column. Calls are listed
-                    // by start time, newest first (docs/api.md#listing-calls), the order every
-                    // filter's index ends in, so a page is read in order and the scan stops after it.
-                    let mut list = sqlx::QueryBuilder::<$db>::new(LIST_COLUMNS.replace("{empty}", Self::EMPTY_JSON_ARRAY));
+                    }
+                    // The page and its total in one statement (each statement is a hand-over to
+                    // a database thread and back); only a page past the end, with no row to
+                    // carry the total, asks for it alone. The list leaves transcripts out
+                    // (docs/decisions.md#transcript-shapes), so they are not read: an empty one
+                    // stands in for the column. Calls are listed by start time, newest first
+                    // (docs/api.md#listing-calls), the order every filter's index ends in, so a
+                    // page is read in order and the scan stops after it.
+                    let columns = LIST_COLUMNS.replace("{empty}", Self::EMPTY_JSON_ARRAY);
+                    let columns = columns.strip_suffix(" from calls").unwrap_or(&columns);
+                    let mut list = sqlx::QueryBuilder::<$db>::new(columns);
+                    list.push(", ");
+                    push_total(&mut list, account_id, filter);
+                    list.push(" as list_total from calls");
                     push_filter(&mut list, account_id, filter);
                     list.push(" order by started_at desc, call_id desc limit ")
                         .push_bind(page.limit)
                         .push(" offset ")
                         .push_bind(page.offset);
                     let rows = list.build().fetch_all(&self.pool).await.map_err(map_err)?;
+                    let total: i64 = match rows.first() {
+                        Some(row) => row.try_get("list_total").map_err(map_err)?,
+                        None => {
+                            let mut alone = sqlx::QueryBuilder::<$db>::new("select ");
+                            push_total(&mut alone, account_id, filter);
+                            alone.build_query_scalar().fetch_one(&self.pool).await.map_err(map_err)?
+                        }
+                    };
                     let calls = rows.iter().map(call_from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
                     Ok((calls, total))
                 }

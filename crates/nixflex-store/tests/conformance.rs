@@ -1524,6 +1524,18 @@ async fn every_filtered_calls_total_agrees_with_the_calls_through_inserts_update
                 let mut sorted = order.clone();
                 sorted.sort_by(|a, b| b.cmp(a));
                 assert_eq!(order, sorted, "{stage}: the order of {filter:?}");
+                // The total rides on the page's rows; a page past the end has none and still
+                // gives it, as does a page of one (the rest of the matches unread).
+                for page in [Page { limit: 5, offset: 1_000 }, Page { limit: 1, offset: 0 }] {
+                    let (rows, alone) = store.list_calls(&account, &filter, page).await.unwrap();
+                    assert_eq!(alone, total, "{stage}: the total of {filter:?} in {page:?}");
+                    assert_eq!(
+                        rows.len(),
+                        expected
+                            .min(usize::try_from(page.limit).unwrap())
+                            .min(expected.saturating_sub(usize::try_from(page.offset).unwrap()))
+                    );
+                }
             }
         }
     };
