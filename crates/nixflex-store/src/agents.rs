@@ -167,6 +167,26 @@ macro_rules! impl_agents {
                     .unwrap_or(0))
             }
 
+            /// Writes `agent`, the edit of `current`, over `version`, bumping it; affects no row
+            /// when the stored agent is no longer at `version` (another edit landed first).
+            fn versioned_update<'q>(
+                current: &'q Agent,
+                agent: &'q Agent,
+                version: i64,
+            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+                sqlx::query(
+                    "update agents set name = $3, is_active = $4, settings = $5, updated_at = $6, version = version + 1 \
+                     where agent_id = $1 and account_id = $2 and version = $7",
+                )
+                .bind(current.agent_id.as_str())
+                .bind(current.account_id.as_str())
+                .bind(&agent.settings.name)
+                .bind(agent.settings.is_active)
+                .bind(Json(&agent.settings))
+                .bind(agent.updated_at)
+                .bind(version)
+            }
+
             #[async_trait]
             impl crate::AgentRepo for $store {
                 async fn insert_agent(&self, agent: &Agent) -> Result<(), StoreError> {
@@ -311,20 +331,10 @@ macro_rules! impl_agents {
                             Ok(agent) => agent,
                             Err(invalid) => return Ok(Some(Err(invalid))),
                         };
-                        let done = sqlx::query(
-                            "update agents set name = $3, is_active = $4, settings = $5, updated_at = $6, version = version + 1 \
-                             where agent_id = $1 and account_id = $2 and version = $7",
-                        )
-                        .bind(current.agent_id.as_str())
-                        .bind(current.account_id.as_str())
-                        .bind(&agent.settings.name)
-                        .bind(agent.settings.is_active)
-                        .bind(Json(&agent.settings))
-                        .bind(agent.updated_at)
-                        .bind(version)
-                        .execute(&mut *self.write().await?)
-                        .await
-                        .map_err(map_err)?;
+                        let done = versioned_update(&current, &agent, version)
+                            .execute(&mut *self.write().await?)
+                            .await
+                            .map_err(map_err)?;
                         if done.rows_affected() == 1 {
                             return Ok(Some(Ok(agent)));
                         }
@@ -342,25 +352,15 @@ macro_rules! impl_agents {
                         .await
                         .map_err(map_err)?;
                     let Some(row) = row else { return Ok(None) };
+                    let version: i64 = row.try_get("version").map_err(map_err)?;
                     let current = agent_from_row(&row).map_err(map_err)?;
                     let agent = match edit(&current) {
                         Ok(agent) => agent,
                         // Dropping the transaction rolls it back and releases the row.
                         Err(invalid) => return Ok(Some(Err(invalid))),
                     };
-                    sqlx::query(
-                        "update agents set name = $3, is_active = $4, settings = $5, updated_at = $6, version = version + 1 \
-                         where agent_id = $1 and account_id = $2",
-                    )
-                    .bind(current.agent_id.as_str())
-                    .bind(current.account_id.as_str())
-                    .bind(&agent.settings.name)
-                    .bind(agent.settings.is_active)
-                    .bind(Json(&agent.settings))
-                    .bind(agent.updated_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                    // The row is held: it is still at `version`.
+                    versioned_update(&current, &agent, version).execute(&mut *tx).await.map_err(map_err)?;
                     tx.commit().await.map_err(map_err)?;
                     Ok(Some(Ok(agent)))
                 }
