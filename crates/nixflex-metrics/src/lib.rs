@@ -46,6 +46,10 @@ pub const JOBS: &str = "nixflex_jobs";
 /// `nixflex_job_attempts_total{kind, outcome}` (counter): job attempts run by this node.
 pub const JOB_ATTEMPTS: &str = "nixflex_job_attempts_total";
 
+/// `nixflex_log_lines_dropped_total` (counter): log lines dropped because the log's writer fell
+/// 128,000 lines behind (docs/operations.md#logs), read when scraped.
+pub const LOG_LINES_DROPPED: &str = "nixflex_log_lines_dropped_total";
+
 /// Histogram buckets (seconds) of HTTP requests and call set-up.
 pub const REQUEST_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -113,8 +117,14 @@ pub fn describe() {
         Unit::Count,
         "Job attempts run by this node, by kind and outcome (done, retry, dead, deferred, lost)."
     );
+    describe_counter!(
+        LOG_LINES_DROPPED,
+        Unit::Count,
+        "Log lines dropped because whatever reads the log fell too far behind; requests and calls never wait for the log."
+    );
     // Series with a fixed label set exist from the start (at 0), so dashboards and alerts see
     // them before the first call or refusal.
+    counter!(LOG_LINES_DROPPED).increment(0);
     gauge!(CALLS_ACTIVE).increment(0.0);
     for direction in ["inbound", "outbound"] {
         counter!(CALLS_STARTED, "direction" => direction).increment(0);
@@ -123,6 +133,11 @@ pub fn describe() {
     for scope in ["account", "client_ip"] {
         counter!(RATE_LIMIT_REFUSALS, "scope" => scope).increment(0);
     }
+}
+
+/// The log's writer has dropped `total` lines since the process started.
+pub fn set_log_lines_dropped(total: u64) {
+    counter!(LOG_LINES_DROPPED).absolute(total);
 }
 
 /// A request was answered. `route` is the matched route template (`"unmatched"` when none).

@@ -156,6 +156,7 @@ fn init_tracing(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    nixflex::metrics::watch_log_drops(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

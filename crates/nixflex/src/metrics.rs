@@ -1,6 +1,7 @@
 //! `GET /metrics` in the Prometheus text format (docs/operations.md#metrics,
 //! docs/decisions.md#metrics-endpoint): the process-wide Prometheus recorder that the `nixflex_metrics`
-//! functions record into, the job queue's depth read from the store when scraped, and the two
+//! functions record into, the job queue's depth and the log's dropped lines read when scraped,
+//! and the two
 //! ways to reach it — a separate `metrics_listen` listener, or the public listener with the
 //! `metrics_token` bearer token. Without either, the public listener answers `/metrics` with the
 //! ordinary 404 envelope.
@@ -34,6 +35,16 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// The recorder of this process: installed by the first server that starts; `None` when
 /// another recorder was installed first (then `/metrics` renders nothing of ours).
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The log writer's count of dropped lines, when this process logs through one
+/// (`nixflex serve`; docs/operations.md#logs).
+static LOG_DROPS: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
+
+/// Makes scrapes report how many log lines `counter`'s writer has dropped
+/// (`nixflex_log_lines_dropped_total`). The first writer watched is the one reported.
+pub fn watch_log_drops(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let _ = LOG_DROPS.set(counter);
+}
 
 /// Installs the Prometheus recorder once per process and returns its handle.
 pub fn recorder() -> Option<PrometheusHandle> {
@@ -111,6 +122,11 @@ impl Metrics {
     /// The text of a scrape: the job gauges refreshed from the store, then everything rendered.
     pub async fn render(&self) -> String {
         self.refresh_job_gauges().await;
+        if let Some(drops) = LOG_DROPS.get() {
+            nixflex_metrics::set_log_lines_dropped(
+                u64::try_from(drops.dropped_lines()).unwrap_or(u64::MAX),
+            );
+        }
         self.handle.as_ref().map(PrometheusHandle::render).unwrap_or_default()
     }
 

@@ -294,6 +294,56 @@ async fn a_provider_failure_is_counted_by_stage_provider_and_kind(backend: Backe
     assert_eq!(after.value(series), before + 1.0, "{}", after.0);
 }
 
+/// A log reader that has stopped: the writer thread's first write never returns.
+struct StuckReader(std::sync::mpsc::Receiver<()>);
+
+impl std::io::Write for StuckReader {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Returns once the test is over (its sender dropped).
+        let _ = self.0.recv();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn log_lines_dropped_behind_a_stuck_reader_are_counted() {
+    use std::io::Write as _;
+    // The server's log goes through a writer thread with a bounded hand-over
+    // (docs/operations.md#logs); lines that do not fit are dropped, and counted.
+    let (_hold, stuck) = std::sync::mpsc::channel::<()>();
+    let (mut writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(4)
+        .lossy(true)
+        .finish(StuckReader(stuck));
+    nixflex::metrics::watch_log_drops(writer.error_counter());
+    for n in 0..50 {
+        // One write, one line (as the log's formatter hands them over).
+        writer.write_all(format!("line {n}\n").as_bytes()).unwrap();
+    }
+    let token = "scrape-token-0123456789abcdef";
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.metrics_token = Some(SecretString::from(token.to_owned()));
+    })
+    .await;
+    let response = app
+        .client
+        .get(app.url("/metrics"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    let scraped = Scrape(response.text().await.unwrap());
+    let dropped = scraped.value("nixflex_log_lines_dropped_total");
+    // A line or so is with the stuck writer, four wait in the hand-over: the rest dropped.
+    assert!((44.0..=46.0).contains(&dropped), "{dropped} dropped:\n{}", scraped.0);
+    // The writer thread stays stuck; don't wait for it.
+    std::mem::forget(guard);
+}
+
 both!(
     a_call_is_counted_while_it_runs_and_by_its_end_reason,
     a_provider_failure_is_counted_by_stage_provider_and_kind,
