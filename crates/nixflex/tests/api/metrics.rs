@@ -50,6 +50,19 @@ async fn scrape(base: &str) -> Scrape {
     Scrape(response.text().await.unwrap())
 }
 
+/// Scrapes the public listener with the `metrics_token` bearer token.
+async fn scrape_public(app: &TestApp, token: &str) -> Scrape {
+    let response = app
+        .client
+        .get(app.url("/metrics"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    Scrape(response.text().await.unwrap())
+}
+
 /// Scrapes until `ready` holds (the engine updates the metrics as the call goes; nothing here
 /// sleeps a guessed time).
 async fn scrape_until(base: &str, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
@@ -176,14 +189,7 @@ async fn the_public_listener_serves_metrics_only_with_the_token(backend: Backend
     })
     .await;
     assert!(app.server.as_ref().unwrap().metrics_addr.is_none());
-    let fresh = app
-        .client
-        .get(app.url("/metrics"))
-        .header("authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .unwrap();
-    let fresh = Scrape(fresh.text().await.unwrap());
+    let fresh = scrape_public(&app, token).await;
     assert!(
         fresh.has_line_starting("nixflex_calls_active 0"),
         "present before any call: {}",
@@ -216,15 +222,7 @@ async fn the_public_listener_serves_metrics_only_with_the_token(backend: Backend
         app.request(reqwest::Method::GET, "/metrics", Some(&key)).send().await.unwrap();
     expect_error(as_api_key, 404, "route_not_found").await;
 
-    let scraped = app
-        .client
-        .get(app.url("/metrics"))
-        .header("authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(scraped.status(), 200);
-    let text = Scrape(scraped.text().await.unwrap());
+    let text = scrape_public(&app, token).await;
     assert!(
         text.value(
             "nixflex_http_requests_total{method=\"GET\",route=\"/v1/agents\",status=\"200\"}"
@@ -329,14 +327,7 @@ async fn log_lines_dropped_behind_a_stuck_reader_are_counted() {
         c.metrics_token = Some(SecretString::from(token.to_owned()));
     })
     .await;
-    let response = app
-        .client
-        .get(app.url("/metrics"))
-        .header("authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .unwrap();
-    let scraped = Scrape(response.text().await.unwrap());
+    let scraped = scrape_public(&app, token).await;
     let dropped = scraped.value("nixflex_log_lines_dropped_total");
     // A line or so is with the stuck writer, four wait in the hand-over: the rest dropped.
     assert!((44.0..=46.0).contains(&dropped), "{dropped} dropped:\n{}", scraped.0);
