@@ -139,12 +139,13 @@ macro_rules! impl_agents {
                 }
             }
 
-            /// The column of `agent_counts` that counts a list with this filter.
-            fn count_expression(is_active: Option<bool>) -> &'static str {
+            /// The statement reading from `agent_counts` how many agents a list with this filter
+            /// has (binds `$1`, the account).
+            fn count_sql(is_active: Option<bool>) -> &'static str {
                 match is_active {
-                    None => "total",
-                    Some(true) => "active",
-                    Some(false) => "total - active",
+                    None => "select total from agent_counts where account_id = $1",
+                    Some(true) => "select active from agent_counts where account_id = $1",
+                    Some(false) => "select total - active from agent_counts where account_id = $1",
                 }
             }
 
@@ -155,11 +156,7 @@ macro_rules! impl_agents {
                 account_id: &AccountId,
                 is_active: Option<bool>,
             ) -> Result<i64, StoreError> {
-                let sql = sqlx::AssertSqlSafe(format!(
-                    "select {} from agent_counts where account_id = $1",
-                    count_expression(is_active)
-                ));
-                Ok(sqlx::query_scalar(sql)
+                Ok(sqlx::query_scalar(count_sql(is_active))
                     .bind(account_id.as_str())
                     .fetch_optional(pool)
                     .await
@@ -271,9 +268,9 @@ macro_rules! impl_agents {
                     // a page past the end (no rows to carry the total) asks for it on its own.
                     let condition = list_condition(is_active);
                     let page_sql = sqlx::AssertSqlSafe(format!(
-                        "select agent_id, version, coalesce((select {} from agent_counts where account_id = $1), 0) as total \
+                        "select agent_id, version, coalesce(({}), 0) as total \
                          from agents {condition} order by created_at desc, agent_id desc limit $3 offset $4",
-                        count_expression(is_active)
+                        count_sql(is_active)
                     ));
                     let rows: Vec<(String, i64, i64)> = sqlx::query_as(page_sql)
                         .bind(account_id.as_str())

@@ -420,7 +420,7 @@ macro_rules! impl_calls {
                  function_calls, provider_events, avg_latency_ms, recording_location, recording_duration_s, call_summary, \
                  caller_sentiment, call_successful, extracted_data, voicemail_detected, campaign_id, metadata, cost_usd, \
                  precall_reject_reason, amd_result, voicemail_detection_method, carrier_details, stream_token_hash, \
-                 created_at, updated_at from calls";
+                 created_at, updated_at";
 
             pub(super) fn call_from_row(row: &DbRow) -> Result<CallRecord, sqlx::Error> {
                 let direction: String = row.try_get("direction")?;
@@ -750,9 +750,7 @@ macro_rules! impl_calls {
                     // stands in for the column. Calls are listed by start time, newest first
                     // (docs/api.md#listing-calls), the order every filter's index ends in, so a
                     // page is read in order and the scan stops after it.
-                    let columns = LIST_COLUMNS.replace("{empty}", Self::EMPTY_JSON_ARRAY);
-                    let columns = columns.strip_suffix(" from calls").unwrap_or(&columns);
-                    let mut list = sqlx::QueryBuilder::<$db>::new(columns);
+                    let mut list = sqlx::QueryBuilder::<$db>::new(LIST_COLUMNS.replace("{empty}", Self::EMPTY_JSON_ARRAY));
                     list.push(", ");
                     push_total(&mut list, account_id, filter);
                     list.push(" as list_total from calls");
@@ -837,8 +835,7 @@ macro_rules! impl_calls {
                     caller_number: &str,
                     limit: i64,
                 ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
-                    let rows = sqlx::query(
-$crate::calls::CALL_HISTORY_SQL)
+                    let rows = sqlx::query($crate::calls::CALL_HISTORY_SQL)
                     .bind(account_id.as_str())
                     .bind(agent_id.as_str())
                     .bind(business_number.as_str())
@@ -935,6 +932,7 @@ pub(crate) use impl_calls;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone as _;
 
     /// The history lookup runs before every greeting: it must seek the pair's calls in
     /// `calls_history`, not read the agent's calls (docs/engine.md#history-and-caller-context).
@@ -981,7 +979,6 @@ mod tests {
         assert!(plan.contains("Index Scan using calls_history"), "{plan}");
         assert!(plan.contains("CASE WHEN"), "the pair is the index condition: {plan}");
     }
-    use chrono::TimeZone as _;
 
     fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 2, h, m, s).unwrap()

@@ -1,10 +1,9 @@
 //! `GET /metrics` in the Prometheus text format (docs/operations.md#metrics,
 //! docs/decisions.md#metrics-endpoint): the process-wide Prometheus recorder that the `nixflex_metrics`
 //! functions record into, the job queue's depth and the log's dropped lines read when scraped,
-//! and the two
-//! ways to reach it — a separate `metrics_listen` listener, or the public listener with the
-//! `metrics_token` bearer token. Without either, the public listener answers `/metrics` with the
-//! ordinary 404 envelope.
+//! and the two ways to reach it — a separate `metrics_listen` listener, or the public listener
+//! with the `metrics_token` bearer token. Without either, the public listener answers `/metrics`
+//! with the ordinary 404 envelope.
 //!
 //! The recorder is global (the `metrics` facade has one per process), so servers started in
 //! one process (tests) share their counters; each scrape renders them all.

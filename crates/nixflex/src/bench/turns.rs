@@ -26,7 +26,8 @@
 //! the speech's end, its endpoint (`speech_final`) `response_eagerness` after it and its
 //! utterance end 1 s after it — the best a recogniser can do; `--endpoints utterance-end`
 //! holds its endpoint back, `--endpoints none` leaves out both, so end-of-turn times are the
-//! detector's own; `--stt-delay-ms` delays every result by as much. Noise yields no words. Numbers go in docs/benchmarks.md, never into timed tests.
+//! detector's own; `--stt-delay-ms` delays every result by as much. Noise yields no words.
+//! Numbers go in docs/benchmarks.md, never into timed tests.
 
 use std::time::{Duration, Instant};
 
