@@ -149,6 +149,38 @@ macro_rules! impl_agents {
                 }
             }
 
+            /// A page of the account's agents (ids and versions, newest first) and the list's
+            /// total, read from the database.
+            async fn read_agent_page(
+                pool: &sqlx::Pool<$db>,
+                account_id: &AccountId,
+                is_active: Option<bool>,
+                page: Page,
+            ) -> Result<(Vec<(AgentId, i64)>, i64), StoreError> {
+                // The page and its total in one statement: each statement is a hand-over to
+                // a database thread and back, which is most of a list's cost on SQLite. Only
+                // a page past the end (no rows to carry the total) asks for it on its own.
+                let condition = list_condition(is_active);
+                let page_sql = sqlx::AssertSqlSafe(format!(
+                    "select agent_id, version, coalesce(({}), 0) as total \
+                     from agents {condition} order by created_at desc, agent_id desc limit $3 offset $4",
+                    count_sql(is_active)
+                ));
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(page_sql)
+                    .bind(account_id.as_str())
+                    .bind(is_active)
+                    .bind(page.limit)
+                    .bind(page.offset)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(map_err)?;
+                let total = match rows.first() {
+                    Some((_, _, total)) => *total,
+                    None => count_agents(pool, account_id, is_active).await?,
+                };
+                Ok((rows.into_iter().map(|(id, version, _)| (AgentId::from(id), version)).collect(), total))
+            }
+
             /// How many of the account's agents a list with this filter has: the running count
             /// the database keeps (migration 0020, docs/decisions.md#call-tallies).
             async fn count_agents(
@@ -249,12 +281,33 @@ macro_rules! impl_agents {
                 }
 
                 async fn agent_version(&self, account_id: &AccountId, agent_id: &AgentId) -> Result<Option<i64>, StoreError> {
-                    sqlx::query_scalar("select version from agents where agent_id = $1 and account_id = $2")
+                    // SQLite answers from memory while nothing has been committed since the
+                    // version was read (`crate::versions`).
+                    let Some(known) = self.known_versions() else {
+                        return sqlx::query_scalar("select version from agents where agent_id = $1 and account_id = $2")
+                            .bind(agent_id.as_str())
+                            .bind(account_id.as_str())
+                            .fetch_optional(&self.pool)
+                            .await
+                            .map_err(map_err);
+                    };
+                    let before = match known.get(account_id.as_str(), agent_id.as_str()) {
+                        $crate::versions::Lookup::Known(version) => return Ok(version),
+                        $crate::versions::Lookup::Ask(before) => before,
+                    };
+                    let found: Option<(String, i64)> = sqlx::query_as("select account_id, version from agents where agent_id = $1")
                         .bind(agent_id.as_str())
-                        .bind(account_id.as_str())
                         .fetch_optional(&self.pool)
                         .await
-                        .map_err(map_err)
+                        .map_err(map_err)?;
+                    let version = match &found {
+                        Some((account, version)) if account == account_id.as_str() => Some(*version),
+                        _ => None,
+                    };
+                    if let Some(before) = before {
+                        known.remember(before, agent_id.as_str(), found);
+                    }
+                    Ok(version)
                 }
 
                 async fn list_agent_versions(
@@ -263,28 +316,21 @@ macro_rules! impl_agents {
                     is_active: Option<bool>,
                     page: Page,
                 ) -> Result<(Vec<(AgentId, i64)>, i64), StoreError> {
-                    // The page and its total in one statement: each statement is a hand-over to
-                    // a database thread and back, which is most of a list's cost on SQLite. Only
-                    // a page past the end (no rows to carry the total) asks for it on its own.
-                    let condition = list_condition(is_active);
-                    let page_sql = sqlx::AssertSqlSafe(format!(
-                        "select agent_id, version, coalesce(({}), 0) as total \
-                         from agents {condition} order by created_at desc, agent_id desc limit $3 offset $4",
-                        count_sql(is_active)
-                    ));
-                    let rows: Vec<(String, i64, i64)> = sqlx::query_as(page_sql)
-                        .bind(account_id.as_str())
-                        .bind(is_active)
-                        .bind(page.limit)
-                        .bind(page.offset)
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(map_err)?;
-                    let total = match rows.first() {
-                        Some((_, _, total)) => *total,
-                        None => count_agents(&self.pool, account_id, is_active).await?,
+                    // SQLite answers from memory while nothing has been committed since the
+                    // page was read (`crate::versions`).
+                    let Some(known) = self.known_versions() else {
+                        return read_agent_page(&self.pool, account_id, is_active, page).await;
                     };
-                    Ok((rows.into_iter().map(|(id, version, _)| (AgentId::from(id), version)).collect(), total))
+                    let key = (account_id.as_str().to_owned(), is_active, page.limit, page.offset);
+                    let before = match known.page(&key) {
+                        $crate::versions::Lookup::Known(page) => return Ok((*page).clone()),
+                        $crate::versions::Lookup::Ask(before) => before,
+                    };
+                    let found = read_agent_page(&self.pool, account_id, is_active, page).await?;
+                    if let Some(before) = before {
+                        known.remember_page(before, key, std::sync::Arc::new(found.clone()));
+                    }
+                    Ok(found)
                 }
 
                 async fn get_agents(&self, account_id: &AccountId, agent_ids: &[AgentId]) -> Result<Vec<(Agent, i64)>, StoreError> {

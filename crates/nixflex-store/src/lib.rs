@@ -26,6 +26,7 @@ mod sql;
 mod sqlite;
 pub mod testing;
 mod turns;
+mod versions;
 mod webhooks;
 
 pub use accounts::{Account, AccountRepo, ApiKey, KeyWithAccount, RevokeOutcome};

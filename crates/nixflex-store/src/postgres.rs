@@ -70,6 +70,12 @@ impl PgStore {
         Ok(Self { writer: pool.clone(), pool })
     }
 
+    /// Another node may have written an agent: its version is always read from the database.
+    #[allow(clippy::unused_self, reason = "the SQLite store's counterpart uses it")]
+    fn known_versions(&self) -> Option<&crate::versions::KnownVersions> {
+        None
+    }
+
     /// A pooled connection to write on. PostgreSQL runs writers side by side: background work
     /// takes no turn (`crate::turns`).
     async fn write(&self) -> Result<crate::turns::WriteConn<'_, sqlx::Postgres>, StoreError> {

@@ -20,6 +20,18 @@ pub struct SqliteStore {
     /// (`crate::turns`): calls being answered never queue behind a burst of it
     /// (docs/operations.md#the-database).
     background: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Agents' versions answered while nothing has been committed (`crate::versions`); `None`
+    /// for an in-memory database.
+    versions: Option<std::sync::Arc<Versions>>,
+}
+
+/// [`crate::versions::KnownVersions`] and the connection that keeps the WAL index it reads in
+/// place: SQLite deletes the `-shm` file when the last connection to the database closes, and
+/// the pools may close all of theirs when idle.
+#[derive(Debug)]
+struct Versions {
+    known: crate::versions::KnownVersions,
+    _keeper: std::sync::Mutex<sqlx::SqliteConnection>,
 }
 
 /// The schema history, oldest first; each file runs once, in a transaction.
@@ -93,7 +105,12 @@ impl SqliteStore {
             let migrator = crate::sql::migrator(MIGRATIONS);
             crate::sql::adopt_reworded!(&pool, migrator, crate::sql::REWORDED_SQLITE);
             migrator.run(&pool).await.map_err(|e| StoreError::Other(e.into()))?;
-            return Ok(Self { writer: pool.clone(), pool, background: Self::background_gate() });
+            return Ok(Self {
+                writer: pool.clone(),
+                pool,
+                background: Self::background_gate(),
+                versions: None,
+            });
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -104,13 +121,48 @@ impl SqliteStore {
         let migrator = crate::sql::migrator(MIGRATIONS);
         crate::sql::adopt_reworded!(&writer, migrator, crate::sql::REWORDED_SQLITE);
         migrator.run(&writer).await.map_err(|e| StoreError::Other(e.into()))?;
+        let versions = Self::known_versions_for(&options).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
             .map_err(map_err)?;
-        Ok(Self { pool, writer, background: Self::background_gate() })
+        Ok(Self { pool, writer, background: Self::background_gate(), versions })
+    }
+
+    /// Opens the connection that keeps the WAL index in place, reads through it once (a
+    /// connection maps the index at its first read), then the index itself.
+    async fn known_versions_for(
+        options: &SqliteConnectOptions,
+    ) -> Result<Option<std::sync::Arc<Versions>>, StoreError> {
+        use sqlx::ConnectOptions;
+        let mut keeper = options.connect().await.map_err(map_err)?;
+        sqlx::query("select count(*) from sqlite_master")
+            .execute(&mut keeper)
+            .await
+            .map_err(map_err)?;
+        let Some(index) = crate::versions::WalIndex::open(options.get_filename()) else {
+            tracing::warn!(
+                "the database's WAL index could not be read: every agent version is read from the database"
+            );
+            return Ok(None);
+        };
+        Ok(Some(std::sync::Arc::new(Versions {
+            known: crate::versions::KnownVersions::new(index),
+            _keeper: std::sync::Mutex::new(keeper),
+        })))
+    }
+
+    /// Agents' versions known without asking (`crate::versions`).
+    fn known_versions(&self) -> Option<&crate::versions::KnownVersions> {
+        self.versions.as_deref().map(|versions| &versions.known)
+    }
+
+    /// Answers to `agent_version` given from memory so far (tests and benchmark notes).
+    #[must_use]
+    pub fn versions_known_without_asking(&self) -> u64 {
+        self.known_versions().map_or(0, crate::versions::KnownVersions::hits)
     }
 
     fn background_gate() -> std::sync::Arc<tokio::sync::Semaphore> {
@@ -219,5 +271,63 @@ mod tests {
         // The backlog itself keeps its order.
         let backlog: Vec<_> = (0..5).map(|i| format!("background {i}")).collect();
         assert_eq!(order[1..], backlog[..]);
+    }
+
+    #[tokio::test]
+    async fn versions_stay_exact_after_every_pooled_connection_has_closed() {
+        use crate::{AccountRepo, AgentRepo};
+        // SQLite deletes the WAL index when the last connection to a database closes, and the
+        // pools close idle connections; a later writer then builds a new index that an index
+        // read from before would never see change. The store keeps one connection open.
+        let (url, _dir) = crate::testing::fresh_sqlite_url();
+        let here = SqliteStore::connect(&url, 2).await.unwrap();
+        let account_id = nixflex_core::ids::new_account_id();
+        let account = crate::Account {
+            account_id: account_id.clone(),
+            name: None,
+            email: None,
+            created_at: crate::now(),
+            max_concurrent_calls: None,
+            rate_limit_reads: None,
+            rate_limit_writes: None,
+        };
+        let key = crate::ApiKey {
+            key_id: nixflex_core::ids::new_key_id(),
+            account_id: account.account_id.clone(),
+            name: None,
+            secret_hash: "h".repeat(64),
+            secret_sealed: "v1:sealed".to_owned(),
+            created_at: crate::now(),
+            rotated_at: None,
+            revoked_at: None,
+        };
+        here.create_account(&account, &key).await.unwrap();
+        let at = crate::now();
+        let agent = nixflex_core::agent::Agent {
+            agent_id: nixflex_core::ids::new_agent_id(),
+            account_id: account.account_id.clone(),
+            api_key_id: "nxf_x".into(),
+            settings: nixflex_core::agent::AgentSettings::default(),
+            created_at: at,
+            updated_at: at,
+        };
+        here.insert_agent(&agent).await.unwrap();
+        let (account_id, agent_id) = (&account.account_id, &agent.agent_id);
+        assert_eq!(here.agent_version(account_id, agent_id).await.unwrap(), Some(1));
+        assert_eq!(here.agent_version(account_id, agent_id).await.unwrap(), Some(1));
+        assert_eq!(here.versions_known_without_asking(), 1);
+        // Every pooled connection of this store closes (idle), then another process edits.
+        here.pool.close().await;
+        here.writer.close().await;
+        let there = SqliteStore::connect(&url, 2).await.unwrap();
+        let mut rename = |current: &nixflex_core::agent::Agent| {
+            let mut next = current.clone();
+            next.settings.name = "edited there".to_owned();
+            Ok(next)
+        };
+        there.modify_agent(account_id, agent_id, &mut rename).await.unwrap();
+        // This store, with pools connected again, sees the edit.
+        let again = SqliteStore { pool: there.pool.clone(), writer: there.writer.clone(), ..here };
+        assert_eq!(again.agent_version(account_id, agent_id).await.unwrap(), Some(2));
     }
 }
