@@ -275,44 +275,24 @@ mod tests {
 
     #[tokio::test]
     async fn versions_stay_exact_after_every_pooled_connection_has_closed() {
-        use crate::{AccountRepo, AgentRepo};
+        use crate::AgentRepo;
         // SQLite deletes the WAL index when the last connection to a database closes, and the
         // pools close idle connections; a later writer then builds a new index that an index
         // read from before would never see change. The store keeps one connection open.
         let (url, _dir) = crate::testing::fresh_sqlite_url();
         let here = SqliteStore::connect(&url, 2).await.unwrap();
-        let account_id = nixflex_core::ids::new_account_id();
-        let account = crate::Account {
-            account_id: account_id.clone(),
-            name: None,
-            email: None,
-            created_at: crate::now(),
-            max_concurrent_calls: None,
-            rate_limit_reads: None,
-            rate_limit_writes: None,
-        };
-        let key = crate::ApiKey {
-            key_id: nixflex_core::ids::new_key_id(),
-            account_id: account.account_id.clone(),
-            name: None,
-            secret_hash: "h".repeat(64),
-            secret_sealed: "v1:sealed".to_owned(),
-            created_at: crate::now(),
-            rotated_at: None,
-            revoked_at: None,
-        };
-        here.create_account(&account, &key).await.unwrap();
+        let account_id = crate::testing::new_account(&here).await.unwrap();
         let at = crate::now();
         let agent = nixflex_core::agent::Agent {
             agent_id: nixflex_core::ids::new_agent_id(),
-            account_id: account.account_id.clone(),
+            account_id: account_id.clone(),
             api_key_id: "nxf_x".into(),
             settings: nixflex_core::agent::AgentSettings::default(),
             created_at: at,
             updated_at: at,
         };
         here.insert_agent(&agent).await.unwrap();
-        let (account_id, agent_id) = (&account.account_id, &agent.agent_id);
+        let (account_id, agent_id) = (&account_id, &agent.agent_id);
         assert_eq!(here.agent_version(account_id, agent_id).await.unwrap(), Some(1));
         assert_eq!(here.agent_version(account_id, agent_id).await.unwrap(), Some(1));
         assert_eq!(here.versions_known_without_asking(), 1);

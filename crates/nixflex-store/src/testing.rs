@@ -101,6 +101,38 @@ pub async fn migrate_through(url: &str, version: i64) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// Creates an account with default limits and one key (its secret hash a placeholder: such a
+/// key authenticates nothing) and returns the account's id.
+///
+/// # Errors
+/// When the store refuses the write.
+pub async fn new_account(
+    store: &(impl crate::AccountRepo + ?Sized),
+) -> Result<nixflex_core::ids::AccountId, StoreError> {
+    use nixflex_core::ids;
+    let account = crate::Account {
+        account_id: ids::new_account_id(),
+        name: None,
+        email: None,
+        created_at: crate::now(),
+        max_concurrent_calls: None,
+        rate_limit_reads: None,
+        rate_limit_writes: None,
+    };
+    let key = crate::ApiKey {
+        key_id: ids::new_key_id(),
+        account_id: account.account_id.clone(),
+        name: None,
+        secret_hash: "h".repeat(64),
+        secret_sealed: "v1:sealed".to_owned(),
+        created_at: crate::now(),
+        rotated_at: None,
+        revoked_at: None,
+    };
+    store.create_account(&account, &key).await?;
+    Ok(account.account_id)
+}
+
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -10,36 +10,15 @@ use nixflex_core::call::{CallRecord, CallStatus, Direction};
 use nixflex_core::ids::{self, AccountId};
 use nixflex_store::testing::TempDirGuard;
 use nixflex_store::{
-    Account, ApiKey, CALL_ENDED, Campaign, NewRecipient, OutboundDetails, RecipientCall, Store,
-    campaign_job, dial_job, now,
+    CALL_ENDED, Campaign, NewRecipient, OutboundDetails, RecipientCall, Store, campaign_job,
+    dial_job, now,
 };
 use serde_json::{Map, json};
 
 type Fixture = (Arc<dyn Store>, Option<TempDirGuard>);
 
 async fn account(store: &dyn Store) -> AccountId {
-    let id = ids::new_account_id();
-    let account = Account {
-        account_id: id.clone(),
-        name: None,
-        email: None,
-        created_at: now(),
-        max_concurrent_calls: None,
-        rate_limit_reads: None,
-        rate_limit_writes: None,
-    };
-    let key = ApiKey {
-        key_id: ids::new_key_id(),
-        account_id: id.clone(),
-        name: None,
-        secret_hash: "h".repeat(64),
-        secret_sealed: "v1:sealed".to_owned(),
-        created_at: now(),
-        rotated_at: None,
-        revoked_at: None,
-    };
-    store.create_account(&account, &key).await.unwrap();
-    id
+    nixflex_store::testing::new_account(store).await.unwrap()
 }
 
 async fn campaign(store: &dyn Store, account_id: &AccountId, recipients: usize) -> Campaign {

@@ -4,31 +4,10 @@
 
 use nixflex_core::agent::{Agent, AgentSettings};
 use nixflex_core::ids::{self, AccountId};
-use nixflex_store::{Account, AccountRepo, AgentRepo, ApiKey, Page, SqliteStore, now};
+use nixflex_store::{AgentRepo, Page, SqliteStore, now};
 
 async fn new_account(store: &SqliteStore) -> AccountId {
-    let account_id: AccountId = ids::new_account_id();
-    let account = Account {
-        account_id: account_id.clone(),
-        name: None,
-        email: None,
-        created_at: now(),
-        max_concurrent_calls: None,
-        rate_limit_reads: None,
-        rate_limit_writes: None,
-    };
-    let key = ApiKey {
-        key_id: ids::new_key_id(),
-        account_id: account_id.clone(),
-        name: None,
-        secret_hash: "h".repeat(64),
-        secret_sealed: "v1:sealed".to_owned(),
-        created_at: now(),
-        rotated_at: None,
-        revoked_at: None,
-    };
-    store.create_account(&account, &key).await.unwrap();
-    account_id
+    nixflex_store::testing::new_account(store).await.unwrap()
 }
 
 fn agent(account_id: &AccountId) -> Agent {
