@@ -310,4 +310,18 @@ mod tests {
         let again = SqliteStore { pool: there.pool.clone(), writer: there.writer.clone(), ..here };
         assert_eq!(again.agent_version(account_id, agent_id).await.unwrap(), Some(2));
     }
+
+    #[tokio::test]
+    async fn sqlite_is_built_to_plan_each_statement_once() {
+        // `.cargo/config.toml` builds SQLite with its query planner stability guarantee, so a
+        // cached statement is not prepared again whenever its bound values change
+        // (docs/operations.md#the-database).
+        let store = SqliteStore::connect("sqlite::memory:", 2).await.unwrap();
+        let options: Vec<String> =
+            sqlx::query_scalar("select compile_options from pragma_compile_options")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert!(options.iter().any(|option| option == "ENABLE_QPSG"), "{options:?}");
+    }
 }
