@@ -137,60 +137,63 @@ impl KnownVersions {
     /// The version of `agent_id` in `account_id` (`None` when it is not the account's), if
     /// known as of now.
     pub(crate) fn get(&self, account_id: &str, agent_id: &str) -> Lookup<Option<i64>> {
-        let Some(now) = self.index.token() else { return Lookup::Ask(None) };
-        let inner = self.lock();
-        if inner.token == Some(now)
-            && let Some(found) = inner.known.get(agent_id)
-        {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Lookup::Known(match found {
+        self.lookup(|inner| {
+            inner.known.get(agent_id).map(|found| match found {
                 Some((account, version)) if account == account_id => Some(*version),
                 _ => None,
-            });
-        }
-        Lookup::Ask(Some(now))
+            })
+        })
     }
 
     /// Keeps what the database said of `agent_id` (its account and version, `None` if it does
     /// not exist) when asked after the header read `before` — unless something has been
     /// committed since, which may have changed it.
     pub(crate) fn remember(&self, before: Token, agent_id: &str, found: Option<(String, i64)>) {
-        if self.index.token() != Some(before) {
-            return;
-        }
-        let mut inner = self.lock();
-        inner.keep_under(before);
-        if inner.known.len() >= MAX_KNOWN {
-            inner.known.clear();
-        }
-        inner.known.insert(agent_id.to_owned(), found);
+        self.keep(before, |inner| {
+            if inner.known.len() >= MAX_KNOWN {
+                inner.known.clear();
+            }
+            inner.known.insert(agent_id.to_owned(), found);
+        });
     }
 
     /// A page of the agents list, if known as of now.
     pub(crate) fn page(&self, key: &PageKey) -> Lookup<Arc<AgentPage>> {
-        let Some(now) = self.index.token() else { return Lookup::Ask(None) };
-        let inner = self.lock();
-        if inner.token == Some(now)
-            && let Some(page) = inner.pages.get(key)
-        {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Lookup::Known(page.clone());
-        }
-        Lookup::Ask(Some(now))
+        self.lookup(|inner| inner.pages.get(key).cloned())
     }
 
     /// Keeps a page the database gave when asked after the header read `before` (see
     /// [`Self::remember`]).
     pub(crate) fn remember_page(&self, before: Token, key: PageKey, page: Arc<AgentPage>) {
+        self.keep(before, |inner| {
+            if inner.pages.len() >= MAX_PAGES {
+                inner.pages.clear();
+            }
+            inner.pages.insert(key, page);
+        });
+    }
+
+    /// What `find` finds among what is kept, if it was kept under the header as it is now.
+    fn lookup<T>(&self, find: impl FnOnce(&Inner) -> Option<T>) -> Lookup<T> {
+        let Some(now) = self.index.token() else { return Lookup::Ask(None) };
+        let inner = self.lock();
+        if inner.token == Some(now)
+            && let Some(found) = find(&inner)
+        {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Lookup::Known(found);
+        }
+        Lookup::Ask(Some(now))
+    }
+
+    /// Runs `keep` on what is kept under `before`, if nothing was committed since it was read.
+    fn keep(&self, before: Token, keep: impl FnOnce(&mut Inner)) {
         if self.index.token() != Some(before) {
             return;
         }
         let mut inner = self.lock();
         inner.keep_under(before);
-        if inner.pages.len() >= MAX_PAGES {
-            inner.pages.clear();
-        }
-        inner.pages.insert(key, page);
+        keep(&mut inner);
     }
 
     /// Answers given from memory so far.

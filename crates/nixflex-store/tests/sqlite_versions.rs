@@ -33,15 +33,29 @@ fn rename(
     }
 }
 
-#[tokio::test]
-async fn a_version_is_answered_from_memory_until_anyone_commits() {
-    let (url, _dir) = nixflex_store::testing::fresh_sqlite_url();
+/// Two stores on one new database file — as a second process on it would be (a restart without
+/// downtime, a second node) — and an account with one agent, made through the first.
+struct TwoStores {
+    here: SqliteStore,
+    there: SqliteStore,
+    account: AccountId,
+    agent: Agent,
+    _dir: nixflex_store::testing::TempDirGuard,
+}
+
+async fn two_stores() -> TwoStores {
+    let (url, dir) = nixflex_store::testing::fresh_sqlite_url();
     let here = SqliteStore::connect(&url, 4).await.unwrap();
-    // A second process on the same file (a restart without downtime, a second node).
     let there = SqliteStore::connect(&url, 4).await.unwrap();
     let account = new_account(&here).await;
-    let a = agent(&account);
-    here.insert_agent(&a).await.unwrap();
+    let agent = agent(&account);
+    here.insert_agent(&agent).await.unwrap();
+    TwoStores { here, there, account, agent, _dir: dir }
+}
+
+#[tokio::test]
+async fn a_version_is_answered_from_memory_until_anyone_commits() {
+    let TwoStores { here, there, account, agent: a, _dir } = two_stores().await;
 
     // The first read asks the database; the next ones do not.
     assert_eq!(here.agent_version(&account, &a.agent_id).await.unwrap(), Some(1));
@@ -79,12 +93,7 @@ async fn a_version_is_answered_from_memory_until_anyone_commits() {
 
 #[tokio::test]
 async fn a_page_of_agents_is_answered_from_memory_until_anyone_commits() {
-    let (url, _dir) = nixflex_store::testing::fresh_sqlite_url();
-    let here = SqliteStore::connect(&url, 4).await.unwrap();
-    let there = SqliteStore::connect(&url, 4).await.unwrap();
-    let account = new_account(&here).await;
-    let first = agent(&account);
-    here.insert_agent(&first).await.unwrap();
+    let TwoStores { here, there, account, agent: first, _dir } = two_stores().await;
     let page = Page { limit: 25, offset: 0 };
 
     let listed = here.list_agent_versions(&account, None, page).await.unwrap();
