@@ -257,6 +257,18 @@ macro_rules! impl_outbound {
                 }
 
                 async fn erase_call_purpose(&self, call_id: &CallId) -> Result<(), StoreError> {
+                    // Most calls have no purpose to erase (every inbound call): a reader says
+                    // so, and the one writer is not queued for an update of nothing
+                    // (docs/operations.md#the-database). Nothing sets a purpose after its call
+                    // has ended, so the answer cannot go stale before the update.
+                    let kept: Option<String> = sqlx::query_scalar("select call_id from outbound_calls where call_id = $1 and purpose_sealed is not null")
+                        .bind(call_id.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    if kept.is_none() {
+                        return Ok(());
+                    }
                     sqlx::query("update outbound_calls set purpose_sealed = null where call_id = $1 and purpose_sealed is not null")
                         .bind(call_id.as_str())
                         .execute(&mut *self.write().await?)
