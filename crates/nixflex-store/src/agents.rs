@@ -59,9 +59,11 @@ pub trait AgentRepo: Send + Sync {
         agent_ids: &[AgentId],
     ) -> Result<Vec<(Agent, i64)>, StoreError>;
 
-    /// Edits an agent in one write transaction that holds its row (PostgreSQL `FOR UPDATE`,
-    /// SQLite `BEGIN IMMEDIATE`), so concurrent edits queue instead of failing: `edit` sees the
-    /// agent as stored and returns the new one, or a validation error that changes nothing.
+    /// Edits an agent so that concurrent edits all land, each on the one before it: `edit` sees
+    /// the agent as stored and returns the new one, or a validation error that changes nothing.
+    /// Optimistic first (read, edit, one update that lands only on the version read; `edit` may
+    /// run again on a lost race, so it must not have side effects), then in a write transaction
+    /// that holds the row (PostgreSQL `FOR UPDATE`, SQLite's one writer).
     /// `None` when the agent is not this account's.
     async fn modify_agent(
         &self,

@@ -1,5 +1,5 @@
 //! Agents' versions answered without asking SQLite, for as long as nobody has written to the
-//! database (docs/decisions.md#api-line-rate).
+//! database (docs/decisions.md#known-versions).
 //!
 //! An authenticated `GET /v1/agents/{id}` asks the store only for the agent's version (the
 //! encoded agent is cached per version by the API). On SQLite that question was half the
@@ -21,8 +21,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The WAL index header, as published by the last commit: both copies of it (SQLite writes the
-/// second, then the first, so a reader that finds them equal did not read half a commit).
+/// The WAL index header as published by the last commit. SQLite keeps two copies and writes
+/// the second, then the first; a token is taken only when both read equal, so it is never half
+/// a commit.
 pub(crate) type Token = [u8; HEADER_LEN];
 
 /// Length of one copy of the header: version, unused, change counter, initialised flag, byte
