@@ -134,6 +134,15 @@ impl CarrierRecordings {
             .forget_carrier_recording(&call_id, &job.recording_sid)
             .await
             .map_err(storage_error)?;
+        // The call's `call.ended` may be waiting for this recording, looking again every
+        // second: it can run now (docs/recordings.md#carrier-recordings).
+        let follow_up = NewJob::call_follow_up(
+            nixflex_store::CALL_ENDED,
+            call_id.as_str(),
+            call.account_id.as_str(),
+            1,
+        );
+        self.store.run_queued_job_now(&follow_up.idempotency_key, nixflex_store::now()).await?;
         if self.delete_carrier_copy {
             match self.twilio.delete_recording(&credentials, &job.recording_sid).await {
                 Ok(()) | Err(TwilioError::NotFound { .. }) => {}

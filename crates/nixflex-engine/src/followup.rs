@@ -32,7 +32,9 @@ use crate::analysis::{self, AnalysisError};
 use crate::recordings::Recordings;
 use crate::webhook::{self, Event};
 
-/// How often `call.ended` looks again for a carrier recording it waits for.
+/// How often `call.ended` looks again, by default, for a carrier recording it waits for (the
+/// recording's arrival makes it due at once; this catches a recording stored while the
+/// follow-up itself was running).
 const RECORDING_RECHECK: Duration = Duration::from_secs(1);
 
 /// How long a receiver has to answer a webhook.
@@ -98,6 +100,7 @@ pub struct FollowUp {
     recordings: Option<Recordings>,
     /// How long `call.ended` waits for a carrier recording after the call ended.
     recording_wait: Duration,
+    recording_recheck: Duration,
     /// Queues the post-call text (docs/sms.md#post-call-texts); `None` sends none.
     sms: Option<crate::sms::Sms>,
 }
@@ -117,6 +120,7 @@ impl FollowUp {
             secrets,
             recordings: None,
             recording_wait: Duration::from_secs(120),
+            recording_recheck: RECORDING_RECHECK,
             sms: None,
         }
     }
@@ -139,6 +143,14 @@ impl FollowUp {
     #[must_use]
     pub fn with_recording_wait(mut self, wait: Duration) -> Self {
         self.recording_wait = wait;
+        self
+    }
+
+    /// The same steps, looking again every `recheck` while they wait for a carrier recording
+    /// (the recording's arrival also makes the waiting follow-up due at once).
+    #[must_use]
+    pub fn with_recording_recheck(mut self, recheck: Duration) -> Self {
+        self.recording_recheck = recheck;
         self
     }
 
@@ -166,7 +178,7 @@ impl FollowUp {
             tracing::warn!(message = "The carrier recording did not arrive in time; the call's webhooks go out without it.", call_id = %call.call_id, recording_sid = %recording_sid);
             return Ok(None);
         }
-        let recheck = now + chrono::Duration::from_std(RECORDING_RECHECK).unwrap_or_default();
+        let recheck = now + chrono::Duration::from_std(self.recording_recheck).unwrap_or_default();
         Ok(Some(recheck.min(deadline)))
     }
 

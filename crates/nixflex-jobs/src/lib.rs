@@ -56,6 +56,9 @@ pub struct Registry {
     /// Retry delays of kinds that do not use the worker's exponential back-off: the delay after
     /// attempt n is `schedule[n - 1]` (the last one repeats).
     schedules: HashMap<String, Vec<Duration>>,
+    /// The wake-up of the worker that will run these handlers, so a handler that queues more
+    /// jobs can wake it (see [`Registry::wake`]).
+    wake: Wake,
 }
 
 impl std::fmt::Debug for Registry {
@@ -105,6 +108,14 @@ impl Registry {
     /// Whether `kind` has a handler.
     pub fn handles(&self, kind: &str) -> bool {
         self.handlers.contains_key(kind)
+    }
+
+    /// The wake-up of the worker built from this registry. A handler that queues jobs on its
+    /// own must wake the worker with it: the worker claims again after a job finishes only when
+    /// its last claim filled every free slot (docs/jobs.md#claiming-and-leases), so a job queued
+    /// by a handler would otherwise wait for the next poll.
+    pub fn wake(&self) -> Wake {
+        self.wake.clone()
     }
 }
 
@@ -274,9 +285,9 @@ impl Worker {
     pub fn new(store: Arc<dyn JobRepo>, registry: Registry, config: WorkerConfig) -> Self {
         Self {
             store,
+            wake: registry.wake(),
             registry: Arc::new(registry),
             config,
-            wake: Wake::new(),
             slot_freed: Arc::new(Notify::new()),
         }
     }
@@ -315,6 +326,11 @@ impl Worker {
         // half its slots are free and claims them in one batch: claiming per finished job would
         // cost a claim transaction per job. A poll, a wake-up or a sweep claims for any free slot.
         let mut eager = true;
+        // Whether the last claim filled every free slot, so more due jobs may be waiting. Only
+        // then does a finished job make the worker claim again: after a claim that came back
+        // short, the queue held nothing more that was due, and whatever is queued on this node
+        // since wakes the worker itself (docs/jobs.md#claiming-and-leases).
+        let mut backlog = false;
         // When a claim next also takes over lapsed leases (two more statements): at most once a
         // poll interval, however often the worker is woken for work just queued
         // (docs/jobs.md#claiming-and-leases).
@@ -340,7 +356,7 @@ impl Worker {
             }
             let free = permits.available_permits();
             let mut more = false;
-            if free > 0 && (eager || free * 2 >= concurrency) {
+            if free > 0 && (eager || (backlog && free * 2 >= concurrency)) {
                 let now = nixflex_store::now();
                 let owner = &self.config.node_id;
                 let limit = i64::try_from(free).unwrap_or(i64::MAX);
@@ -359,6 +375,7 @@ impl Worker {
                     Ok(jobs) => {
                         // A full batch: there may be more waiting.
                         more = jobs.len() == free;
+                        backlog = more;
                         for job in jobs {
                             let Ok(permit) = permits.clone().try_acquire_owned() else {
                                 // Cannot happen (only this loop takes permits); the lease

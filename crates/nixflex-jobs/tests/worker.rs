@@ -79,6 +79,150 @@ async fn two_workers_run_every_job_once((store, _g): Fixture) {
     assert!(runs.values().all(|&n| n == 1), "each job ran once: {runs:?}");
 }
 
+/// A job store that counts the worker's claims (every other call passes straight through).
+struct CountingClaims {
+    inner: Arc<dyn Store>,
+    claims: std::sync::atomic::AtomicUsize,
+}
+
+type At = chrono::DateTime<chrono::Utc>;
+type StoreResult<T> = Result<T, nixflex_store::StoreError>;
+
+#[async_trait::async_trait]
+impl JobRepo for CountingClaims {
+    async fn enqueue_job(&self, job: &NewJob) -> StoreResult<bool> {
+        self.inner.enqueue_job(job).await
+    }
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        limit: i64,
+        until: At,
+        now: At,
+    ) -> StoreResult<Vec<nixflex_store::Job>> {
+        self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.claim_jobs(owner, limit, until, now).await
+    }
+    async fn claim_queued_jobs(
+        &self,
+        owner: &str,
+        limit: i64,
+        until: At,
+        now: At,
+    ) -> StoreResult<Vec<nixflex_store::Job>> {
+        self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.claim_queued_jobs(owner, limit, until, now).await
+    }
+    async fn complete_job(&self, lease: &nixflex_store::Lease, now: At) -> StoreResult<bool> {
+        self.inner.complete_job(lease, now).await
+    }
+    async fn fail_job(
+        &self,
+        lease: &nixflex_store::Lease,
+        error: &str,
+        retry_at: Option<At>,
+        now: At,
+    ) -> StoreResult<bool> {
+        self.inner.fail_job(lease, error, retry_at, now).await
+    }
+    async fn defer_job(
+        &self,
+        lease: &nixflex_store::Lease,
+        run_at: At,
+        now: At,
+    ) -> StoreResult<bool> {
+        self.inner.defer_job(lease, run_at, now).await
+    }
+    async fn run_queued_job_now(&self, key: &str, now: At) -> StoreResult<bool> {
+        self.inner.run_queued_job_now(key, now).await
+    }
+    async fn extend_lease(
+        &self,
+        lease: &nixflex_store::Lease,
+        until: At,
+        now: At,
+    ) -> StoreResult<bool> {
+        self.inner.extend_lease(lease, until, now).await
+    }
+    async fn get_job(&self, job_id: &str) -> StoreResult<Option<nixflex_store::Job>> {
+        self.inner.get_job(job_id).await
+    }
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        page: Page,
+    ) -> StoreResult<Vec<nixflex_store::Job>> {
+        self.inner.list_jobs(filter, page).await
+    }
+    async fn retry_job(&self, job_id: &str, now: At) -> StoreResult<bool> {
+        self.inner.retry_job(job_id, now).await
+    }
+    async fn job_counts(&self) -> StoreResult<nixflex_store::JobCounts> {
+        self.inner.job_counts().await
+    }
+    async fn job_queue_depth(&self) -> StoreResult<Vec<(String, JobState, i64)>> {
+        self.inner.job_queue_depth().await
+    }
+    async fn purge_done_jobs(&self, before: At, limit: i64) -> StoreResult<u64> {
+        self.inner.purge_done_jobs(before, limit).await
+    }
+    async fn end_stale_calls(
+        &self,
+        stale_before: At,
+        kind: &str,
+        max_attempts: i64,
+        limit: i64,
+        now: At,
+    ) -> StoreResult<Vec<String>> {
+        self.inner.end_stale_calls(stale_before, kind, max_attempts, limit, now).await
+    }
+}
+
+/// A finished job makes the worker claim again only when its last claim filled every free slot
+/// (docs/jobs.md#claiming-and-leases): jobs queued one at a time on an idle worker cost one
+/// claim each — the one their wake-up makes —, not a second, empty one after each finishes.
+async fn a_finished_job_claims_again_only_after_a_full_batch((store, _g): Fixture) {
+    let runs: Runs = Arc::default();
+    let shutdown = CancellationToken::new();
+    let counting_store = Arc::new(CountingClaims { inner: store.clone(), claims: 0.into() });
+    let worker = Worker::new(
+        counting_store.clone(),
+        counting(&runs),
+        WorkerConfig { poll_interval: Duration::from_secs(600), ..config("a") },
+    );
+    let wake = worker.wake();
+    let handle = worker.spawn(shutdown.clone());
+    eventually("the first claim", || async {
+        counting_store.claims.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    for i in 0..5 {
+        store
+            .enqueue_job(&NewJob::new("t.count", &format!("one-{i}"), json!({}), 3))
+            .await
+            .unwrap();
+        wake.wake();
+        eventually("the job done", || async { store.job_counts().await.unwrap().done == i + 1 })
+            .await;
+    }
+    // Let any claim a finished job would make happen before counting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(counting_store.claims.load(std::sync::atomic::Ordering::SeqCst), 1 + 5);
+
+    // A burst larger than the worker's four slots: claims go on until the queue is drained.
+    for i in 0..10 {
+        store
+            .enqueue_job(&NewJob::new("t.count", &format!("burst-{i}"), json!({}), 3))
+            .await
+            .unwrap();
+    }
+    wake.wake();
+    eventually("the burst done", || async { store.job_counts().await.unwrap().done == 15 }).await;
+    shutdown.cancel();
+    handle.await.unwrap();
+    assert_eq!(runs.lock().unwrap().len(), 15);
+}
+
 async fn failures_back_off_then_succeed_or_die((store, _g): Fixture) {
     let attempts: Runs = Arc::default();
     let mut registry = Registry::new();
@@ -365,6 +509,7 @@ macro_rules! suite {
 
 suite!(
     two_workers_run_every_job_once,
+    a_finished_job_claims_again_only_after_a_full_batch,
     failures_back_off_then_succeed_or_die,
     a_job_that_is_not_due_yet_runs_again_later_without_spending_attempts,
     a_long_job_keeps_its_lease,

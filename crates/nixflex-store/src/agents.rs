@@ -416,8 +416,10 @@ macro_rules! impl_agents {
                         .bind(account_id.as_str())
                         .execute(&mut *self.write().await?)
                         .await
-                        .map_err(map_err)?;
-                    Ok(done.rows_affected() == 1)
+                        .map_err(map_err);
+                    // Its numbers lost their agent (a cascade): this node forgets them at once.
+                    self.numbers.forget();
+                    Ok(done?.rows_affected() == 1)
                 }
 
                 async fn set_agent_precall(&self, account_id: &AccountId, agent_id: &AgentId, url: Option<&str>) -> Result<bool, StoreError> {

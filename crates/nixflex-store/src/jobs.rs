@@ -221,6 +221,14 @@ pub trait JobRepo: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Makes the queued job keyed `idempotency_key` due at `now` if it was waiting for later
+    /// (what it waited for has happened); false if no such job waits.
+    async fn run_queued_job_now(
+        &self,
+        idempotency_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
     /// Extends a lease (long jobs); false if it was lost.
     async fn extend_lease(
         &self,
@@ -470,6 +478,18 @@ macro_rules! impl_jobs {
                     .bind(&lease.owner)
                     .bind(lease.attempt)
                     .bind(run_at)
+                    .bind(now)
+                    .execute(&mut *self.write().await?)
+                    .await
+                    .map_err(map_err)?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn run_queued_job_now(&self, idempotency_key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+                    let done = sqlx::query(
+                        "update jobs set run_at = $2, updated_at = $2 where idempotency_key = $1 and state = 'queued' and run_at > $2",
+                    )
+                    .bind(idempotency_key)
                     .bind(now)
                     .execute(&mut *self.write().await?)
                     .await

@@ -15,6 +15,7 @@ mod calls;
 mod campaigns;
 mod guards;
 mod jobs;
+mod number_cache;
 mod numbers;
 mod outbound;
 mod postgres;

@@ -225,7 +225,9 @@ macro_rules! impl_numbers {
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                    tx.commit().await.map_err(map_err)
+                    let committed = tx.commit().await.map_err(map_err);
+                    self.numbers.forget();
+                    committed
                 }
 
                 async fn activate_number(&self, phone_number: &E164) -> Result<(), StoreError> {
@@ -233,17 +235,20 @@ macro_rules! impl_numbers {
                         .bind(phone_number.as_str())
                         .execute(&mut *self.write().await?)
                         .await
-                        .map_err(map_err)?;
+                        .map_err(map_err);
+                    self.numbers.forget();
+                    let done = done?;
                     if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::NotFound) }
                 }
 
                 async fn release_number(&self, phone_number: &E164) -> Result<(), StoreError> {
-                    sqlx::query("delete from phone_numbers where phone_number = $1 and state = 'pending'")
+                    let done = sqlx::query("delete from phone_numbers where phone_number = $1 and state = 'pending'")
                         .bind(phone_number.as_str())
                         .execute(&mut *self.write().await?)
                         .await
-                        .map_err(map_err)?;
-                    Ok(())
+                        .map_err(map_err);
+                    self.numbers.forget();
+                    done.map(|_| ())
                 }
 
                 async fn number_taken(&self, phone_number: &E164, stale_before: DateTime<Utc>) -> Result<bool, StoreError> {
@@ -271,12 +276,34 @@ macro_rules! impl_numbers {
                 }
 
                 async fn find_active_number(&self, phone_number: &E164) -> Result<Option<PhoneNumber>, StoreError> {
+                    use crate::number_cache::Cached;
+                    // Answered from this node's memory while the authentication epoch says no
+                    // number changed (crate::number_cache, docs/operations.md#number-cache).
+                    let key = phone_number.as_str();
+                    let generation = match self.numbers.lookup(key) {
+                        Cached::Hit(found) => return Ok(found.map(|number| (*number).clone())),
+                        Cached::Miss { check_epoch: false, generation } => generation,
+                        Cached::Miss { check_epoch: true, .. } => {
+                            let read_at = std::time::Instant::now();
+                            let epoch: i64 = sqlx::query_scalar("select epoch from auth_epoch where id = 1")
+                                .fetch_one(&self.pool)
+                                .await
+                                .map_err(map_err)?;
+                            let generation = self.numbers.observe_epoch(epoch, read_at);
+                            if let Cached::Hit(found) = self.numbers.lookup(key) {
+                                return Ok(found.map(|number| (*number).clone()));
+                            }
+                            generation
+                        }
+                    };
                     let row = sqlx::query("select * from phone_numbers where phone_number = $1 and state = 'active'")
-                        .bind(phone_number.as_str())
+                        .bind(key)
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(map_err)?;
-                    row.map(|row| number_from_row(&row)).transpose().map_err(map_err)
+                    let found = row.map(|row| number_from_row(&row)).transpose().map_err(map_err)?;
+                    self.numbers.keep(generation, key, found.as_ref());
+                    Ok(found)
                 }
 
                 async fn list_numbers(
@@ -325,7 +352,9 @@ macro_rules! impl_numbers {
                     .bind(expected_version)
                     .execute(&mut *self.write().await?)
                     .await
-                    .map_err(map_err)?;
+                    .map_err(map_err);
+                    self.numbers.forget();
+                    let done = done?;
                     if done.rows_affected() == 1 {
                         return Ok(());
                     }
@@ -353,7 +382,9 @@ macro_rules! impl_numbers {
                         .execute(&mut *tx)
                         .await
                         .map_err(map_err)?;
-                    tx.commit().await.map_err(map_err)?;
+                    let committed = tx.commit().await.map_err(map_err);
+                    self.numbers.forget();
+                    committed?;
                     Ok(done.rows_affected() == 1)
                 }
 
@@ -375,8 +406,9 @@ macro_rules! impl_numbers {
                         .bind(url)
                         .execute(&self.pool)
                         .await
-                        .map_err(map_err)?;
-                    Ok(done.rows_affected() == 1)
+                        .map_err(map_err);
+                    self.numbers.forget();
+                    Ok(done?.rows_affected() == 1)
                 }
 
                 async fn get_caller(&self, phone_number: &E164, caller_number: &str) -> Result<Option<CallerRecord>, StoreError> {

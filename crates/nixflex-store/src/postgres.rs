@@ -14,6 +14,8 @@ pub struct PgStore {
     pool: PgPool,
     /// The same pool: PostgreSQL handles concurrent writers itself.
     writer: PgPool,
+    /// Active phone numbers remembered (`crate::number_cache`).
+    numbers: std::sync::Arc<crate::number_cache::NumberCache>,
 }
 
 /// The schema history, oldest first; each file runs once, in a transaction.
@@ -39,6 +41,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (19, "call_tallies", include_str!("../migrations/postgres/0019_call_tallies.sql")),
     (20, "agent_counts", include_str!("../migrations/postgres/0020_agent_counts.sql")),
     (21, "call_history", include_str!("../migrations/postgres/0021_call_history.sql")),
+    (22, "number_epoch", include_str!("../migrations/postgres/0022_number_epoch.sql")),
 ];
 
 impl PgStore {
@@ -67,7 +70,7 @@ impl PgStore {
         let migrator = crate::sql::migrator(MIGRATIONS);
         crate::sql::adopt_reworded!(&pool, migrator, crate::sql::REWORDED_POSTGRES);
         migrator.run(&pool).await.map_err(|e| StoreError::Other(e.into()))?;
-        Ok(Self { writer: pool.clone(), pool })
+        Ok(Self { writer: pool.clone(), pool, numbers: std::sync::Arc::default() })
     }
 
     /// Another node may have written an agent: its version is always read from the database.

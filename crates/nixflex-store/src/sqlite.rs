@@ -23,6 +23,8 @@ pub struct SqliteStore {
     /// Agents' versions answered while nothing has been committed (`crate::versions`); `None`
     /// for an in-memory database.
     versions: Option<std::sync::Arc<Versions>>,
+    /// Active phone numbers remembered (`crate::number_cache`).
+    numbers: std::sync::Arc<crate::number_cache::NumberCache>,
 }
 
 /// [`crate::versions::KnownVersions`] and the connection that keeps the WAL index it reads in
@@ -57,6 +59,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (19, "call_tallies", include_str!("../migrations/sqlite/0019_call_tallies.sql")),
     (20, "agent_counts", include_str!("../migrations/sqlite/0020_agent_counts.sql")),
     (21, "call_history", include_str!("../migrations/sqlite/0021_call_history.sql")),
+    (22, "number_epoch", include_str!("../migrations/sqlite/0022_number_epoch.sql")),
 ];
 
 impl SqliteStore {
@@ -110,6 +113,7 @@ impl SqliteStore {
                 pool,
                 background: Self::background_gate(),
                 versions: None,
+                numbers: std::sync::Arc::default(),
             });
         }
         let writer = SqlitePoolOptions::new()
@@ -128,7 +132,13 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(map_err)?;
-        Ok(Self { pool, writer, background: Self::background_gate(), versions })
+        Ok(Self {
+            pool,
+            writer,
+            background: Self::background_gate(),
+            versions,
+            numbers: std::sync::Arc::default(),
+        })
     }
 
     /// Opens the connection that keeps the WAL index in place, reads through it once (a

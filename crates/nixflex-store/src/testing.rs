@@ -142,3 +142,31 @@ fn uuid_like() -> String {
         .unwrap_or_default();
     format!("{:x}{:x}{:x}", nanos, std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
+
+/// An active-to-be Twilio number of `account_id` answered by `agent_id`, with placeholder SIDs
+/// and a placeholder sealed token (tests that check signatures seal their own).
+pub fn phone_number(
+    account_id: &nixflex_core::ids::AccountId,
+    agent_id: Option<&nixflex_core::ids::AgentId>,
+    e164: &str,
+) -> nixflex_core::number::PhoneNumber {
+    let at = crate::now();
+    nixflex_core::number::PhoneNumber {
+        phone_number: e164.into(),
+        account_id: account_id.clone(),
+        agent_id: agent_id.cloned(),
+        provider: "twilio".to_owned(),
+        twilio_account_sid: format!("AC{}", "a".repeat(32)),
+        twilio_auth_token_sealed: "v1:sealed-token".to_owned(),
+        twilio_number_sid: format!("PN{}", "b".repeat(32)),
+        inbound_enabled: true,
+        outbound_enabled: true,
+        sms_reply_enabled: true,
+        settings: nixflex_core::number::NumberSettings::default(),
+        webhook_url: None,
+        webhook2_url: None,
+        precall_url: None,
+        created_at: at,
+        updated_at: at,
+    }
+}

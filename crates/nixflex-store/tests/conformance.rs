@@ -658,28 +658,12 @@ async fn timestamps_round_trip_in_utc_at_microsecond_precision((store, _g): Fixt
 }
 
 fn number(account_id: &str, agent_id: Option<&str>, phone: &str) -> PhoneNumber {
-    let at = now();
-    PhoneNumber {
-        phone_number: phone.into(),
-        account_id: account_id.into(),
-        agent_id: agent_id.map(AgentId::from),
-        provider: "twilio".to_owned(),
-        twilio_account_sid: format!("AC{}", "a".repeat(32)),
-        twilio_auth_token_sealed: "v1:sealed-token".to_owned(),
-        twilio_number_sid: format!("PN{}", "b".repeat(32)),
-        inbound_enabled: true,
-        outbound_enabled: true,
-        sms_reply_enabled: true,
-        settings: NumberSettings {
-            custom_prompt: Some("Bakery".to_owned()),
-            ..NumberSettings::default()
-        },
-        webhook_url: None,
-        webhook2_url: None,
-        precall_url: None,
-        created_at: at,
-        updated_at: at,
-    }
+    let agent_id = agent_id.map(AgentId::from);
+    let mut number =
+        nixflex_store::testing::phone_number(&account_id.into(), agent_id.as_ref(), phone);
+    number.settings =
+        NumberSettings { custom_prompt: Some("Bakery".to_owned()), ..NumberSettings::default() };
+    number
 }
 
 async fn imported(store: &dyn Store, n: &PhoneNumber) {
@@ -1719,6 +1703,24 @@ async fn jobs_enqueue_once_per_idempotency_key((store, _g): Fixture) {
     assert_eq!(store.job_counts().await.unwrap(), JobCounts { queued: 2, ..JobCounts::default() });
 }
 
+async fn a_waiting_job_can_be_made_due_by_its_key((store, _g): Fixture) {
+    let t = now();
+    let mut waiting = job("t.noop", "later", 3);
+    waiting.run_at = t + Duration::minutes(10);
+    store.enqueue_job(&waiting).await.unwrap();
+    assert!(
+        store.claim_queued_jobs("n", 5, t + Duration::seconds(30), t).await.unwrap().is_empty()
+    );
+    assert!(!store.run_queued_job_now("t.noop:unknown", t).await.unwrap(), "no such job");
+    assert!(store.run_queued_job_now("t.noop:later", t).await.unwrap());
+    assert!(!store.run_queued_job_now("t.noop:later", t).await.unwrap(), "already due");
+    let claimed = store.claim_queued_jobs("n", 5, t + Duration::seconds(30), t).await.unwrap();
+    assert_eq!(claimed.iter().map(|j| &j.job_id).collect::<Vec<_>>(), [&waiting.job_id]);
+    // A running job is not touched.
+    assert!(!store.run_queued_job_now("t.noop:later", t).await.unwrap());
+    assert_eq!(store.get_job(&waiting.job_id).await.unwrap().unwrap().state, JobState::Running);
+}
+
 async fn jobs_are_claimed_by_one_worker_at_a_time((store, _g): Fixture) {
     for i in 0..40 {
         store.enqueue_job(&job("t.noop", &i.to_string(), 3)).await.unwrap();
@@ -2233,6 +2235,7 @@ suite!(
     every_filtered_calls_total_agrees_with_the_calls_through_inserts_updates_and_deletes,
     history_is_the_latest_summaries_between_a_number_and_a_caller,
     jobs_enqueue_once_per_idempotency_key,
+    a_waiting_job_can_be_made_due_by_its_key,
     jobs_are_claimed_by_one_worker_at_a_time,
     an_expired_lease_is_taken_over_and_fences_the_old_owner,
     failed_jobs_wait_for_their_retry_then_die_after_max_attempts,

@@ -214,6 +214,10 @@ pub struct Config {
     /// How long a carrier-recorded call's `call.completed` waits for its recording, in seconds
     /// (docs/recordings.md#carrier-recordings); then it goes out without it.
     pub recording_wait_secs: u64,
+    /// While `call.completed` waits for a carrier recording, how often it looks again, in
+    /// milliseconds; the recording's arrival also ends the wait at once
+    /// (docs/recordings.md#carrier-recordings).
+    pub recording_recheck_ms: u64,
     /// An outbound call queued this long for a free slot under the account's concurrent-call
     /// cap ends `failed` (docs/engine.md#capacity-queue), in seconds.
     pub outbound_queue_timeout_secs: u64,
@@ -320,6 +324,7 @@ impl Default for Config {
             recording_url_ttl_secs: 86_400,
             delete_carrier_recordings: false,
             recording_wait_secs: 120,
+            recording_recheck_ms: 1000,
             outbound_queue_timeout_secs: 3600,
             outbound_dial_recheck_ms: 5000,
             sms_campaign_rate_per_second: 1.0,
@@ -525,6 +530,9 @@ impl Config {
         }
         if self.recording_wait_secs > 86_400 {
             bail!("recording_wait_secs must be at most 86400 (a day)");
+        }
+        if !(100..=3_600_000).contains(&self.recording_recheck_ms) {
+            bail!("recording_recheck_ms must be between 100 and 3600000 (an hour)");
         }
         if self.outbound_queue_timeout_secs == 0 || self.outbound_queue_timeout_secs > 7 * 86_400 {
             bail!("outbound_queue_timeout_secs must be between 1 and 604800 (7 days)");

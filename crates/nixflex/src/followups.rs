@@ -70,12 +70,15 @@ pub fn register(
     retries: WebhookRetries,
 ) {
     let max_attempts = retries.max_attempts;
+    let wake = registry.wake();
     for kind in [CALL_ENDED, CALL_STARTED] {
         let store = store.clone();
         let steps = follow_up.clone();
+        let wake = wake.clone();
         registry.register(kind, move |job| {
             let store = store.clone();
             let steps = steps.clone();
+            let wake = wake.clone();
             async move {
                 let call_id =
                     job.payload.get("call_id").and_then(serde_json::Value::as_str).ok_or_else(
@@ -88,7 +91,13 @@ pub fn register(
                     steps.call_ended(&call_id.into(), last_attempt).await
                 }
                 .map_err(job_error)?;
+                // The deliveries, and a text the call's end may have queued, are this worker's
+                // to run now.
+                let queued = !deliveries.is_empty() || job.kind == CALL_ENDED;
                 queue_deliveries(&*store, deliveries, max_attempts).await?;
+                if queued {
+                    wake.wake();
+                }
                 if job.kind == CALL_ENDED {
                     // An outbound call's purpose is kept only until its follow-up has run
                     // (docs/decisions.md#outbound-purpose).
@@ -135,12 +144,17 @@ pub fn register_dial(registry: &mut Registry, engine: Arc<OnceLock<Engine>>) {
 
 /// Registers `recording.fetch` (docs/recordings.md#carrier-recordings).
 pub fn register_recordings(registry: &mut Registry, carrier: CarrierRecordings) {
+    let wake = registry.wake();
     registry.register(RECORDING_FETCH, move |job| {
         let carrier = carrier.clone();
+        let wake = wake.clone();
         async move {
             let fetch: RecordingFetch = serde_json::from_value(job.payload.clone())
                 .map_err(|e| JobError::Permanent(format!("payload: {e}")))?;
-            carrier.fetch(&fetch).await.map_err(job_error)
+            carrier.fetch(&fetch).await.map_err(job_error)?;
+            // The call's follow-up, made due if it waited for this recording.
+            wake.wake();
+            Ok(())
         }
     });
 }

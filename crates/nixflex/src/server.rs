@@ -425,6 +425,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         )
         .with_recordings(Some(recordings.clone()))
         .with_recording_wait(Duration::from_secs(config.recording_wait_secs))
+        .with_recording_recheck(Duration::from_millis(config.recording_recheck_ms))
         .with_sms(Some(sms.clone())),
         crate::followups::WebhookRetries {
             delays: config

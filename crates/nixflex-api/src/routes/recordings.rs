@@ -218,6 +218,7 @@ pub(crate) async fn erase(
                 DELETE_ATTEMPTS,
             );
             state.store().enqueue_job(&job).await?;
+            state.engine().wake_follow_ups();
             Ok(())
         }
     }

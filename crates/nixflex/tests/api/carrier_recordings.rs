@@ -159,6 +159,36 @@ async fn a_provider_recorded_call_is_stored_before_call_completed_goes_out(backe
     assert!(lab.twilio.recording(&made.sid).is_some());
 }
 
+/// The follow-up waiting for a late recording runs as soon as the recording is stored, not at
+/// its next look: here it would look again only after ten minutes.
+async fn a_stored_recording_makes_the_waiting_follow_up_run_at_once(backend: Backend) {
+    let receiver = WebhookReceiver::start().await.unwrap();
+    let lab = lab(backend, &receiver, |c| {
+        c.recording_recheck_ms = 600_000;
+        c.recording_wait_secs = 600;
+    })
+    .await;
+    // The first download fails, so the recording is stored only on the fetch's second attempt,
+    // after the call's follow-up has found it missing and started to wait.
+    lab.twilio.fail_times(".wav", 1, 500, None);
+
+    let recording = short_call(&lab).await;
+    let hook = completed_webhook(&receiver).await;
+
+    assert!(hook["recording_url"].is_string(), "{hook}");
+    assert_eq!(carrier_recording(&lab, &recording.call_sid).status, "completed");
+    let downloads: Vec<u16> = lab
+        .twilio
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with(".wav"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(downloads, [500, 200], "stored on the second attempt");
+    let ended = lab.follow_up_ran(hook["call_id"].as_str().unwrap()).await;
+    assert_eq!(ended.attempts, 1, "waiting spent no attempt");
+}
+
 async fn call_completed_waits_for_a_missing_recording_only_up_to_the_bound(backend: Backend) {
     let receiver = WebhookReceiver::start().await.unwrap();
     let lab = lab(backend, &receiver, |c| c.recording_wait_secs = 2).await;
@@ -375,6 +405,7 @@ async fn recording_off_on_the_number_starts_no_carrier_recording(backend: Backen
 
 both!(
     a_provider_recorded_call_is_stored_before_call_completed_goes_out,
+    a_stored_recording_makes_the_waiting_follow_up_run_at_once,
     call_completed_waits_for_a_missing_recording_only_up_to_the_bound,
     an_absent_recording_lets_call_completed_go_out_at_once,
     a_failed_start_is_retried_and_a_refused_one_leaves_the_call_unrecorded,

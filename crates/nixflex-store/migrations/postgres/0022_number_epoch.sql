@@ -1,0 +1,14 @@
+-- Active phone numbers are remembered by each node (docs/operations.md#number-cache). The
+-- authentication epoch (0017) moves, in the same transaction, with every change of a phone
+-- number — a number's auth token authenticates the carrier's webhooks, and its agent and URLs
+-- route its calls —, including the changes a deleted agent cascades to its numbers. Nodes read
+-- the epoch before trusting what they remember.
+create function phone_numbers_epoch() returns trigger language plpgsql as $$
+begin
+    update auth_epoch set epoch = epoch + 1 where id = 1;
+    return null;
+end
+$$;
+
+create trigger phone_numbers_epoch after insert or update or delete on phone_numbers
+    for each statement execute function phone_numbers_epoch();
