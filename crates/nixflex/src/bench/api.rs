@@ -83,10 +83,45 @@ pub struct ApiBenchArgs {
     pub database_url: Option<String>,
 }
 
+/// An account's agents as the mixed load sees them: which exist, and how many requests each is
+/// in. A `DELETE` takes only an agent no request is using, so no `GET` or `PUT` races its own
+/// load's deletes into a 404 (which would count as an error the server did not make).
+#[derive(Debug, Default)]
+struct AgentPool {
+    ids: Vec<String>,
+    in_use: std::collections::HashMap<String, usize>,
+}
+
+impl AgentPool {
+    /// A random agent, marked in use until [`Self::release`].
+    fn take(&mut self) -> Option<String> {
+        let id = self.ids.choose(&mut rand::rng()).cloned()?;
+        *self.in_use.entry(id.clone()).or_default() += 1;
+        Some(id)
+    }
+
+    fn release(&mut self, id: &str) {
+        if let Some(count) = self.in_use.get_mut(id) {
+            *count -= 1;
+            if *count == 0 {
+                self.in_use.remove(id);
+            }
+        }
+    }
+
+    /// A random agent no request is using, out of the pool for good (to be deleted).
+    fn take_for_delete(&mut self) -> Option<String> {
+        let idle: Vec<usize> =
+            (0..self.ids.len()).filter(|&i| !self.in_use.contains_key(&self.ids[i])).collect();
+        let index = *idle.choose(&mut rand::rng())?;
+        Some(self.ids.swap_remove(index))
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Account {
     bearer: String,
-    agents: Arc<Mutex<Vec<String>>>,
+    agents: Arc<Mutex<AgentPool>>,
 }
 
 #[derive(Debug)]
@@ -244,7 +279,7 @@ async fn run_mixed(
                 if let Some(id) =
                     agent_id_of(timed(&stats, "POST /v1/agents (seed)", request).await.as_deref())
                 {
-                    account.agents.lock().await.push(id);
+                    account.agents.lock().await.ids.push(id);
                 }
             }
         });
@@ -269,38 +304,42 @@ async fn run_mixed(
                 n += 1;
                 let account = &accounts[n % accounts.len()];
                 let roll = rand::rng().random_range(0..100);
-                let some_agent = account.agents.lock().await.choose(&mut rand::rng()).cloned();
                 let auth = account.bearer.as_str();
-                match (roll, some_agent) {
-                    (0..30, _) | (_, None) => {
-                        let offset = rand::rng().random_range(0..4) * 25;
-                        let request = client.get(format!("{base}/v1/agents?limit=25&offset={offset}")).header("authorization", auth);
-                        timed(&stats, "GET /v1/agents", request).await;
+                match roll {
+                    30..90 => {
+                        let Some(id) = account.agents.lock().await.take() else {
+                            list_agents(&client, &base, auth, &stats).await;
+                            continue;
+                        };
+                        if roll < 70 {
+                            let request = client.get(format!("{base}/v1/agents/{id}")).header("authorization", auth);
+                            timed(&stats, "GET /v1/agents/{id}", request).await;
+                        } else {
+                            let request = client
+                                .put(format!("{base}/v1/agents/{id}"))
+                                .header("authorization", auth)
+                                .json(&json!({"temperature": rand::rng().random_range(0..=10) as f64 / 10.0, "welcome_message": format!("Hello from run {n}")}));
+                            timed(&stats, "PUT /v1/agents/{id}", request).await;
+                        }
+                        account.agents.lock().await.release(&id);
                     }
-                    (30..70, Some(id)) => {
-                        let request = client.get(format!("{base}/v1/agents/{id}")).header("authorization", auth);
-                        timed(&stats, "GET /v1/agents/{id}", request).await;
-                    }
-                    (70..90, Some(id)) => {
-                        let request = client
-                            .put(format!("{base}/v1/agents/{id}"))
-                            .header("authorization", auth)
-                            .json(&json!({"temperature": rand::rng().random_range(0..=10) as f64 / 10.0, "welcome_message": format!("Hello from run {n}")}));
-                        timed(&stats, "PUT /v1/agents/{id}", request).await;
-                    }
-                    (90..97, _) => {
+                    90..97 => {
                         let request = client.post(format!("{base}/v1/agents")).header("authorization", auth).json(&json!({"name": "load"}));
                         if let Some(id) = agent_id_of(timed(&stats, "POST /v1/agents", request).await.as_deref())
                         {
-                            account.agents.lock().await.push(id);
+                            account.agents.lock().await.ids.push(id);
                         }
                     }
-                    (_, Some(id)) => {
-                        // Out of the pool first, so no other worker reads an agent being deleted.
-                        account.agents.lock().await.retain(|a| *a != id);
+                    97.. => {
+                        // Out of the pool first, and only one no request is using.
+                        let Some(id) = account.agents.lock().await.take_for_delete() else {
+                            list_agents(&client, &base, auth, &stats).await;
+                            continue;
+                        };
                         let request = client.delete(format!("{base}/v1/agents/{id}")).header("authorization", auth);
                         timed(&stats, "DELETE /v1/agents/{id}", request).await;
                     }
+                    _ => list_agents(&client, &base, auth, &stats).await,
                 }
             }
         });
@@ -308,6 +347,15 @@ async fn run_mixed(
     while tasks.join_next().await.is_some() {}
     report("mixed", &stats, started.elapsed());
     Ok(())
+}
+
+/// One page of an account's agents, at a random offset of the first four pages.
+async fn list_agents(client: &reqwest::Client, base: &str, auth: &str, stats: &Stats) {
+    let offset = rand::rng().random_range(0..4) * 25;
+    let request = client
+        .get(format!("{base}/v1/agents?limit=25&offset={offset}"))
+        .header("authorization", auth);
+    timed(stats, "GET /v1/agents", request).await;
 }
 
 /// A request for worker request number `n`.
