@@ -14,8 +14,8 @@ use nixflex_core::sms::{SmsMessage, SmsSource, SmsStatus};
 use nixflex_store::testing::TempDirGuard;
 use nixflex_store::{
     Account, Admission, ApiKey, CALL_ENDED, CallFilter, CallUpdate, IdempotencyBegin,
-    IdempotencyScope, JobCounts, JobFilter, JobState, NewJob, NumberUrlSlot, Page, RevokeOutcome,
-    SmsFilter, Store, StoreError, StoredResponse, now,
+    IdempotencyScope, JobCounts, JobFilter, JobState, NewJob, NumberUrlSlot, OutboundDetails, Page,
+    RevokeOutcome, SmsFilter, Store, StoreError, StoredResponse, now,
 };
 use serde_json::{Map, Value, json};
 
@@ -1703,6 +1703,34 @@ async fn jobs_enqueue_once_per_idempotency_key((store, _g): Fixture) {
     assert_eq!(store.job_counts().await.unwrap(), JobCounts { queued: 2, ..JobCounts::default() });
 }
 
+/// An outbound call's sealed purpose is erased once (after its follow-up ran), keeping the rest
+/// of its details; a call without one, or with none left, is left alone.
+async fn an_outbound_calls_purpose_is_erased_and_nothing_else((store, _g): Fixture) {
+    let (acct, _) = new_account(&*store).await;
+    let mut outbound = call(&acct.account_id, "a1", "+14155552671", "+447386172599");
+    outbound.direction = Direction::Outbound;
+    outbound.call_status = CallStatus::Queued;
+    let details = OutboundDetails {
+        purpose_sealed: Some("v1:sealed-purpose".to_owned()),
+        voicemail_action: Some("leave_message".to_owned()),
+        voicemail_message: Some("Call us back.".to_owned()),
+        dial_attempts: 0,
+    };
+    let dial = job("call.dial", outbound.call_id.as_str(), 3);
+    store.queue_outbound_call(&outbound, &details, &dial).await.unwrap();
+    let inbound = call(&acct.account_id, "a1", "+447386172598", "+14155552671");
+    store.insert_call(&inbound).await.unwrap();
+
+    store.erase_call_purpose(&outbound.call_id).await.unwrap();
+    let kept = store.get_outbound(&outbound.call_id).await.unwrap().unwrap();
+    assert_eq!(kept, OutboundDetails { purpose_sealed: None, ..details.clone() });
+    // Again, and for a call that never had one: nothing changes, nothing fails.
+    store.erase_call_purpose(&outbound.call_id).await.unwrap();
+    store.erase_call_purpose(&inbound.call_id).await.unwrap();
+    assert_eq!(store.get_outbound(&outbound.call_id).await.unwrap().unwrap(), kept);
+    assert_eq!(store.get_outbound(&inbound.call_id).await.unwrap(), None);
+}
+
 async fn a_waiting_job_can_be_made_due_by_its_key((store, _g): Fixture) {
     let t = now();
     let mut waiting = job("t.noop", "later", 3);
@@ -2236,6 +2264,7 @@ suite!(
     history_is_the_latest_summaries_between_a_number_and_a_caller,
     jobs_enqueue_once_per_idempotency_key,
     a_waiting_job_can_be_made_due_by_its_key,
+    an_outbound_calls_purpose_is_erased_and_nothing_else,
     jobs_are_claimed_by_one_worker_at_a_time,
     an_expired_lease_is_taken_over_and_fences_the_old_owner,
     failed_jobs_wait_for_their_retry_then_die_after_max_attempts,
